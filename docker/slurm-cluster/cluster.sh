@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# Start, stop, reset and break the slurmexp test cluster on this machine, as root, without a
+# Docker engine (the Dockerfile runs this same script). One slurmctld, one slurmdbd with MariaDB,
+# munge, and five slurmd (`slurmd -N`): c1-c3 (CPU), g1 (2x a100), g2 (2x v100).
+#
+#   cluster.sh up            idempotent: reuses what runs and is healthy, starts the rest, waits
+#                            until every node is idle and sacct answers (or fails with log lines)
+#   cluster.sh down          stops every daemon
+#   cluster.sh reset         stops slurmctld, wipes its state (job ids restart at 1; the
+#                            accounting database keeps the old jobs) and brings the cluster up
+#   cluster.sh status        daemons, nodes, queue
+#   cluster.sh fail-node N   marks node N DOWN under its running jobs (they end NODE_FAIL)
+#   cluster.sh resume-node N brings node N back
+#   cluster.sh restart-ctld  restarts slurmctld with its state kept
+#   cluster.sh stop-dbd      stops slurmdbd (sacct fails; jobs keep running)
+#   cluster.sh start-dbd     starts slurmdbd again
+#   cluster.sh preempt N     submits a high-QOS job that needs all of node N (preempts low QOS)
+#   cluster.sh logs          the tail of every daemon log
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+STATE="${SX_CLUSTER_STATE:-/var/lib/slurmexp-cluster}"
+LOG="${SX_CLUSTER_LOG:-/var/log/slurmexp-cluster}"
+HOST="$(hostname -s)"
+NODES=(c1 c2 c3 g1 g2)
+CLUSTER=minicluster
+WAIT_S="${SX_CLUSTER_WAIT_S:-90}"
+
+say() { printf '[cluster] %s\n' "$*" >&2; }
+die() {
+    say "ERROR: $*"
+    show_logs >&2 || true
+    exit 1
+}
+
+show_logs() {
+    local f
+    for f in "$LOG"/slurmctld.log "$LOG"/slurmdbd.log "$LOG"/slurmd-*.log "$LOG"/mysql/mysqld.log "$LOG"/munged.log; do
+        [ -f "$f" ] || continue
+        echo "---- last lines of $f (errors first) ----"
+        grep -iE 'error|fatal' "$f" | grep -v 'mpi/pmix' | tail -n 8 || true
+        tail -n 8 "$f"
+    done
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+render_conf() {
+    # Fill the templates in conf/; return 0 when /etc/slurm changed.
+    local changed=1 name src dst tmp
+    mkdir -p /etc/slurm "$STATE"/{ctld,run,spool} "$LOG"
+    for name in slurm.conf gres.conf slurmdbd.conf; do
+        src="$HERE/conf/$name.in"
+        dst="/etc/slurm/$name"
+        tmp="$(mktemp)"
+        sed -e "s|@HOST@|$HOST|g" -e "s|@STATE@|$STATE|g" -e "s|@LOG@|$LOG|g" "$src" >"$tmp"
+        if ! cmp -s "$tmp" "$dst" 2>/dev/null; then
+            install -m 644 "$tmp" "$dst"
+            changed=0
+        fi
+        rm -f "$tmp"
+    done
+    chmod 600 /etc/slurm/slurmdbd.conf
+    for n in g1 g2; do
+        mkdir -p "$STATE/fakegpu/$n"
+        touch "$STATE/fakegpu/$n/nvidia0" "$STATE/fakegpu/$n/nvidia1"
+    done
+    for n in "${NODES[@]}"; do mkdir -p "$STATE/spool/$n"; done
+    return $changed
+}
+
+start_munge() {
+    if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then return; fi
+    say "starting munged"
+    mkdir -p /run/munge /var/log/munge /var/lib/munge
+    chown munge:munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null || true
+    [ -f /etc/munge/munge.key ] || mungekey --create --force 2>/dev/null || /usr/sbin/create-munge-key -f
+    munged --force --log-file="$LOG/munged.log" || true
+    for _ in $(seq 50); do
+        munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    die "munged did not start"
+}
+
+start_mariadb() {
+    if mysqladmin ping >/dev/null 2>&1; then return; fi
+    say "starting MariaDB"
+    mkdir -p /run/mysqld "$LOG/mysql"
+    chown mysql:mysql /run/mysqld "$LOG/mysql"
+    if [ ! -d /var/lib/mysql/mysql ]; then
+        mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+    fi
+    (setsid mysqld_safe --user=mysql --log-error="$LOG/mysql/mysqld.log" >/dev/null 2>&1 &)
+    for _ in $(seq 300); do
+        mysqladmin ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    mysqladmin ping >/dev/null 2>&1 || die "MariaDB did not answer mysqladmin ping"
+    mysql -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmexp-test';
+              GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+}
+
+start_slurmdbd() {
+    if pid_alive "$STATE/run/slurmdbd.pid" && sacctmgr -n show cluster format=cluster >/dev/null 2>&1; then
+        return
+    fi
+    say "starting slurmdbd"
+    slurmdbd
+    for _ in $(seq 150); do
+        sacctmgr -n show cluster format=cluster >/dev/null 2>&1 && return
+        sleep 0.2
+    done
+    die "slurmdbd did not answer sacctmgr"
+}
+
+ensure_cluster_row() {
+    # slurmctld must find its cluster in slurmdbd on its first start.
+    sacctmgr -n -P show cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER" && return
+    sacctmgr -i add cluster "$CLUSTER" >/dev/null
+}
+
+setup_accounting() {
+    # sacctmgr objects live in MariaDB, so this runs once per database; it needs slurmctld up
+    # first, because gres/gpu only becomes a known TRES once slurmctld has registered it.
+    if sacctmgr -n -P show assoc where user=root account=research format=qos 2>/dev/null | grep -q low; then
+        return
+    fi
+    say "creating accounts and QOS"
+    local line out
+    while IFS= read -r line; do
+        case "$line" in ''|'#'*) continue ;; esac
+        # shellcheck disable=SC2086
+        out="$(sacctmgr -i $line 2>&1)" || say "sacctmgr $line: $out"
+    done <"$HERE/conf/accounts.txt"
+    sacctmgr -n -P show assoc where user=root account=research format=qos | grep -q low \
+        || die "accounting setup failed: no association root/research with QOS low"
+}
+
+start_slurmctld() {
+    if pid_alive "$STATE/run/slurmctld.pid" && scontrol ping 2>/dev/null | grep -q UP; then
+        return
+    fi
+    say "starting slurmctld"
+    slurmctld
+    for _ in $(seq 150); do
+        scontrol ping 2>/dev/null | grep -q UP && return
+        sleep 0.2
+    done
+    die "slurmctld did not answer scontrol ping"
+}
+
+start_slurmds() {
+    local n
+    for n in "${NODES[@]}"; do
+        if pid_alive "$STATE/run/slurmd-$n.pid"; then continue; fi
+        say "starting slurmd -N $n"
+        slurmd -N "$n"
+    done
+}
+
+ensure_reservation() {
+    if scontrol show reservation resv1 >/dev/null 2>&1; then return; fi
+    say "creating reservation resv1 on c3"
+    scontrol create reservation ReservationName=resv1 Nodes=c3 Users=root \
+        StartTime=now Duration=infinite Flags=IGNORE_JOBS >/dev/null
+}
+
+resume_bad_nodes() {
+    # A node left DOWN/DRAIN by fault injection (or by a restart) is brought back by `up`.
+    local bad
+    bad="$(sinfo -h -N -o '%N %t' | awk '$2 ~ /down|drain|drng|fail|unk|inval/ {print $1}' | sort -u | paste -sd, -)"
+    if [ -n "$bad" ]; then
+        scontrol update NodeName="$bad" State=RESUME 2>/dev/null || true
+    fi
+}
+
+wait_ready() {
+    local deadline=$((SECONDS + WAIT_S)) states
+    while :; do
+        states="$(sinfo -h -N -o '%N %t' 2>/dev/null | sort -u)"
+        if [ -n "$states" ] && ! echo "$states" | awk '{print $2}' | grep -qvE '^(idle|mix|alloc|comp|resv|planned)$' \
+            && [ "$(echo "$states" | wc -l)" -ge "${#NODES[@]}" ] \
+            && sacct -n -X -S now-1minutes -o jobid >/dev/null 2>&1; then
+            say "ready: $(echo "$states" | tr '\n' ' ')"
+            return
+        fi
+        if ((SECONDS > deadline)); then
+            echo "$states" >&2
+            die "cluster not ready after ${WAIT_S}s (nodes above)"
+        fi
+        resume_bad_nodes
+        sleep 0.5
+    done
+}
+
+cmd_up() {
+    [ "$(id -u)" = 0 ] || die "run as root (the test cluster's daemons run as root)"
+    command -v slurmctld >/dev/null || die "Slurm is not installed: run $HERE/install.sh first"
+    local conf_changed=1
+    render_conf && conf_changed=0
+    if [ "$conf_changed" = 0 ] && pid_alive "$STATE/run/slurmctld.pid"; then
+        say "configuration changed: restarting daemons"
+        cmd_down
+    fi
+    start_munge
+    start_mariadb
+    start_slurmdbd
+    ensure_cluster_row
+    start_slurmctld
+    setup_accounting
+    start_slurmds
+    wait_ready
+    ensure_reservation
+}
+
+stop_pidfile() {
+    local f="$1" name="$2" pid
+    pid_alive "$f" || return 0
+    pid="$(cat "$f")"
+    say "stopping $name"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+}
+
+cmd_down() {
+    local n
+    for n in "${NODES[@]}"; do stop_pidfile "$STATE/run/slurmd-$n.pid" "slurmd $n"; done
+    pkill -x slurmstepd 2>/dev/null || true
+    stop_pidfile "$STATE/run/slurmctld.pid" slurmctld
+    stop_pidfile "$STATE/run/slurmdbd.pid" slurmdbd
+    if [ "${1:-}" = --all ]; then
+        mysqladmin shutdown 2>/dev/null || true
+        pkill -x munged 2>/dev/null || true
+    fi
+}
+
+cmd_reset() {
+    # Wiping StateSaveLocation is what a controller state loss does: job ids start again at 1,
+    # while slurmdbd still holds the earlier jobs under the same ids.
+    cmd_down
+    say "wiping slurmctld state in $STATE/ctld"
+    rm -rf "$STATE/ctld" "$STATE"/spool/*
+    cmd_up
+}
+
+cmd_status() {
+    local d
+    for d in slurmctld slurmdbd; do
+        if pid_alive "$STATE/run/$d.pid"; then echo "$d: running"; else echo "$d: stopped"; fi
+    done
+    for n in "${NODES[@]}"; do
+        if pid_alive "$STATE/run/slurmd-$n.pid"; then echo "slurmd $n: running"; else echo "slurmd $n: stopped"; fi
+    done
+    mysqladmin ping >/dev/null 2>&1 && echo "mariadb: running" || echo "mariadb: stopped"
+    munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && echo "munge: running" || echo "munge: stopped"
+    sinfo -N -o '%N %P %t %G' 2>/dev/null || true
+    squeue 2>/dev/null || true
+}
+
+case "${1:-}" in
+up) cmd_up ;;
+down) shift; cmd_down "$@" ;;
+reset) cmd_reset ;;
+status) cmd_status ;;
+logs) show_logs ;;
+fail-node)
+    [ -n "${2:-}" ] || die "usage: cluster.sh fail-node NODE"
+    scontrol update NodeName="$2" State=DOWN Reason="slurmexp fault injection"
+    ;;
+resume-node)
+    [ -n "${2:-}" ] || die "usage: cluster.sh resume-node NODE"
+    # With ReturnToService=2 a failed node whose slurmd still runs comes back by itself.
+    if sinfo -h -n "$2" -o %t | grep -qE 'down|drain|drng|fail'; then
+        scontrol update NodeName="$2" State=RESUME
+    fi
+    ;;
+restart-ctld)
+    stop_pidfile "$STATE/run/slurmctld.pid" slurmctld
+    start_slurmctld
+    ;;
+stop-dbd) stop_pidfile "$STATE/run/slurmdbd.pid" slurmdbd ;;
+start-dbd) start_slurmdbd ;;
+preempt)
+    [ -n "${2:-}" ] || die "usage: cluster.sh preempt NODE [SECONDS]"
+    part="$(sinfo -h -n "$2" -o %R | head -n 1)"
+    sbatch --parsable --qos=high --partition="$part" --nodelist="$2" --exclusive --job-name=sx-preemptor \
+        --output=/dev/null --time=00:05:00 --wrap "sleep ${3:-30}"
+    ;;
+*)
+    sed -n '2,22p' "$0"
+    exit 2
+    ;;
+esac

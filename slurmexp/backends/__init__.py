@@ -1,0 +1,1 @@
+"""Backends: the only code that starts jobs (Slurm or local processes)."""

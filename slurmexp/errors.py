@@ -1,0 +1,64 @@
+"""Errors that carry every problem found, so the user fixes them all in one round.
+
+A `Problem` always names the file and the key path: a researcher reading it on a login node
+should not have to guess which of their TOML files, or which line of it, is wrong, nor what
+to type next.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str          # path of the file the problem is in ("" when it is not about a file)
+    key: str           # dotted key path inside that file, e.g. "resources.time"
+    message: str       # what is wrong
+    fix: str = ""      # what to do about it
+    check: str = ""    # which check found it (for --format json and for tests)
+
+    def format(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        key = f"[{self.key}] " if self.key else ""
+        fix = f"\n    fix: {self.fix}" if self.fix else ""
+        return f"{where}{key}{self.message}{fix}"
+
+
+class SlurmexpError(Exception):
+    """Any error meant for the user. The CLI prints it and exits with `exit_code`."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, problems: list[Problem] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.problems = list(problems or [])
+
+    def format(self) -> str:
+        lines = [self.message]
+        lines += [f"  - {p.format()}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class SpecError(SlurmexpError):
+    """A sweep or site file does not parse or does not follow the schema."""
+
+    exit_code = 2
+
+
+class ValidationError(SlurmexpError):
+    """The sweep asks for something the cluster cannot give; nothing was submitted."""
+
+    exit_code = 2
+
+
+class SlurmUnavailable(SlurmexpError):
+    """A Slurm daemon did not answer (slurmctld or slurmdbd). Not a job failure."""
+
+    exit_code = 3
+
+
+class SlurmCommandError(SlurmexpError):
+    """A Slurm command ran and refused what we asked."""
+
+    exit_code = 1

@@ -1,0 +1,123 @@
+"""`log_metrics()`: the one call a run's program makes so that `slurmexp report` can find its
+numbers, without the program knowing where the experiment lives.
+
+Two files in the run directory: `metrics.jsonl`, one line per call (the history, for curves),
+and `metrics.json`, the latest value of every key (what a report table shows). metrics.json is
+replaced atomically, so a reader never sees half of it even while the run is still writing, and
+both files are updated under one lock, so several processes of a run (data-parallel ranks) may
+log at once.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX; runs are never launched there
+    fcntl = None  # type: ignore[assignment]
+
+RESERVED = ("time", "step")
+_warned_no_run_dir = False
+
+
+def _plain(value: Any) -> Any:
+    """numpy/torch scalars and arrays become Python numbers and lists; json knows those."""
+    for method in ("item", "tolist"):
+        convert = getattr(value, method, None)
+        if callable(convert):
+            try:
+                return convert()
+            except (TypeError, ValueError):
+                continue
+    return str(value)
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    # NaN and infinity are not JSON; write null so any JSON reader (pandas, jq) can load the file.
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    text = json.dumps(record, default=_plain, ensure_ascii=False)
+    return json.dumps(clean(json.loads(text)), ensure_ascii=False, allow_nan=False)
+
+
+def log_metrics(step: int | None = None, *, run_dir: str | Path | None = None,
+                **values: Any) -> dict[str, Any] | None:
+    """Append `values` (with the time and `step`) to metrics.jsonl; update metrics.json.
+
+    The run directory is `run_dir`, else `$SLURMEXP_RUN_DIR` (set by the task script). Outside
+    a slurmexp task, with neither, it warns once and records nothing, so a program being
+    debugged by hand does not crash. Returns the record written, or None.
+    """
+    global _warned_no_run_dir
+    clash = [k for k in RESERVED if k in values]
+    if clash:
+        raise ValueError(f"metric names {clash} are reserved by log_metrics; rename them")
+    if not values:
+        raise ValueError("log_metrics() needs at least one metric, e.g. log_metrics(loss=0.1)")
+    target = run_dir if run_dir is not None else os.environ.get("SLURMEXP_RUN_DIR")
+    if not target:
+        if not _warned_no_run_dir:
+            warnings.warn("slurmexp.log_metrics: not running under slurmexp (no "
+                          "SLURMEXP_RUN_DIR) and no run_dir given; metrics are not recorded",
+                          RuntimeWarning, stacklevel=2)
+            _warned_no_run_dir = True
+        return None
+    directory = Path(target)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    record: dict[str, Any] = {"time": time.time()}
+    if step is not None:
+        record["step"] = step
+    record.update(values)
+    line = _dumps(record)
+    latest_values = json.loads(line)
+    latest_values = {k: v for k, v in latest_values.items() if k not in RESERVED}
+
+    with open(directory / "metrics.jsonl", "a", encoding="utf-8") as history:
+        if fcntl is not None:
+            fcntl.flock(history.fileno(), fcntl.LOCK_EX)
+        try:
+            history.write(line + "\n")
+            history.flush()
+            _update_latest(directory / "metrics.json", latest_values)
+        finally:
+            if fcntl is not None:
+                fcntl.flock(history.fileno(), fcntl.LOCK_UN)
+    return record
+
+
+def _update_latest(path: Path, values: dict[str, Any]) -> None:
+    try:
+        latest = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(latest, dict):
+            latest = {}
+    except (FileNotFoundError, ValueError):
+        latest = {}
+    latest.update(values)
+    fd, tmp = tempfile.mkstemp(prefix=".metrics.json.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(latest, fh, ensure_ascii=False, indent=1, sort_keys=True)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

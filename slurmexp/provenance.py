@@ -1,0 +1,197 @@
+"""What is needed to reproduce an experiment months later: code version, environment, who/where.
+
+Collected once per launch, so it must be cheap and must never stop a launch: a missing git,
+a directory that is not a repository or a slow DNS lookup each become a recorded reason, not
+an exception. Distributions come from importlib.metadata rather than a pip subprocess, which
+takes seconds on a loaded login node.
+"""
+from __future__ import annotations
+
+import getpass
+import hashlib
+import importlib.metadata
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+GIT_TIMEOUT_S = 10
+FQDN_TIMEOUT_S = 2.0
+MAX_UNTRACKED_LISTED = 200   # in the dict; git.diff lists them all
+
+
+class _GitFailed(Exception):
+    pass
+
+
+def _git(workdir: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        proc = subprocess.run(["git", "-C", str(workdir), *args], capture_output=True,
+                              timeout=GIT_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL)
+    except FileNotFoundError as e:
+        raise _GitFailed("git is not installed (not on PATH)") from e
+    except subprocess.TimeoutExpired as e:
+        raise _GitFailed(f"`git {' '.join(args)}` took longer than {GIT_TIMEOUT_S} s") from e
+    except OSError as e:
+        raise _GitFailed(f"could not run git: {e}") from e
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise _GitFailed(msg[0] if msg else f"`git {args[0]}` exited with {proc.returncode}")
+    return proc.stdout.decode(errors="replace")
+
+
+def _parse_status(out: str) -> tuple[str | None, str | None, bool, list[str]]:
+    """(commit, branch, tracked changes?, untracked paths) from `status --porcelain=v2 -z`."""
+    commit = branch = None
+    dirty = False
+    untracked: list[str] = []
+    entries = iter(out.split("\0"))
+    for entry in entries:
+        if entry.startswith("# branch.oid "):
+            oid = entry.split(" ", 2)[2]
+            commit = None if oid == "(initial)" else oid
+        elif entry.startswith("# branch.head "):
+            head = entry.split(" ", 2)[2]
+            branch = None if head == "(detached)" else head
+        elif entry.startswith("? "):
+            untracked.append(entry[2:])
+        elif entry[:2] in ("1 ", "u "):
+            dirty = True
+        elif entry.startswith("2 "):
+            dirty = True
+            next(entries, None)   # a rename's original path is a separate NUL-terminated field
+    return commit, branch, dirty, untracked
+
+
+def _redact_url(url: str) -> str:
+    # https://user:token@host/... would put a credential into every experiment's record.
+    return re.sub(r"^(\w[\w+.-]*://)[^/@]*@", r"\1", url.strip())
+
+
+def collect_git(workdir: Path, out_dir: Path) -> dict[str, Any] | None:
+    """Git state of `workdir`; raises _GitFailed, which collect() turns into git: null."""
+    workdir = Path(workdir)
+    toplevel = _git(workdir, "rev-parse", "--show-toplevel").strip()
+    commit, branch, dirty, untracked = _parse_status(
+        _git(workdir, "status", "--porcelain=v2", "--branch", "--untracked-files=all", "-z"))
+    info: dict[str, Any] = {
+        "root": toplevel, "commit": commit, "branch": branch, "dirty": dirty,
+        "untracked": untracked[:MAX_UNTRACKED_LISTED], "n_untracked": len(untracked),
+        "remote": None, "diff_path": None, "diff_sha256": None,
+    }
+    try:
+        info["remote"] = _redact_url(_git(workdir, "config", "--get", "remote.origin.url")) or None
+    except _GitFailed:
+        pass   # no origin: a local-only repository
+    diff_file = Path(out_dir) / "git.diff"
+    diff = ""
+    if dirty:
+        try:
+            # Against HEAD covers staged and unstaged alike. With no commit yet there is no
+            # HEAD: the staged part plus the unstaged part on top of it.
+            opts = ("--no-color", "--no-ext-diff")
+            if commit:
+                diff = _git(workdir, "diff", "HEAD", *opts)
+            else:
+                diff = _git(workdir, "diff", "--cached", *opts) + _git(workdir, "diff", *opts)
+        except _GitFailed as e:
+            info["diff_error"] = str(e)
+    if diff or untracked:
+        # Untracked files are listed as a preamble, which `git apply` skips.
+        head = "".join(f"# untracked: {p}\n" for p in untracked)
+        text = (f"# slurmexp: uncommitted changes against {commit or '(no commit)'} "
+                f"in {toplevel}\n{head}{diff}")
+        diff_file.write_text(text)
+        info["diff_path"] = str(diff_file)
+        info["diff_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    elif diff_file.exists():
+        diff_file.unlink()   # stale, from an earlier collect into the same directory
+    return info
+
+
+def distributions() -> list[str]:
+    """Sorted name==version of importable distributions; the first on sys.path wins."""
+    seen: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if not name:
+            continue
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        seen.setdefault(key, f"{name}=={dist.version}")
+    return sorted(seen.values(), key=str.lower)
+
+
+def _fqdn() -> str:
+    # getfqdn() does a reverse DNS lookup that can hang for many seconds on a cluster with
+    # broken DNS; fall back to the plain host name instead of stalling the launch.
+    result = [socket.gethostname()]
+    t = threading.Thread(target=lambda: result.__setitem__(0, socket.getfqdn()), daemon=True)
+    t.start()
+    t.join(FQDN_TIMEOUT_S)
+    return result[0]
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:   # no passwd entry and no USER/LOGNAME, as in some containers
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+def slurmexp_version() -> str:
+    try:
+        return importlib.metadata.version("slurmexp")
+    except importlib.metadata.PackageNotFoundError:
+        from . import __version__
+        return __version__
+
+
+def collect(workdir: Path, out_dir: Path) -> dict[str, Any]:
+    """Everything above as a JSON-ready dict; writes git.diff and environment.txt to out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    git_reason = None
+    try:
+        git = collect_git(Path(workdir), out_dir)
+    except _GitFailed as e:
+        git, git_reason = None, str(e)
+        stale = out_dir / "git.diff"
+        if stale.exists():
+            stale.unlink()
+
+    env_lines = distributions()
+    env_text = "".join(f"{line}\n" for line in env_lines)
+    env_file = out_dir / "environment.txt"
+    env_file.write_text(env_text)
+
+    return {
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git,
+        "git_reason": git_reason,
+        "python": {
+            "version": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "executable": sys.executable,
+            "prefix": sys.prefix,
+            "virtual_env": os.environ.get("VIRTUAL_ENV"),
+            "conda_env": os.environ.get("CONDA_DEFAULT_ENV"),
+        },
+        "environment": {
+            "path": str(env_file),
+            "sha256": hashlib.sha256(env_text.encode()).hexdigest(),
+            "n_distributions": len(env_lines),
+        },
+        "host": _fqdn(),
+        "platform": platform.platform(),
+        "user": _user(),
+        "slurmexp_version": slurmexp_version(),
+        "cwd": os.getcwd(),
+        "argv": list(sys.argv),
+    }

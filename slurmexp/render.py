@@ -1,0 +1,491 @@
+"""Render the sbatch script of one array chunk, and write the files the script reads.
+
+The script is the same text for every task of a chunk and does not grow with the sweep: a task
+finds its run id on line `SLURM_ARRAY_TASK_ID + 1` of the chunk's manifest and runs that run's
+`command.sh`. So submitting 10,000 runs costs one small script, one manifest and one folder per
+run, and a run can be re-run by hand with `bash runs/<id>/command.sh`.
+
+Templates come in layers (base.sh.j2 <- slurm.sh.j2 <- a site's or sweep's own file), searched
+first in the folder of the site/sweep template and then in the package, so a site changes only
+the blocks it needs and inherits fixes to the rest.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import jinja2
+import jinja2.meta
+
+from .errors import Problem, SpecError
+from .plan import ArrayChunk, Run
+
+PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
+DEFAULT_TEMPLATE = "slurm.sh.j2"
+# Package layers are also reachable as "slurmexp/<name>", so a site folder that replaces a layer
+# with a file of the same name can still extend the original instead of itself.
+PACKAGE_PREFIX = "slurmexp"
+_LAYER_NAMES = frozenset({"base.sh.j2", "slurm.sh.j2"})
+
+# The same rule the script applies to what it reads from a manifest: a run id becomes a folder
+# name, so it must not be able to leave runs/.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# sbatch splits #SBATCH lines on whitespace, strips quotes and backslashes and treats an
+# unquoted '#' as the start of a comment; a value with any of these would arrive changed.
+_SBATCH_UNSAFE = re.compile(r"[\s\"'\\#]|[\x00-\x1f\x7f]")
+
+
+@dataclass
+class ScriptContext:
+    """Everything one chunk's script needs; the planner and launch fill it."""
+
+    experiment_id: str
+    chunk: ArrayChunk
+    exp_dir: Path
+    workdir: Path
+    manifest_path: Path
+    runs_dir: Path
+    job_name: str
+    comment: str
+    env_setup: list[str] = field(default_factory=list)     # shell lines, run as written
+    env_modules: list[str] = field(default_factory=list)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    template: Path | None = None                           # a site's or sweep's own layer
+    cluster: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Failing with the template's name
+
+
+def _template_frame(frame) -> tuple[str, int | None] | None:
+    """Name and line of the template whose compiled code runs in `frame`, if any.
+
+    Jinja puts `__jinja_template__` into the globals of each compiled template, blocks included,
+    so the innermost such frame is the layer that was rendering, not the leaf template.
+    """
+    tmpl = frame.f_globals.get("__jinja_template__")
+    if tmpl is None:
+        return None
+    name = tmpl.filename or tmpl.name or "<template>"
+    try:
+        line = tmpl.get_corresponding_lineno(frame.f_lineno)
+    except Exception:  # pragma: no cover - line maps are best effort
+        line = None
+    return name, line
+
+
+def _where_in_stack() -> tuple[str, int | None]:
+    frame = sys._getframe(1)
+    while frame is not None:
+        found = _template_frame(frame)
+        if found:
+            return found
+        frame = frame.f_back
+    return "<template>", None
+
+
+def _where_in_traceback(tb) -> tuple[str, int | None] | None:
+    # Jinja rewrites the traceback of a failed render: each template frame becomes a fake frame
+    # compiled under the template's file name and line, marked by `__jinja_exception__`.
+    found = None
+    while tb is not None:
+        f_globals = tb.tb_frame.f_globals
+        if "__jinja_exception__" in f_globals:
+            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        elif "__jinja_template__" in f_globals:
+            tmpl = f_globals["__jinja_template__"]
+            found = (tmpl.filename or tmpl.name, tmpl.get_corresponding_lineno(tb.tb_lineno))
+        tb = tb.tb_next
+    return found
+
+
+def _spec_error(name: str, line: int | None, message: str, fix: str = "") -> SpecError:
+    at = f"{name}, line {line}" if line else name
+    return SpecError(
+        f"template {at}: {message}",
+        [Problem(file=name, key=f"line {line}" if line else "", message=message, fix=fix,
+                 check="render")],
+    )
+
+
+def _fail(message: str, fix: str = "") -> NoReturn:
+    name, line = _where_in_stack()
+    raise _spec_error(name, line, message, fix)
+
+
+# --------------------------------------------------------------------------------------------
+# Filters and globals (every user-supplied value reaches the script through one of these)
+
+
+def _raise(message: str) -> NoReturn:
+    """`{{ raise("...") }}`: a template's guard. Stops rendering; the error names the template."""
+    _fail(str(message))
+
+
+def _text(value: Any, what: str) -> str:
+    if value is None:
+        _fail(f"{what}: got None where a value is needed")
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    if "\x00" in text:
+        _fail(f"{what}: value {text!r} contains a NUL byte")
+    return text
+
+
+def _shquote(value: Any) -> str:
+    """Quote one value as one shell word; the only way values enter shell code."""
+    return shlex.quote(_text(value, "shquote"))
+
+
+def _comment_text(value: Any) -> str:
+    """A value inside a '#' comment line: a newline would end the comment and start code."""
+    text = _text(value, "comment")
+    if re.search(r"[\r\n\x00-\x08\x0b-\x1f\x7f]", text):
+        _fail(f"value {text!r} contains a line break or control character")
+    return text
+
+
+def _sbatch_value(value: Any, option: str = "#SBATCH") -> str:
+    """A value on an #SBATCH line that sbatch must read back unchanged (names, specs)."""
+    text = _text(value, option)
+    if not text or _SBATCH_UNSAFE.search(text):
+        _fail(f"{option}={text!r}: sbatch would split, truncate or unquote this value "
+              f"(whitespace, quotes, backslash, '#' or control characters)",
+              fix="use a plain Slurm name without spaces")
+    return text
+
+
+def _sbatch_path(value: Any, option: str = "#SBATCH", suffix: str = "") -> str:
+    """A path on an #SBATCH line, quoted the way sbatch's tokenizer unquotes it.
+
+    A '%' in the folder is doubled because sbatch expands %A, %a, %j ... in --output/--error;
+    a backslash is refused because it switches that expansion off for the whole name.
+    """
+    text = _text(value, option)
+    if re.search(r"[\r\n\x00-\x1f\x7f\\]", text):
+        _fail(f"{option}: path {text!r} contains a line break, control character or "
+              f"backslash, which an #SBATCH line cannot carry",
+              fix="move the experiment to a path without them")
+    if option in ("--output", "--error"):
+        text = text.replace("%", "%%")
+    text += suffix
+    if re.search(r"[\s\"'#]", text):
+        text = '"' + text.replace('"', '\\"') + '"'
+    return text
+
+
+def _slurm_time(minutes: Any) -> str:
+    """Minutes as D-HH:MM:SS, the one time format every sbatch version reads the same way."""
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 1:
+        _fail(f"--time: {minutes!r} is not a positive number of minutes")
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    return f"{days}-{hours:02d}:{mins:02d}:00"
+
+
+def _slurm_mem(mib: Any) -> str:
+    if isinstance(mib, bool) or not isinstance(mib, int) or mib < 1:
+        _fail(f"--mem: {mib!r} is not a positive number of MiB")
+    return f"{mib}M"
+
+
+def _positive_int(value: Any, option: str = "#SBATCH") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail(f"{option}: {value!r} is not a positive integer")
+    return value
+
+
+def _shell_name(name: Any) -> str:
+    text = _text(name, "environment variable")
+    if not _SHELL_NAME.match(text):
+        _fail(f"environment variable name {text!r} is not a shell variable name",
+              fix="use letters, digits and underscores, not starting with a digit")
+    if text.startswith("SLURMEXP_"):
+        _fail(f"environment variable {text!r} is set by slurmexp for every run; a sweep "
+              f"must not override it")
+    return text
+
+
+def _shell_code(line: Any) -> str:
+    """A setup line is the sweep's own shell code (like its command): written as it is."""
+    return _text(line, "setup line")
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(site_dir: str | None) -> jinja2.Environment:
+    package = jinja2.FileSystemLoader(str(PACKAGE_TEMPLATES))
+    loaders: list[jinja2.BaseLoader] = []
+    if site_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(site_dir))
+    loaders += [package, jinja2.PrefixLoader({PACKAGE_PREFIX: package})]
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        shquote=_shquote,
+        comment_text=_comment_text,
+        sbatch_value=_sbatch_value,
+        sbatch_path=_sbatch_path,
+        slurm_time=_slurm_time,
+        slurm_mem=_slurm_mem,
+        positive_int=_positive_int,
+        shell_name=_shell_name,
+        shell_code=_shell_code,
+    )
+    env.globals["raise"] = _raise
+    return env
+
+
+def _resolve_template(template: Path | None) -> tuple[jinja2.Environment, str]:
+    if template is None:
+        return _environment(None), DEFAULT_TEMPLATE
+    template = Path(template).absolute()
+    if template.name in _LAYER_NAMES:
+        raise SpecError(
+            f"template {template}: its name is the name of a package layer",
+            [Problem(file=str(template), key="", check="render",
+                     message=f"a site or sweep template named {template.name!r} would find "
+                             f"itself when it extends {template.name!r}",
+                     fix='rename it, e.g. "site-<name>.sh.j2", and keep '
+                         '{% extends "slurm.sh.j2" %}')],
+        )
+    if not template.is_file():
+        raise SpecError(
+            f"template {template} does not exist",
+            [Problem(file=str(template), key="", message="template file not found",
+                     fix="fix the template path in site.toml or sweep.toml", check="render")],
+        )
+    return _environment(str(template.parent)), template.name
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _check_path(what: str, path: Path) -> str:
+    text = os.fspath(Path(path).absolute())
+    if re.search(r"[\r\n\x00]", text):
+        raise SpecError(f"{what} {text!r} contains a line break",
+                        [Problem(file="", key=what, message="path contains a line break",
+                                 check="render")])
+    return text
+
+
+def _check_directives_first(text: str, template_name: str) -> None:
+    """sbatch ignores #SBATCH lines after the first command; a layer must not hide them there."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("#!"):
+        raise _spec_error(template_name, 1, "the script must start with a '#!' line")
+    seen_command = None
+    for number, line in enumerate(lines[1:], start=2):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#SBATCH"):
+            if seen_command is not None:
+                raise _spec_error(
+                    template_name, None,
+                    f"rendered line {number} ({stripped!r}) comes after the command on line "
+                    f"{seen_command}; sbatch would ignore it",
+                    fix="put only comments in the header block and #SBATCH lines in directives")
+        elif not stripped.startswith("#") and seen_command is None:
+            seen_command = number
+
+
+def render_script(ctx: ScriptContext) -> str:
+    """The sbatch script text of one chunk. Pure: reads templates, writes nothing."""
+    env, name = _resolve_template(ctx.template)
+    exp_dir = _check_path("exp_dir", ctx.exp_dir)
+    variables = {
+        "experiment_id": ctx.experiment_id,
+        "chunk": ctx.chunk,
+        "resources": ctx.chunk.resources,
+        "exp_dir": exp_dir,
+        "workdir": _check_path("workdir", ctx.workdir),
+        "manifest_path": _check_path("manifest_path", ctx.manifest_path),
+        "runs_dir": _check_path("runs_dir", ctx.runs_dir),
+        "log_dir": os.path.join(exp_dir, "logs"),
+        "job_name": ctx.job_name,
+        "comment": ctx.comment,
+        "env_setup": list(ctx.env_setup),
+        "env_modules": list(ctx.env_modules),
+        "env_vars": dict(ctx.env_vars),
+        "cluster": ctx.cluster,
+        "template_name": name,
+    }
+    try:
+        tmpl = env.get_template(name)
+        text = tmpl.render(variables)
+    except SpecError:
+        raise
+    except jinja2.TemplateSyntaxError as exc:
+        raise _spec_error(exc.filename or exc.name or name, exc.lineno,
+                          f"syntax error: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise _spec_error(name, None, f"cannot find template {exc.name!r} "
+                          f"(searched the template's folder, then {PACKAGE_TEMPLATES})") from None
+    except jinja2.UndefinedError as exc:
+        where = _where_in_traceback(exc.__traceback__) or (name, None)
+        raise _spec_error(*where, f"{exc.message}",
+                          fix="use only the variables render passes, or define it with "
+                              "{% set %}") from None
+    except RecursionError:
+        raise _spec_error(name, None, "templates extend each other in a loop",
+                          fix='extend "slurmexp/slurm.sh.j2" to reach the package layer') from None
+    _check_directives_first(text, tmpl.filename or name)
+    return text
+
+
+def template_sha256(template: Path | None) -> str:
+    """One hash over every layer a render would use, for the experiment's provenance.
+
+    Hashes each layer's name and text, not its absolute path, so the same templates in
+    another checkout give the same hash.
+    """
+    env, name = _resolve_template(template)
+    digest = hashlib.sha256()
+    queue, seen = [name], set()
+    while queue:
+        current = queue.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            source, _, _ = env.loader.get_source(env, current)
+        except jinja2.TemplateNotFound:
+            raise _spec_error(current, None, "template not found") from None
+        digest.update(current.encode() + b"\0" + source.encode() + b"\0")
+        try:
+            refs = jinja2.meta.find_referenced_templates(env.parse(source))
+        except jinja2.TemplateSyntaxError as exc:
+            raise _spec_error(current, exc.lineno, f"syntax error: {exc.message}") from None
+        for ref in refs:
+            if ref is None:
+                digest.update(b"<dynamic>\0")   # a computed name: hash that there was one
+            else:
+                queue.append(ref)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Files the script reads
+
+
+def _atomic_write(path: Path, data: str, mode: int | None = None) -> None:
+    """Write through a temp file and rename: a running task reading the old file (bash reads
+    scripts as it goes) keeps its inode and never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(data)
+        os.chmod(tmp, (0o666 if mode is None else mode) & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    # Read once: os.umask can only be read by setting it, which is not thread-safe.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def _check_run_id(run_id: str) -> None:
+    if not isinstance(run_id, str) or not _SAFE_ID.match(run_id):
+        raise SpecError(f"run id {run_id!r} cannot be a folder name",
+                        [Problem(file="", key="run_id", check="render",
+                                 message="run ids must match [A-Za-z0-9][A-Za-z0-9._-]*")])
+
+
+def write_run_files(exp_dir: Path, runs_with_commands: list[tuple[Run, str]]) -> None:
+    """Create runs/<run_id>/ with params.json and command.sh for each run.
+
+    `command` is the finished shell command, its values already quoted by the planner; it is
+    written as it is. A new run folder gets its files written directly (nobody can be reading
+    them yet), which keeps 10,000 runs to about a second; in an existing folder, files that
+    already hold the same text are left alone and changed ones are replaced atomically, so
+    launching again neither rewrites everything nor changes a running task's command under it.
+    """
+    runs_dir = os.path.join(os.fspath(exp_dir), "runs")
+    os.makedirs(runs_dir, exist_ok=True)
+    for run, command in runs_with_commands:
+        _check_run_id(run.run_id)
+        if "\x00" in command:
+            raise SpecError(f"run {run.run_id}: the command contains a NUL byte")
+        run_dir = os.path.join(runs_dir, run.run_id)
+        try:
+            os.mkdir(run_dir)
+            fresh = True
+        except FileExistsError:
+            fresh = False
+        params = json.dumps(run.params, sort_keys=True, indent=2, ensure_ascii=False,
+                            default=str) + "\n"
+        script = "#!/bin/bash\n" + command.rstrip("\n") + "\n"
+        for name, text, mode in (("params.json", params, 0o666), ("command.sh", script, 0o777)):
+            path = os.path.join(run_dir, name)
+            if fresh:
+                _write_new(path, text, mode)
+                continue
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    if fh.read() == text:
+                        continue
+            except FileNotFoundError:
+                pass
+            _atomic_write(Path(path), text, mode)
+
+
+def _write_new(path: str, text: str, mode: int) -> None:
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)   # umask applies
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def chunk_file_stem(chunk_no: int) -> str:
+    return f"chunk-{chunk_no:03d}"
+
+
+def write_manifest(exp_dir: Path, chunk: ArrayChunk) -> Path:
+    """`<exp_dir>/manifests/chunk-NNN.txt`: line i+1 is the run id of array task i."""
+    for run in chunk.runs:
+        _check_run_id(run.run_id)
+    path = Path(exp_dir) / "manifests" / f"{chunk_file_stem(chunk.chunk)}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, "".join(run.run_id + "\n" for run in chunk.runs))
+    return path
+
+
+def write_script(exp_dir: Path, chunk_no: int, text: str) -> Path:
+    """`<exp_dir>/scripts/chunk-NNN.sbatch`; also creates logs/, which sbatch will not."""
+    exp_dir = Path(exp_dir)
+    path = exp_dir / "scripts" / f"{chunk_file_stem(chunk_no)}.sbatch"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (exp_dir / "logs").mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, text, 0o777)
+    return path

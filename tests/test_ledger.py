@@ -1,0 +1,428 @@
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import stat
+import time
+
+import pytest
+
+from slurmexp import ledger as ledger_mod
+from slurmexp.errors import SlurmexpError
+from slurmexp.ledger import (
+    Ledger, choose_journal_mode, default_ledger_path, fs_type_for_path, is_network_fs,
+    parse_array_spec,
+)
+
+MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+tmpfs /tmp tmpfs rw,nosuid,nodev 0 0
+nfs01:/export/home /home nfs4 rw,relatime,vers=4.2 0 0
+10.0.0.5@o2ib:/scratch /scratch lustre rw,flock 0 0
+/dev/sdb1 /home/local\\040disk ext4 rw 0 0
+/dev/sdc1 /homework xfs rw 0 0
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_env_override(monkeypatch):
+    monkeypatch.delenv("SLURMEXP_JOURNAL_MODE", raising=False)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    led = Ledger(tmp_path / "home" / "ledger.db")
+    yield led
+    led.close()
+
+
+def make_runs(n: int, chunk_size: int) -> list[dict]:
+    return [dict(run_id=f"r{i:04d}", idx=i, params={"lr": 0.1 * i, "name": f"x{i}"}, seed=i,
+                 source="grid", run_dir=f"/exp/runs/r{i:04d}", chunk=i // chunk_size,
+                 task_index=i % chunk_size) for i in range(n)]
+
+
+def make_exp(led: Ledger, exp_id: str = "demo-abcdef12", n: int = 10, chunk_size: int = 5,
+             fingerprint: str = "fp1") -> dict:
+    return led.create_experiment(
+        exp_id=exp_id, name="demo", fingerprint=fingerprint, cluster="mini", backend="slurm",
+        exp_dir="/exp", sweep_path="/src/sweep.toml", sweep_copy_path="/exp/sweep.toml",
+        site_path="/src/site.toml", site_hash="sh", template_hash="th",
+        provenance={"git": None}, runs=make_runs(n, chunk_size))
+
+
+def submit_chunk(led: Ledger, exp_id: str, chunk: int, job_id: str, spec: str = "0-4",
+                 submit_time: str | None = None) -> tuple[int, list[int]]:
+    sub_id = led.record_intent(exp_id, chunk, spec, 5, "/exp/chunk.sh", "abc", "mini")
+    return sub_id, led.record_submitted(sub_id, job_id, submit_time)
+
+
+# --- file, location, journal mode ---------------------------------------------------------
+
+def test_file_and_directory_are_private(tmp_path):
+    led = Ledger(tmp_path / "new" / "ledger.db")
+    assert stat.S_IMODE(os.stat(led.path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(led.path.parent).st_mode) == 0o700
+    led.close()
+
+
+def test_existing_world_readable_file_is_narrowed(tmp_path):
+    path = tmp_path / "ledger.db"
+    path.touch()
+    os.chmod(path, 0o644)
+    Ledger(path).close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_default_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLURMEXP_HOME", str(tmp_path / "sx"))
+    assert default_ledger_path() == tmp_path / "sx" / "ledger.db"
+    monkeypatch.delenv("SLURMEXP_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_ledger_path() == tmp_path / ".slurmexp" / "ledger.db"
+
+
+def test_wal_on_local_disk(ledger):
+    if is_network_fs(ledger.fs_type):
+        pytest.skip(f"tmp is on {ledger.fs_type}")
+    assert ledger.journal_mode == "WAL"
+    pragmas = {p: ledger.db.execute(f"PRAGMA {p}").fetchone()[0]
+               for p in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
+    assert pragmas == {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1,
+                       "busy_timeout": 30000}
+
+
+def test_env_override_delete(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLURMEXP_JOURNAL_MODE", "delete")
+    led = Ledger(tmp_path / "ledger.db")
+    assert led.journal_mode == "DELETE"
+    assert led.db.execute("PRAGMA synchronous").fetchone()[0] == 2   # FULL
+    led.close()
+
+
+def test_bad_override_is_a_user_error():
+    with pytest.raises(SlurmexpError, match="journal mode"):
+        choose_journal_mode("ext4", "fast")
+
+
+@pytest.mark.parametrize("path, fs, mode", [
+    ("/home/alice/.slurmexp", "nfs4", "DELETE"),
+    ("/home", "nfs4", "DELETE"),
+    ("/scratch/alice/exp", "lustre", "DELETE"),
+    ("/home/local disk/x", "ext4", "WAL"),      # escaped mount point, longer prefix wins
+    ("/homework/x", "xfs", "WAL"),              # /home is not a prefix of /homework
+    ("/tmp/pytest/x", "tmpfs", "WAL"),
+    ("/opt/x", "ext4", "WAL"),
+])
+def test_fs_detection_from_mounts_text(path, fs, mode):
+    assert fs_type_for_path(path, MOUNTS) == fs
+    assert choose_journal_mode(fs) == mode
+
+
+def test_later_mount_hides_earlier_one_at_same_point():
+    text = MOUNTS + "server:/other /home nfs rw 0 0\n/dev/sdd /home ext4 rw 0 0\n"
+    assert fs_type_for_path("/home/alice", text) == "ext4"
+
+
+def test_override_beats_detection():
+    assert choose_journal_mode("nfs", "WAL") == "WAL"
+    assert is_network_fs("fuse.sshfs") and is_network_fs("gpfs") and not is_network_fs(None)
+
+
+# --- schema migrations --------------------------------------------------------------------
+
+def test_migrations_applied_once(monkeypatch, tmp_path):
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    calls = []
+
+    def v2(db):
+        calls.append(1)
+        db.execute("ALTER TABLE runs ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(ledger_mod, "MIGRATIONS", [*ledger_mod.MIGRATIONS, v2])
+    for _ in range(2):
+        led = Ledger(path)
+        assert led.schema_version == 2
+        led.close()
+    assert calls == [1]
+    with Ledger(path) as led:
+        assert "note" in led.db["runs"].columns_dict
+
+
+def test_failed_migration_changes_nothing(monkeypatch, tmp_path):
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+
+    def broken_v2(db):
+        db.execute("ALTER TABLE runs ADD COLUMN note TEXT")
+        raise RuntimeError("bug in migration")
+
+    monkeypatch.setattr(ledger_mod, "MIGRATIONS", [*ledger_mod.MIGRATIONS, broken_v2])
+    with pytest.raises(RuntimeError):
+        Ledger(path)
+    monkeypatch.undo()
+    with Ledger(path) as led:
+        assert led.schema_version == 1 and "note" not in led.db["runs"].columns_dict
+
+
+def test_newer_schema_is_refused(ledger):
+    ledger.db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(SlurmexpError, match="newer"):
+        Ledger(ledger.path)
+
+
+# --- experiments ----------------------------------------------------------------------------
+
+def test_create_and_find_experiment(ledger):
+    exp = make_exp(ledger)
+    assert exp["state"] == "PLANNED" and exp["n_runs"] == 10 and exp["provenance"] == {"git": None}
+    assert [e["exp_id"] for e in ledger.find_experiment_by_fingerprint("fp1")] == ["demo-abcdef12"]
+    assert ledger.find_experiment_by_fingerprint("other") == []
+    runs = ledger.runs("demo-abcdef12")
+    assert len(runs) == 10 and runs[3]["params"] == {"lr": 0.30000000000000004, "name": "x3"}
+    assert ledger.counts_by_state("demo-abcdef12") == {"PLANNED": 10}
+    assert [e["kind"] for e in ledger.events("demo-abcdef12")] == ["created"]
+    with pytest.raises(SlurmexpError, match="already exists"):
+        make_exp(ledger)
+
+
+def test_unknown_experiment_lists_known_ids(ledger):
+    make_exp(ledger)
+    assert ledger.get_experiment("nope") is None
+    with pytest.raises(SlurmexpError) as err:
+        ledger.get_experiment("nope", required=True)
+    assert "demo-abcdef12" in err.value.format()
+    with pytest.raises(SlurmexpError) as err:
+        ledger.get_experiment("demo", required=True)
+    assert "did you mean demo-abcdef12" in err.value.format()
+
+
+def test_next_suffix(ledger):
+    assert ledger.next_experiment_suffix("demo-abcdef12") == ""
+    make_exp(ledger)
+    assert ledger.next_experiment_suffix("demo-abcdef12") == "-2"
+    make_exp(ledger, exp_id="demo-abcdef12-2")
+    make_exp(ledger, exp_id="demo-abcdef12-7")
+    assert ledger.next_experiment_suffix("demo-abcdef12") == "-8"
+
+
+def test_experiment_state_logs_event(ledger):
+    make_exp(ledger)
+    ledger.set_experiment_state("demo-abcdef12", "SUBMITTING", "launch")
+    ev = ledger.events("demo-abcdef12")[-1]
+    assert (ev["kind"], ev["from_state"], ev["to_state"]) == (
+        "experiment_state", "PLANNED", "SUBMITTING")
+    assert ledger.get_experiment("demo-abcdef12")["state"] == "SUBMITTING"
+
+
+# --- submissions and attempts -------------------------------------------------------------
+
+def test_intent_then_submitted(ledger):
+    make_exp(ledger)
+    sub_id = ledger.record_intent("demo-abcdef12", 1, "0-4%2", 5, "/exp/c1.sh", "abc", "mini")
+    assert ledger.submissions("demo-abcdef12", state="INTENT")[0]["sub_id"] == sub_id
+    ids = ledger.record_submitted(sub_id, 123)
+    assert len(ids) == 5
+    atts = ledger.attempts("demo-abcdef12")
+    assert [a["job_key"] for a in atts] == [f"123_{i}" for i in range(5)]
+    assert {a["run_id"] for a in atts} == {f"r{i:04d}" for i in range(5, 10)}
+    assert all(a["attempt_no"] == 1 and a["state"] == "SUBMITTED" and a["cluster"] == "mini"
+               and a["job_id"] == "123" and a["submit_time"] is None for a in atts)
+    assert ledger.counts_by_state("demo-abcdef12") == {"PLANNED": 5, "SUBMITTED": 5}
+    assert ledger.submissions("demo-abcdef12")[0]["state"] == "SUBMITTED"
+    ev = ledger.events("demo-abcdef12", "r0005")
+    assert [(e["kind"], e["to_state"], e["attempt_id"]) for e in ev] == [
+        ("submitted", "SUBMITTED", ids[0])]
+    # repeating the same answer is harmless; a different job id is a bug
+    assert ledger.record_submitted(sub_id, "123") == ids
+    with pytest.raises(SlurmexpError):
+        ledger.record_submitted(sub_id, "124")
+
+
+def test_crash_inside_transaction_leaves_nothing(ledger):
+    make_exp(ledger)
+    sub_id = ledger.record_intent("demo-abcdef12", 0, "0-4", 5, "/exp/c0.sh", "abc", "mini")
+    n_events = len(ledger.events("demo-abcdef12"))
+    with pytest.raises(RuntimeError):
+        with ledger.transaction():
+            ledger.record_submitted(sub_id, "55")
+            raise RuntimeError("killed after the ledger write, before commit")
+    assert ledger.attempts("demo-abcdef12") == []
+    assert ledger.submissions("demo-abcdef12")[0]["state"] == "INTENT"
+    assert ledger.counts_by_state("demo-abcdef12") == {"PLANNED": 10}
+    assert len(ledger.events("demo-abcdef12")) == n_events
+
+
+def test_failure_midway_through_record_submitted_rolls_back(ledger, monkeypatch):
+    make_exp(ledger)
+    sub_id = ledger.record_intent("demo-abcdef12", 0, "0-4", 5, "/exp/c0.sh", "abc", "mini")
+
+    def boom(*a, **k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(ledger, "_events_bulk", boom)   # after attempts and runs were written
+    with pytest.raises(sqlite3.OperationalError):
+        ledger.record_submitted(sub_id, "55")
+    monkeypatch.undo()
+    assert ledger.attempts("demo-abcdef12") == []
+    assert ledger.counts_by_state("demo-abcdef12") == {"PLANNED": 10}
+    assert ledger.record_submitted(sub_id, "55")   # and the retry works
+
+
+def test_nested_transaction_is_a_savepoint(ledger):
+    make_exp(ledger)
+    with ledger.transaction():
+        ledger.set_experiment_state("demo-abcdef12", "SUBMITTING", "outer")
+        with pytest.raises(ValueError):
+            with ledger.transaction():
+                ledger.set_experiment_state("demo-abcdef12", "CANCELLED", "inner")
+                raise ValueError
+    assert ledger.get_experiment("demo-abcdef12")["state"] == "SUBMITTING"
+
+
+def test_submit_failed_keeps_runs_planned_with_reason(ledger):
+    make_exp(ledger)
+    sub_id = ledger.record_intent("demo-abcdef12", 0, "0-4", 5, "/exp/c0.sh", "abc", "mini")
+    ledger.record_submit_failed(sub_id, "sbatch: error: Invalid qos specification")
+    sub = ledger.submissions("demo-abcdef12")[0]
+    assert sub["state"] == "FAILED" and "qos" in sub["error"]
+    runs = ledger.runs("demo-abcdef12", state="PLANNED")
+    assert len(runs) == 10
+    assert [r["reason"] for r in runs[:5]] == ["sbatch: error: Invalid qos specification"] * 5
+    assert runs[5]["reason"] is None
+    assert ledger.attempts("demo-abcdef12") == []
+
+
+def test_partial_array_spec_creates_only_those_attempts(ledger):
+    assert parse_array_spec("0-9%2") == set(range(10))
+    assert parse_array_spec("1,3,6-10:2") == {1, 3, 6, 8, 10}
+    make_exp(ledger)
+    _, ids = submit_chunk(ledger, "demo-abcdef12", 0, "77", spec="1,3")
+    assert [a["job_key"] for a in ledger.attempts("demo-abcdef12")] == ["77_1", "77_3"]
+
+
+def test_job_id_reuse_is_a_separate_attempt(ledger):
+    make_exp(ledger)
+    submit_chunk(ledger, "demo-abcdef12", 0, "123", submit_time="2024-01-01T00:00:00")
+    # the cluster was rebuilt and hands out job id 123 again
+    submit_chunk(ledger, "demo-abcdef12", 1, "123", spec="0", submit_time="2024-06-01T00:00:00")
+    atts = ledger.attempts(cluster="mini", job_id="123")
+    assert [a["job_key"] for a in atts] == ["123_0", "123_1", "123_2", "123_3", "123_4", "123_0"]
+    assert len({a["attempt_id"] for a in atts}) == 6
+    with pytest.raises(sqlite3.IntegrityError):   # the same key at the same time is a duplicate
+        ledger.db["attempts"].insert({
+            "exp_id": "demo-abcdef12", "run_id": "r0001", "attempt_no": 9, "cluster": "mini",
+            "job_id": "123", "job_key": "123_0", "submit_time": "2024-01-01T00:00:00",
+            "state": "SUBMITTED"})
+
+
+def test_set_submit_times_fills_only_missing(ledger):
+    make_exp(ledger)
+    submit_chunk(ledger, "demo-abcdef12", 0, "200")
+    assert ledger.set_submit_times("mini", "200", "2024-02-02T10:00:00") == 5
+    assert ledger.set_submit_times("mini", "200", "2099-01-01T00:00:00") == 0
+    assert {a["submit_time"] for a in ledger.attempts("demo-abcdef12")} == {"2024-02-02T10:00:00"}
+    assert ledger.submissions("demo-abcdef12")[0]["submit_time"] == "2024-02-02T10:00:00"
+
+
+def test_update_attempt_moves_run_and_logs_event(ledger):
+    make_exp(ledger)
+    _, ids = submit_chunk(ledger, "demo-abcdef12", 0, "300")
+    a = ledger.update_attempt(ids[0], state="PENDING", reason="Priority")
+    assert a["state"] == "PENDING" and a["reason"] == "Priority"
+    ledger.update_attempt(ids[0], state="PENDING", reason="Priority")   # no change, no event
+    ledger.update_attempt(ids[0], state="RUNNING", node="c1", sacct_json={"State": "RUNNING"})
+    run = ledger.runs("demo-abcdef12", state="RUNNING")[0]
+    assert run["run_id"] == "r0000" and run["reason"] is None
+    att = ledger.attempts(run_id="r0000")[0]
+    assert att["node"] == "c1" and att["reason"] is None
+    assert att["sacct_json"] == '{"State":"RUNNING"}'
+    ev = [(e["from_state"], e["to_state"], e["reason"])
+          for e in ledger.events("demo-abcdef12", "r0000") if e["kind"] == "state"]
+    assert ev == [("SUBMITTED", "PENDING", "Priority"), ("PENDING", "RUNNING", None)]
+    with pytest.raises(TypeError):
+        ledger.update_attempt(ids[0], run_id="r0009")
+    with pytest.raises(TypeError):
+        ledger.update_attempt(ids[0], colour="red")
+
+
+def test_late_news_about_old_attempt_does_not_move_run(ledger):
+    make_exp(ledger)
+    _, first = submit_chunk(ledger, "demo-abcdef12", 0, "400", spec="0")
+    ledger.update_attempt(first[0], state="NODE_FAIL")
+    _, second = submit_chunk(ledger, "demo-abcdef12", 0, "401", spec="0")
+    assert ledger.attempts(run_id="r0000")[-1]["attempt_no"] == 2
+    ledger.update_attempt(second[0], state="RUNNING")
+    ledger.update_attempt(first[0], state="FAILED", reason="late sacct")
+    assert ledger.runs("demo-abcdef12")[0]["state"] == "RUNNING"
+    assert ledger.runs("demo-abcdef12")[0]["n_attempts"] == 2
+    assert [a["attempt_id"] for a in ledger.attempts("demo-abcdef12", active_only=True)] == second
+
+
+def test_retry_via_assign_chunk_and_set_run_state(ledger):
+    make_exp(ledger)
+    _, ids = submit_chunk(ledger, "demo-abcdef12", 0, "500")
+    ledger.update_attempt(ids[1], state="TIMEOUT")
+    ledger.update_attempt(ids[3], state="OUT_OF_MEMORY")
+    assert ledger.set_run_state("demo-abcdef12", ["r0001", "r0003"], "PLANNED", "retry") == 2
+    ledger.assign_chunk("demo-abcdef12", 2, ["r0001", "r0003"])
+    _, new = submit_chunk(ledger, "demo-abcdef12", 2, "501", spec="0-1")
+    atts = ledger.attempts(sub_id=ledger.submissions("demo-abcdef12")[-1]["sub_id"])
+    assert [(a["run_id"], a["job_key"], a["attempt_no"]) for a in atts] == [
+        ("r0001", "501_0", 2), ("r0003", "501_1", 2)]
+
+
+def test_heartbeat(ledger):
+    assert ledger.last_heartbeat() is None
+    ledger.record_heartbeat("reconcile", True, {"updated": 3})
+    ledger.record_heartbeat("reconcile", False, {"error": "sacct down"})
+    hb = ledger.last_heartbeat("reconcile")
+    assert hb["ok"] == 0 and "sacct down" in hb["summary_json"]
+
+
+# --- concurrency and scale ----------------------------------------------------------------
+
+def _worker(path: str, worker: int, attempt_ids: list[int]) -> None:
+    led = Ledger(path)
+    for aid in attempt_ids:
+        led.update_attempt(aid, state="RUNNING", node=f"n{worker}")
+        led.record_intent("demo-abcdef12", 100 + worker, "0", 1, "/x.sh", "h", "mini")
+        led.update_attempt(aid, state="COMPLETED", exit_code="0:0")
+        led.record_heartbeat("reconcile", True, {"worker": worker})
+    led.close()
+
+
+@pytest.mark.parametrize("mode", ["WAL", "DELETE"])
+def test_four_processes_lose_nothing(tmp_path, monkeypatch, mode):
+    monkeypatch.setenv("SLURMEXP_JOURNAL_MODE", mode)
+    led = Ledger(tmp_path / "ledger.db")
+    make_exp(led, n=100, chunk_size=100)
+    _, ids = submit_chunk(led, "demo-abcdef12", 0, "900", spec="0-99")
+    # spawn: a forked child would inherit SQLite's per-process lock bookkeeping.
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(str(led.path), w, ids[w::4])) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert led.counts_by_state("demo-abcdef12") == {"COMPLETED": 100}
+    assert len(led.submissions("demo-abcdef12")) == 1 + 100
+    assert len(led.db.execute("SELECT id FROM heartbeats").fetchall()) == 100
+    kinds = [e["kind"] for e in led.events("demo-abcdef12")]
+    assert kinds.count("state") == 200 and kinds.count("intent") == 101
+    led.close()
+
+
+def test_hundred_thousand_runs(ledger):
+    runs = make_runs(100_000, 1000)
+    t0 = time.perf_counter()
+    ledger.create_experiment("big-00000000", "big", "fpbig", "mini", "slurm", "/exp", "/s", "/s2",
+                             "/site", "sh", "th", {}, runs)
+    elapsed = time.perf_counter() - t0
+    assert ledger.counts_by_state("big-00000000") == {"PLANNED": 100_000}
+    assert elapsed < 15, f"create_experiment of 100,000 runs took {elapsed:.1f} s"
+    _, ids = submit_chunk(ledger, "big-00000000", 7, "42", spec="0-999")
+    assert len(ids) == 1000

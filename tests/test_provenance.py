@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from slurmexp import __version__, provenance
+from slurmexp.provenance import _parse_status, _redact_url, collect, distributions
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org",
+         "-c", "commit.gpgsign=false", *args],
+        check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch) -> Path:
+    # Keep git from finding a repository above tmp_path or reading the user's config.
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    r = tmp_path / "repo"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    (r / "train.py").write_text("lr = 0.1\n")
+    (r / "util.py").write_text("x = 1\n")
+    git(r, "add", ".")
+    git(r, "commit", "-q", "-m", "init")
+    return r
+
+
+@needs_git
+def test_uncommitted_change_is_recorded(repo, tmp_path):
+    (repo / "train.py").write_text("lr = 0.2\n")            # unstaged
+    (repo / "util.py").write_text("x = 2\n")
+    git(repo, "add", "util.py")                             # staged
+    (repo / "notes.txt").write_text("scratch\n")            # untracked
+    out = tmp_path / "exp"
+    info = collect(repo / ".", out)
+    g = info["git"]
+    assert g["commit"] == git(repo, "rev-parse", "HEAD")
+    assert g["branch"] == "main" and g["dirty"] is True
+    assert g["untracked"] == ["notes.txt"]
+    diff = Path(g["diff_path"]).read_text()
+    assert g["diff_path"] == str(out / "git.diff")
+    assert "+lr = 0.2" in diff and "+x = 2" in diff and "# untracked: notes.txt" in diff
+    assert g["diff_sha256"] == hashlib.sha256(diff.encode()).hexdigest()
+    # the saved diff applies to the recorded commit
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    git(clone, "checkout", "-q", g["commit"])
+    git(clone, "apply", str(out / "git.diff"))
+    assert (clone / "train.py").read_text() == "lr = 0.2\n"
+    json.dumps(info)   # goes into the ledger as JSON
+
+
+@needs_git
+def test_clean_repo_writes_no_diff(repo, tmp_path):
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "git.diff").write_text("stale")
+    (repo / "sub").mkdir()
+    info = collect(repo / "sub", out)
+    assert info["git"]["dirty"] is False and info["git"]["diff_path"] is None
+    assert info["git"]["root"] == str(repo.resolve())
+    assert not (out / "git.diff").exists()
+
+
+@needs_git
+def test_repo_without_commits(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    r = tmp_path / "fresh"
+    r.mkdir()
+    git(r, "init", "-q")
+    (r / "a.py").write_text("print(1)\n")
+    git(r, "add", "a.py")
+    info = collect(r, tmp_path / "exp")
+    assert info["git"]["commit"] is None and info["git"]["dirty"] is True
+    assert "+print(1)" in Path(info["git"]["diff_path"]).read_text()
+
+
+def test_outside_a_repo_does_not_fail(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    work = tmp_path / "plain"
+    work.mkdir()
+    info = collect(work, tmp_path / "exp")
+    assert info["git"] is None and info["git_reason"]
+    assert not (tmp_path / "exp" / "git.diff").exists()
+    assert Path(info["environment"]["path"]).exists()
+
+
+def test_missing_git_does_not_fail(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    info = collect(tmp_path, tmp_path / "exp")
+    assert info["git"] is None and "not installed" in info["git_reason"]
+
+
+def test_environment_and_identity(tmp_path):
+    t0 = time.perf_counter()
+    info = collect(tmp_path, tmp_path / "exp")
+    assert time.perf_counter() - t0 < 5
+    env = info["environment"]
+    text = Path(env["path"]).read_text()
+    assert env["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    lines = text.splitlines()
+    assert any(line.lower().startswith("pytest==") for line in lines)
+    assert lines == sorted(lines, key=str.lower) and env["n_distributions"] == len(lines)
+    assert info["python"]["executable"] and info["python"]["version"].count(".") == 2
+    assert info["host"] and info["user"] and info["cwd"] and isinstance(info["argv"], list)
+    assert info["slurmexp_version"]
+    assert info["time_utc"].endswith("+00:00")
+
+
+def test_distributions_are_fast():
+    t0 = time.perf_counter()
+    dists = distributions()
+    assert time.perf_counter() - t0 < 1.0
+    assert len({d.split("==")[0].lower() for d in dists}) == len(dists)
+
+
+def test_version_fallback(monkeypatch):
+    def missing(name):
+        raise provenance.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(provenance.importlib.metadata, "version", missing)
+    assert provenance.slurmexp_version() == __version__
+
+
+def test_parse_status_porcelain_v2():
+    out = "\0".join([
+        "# branch.oid 0123abcd", "# branch.head (detached)",
+        "2 R. N... 100644 100644 100644 aaa bbb R100 new name.py", "old name.py",
+        "? data/x.csv", "",
+    ])
+    assert _parse_status(out) == ("0123abcd", None, True, ["data/x.csv"])
+    initial = "# branch.oid (initial)\0# branch.head main\0"
+    assert _parse_status(initial) == (None, "main", False, [])
+
+
+def test_remote_credentials_are_dropped():
+    url = "https://bob:ghp_secret@github.com/o/r.git\n"
+    assert _redact_url(url) == "https://github.com/o/r.git"
+    assert _redact_url("git@github.com:o/r.git") == "git@github.com:o/r.git"
