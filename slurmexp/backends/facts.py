@@ -1,0 +1,121 @@
+"""What slurmexp knows about a live cluster and its jobs, as plain data.
+
+The Slurm backend fills these from command output through the pure parsers in
+`slurm_parse`; validation, discovery and reconciliation read only these types, so they can
+be tested without a cluster and never depend on the text format of a Slurm command.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class NodeFacts:
+    name: str
+    state: str                          # lower-case sinfo/scontrol state, e.g. "idle", "down*"
+    cpus: int
+    mem_mb: int
+    gres: dict[str, int] = field(default_factory=dict)   # gpu type -> count ("" when untyped)
+    partitions: list[str] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PartitionFacts:
+    name: str
+    state: str                          # "UP", "DOWN", "DRAIN", "INACTIVE"
+    max_time_min: int | None            # None: UNLIMITED
+    nodes: list[str]
+    default: bool = False
+    allow_qos: list[str] | None = None  # None: ALL
+
+
+@dataclass
+class QosFacts:
+    name: str
+    max_wall_min: int | None = None
+    max_tres_pu: dict[str, int] = field(default_factory=dict)   # e.g. {"gres/gpu": 2}
+    max_tres_pj: dict[str, int] = field(default_factory=dict)
+    max_submit_pu: int | None = None
+    preempt: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReservationFacts:
+    name: str
+    state: str                          # "ACTIVE" / "INACTIVE"
+    nodes: list[str]
+    users: list[str]
+    accounts: list[str]
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass
+class Association:
+    account: str
+    user: str
+    qos: list[str]
+    default_qos: str | None = None
+    partition: str | None = None
+
+
+@dataclass
+class ClusterFacts:
+    """A snapshot of the cluster for validation and `site discover`.
+
+    Any part that could not be read is None and named in `skipped` with the reason, so the
+    validator can say which checks it did not run instead of failing or guessing.
+    """
+
+    cluster: str
+    user: str
+    max_array_size: int | None = None
+    max_job_count: int | None = None
+    partitions: dict[str, PartitionFacts] | None = None
+    nodes: dict[str, NodeFacts] | None = None
+    reservations: dict[str, ReservationFacts] | None = None
+    qos: dict[str, QosFacts] | None = None
+    associations: list[Association] | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SacctRow:
+    """One allocation row of `sacct` (steps folded in), keyed as the ledger keys attempts."""
+
+    job_id: str                  # JobID as printed: "123", "123_4", "123_[5-10%4]"
+    job_id_raw: str              # JobIDRaw: the job's own id
+    array_job_id: str | None     # "123" for array tasks and pending arrays
+    array_task: int | None       # task index; None for a plain job or a pending range row
+    pending_tasks: list[int] | None  # for a not-yet-started array row: the task indices it stands for
+    state: str                   # first word: "CANCELLED by 0" -> "CANCELLED"
+    state_raw: str
+    submit: str | None           # ISO, as sacct prints with SLURM_TIME_FORMAT=standard
+    start: str | None
+    end: str | None
+    elapsed_s: int | None
+    exit_code: int | None
+    signal: int | None
+    node_list: str | None
+    partition: str | None
+    qos: str | None
+    account: str | None
+    reason: str | None
+    alloc_tres: str | None
+    req_mem: str | None
+    max_rss_mb: float | None     # the largest MaxRSS of the job's steps
+    total_cpu_s: float | None
+    alloc_cpus: int | None
+    job_name: str | None
+    comment: str | None
+    cluster: str | None
+    known_state: bool = True     # False: a state word slurmexp does not know (kept, flagged)
+
+
+@dataclass
+class SubmitResult:
+    job_id: str
+    cluster: str | None
