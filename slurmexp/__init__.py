@@ -1,3 +1,23 @@
-"""slurmexp: run research parameter sweeps on Slurm as job arrays, tracked in an SQLite ledger."""
+"""slurmexp: run experiments on Slurm clusters unattended and keep them trustworthy.
 
+The public names below are imported lazily, so `import slurmexp` inside a training script
+(for `slurmexp.log_metrics`) and `slurmexp --help` stay fast.
+"""
 __version__ = "0.1.0"
+
+_LAZY = {
+    "log_metrics": ("slurmexp.metrics", "log_metrics"),
+    "Ledger": ("slurmexp.ledger", "Ledger"),
+    "launch": ("slurmexp.launch", "launch"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'slurmexp' has no attribute {name!r}")

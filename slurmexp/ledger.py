@@ -162,7 +162,7 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         cluster TEXT, job_id TEXT, task_index INTEGER, job_key TEXT, slurm_job_id TEXT,
         submit_time TEXT, state TEXT NOT NULL, reason TEXT, node TEXT, partition TEXT,
         qos TEXT, account TEXT, start_time TEXT, end_time TEXT, elapsed_s REAL,
-        exit_code TEXT, alloc_tres TEXT, req_mem TEXT, max_rss TEXT, total_cpu_s REAL,
+        exit_code INTEGER, alloc_tres TEXT, req_mem TEXT, max_rss REAL, total_cpu_s REAL,
         failure_class TEXT, updated TEXT, sacct_json TEXT,
         FOREIGN KEY (exp_id, run_id) REFERENCES runs (exp_id, run_id),
         UNIQUE (cluster, job_key, submit_time)

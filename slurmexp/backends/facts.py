@@ -19,6 +19,8 @@ class NodeFacts:
     gres: dict[str, int] = field(default_factory=dict)   # gpu type -> count ("" when untyped)
     partitions: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
+    tres: dict[str, str] = field(default_factory=dict)   # CfgTRES as printed, e.g. {"mem": "7900M"}
+    reason: str | None = None           # why an admin or Slurm took the node out, if it did
 
 
 @dataclass
@@ -29,6 +31,8 @@ class PartitionFacts:
     nodes: list[str]
     default: bool = False
     allow_qos: list[str] | None = None  # None: ALL
+    default_time_min: int | None = None  # DefaultTime; None: not set (the job gets MaxTime)
+    qos: str | None = None              # the partition QOS, whose limits apply on top
 
 
 @dataclass
@@ -51,6 +55,8 @@ class ReservationFacts:
     accounts: list[str]
     start: datetime | None
     end: datetime | None
+    partition: str | None = None
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -60,6 +66,8 @@ class Association:
     qos: list[str]
     default_qos: str | None = None
     partition: str | None = None
+    cluster: str | None = None
+    is_default_account: bool = False    # account is the user's DefaultAccount
 
 
 @dataclass
@@ -80,6 +88,7 @@ class ClusterFacts:
     qos: dict[str, QosFacts] | None = None
     associations: list[Association] | None = None
     skipped: list[str] = field(default_factory=list)
+    slurm_version: str | None = None    # SLURM_VERSION from scontrol show config
 
 
 @dataclass
@@ -113,6 +122,23 @@ class SacctRow:
     comment: str | None
     cluster: str | None
     known_state: bool = True     # False: a state word slurmexp does not know (kept, flagged)
+
+
+@dataclass
+class SqueueRow:
+    """One row of `squeue -r`: what the controller knows now, before accounting has caught up."""
+
+    job_id: str                  # %i: "123", "123_4", or "123_[5-9%2]" without -r
+    array_job_id: str | None     # %F for array tasks, None for a plain job
+    array_task: int | None       # %K as a number, None for a plain job or a pending range
+    pending_tasks: list[int] | None  # the indices of a "123_[5-9%2]" row
+    state: str                   # %T, e.g. "PENDING"
+    reason: str | None           # %r; None for "None"
+    submit: str | None           # %V, ISO with SLURM_TIME_FORMAT=standard
+    node_list: str | None        # %N; None while pending
+    name: str                    # %j
+    comment: str | None          # %k; None for "(null)"
+    known_state: bool = True
 
 
 @dataclass

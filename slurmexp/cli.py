@@ -1,0 +1,244 @@
+"""The `slurmexp` command: thin click commands, each calling one library function.
+
+Library errors (SlurmexpError and subclasses) become messages and exit codes in exactly one
+place, `SlurmexpGroup.invoke`, so every command reports problems the same way: file, key,
+what is wrong and what to do next. Heavy imports (pandas, the Slurm backend) happen inside
+the commands that need them, so `slurmexp --help` and `slurmexp status` stay fast.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import SlurmexpError
+
+
+class SlurmexpGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SlurmexpError as exc:
+            click.echo(f"error: {exc.format()}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _ledger(ctx: click.Context):
+    from .ledger import Ledger
+
+    obj = ctx.find_root().obj
+    if obj.get("ledger_obj") is None:
+        obj["ledger_obj"] = Ledger(obj.get("ledger_path"))
+    return obj["ledger_obj"]
+
+
+def _slurm(cluster: str | None = None):
+    from .backends.slurm import SlurmBackend
+
+    return SlurmBackend(cluster=cluster)
+
+
+def _emit(data, fmt: str, table) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        table(data)
+
+
+def _rich_table(title: str, columns: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    Console().print(t)
+
+
+site_option = click.option("--site", "site_path", type=click.Path(dir_okay=False),
+                           help="site.toml (default: $SLURMEXP_SITE, beside the sweep, cwd, $SLURMEXP_HOME)")
+sweep_argument = click.argument("sweep", type=click.Path(exists=True, dir_okay=False))
+
+
+@click.group(cls=SlurmexpGroup)
+@click.option("--ledger", "ledger_path", envvar="SLURMEXP_LEDGER", type=click.Path(dir_okay=False),
+              help="Ledger file (default: $SLURMEXP_HOME/ledger.db or ~/.slurmexp/ledger.db).")
+@click.version_option(__version__, prog_name="slurmexp")
+@click.pass_context
+def main(ctx: click.Context, ledger_path: str | None) -> None:
+    """Run experiments on Slurm unattended: validate, place, submit, track, reconcile, report."""
+    ctx.ensure_object(dict)
+    ctx.obj["ledger_path"] = ledger_path
+
+
+# ----------------------------------------------------------------------------------------
+# Before launch
+# ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@sweep_argument
+@site_option
+@click.option("--offline", is_flag=True, help="Only the static checks (no cluster queries).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def validate(sweep: str, site_path: str | None, offline: bool, fmt: str) -> None:
+    """Check SWEEP against site.toml and the live cluster; exit 2 on any problem."""
+    from .launch import check, prepare
+
+    prep = prepare(sweep, site_path)
+    report = check(prep, None if offline else _slurm(prep.site.cluster))
+    if fmt == "json":
+        click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems],
+                               "skipped": report.skipped, "checked": report.checked}, indent=2))
+    else:
+        for p in report.problems:
+            click.echo(f"problem: {p.format()}", err=True)
+        for s in report.skipped:
+            click.echo(f"skipped: {s}", err=True)
+        if report.ok:
+            click.echo(f"ok: {len(prep.plan.runs)} runs in {len(prep.plan.chunks)} array(s); "
+                       f"checked {', '.join(report.checked)}")
+    if not report.ok:
+        sys.exit(2)
+
+
+@main.command()
+@sweep_argument
+@site_option
+def render(sweep: str, site_path: str | None) -> None:
+    """Print the array plan and the exact sbatch scripts SWEEP would submit."""
+    from .launch import dry_run_text, prepare
+
+    click.echo(dry_run_text(prepare(sweep, site_path)))
+
+
+@main.command()
+@sweep_argument
+@site_option
+def explain(sweep: str, site_path: str | None) -> None:
+    """Say where SWEEP's runs would go, why, and why the other partitions were excluded."""
+    from .launch import dry_run_text, prepare
+
+    click.echo(dry_run_text(prepare(sweep, site_path), scripts=False))
+
+
+# ----------------------------------------------------------------------------------------
+# Launch and follow
+# ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@sweep_argument
+@site_option
+@click.option("--backend", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print the plan and scripts; submit nothing.")
+@click.option("--new", is_flag=True, help="Launch again although this sweep was launched before.")
+@click.option("--max-parallel", type=int, help="Local backend: tasks at once (default: the throttle or CPUs).")
+@click.pass_context
+def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, new: bool,
+           max_parallel: int | None) -> None:
+    """Validate SWEEP, submit it as job arrays and record every run in the ledger."""
+    from . import launch as launch_mod
+
+    if dry_run:
+        prep = launch_mod.prepare(sweep, site_path)
+        report = launch_mod.check(prep, _slurm(prep.site.cluster) if backend == "slurm" else None)
+        click.echo(launch_mod.dry_run_text(prep))
+        for s in report.skipped:
+            click.echo(f"skipped: {s}", err=True)
+        if not report.ok:
+            raise SlurmexpError_from(report, prep)
+        return
+    result = launch_mod.launch(sweep, site_path, backend=backend, ledger=_ledger(ctx), new=new,
+                               max_parallel=max_parallel)
+    if result.message:
+        click.echo(result.message, err=True)
+    if result.submitted and result.job_ids:
+        click.echo(f"submitted: {', '.join(result.job_ids)}", err=True)
+    click.echo(result.exp_id)
+
+
+def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception it builds
+    from .errors import ValidationError
+
+    return ValidationError(f"{prep.sweep.path}: {len(report.problems)} problem(s); nothing would be submitted",
+                           report.problems)
+
+
+@main.command()
+@click.argument("experiment", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def status(ctx, experiment: str | None, fmt: str) -> None:
+    """Experiments and their runs' states, as the ledger has them."""
+    from .status import experiment_summaries, run_statuses
+
+    ledger = _ledger(ctx)
+    if experiment is None:
+        data = experiment_summaries(ledger)
+        _emit(data, fmt, lambda d: _rich_table("experiments", ["experiment", "state", "runs", "by state", "created"], [
+            [e["exp_id"], e["state"], e["n_runs"],
+             " ".join(f"{k}={v}" for k, v in sorted(e["runs_by_state"].items())), e["created"]] for e in d]))
+        return
+    data = run_statuses(ledger, experiment)
+    _emit(data, fmt, lambda d: _rich_table(experiment, ["run", "params", "state", "attempts", "job", "node", "reason"], [
+        [r["run_id"], " ".join(f"{k}={v}" for k, v in r["params"].items()), r["state"], r["attempts"],
+         r["job"], r["node"], r["reason"]] for r in d]))
+
+
+# ----------------------------------------------------------------------------------------
+# Site
+# ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def site() -> None:
+    """Describe the cluster: discover it live, or show a site.toml."""
+
+
+@site.command("discover")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+def site_discover(output: str | None) -> None:
+    """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr)."""
+    from .discover import discover_site
+
+    text = discover_site(_slurm().cluster_facts())
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}; check it with `slurmexp site show --site {output}`", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@site.command("show")
+@site_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def site_show(site_path: str | None, fmt: str) -> None:
+    """Show the partitions, GPUs, QOS and reservations a site.toml describes."""
+    from .launch import find_site
+    from .site import load_site
+
+    s = load_site(find_site(Path.cwd() / "sweep.toml", site_path))
+    rows = [{"partition": name, "max_time": p.max_time, "nodes": ",".join(p.nodes),
+             "gpus": ",".join(f"{k}:{v}" for k, v in s.gpu_types(name).items()),
+             "default": name == s.default_partition} for name, p in s.partitions.items()]
+    if fmt == "json":
+        click.echo(json.dumps({"cluster": s.cluster, "path": str(s.path), "partitions": rows,
+                               "qos": {k: q.model_dump() for k, q in s.qos.items()},
+                               "reservations": list(s.reservations)}, indent=2, default=str))
+        return
+    _rich_table(f"{s.cluster} ({s.path})", ["partition", "max_time", "nodes", "gpus", "default"],
+                [[r["partition"], r["max_time"], r["nodes"], r["gpus"], "*" if r["default"] else ""]
+                 for r in rows])
+    if s.qos:
+        _rich_table("QOS", ["qos", "max_wall", "max_tres_pu", "preempt"],
+                    [[k, q.max_wall, q.max_tres_pu, ",".join(q.preempt)] for k, q in s.qos.items()])
+
+
+if __name__ == "__main__":
+    main()

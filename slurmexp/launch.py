@@ -1,0 +1,344 @@
+"""From a sweep file to jobs in the queue: spec -> plan -> validate -> render -> ledger -> submit.
+
+The order of writes is what makes a crash harmless: the experiment, its runs and each
+chunk's submission intent are in the ledger before sbatch runs, every job carries the
+experiment's tag, and the job id is recorded right after sbatch answers. A launch killed
+between sbatch and that record leaves an INTENT row that `slurmexp reconcile` resolves by
+finding the tagged job, so nothing is submitted twice and nothing is lost.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from . import provenance
+from .errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
+from .ledger import Ledger
+from .plan import ArrayChunk, Plan, command_for, describe, make_plan
+from .render import (ScriptContext, chunk_file_stem, render_script, template_sha256, write_manifest,
+                     write_run_files, write_script)
+from .site import Site, load_site
+from .spec import Sweep, load_sweep
+from .validate import ValidationReport, validate
+
+BACKENDS = ("slurm", "local")
+
+
+@dataclass
+class Prepared:
+    """A parsed, planned sweep with the identity it would get; nothing written yet."""
+
+    sweep: Sweep
+    site: Site
+    plan: Plan
+    fingerprint: str
+    base_id: str
+    template: Path | None
+
+    def exp_dir(self, exp_id: str) -> Path:
+        return Path(self.sweep.output_dir) / exp_id
+
+
+@dataclass
+class LaunchResult:
+    exp_id: str
+    submitted: bool
+    job_ids: list[str] = field(default_factory=list)
+    message: str = ""
+    report: ValidationReport | None = None
+    pending_intents: int = 0      # chunks whose sbatch outcome is unknown (reconcile adopts them)
+
+
+# ----------------------------------------------------------------------------------------
+# Finding and preparing
+# ----------------------------------------------------------------------------------------
+
+
+def find_site(sweep_path: Path, site_path: str | Path | None = None) -> Path:
+    """--site, $SLURMEXP_SITE, site.toml beside the sweep, in the cwd, in $SLURMEXP_HOME."""
+    if site_path:
+        return Path(site_path)
+    candidates = []
+    if os.environ.get("SLURMEXP_SITE"):
+        candidates.append(Path(os.environ["SLURMEXP_SITE"]))
+    candidates += [Path(sweep_path).resolve().parent / "site.toml", Path.cwd() / "site.toml",
+                   Path(os.environ.get("SLURMEXP_HOME", Path.home() / ".slurmexp")) / "site.toml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise SlurmexpError("no site.toml found", [Problem(
+        "", "--site", "looked in: " + ", ".join(str(c) for c in candidates),
+        "run `slurmexp site discover --output site.toml` on a login node, or pass --site FILE")])
+
+
+def fingerprint_of(sweep: Sweep, site: Site) -> str:
+    data = {"sweep": sweep.canonical(), "site": site.hash()}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare(sweep_path: str | Path, site_path: str | Path | None = None) -> Prepared:
+    sweep = load_sweep(sweep_path)
+    site = load_site(find_site(Path(sweep_path), site_path))
+    plan = make_plan(sweep, site)
+    fp = fingerprint_of(sweep, site)
+    template = sweep.template or site.template
+    return Prepared(sweep, site, plan, fp, f"{sweep.name}-{fp[:8]}", Path(template) if template else None)
+
+
+def job_name(exp_id: str, chunk: int) -> str:
+    return f"sx.{exp_id}.{chunk:03d}"
+
+
+def job_tag(exp_id: str) -> str:
+    return f"slurmexp:{exp_id}"
+
+
+def script_context(prep: Prepared, exp_id: str, chunk: ArrayChunk) -> ScriptContext:
+    exp_dir = prep.exp_dir(exp_id)
+    return ScriptContext(
+        experiment_id=exp_id, chunk=chunk, exp_dir=exp_dir, workdir=Path(prep.sweep.workdir),
+        manifest_path=exp_dir / "manifests" / f"{chunk_file_stem(chunk.chunk)}.txt",
+        runs_dir=exp_dir / "runs", job_name=job_name(exp_id, chunk.chunk), comment=job_tag(exp_id),
+        env_setup=list(prep.sweep.env.setup), env_modules=list(prep.sweep.env.modules),
+        env_vars=dict(prep.sweep.env.vars), template=prep.template, cluster=prep.site.cluster)
+
+
+def render_all(prep: Prepared, exp_id: str) -> list[str]:
+    return [render_script(script_context(prep, exp_id, c)) for c in prep.plan.chunks]
+
+
+def dry_run_text(prep: Prepared, exp_id: str | None = None, *, scripts: bool = True) -> str:
+    exp_id = exp_id or prep.base_id
+    lines = [f"experiment: {exp_id}", f"runs: {len(prep.plan.runs)}", describe(prep.plan)]
+    if scripts:
+        for chunk, text in zip(prep.plan.chunks, render_all(prep, exp_id)):
+            lines += ["", f"# ---- chunk {chunk.chunk}: {job_name(exp_id, chunk.chunk)} "
+                      f"(array {chunk.array_spec}) ----", text.rstrip()]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------
+
+
+def check(prep: Prepared, backend=None, *, exp_id: str | None = None) -> ValidationReport:
+    """All checks; live ones and sbatch --test-only only when a Slurm backend is given."""
+    facts = None
+    test_only = None
+    if backend is not None:
+        try:
+            facts = backend.cluster_facts()
+        except SlurmUnavailable as exc:
+            report = validate(prep.sweep, prep.site, prep.plan)
+            report.skipped.append(f"live cluster checks: {exc.message}")
+            return report
+        test_only = lambda: _test_only(prep, backend, exp_id or prep.base_id)  # noqa: E731
+    return validate(prep.sweep, prep.site, prep.plan, facts=facts, test_only=test_only)
+
+
+def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
+    # One --test-only per resource group: the chunks of a group differ only in their size.
+    refusals = []
+    seen: set[int] = set()
+    with tempfile.TemporaryDirectory(prefix="slurmexp-test-only-") as tmp:
+        for chunk in prep.plan.chunks:
+            if chunk.group in seen:
+                continue
+            seen.add(chunk.group)
+            path = Path(tmp) / f"{chunk_file_stem(chunk.chunk)}.sbatch"
+            path.write_text(render_script(script_context(prep, exp_id, chunk)))
+            ok, message = backend.test_only(path)
+            if not ok:
+                refusals.append((f"chunk {chunk.chunk} (partition {chunk.resources.partition})", message))
+    return refusals
+
+
+# ----------------------------------------------------------------------------------------
+# Launch
+# ----------------------------------------------------------------------------------------
+
+
+def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backend: str = "slurm",
+           ledger: Ledger | None = None, new: bool = False, slurm=None,
+           max_parallel: int | None = None) -> LaunchResult:
+    """Validate, record and submit a sweep. `slurm` is the Slurm backend object (for tests)."""
+    if backend not in BACKENDS:
+        raise SlurmexpError(f"unknown backend {backend!r}",
+                            [Problem("", "--backend", f"{backend!r}", f"use one of: {', '.join(BACKENDS)}")])
+    prep = prepare(sweep_path, site_path)
+    ledger = ledger or Ledger()
+    exp_id = prep.base_id
+    existing = ledger.get_experiment(exp_id)
+    if existing is not None and not new:
+        return LaunchResult(exp_id, False, message=(
+            f"{exp_id} was already launched on {existing['created']} (state {existing['state']}); "
+            f"nothing submitted. See `slurmexp status {exp_id}`, or launch again with --new."))
+    if new:
+        exp_id = exp_id + ledger.next_experiment_suffix(exp_id)
+    if backend == "slurm" and slurm is None:
+        from .backends.slurm import SlurmBackend
+
+        slurm = SlurmBackend(cluster=prep.site.cluster)
+    report = check(prep, slurm if backend == "slurm" else None, exp_id=exp_id)
+    if not report.ok:
+        raise ValidationError(f"{prep.sweep.path}: {len(report.problems)} problem(s); nothing was submitted",
+                              report.problems)
+    scripts = _write_experiment(prep, exp_id, ledger, backend)
+    if backend == "local":
+        return _run_local(prep, exp_id, ledger, scripts, max_parallel, report)
+    return _submit_slurm(prep, exp_id, ledger, scripts, slurm, report)
+
+
+def settings_for(prep: Prepared) -> dict:
+    """What reconcile needs later to retry without the sweep file: retry policy and limits."""
+    res = prep.plan.chunks[0].resources if prep.plan.chunks else None
+    limits: dict = {}
+    if res is not None:
+        part = prep.site.partitions.get(res.partition)
+        caps = [part.max_time_min] if part and part.max_time_min is not None else []
+        qos = prep.site.qos.get(res.qos or "")
+        if qos and qos.max_wall_min is not None:
+            caps.append(qos.max_wall_min)
+        limits["max_time_min"] = min(caps) if caps else None
+        nodes = prep.site.partition_nodes(res.partition) if part else []
+        limits["max_mem_mb"] = max((n.mem_mb for n in nodes), default=None)
+    retry = prep.sweep.retry
+    return {
+        "retry": {"max_attempts": retry.max_attempts, "escalate": retry.escalate,
+                  "escalate_factor": retry.escalate_factor,
+                  "backoff_s": getattr(retry, "backoff_s", 60.0)},
+        "limits": limits,
+        "resources": {"time_min": res.time_min, "mem_mb": res.mem_mb, "partition": res.partition,
+                      "cpus": res.cpus, "gpus": res.gpus, "gpu_type": res.gpu_type, "qos": res.qos}
+        if res else {},
+    }
+
+
+def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str) -> dict[int, Path]:
+    """Run files, manifests, scripts and provenance on disk, then the ledger rows."""
+    exp_dir = prep.exp_dir(exp_id)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir = exp_dir / "runs"
+    sweep_copy = exp_dir / "sweep.toml"
+    shutil.copyfile(prep.sweep.path, sweep_copy)
+    shutil.copyfile(prep.site.path, exp_dir / "site.toml")
+    prov = provenance.collect(Path(prep.sweep.workdir), exp_dir / "provenance")
+    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, runs_dir / run.run_id, exp_id))
+                              for run in prep.plan.runs])
+    scripts: dict[int, Path] = {}
+    where: dict[str, tuple[int, int]] = {}
+    for chunk in prep.plan.chunks:
+        write_manifest(exp_dir, chunk)
+        scripts[chunk.chunk] = write_script(exp_dir, chunk.chunk,
+                                            render_script(script_context(prep, exp_id, chunk)))
+        for i, run in enumerate(chunk.runs):
+            where[run.run_id] = (chunk.chunk, i)
+    runs = [{"run_id": r.run_id, "idx": r.index, "params": r.params, "seed": r.seed, "source": r.source,
+             "run_dir": str(runs_dir / r.run_id), "chunk": where[r.run_id][0],
+             "task_index": where[r.run_id][1]} for r in prep.plan.runs]
+    ledger.create_experiment(
+        exp_id, prep.sweep.name, prep.fingerprint, prep.site.cluster, backend, exp_dir,
+        prep.sweep.path, sweep_copy, prep.site.path, prep.site.hash(), template_sha256(prep.template),
+        prov, runs)
+    _store_settings(ledger, exp_id, settings_for(prep))
+    return scripts
+
+
+def _store_settings(ledger: Ledger, exp_id: str, settings: dict) -> None:
+    setter = getattr(ledger, "set_experiment_settings", None)
+    if setter is not None:
+        setter(exp_id, settings)
+    elif "settings_json" in ledger.db["experiments"].columns_dict:
+        with ledger.transaction():
+            ledger.db.execute("UPDATE experiments SET settings_json = ? WHERE exp_id = ?",
+                              [json.dumps(settings), exp_id])
+
+
+def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, Path], slurm,
+                  report: ValidationReport) -> LaunchResult:
+    ledger.set_experiment_state(exp_id, "SUBMITTING")
+    result = LaunchResult(exp_id, True, report=report)
+    for chunk in prep.plan.chunks:
+        script = scripts[chunk.chunk]
+        sub_id = ledger.record_intent(exp_id, chunk.chunk, chunk.array_spec, chunk.size, script,
+                                      _sha256(script), prep.site.cluster)
+        try:
+            submitted = slurm.submit(script, cwd=Path(prep.sweep.workdir))
+        except SlurmUnavailable as exc:
+            # sbatch may have created the job although it timed out: leave the intent for
+            # reconcile to adopt by tag, and submit nothing more now.
+            result.pending_intents = sum(1 for c in prep.plan.chunks if c.chunk >= chunk.chunk)
+            result.message = (f"sbatch did not answer for chunk {chunk.chunk} ({exc.message}); "
+                              "run `slurmexp reconcile` to adopt or resubmit it")
+            break
+        except SlurmexpError as exc:
+            ledger.record_submit_failed(sub_id, exc.message)
+            ledger.set_experiment_state(exp_id, "FAILED", f"sbatch refused chunk {chunk.chunk}")
+            raise
+        ledger.record_submitted(sub_id, submitted.job_id)
+        result.job_ids.append(submitted.job_id)
+    if result.job_ids:
+        # One squeue call for all arrays: attempts are keyed by cluster + job id + submit time.
+        try:
+            times = slurm.submit_times(result.job_ids)
+        except SlurmUnavailable:
+            times = {}
+        for job_id, submit_time in times.items():
+            ledger.set_submit_times(prep.site.cluster, job_id, submit_time)
+    if not result.pending_intents:
+        ledger.set_experiment_state(exp_id, "SUBMITTED", f"{len(result.job_ids)} array job(s)")
+    return result
+
+
+def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, Path],
+               max_parallel: int | None, report: ValidationReport) -> LaunchResult:
+    """Run every chunk here, now, through the same ledger states as on Slurm."""
+    from .backends.local import new_array_job_id, run_local
+
+    parallel = max_parallel or prep.sweep.resources.array_parallelism or os.cpu_count() or 1
+    ledger.set_experiment_state(exp_id, "RUNNING", f"local backend, {parallel} at once")
+    host = socket.gethostname()
+    result = LaunchResult(exp_id, True, report=report)
+    failed = 0
+    for chunk in prep.plan.chunks:
+        script = scripts[chunk.chunk]
+        sub_id = ledger.record_intent(exp_id, chunk.chunk, chunk.array_spec, chunk.size, script,
+                                      _sha256(script), "local")
+        array_id = new_array_job_id()
+        ledger.record_submitted(sub_id, array_id, submit_time=_now())
+        attempt_of = {a["task_index"]: a["attempt_id"] for a in ledger.attempts(sub_id=sub_id)}
+        result.job_ids.append(array_id)
+
+        def on_event(task: int, event: str, info: dict, attempt_of=attempt_of) -> None:
+            nonlocal failed
+            if event == "RUNNING":
+                ledger.update_attempt(attempt_of[task], state="RUNNING", start_time=_now(), node=host)
+                return
+            failed += event != "COMPLETED"
+            reason = None if event == "COMPLETED" else f"exit code {info.get('exit_code')}"
+            ledger.update_attempt(attempt_of[task], state=event, end_time=_now(),
+                                  exit_code=info.get("exit_code"), elapsed_s=info.get("elapsed_s"),
+                                  reason=reason, failure_class=None if event == "COMPLETED" else "user")
+
+        run_local(script, chunk.size, parallel, on_event=on_event, array_job_id=array_id,
+                  log_dir=prep.exp_dir(exp_id) / "logs")
+    state = "FINISHED" if not failed else "FINISHED_WITH_FAILURES"
+    ledger.set_experiment_state(exp_id, state, f"{failed} run(s) failed" if failed else None)
+    result.message = f"{len(prep.plan.runs)} runs finished locally, {failed} failed"
+    return result
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
