@@ -151,7 +151,7 @@ wait_running "$PREEMPTED"
 sleep 2
 PREEMPTOR="$(bash "$CLUSTER_SH" preempt c2 5 | cut -d';' -f1)"
 # The requeued job waits for the preemptor, then runs again: -D shows both records.
-WAIT=150 wait_sacct 'COMPLETED' 2 "$PREEMPTED" "$PREEMPTOR" || true
+WAIT=240 wait_sacct 'COMPLETED' 2 "$PREEMPTED" "$PREEMPTOR" || true
 sacct_raw "$PREEMPTED" >"$OUT/sacct_preempted.txt"
 
 say "waiting for the TIMEOUT job"

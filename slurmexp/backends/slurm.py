@@ -1,0 +1,291 @@
+"""The only place slurmexp runs Slurm commands.
+
+Everything goes through `run_slurm`, so that one function decides what a daemon that does not
+answer looks like (SlurmUnavailable: retry later, never a job failure), what a refusal looks like
+(SlurmCommandError with Slurm's own words), and which time format the output is in. The text is
+handed to the pure parsers in `slurm_parse`.
+
+Queries are batched: one sacct/squeue call for all the jobs asked about, since a login node
+shared by hundreds of users is where per-job polling hurts the scheduler most.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import SlurmCommandError, SlurmUnavailable
+from . import slurm_parse as sp
+from .facts import ClusterFacts, SacctRow, SqueueRow, SubmitResult
+
+# Linux allows ~2 MB of arguments, but a single argument is capped at 128 KiB and some sites wrap
+# Slurm commands in shell scripts; a joined -j list stays well under both.
+MAX_ARG_BYTES = 100_000
+
+
+@dataclass
+class CallRecord:
+    command: str          # argv[0], e.g. "sacct"
+    seconds: float
+    returncode: int | None  # None: did not finish (timeout) or could not start
+
+
+# Cheap diagnostics: how many Slurm calls a command made and how long they took. Bounded, so a
+# long-running watcher does not grow it forever.
+CALLS: list[CallRecord] = []
+CALL_COUNTS: dict[str, int] = {}
+_MAX_RECORDS = 1000
+
+
+def _record(command: str, started: float, returncode: int | None) -> None:
+    CALL_COUNTS[command] = CALL_COUNTS.get(command, 0) + 1
+    CALLS.append(CallRecord(command, time.monotonic() - started, returncode))
+    if len(CALLS) > _MAX_RECORDS:
+        del CALLS[: len(CALLS) - _MAX_RECORDS]
+
+
+def reset_call_log() -> None:
+    CALLS.clear()
+    CALL_COUNTS.clear()
+
+
+def run_slurm(argv: list[str], *, timeout: float = 60, check: bool = True,
+              cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """Run one Slurm command (no shell) with ISO timestamps in its output.
+
+    Raises SlurmUnavailable when the command is missing, times out, or says a daemon did not
+    answer; SlurmCommandError for any other non-zero exit when `check`.
+    """
+    command = os.path.basename(argv[0]) if argv else "?"
+    env = dict(os.environ, SLURM_TIME_FORMAT="standard")
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=cwd, errors="replace")
+    except FileNotFoundError:
+        _record(command, started, None)
+        raise SlurmUnavailable(
+            f"{command}: command not found; Slurm is not installed or not on PATH here "
+            f"(this is not a job failure)") from None
+    except subprocess.TimeoutExpired:
+        _record(command, started, None)
+        raise SlurmUnavailable(
+            f"{command} did not answer within {timeout:g}s; the Slurm controller or database "
+            f"may be overloaded or down (this is not a job failure)") from None
+    _record(command, started, proc.returncode)
+    if proc.returncode != 0:
+        stderr = (proc.stderr or "").strip()
+        if sp.classify_error(stderr) == "unavailable":
+            raise SlurmUnavailable(
+                f"{command} could not reach a Slurm daemon (this is not a job failure): "
+                f"{stderr or 'no message'}")
+        if check:
+            raise SlurmCommandError(f"{command} failed (exit {proc.returncode}): "
+                                    f"{stderr or (proc.stdout or '').strip() or 'no message'}")
+    return proc
+
+
+def _chunks(ids: Sequence[str], limit: int = MAX_ARG_BYTES) -> list[list[str]]:
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for job in ids:
+        extra = len(job) + 1
+        if current and size + extra > limit:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(job)
+        size += extra
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _unique(ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(str(i) for i in ids if str(i)))
+
+
+class SlurmBackend:
+    name = "slurm"
+
+    def __init__(self, cluster: str | None = None, user: str | None = None):
+        self.cluster = cluster
+        self.user = user or os.environ.get("USER") or getpass.getuser()
+
+    def _cluster_args(self) -> list[str]:
+        # Only with an explicit cluster: -M makes every command go through slurmdbd, which a
+        # single-cluster site may not want on the submit path.
+        return [f"--clusters={self.cluster}"] if self.cluster else []
+
+    # --- submission ---------------------------------------------------------------------
+    def submit(self, script: Path, *, extra_args: Sequence[str] = (), cwd: Path | None = None,
+               timeout: float = 60) -> SubmitResult:
+        """sbatch --parsable. A timeout raises SlurmUnavailable although the job may exist:
+        the caller finds it later by its tag (job name / comment) instead of submitting twice."""
+        argv = ["sbatch", "--parsable", *self._cluster_args(), *extra_args, str(script)]
+        proc = run_slurm(argv, timeout=timeout, cwd=cwd)
+        result = sp.parse_sbatch_parsable(proc.stdout)
+        if result.cluster is None and self.cluster:
+            result.cluster = self.cluster
+        return result
+
+    def test_only(self, script: Path, extra_args: Sequence[str] = (),
+                  timeout: float = 60) -> tuple[bool, str]:
+        """sbatch --test-only: (True, "Job N to start at ...") or (False, Slurm's refusal).
+
+        The controller checks the request against partitions, QOS and associations without
+        creating a job, so validation can quote exactly what Slurm would say."""
+        argv = ["sbatch", "--test-only", *self._cluster_args(), *extra_args, str(script)]
+        proc = run_slurm(argv, timeout=timeout, check=False)
+        message = (proc.stderr or "").strip()
+        if proc.returncode == 0 and sp.parse_test_only(message):
+            return True, message
+        if proc.returncode == 0:
+            return True, message or (proc.stdout or "").strip()
+        return False, message or f"sbatch --test-only exited {proc.returncode}"
+
+    def cancel(self, job_ids: list[str], timeout: float = 60) -> None:
+        ids = _unique(job_ids)
+        if not ids:
+            return
+        for chunk in _chunks(ids):
+            run_slurm(["scancel", *self._cluster_args(), *chunk], timeout=timeout)
+
+    # --- queue and accounting -----------------------------------------------------------
+    def squeue_rows(self, job_ids: list[str] | None = None, *, name_prefix: str | None = None,
+                    timeout: float = 60) -> list[SqueueRow]:
+        """One squeue call (-r: one row per array task). squeue --name matches whole names only,
+        so a name prefix is filtered here."""
+        fmt = sp.squeue_format()
+        base = ["squeue", "-h", "-r", *self._cluster_args(), "-o", fmt]
+        if job_ids is not None:
+            ids = _unique(job_ids)
+            if not ids:
+                return []
+            rows: list[SqueueRow] = []
+            for chunk in _chunks(ids):
+                proc = run_slurm([*base, "-j", ",".join(chunk)], timeout=timeout, check=False)
+                if proc.returncode != 0:
+                    # squeue refuses the whole list when one id is unknown to the controller
+                    # ("Invalid job id specified"): those jobs have simply left the queue.
+                    if "invalid job id" in (proc.stderr or "").lower():
+                        rows += self._squeue_each(base, chunk, timeout)
+                        continue
+                    raise SlurmCommandError(f"squeue failed (exit {proc.returncode}): "
+                                            f"{(proc.stderr or '').strip()}")
+                rows += sp.parse_squeue(proc.stdout)
+        else:
+            user_args = ["-u", self.user] if self.user else ["--me"]
+            proc = run_slurm([*base, *user_args], timeout=timeout)
+            rows = sp.parse_squeue(proc.stdout)
+        if name_prefix is not None:
+            rows = [r for r in rows if r.name.startswith(name_prefix)]
+        return rows
+
+    def _squeue_each(self, base: list[str], ids: list[str], timeout: float) -> list[SqueueRow]:
+        # Rare path: fall back to the user's whole queue and keep the asked-for ids.
+        user_args = ["-u", self.user] if self.user else ["--me"]
+        proc = run_slurm([*base, *user_args], timeout=timeout)
+        wanted = set(ids)
+        return [r for r in sp.parse_squeue(proc.stdout)
+                if r.job_id in wanted or (r.array_job_id or "") in wanted]
+
+    def submit_times(self, job_ids: list[str], *, since: str = "now-7days",
+                     timeout: float = 60) -> dict[str, str]:
+        """Submit time per job id: the (cluster, job id, submit time) key of an attempt, since
+        job ids are reused after a controller reset. squeue first (exact and cheap), then one
+        sacct call for the ids that already left the queue."""
+        ids = _unique(job_ids)
+        out: dict[str, str] = {}
+        if not ids:
+            return out
+        for row in self.squeue_rows(ids, timeout=timeout):
+            if row.submit is None:
+                continue
+            for key in (row.job_id, row.array_job_id):
+                if key in ids and key not in out:
+                    out[key] = row.submit
+        missing = [j for j in ids if j not in out]
+        if missing:
+            for row in self.sacct_rows(missing, since=since, timeout=timeout):
+                if row.submit is None:
+                    continue
+                for key in (row.job_id, row.job_id_raw, row.array_job_id):
+                    if key in missing and key not in out:
+                        out[key] = row.submit
+        return out
+
+    def sacct_rows(self, job_ids: list[str], *, since: str, user: str | None = None,
+                   names: list[str] | None = None, array_ids: Sequence[str] = (),
+                   timeout: float = 60) -> list[SacctRow]:
+        """Accounting rows (steps folded, -D keeps requeued attempts) in one sacct call.
+
+        `since` is required: without -S, sacct with -j searches all history, where reused job
+        ids from before a controller reset would be mistaken for ours. `names` selects by job
+        name instead of id (finding the jobs of a launch that crashed before recording them).
+        """
+        user = user or self.user
+        base = ["sacct", "-n", "-P", f"--delimiter={sp.DELIMITER}", "-D",
+                "-o", ",".join(sp.SACCT_FIELDS), "-S", since, *self._cluster_args()]
+        base += ["-u", user] if user else ["-a"]
+        if names is not None:
+            selectors = [f"--name={','.join(chunk)}" for chunk in _chunks(_unique(names))]
+        else:
+            selectors = [f"--jobs={','.join(chunk)}" for chunk in _chunks(_unique(job_ids))]
+        rows: list[SacctRow] = []
+        for selector in selectors:
+            proc = run_slurm([*base, selector], timeout=timeout)
+            rows += sp.parse_sacct(proc.stdout, sp.DELIMITER, array_ids=array_ids)
+        return rows
+
+    # --- cluster facts ------------------------------------------------------------------
+    def cluster_facts(self, user: str | None = None, timeout: float = 60) -> ClusterFacts:
+        """Everything validation and `site discover` read, one command per part. A part whose
+        command fails is left None and named in `skipped`: a missing slurmdbd must not stop
+        validation from checking partitions."""
+        user = user or self.user
+        facts = ClusterFacts(cluster=self.cluster or "", user=user)
+
+        def attempt(what: str, argv: list[str]) -> str | None:
+            try:
+                return run_slurm(argv, timeout=timeout).stdout
+            except (SlurmUnavailable, SlurmCommandError) as exc:
+                facts.skipped.append(f"{what}: {exc.message}")
+                return None
+
+        text = attempt("config", ["scontrol", "show", "config"])
+        if text is not None:
+            config = sp.parse_scontrol_config(text)
+            facts.cluster = config.get("ClusterName") or facts.cluster
+            facts.max_array_size = _int_or_none(config.get("MaxArraySize"))
+            facts.max_job_count = _int_or_none(config.get("MaxJobCount"))
+            facts.slurm_version = config.get("SLURM_VERSION")
+        text = attempt("partitions", ["scontrol", "-o", "show", "partition"])
+        if text is not None:
+            facts.partitions = sp.partitions_from(sp.parse_scontrol_records(text))
+        text = attempt("nodes", ["scontrol", "-o", "show", "node"])
+        if text is not None:
+            facts.nodes = sp.nodes_from(sp.parse_scontrol_records(text))
+        text = attempt("reservations", ["scontrol", "-o", "show", "reservation"])
+        if text is not None:
+            facts.reservations = sp.reservations_from(sp.parse_scontrol_records(text))
+        text = attempt("qos", ["sacctmgr", "-n", "-P", "show", "qos",
+                               f"format={','.join(sp.QOS_FIELDS)}"])
+        if text is not None:
+            facts.qos = sp.parse_sacctmgr_qos(text)
+        text = attempt("associations", ["sacctmgr", "-n", "-P", "show", "user", user, "withassoc",
+                                        f"format={','.join(sp.ASSOC_FIELDS)}"])
+        if text is not None:
+            facts.associations = sp.parse_sacctmgr_assoc(text, cluster=facts.cluster or None)
+        return facts
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

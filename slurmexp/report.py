@@ -1,0 +1,742 @@
+"""`slurmexp report`: what a sweep cost, how it went and what it found, from the ledger alone.
+
+Accounting was stored in the ledger by reconcile, so a finished sweep can be reported on long
+after the cluster forgot its jobs, and a report never runs sacct. Metrics come from the files
+each run wrote (metrics.json, else the last values in metrics.jsonl).
+
+Speed matters at 100,000 runs: every table is read with one query and handled column-wise in
+pandas; the one per-run cost left is opening each run's metrics file (bench/README.md).
+pandas is imported inside functions only, so `import slurmexp.cli` stays fast for `--help`.
+Column names of the run table are a contract with scripts: see docs/REPORT.md.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from .errors import Problem, SlurmexpError
+from .ledger import TERMINAL_STATES
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .ledger import Ledger
+
+FORMATS = ("table", "csv", "json", "markdown", "html")
+SCHEMA_VERSION = 1
+# Every way an attempt can end without its run's result: what "wasted" hours were spent on.
+FAILED_STATES = frozenset(TERMINAL_STATES - {"COMPLETED"})
+METRICS_WORKERS = 8
+
+_ATTEMPT_SQL = (
+    "attempt_id, exp_id, run_id, attempt_no, sub_id, cluster, job_id, task_index, job_key, "
+    "submit_time, state, reason, node, partition, qos, account, start_time, end_time, "
+    "elapsed_s, exit_code, alloc_tres, req_mem, max_rss, total_cpu_s, failure_class")
+_RUN_SQL = ("exp_id, run_id, idx, params_json, seed, source, state, reason, run_dir, chunk, "
+            "task_index, n_attempts")
+
+# The run table's fixed columns, in order; `param.<name>` and `metric.<name>` follow.
+RUN_COLUMNS = [
+    "exp_id", "run_id", "idx", "state", "reason", "attempts", "job_ids", "job_id", "node",
+    "partition", "qos", "submit_time", "start_time", "end_time", "elapsed_s", "wait_s",
+    "exit_code", "failure_class", "gpus", "cpus", "gpu_hours", "cpu_hours",
+    "gpu_hours_wasted", "cpu_hours_wasted", "cpu_efficiency", "mem_efficiency",
+    "max_rss_mib", "req_mem_mib", "seed", "run_dir",
+]
+_MEM_SCALE = {"": 1.0, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0 ** 2, "P": 1024.0 ** 3}
+_MINIMIZE_WORDS = frozenset({
+    "loss", "error", "err", "mse", "mae", "rmse", "nll", "perplexity", "ppl", "wer", "cer",
+    "regret", "latency", "time", "seconds", "bpc", "bpd", "cost"})
+
+
+@dataclass
+class Report:
+    experiments: list[dict]                 # one summary per experiment (see summarise())
+    runs: pd.DataFrame                      # the run table (RUN_COLUMNS + param.* + metric.*)
+    attempts: pd.DataFrame                  # attempts_frame(), for plots and the curious
+    params: list[str]
+    metrics: list[str]
+    by: list[str] | None = None
+    by_table: pd.DataFrame | None = None    # exp_id, param.*, n_runs, metric.<m>.mean/std/n
+    best_metric: str | None = None
+    minimize: bool | None = None
+    minimize_guessed: bool = False
+    best: pd.DataFrame | None = None        # the best run of each experiment (run-table rows)
+    generated: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# --- experiments ------------------------------------------------------------------------
+
+def resolve_experiments(ledger: Ledger, refs: Iterable[str] | str | None) -> list[str]:
+    """Experiment ids for what the user typed (exact ids or unique prefixes); none = all."""
+    known = [r[0] for r in ledger.db.execute(
+        "SELECT exp_id FROM experiments ORDER BY created, exp_id")]
+    if isinstance(refs, str):
+        refs = [refs]
+    refs = [r for r in (refs or []) if r]
+    if not refs:
+        return known
+    out: list[str] = []
+    for ref in refs:
+        hits = [ref] if ref in known else [k for k in known if k.startswith(ref)]
+        if not hits:
+            ledger.get_experiment(ref, required=True)   # raises, with suggestions
+        if len(hits) > 1:
+            raise SlurmexpError(f"experiment {ref!r} is ambiguous", [Problem(
+                str(ledger.path), "experiments", f"{len(hits)} experiments start with {ref!r}",
+                fix=f"type more of the id: {', '.join(hits[:8])}")])
+        if hits[0] not in out:
+            out.append(hits[0])
+    return out
+
+
+def _read_sql(ledger: Ledger, columns: str, table: str, exp_ids: Sequence[str] | None,
+              order: str) -> pd.DataFrame:
+    import pandas as pd
+    sql, params = f"SELECT {columns} FROM {table}", []
+    if exp_ids is not None:
+        sql += f" WHERE exp_id IN ({', '.join('?' * len(exp_ids))})"
+        params = list(exp_ids)
+    return pd.read_sql_query(f"{sql} ORDER BY {order}", ledger.db.conn, params=params)
+
+
+# --- frames -----------------------------------------------------------------------------
+
+def _params_frame(params_json: pd.Series) -> pd.DataFrame:
+    import pandas as pd
+    records = [json.loads(text) if text else {} for text in params_json]
+    frame = pd.DataFrame.from_records(records, index=params_json.index)
+    for col in frame.columns:
+        if frame[col].dtype == object and any(isinstance(v, (dict, list)) for v in frame[col]):
+            frame[col] = [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+                          for v in frame[col]]
+    return frame.add_prefix("param.")
+
+
+def runs_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None, *,
+               params: bool = True) -> pd.DataFrame:
+    """One row per run, ledger order; each parameter in its own `param.<name>` column."""
+    runs = _read_sql(ledger, _RUN_SQL, "runs", exp_ids, "exp_id, idx")
+    if exp_ids is not None and len(exp_ids) > 1:   # the order the user named them in
+        rank = {e: i for i, e in enumerate(exp_ids)}
+        runs = runs.iloc[runs["exp_id"].map(rank).argsort(kind="stable")].reset_index(drop=True)
+    if params:
+        runs = runs.join(_params_frame(runs["params_json"]))
+    return runs
+
+
+def _mem_mib(values: pd.Series, cpus: pd.Series | None = None,
+             nodes: pd.Series | None = None) -> pd.Series:
+    """MiB from Slurm memory strings ("250M", "1.5G"; a bare number is MiB, as in sbatch).
+
+    Older sacct writes ReqMem per CPU ("4000Mc") or per node ("4000Mn"): scaled to the job.
+    """
+    parts = values.astype("object").where(values.notna(), "").astype(str).str.extract(
+        r"^\s*(\d*\.?\d+)\s*([KMGTP]?)(?:i?B)?\s*([cn]?)\s*$", flags=re.IGNORECASE)
+    mib = parts[0].astype(float) * parts[1].str.upper().map(_MEM_SCALE).astype(float)
+    if cpus is not None:
+        mib = mib.where(parts[2] != "c", mib * cpus)
+    if nodes is not None:
+        mib = mib.where(parts[2] != "n", mib * nodes)
+    return mib
+
+
+def _tres_count(tres: pd.Series, key: str) -> pd.Series:
+    return tres.str.extract(rf"(?:^|,){re.escape(key)}=(\d+)(?:,|$)")[0].astype(float)
+
+
+def _gpus(tres: pd.Series) -> pd.Series:
+    """`gres/gpu=N` is the total; without it, the typed counts (`gres/gpu:a100=1`) add up."""
+    total = _tres_count(tres, "gres/gpu")
+    typed = tres.str.extractall(r"(?:^|,)gres/gpu:[^=,]+=(\d+)")
+    if len(typed):
+        total = total.fillna(typed[0].astype(float).groupby(level=0).sum())
+    return total.fillna(0.0).where(tres.notna())
+
+
+def _times(values: pd.Series) -> pd.Series:
+    import pandas as pd
+    # Slurm writes the cluster's local time without a zone; keep it naive unless some value
+    # carries a zone, in which case everything goes to UTC so they compare.
+    text = values.astype("object").where(values.notna(), None)
+    try:
+        return pd.to_datetime(text, errors="coerce", format="ISO8601")
+    except (TypeError, ValueError):
+        return pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+
+
+def attempts_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per attempt with what reconcile stored, plus derived accounting columns.
+
+    Added: gpus, cpus, nodes (from alloc_tres), alloc_mem_mib, req_mem_mib, max_rss_mib,
+    wait_s (start - submit), gpu_hours and cpu_hours (count x elapsed), cpu_efficiency
+    (TotalCPU / (Elapsed x AllocCPUS), as seff), mem_efficiency (MaxRSS / requested memory),
+    failed (ended in a state other than COMPLETED) and retried (a later attempt exists).
+    Times are parsed into datetimes.
+    """
+    import pandas as pd
+    a = _read_sql(ledger, _ATTEMPT_SQL, "attempts", exp_ids,
+                  "exp_id, run_id, attempt_no, attempt_id")
+    tres = a["alloc_tres"].astype("object").where(a["alloc_tres"].notna(), None).astype("string")
+    a["gpus"] = _gpus(tres).astype(float)
+    a["cpus"] = _tres_count(tres, "cpu")
+    a["nodes"] = _tres_count(tres, "node")
+    a["alloc_mem_mib"] = _mem_mib(tres.str.extract(r"(?:^|,)mem=([^,]+)")[0])
+    a["req_mem_mib"] = _mem_mib(a["req_mem"], a["cpus"], a["nodes"])
+    a["max_rss_mib"] = pd.to_numeric(a["max_rss"], errors="coerce").fillna(_mem_mib(a["max_rss"]))
+    for col in ("submit_time", "start_time", "end_time"):
+        a[col] = _times(a[col])
+    a["elapsed_s"] = pd.to_numeric(a["elapsed_s"], errors="coerce")
+    a["total_cpu_s"] = pd.to_numeric(a["total_cpu_s"], errors="coerce")
+    a["wait_s"] = (a["start_time"] - a["submit_time"]).dt.total_seconds()
+    elapsed = a["elapsed_s"].fillna(0.0)
+    a["gpu_hours"] = a["gpus"].fillna(0.0) * elapsed / 3600.0
+    a["cpu_hours"] = a["cpus"].fillna(0.0) * elapsed / 3600.0
+    core_s = a["elapsed_s"] * a["cpus"]
+    a["cpu_efficiency"] = (a["total_cpu_s"] / core_s).where(core_s > 0)
+    a["mem_efficiency"] = (a["max_rss_mib"] / a["req_mem_mib"]).where(a["req_mem_mib"] > 0)
+    a["failed"] = a["state"].isin(FAILED_STATES)
+    last_no = a.groupby(["exp_id", "run_id"], sort=False)["attempt_no"].transform("max")
+    a["retried"] = a["attempt_no"] < last_no
+    return a
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        elif value is None or isinstance(value, (int, float, str, bool)):
+            out[name] = value
+    return out       # lists (curves, matrices) cannot be one cell; they stay in the files
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """Latest metric values of one run: metrics.json, else the last value of each key in
+    metrics.jsonl (a run that died before its first metrics.json, or one written by hand)."""
+    base = os.fspath(run_dir)
+    try:
+        with open(os.path.join(base, "metrics.json"), "rb") as fh:
+            data = json.loads(fh.read())
+        if isinstance(data, dict):
+            return _flat(data)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(base, "metrics.jsonl"), "rb") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    latest: dict[str, Any] = {}
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue     # the line being written right now, or a damaged one
+        if isinstance(record, dict):
+            latest.update((k, v) for k, v in record.items() if k not in ("time", "step"))
+    return _flat(latest) if latest else None
+
+
+def read_metrics_bulk(run_dirs: Sequence[str | None],
+                      workers: int = METRICS_WORKERS) -> list[dict | None]:
+    """read_metrics for many runs. Threads overlap the file system's latency, which on the
+    network file systems clusters use dominates (each open is a round trip to the server)."""
+    def read_all(dirs: Sequence[str | None]) -> list[dict | None]:
+        return [read_metrics(d) if isinstance(d, str) and d else None for d in dirs]
+
+    if workers <= 1 or len(run_dirs) < 64:
+        return read_all(run_dirs)
+    size = math.ceil(len(run_dirs) / (workers * 4))
+    pieces = [run_dirs[i:i + size] for i in range(0, len(run_dirs), size)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sx-metrics") as pool:
+        return [m for part in pool.map(read_all, pieces) for m in part]
+
+
+def _metrics_frame(run_dirs: pd.Series, workers: int) -> pd.DataFrame:
+    import pandas as pd
+    records = read_metrics_bulk(run_dirs.tolist(), workers)
+    frame = pd.DataFrame.from_records([r or {} for r in records], index=run_dirs.index)
+    return frame.add_prefix("metric.")
+
+
+# --- the run table ----------------------------------------------------------------------
+
+def _iso(times: pd.Series) -> pd.Series:
+    return times.dt.strftime("%Y-%m-%dT%H:%M:%S").astype("object").where(times.notna(), None)
+
+
+def run_table(runs: pd.DataFrame, attempts: pd.DataFrame,
+              metrics: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Runs joined with their newest attempt, their attempts' totals and their metrics."""
+    import pandas as pd
+    keys = ["exp_id", "run_id"]
+    last = attempts.drop_duplicates(keys, keep="last").set_index(keys)
+    many = attempts[attempts.duplicated(keys, keep=False)]
+    job_ids = last["job_key"].astype("object").copy()
+    if len(many):
+        job_ids.update(many.groupby(keys, sort=False)["job_key"].agg(
+            lambda ids: ",".join(str(i) for i in ids)))
+    wasted = attempts[["gpu_hours", "cpu_hours"]].where(attempts["failed"], 0.0)
+    totals = pd.concat([
+        attempts.groupby(keys, sort=False)[["gpu_hours", "cpu_hours"]].sum(),
+        wasted.groupby([attempts[k] for k in keys], sort=False).sum().add_suffix("_wasted"),
+    ], axis=1)
+    per_run = pd.DataFrame({
+        "job_ids": job_ids, "job_id": last["job_key"], "node": last["node"],
+        "partition": last["partition"], "qos": last["qos"],
+        "submit_time": _iso(last["submit_time"]), "start_time": _iso(last["start_time"]),
+        "end_time": _iso(last["end_time"]), "elapsed_s": last["elapsed_s"],
+        "wait_s": last["wait_s"], "exit_code": last["exit_code"],
+        "failure_class": last["failure_class"], "gpus": last["gpus"], "cpus": last["cpus"],
+        "cpu_efficiency": last["cpu_efficiency"], "mem_efficiency": last["mem_efficiency"],
+        "max_rss_mib": last["max_rss_mib"], "req_mem_mib": last["req_mem_mib"],
+    }).join(totals)
+    table = runs.rename(columns={"n_attempts": "attempts"}).join(per_run, on=keys)
+    for col in ("gpu_hours", "cpu_hours", "gpu_hours_wasted", "cpu_hours_wasted"):
+        table[col] = table[col].fillna(0.0)
+    params = [c for c in table.columns if c.startswith("param.")]
+    if metrics is not None:
+        table = table.join(metrics)
+    mcols = [c for c in table.columns if c.startswith("metric.")]
+    return table[RUN_COLUMNS + params + mcols].reset_index(drop=True)
+
+
+# --- summary ----------------------------------------------------------------------------
+
+def _num(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def summarise(exp: dict, runs: pd.DataFrame, attempts: pd.DataFrame) -> dict[str, Any]:
+    """One experiment's summary; fields are documented in docs/REPORT.md."""
+    import pandas as pd
+    failed = attempts[attempts["failed"]]
+    done = attempts[attempts["state"] == "COMPLETED"]
+    retried = attempts[attempts["retried"]]
+    waits = attempts["wait_s"].dropna()
+    has_cpu = attempts["total_cpu_s"].notna() & (attempts["elapsed_s"] * attempts["cpus"] > 0)
+    core_s = (attempts["elapsed_s"] * attempts["cpus"])[has_cpu].sum()
+    mem = attempts["mem_efficiency"].dropna()
+    first = attempts["submit_time"].min()
+    if pd.isna(first):
+        first = attempts["start_time"].min()
+    last_end = attempts["end_time"].max()
+    why = failed.assign(
+        failure_class=failed["failure_class"].fillna(failed["state"]),
+        reason=failed["reason"].fillna("")).groupby(
+        ["state", "failure_class", "reason"]).size().sort_values(ascending=False, kind="stable")
+    mcols = [c for c in runs.columns if c.startswith("metric.")]
+    return {
+        "exp_id": exp["exp_id"], "name": exp.get("name"), "backend": exp.get("backend"),
+        "cluster": exp.get("cluster"), "created": exp.get("created"), "state": exp.get("state"),
+        "runs": int(len(runs)),
+        "runs_by_state": {str(k): int(v) for k, v in runs["state"].value_counts().items()},
+        "attempts": int(len(attempts)),
+        "retries": int(len(retried)),
+        "retries_by_class": {str(k): int(v) for k, v in retried["failure_class"].fillna(
+            retried["state"]).value_counts().items()},
+        "failed_attempts": int(len(failed)),
+        "gpu_hours": float(attempts["gpu_hours"].sum()),
+        "gpu_hours_wasted": float(failed["gpu_hours"].sum()),
+        "cpu_hours": float(attempts["cpu_hours"].sum()),
+        "cpu_hours_wasted": float(failed["cpu_hours"].sum()),
+        "wait_s_median": _num(waits.median()) if len(waits) else None,
+        "wait_s_p95": _num(waits.quantile(0.95)) if len(waits) else None,
+        "elapsed_s_median": _num(done["elapsed_s"].median()) if len(done) else None,
+        "elapsed_s_max": _num(attempts["elapsed_s"].max()),
+        "elapsed_s_total": float(attempts["elapsed_s"].fillna(0).sum()),
+        "span_s": _num((last_end - first).total_seconds()) if len(attempts) else None,
+        "cpu_efficiency": _num(attempts["total_cpu_s"][has_cpu].sum() / core_s)
+        if core_s > 0 else None,
+        "mem_efficiency_median": _num(mem.median()) if len(mem) else None,
+        "mem_efficiency_max": _num(mem.max()) if len(mem) else None,
+        "top_failures": [{"state": s, "failure_class": c, "reason": r or None, "attempts": int(n)}
+                         for (s, c, r), n in why.head(5).items()],
+        "runs_with_metrics": int(runs[mcols].notna().any(axis=1).sum()) if mcols else 0,
+    }
+
+
+# --- --by and --best --------------------------------------------------------------------
+
+def _check_names(wanted: Iterable[str], known: list[str], what: str, option: str) -> None:
+    missing = [w for w in wanted if w not in known]
+    if missing:
+        listed = ", ".join(known) if known else f"(the runs have no {what}s)"
+        raise SlurmexpError(f"unknown {what} {', '.join(map(repr, missing))}", [Problem(
+            "", option, f"no run has a {what} named {', '.join(missing)}",
+            fix=f"known {what}s: {listed}")])
+
+
+def guess_minimize(metric: str) -> bool:
+    """Losses, errors and times are minimised; anything else (accuracy, reward) maximised."""
+    words = [w for w in re.split(r"[^a-z0-9]+", metric.lower()) if w]
+    return any(w in _MINIMIZE_WORDS or w.endswith("loss") for w in words)
+
+
+def aggregate_by(table: pd.DataFrame, by: Sequence[str],
+                 metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean, sample std and count of each numeric metric over COMPLETED runs, per experiment
+    and value of the `by` parameters, i.e. averaged over all the other parameters."""
+    import pandas as pd
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+    keys = ["exp_id", *(f"param.{p}" for p in by)]
+    done = table[table["state"] == "COMPLETED"]
+    mcols = [f"metric.{m}" for m in metrics] if metrics is not None else [
+        c for c in table.columns if c.startswith("metric.")]
+    mcols = [c for c in mcols if is_numeric_dtype(table[c]) and not is_bool_dtype(table[c])]
+    values = done[mcols].astype(float)
+    try:
+        grouped = values.groupby([done[k] for k in keys], dropna=False, sort=True)
+        stats = grouped.agg(["mean", "std", "count"]) if mcols else grouped.size().to_frame()
+    except TypeError:        # a parameter with mixed types (1 and "a") cannot be sorted
+        grouped = values.groupby([done[k] for k in keys], dropna=False, sort=False)
+        stats = grouped.agg(["mean", "std", "count"]) if mcols else grouped.size().to_frame()
+    sizes = done.groupby(keys, dropna=False, sort=False).size()
+    if mcols:
+        stats.columns = [f"{c}.{'n' if s == 'count' else s}" for c, s in stats.columns]
+        for c in stats.columns:
+            if c.endswith(".n"):
+                stats[c] = stats[c].astype(int)
+    else:
+        stats = stats.iloc[:, :0]
+    stats.insert(0, "n_runs", sizes.reindex(stats.index).fillna(0).astype(int).to_numpy())
+    out = stats.reset_index()
+    out.columns = [*keys, *out.columns[len(keys):]]
+    return pd.DataFrame(out)
+
+
+def best_runs(table: pd.DataFrame, metric: str, minimize: bool) -> pd.DataFrame:
+    """The COMPLETED run with the best value of `metric`, one per experiment."""
+    import pandas as pd
+    col = f"metric.{metric}"
+    values = pd.to_numeric(table[col], errors="coerce").where(table["state"] == "COMPLETED")
+    values = values.dropna()
+    if values.empty:
+        return table.iloc[:0]
+    grouped = values.groupby(table.loc[values.index, "exp_id"], sort=False)
+    picks = grouped.idxmin() if minimize else grouped.idxmax()
+    return table.loc[picks.to_numpy()].reset_index(drop=True)
+
+
+# --- building ---------------------------------------------------------------------------
+
+def _split(names: str | Sequence[str] | None) -> list[str]:
+    if names is None:
+        return []
+    if isinstance(names, str):
+        names = [names]
+    return [n.strip() for item in names for n in item.split(",") if n.strip()]
+
+
+def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
+                 by: str | Sequence[str] | None = None, best: str | None = None,
+                 minimize: bool | None = None, *, metrics: bool = True,
+                 workers: int = METRICS_WORKERS) -> Report:
+    """Everything a report shows, for experiments `exp_ids` (ids or unique prefixes; none =
+    all). `by`: parameter names ("a,b" or a list) for aggregate_by(); `best`: a metric name,
+    best = lowest when `minimize`, highest when not, guessed from the name when None.
+    `metrics=False` skips reading the runs' metrics files (the slow part on a large sweep)."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ids = resolve_experiments(ledger, exp_ids)
+    exps = {e["exp_id"]: e for e in ledger.experiments()}
+    runs = runs_frame(ledger, ids)
+    attempts = attempts_frame(ledger, ids)
+    timings["ledger_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    mframe = _metrics_frame(runs["run_dir"], workers) if metrics else None
+    timings["metrics_s"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    table = run_table(runs, attempts, mframe)
+    params = [c[6:] for c in table.columns if c.startswith("param.")]
+    metric_names = [c[7:] for c in table.columns if c.startswith("metric.")]
+    by_names = _split(by)
+    _check_names(by_names, params, "parameter", "--by")
+    if best is not None:
+        best = best.removeprefix("metric.")
+        _check_names([best], metric_names, "metric", "--best")
+    summaries = []
+    for exp_id in ids:
+        summaries.append(summarise(exps[exp_id], table[table["exp_id"] == exp_id],
+                                   attempts[attempts["exp_id"] == exp_id]))
+    report = Report(experiments=summaries, runs=table, attempts=attempts, params=params,
+                    metrics=metric_names, generated=datetime.now(timezone.utc).isoformat(
+                        timespec="seconds"), timings=timings)
+    if by_names:
+        report.by = by_names
+        report.by_table = aggregate_by(table, by_names, [best] if best else None)
+    if best is not None:
+        report.best_metric = best
+        report.minimize_guessed = minimize is None
+        report.minimize = guess_minimize(best) if minimize is None else bool(minimize)
+        report.best = best_runs(table, best, report.minimize)
+    timings["tables_s"] = time.perf_counter() - t2
+    timings["total_s"] = time.perf_counter() - t0
+    return report
+
+
+# --- text renderings --------------------------------------------------------------------
+
+def fmt_duration(seconds: Any) -> str:
+    """Slurm's elapsed form: "H:MM:SS", "D-HH:MM:SS" from one day on; "" when unknown."""
+    value = _num(seconds)
+    if value is None:
+        return ""
+    sign, total = ("-" if value < 0 else ""), int(round(abs(value)))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{sign}{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{sign}{hours}:{minutes:02d}:{secs:02d}"
+
+
+def fmt_value(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return str(bool(value))
+    if isinstance(value, float) or type(value).__name__.startswith("float"):
+        value = float(value)
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+    text = str(value)
+    return "" if text in ("nan", "<NA>", "NaT") else text
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+_DURATIONS = {"elapsed_s": "elapsed", "wait_s": "wait"}
+_HUMAN_COLUMNS = [("state", "state"), ("reason", "reason"), ("attempts", "attempts"),
+                  ("job_ids", "job ids"), ("node", "node"), ("partition", "partition"),
+                  ("qos", "qos"), ("elapsed_s", "elapsed"), ("wait_s", "wait"),
+                  ("exit_code", "exit"), ("gpu_hours", "GPU h")]
+NUMERIC_HINT = ("attempts", "elapsed_s", "wait_s", "gpu_hours", "cpu_hours", "n_runs")
+
+
+def display_columns(report: Report, frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(column, header) pairs a person reads, in reading order, for run-table rows."""
+    cols = [("exp_id", "experiment")] if len(report.experiments) > 1 else []
+    cols += [("run_id", "run")] + [(f"param.{p}", p) for p in report.params]
+    cols += [c for c in _HUMAN_COLUMNS if c[0] != "gpu_hours" or frame[c[0]].any()]
+    return cols + [(f"metric.{m}", m) for m in report.metrics]
+
+
+def display_frame(frame: pd.DataFrame, columns: list[tuple[str, str]],
+                  width: int | None = None) -> pd.DataFrame:
+    """The cells as strings (durations as H:MM:SS, floats to 4 digits), headed for people."""
+    import pandas as pd
+    out = {}
+    for col, header in columns:
+        s = frame[col]
+        if col in _DURATIONS:
+            cells = s.map(fmt_duration)
+        else:
+            cells = s.astype("object").map(fmt_value)
+        if width:
+            cells = cells.where(cells.str.len() <= width, cells.str.slice(0, width - 1) + "…")
+        out[header] = cells.astype(str)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _is_numeric_column(cells: pd.Series) -> bool:
+    sample = [c for c in cells.head(200) if c]
+    return bool(sample) and all(re.fullmatch(r"-?[\d.:e+-]+%?", c) for c in sample)
+
+
+def text_table(cells: pd.DataFrame) -> str:
+    if cells.empty:
+        return "(none)\n"
+    parts = []
+    for header in cells.columns:
+        col = cells[header]
+        width = max(len(header), int(col.str.len().max()))
+        side = "left" if _is_numeric_column(col) else "right"
+        head = header.rjust(width) if side == "left" else header.ljust(width)
+        parts.append((head, col.str.pad(width, side=side)))
+    lines = "  ".join(h for h, _ in parts).rstrip()
+    body = parts[0][1]
+    for _, col in parts[1:]:
+        body = body + "  " + col
+    rule = "  ".join("-" * len(h) for h, _ in parts)
+    return "\n".join([lines, rule, *body.str.rstrip()]) + "\n"
+
+
+def markdown_table(cells: pd.DataFrame) -> str:
+    if cells.empty:
+        return "(none)\n"
+    esc = {h: cells[h].str.replace("|", r"\|", regex=False) for h in cells.columns}
+    lines = ["| " + " | ".join(h.replace("|", r"\|") for h in cells.columns) + " |",
+             "|" + "|".join("---" for _ in cells.columns) + "|"]
+    body = "| " + esc[cells.columns[0]]
+    for h in cells.columns[1:]:
+        body = body + " | " + esc[h]
+    return "\n".join(lines + (body + " |").tolist()) + "\n"
+
+
+def summary_lines(s: dict) -> list[tuple[str, str]]:
+    """(label, value) pairs of one experiment's summary, shared by every human format."""
+    def counts(d: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
+
+    def hours(used: float, wasted: float) -> str:
+        share = f" ({100 * wasted / used:.0f}%)" if used else ""
+        return f"{used:.4g} used, {wasted:.4g} wasted{share}"
+
+    retries = f", {s['retries']} retried" + (
+        f" ({counts(s['retries_by_class'])})" if s["retries"] else "")
+    eff = [f"CPU {_pct(s['cpu_efficiency'])}" if s["cpu_efficiency"] is not None else "",
+           f"memory median {_pct(s['mem_efficiency_median'])}, max "
+           f"{_pct(s['mem_efficiency_max'])}" if s["mem_efficiency_median"] is not None else ""]
+    failures = "; ".join(
+        f"{f['state']}" + (f"/{f['failure_class']}" if f["failure_class"] != f["state"] else "")
+        + (f" ({f['reason']})" if f["reason"] else "") + f" x{f['attempts']}"
+        for f in s["top_failures"])
+    return [
+        ("runs", f"{s['runs']}: {counts(s['runs_by_state'])}"),
+        ("attempts", f"{s['attempts']}{retries}, {s['failed_attempts']} failed"),
+        ("GPU hours", hours(s["gpu_hours"], s["gpu_hours_wasted"])),
+        ("CPU hours", hours(s["cpu_hours"], s["cpu_hours_wasted"])),
+        ("queue wait", f"median {fmt_duration(s['wait_s_median']) or '-'}, "
+                       f"p95 {fmt_duration(s['wait_s_p95']) or '-'}"),
+        ("wall time", f"median {fmt_duration(s['elapsed_s_median']) or '-'} (completed), "
+                      f"max {fmt_duration(s['elapsed_s_max']) or '-'}, "
+                      f"span {fmt_duration(s['span_s']) or '-'}"),
+        ("efficiency", ", ".join(e for e in eff if e) or "-"),
+        ("top failures", failures or "-"),
+        ("metrics", f"{s['runs_with_metrics']} of {s['runs']} runs"),
+    ]
+
+
+def best_line(report: Report, exp_id: str) -> str | None:
+    if report.best is None:
+        return None
+    direction = "lowest" if report.minimize else "highest"
+    if report.minimize_guessed:
+        direction += f", guessed; use --{'max' if report.minimize else 'min'} to flip"
+    rows = report.best[report.best["exp_id"] == exp_id]
+    if rows.empty:
+        return f"no COMPLETED run has {report.best_metric}"
+    row = rows.iloc[0]
+    params = ", ".join(f"{p}={fmt_value(row[f'param.{p}'])}" for p in report.params
+                       if fmt_value(row[f"param.{p}"]))
+    value = fmt_value(row[f"metric.{report.best_metric}"])
+    return f"{row['run_id']} {report.best_metric}={value} ({direction}) {params}".rstrip()
+
+
+def _by_cells(report: Report) -> pd.DataFrame:
+    table = report.by_table
+    cols = [("exp_id", "experiment")] if len(report.experiments) > 1 else []
+    cols += [(f"param.{p}", p) for p in report.by] + [("n_runs", "runs")]
+    cols += [(c, c[7:].replace(".", " ")) for c in table.columns if c.startswith("metric.")]
+    return display_frame(table, cols)
+
+
+def _sections(report: Report, table_fn, heading) -> list[str]:
+    out = []
+    for s in report.experiments:
+        out.append(heading(1, f"Experiment {s['exp_id']}"))
+        meta = ", ".join(str(x) for x in (s["name"], s["backend"], s["cluster"]) if x)
+        rows = [("experiment", f"{meta}; state {s['state']}; created {s['created']}")]
+        rows += summary_lines(s)
+        line = best_line(report, s["exp_id"])
+        if line:
+            rows.append(("best", line))
+        out.append(table_fn(rows))
+    if report.by_table is not None:
+        out.append(heading(2, f"Metrics by {', '.join(report.by)} "
+                              "(mean, std, n over COMPLETED runs)"))
+        out.append(table_fn(_by_cells(report)))
+    out.append(heading(2, f"Runs ({len(report.runs)})"))
+    out.append(table_fn(display_frame(report.runs, display_columns(report, report.runs),
+                                      width=60)))
+    return out
+
+
+def render_table(report: Report) -> str:
+    def kv(rows):
+        if not isinstance(rows, list):
+            return text_table(rows)
+        return "".join(f"  {k:<13}{v}\n" for k, v in rows)
+    return "\n".join(_sections(report, kv, lambda level, text: text))
+
+
+def render_markdown(report: Report) -> str:
+    import pandas as pd
+
+    def table(rows):
+        if isinstance(rows, list):
+            rows = pd.DataFrame(rows, columns=["", "value"])
+        return markdown_table(rows)
+    head = f"# slurmexp report\n\nGenerated {report.generated}.\n"
+    return head + "\n" + "\n".join(
+        _sections(report, table, lambda level, text: "#" * (level + 1) + f" {text}\n"))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def render_json(report: Report) -> str:
+    """One JSON document; the large tables are written by pandas (C speed) and spliced in."""
+    def records(frame: pd.DataFrame | None) -> str:
+        if frame is None:
+            return "null"
+        return frame.to_json(orient="records", double_precision=15, force_ascii=False)
+
+    head = _jsonable({
+        "schema_version": SCHEMA_VERSION, "generated": report.generated,
+        "params": report.params, "metrics": report.metrics, "by": report.by,
+        "best_metric": report.best_metric, "minimize": report.minimize,
+        "experiments": report.experiments})
+    text = json.dumps(head, ensure_ascii=False)[:-1]
+    return (f'{text}, "runs": {records(report.runs)}, "by_table": {records(report.by_table)}, '
+            f'"best": {records(report.best)}}}\n')
+
+
+def render_report(report: Report, fmt: str = "table", **options: Any) -> str:
+    """The report as text in `fmt` (one of FORMATS). Options go to the HTML renderer
+    (`max_rows`). CSV is one table: the `--by` aggregate when asked for, else the best runs
+    when `--best` was given, else the run table."""
+    if fmt == "csv":
+        frame = report.by_table if report.by_table is not None else (
+            report.best if report.best is not None else report.runs)
+        return frame.to_csv(index=False, lineterminator="\n")
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "table":
+        return render_table(report)
+    if fmt == "markdown":
+        return render_markdown(report)
+    if fmt == "html":
+        from .report_html import render_html
+        return render_html(report, **options)
+    raise SlurmexpError(f"unknown report format {fmt!r}", [Problem(
+        "", "--format", f"{fmt!r} is not a report format", fix=f"use one of {', '.join(FORMATS)}")])

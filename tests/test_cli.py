@@ -1,0 +1,104 @@
+"""CLI tests with CliRunner; results are checked through the library (the ledger), not only
+through printed text. No cluster needed: these use --offline and the local backend."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from slurmexp.cli import main
+from slurmexp.ledger import Ledger
+
+REPO = Path(__file__).resolve().parent.parent
+SITE = str(REPO / "site.toml")
+
+TRAIN = """\
+import json, os, sys
+out = os.path.join(os.environ["SLURMEXP_RUN_DIR"], "seen.json")
+json.dump(sys.argv[1:], open(out, "w"))
+import slurmexp
+slurmexp.log_metrics(score=float(len(sys.argv)))
+sys.exit(3 if "fail" in sys.argv else 0)
+"""
+
+
+def make_sweep(tmp_path: Path, params: str = 'x = ["a", "b", "fail"]') -> Path:
+    (tmp_path / "train.py").write_text(TRAIN)
+    path = tmp_path / "sweep.toml"
+    path.write_text(f'name = "cli"\ncommand = "{sys.executable} train.py {{x}}"\n[params]\n{params}\n'
+                    '[resources]\narray_parallelism = 2\n')
+    return path
+
+
+def run(tmp_path, *args, ok=True):
+    result = CliRunner().invoke(main, ["--ledger", str(tmp_path / "ledger.db"), *args],
+                                catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_launch_local_records_every_run(tmp_path):
+    sweep = make_sweep(tmp_path)
+    result = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local")
+    exp_id = result.stdout.strip().splitlines()[-1]
+    ledger = Ledger(tmp_path / "ledger.db")
+    runs = {r["params"]["x"]: r for r in ledger.runs(exp_id)}
+    assert {k: r["state"] for k, r in runs.items()} == {"a": "COMPLETED", "b": "COMPLETED", "fail": "FAILED"}
+    assert runs["fail"]["reason"] == "exit code 3"
+    assert json.loads((Path(runs["a"]["run_dir"]) / "seen.json").read_text()) == ["a"]
+    attempts = ledger.attempts(exp_id)
+    assert len(attempts) == 3 and all(a["start_time"] and a["end_time"] for a in attempts)
+    # The event log shows the path through the same states as on Slurm.
+    states = [e["to_state"] for e in ledger.events(exp_id, runs["a"]["run_id"]) if e["to_state"]]
+    assert states[0] == "SUBMITTED" and "RUNNING" in states and states[-1] == "COMPLETED"
+    exp = ledger.get_experiment(exp_id)
+    assert exp["provenance"]["python"] and Path(exp["sweep_copy_path"]).read_text() == sweep.read_text()
+
+    status = json.loads(run(tmp_path, "status", exp_id, "--format", "json").stdout)
+    assert sorted(r["state"] for r in status) == ["COMPLETED", "COMPLETED", "FAILED"]
+
+
+def test_launch_twice_submits_once_unless_new(tmp_path):
+    sweep = make_sweep(tmp_path, 'x = ["a"]')
+    first = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local").stdout.split()[-1]
+    again = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local")
+    assert again.stdout.split()[-1] == first and "nothing submitted" in again.stderr
+    ledger = Ledger(tmp_path / "ledger.db")
+    assert len(ledger.experiments()) == 1
+    new = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local", "--new").stdout.split()[-1]
+    assert new == first + "-2"
+    assert len(ledger.experiments()) == 2
+
+
+def test_validate_refusal_exits_2_and_names_key(tmp_path):
+    sweep = make_sweep(tmp_path)
+    sweep.write_text(sweep.read_text() + 'gpu_type = "h100"\ngpus = 1\n')
+    result = run(tmp_path, "validate", str(sweep), "--site", SITE, "--offline", ok=False)
+    assert result.exit_code == 2
+    assert "resources.gpu_type" in result.stderr and "h100" in result.stderr
+
+
+def test_launch_refusal_writes_nothing(tmp_path):
+    sweep = make_sweep(tmp_path)
+    sweep.write_text(sweep.read_text() + "bogus = 1\n")
+    result = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local", ok=False)
+    assert result.exit_code == 2 and "resources.bogus" in result.stderr
+    assert Ledger(tmp_path / "ledger.db").experiments() == []
+    assert not (tmp_path / "slurmexp-runs").exists()
+
+
+def test_dry_run_prints_plan_and_scripts(tmp_path):
+    sweep = make_sweep(tmp_path)
+    result = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local", "--dry-run")
+    assert "#SBATCH --array=0-2%2" in result.stdout
+    assert "partition cpu" in result.stdout
+    assert not (tmp_path / "slurmexp-runs").exists()
+
+
+def test_help_does_not_import_pandas():
+    code = "import sys; from slurmexp.cli import main; assert 'pandas' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
