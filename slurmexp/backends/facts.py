@@ -122,6 +122,11 @@ class SacctRow:
     comment: str | None
     cluster: str | None
     known_state: bool = True     # False: a state word slurmexp does not know (kept, flagged)
+    # True: slurmdbd has the job's step/end records but not yet its submit record, so job_name
+    # reads "allocation" and comment, partition, QOS and ReqMem are blank or placeholders (seen
+    # for seconds after short jobs end). State, times, node and exit code are already right;
+    # anything matched by name or comment must wait for the next query.
+    incomplete: bool = False
 
 
 @dataclass

@@ -89,7 +89,8 @@ def run_slurm(argv: list[str], *, timeout: float = 60, check: bool = True,
     return proc
 
 
-def _chunks(ids: Sequence[str], limit: int = MAX_ARG_BYTES) -> list[list[str]]:
+def _chunks(ids: Sequence[str], limit: int | None = None) -> list[list[str]]:
+    limit = limit or MAX_ARG_BYTES
     chunks: list[list[str]] = []
     current: list[str] = []
     size = 0
@@ -159,7 +160,12 @@ class SlurmBackend:
     def squeue_rows(self, job_ids: list[str] | None = None, *, name_prefix: str | None = None,
                     timeout: float = 60) -> list[SqueueRow]:
         """One squeue call (-r: one row per array task). squeue --name matches whole names only,
-        so a name prefix is filtered here."""
+        so a name prefix is filtered here.
+
+        With job ids, `-t all` is passed: the controller still knows a finished job for
+        MinJobAge (300 s on the test cluster) and says COMPLETED/FAILED/... at once, while
+        sacct can lag behind by seconds. Without ids only pending and running jobs are listed.
+        """
         fmt = sp.squeue_format()
         base = ["squeue", "-h", "-r", *self._cluster_args(), "-o", fmt]
         if job_ids is not None:
@@ -168,12 +174,13 @@ class SlurmBackend:
                 return []
             rows: list[SqueueRow] = []
             for chunk in _chunks(ids):
-                proc = run_slurm([*base, "-j", ",".join(chunk)], timeout=timeout, check=False)
+                proc = run_slurm([*base, "-t", "all", "-j", ",".join(chunk)], timeout=timeout,
+                                 check=False)
                 if proc.returncode != 0:
-                    # squeue refuses the whole list when one id is unknown to the controller
-                    # ("Invalid job id specified"): those jobs have simply left the queue.
+                    # squeue fails with "Invalid job id specified" only when none of the ids is
+                    # known to the controller (one unknown among known ones is ignored): those
+                    # jobs have simply left the queue.
                     if "invalid job id" in (proc.stderr or "").lower():
-                        rows += self._squeue_each(base, chunk, timeout)
                         continue
                     raise SlurmCommandError(f"squeue failed (exit {proc.returncode}): "
                                             f"{(proc.stderr or '').strip()}")
@@ -185,14 +192,6 @@ class SlurmBackend:
         if name_prefix is not None:
             rows = [r for r in rows if r.name.startswith(name_prefix)]
         return rows
-
-    def _squeue_each(self, base: list[str], ids: list[str], timeout: float) -> list[SqueueRow]:
-        # Rare path: fall back to the user's whole queue and keep the asked-for ids.
-        user_args = ["-u", self.user] if self.user else ["--me"]
-        proc = run_slurm([*base, *user_args], timeout=timeout)
-        wanted = set(ids)
-        return [r for r in sp.parse_squeue(proc.stdout)
-                if r.job_id in wanted or (r.array_job_id or "") in wanted]
 
     def submit_times(self, job_ids: list[str], *, since: str = "now-7days",
                      timeout: float = 60) -> dict[str, str]:
@@ -248,44 +247,26 @@ class SlurmBackend:
         command fails is left None and named in `skipped`: a missing slurmdbd must not stop
         validation from checking partitions."""
         user = user or self.user
-        facts = ClusterFacts(cluster=self.cluster or "", user=user)
+        skipped: list[str] = []
 
         def attempt(what: str, argv: list[str]) -> str | None:
             try:
                 return run_slurm(argv, timeout=timeout).stdout
             except (SlurmUnavailable, SlurmCommandError) as exc:
-                facts.skipped.append(f"{what}: {exc.message}")
+                skipped.append(f"{what}: {exc.message}")
                 return None
 
-        text = attempt("config", ["scontrol", "show", "config"])
-        if text is not None:
-            config = sp.parse_scontrol_config(text)
-            facts.cluster = config.get("ClusterName") or facts.cluster
-            facts.max_array_size = _int_or_none(config.get("MaxArraySize"))
-            facts.max_job_count = _int_or_none(config.get("MaxJobCount"))
-            facts.slurm_version = config.get("SLURM_VERSION")
-        text = attempt("partitions", ["scontrol", "-o", "show", "partition"])
-        if text is not None:
-            facts.partitions = sp.partitions_from(sp.parse_scontrol_records(text))
-        text = attempt("nodes", ["scontrol", "-o", "show", "node"])
-        if text is not None:
-            facts.nodes = sp.nodes_from(sp.parse_scontrol_records(text))
-        text = attempt("reservations", ["scontrol", "-o", "show", "reservation"])
-        if text is not None:
-            facts.reservations = sp.reservations_from(sp.parse_scontrol_records(text))
-        text = attempt("qos", ["sacctmgr", "-n", "-P", "show", "qos",
-                               f"format={','.join(sp.QOS_FIELDS)}"])
-        if text is not None:
-            facts.qos = sp.parse_sacctmgr_qos(text)
-        text = attempt("associations", ["sacctmgr", "-n", "-P", "show", "user", user, "withassoc",
-                                        f"format={','.join(sp.ASSOC_FIELDS)}"])
-        if text is not None:
-            facts.associations = sp.parse_sacctmgr_assoc(text, cluster=facts.cluster or None)
-        return facts
-
-
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+        texts = {
+            "config": attempt("config", ["scontrol", "show", "config"]),
+            "partitions": attempt("partitions", ["scontrol", "-o", "show", "partition"]),
+            "nodes": attempt("nodes", ["scontrol", "-o", "show", "node"]),
+            "reservations": attempt("reservations", ["scontrol", "-o", "show", "reservation"]),
+            "qos": attempt("qos", ["sacctmgr", "-n", "-P", "show", "qos",
+                                   f"format={','.join(sp.QOS_FIELDS)}"]),
+            # `show user ... withassoc` rather than `show assoc`: only the user record carries
+            # DefaultAccount, and this gets it in the same call.
+            "associations": attempt("associations", [
+                "sacctmgr", "-n", "-P", "show", "user", user, "withassoc",
+                f"format={','.join(sp.ASSOC_FIELDS)}"]),
+        }
+        return sp.cluster_facts_from(user=user, cluster=self.cluster, skipped=skipped, **texts)

@@ -16,6 +16,7 @@ from .. import units
 from ..errors import SlurmexpError
 from .facts import (
     Association,
+    ClusterFacts,
     NodeFacts,
     PartitionFacts,
     QosFacts,
@@ -58,6 +59,10 @@ KNOWN_STATES = frozenset({
     "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "LAUNCH_FAILED", "POWER_UP_NODE",
     "RECONFIG_FAIL", "UPDATE_DB",
 })
+
+_UNFINISHED = frozenset({"PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING",
+                         "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "STOPPED",
+                         "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "POWER_UP_NODE"})
 
 # Words Slurm prints where a value is absent; all of them mean None to us.
 _EMPTY = frozenset({"", "None", "none", "Unknown", "(null)", "N/A", "n/a", "None assigned"})
@@ -109,7 +114,7 @@ _UNAVAILABLE_PATTERNS = (
     "unable to establish a connection",
     "communication connection failure",
     "slurm backup controller in standby mode",
-    "transient",
+    "resource temporarily unavailable",
 )
 
 
@@ -507,6 +512,10 @@ def _rows(text: str, delimiter: str, n_fields: int) -> list[list[str]]:
             if not line:
                 continue
             values = line.split(delimiter)
+            if len(values) == 1 and out:
+                # No delimiter at all: the rest of the previous row's last (free-text) field.
+                out[-1][-1] += "\n" + line
+                continue
         if len(values) >= n_fields:
             out.append(values[:n_fields] if len(values) == n_fields else
                        values[:n_fields - 1] + [delimiter.join(values[n_fields - 1:])])
@@ -581,9 +590,10 @@ def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = S
     with -D a requeued job prints each of its records with its own steps, so a step belongs to
     the latest allocation row seen with the same JobID, not to every row of that id.
 
-    `array_ids` names jobs the caller knows to be arrays: for a moment after submission sacct can
-    show such an array as one PENDING row under the bare id ("21"), which alone is
-    indistinguishable from a plain job.
+    `array_ids` names jobs the caller knows to be arrays. For a few seconds after an array starts,
+    slurmdbd can show it as one row under the bare id ("21", State PENDING, JobName
+    "allocation": really the task that keeps the array's own id), which alone is
+    indistinguishable from a plain job; such a row gets array_job_id set and no task index.
     """
     names = [f.split("%", 1)[0].lower() for f in fields]
     col = {name: i for i, name in enumerate(names)}
@@ -597,10 +607,18 @@ def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = S
     latest: dict[str, SacctRow] = {}
     step_rss: dict[int, float] = {}
     step_cpu: dict[int, float] = {}
+    seen: set[tuple[str, ...]] = set()
     for values in _rows(text, delimiter, len(fields)):
         job_id = (get(values, "jobid") or "").strip()
         if not job_id:
             continue
+        # With -D, slurmdbd repeats a job that ran in a reservation once per reservation record
+        # of that name (every recreated "resv1" adds one): byte-identical rows, steps included.
+        # Real repeats (requeues) differ at least in Submit, so identical rows are dropped.
+        key_values = tuple(values)
+        if key_values in seen:
+            continue
+        seen.add(key_values)
         if "." in job_id:
             parent = latest.get(job_id.split(".", 1)[0])
             if parent is None:
@@ -617,9 +635,11 @@ def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = S
         state = state_raw.split()[0] if state_raw else "UNKNOWN"
         array_job_id, task, pending = split_job_id(job_id)
         raw = (get(values, "jobidraw") or "").strip() or job_id
-        if array_job_id is None and job_id in known_arrays and state == "PENDING":
+        if array_job_id is None and job_id in known_arrays:
             array_job_id = job_id
         exit_code, signal = _exit_code(get(values, "exitcode"))
+        if state in _UNFINISHED:
+            exit_code, signal = None, None   # sacct prints "0:0" before a job has exited
         elapsed = _int(get(values, "elapsedraw"))
         if elapsed is None and "elapsed" in col:
             cpu_like = parse_cpu_seconds(get(values, "elapsed"))
@@ -653,6 +673,7 @@ def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = S
             cluster=_opt(get(values, "cluster")),
             known_state=state in KNOWN_STATES,
         )
+        row.incomplete = row.partition is None and row.qos is None
         rows.append(row)
         latest[job_id] = row
     for row in rows:
@@ -710,3 +731,34 @@ def parse_squeue(text: str, delimiter: str = DELIMITER) -> list[SqueueRow]:
             known_state=state in KNOWN_STATES,
         ))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# all of it
+
+
+def cluster_facts_from(*, user: str, cluster: str | None = None, config: str | None = None,
+                       partitions: str | None = None, nodes: str | None = None,
+                       reservations: str | None = None, qos: str | None = None,
+                       associations: str | None = None,
+                       skipped: Sequence[str] = ()) -> ClusterFacts:
+    """ClusterFacts from the raw text of each query; a part given as None stays None (the
+    caller names it in `skipped`), so captured output and live output go through one path."""
+    facts = ClusterFacts(cluster=cluster or "", user=user, skipped=list(skipped))
+    if config is not None:
+        conf = parse_scontrol_config(config)
+        facts.cluster = conf.get("ClusterName") or facts.cluster
+        facts.max_array_size = _int(conf.get("MaxArraySize"))
+        facts.max_job_count = _int(conf.get("MaxJobCount"))
+        facts.slurm_version = _opt(conf.get("SLURM_VERSION"))
+    if partitions is not None:
+        facts.partitions = partitions_from(parse_scontrol_records(partitions))
+    if nodes is not None:
+        facts.nodes = nodes_from(parse_scontrol_records(nodes))
+    if reservations is not None:
+        facts.reservations = reservations_from(parse_scontrol_records(reservations))
+    if qos is not None:
+        facts.qos = parse_sacctmgr_qos(qos)
+    if associations is not None:
+        facts.associations = parse_sacctmgr_assoc(associations, cluster=facts.cluster or None)
+    return facts
