@@ -16,13 +16,13 @@ import math
 import os
 import re
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .errors import Problem, SlurmexpError
-from .ledger import TERMINAL_STATES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -32,8 +32,14 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMATS = ("table", "csv", "json", "markdown", "html")
 SCHEMA_VERSION = 1
 # Every way an attempt can end without its run's result: what "wasted" hours were spent on.
-FAILED_STATES = frozenset(TERMINAL_STATES - {"COMPLETED"})
+# (ledger.TERMINAL_STATES less COMPLETED; spelled out because importing the ledger imports
+# sqlite_utils, which imports pandas when it is installed, and this module must import fast.)
+FAILED_STATES = frozenset({
+    "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+    "DEADLINE", "LOST"})
 METRICS_WORKERS = 8
+PROBE = 200                 # metrics files read (and timed) before choosing threads or not
+SLOW_READ_S = 60e-6         # per run; a page-cached read takes ~15 us, a cold or remote one 100s
 
 _ATTEMPT_SQL = (
     "attempt_id, exp_id, run_id, attempt_no, sub_id, cluster, job_id, task_index, job_key, "
@@ -113,12 +119,14 @@ def _read_sql(ledger: Ledger, columns: str, table: str, exp_ids: Sequence[str] |
 def _params_frame(params_json: pd.Series) -> pd.DataFrame:
     import pandas as pd
     records = [json.loads(text) if text else {} for text in params_json]
+    if not any(records):
+        return pd.DataFrame(index=params_json.index)
     frame = pd.DataFrame.from_records(records, index=params_json.index)
     for col in frame.columns:
         if frame[col].dtype == object and any(isinstance(v, (dict, list)) for v in frame[col]):
             frame[col] = [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
                           for v in frame[col]]
-    return frame.add_prefix("param.")
+    return frame[sorted(frame.columns)].add_prefix("param.")
 
 
 def runs_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None, *,
@@ -133,44 +141,81 @@ def runs_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None, *,
     return runs
 
 
+_MEM_RE = re.compile(r"^\s*(\d*\.?\d+)\s*([KMGTP]?)(?:i?B)?\s*([cn]?)\s*$", re.IGNORECASE)
+_NAN = float("nan")
+
+
+def parse_mem(text: Any) -> tuple[float, str]:
+    """(MiB, "c" | "n" | "") for a Slurm memory string ("250M", "1.5G"; bare numbers are MiB,
+    as in sbatch). Older sacct writes ReqMem per CPU ("4000Mc") or per node ("4000Mn")."""
+    m = _MEM_RE.match(text) if isinstance(text, str) else None
+    if not m:
+        return _NAN, ""
+    return float(m.group(1)) * _MEM_SCALE[m.group(2).upper()], m.group(3).lower()
+
+
+def parse_tres(text: Any) -> tuple[float, float, float, float]:
+    """(gpus, cpus, nodes, mem MiB) of a TRES string such as
+    "billing=2,cpu=2,gres/gpu:a100=1,gres/gpu=1,mem=8G,node=1". `gres/gpu=N` is the total;
+    without it the typed counts (`gres/gpu:a100=1`) add up. NaN when there is no string."""
+    if not isinstance(text, str) or not text.strip():
+        return _NAN, _NAN, _NAN, _NAN
+    fields = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
+
+    def number(key: str) -> float:
+        try:
+            return float(fields[key])
+        except (KeyError, ValueError):
+            return _NAN
+    gpus = number("gres/gpu")
+    if gpus != gpus:
+        gpus = sum(float(v) for k, v in fields.items()
+                   if k.startswith("gres/gpu:") and v.isdigit())
+    return gpus, number("cpu"), number("node"), parse_mem(fields.get("mem"))[0]
+
+
+def _per_distinct(values: pd.Series, parse) -> list:
+    """`parse` applied to each distinct value only, spread back over the rows as arrays: a
+    sweep has a handful of distinct TRES strings among 100,000 attempts."""
+    import numpy as np
+    import pandas as pd
+    codes, uniques = pd.factorize(values.astype("object"), use_na_sentinel=True)
+    parsed = [parse(u) for u in uniques] + [parse(None)]     # code -1 (missing): the last
+    table = np.array(parsed, dtype=object)
+    return [table[:, i][codes] for i in range(table.shape[1])]
+
+
 def _mem_mib(values: pd.Series, cpus: pd.Series | None = None,
              nodes: pd.Series | None = None) -> pd.Series:
-    """MiB from Slurm memory strings ("250M", "1.5G"; a bare number is MiB, as in sbatch).
-
-    Older sacct writes ReqMem per CPU ("4000Mc") or per node ("4000Mn"): scaled to the job.
-    """
-    parts = values.astype("object").where(values.notna(), "").astype(str).str.extract(
-        r"^\s*(\d*\.?\d+)\s*([KMGTP]?)(?:i?B)?\s*([cn]?)\s*$", flags=re.IGNORECASE)
-    mib = parts[0].astype(float) * parts[1].str.upper().map(_MEM_SCALE).astype(float)
+    """MiB per row of memory strings, per-CPU and per-node forms scaled to the whole job."""
+    import pandas as pd
+    mib, per = _per_distinct(values, parse_mem)
+    mib = pd.Series(mib, index=values.index, dtype=float)
     if cpus is not None:
-        mib = mib.where(parts[2] != "c", mib * cpus)
+        mib = mib.where(per != "c", mib * cpus)
     if nodes is not None:
-        mib = mib.where(parts[2] != "n", mib * nodes)
+        mib = mib.where(per != "n", mib * nodes)
     return mib
 
 
-def _tres_count(tres: pd.Series, key: str) -> pd.Series:
-    return tres.str.extract(rf"(?:^|,){re.escape(key)}=(\d+)(?:,|$)")[0].astype(float)
-
-
-def _gpus(tres: pd.Series) -> pd.Series:
-    """`gres/gpu=N` is the total; without it, the typed counts (`gres/gpu:a100=1`) add up."""
-    total = _tres_count(tres, "gres/gpu")
-    typed = tres.str.extractall(r"(?:^|,)gres/gpu:[^=,]+=(\d+)")
-    if len(typed):
-        total = total.fillna(typed[0].astype(float).groupby(level=0).sum())
-    return total.fillna(0.0).where(tres.notna())
-
-
 def _times(values: pd.Series) -> pd.Series:
+    """Naive datetimes. Slurm writes the cluster's local time without a zone; a value that
+    carries one (written by other code) is taken to UTC, so that a column never mixes the two
+    and start - submit always computes."""
     import pandas as pd
-    # Slurm writes the cluster's local time without a zone; keep it naive unless some value
-    # carries a zone, in which case everything goes to UTC so they compare.
+    from pandas.api.types import is_datetime64_any_dtype
     text = values.astype("object").where(values.notna(), None)
     try:
-        return pd.to_datetime(text, errors="coerce", format="ISO8601")
+        with warnings.catch_warnings():   # pandas 2 warns on mixed zones; 3 raises
+            warnings.simplefilter("ignore", FutureWarning)
+            times = pd.to_datetime(text, errors="coerce", format="ISO8601")
     except (TypeError, ValueError):
-        return pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+        times = None
+    if times is None or not is_datetime64_any_dtype(times):
+        times = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+    if times.dt.tz is not None:
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return times
 
 
 def attempts_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None) -> pd.DataFrame:
@@ -185,13 +230,13 @@ def attempts_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None) -> pd.D
     import pandas as pd
     a = _read_sql(ledger, _ATTEMPT_SQL, "attempts", exp_ids,
                   "exp_id, run_id, attempt_no, attempt_id")
-    tres = a["alloc_tres"].astype("object").where(a["alloc_tres"].notna(), None).astype("string")
-    a["gpus"] = _gpus(tres).astype(float)
-    a["cpus"] = _tres_count(tres, "cpu")
-    a["nodes"] = _tres_count(tres, "node")
-    a["alloc_mem_mib"] = _mem_mib(tres.str.extract(r"(?:^|,)mem=([^,]+)")[0])
+    for col, values in zip(("gpus", "cpus", "nodes", "alloc_mem_mib"),
+                           _per_distinct(a["alloc_tres"], parse_tres)):
+        a[col] = values.astype(float)
     a["req_mem_mib"] = _mem_mib(a["req_mem"], a["cpus"], a["nodes"])
-    a["max_rss_mib"] = pd.to_numeric(a["max_rss"], errors="coerce").fillna(_mem_mib(a["max_rss"]))
+    rss = pd.to_numeric(a["max_rss"], errors="coerce")
+    odd = rss.isna() & a["max_rss"].notna()            # "1234K" rather than MiB: rare
+    a["max_rss_mib"] = rss.where(~odd, _mem_mib(a["max_rss"].where(odd)))
     for col in ("submit_time", "start_time", "end_time"):
         a[col] = _times(a[col])
     a["elapsed_s"] = pd.to_numeric(a["elapsed_s"], errors="coerce")
@@ -222,24 +267,40 @@ def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
     return out       # lists (curves, matrices) cannot be one cell; they stay in the files
 
 
+def _slurp(path: str) -> bytes | None:
+    # os.open/os.read: half the cost of open() for 100,000 small files (no buffered object).
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        chunks = [os.read(fd, 65536)]
+        while len(chunks[-1]) == 65536:          # a short read of a regular file is its end
+            chunks.append(os.read(fd, 65536))
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """Latest metric values of one run: metrics.json, else the last value of each key in
     metrics.jsonl (a run that died before its first metrics.json, or one written by hand)."""
     base = os.fspath(run_dir)
-    try:
-        with open(os.path.join(base, "metrics.json"), "rb") as fh:
-            data = json.loads(fh.read())
-        if isinstance(data, dict):
-            return _flat(data)
-    except (OSError, ValueError):
-        pass
-    try:
-        with open(os.path.join(base, "metrics.jsonl"), "rb") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
+    data = _slurp(os.path.join(base, "metrics.json"))
+    if data is not None:
+        try:
+            values = json.loads(data)
+            if isinstance(values, dict):
+                return _flat(values)
+        except ValueError:
+            pass      # damaged (written by hand, or a full disk): the history may do
+    data = _slurp(os.path.join(base, "metrics.jsonl"))
+    if data is None:
         return None
     latest: dict[str, Any] = {}
-    for line in lines:
+    for line in data.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -250,25 +311,38 @@ def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def read_metrics_bulk(run_dirs: Sequence[str | None],
-                      workers: int = METRICS_WORKERS) -> list[dict | None]:
-    """read_metrics for many runs. Threads overlap the file system's latency, which on the
-    network file systems clusters use dominates (each open is a round trip to the server)."""
+                      workers: int | None = None) -> list[dict | None]:
+    """read_metrics for many runs, in `workers` threads.
+
+    Threads pay only when reads wait on a disk or a file server (a network file system, a
+    cold cache); with the files in the page cache they contend for the GIL and are 2-3 times
+    slower than one thread (bench/README.md). So with `workers=None` the first PROBE runs are
+    read in this thread and timed, and the rest use threads only when those were slow.
+    """
     def read_all(dirs: Sequence[str | None]) -> list[dict | None]:
         return [read_metrics(d) if isinstance(d, str) and d else None for d in dirs]
 
+    head: list[dict | None] = []
+    if workers is None:
+        t = time.perf_counter()
+        head = read_all(run_dirs[:PROBE])
+        slow = (time.perf_counter() - t) / max(len(head), 1) > SLOW_READ_S
+        workers, run_dirs = (METRICS_WORKERS if slow else 1), run_dirs[PROBE:]
     if workers <= 1 or len(run_dirs) < 64:
-        return read_all(run_dirs)
+        return head + read_all(run_dirs)
     size = math.ceil(len(run_dirs) / (workers * 4))
     pieces = [run_dirs[i:i + size] for i in range(0, len(run_dirs), size)]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sx-metrics") as pool:
-        return [m for part in pool.map(read_all, pieces) for m in part]
+        return head + [m for part in pool.map(read_all, pieces) for m in part]
 
 
-def _metrics_frame(run_dirs: pd.Series, workers: int) -> pd.DataFrame:
+def _metrics_frame(run_dirs: pd.Series, workers: int | None = None) -> pd.DataFrame:
     import pandas as pd
-    records = read_metrics_bulk(run_dirs.tolist(), workers)
-    frame = pd.DataFrame.from_records([r or {} for r in records], index=run_dirs.index)
-    return frame.add_prefix("metric.")
+    records = [r or {} for r in read_metrics_bulk(run_dirs.tolist(), workers)]
+    if not any(records):
+        return pd.DataFrame(index=run_dirs.index)
+    frame = pd.DataFrame.from_records(records, index=run_dirs.index)
+    return frame[sorted(frame.columns)].add_prefix("metric.")
 
 
 # --- the run table ----------------------------------------------------------------------
@@ -447,11 +521,12 @@ def _split(names: str | Sequence[str] | None) -> list[str]:
 def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
                  by: str | Sequence[str] | None = None, best: str | None = None,
                  minimize: bool | None = None, *, metrics: bool = True,
-                 workers: int = METRICS_WORKERS) -> Report:
+                 workers: int | None = None) -> Report:
     """Everything a report shows, for experiments `exp_ids` (ids or unique prefixes; none =
     all). `by`: parameter names ("a,b" or a list) for aggregate_by(); `best`: a metric name,
     best = lowest when `minimize`, highest when not, guessed from the name when None.
-    `metrics=False` skips reading the runs' metrics files (the slow part on a large sweep)."""
+    `metrics=False` skips reading the runs' metrics files (the slow part on a large sweep);
+    `workers` threads read them (None: chosen by how fast the first reads are)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ids = resolve_experiments(ledger, exp_ids)
@@ -521,6 +596,13 @@ def fmt_value(value: Any) -> str:
     return "" if text in ("nan", "<NA>", "NaT") else text
 
 
+def fmt_amount(value: float) -> str:
+    """Totals for people: 170,912 rather than 1.709e+05; small ones to 3 digits."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f}%"
 
@@ -541,56 +623,70 @@ def display_columns(report: Report, frame: pd.DataFrame) -> list[tuple[str, str]
     return cols + [(f"metric.{m}", m) for m in report.metrics]
 
 
-def display_frame(frame: pd.DataFrame, columns: list[tuple[str, str]],
-                  width: int | None = None) -> pd.DataFrame:
-    """The cells as strings (durations as H:MM:SS, floats to 4 digits), headed for people."""
-    import pandas as pd
+def _float_cells(values: list) -> list[str]:
+    return ["" if v != v or v in (math.inf, -math.inf) else
+            (str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}") for v in values]
+
+
+def _duration_cells(values: list) -> list[str]:
+    return [fmt_duration(v) if v == v and v is not None else "" for v in values]
+
+
+def display_cells(frame: pd.DataFrame, columns: list[tuple[str, str]],
+                  width: int | None = None) -> dict[str, list[str]]:
+    """{header: cell texts} (durations as H:MM:SS, floats to 4 digits), for people.
+
+    Plain lists, formatted per dtype: at 100,000 runs this is most of a text report's time.
+    """
+    from pandas.api.types import is_float_dtype, is_integer_dtype
     out = {}
     for col, header in columns:
         s = frame[col]
         if col in _DURATIONS:
-            cells = s.map(fmt_duration)
+            cells = _duration_cells(s.tolist())
+        elif is_float_dtype(s):
+            cells = _float_cells(s.tolist())
+        elif is_integer_dtype(s):
+            cells = list(map(str, s.tolist()))
         else:
-            cells = s.astype("object").map(fmt_value)
+            cells = [fmt_value(v) for v in s.tolist()]
         if width:
-            cells = cells.where(cells.str.len() <= width, cells.str.slice(0, width - 1) + "…")
-        out[header] = cells.astype(str)
-    return pd.DataFrame(out, index=frame.index)
+            cells = [c if len(c) <= width else c[:width - 1] + "…" for c in cells]
+        out[header] = cells
+    return out
 
 
-def _is_numeric_column(cells: pd.Series) -> bool:
-    sample = [c for c in cells.head(200) if c]
+def _is_numeric_column(cells: list[str]) -> bool:
+    sample = [c for c in cells[:200] if c]
     return bool(sample) and all(re.fullmatch(r"-?[\d.:e+-]+%?", c) for c in sample)
 
 
-def text_table(cells: pd.DataFrame) -> str:
-    if cells.empty:
+def text_table(cells: dict[str, list[str]]) -> str:
+    if not cells or not next(iter(cells.values())):
         return "(none)\n"
-    parts = []
-    for header in cells.columns:
-        col = cells[header]
-        width = max(len(header), int(col.str.len().max()))
-        side = "left" if _is_numeric_column(col) else "right"
-        head = header.rjust(width) if side == "left" else header.ljust(width)
-        parts.append((head, col.str.pad(width, side=side)))
-    lines = "  ".join(h for h, _ in parts).rstrip()
-    body = parts[0][1]
-    for _, col in parts[1:]:
-        body = body + "  " + col
-    rule = "  ".join("-" * len(h) for h, _ in parts)
-    return "\n".join([lines, rule, *body.str.rstrip()]) + "\n"
+    heads, cols = [], []
+    for header, col in cells.items():
+        width = max(len(header), max(map(len, col)))
+        if _is_numeric_column(col):
+            heads.append(header.rjust(width))
+            cols.append([c.rjust(width) for c in col])
+        else:
+            heads.append(header.ljust(width))
+            cols.append([c.ljust(width) for c in col])
+    lines = ["  ".join(heads).rstrip(), "  ".join("-" * len(h) for h in heads)]
+    lines += ["  ".join(row).rstrip() for row in zip(*cols)]
+    return "\n".join(lines) + "\n"
 
 
-def markdown_table(cells: pd.DataFrame) -> str:
-    if cells.empty:
+def markdown_table(cells: dict[str, list[str]]) -> str:
+    if not cells or not next(iter(cells.values())):
         return "(none)\n"
-    esc = {h: cells[h].str.replace("|", r"\|", regex=False) for h in cells.columns}
-    lines = ["| " + " | ".join(h.replace("|", r"\|") for h in cells.columns) + " |",
-             "|" + "|".join("---" for _ in cells.columns) + "|"]
-    body = "| " + esc[cells.columns[0]]
-    for h in cells.columns[1:]:
-        body = body + " | " + esc[h]
-    return "\n".join(lines + (body + " |").tolist()) + "\n"
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|")
+    cols = [[esc(c) for c in col] for col in cells.values()]
+    lines = ["| " + " | ".join(map(esc, cells)) + " |", "|" + "|".join("---" for _ in cells) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in zip(*cols)]
+    return "\n".join(lines) + "\n"
 
 
 def summary_lines(s: dict) -> list[tuple[str, str]]:
@@ -600,7 +696,7 @@ def summary_lines(s: dict) -> list[tuple[str, str]]:
 
     def hours(used: float, wasted: float) -> str:
         share = f" ({100 * wasted / used:.0f}%)" if used else ""
-        return f"{used:.4g} used, {wasted:.4g} wasted{share}"
+        return f"{fmt_amount(used)} used, {fmt_amount(wasted)} wasted{share}"
 
     retries = f", {s['retries']} retried" + (
         f" ({counts(s['retries_by_class'])})" if s["retries"] else "")
@@ -643,12 +739,12 @@ def best_line(report: Report, exp_id: str) -> str | None:
     return f"{row['run_id']} {report.best_metric}={value} ({direction}) {params}".rstrip()
 
 
-def _by_cells(report: Report) -> pd.DataFrame:
+def _by_cells(report: Report) -> dict[str, list[str]]:
     table = report.by_table
     cols = [("exp_id", "experiment")] if len(report.experiments) > 1 else []
     cols += [(f"param.{p}", p) for p in report.by] + [("n_runs", "runs")]
     cols += [(c, c[7:].replace(".", " ")) for c in table.columns if c.startswith("metric.")]
-    return display_frame(table, cols)
+    return display_cells(table, cols)
 
 
 def _sections(report: Report, table_fn, heading) -> list[str]:
@@ -667,7 +763,7 @@ def _sections(report: Report, table_fn, heading) -> list[str]:
                               "(mean, std, n over COMPLETED runs)"))
         out.append(table_fn(_by_cells(report)))
     out.append(heading(2, f"Runs ({len(report.runs)})"))
-    out.append(table_fn(display_frame(report.runs, display_columns(report, report.runs),
+    out.append(table_fn(display_cells(report.runs, display_columns(report, report.runs),
                                       width=60)))
     return out
 
@@ -681,11 +777,9 @@ def render_table(report: Report) -> str:
 
 
 def render_markdown(report: Report) -> str:
-    import pandas as pd
-
     def table(rows):
         if isinstance(rows, list):
-            rows = pd.DataFrame(rows, columns=["", "value"])
+            rows = {"": [k for k, _ in rows], "value": [v for _, v in rows]}
         return markdown_table(rows)
     head = f"# slurmexp report\n\nGenerated {report.generated}.\n"
     return head + "\n" + "\n".join(
