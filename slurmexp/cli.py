@@ -192,6 +192,63 @@ def status(ctx, experiment: str | None, fmt: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------
+# Reports and runs
+# ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("experiments", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown", "html"]),
+              default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
+@click.option("--by", help="Aggregate metrics over the other parameters, grouped by PARAM[,PARAM].")
+@click.option("--best", metavar="METRIC", help="Show the best runs by METRIC.")
+@click.option("--min/--max", "minimize", default=None, help="Direction for --best (default: guessed from the name).")
+@click.pass_context
+def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best: str | None,
+           minimize: bool | None) -> None:
+    """Tables of runs, states, accounting and metrics (default: every experiment)."""
+    from .report import build_report, render_report
+
+    if minimize is not None and not best:
+        raise click.UsageError("--min/--max need --best METRIC")
+    text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
+                                      minimize=minimize), fmt)
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("run")
+@click.pass_context
+def show(ctx, run: str) -> None:
+    """A run's provenance, attempts, script and log paths (RUN or EXPERIMENT:RUN, prefixes ok)."""
+    from .inspect import format_run, show_run
+
+    click.echo(format_run(show_run(_ledger(ctx), run)), nl=False)
+
+
+@main.command()
+@click.argument("run")
+@click.option("--stderr", is_flag=True, help="The standard error instead of the output.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing as the run writes.")
+@click.pass_context
+def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
+    """Print the newest attempt's output of RUN."""
+    from .inspect import ended_marker, follow as follow_file, log_path
+
+    path = log_path(_ledger(ctx), run, stderr, must_exist=not follow)
+    if follow:
+        for text in follow_file(path, stop=ended_marker(path)):
+            click.echo(text, nl=False)
+    else:
+        click.echo(path.read_text(errors="replace"), nl=False)
+
+
+# ----------------------------------------------------------------------------------------
 # Site
 # ----------------------------------------------------------------------------------------
 

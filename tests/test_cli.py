@@ -21,7 +21,9 @@ out = os.path.join(os.environ["SLURMEXP_RUN_DIR"], "seen.json")
 json.dump(sys.argv[1:], open(out, "w"))
 import slurmexp
 slurmexp.log_metrics(score=float(len(sys.argv)))
-sys.exit(3 if "fail" in sys.argv else 0)
+if "fail" in sys.argv:
+    print("boom", file=sys.stderr)
+    sys.exit(3)
 """
 
 
@@ -102,3 +104,27 @@ def test_dry_run_prints_plan_and_scripts(tmp_path):
 def test_help_does_not_import_pandas():
     code = "import sys; from slurmexp.cli import main; assert 'pandas' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_report_show_and_logs_after_local_launch(tmp_path):
+    import io
+
+    import pandas as pd
+
+    sweep = make_sweep(tmp_path)
+    exp_id = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local").stdout.split()[-1]
+    csv = run(tmp_path, "report", exp_id, "--format", "csv").stdout
+    frame = pd.read_csv(io.StringIO(csv))
+    assert {"run_id", "state", "param.x", "metric.score"} <= set(frame.columns)
+    assert dict(zip(frame["param.x"], frame["state"])) == {"a": "COMPLETED", "b": "COMPLETED", "fail": "FAILED"}
+    assert set(frame["metric.score"]) == {2.0}
+    out = tmp_path / "r.html"
+    run(tmp_path, "report", exp_id, "--format", "html", "--output", str(out))
+    assert "<svg" in out.read_text()
+
+    ledger = Ledger(tmp_path / "ledger.db")
+    failed = ledger.runs(exp_id, state="FAILED")[0]
+    shown = run(tmp_path, "show", f"{exp_id}:{failed['run_id']}").stdout
+    assert failed["run_id"] in shown and "FAILED" in shown
+    assert run(tmp_path, "logs", failed["run_id"], "--stderr").stdout == "boom\n"
+    assert run(tmp_path, "report", exp_id, "--best", "score", "--max").exit_code == 0
