@@ -184,8 +184,14 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     """)
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # What reconcile needs to retry without the sweep file: the retry policy, the partition's
+    # limits and the requested resources, as JSON (see launch.settings_for).
+    db.execute("ALTER TABLE experiments ADD COLUMN settings_json TEXT")
+
+
 # Version N is MIGRATIONS[N-1]. Append only: a released migration never changes.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 
 _ATTEMPT_FIXED = {"attempt_id", "exp_id", "run_id", "attempt_no"}
 _EVENT_COLS = ["exp_id", "run_id", "attempt_id", "kind", "from_state", "to_state", "reason"]
@@ -412,6 +418,20 @@ class Ledger:
         taken = [int(m.group(1)) for i in ids
                  if (m := re.fullmatch(re.escape(base_id) + r"-(\d+)", i))]
         return f"-{max([1, *taken]) + 1}"
+
+    def experiment_settings(self, exp_id: str) -> dict:
+        """The experiment's stored settings ({} when none were stored)."""
+        row = self.db.execute("SELECT settings_json FROM experiments WHERE exp_id = ?",
+                              [exp_id]).fetchone()
+        if row is None:
+            self.get_experiment(exp_id, required=True)   # raises with the usual hints
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def set_experiment_settings(self, exp_id: str, settings: dict) -> None:
+        with self.transaction():
+            self.get_experiment(exp_id, required=True)
+            self.db.execute("UPDATE experiments SET settings_json = ? WHERE exp_id = ?",
+                            [_json(settings), exp_id])
 
     def set_experiment_state(self, exp_id: str, state: str, reason: str | None = None) -> None:
         with self.transaction():

@@ -419,6 +419,7 @@ class RetrySpec(StrictModel):
     max_attempts: Annotated[int, Field(ge=1)] = 3
     escalate: bool = False
     escalate_factor: Annotated[float, Field(gt=1.0)] = 2.0
+    backoff_s: Annotated[float, Field(ge=0)] = 60.0
 
 
 class Sweep(StrictModel):

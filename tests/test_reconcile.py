@@ -1,0 +1,930 @@
+"""reconcile without a cluster: the pure parts, and whole passes against a fake backend.
+
+The fake has the SlurmBackend methods reconcile uses and keeps "jobs" as sacct/squeue rows the
+test edits, so each test states exactly what Slurm reports and checks what the ledger did.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from slurmexp import reconcile as rc
+from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
+from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
+from slurmexp.ledger import Ledger, parse_array_spec
+
+EXP = "sweep-abcdef12"
+CLUSTER = "mini"
+
+
+def local(dt: datetime) -> str:
+    """A timestamp as sacct prints it (local time, no offset)."""
+    return dt.astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def row(job_id: str, state: str = "COMPLETED", submit: datetime | str | None = None, *,
+        raw: str | None = None, name: str | None = f"sx.{EXP}.000", exit_code: int | None = 0,
+        node: str | None = "c1", end: datetime | None = None, elapsed: int | None = 5,
+        known: bool = True, **kw) -> SacctRow:
+    m = re.fullmatch(r"(\d+)_(\d+)", job_id)
+    p = re.fullmatch(r"(\d+)_\[(.*)\]", job_id)
+    array_job, task, pending = (m.group(1), int(m.group(2)), None) if m else (
+        (p.group(1), None, sorted(parse_array_spec(p.group(2)))) if p else (None, None, None))
+    submit_s = submit if isinstance(submit, str) or submit is None else local(submit)
+    fields = dict(
+        job_id=job_id, job_id_raw=raw or job_id.split("_")[0], array_job_id=array_job,
+        array_task=task, pending_tasks=pending, state=state.split()[0], state_raw=state,
+        submit=submit_s, start=submit_s, end=local(end) if end else (
+            submit_s if state.split()[0] in rc.TERMINAL_STATES else None),
+        elapsed_s=elapsed, exit_code=exit_code, signal=0, node_list=node, partition="cpu",
+        qos="normal", account="research", reason=None, alloc_tres="cpu=1,mem=500M",
+        req_mem="500M", max_rss_mb=12.0, total_cpu_s=1.0, alloc_cpus=1, job_name=name,
+        comment=f"slurmexp:{EXP}", cluster=CLUSTER, known_state=known)
+    fields.update(kw)
+    return SacctRow(**fields)
+
+
+def qrow(job_id: str, state: str = "PENDING", submit: datetime | str | None = None, *,
+         name: str = f"sx.{EXP}.000") -> SqueueRow:
+    m = re.fullmatch(r"(\d+)_(\d+)", job_id)
+    submit_s = submit if isinstance(submit, str) or submit is None else local(submit)
+    return SqueueRow(job_id=job_id, array_job_id=m.group(1) if m else None,
+                     array_task=int(m.group(2)) if m else None, pending_tasks=None, state=state,
+                     reason=None, submit=submit_s, node_list=None, name=name,
+                     comment=f"slurmexp:{EXP}")
+
+
+class FakeBackend:
+    """SlurmBackend's reconcile-facing methods over rows the test controls."""
+
+    cluster = None
+
+    def __init__(self):
+        self.rows: list[SacctRow] = []
+        self.queue: list[SqueueRow] = []
+        self.submitted: list[dict] = []
+        self.cancelled: list[list[str]] = []
+        self.calls: dict[str, int] = {}
+        self.unavailable: set[str] = set()
+        self.refuse: str | None = None
+        self.die_before_sbatch = False
+        self.next_id = 500
+
+    def _call(self, what: str) -> None:
+        self.calls[what] = self.calls.get(what, 0) + 1
+        if what in self.unavailable:
+            raise SlurmUnavailable(f"{what} could not reach a Slurm daemon: Connection refused")
+
+    def sacct_rows(self, job_ids, *, since, user=None, names=None, array_ids=(), timeout=60):
+        self._call("sacct")
+        assert since and "T" in since
+        if names is not None:
+            return [r for r in self.rows if r.job_name in names]
+        ids = set(map(str, job_ids))
+        return [r for r in self.rows if (r.array_job_id or r.job_id) in ids]
+
+    def squeue_rows(self, job_ids=None, *, name_prefix=None, timeout=60):
+        self._call("squeue")
+        return [q for q in self.queue if name_prefix is None or q.name.startswith(name_prefix)]
+
+    def submit(self, script, *, extra_args=(), cwd=None, timeout=60):
+        self._call("sbatch")
+        if self.die_before_sbatch:
+            raise KeyboardInterrupt("killed before sbatch")
+        if self.refuse:
+            raise SlurmCommandError(f"sbatch failed (exit 1): {self.refuse}")
+        text = Path(script).read_text()
+        name = re.search(r"--job-name=(\S+)", text).group(1)
+        spec = next(a.split("=", 1)[1] for a in extra_args if a.startswith("--array="))
+        job = str(self.next_id)
+        self.next_id += 1
+        now = datetime.now()
+        for t in sorted(parse_array_spec(spec)):
+            self.queue.append(qrow(f"{job}_{t}", "PENDING", now, name=name))
+        self.submitted.append({"job": job, "script": str(script), "args": list(extra_args),
+                               "submit": local(now)})
+        return SubmitResult(job, None)
+
+    def submit_times(self, job_ids, **kw):
+        self._call("squeue")
+        return {s["job"]: s["submit"] for s in self.submitted if s["job"] in job_ids}
+
+    def cancel(self, job_ids, timeout=60):
+        self._call("scancel")
+        self.cancelled.append(list(job_ids))
+
+    # helpers for tests: a submitted job's tasks move on
+    def finish(self, job: str, state: str = "COMPLETED", tasks=None, **kw) -> None:
+        sub = next(s for s in self.submitted if s["job"] == job)
+        keep = []
+        for q in self.queue:
+            if q.array_job_id == job and (tasks is None or q.array_task in tasks):
+                self.rows.append(row(q.job_id, state, sub["submit"], name=q.name, **kw))
+            else:
+                keep.append(q)
+        self.queue = keep
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    led = Ledger(tmp_path / "home" / "ledger.db")
+    yield led
+    led.close()
+
+
+SCRIPT = """#!/bin/bash
+#SBATCH --job-name=sx.{exp}.{chunk:03d}
+#SBATCH --comment=slurmexp:{exp}
+#SBATCH --array=0-{last}%2
+#SBATCH --partition=cpu
+#SBATCH --time=0-00:10:00
+#SBATCH --mem=500M
+true
+"""
+
+
+def make_exp(ledger, tmp_path, n=4, chunks=1, settings=None, exp_id=EXP, backend="slurm"):
+    exp_dir = tmp_path / exp_id
+    per = n // chunks
+    runs = [dict(run_id=f"r{i:03d}", idx=i, params={"i": i}, run_dir=str(exp_dir / "runs" / f"r{i:03d}"),
+                 chunk=i // per, task_index=i % per) for i in range(n)]
+    ledger.create_experiment(exp_id, "sweep", "fp-" + exp_id, CLUSTER, backend, exp_dir, None,
+                             None, None, None, None, {}, runs)
+    ledger.set_experiment_settings(exp_id, settings or {
+        "retry": {"max_attempts": 3, "escalate": False, "escalate_factor": 2.0, "backoff_s": 0},
+        "limits": {"max_time_min": 1440, "max_mem_mb": 3900},
+        "resources": {"time_min": 10, "mem_mb": 500, "partition": "cpu"}})
+    scripts = []
+    for c in range(chunks):
+        path = exp_dir / "scripts" / f"chunk-{c:03d}.sbatch"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(SCRIPT.format(exp=exp_id, chunk=c, last=per - 1))
+        scripts.append(path)
+    return scripts
+
+
+def submit(ledger, scripts, job="100", chunk=0, submit_time: datetime | None = None,
+           spec=None, record=True, exp_id=EXP):
+    n = len([r for r in ledger.runs(exp_id) if r["chunk"] == chunk])
+    spec = spec or f"0-{n - 1}%2"
+    sub = ledger.record_intent(exp_id, chunk, spec, n, scripts[chunk], "sha", CLUSTER)
+    if record:
+        ledger.record_submitted(sub, job, local(submit_time) if submit_time else None)
+    return sub
+
+
+def snapshot(ledger):
+    """Everything but heartbeats, to prove a pass changed nothing."""
+    return {t: [dict(r) for r in ledger.db.query(f"SELECT * FROM {t} ORDER BY 1")]
+            for t in ("experiments", "runs", "submissions", "attempts", "events")}
+
+
+def states(ledger, exp_id=EXP):
+    return {r["run_id"]: r["state"] for r in ledger.runs(exp_id)}
+
+
+@pytest.fixture
+def t0():
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+# --- pure parts ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("state, cls", [
+    ("NODE_FAIL", "infrastructure"), ("BOOT_FAIL", "infrastructure"),
+    ("PREEMPTED", "infrastructure"), ("LOST", "infrastructure"),
+    ("OUT_OF_MEMORY", "resources"), ("TIMEOUT", "resources"),
+    ("FAILED", "user"), ("CANCELLED", "user"), ("CANCELLED by 0", "user"), ("DEADLINE", "user"),
+    ("COMPLETED", None), ("RUNNING", None), ("PENDING", None), ("REQUEUED", None),
+    ("SPECIAL_EXIT", "unknown"), ("NEWSTATE", "unknown"),
+])
+def test_classify(state, cls):
+    assert rc.classify(state, 0) == cls
+    assert rc.classify(state, 3) == cls
+
+
+def test_unknown_state_is_never_success():
+    assert rc.classify("WEIRD", 0) == "unknown"
+    assert rc.ledger_state("WEIRD") == "WEIRD"
+    assert rc.ledger_state("COMPLETING") == "RUNNING"
+
+
+def test_compress_indices():
+    assert rc.compress_indices([7, 0, 1, 2, 5, 8]) == "0-2,5,7-8"
+    assert rc.compress_indices([3]) == "3"
+    assert parse_array_spec(rc.compress_indices([0, 2, 3, 9])) == {0, 2, 3, 9}
+
+
+def test_reason_texts():
+    assert rc.failure_reason(row("1", "NODE_FAIL", "2026-01-01T00:00:00", node="c2")) == "NODE_FAIL on c2"
+    assert rc.failure_reason(row("1", "CANCELLED by 0", "2026-01-01T00:00:00")) == "CANCELLED by 0"
+    assert rc.failure_reason(row("1", "TIMEOUT", "2026-01-01T00:00:00", elapsed=60)) == "TIMEOUT after 00:01:00"
+    assert rc.failure_reason(row("1", "FAILED", "2026-01-01T00:00:00", exit_code=3), "boom") == \
+        "exit code 3; stderr tail: boom"
+    assert rc.failure_reason(row("1", "WEIRD", "2026-01-01T00:00:00", known=False)) == \
+        "unknown Slurm state WEIRD"
+
+
+def test_stderr_tail(tmp_path):
+    f = tmp_path / "stderr"
+    f.write_text("\n".join(f"line {i}" for i in range(20)) + "\n\n")
+    assert rc.stderr_tail([tmp_path / "missing", f], lines=2) == "line 18 | line 19"
+    assert rc.stderr_tail([tmp_path / "missing"]) == ""
+
+
+def attempt(aid, key, submit=None, created=None, **kw):
+    job, _, task = key.partition("_")
+    return dict(attempt_id=aid, cluster=CLUSTER, job_id=job, task_index=int(task) if task else None,
+                job_key=key, submit_time=submit, created=created, attempt_no=1,
+                job_name=f"sx.{EXP}.000", **kw)
+
+
+def test_match_takes_only_the_row_with_the_attempts_submit_time():
+    old = "2026-01-01T09:00:00"     # job 100 before a controller reset: another job
+    ours = "2026-01-01T10:00:00"
+    m = rc.match_rows([attempt(1, "100_0", ours), attempt(2, "100_1", ours)],
+                      [row("100_0", "COMPLETED", old), row("100_0", "RUNNING", ours),
+                       row("100_1", "COMPLETED", old)])
+    assert m.rows[1].state == "RUNNING"
+    assert [a["attempt_id"] for a in m.unmatched] == [2]     # never the other job's COMPLETED
+    assert not m.requeues
+
+
+def test_match_null_submit_takes_first_row_after_the_intent(t0):
+    created = rc._utc_iso(t0)
+    rows = [row("100_0", "COMPLETED", t0 - timedelta(hours=2)),      # reused id, older job
+            row("100_0", "RUNNING", t0 + timedelta(seconds=2))]
+    m = rc.match_rows([attempt(1, "100_0", None, created)], rows)
+    assert m.rows[1].state == "RUNNING"
+    assert m.submit_times[1] == local(t0 + timedelta(seconds=2))
+
+
+def test_match_requeue_is_a_later_record_of_the_same_job():
+    s1, s2 = "2026-01-01T10:00:00", "2026-01-01T10:05:00"
+    rows = [row("100_0", "PREEMPTED", s1, raw="101"), row("100_0", "PENDING", s2, raw="101"),
+            row("100_1", "PREEMPTED", s1, raw="102"),
+            row("100_1", "PENDING", s2, raw="102", name="someone-else")]
+    m = rc.match_rows([attempt(1, "100_0", s1), attempt(2, "100_1", s1)], rows)
+    assert m.rows[1].state == "PREEMPTED"
+    assert [r.submit for r in m.requeues[1]] == [s2]
+    assert 2 not in m.requeues          # another name: not our job
+
+
+def test_pending_array_rows_expand_to_tasks():
+    s = "2026-01-01T10:00:00"
+    atts = [attempt(i + 1, f"100_{i}", s) for i in range(5)]
+    m = rc.match_rows(atts, [row("100_0", "RUNNING", s), row("100_[1-4%2]", "PENDING", s)])
+    assert {a: r.state for a, r in m.rows.items()} == {1: "RUNNING", 2: "PENDING", 3: "PENDING",
+                                                        4: "PENDING", 5: "PENDING"}
+    # Just after sbatch, sacct may show the array as one row under its bare id.
+    bare = row("100", "PENDING", s)
+    bare.array_job_id = "100"
+    m = rc.match_rows(atts, [bare])
+    assert len(m.rows) == 5 and not m.unmatched
+
+
+def test_squeue_fills_in_while_sacct_lags():
+    s = "2026-01-01T10:00:00"
+    m = rc.match_rows([attempt(1, "100_0", s)], [], [rc.queue_record(qrow("100_0", "RUNNING", s))])
+    assert m.rows[1].state == "RUNNING"
+
+
+def test_retry_policy_and_escalation():
+    p = rc.RetryPolicy(max_attempts=3, escalate=True, escalate_factor=2.0, backoff_s=60,
+                       max_time_min=30, max_mem_mb=3900)
+    base = {"time_min": 10, "mem_mb": 500}
+    now = datetime.now(timezone.utc)
+    d = rc.decide_retry(p, "NODE_FAIL", "infrastructure", 2, ["NODE_FAIL", "NODE_FAIL"], base, now, now)
+    assert d.retry and d.due == now + timedelta(seconds=120)          # 60 * 2**(2-1)
+    assert not rc.decide_retry(p, "NODE_FAIL", "infrastructure", 3, [], base, now, now).retry
+    d = rc.decide_retry(p, "TIMEOUT", "resources", 1, ["TIMEOUT"], base, now, now)
+    assert d.retry and "time 00:20:00" in d.note
+    assert rc.escalation_for(p, base, 1, 0).args() == ["--time=00:20:00"]
+    assert rc.escalation_for(p, base, 2, 0).args() == ["--time=00:30:00"]        # capped at 30
+    d = rc.decide_retry(p, "TIMEOUT", "resources", 2, ["TIMEOUT", "TIMEOUT"], base, now, now)
+    assert d.retry                                                     # 20 -> 30 (the cap)
+    p.max_attempts = 5
+    d = rc.decide_retry(p, "TIMEOUT", "resources", 3, ["TIMEOUT"] * 3, base, now, now)
+    assert not d.retry and "already at the partition limit" in d.note
+    assert rc.escalation_for(p, base, 0, 1).args() == ["--mem=1000M"]
+    p.escalate = False
+    assert not rc.decide_retry(p, "TIMEOUT", "resources", 1, ["TIMEOUT"], base, now, now).retry
+    assert not rc.decide_retry(p, "FAILED", "user", 1, ["FAILED"], base, now, now).retry
+
+
+def test_script_resources(tmp_path):
+    f = tmp_path / "s.sbatch"
+    f.write_text(SCRIPT.format(exp=EXP, chunk=0, last=3))
+    assert rc.script_resources(f) == {"time_min": 10, "mem_mb": 500, "array": "0-3%2"}
+
+
+# --- passes against the fake ----------------------------------------------------------------
+
+def test_pass_completes_runs_and_finishes_experiment(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path)
+    submit(ledger, scripts, "100", submit_time=t0)
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "RUNNING", t0), row("100_[1-3%2]", "PENDING", t0)]
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=30), grace_s=60)
+    assert s.ok and s.exit_code == 0 and fake.calls == {"sacct": 1, "squeue": 1}
+    assert states(ledger) == {"r000": "RUNNING", "r001": "PENDING", "r002": "PENDING", "r003": "PENDING"}
+    fake.rows = [row(f"100_{i}", "COMPLETED", t0) for i in range(4)]
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=60), grace_s=60)
+    assert set(states(ledger).values()) == {"COMPLETED"}
+    assert s.moved == {"COMPLETED": 4}
+    assert ledger.get_experiment(EXP)["state"] == "FINISHED"
+    a = ledger.attempts(EXP)[0]
+    assert a["node"] == "c1" and a["exit_code"] == 0 and a["slurm_job_id"] == "100"
+    assert json.loads(a["sacct_json"])["state"] == "COMPLETED"
+    hb = ledger.last_heartbeat("reconcile")
+    assert hb["ok"] == 1 and json.loads(hb["summary_json"])["moved"] == {"COMPLETED": 4}
+    # Nothing active any more: a pass asks Slurm nothing.
+    fake.calls.clear()
+    assert rc.reconcile_pass(ledger, fake).ok and fake.calls == {}
+
+
+def test_null_submit_time_is_learned(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", spec="0")
+    fake = FakeBackend()
+    later = datetime.now(timezone.utc) + timedelta(seconds=1)
+    fake.rows = [row("100_0", "COMPLETED", t0 - timedelta(days=1)),   # the id's previous owner
+                 row("100_0", "RUNNING", later)]
+    rc.reconcile_pass(ledger, fake)
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "RUNNING" and a["submit_time"] == local(later)
+
+
+def test_job_id_reuse_is_not_our_job(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "COMPLETED", t0 + timedelta(minutes=5), name="sx-other")]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=30), grace_s=60)
+    assert states(ledger) == {"r000": "SUBMITTED"}
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=61), grace_s=60)
+    att = ledger.attempts(EXP)
+    assert att[0]["state"] == "LOST" and "neither sacct nor squeue" in att[0]["reason"]
+    # LOST is an infrastructure failure: retried (backoff 0) as a new job of the same chunk.
+    assert len(fake.submitted) == 1 and fake.submitted[0]["args"] == ["--array=0%2"]
+    assert [a["attempt_no"] for a in att] == [1, 2]
+
+
+def test_lost_waits_for_grace_and_for_task_evidence(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=2)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-1")
+    started = tmp_path / EXP / "runs" / "r001" / "attempts" / "100_1"
+    started.mkdir(parents=True)
+    (started / "started").write_text("x")
+    fake = FakeBackend()
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=59), grace_s=60)
+    assert s.lost == 0 and states(ledger) == {"r000": "SUBMITTED", "r001": "SUBMITTED"}
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=61), grace_s=60)
+    assert s.lost == 1 and ledger.attempts(EXP)[0]["state"] == "LOST"
+    a1 = ledger.attempts(EXP, run_id="r001")[0]
+    assert a1["state"] == "SUBMITTED" and "the task started" in a1["reason"]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=60 * rc.EVIDENCE_FACTOR + 1), grace_s=60)
+    assert ledger.attempts(EXP, run_id="r001")[0]["state"] == "LOST"
+
+
+def test_requeue_by_slurm_is_a_new_attempt_not_a_new_job(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=2)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-1")
+    fake = FakeBackend()
+    s2 = t0 + timedelta(seconds=40)
+    fake.rows = [row("100_0", "PREEMPTED", t0, raw="101", node="c2"),
+                 row("100_0", "PENDING", s2, raw="101", node=None),
+                 row("100_1", "RUNNING", t0, raw="102")]
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=45), grace_s=60)
+    assert s.requeued == 1 and fake.submitted == [] and s.retries_scheduled == 0
+    att = ledger.attempts(EXP, run_id="r000")
+    assert [(a["attempt_no"], a["state"], a["job_key"], a["sub_id"]) for a in att] == [
+        (1, "PREEMPTED", "100_0", 1), (2, "PENDING", "100_0", 1)]
+    assert att[0]["reason"].startswith("PREEMPTED on c2") and att[1]["submit_time"] == local(s2)
+    assert ledger.runs(EXP)[0]["n_attempts"] == 2
+    kinds = [e["kind"] for e in ledger.events(EXP, "r000")]
+    assert "requeued" in kinds
+    # The next pass: the same rows change nothing, then the requeued attempt completes.
+    before = snapshot(ledger)
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=50), grace_s=60)
+    assert snapshot(ledger)["attempts"] == before["attempts"]
+    fake.rows[1] = row("100_0", "COMPLETED", s2, raw="101")
+    fake.rows[2] = row("100_1", "COMPLETED", t0, raw="102")
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=90), grace_s=60)
+    assert states(ledger) == {"r000": "COMPLETED", "r001": "COMPLETED"}
+    assert len(ledger.attempts(EXP)) == 3 and fake.submitted == []
+
+
+def test_requeue_seen_only_in_squeue_is_not_resubmitted(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "PREEMPTED", t0)]
+    fake.queue = [qrow("100_0", "PENDING", t0 + timedelta(seconds=5))]
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10), grace_s=60)
+    assert fake.submitted == [] and s.requeued == 1
+    assert [a["state"] for a in ledger.attempts(EXP)] == ["PREEMPTED", "PENDING"]
+
+
+def test_unavailable_changes_nothing_and_fails_health(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path)
+    submit(ledger, scripts, "100", submit_time=t0)
+    fake = FakeBackend()
+    fake.rows = [row(f"100_{i}", "COMPLETED", t0) for i in range(4)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=600), grace_s=60)  # ok pass first
+    fake.rows = []
+    # a fresh submission, then slurmdbd goes away
+    submit(ledger, scripts, "101", submit_time=t0)
+    fake.unavailable = {"sacct"}
+    before = snapshot(ledger)
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=900), grace_s=60)
+    assert not s.ok and s.exit_code == 3 and "Connection refused" in s.error
+    assert snapshot(ledger) == before                    # not even LOST after the grace period
+    assert ledger.last_heartbeat("reconcile")["ok"] == 0
+    ok, message = rc.health(ledger, 60)
+    assert not ok and "failed" in message and "Connection refused" in message
+    assert "FAILED" in s.format()
+    fake.unavailable = set()
+    fake.rows = [row(f"101_{i}", "COMPLETED", t0) for i in range(4)]
+    assert rc.reconcile_pass(ledger, fake).ok
+    assert rc.health(ledger, 60)[0]
+
+
+def test_squeue_unavailable_applies_sacct_but_decides_nothing_else(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=2)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-1")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "NODE_FAIL", t0)]
+    fake.unavailable = {"squeue"}
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(hours=1), grace_s=60)
+    assert s.exit_code == 3 and "squeue" in s.error
+    assert [a["state"] for a in ledger.attempts(EXP)] == ["NODE_FAIL", "SUBMITTED"]  # no LOST
+    assert fake.submitted == []                      # no sbatch while the controller is away
+    fake.unavailable = set()
+    fake.rows.append(row("100_1", "COMPLETED", t0))
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(hours=1), grace_s=60)
+    assert s.ok and len(fake.submitted) == 1
+
+
+def test_lock_held_means_another_pass_runs(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path)
+    submit(ledger, scripts, "100", submit_time=t0)
+    fake = FakeBackend()
+    with rc.pass_lock(ledger) as got:
+        assert got
+        s = rc.reconcile_pass(ledger, fake)
+        assert s.skipped and s.exit_code == 0 and s.ok and fake.calls == {}
+        assert "another pass" in s.format()
+        with pytest.raises(SlurmexpError, match="still running"):
+            rc.cancel_experiment(ledger, fake, EXP, lock_wait_s=0.3)
+    assert ledger.last_heartbeat("reconcile") is None
+    assert stat.S_IMODE(os.stat(rc.lock_path(ledger)).st_mode) == 0o600
+    assert rc.reconcile_pass(ledger, fake).ok
+
+
+def test_orphan_is_adopted_not_resubmitted(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path)
+    ledger.set_experiment_state(EXP, "SUBMITTING")
+    sub = submit(ledger, scripts, record=False)          # sbatch ran, the launch died
+    fake = FakeBackend()
+    now = datetime.now()
+    fake.rows = [row("100_0", "RUNNING", now), row("100_[1-3%2]", "PENDING", now)]
+    fake.rows.append(row("99", "COMPLETED", now, name=f"sx.{EXP}.000",
+                         comment="slurmexp:other-exp"))     # a name clash from another tag
+    s = rc.reconcile_pass(ledger, fake, grace_s=600)
+    assert s.adopted == 1 and fake.submitted == []
+    assert ledger.submissions(EXP)[0]["state"] == "ADOPTED"
+    assert ledger.submissions(EXP)[0]["job_id"] == "100"
+    assert states(ledger) == {"r000": "RUNNING", "r001": "PENDING", "r002": "PENDING", "r003": "PENDING"}
+    assert ledger.get_experiment(EXP)["state"] == "SUBMITTED"
+    # A late record_submitted from the launch itself is a no-op, and a second pass adopts nothing.
+    assert len(ledger.record_submitted(sub, "100")) == 4
+    s = rc.reconcile_pass(ledger, fake, grace_s=600)
+    assert s.adopted == 0 and len(ledger.attempts(EXP)) == 4 and fake.submitted == []
+
+
+def test_dead_intent_is_closed_and_resubmitted_once(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path)
+    ledger.set_experiment_state(EXP, "SUBMITTING")
+    submit(ledger, scripts, record=False)                # died before sbatch
+    fake = FakeBackend()
+    s = rc.reconcile_pass(ledger, fake, grace_s=300)
+    assert s.intents_failed == 0 and fake.submitted == []        # too early to tell
+    later = datetime.now(timezone.utc) + timedelta(seconds=301)
+    s = rc.reconcile_pass(ledger, fake, now=later, grace_s=300)
+    assert s.intents_failed == 1 and len(fake.submitted) == 1
+    assert fake.submitted[0]["args"] == ["--array=0-3%2"]       # the throttle is kept
+    subs = ledger.submissions(EXP)
+    assert [x["state"] for x in subs] == ["FAILED", "SUBMITTED"]
+    assert "sbatch never created it" in subs[0]["error"]
+    s = rc.reconcile_pass(ledger, fake, now=later, grace_s=300)
+    assert len(fake.submitted) == 1 and len(ledger.attempts(EXP)) == 4
+
+
+def test_infrastructure_failures_retry_only_affected_tasks_with_backoff(ledger, tmp_path, t0):
+    settings = {"retry": {"max_attempts": 2, "escalate": False, "escalate_factor": 2.0,
+                          "backoff_s": 60}, "limits": {}, "resources": {}}
+    scripts = make_exp(ledger, tmp_path, n=8, chunks=2, settings=settings)
+    submit(ledger, scripts, "100", chunk=0, submit_time=t0)
+    submit(ledger, scripts, "200", chunk=1, submit_time=t0)
+    fake = FakeBackend()
+    end = t0 + timedelta(seconds=30)
+    fake.rows = [row("100_0", "COMPLETED", t0), row("100_1", "NODE_FAIL", t0, node="c2", end=end),
+                 row("100_2", "COMPLETED", t0), row("100_3", "BOOT_FAIL", t0, node="c3", end=end),
+                 *[row(f"200_{i}", "COMPLETED", t0, name=f"sx.{EXP}.001") for i in range(3)],
+                 row("200_3", "PREEMPTED", t0, name=f"sx.{EXP}.001", end=end)]
+    s = rc.reconcile_pass(ledger, fake, now=end + timedelta(seconds=10))
+    assert s.retries_scheduled == 3 and fake.submitted == []          # backoff 60 s
+    runs = {r["run_id"]: r for r in ledger.runs(EXP)}
+    assert runs["r001"]["state"] == "PLANNED" and "NODE_FAIL on c2" in runs["r001"]["reason"]
+    assert "retry 2/2" in runs["r001"]["reason"] and "not before" in runs["r001"]["reason"]
+    att = ledger.attempts(EXP, run_id="r001")[0]
+    assert (att["state"], att["failure_class"], att["node"]) == ("NODE_FAIL", "infrastructure", "c2")
+    s = rc.reconcile_pass(ledger, fake, now=end + timedelta(seconds=61))
+    assert s.retries_submitted == 3
+    assert sorted(x["args"][0] for x in fake.submitted) == ["--array=1,3%2", "--array=3%2"]
+    assert all(x["script"].endswith(("chunk-000.sbatch", "chunk-001.sbatch")) for x in fake.submitted)
+    job0 = next(x["job"] for x in fake.submitted if x["args"][0] == "--array=1,3%2")
+    # the retry's attempts are the same runs (same task index), attempt 2
+    retry = [a for a in ledger.attempts(EXP) if a["job_id"] == job0]
+    assert sorted((a["run_id"], a["task_index"], a["attempt_no"]) for a in retry) == [
+        ("r001", 1, 2), ("r003", 3, 2)]
+    assert all(a["submit_time"] for a in retry)          # stamped right after sbatch
+    # the retry fails again: max_attempts=2 reached, final with the reason
+    fake.finish(job0, "NODE_FAIL", node="c1")
+    for x in fake.submitted:
+        if x["job"] != job0:
+            fake.finish(x["job"])
+    s = rc.reconcile_pass(ledger, fake, now=end + timedelta(hours=1))
+    r1 = ledger.runs(EXP)[1]
+    assert r1["state"] == "NODE_FAIL" and "no retries left (2 of 2 attempts)" in r1["reason"]
+    assert len(fake.submitted) == 2
+    assert states(ledger)["r007"] == "COMPLETED"
+    assert ledger.get_experiment(EXP)["state"] == "FINISHED_WITH_FAILURES"
+
+
+def test_user_failure_is_final_with_exit_code_and_stderr_tail(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    d = tmp_path / EXP / "runs" / "r000" / "attempts" / "100_0"
+    d.mkdir(parents=True)
+    (d / "stderr").write_text("Traceback (most recent call last):\nValueError: boom\n")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "FAILED", t0, exit_code=3)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "FAILED" and a["failure_class"] == "user" and a["exit_code"] == 3
+    assert a["reason"] == ("exit code 3; stderr tail: Traceback (most recent call last): | "
+                           "ValueError: boom")
+    assert ledger.runs(EXP)[0]["reason"] == a["reason"] and fake.submitted == []
+
+
+def test_timeout_final_unless_escalating(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "TIMEOUT", t0, elapsed=600)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    assert states(ledger) == {"r000": "TIMEOUT"} and fake.submitted == []
+    assert ledger.runs(EXP)[0]["reason"] == "TIMEOUT after 00:10:00"
+
+
+def test_escalation_multiplies_and_stops_at_the_limit(ledger, tmp_path, t0):
+    settings = {"retry": {"max_attempts": 5, "escalate": True, "escalate_factor": 2.0, "backoff_s": 0},
+                "limits": {"max_time_min": 30, "max_mem_mb": 1500},
+                "resources": {"time_min": 10, "mem_mb": 500}}
+    scripts = make_exp(ledger, tmp_path, n=2, settings=settings)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-1")
+    fake = FakeBackend()
+    # OUT_OF_MEMORY cannot happen on the test cluster (no cgroups): a synthetic row.
+    fake.rows = [row("100_0", "TIMEOUT", t0, elapsed=600), row("100_1", "OUT_OF_MEMORY", t0)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    args = sorted(tuple(x["args"]) for x in fake.submitted)
+    assert args == [("--array=0%2", "--time=00:20:00"), ("--array=1%2", "--mem=1000M")]
+    oom = ledger.attempts(EXP, run_id="r001")[0]
+    assert oom["failure_class"] == "resources" and oom["reason"].startswith("OUT_OF_MEMORY")
+    for x in list(fake.submitted):
+        fake.finish(x["job"], "TIMEOUT" if "--time" in x["args"][1] else "OUT_OF_MEMORY",
+                    elapsed=1200)
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=20))
+    args = sorted(tuple(x["args"]) for x in fake.submitted[2:])
+    assert args == [("--array=0%2", "--time=00:30:00"), ("--array=1%2", "--mem=1500M")]
+    for x in fake.submitted[2:]:
+        fake.finish(x["job"], "TIMEOUT" if "--time" in x["args"][1] else "OUT_OF_MEMORY")
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=30))
+    assert len(fake.submitted) == 4
+    for r in ledger.runs(EXP):
+        assert r["state"] in ("TIMEOUT", "OUT_OF_MEMORY") and r["n_attempts"] == 3
+        assert "already at the partition limit" in r["reason"]
+
+
+def test_unknown_state_is_kept_flagged_and_watched(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "WARPED", t0, known=False, exit_code=0)]
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "WARPED" and a["failure_class"] == "unknown"
+    assert "unknown Slurm state WARPED" in a["reason"] and s.flagged
+    assert states(ledger) == {"r000": "WARPED"} and fake.submitted == []
+    assert ledger.get_experiment(EXP)["state"] != "FINISHED"
+    fake.rows = [row("100_0", "COMPLETED", t0)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=20))
+    assert states(ledger) == {"r000": "COMPLETED"}
+
+
+def test_runaway_record_becomes_lost(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "RUNNING", t0)]          # but the controller lost the job
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10), grace_s=60)
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "RUNNING" and "does not list the job" in a["reason"]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=40), grace_s=60)
+    assert ledger.attempts(EXP)[0]["state"] == "RUNNING"
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=71), grace_s=60)
+    att = ledger.attempts(EXP)
+    assert att[0]["state"] == "LOST" and "runaway" in att[0]["reason"] and len(att) == 2
+
+
+def test_placeholder_record_waits_for_the_complete_one(ledger, tmp_path, t0):
+    """slurmdbd first writes a placeholder (JobName "allocation", no partition/QOS/ReqMem)."""
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", spec="0")           # no submit time yet: matched by time
+    fake = FakeBackend()
+    later = datetime.now(timezone.utc) + timedelta(seconds=1)
+    fake.rows = [row("100_0", "FAILED", later, exit_code=3, name="allocation", partition=None,
+                     qos=None, req_mem="16?", incomplete=True)]
+    s = rc.reconcile_pass(ledger, fake, grace_s=60)
+    assert states(ledger) == {"r000": "SUBMITTED"} and "waiting for its complete" in s.actions[0]
+    fake.rows = [row("100_0", "FAILED", later, exit_code=3)]
+    rc.reconcile_pass(ledger, fake, grace_s=60)
+    a = ledger.attempts(EXP)[0]
+    assert (a["state"], a["partition"], a["req_mem"]) == ("FAILED", "cpu", "500M")
+    # a placeholder that never completes is taken after the grace period (without its blanks)
+    scripts = make_exp(ledger, tmp_path, n=1, exp_id="other-12345678")
+    submit(ledger, scripts, "200", spec="0", submit_time=t0, exp_id="other-12345678")
+    fake.rows = [row("200_0", "COMPLETED", t0, name="allocation", partition=None, qos=None,
+                     req_mem="16?", incomplete=True, end=t0)]
+    rc.reconcile_pass(ledger, fake, grace_s=60, now=t0 + timedelta(seconds=61))
+    a = ledger.attempts("other-12345678")[0]
+    assert a["state"] == "COMPLETED" and a["req_mem"] is None
+
+
+def test_placeholder_does_not_move_a_running_attempt_back(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", spec="0", submit_time=t0)
+    fake = FakeBackend()
+    fake.queue = [qrow("100_0", "RUNNING", t0)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=5))
+    assert states(ledger) == {"r000": "RUNNING"}
+    fake.rows = [row("100_0", "PENDING", t0, name="allocation", incomplete=True, partition=None)]
+    fake.queue = []
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "RUNNING" and not a["reason"]
+
+
+def test_dry_run_writes_nothing(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=2)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-1")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "NODE_FAIL", t0), row("100_1", "COMPLETED", t0)]
+    before = snapshot(ledger)
+    s = rc.reconcile_pass(ledger, fake, dry_run=True, now=t0 + timedelta(seconds=10))
+    assert snapshot(ledger) == before and ledger.last_heartbeat("reconcile") is None
+    assert fake.submitted == [] and s.moved == {"NODE_FAIL": 1, "COMPLETED": 1}
+    assert any("would schedule" in a for a in s.actions)
+    assert "dry run" in s.format()
+
+
+# --- killed passes ------------------------------------------------------------------------
+
+def test_killed_between_sbatch_and_record_then_adopted(ledger, tmp_path, t0, monkeypatch):
+    scripts = make_exp(ledger, tmp_path, n=2)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-1")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "NODE_FAIL", t0), row("100_1", "COMPLETED", t0)]
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("SIGKILL after sbatch")
+
+    monkeypatch.setattr(ledger, "record_submitted", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    monkeypatch.undo()
+    assert len(fake.submitted) == 1
+    assert [s["state"] for s in ledger.submissions(EXP)] == ["SUBMITTED", "INTENT"]
+    assert ledger.last_heartbeat("reconcile")["ok"] == 0
+    s = rc.reconcile_pass(ledger, fake)          # finds the job by its tag: adopts it
+    assert s.adopted == 1 and len(fake.submitted) == 1
+    subs = ledger.submissions(EXP)
+    assert subs[1]["state"] == "ADOPTED" and subs[1]["job_id"] == fake.submitted[0]["job"]
+    att = ledger.attempts(EXP, run_id="r000")
+    assert [(a["attempt_no"], a["state"]) for a in att] == [(1, "NODE_FAIL"), (2, "PENDING")]
+    for _ in range(2):
+        rc.reconcile_pass(ledger, fake)
+    assert len(fake.submitted) == 1 and len(ledger.attempts(EXP)) == 3
+
+
+def test_killed_between_intent_and_sbatch_then_replaced(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "PREEMPTED", t0)]
+    fake.die_before_sbatch = True
+    with pytest.raises(KeyboardInterrupt):
+        rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    fake.die_before_sbatch = False
+    assert [s["state"] for s in ledger.submissions(EXP)] == ["SUBMITTED", "INTENT"]
+    assert states(ledger) == {"r000": "PLANNED"}
+    s = rc.reconcile_pass(ledger, fake, grace_s=300)
+    assert fake.submitted == [] and s.intents_failed == 0        # the intent might still be live
+    s = rc.reconcile_pass(ledger, fake, grace_s=300,
+                          now=datetime.now(timezone.utc) + timedelta(seconds=301))
+    assert s.intents_failed == 1 and len(fake.submitted) == 1
+    assert [s["state"] for s in ledger.submissions(EXP)] == ["SUBMITTED", "FAILED", "SUBMITTED"]
+    assert [a["attempt_no"] for a in ledger.attempts(EXP)] == [1, 2]
+
+
+def test_every_kill_point_of_a_retry_converges(ledger, tmp_path, t0, monkeypatch):
+    """Kill the pass at each ledger write of a retry; the next pass must finish the job once."""
+    points = ["record_intent", "record_submitted", "set_run_state", "update_attempt"]
+    for point in points:
+        led = Ledger(tmp_path / point / "ledger.db")
+        scripts = make_exp(led, tmp_path / point, n=2)
+        submit(led, scripts, "100", submit_time=t0, spec="0-1")
+        fake = FakeBackend()
+        fake.rows = [row("100_0", "NODE_FAIL", t0), row("100_1", "COMPLETED", t0)]
+        original = getattr(led, point)
+
+        def dying(*a, _orig=original, **k):
+            _orig(*a, **k)
+            raise KeyboardInterrupt(f"killed after {point}")
+
+        monkeypatch.setattr(led, point, dying)
+        with pytest.raises(KeyboardInterrupt):
+            rc.reconcile_pass(led, fake, now=t0 + timedelta(seconds=10))
+        monkeypatch.undo()
+        later = datetime.now(timezone.utc) + timedelta(seconds=400)
+        for _ in range(3):
+            rc.reconcile_pass(led, fake, now=later, grace_s=300)
+        for x in fake.submitted:
+            fake.finish(x["job"])
+        rc.reconcile_pass(led, fake, now=later, grace_s=300)
+        assert len(fake.submitted) == 1, point
+        assert states(led) == {"r000": "COMPLETED", "r001": "COMPLETED"}, point
+        assert [a["attempt_no"] for a in led.attempts(EXP, run_id="r000")] == [1, 2], point
+        led.close()
+
+
+# --- manual retry and cancel ----------------------------------------------------------------
+
+def test_manual_retry_and_cancel(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=4)
+    submit(ledger, scripts, "100", submit_time=t0)
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "FAILED", t0, exit_code=1), row("100_1", "COMPLETED", t0),
+                 row("100_2", "CANCELLED by 0", t0), row("100_3", "RUNNING", t0)]
+    fake.queue = [qrow("100_3", "RUNNING", t0)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    assert fake.submitted == []
+    assert rc.retry_experiment(ledger, fake, EXP, "lost") == []
+    subs = rc.retry_experiment(ledger, fake, EXP, "failed")
+    assert len(subs) == 1 and fake.submitted[0]["args"] == ["--array=0,2%2"]
+    assert states(ledger) == {"r000": "SUBMITTED", "r001": "COMPLETED", "r002": "SUBMITTED",
+                              "r003": "RUNNING"}
+    n = rc.cancel_experiment(ledger, fake, EXP, reason="cancelled by test")
+    assert n == 3
+    assert sorted(fake.cancelled[0]) == sorted(["100", fake.submitted[0]["job"]])
+    assert states(ledger) == {"r000": "CANCELLED", "r001": "COMPLETED", "r002": "CANCELLED",
+                              "r003": "CANCELLED"}
+    assert ledger.runs(EXP)[0]["reason"] == "cancelled by test"
+    assert ledger.get_experiment(EXP)["state"] == "CANCELLED"
+    # already-final attempts keep what happened
+    assert ledger.attempts(EXP, run_id="r001")[0]["state"] == "COMPLETED"
+    # cancelled attempts are not looked at again
+    fake.calls.clear()
+    rc.reconcile_pass(ledger, fake)
+    assert "sbatch" not in fake.calls
+
+
+def test_cancel_local_experiment_only_marks(ledger, tmp_path):
+    make_exp(ledger, tmp_path, n=2, exp_id="loc-12345678", backend="local")
+    assert rc.cancel_experiment(ledger, None, "loc-12345678") == 2
+    assert set(states(ledger, "loc-12345678").values()) == {"CANCELLED"}
+    with pytest.raises(SlurmexpError, match="local backend"):
+        rc.retry_experiment(ledger, None, "loc-12345678")
+
+
+def test_retry_when_sbatch_is_down_leaves_an_intent(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "FAILED", t0, exit_code=2)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    fake.unavailable = {"sbatch"}
+    with pytest.raises(SlurmUnavailable, match="adopts or replaces"):
+        rc.retry_experiment(ledger, fake, EXP, "failed")
+    assert ledger.submissions(EXP)[-1]["state"] == "INTENT"
+
+
+def test_retry_refused_by_sbatch_gives_the_run_back_its_state(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "NODE_FAIL", t0)]
+    fake.refuse = "Invalid partition name specified"
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    assert s.ok and s.warnings and "refused" in s.warnings[0]
+    r = ledger.runs(EXP)[0]
+    assert r["state"] == "NODE_FAIL" and "retry refused by sbatch" in r["reason"]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=20))
+    assert fake.calls["sbatch"] == 1                         # not retried every pass
+
+
+# --- cron and health ------------------------------------------------------------------------
+
+def test_cron_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURMEXP_HOME", raising=False)
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    line = rc.cron_line(5, tmp_path / "my dir" / "ledger.db", "/opt/sx/bin/slurmexp",
+                        path_env="/opt/slurm/bin:/usr/bin")
+    assert line.startswith("*/5 * * * * PATH=/opt/slurm/bin:/usr/bin ")
+    assert f"--ledger '{tmp_path}/my dir/ledger.db' reconcile --quiet" in line
+    assert f">> '{tmp_path}/my dir/reconcile.log' 2>&1" in line
+    assert "flock" not in line and line.endswith(rc.CRON_MARKER)
+    assert rc.cron_line(1, "/l.db", "/x").startswith("* * * * * ")
+    assert rc.cron_line(120, "/l.db", "/x").startswith("0 */2 * * * ")
+    assert "\\%" in rc.cron_line(5, "/data/100%/l.db", "/x")
+    with pytest.raises(SlurmexpError, match="every 90 minutes"):
+        rc.cron_line(90, "/l.db", "/x")
+
+
+def _fake_crontab(tmp_path, initial: str | None) -> Path:
+    store = tmp_path / "crontab.txt"
+    if initial is not None:
+        store.write_text(initial)
+    exe = tmp_path / "crontab"
+    exe.write_text(f"""#!/bin/bash
+if [ "$1" = -l ]; then
+  [ -f {store} ] || {{ echo "no crontab for $USER" >&2; exit 1; }}
+  cat {store}
+elif [ "$1" = - ]; then cat > {store}
+fi
+""")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_install_cron_replaces_only_our_line(tmp_path):
+    exe = _fake_crontab(tmp_path, None)
+    line = rc.cron_line(5, tmp_path / "ledger.db", "/x/slurmexp")
+    assert rc.install_cron(line, crontab=str(exe)) == line + "\n"
+    (tmp_path / "crontab.txt").write_text(
+        "MAILTO=me\n0 1 * * * backup.sh\n*/10 * * * * /old/slurmexp reconcile --quiet\n" + line + "\n")
+    new = rc.cron_line(2, tmp_path / "ledger.db", "/x/slurmexp")
+    text = rc.install_cron(new, crontab=str(exe))
+    assert text == f"MAILTO=me\n0 1 * * * backup.sh\n{new}\n"
+    with pytest.raises(SlurmexpError, match="not installed"):
+        rc.install_cron(new, crontab=str(tmp_path / "nope"))
+
+
+def test_health(ledger, t0):
+    ok, msg = rc.health(ledger, 30)
+    assert not ok and "no reconcile pass" in msg
+    ledger.record_heartbeat("reconcile", True, {"active": 3, "moved": {"COMPLETED": 2}})
+    ok, msg = rc.health(ledger, 30)
+    assert ok and "3 active" in msg
+    ok, msg = rc.health(ledger, 30, now=datetime.now(timezone.utc) + timedelta(minutes=31))
+    assert not ok and "older than 30 min" in msg
+    ledger.record_heartbeat("reconcile", False, {"error": "sacct: slurmdbd down"})
+    ok, msg = rc.health(ledger, 30)
+    assert not ok and "slurmdbd down" in msg and "last good pass" in msg
+
+
+def test_settings_roundtrip_and_migration(tmp_path):
+    led = Ledger(tmp_path / "l.db")
+    make_exp(led, tmp_path, n=1)
+    assert led.experiment_settings(EXP)["retry"]["backoff_s"] == 0
+    assert "settings_json" in led.db["experiments"].columns_dict
+    with pytest.raises(SlurmexpError):
+        led.experiment_settings("nope")
+    led.close()
+
+
+def test_retry_spec_backoff_default():
+    from slurmexp.spec import RetrySpec
+
+    assert RetrySpec().backoff_s == 60
+    assert RetrySpec(backoff_s=0).backoff_s == 0
+    with pytest.raises(Exception):
+        RetrySpec(backoff_s=-1)
