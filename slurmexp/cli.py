@@ -191,6 +191,85 @@ def status(ctx, experiment: str | None, fmt: str) -> None:
          r["job"], r["node"], r["reason"]] for r in d]))
 
 
+@main.command()
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something needs attention (for cron).")
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing, submit nothing.")
+@click.option("--grace", "grace_s", type=float, default=300, show_default=True,
+              help="Seconds a job may be missing from squeue and sacct before it counts as LOST.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def reconcile(ctx, quiet: bool, dry_run: bool, grace_s: float, fmt: str) -> None:
+    """One pass: bring the ledger in line with sacct (one batched query), retry what the
+    infrastructure broke, adopt orphans. Exit 3 when Slurm did not answer (nothing changed)."""
+    from .reconcile import reconcile_pass
+
+    summary = reconcile_pass(_ledger(ctx), dry_run=dry_run, grace_s=grace_s)
+    if fmt == "json":
+        click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
+    elif not quiet or not summary.ok or summary.error or getattr(summary, "flagged", None) \
+            or getattr(summary, "warnings", None):
+        click.echo(summary.format(verbose=not quiet))
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.argument("experiment")
+@click.option("--failed", "which", flag_value="failed", default=True, help="Runs that failed (default).")
+@click.option("--lost", "which", flag_value="lost", help="Runs that were lost.")
+@click.option("--all", "which", flag_value="all", help="Every run not COMPLETED.")
+@click.pass_context
+def retry(ctx, experiment: str, which: str) -> None:
+    """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs."""
+    from .reconcile import retry_experiment
+
+    subs = retry_experiment(_ledger(ctx), _slurm(), experiment, which)
+    click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
+
+
+@main.command()
+@click.argument("experiment")
+@click.option("--reason", default="cancelled by user", show_default=True)
+@click.pass_context
+def cancel(ctx, experiment: str, reason: str) -> None:
+    """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
+    from .reconcile import cancel_experiment
+
+    n = cancel_experiment(_ledger(ctx), _slurm(), experiment, reason)
+    click.echo(f"{n} run(s) cancelled")
+
+
+@main.command()
+@click.option("--every", type=int, default=5, show_default=True, help="Minutes between passes.")
+@click.option("--install", is_flag=True, help="Install the line in your crontab (replacing an older one).")
+@click.pass_context
+def cron(ctx, every: int, install: bool) -> None:
+    """Print (or --install) the crontab line that runs `slurmexp reconcile` every N minutes."""
+    import shutil
+
+    from .reconcile import cron_line, install_cron
+
+    ledger = _ledger(ctx)
+    exe = shutil.which("slurmexp") or f"{sys.executable} -m slurmexp"
+    line = cron_line(every, ledger.path, exe)
+    if install:
+        click.echo(install_cron(line))
+    else:
+        click.echo(line)
+
+
+@main.command()
+@click.option("--max-age", "max_age", type=float, default=30, show_default=True,
+              help="Minutes since the last successful reconcile pass.")
+@click.pass_context
+def health(ctx, max_age: float) -> None:
+    """Exit 1 when the last reconcile pass failed or is older than --max-age (for monitors)."""
+    from .reconcile import health as check_health
+
+    ok, message = check_health(_ledger(ctx), max_age)
+    click.echo(message)
+    sys.exit(0 if ok else 1)
+
+
 # ----------------------------------------------------------------------------------------
 # Reports and runs
 # ----------------------------------------------------------------------------------------

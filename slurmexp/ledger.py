@@ -21,9 +21,33 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from .errors import Problem, SlurmexpError
+
+
+def _import_sqlite_utils():
+    """sqlite-utils imports pandas and numpy at import time when they are installed (~0.4 s).
+
+    The ledger stores plain Python values only, so those type mappings are never needed; block
+    the two imports while sqlite-utils loads, so `slurmexp status` stays fast. They are
+    unblocked right after: `slurmexp report` imports pandas itself.
+    """
+    import sys
+
+    if "sqlite_utils" in sys.modules:
+        return sys.modules["sqlite_utils"]
+    blocked = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
 
 TERMINAL_STATES = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",

@@ -101,8 +101,12 @@ def test_dry_run_prints_plan_and_scripts(tmp_path):
     assert not (tmp_path / "slurmexp-runs").exists()
 
 
-def test_help_does_not_import_pandas():
-    code = "import sys; from slurmexp.cli import main; assert 'pandas' not in sys.modules"
+def test_help_and_status_do_not_import_pandas(tmp_path):
+    # `slurmexp --help` and `slurmexp status` must stay fast: pandas is for `report` only.
+    code = ("import sys; from click.testing import CliRunner; from slurmexp.cli import main; "
+            f"r = CliRunner().invoke(main, ['--ledger', {str(tmp_path / 'l.db')!r}, 'status']); "
+            "assert r.exit_code == 0, r.output; assert 'pandas' not in sys.modules, 'pandas imported'; "
+            "assert 'sqlite_utils' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
