@@ -12,7 +12,7 @@ from slurmexp.backends import slurm_parse as sp
 from slurmexp.backends.slurm import SlurmBackend
 from slurmexp.discover import discover_site, toml_value
 from slurmexp.errors import SlurmexpError
-from slurmexp.site import parse_site
+from slurmexp.site import load_site, parse_site
 
 CAPTURED = Path(__file__).parent / "data" / "captured"
 
@@ -30,7 +30,7 @@ def captured_facts(**override):
     return sp.cluster_facts_from(user="root", **texts)
 
 
-def check_minicluster(site):
+def check_minicluster(site, c1_cpus: int):
     assert site.cluster == "minicluster"
     assert site.default_partition == "cpu"
     assert site.max_array_size == 1001 and site.max_job_count == 10000
@@ -41,7 +41,7 @@ def check_minicluster(site):
     assert site.gpu_types("gpu") == {"a100": 2, "v100": 2}
     assert site.gpu_types("cpu") == {}
     assert site.nodes["g1"].gpus == {"a100": 2} and site.nodes["g1"].mem_mb == 7900
-    assert site.nodes["c1"].cpus == 4
+    assert site.nodes["c1"].cpus == c1_cpus
     assert site.qos["high"].max_tres_pu == {"gres/gpu": 2}
     assert site.qos["high"].preempt == ["low"] and site.qos["high"].max_wall_min == 240
     assert site.reservations["resv1"].nodes == ["c3"]
@@ -51,7 +51,7 @@ def check_minicluster(site):
 def test_discover_from_captured_output(tmp_path):
     text = discover_site(captured_facts(), now=datetime(2026, 11, 21, 15, 0, 0))
     site = parse_site(text, tmp_path / "site.toml")
-    check_minicluster(site)
+    check_minicluster(site, c1_cpus=4)  # captured before the CPU nodes grew to 16 CPUs
     assert site.account == "research"
     assert site.reservations["resv1"].start == datetime(2026, 11, 21, 14, 35, 41)
     assert text.startswith("# site.toml for Slurm cluster minicluster")
@@ -91,5 +91,10 @@ def test_discover_from_live_cluster(cluster, tmp_path):
     assert facts.skipped == []
     text = discover_site(facts)
     site = parse_site(text, tmp_path / "site.toml")
-    check_minicluster(site)
+    check_minicluster(site, c1_cpus=16)
     assert site.account == cluster.account
+    # What discover finds agrees with the repository's hand-written site.toml.
+    written = load_site(cluster.site_toml)
+    for name, node in written.nodes.items():
+        found = site.nodes[name]
+        assert (found.cpus, found.mem_mb, found.gpus) == (node.cpus, node.mem_mb, node.gpus), name

@@ -367,10 +367,10 @@ def test_unknown_gpu_type(tmp_path, site):
 
 
 def test_too_many_cpus_and_too_much_memory(tmp_path, site):
-    _, placement = resolve_resources(grid(tmp_path, 'cpus = 6\nmem = "5G"'), site)
+    _, placement = resolve_resources(grid(tmp_path, 'cpus = 20\nmem = "9G"'), site)
     assert placement.partition == "cpu" and placement.reasons == []
-    assert "cpus 6 over every node (at most 4 per node)" in placement.excluded["cpu"]
-    assert "mem 5G over every node (at most 3900M per node)" in placement.excluded["cpu"]
+    assert "cpus 20 over every node (at most 16 per node)" in placement.excluded["cpu"]
+    assert "mem 9G over every node (at most 8000M per node)" in placement.excluded["cpu"]
 
 
 def test_asked_partition_over_max_time(tmp_path, site):

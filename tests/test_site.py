@@ -60,7 +60,7 @@ def test_root_site_describes_the_test_cluster():
     assert sorted(site.nodes) == ["c1", "c2", "c3", "g1", "g2"]
     assert [n.name for n in site.partition_nodes("cpu")] == ["c1", "c2", "c3"]
     assert [n.name for n in site.partition_nodes("debug")] == ["c1", "c2"]
-    assert site.nodes["c1"].cpus == 4 and site.nodes["c1"].mem_mb == 3900 and site.nodes["c1"].gpus == {}
+    assert site.nodes["c1"].cpus == 16 and site.nodes["c1"].mem_mb == 8000 and site.nodes["c1"].gpus == {}
     assert site.nodes["g1"].gpus == {"a100": 2} and site.nodes["g2"].gpus == {"v100": 2}
     assert site.nodes["g2"].mem_mb == 7900
     assert site.gpu_types("gpu") == {"a100": 2, "v100": 2}

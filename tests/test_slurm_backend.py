@@ -170,7 +170,7 @@ def test_cluster_facts(backend):
     nodes = facts.nodes
     assert sorted(nodes) == ["c1", "c2", "c3", "g1", "g2"]
     assert nodes["g1"].gres == {"a100": 2} and nodes["g2"].gres == {"v100": 2}
-    assert nodes["c1"].gres == {} and nodes["c1"].cpus == 4 and nodes["g1"].mem_mb == 7900
+    assert nodes["c1"].gres == {} and nodes["c1"].cpus == 16 and nodes["g1"].mem_mb == 7900
     assert nodes["c1"].partitions == ["cpu", "debug"] and nodes["g1"].partitions == ["gpu"]
     parts = facts.partitions
     assert parts["cpu"].default and parts["cpu"].nodes == ["c1", "c2", "c3"]

@@ -1,0 +1,167 @@
+"""`slurmexp launch` against the real test cluster: placement, refusals, quoting, big sweeps."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slurmexp.backends.slurm import SlurmBackend
+from slurmexp.cli import main
+from slurmexp.ledger import TERMINAL_STATES, Ledger
+from slurmexp.reconcile import reconcile_pass
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parent.parent
+SITE = str(REPO / "site.toml")
+
+# Writes its argv and a few facts of its allocation into the run directory.
+TRAIN = """\
+import json, os, sys
+info = {"argv": sys.argv[1:], "gpus": os.environ.get("SLURM_GPUS_ON_NODE"),
+        "node": os.environ.get("SLURMD_NODENAME"), "run_id": os.environ["SLURMEXP_RUN_ID"]}
+json.dump(info, open(os.path.join(os.environ["SLURMEXP_RUN_DIR"], "seen.json"), "w"))
+"""
+
+
+def write_sweep(tmp_path: Path, name: str, params: str, resources: str = "", command: str | None = None) -> Path:
+    (tmp_path / "train.py").write_text(TRAIN)
+    command = command or f"{sys.executable} train.py " + " ".join(
+        f"--{p} {{{p}}}" for p in [line.split("=")[0].strip() for line in params.strip().splitlines()])
+    path = tmp_path / f"{name}.toml"
+    if "time =" not in resources:
+        resources = f'time = "00:05:00"\n{resources}'
+    path.write_text(f"name = {json.dumps(name)}\ncommand = {json.dumps(command)}\n[params]\n{params}\n"
+                    f"[resources]\n{resources}\n")
+    return path
+
+
+def cli(tmp_path: Path, *args: str):
+    return CliRunner().invoke(main, ["--ledger", str(tmp_path / "ledger.db"), *args], catch_exceptions=False)
+
+
+def launch(tmp_path: Path, sweep: Path) -> str:
+    result = cli(tmp_path, "launch", str(sweep), "--site", SITE)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip().splitlines()[-1]
+
+
+def wait_done(tmp_path: Path, exp_id: str, timeout: float = 240) -> Ledger:
+    """Reconcile (one batched sacct per pass) until every run is terminal."""
+    ledger = Ledger(tmp_path / "ledger.db")
+    backend = SlurmBackend(cluster="minicluster")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reconcile_pass(ledger, backend, grace_s=600)
+        runs = ledger.runs(exp_id)
+        if all(r["state"] in TERMINAL_STATES for r in runs):
+            return ledger
+        time.sleep(2)
+    raise AssertionError(f"{exp_id} not finished: {ledger.counts_by_state(exp_id)}")
+
+
+def test_gpu_grid_lands_on_a100_partition_with_provenance(tmp_path, cluster):
+    sweep = write_sweep(tmp_path, "gpugrid", 'lr = [0.1, 0.01]\nmodel = ["resnet18", "vit"]\nseed = [0, 1, 2]',
+                        'gpus = 1\ngpu_type = "a100"')
+    exp_id = launch(tmp_path, sweep)
+    ledger = wait_done(tmp_path, exp_id)
+    runs = ledger.runs(exp_id)
+    assert len(runs) == 12 and all(r["state"] == "COMPLETED" for r in runs), ledger.counts_by_state(exp_id)
+    attempts = ledger.attempts(exp_id)
+    assert {a["node"] for a in attempts} == {"g1"}
+    assert {a["partition"] for a in attempts} == {"gpu"}
+    assert all(a["job_id"] and a["submit_time"] and a["cluster"] == "minicluster" for a in attempts)
+    assert all("gres/gpu:a100=1" in (a["alloc_tres"] or "") for a in attempts)
+    for r in runs:
+        seen = json.loads((Path(r["run_dir"]) / "seen.json").read_text())
+        assert seen["gpus"] == "1" and seen["node"] == "g1"
+        assert seen["argv"] == ["--lr", str(r["params"]["lr"]), "--model", r["params"]["model"],
+                                "--seed", str(r["params"]["seed"])]
+    exp = ledger.get_experiment(exp_id)
+    prov = exp["provenance"]
+    assert prov["python"] and prov["host"] and prov["user"] and prov["slurmexp_version"]
+    assert Path(exp["sweep_copy_path"]).read_text() == sweep.read_text()
+    assert exp["site_hash"] and exp["template_hash"]
+    subs = ledger.submissions(exp_id)
+    assert len(subs) == 1 and "#SBATCH --gres=gpu:a100:1" in Path(subs[0]["script_path"]).read_text()
+    status = json.loads(cli(tmp_path, "status", exp_id, "--format", "json").stdout)
+    assert [r["state"] for r in status] == ["COMPLETED"] * 12
+    assert all(r["node"] == "g1" and r["job"] for r in status)
+
+
+def test_cpu_sweep_lands_on_cpu_nodes(tmp_path, cluster):
+    sweep = write_sweep(tmp_path, "cpusweep", "x = [1, 2, 3, 4]")
+    exp_id = launch(tmp_path, sweep)
+    ledger = wait_done(tmp_path, exp_id)
+    attempts = ledger.attempts(exp_id)
+    assert all(a["state"] == "COMPLETED" for a in attempts)
+    nodes = {a["node"] for a in attempts}
+    assert nodes <= set(cluster.cpu_nodes) - {cluster.reserved_node}, nodes
+    assert {a["partition"] for a in attempts} == {"cpu"}
+
+
+REFUSALS = [
+    ("toolong", 'partition = "debug"\ntime = "00:30:00"', "resources.time", None),
+    ("nogputype", 'gpus = 1\ngpu_type = "h100"', "resources.gpu_type", None),
+    ("ninegpus", "gpus = 9", "resources.gpus", None),
+    ("badqos", 'qos = "platinum"', "resources.qos", None),
+    ("badresv", 'reservation = "nosuch"', "resources.reservation", None),
+    ("badaccount", 'account = "other"', "resources.account", None),
+    ("noscript", "", "command", "python3 missing.py --x {x}"),
+    ("noparam", "", "command", "python3 train.py --x {x} --y {y}"),
+    ("unknownkey", "gpu = 1", "resources.gpu", None),
+]
+
+
+@pytest.mark.parametrize("name, resources, key, command", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_refused_with_exit_2_and_nothing_queued(tmp_path, cluster, name, resources, key, command):
+    sweep = write_sweep(tmp_path, name, "x = [1, 2]", resources, command)
+    result = cli(tmp_path, "launch", str(sweep), "--site", SITE)
+    assert result.exit_code == 2, result.output
+    assert f"[{key}]" in result.stderr and str(sweep) in result.stderr
+    assert Ledger(tmp_path / "ledger.db").experiments() == []
+    queued = SlurmBackend().squeue_rows(name_prefix=f"sx.{name}-")
+    assert queued == []
+
+
+def test_hostile_values_reach_the_run_literally(tmp_path, cluster):
+    marker = tmp_path / "x"
+    values = [f'"; touch {marker}; echo "', "$(id)", "a\nb", "`id`", "it's"]
+    (tmp_path / "train.py").write_text(TRAIN)
+    sweep = tmp_path / "hostile.toml"
+    sweep.write_text('name = "hostile"\n'
+                     f'command = "{sys.executable} train.py {{v}}"\n'
+                     f"[params]\nv = {json.dumps(values)}\n")
+    exp_id = launch(tmp_path, sweep)
+    ledger = wait_done(tmp_path, exp_id)
+    for run in ledger.runs(exp_id):
+        assert run["state"] == "COMPLETED"
+        seen = json.loads((Path(run["run_dir"]) / "seen.json").read_text())
+        assert seen["argv"] == [run["params"]["v"]]
+    assert sorted(r["params"]["v"] for r in ledger.runs(exp_id)) == sorted(values)
+    assert not marker.exists()
+
+
+def test_2500_runs_are_three_arrays_and_map_back(tmp_path, cluster):
+    sweep = tmp_path / "big.toml"
+    sweep.write_text('name = "big"\n'
+                     'command = "echo {a} {b} > \\"$SLURMEXP_RUN_DIR/out\\""\n'
+                     f"[params]\na = {list(range(50))}\nb = {list(range(50))}\n"
+                     '[resources]\ntime = "00:02:00"\nmem = "100M"\n')
+    exp_id = launch(tmp_path, sweep)
+    ledger = Ledger(tmp_path / "ledger.db")
+    subs = ledger.submissions(exp_id)
+    assert [s["n_tasks"] for s in subs] == [1001, 1001, 498]
+    assert [s["array_spec"] for s in subs] == ["0-1000", "0-1000", "0-497"]
+    rows = SlurmBackend().squeue_rows([s["job_id"] for s in subs])
+    assert {r.array_task for r in rows if r.array_task is not None} <= set(range(1001))
+    ledger = wait_done(tmp_path, exp_id, timeout=900)
+    runs = ledger.runs(exp_id)
+    assert len(runs) == 2500 and all(r["state"] == "COMPLETED" for r in runs)
+    for run in runs:
+        assert (Path(run["run_dir"]) / "out").read_text().split() == [str(run["params"]["a"]),
+                                                                      str(run["params"]["b"])]
