@@ -165,3 +165,46 @@ def test_2500_runs_are_three_arrays_and_map_back(tmp_path, cluster):
     for run in runs:
         assert (Path(run["run_dir"]) / "out").read_text().split() == [str(run["params"]["a"]),
                                                                       str(run["params"]["b"])]
+
+
+def test_launch_killed_after_sbatch_is_adopted_not_resubmitted(tmp_path, cluster):
+    """SIGKILL the launch process right after sbatch created the job, before the ledger has its id.
+
+    A wrapper `sbatch` first in PATH runs the real one, then kills its parent (slurmexp launch)
+    with SIGKILL: a real crash at the worst moment, no hook in the product.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    real = shutil.which("sbatch")
+    wrapper = bindir / "sbatch"
+    wrapper.write_text(f'#!/bin/bash\nout=$({real} "$@") || exit $?\necho "$out"\n'
+                       'case " $* " in *" --test-only "*) exit 0 ;; esac\nkill -9 $PPID\n')
+    wrapper.chmod(0o755)
+    sweep = write_sweep(tmp_path, "crashy", "x = [1, 2, 3]")
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    exe = [sys.executable, "-m", "slurmexp", "--ledger", str(tmp_path / "ledger.db")]
+    proc = subprocess.run([*exe, "launch", str(sweep), "--site", SITE], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    ledger = Ledger(tmp_path / "ledger.db")
+    (exp,) = ledger.experiments()
+    (sub,) = ledger.submissions(exp["exp_id"])
+    assert sub["state"] == "INTENT" and sub["job_id"] is None
+    queued = SlurmBackend().squeue_rows(name_prefix=f"sx.{exp['exp_id']}.")
+    assert queued, "the job sbatch created is in the queue"
+
+    # Launching again submits nothing: the experiment is known.
+    again = subprocess.run([*exe, "launch", str(sweep), "--site", SITE], capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0 and "nothing submitted" in again.stderr
+    ledger = wait_done(tmp_path, exp["exp_id"])
+    (sub,) = ledger.submissions(exp["exp_id"])
+    assert sub["state"] == "ADOPTED" and sub["job_id"] == queued[0].array_job_id
+    assert all(r["state"] == "COMPLETED" for r in ledger.runs(exp["exp_id"]))
+    # Every job carrying the experiment's tag is that one array: nothing was submitted twice.
+    rows = SlurmBackend().sacct_rows([], since="now-1hours", names=[f"sx.{exp['exp_id']}.000"])
+    assert rows and {r.array_job_id or r.job_id_raw for r in rows} == {sub["job_id"]}
