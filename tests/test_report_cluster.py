@@ -1,0 +1,103 @@
+"""`slurmexp report` on a sweep that really ran on the test cluster: completed runs with
+metrics, one FAILED run, and runs retried after a node failure."""
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slurmexp.backends.slurm import SlurmBackend
+from slurmexp.cli import main
+from slurmexp.ledger import Ledger
+from slurmexp.reconcile import reconcile_pass
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN = """\
+import sys, time
+import slurmexp
+x = sys.argv[1]
+time.sleep(12)
+if x == "bad":
+    print("diverged", file=sys.stderr)
+    sys.exit(2)
+slurmexp.log_metrics(score=float(x) * 10, step=1)
+"""
+
+
+def cli(tmp_path, *args):
+    result = CliRunner().invoke(main, ["--ledger", str(tmp_path / "ledger.db"), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_report_of_a_real_sweep_with_failure_and_node_fail_retry(tmp_path, cluster):
+    (tmp_path / "train.py").write_text(TRAIN)
+    sweep = tmp_path / "rep.toml"
+    sweep.write_text('name = "rep"\n'
+                     f'command = "{sys.executable} train.py {{x}}"\n'
+                     '[params]\nx = ["1", "2", "3", "bad"]\n'
+                     '[resources]\ngpus = 1\ngpu_type = "a100"\ntime = "00:05:00"\n'
+                     '[retry]\nmax_attempts = 3\nbackoff_s = 0\n')
+    exp_id = cli(tmp_path, "launch", str(sweep), "--site", str(REPO / "site.toml")).split()[-1]
+    ledger = Ledger(tmp_path / "ledger.db")
+    backend = SlurmBackend(cluster="minicluster")
+
+    # Fail g1 while two tasks run on it (g1 has 2 a100s; the other tasks wait).
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        reconcile_pass(ledger, backend, grace_s=600)
+        if sum(a["state"] == "RUNNING" for a in ledger.attempts(exp_id)) >= 1:
+            break
+        time.sleep(1)
+    time.sleep(2)
+    cluster.fail_node("g1")
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            reconcile_pass(ledger, backend, grace_s=600)
+            if all(r["state"] in ("COMPLETED", "FAILED") for r in ledger.runs(exp_id)):
+                break
+            time.sleep(2)
+    finally:
+        cluster.resume_node("g1")
+    runs = {r["params"]["x"]: r for r in ledger.runs(exp_id)}
+    assert {x: r["state"] for x, r in runs.items()} == {"1": "COMPLETED", "2": "COMPLETED", "3": "COMPLETED",
+                                                        "bad": "FAILED"}
+    attempts = ledger.attempts(exp_id)
+    node_failed = [a for a in attempts if a["state"] == "NODE_FAIL"]
+    assert node_failed, [a["state"] for a in attempts]
+
+    import pandas as pd
+
+    frame = pd.read_csv(io.StringIO(cli(tmp_path, "report", exp_id, "--format", "csv")))
+    documented = (REPO / "docs" / "REPORT.md").read_text()
+    for column in frame.columns:
+        if not column.startswith(("param.", "metric.")):
+            assert f"`{column}`" in documented, column
+    rows = {str(r["param.x"]): r for _, r in frame.iterrows()}
+    assert rows["bad"]["state"] == "FAILED" and "exit code 2" in rows["bad"]["reason"]
+    assert "diverged" in rows["bad"]["reason"]
+    for x in ("1", "2", "3"):
+        assert rows[x]["state"] == "COMPLETED" and rows[x]["metric.score"] == float(x) * 10
+    assert pd.isna(rows["bad"]["metric.score"])
+    # GPU-hours from AllocTRES (gres/gpu=1) x elapsed, summed over each run's attempts.
+    for x, run in runs.items():
+        mine = [a for a in attempts if a["run_id"] == run["run_id"]]
+        assert all("gres/gpu=1" in a["alloc_tres"] for a in mine if a["alloc_tres"])
+        expected = sum((a["elapsed_s"] or 0) for a in mine) / 3600
+        assert rows[x]["gpu_hours"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        assert rows[x]["attempts"] == len(mine)
+        assert rows[x]["node"] == "g1"
+    retried = [x for x, r in runs.items() if r["n_attempts"] > 1]
+    assert retried and all(rows[x]["gpu_hours_wasted"] > 0 for x in retried)
+
+    summary = json.loads(cli(tmp_path, "report", exp_id, "--format", "json"))
+    text = json.dumps(summary)
+    assert "NODE_FAIL" in text and "infrastructure" in text
