@@ -56,9 +56,13 @@ class Cluster:
 
     def up(self) -> None:
         self.script("up")
-        # Leftovers of an interrupted earlier test session would hold nodes the tests need.
-        sh("scancel", f"--name={TEST_JOB_NAME}", check=False)
-        sh("scancel", "--name=sx-preemptor", check=False)
+        # Leftovers of an interrupted earlier test session (test jobs "sx-*", slurmexp
+        # experiments "sx.*") would hold nodes the tests need.
+        out = sh("squeue", "-h", "-o", "%A %j", check=False).stdout
+        stale = sorted({line.split()[0] for line in out.splitlines()
+                        if len(line.split()) == 2 and line.split()[1].startswith(("sx-", "sx."))})
+        if stale:
+            sh("scancel", *stale, check=False)
 
     def reset(self) -> None:
         self.script("reset")

@@ -43,7 +43,15 @@ show_logs() {
     done
 }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() {
+    # A pid file left by a killed session may name a pid that another process has since taken:
+    # the process must exist and be a Slurm daemon.
+    local pid
+    [ -f "$1" ] || return 1
+    pid="$(cat "$1" 2>/dev/null)"
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in slurm*) return 0 ;; *) return 1 ;; esac
+}
 
 render_conf() {
     # Fill the templates in conf/; return 0 when /etc/slurm changed.
