@@ -182,7 +182,7 @@ def _number(text: Any) -> Any:
 
 def format_run(info: dict) -> str:
     """show_run()'s dict as text for a terminal."""
-    from .report import fmt_duration, fmt_value
+    from .report_format import fmt_duration, fmt_value
     def block(title: str, pairs: list[tuple[str, Any]], indent: str = "  ") -> list[str]:
         width = max((len(k) for k, _ in pairs), default=0)
         return [title] + [f"{indent}{k:<{width}}  {'-' if v is None else v}" for k, v in pairs]

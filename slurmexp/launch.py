@@ -147,12 +147,8 @@ def check(prep: Prepared, backend=None, *, exp_id: str | None = None) -> Validat
 def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
     # One --test-only per resource group: the chunks of a group differ only in their size.
     refusals = []
-    seen: set[int] = set()
     with tempfile.TemporaryDirectory(prefix="slurmexp-test-only-") as tmp:
-        for chunk in prep.plan.chunks:
-            if chunk.group in seen:
-                continue
-            seen.add(chunk.group)
+        for chunk in prep.plan.first_chunks():
             path = Path(tmp) / f"{chunk_file_stem(chunk.chunk)}.sbatch"
             path.write_text(render_script(script_context(prep, exp_id, chunk)))
             ok, message = backend.test_only(path)

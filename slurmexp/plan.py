@@ -96,6 +96,14 @@ class Plan:
     placements: list[Placement]        # one per resource group
     chunks: list[ArrayChunk]
 
+    def first_chunks(self) -> list[ArrayChunk]:
+        """The first chunk of each resource group: the chunks of a group differ only in their
+        runs, so a check of resources (static limits, sbatch --test-only) needs one of them."""
+        first: dict[int, ArrayChunk] = {}
+        for chunk in self.chunks:
+            first.setdefault(chunk.group, chunk)
+        return list(first.values())
+
 
 # ----------------------------------------------------------------------------------------
 # Expansion: parameters -> runs

@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import jinja2
 import jinja2.meta
 
+from . import units
 from .errors import Problem, SpecError
 from .plan import ArrayChunk, Run
 
@@ -188,9 +189,7 @@ def _slurm_time(minutes: Any) -> str:
     """Minutes as D-HH:MM:SS, the one time format every sbatch version reads the same way."""
     if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 1:
         _fail(f"--time: {minutes!r} is not a positive number of minutes")
-    days, rest = divmod(minutes, 24 * 60)
-    hours, mins = divmod(rest, 60)
-    return f"{days}-{hours:02d}:{mins:02d}:00"
+    return units.format_seconds(minutes * 60, always_days=True)
 
 
 def _slurm_mem(mib: Any) -> str:

@@ -8,6 +8,7 @@ Speed matters at 100,000 runs: every table is read with one query and handled co
 pandas; the one per-run cost left is opening each run's metrics file (bench/README.md).
 pandas is imported inside functions only, so `import slurmexp.cli` stays fast for `--help`.
 Column names of the run table are a contract with scripts: see docs/REPORT.md.
+This module decides what the numbers are; report_format and report_html show them.
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .ledger import Ledger
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
-SCHEMA_VERSION = 1
 # Every way an attempt can end without its run's result: what "wasted" hours were spent on.
 # (ledger.TERMINAL_STATES less COMPLETED; spelled out because importing the ledger imports
 # sqlite_utils, which imports pandas when it is installed, and this module must import fast.)
@@ -116,17 +116,23 @@ def _read_sql(ledger: Ledger, columns: str, table: str, exp_ids: Sequence[str] |
 
 # --- frames -----------------------------------------------------------------------------
 
-def _params_frame(params_json: pd.Series) -> pd.DataFrame:
+def _records_frame(records: list[dict], index: pd.Index, prefix: str) -> pd.DataFrame:
+    """One `<prefix><key>` column per key any record has, sorted by key, on `index`."""
     import pandas as pd
-    records = [json.loads(text) if text else {} for text in params_json]
     if not any(records):
-        return pd.DataFrame(index=params_json.index)
-    frame = pd.DataFrame.from_records(records, index=params_json.index)
+        return pd.DataFrame(index=index)
+    frame = pd.DataFrame.from_records(records, index=index)
+    return frame[sorted(frame.columns)].add_prefix(prefix)
+
+
+def _params_frame(params_json: pd.Series) -> pd.DataFrame:
+    frame = _records_frame([json.loads(text) if text else {} for text in params_json],
+                           params_json.index, "param.")
     for col in frame.columns:
         if frame[col].dtype == object and any(isinstance(v, (dict, list)) for v in frame[col]):
             frame[col] = [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
                           for v in frame[col]]
-    return frame[sorted(frame.columns)].add_prefix("param.")
+    return frame
 
 
 def runs_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None, *,
@@ -337,12 +343,8 @@ def read_metrics_bulk(run_dirs: Sequence[str | None],
 
 
 def _metrics_frame(run_dirs: pd.Series, workers: int | None = None) -> pd.DataFrame:
-    import pandas as pd
     records = [r or {} for r in read_metrics_bulk(run_dirs.tolist(), workers)]
-    if not any(records):
-        return pd.DataFrame(index=run_dirs.index)
-    frame = pd.DataFrame.from_records(records, index=run_dirs.index)
-    return frame[sorted(frame.columns)].add_prefix("metric.")
+    return _records_frame(records, run_dirs.index, "metric.")
 
 
 # --- the run table ----------------------------------------------------------------------
@@ -389,7 +391,8 @@ def run_table(runs: pd.DataFrame, attempts: pd.DataFrame,
 
 # --- summary ----------------------------------------------------------------------------
 
-def _num(value: Any) -> float | None:
+def finite_float(value: Any) -> float | None:
+    """A float, or None for what is missing, not a number or infinite (JSON has no NaN)."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -430,16 +433,16 @@ def summarise(exp: dict, runs: pd.DataFrame, attempts: pd.DataFrame) -> dict[str
         "gpu_hours_wasted": float(failed["gpu_hours"].sum()),
         "cpu_hours": float(attempts["cpu_hours"].sum()),
         "cpu_hours_wasted": float(failed["cpu_hours"].sum()),
-        "wait_s_median": _num(waits.median()) if len(waits) else None,
-        "wait_s_p95": _num(waits.quantile(0.95)) if len(waits) else None,
-        "elapsed_s_median": _num(done["elapsed_s"].median()) if len(done) else None,
-        "elapsed_s_max": _num(attempts["elapsed_s"].max()),
+        "wait_s_median": finite_float(waits.median()) if len(waits) else None,
+        "wait_s_p95": finite_float(waits.quantile(0.95)) if len(waits) else None,
+        "elapsed_s_median": finite_float(done["elapsed_s"].median()) if len(done) else None,
+        "elapsed_s_max": finite_float(attempts["elapsed_s"].max()),
         "elapsed_s_total": float(attempts["elapsed_s"].fillna(0).sum()),
-        "span_s": _num((last_end - first).total_seconds()) if len(attempts) else None,
-        "cpu_efficiency": _num(attempts["total_cpu_s"][has_cpu].sum() / core_s)
+        "span_s": finite_float((last_end - first).total_seconds()) if len(attempts) else None,
+        "cpu_efficiency": finite_float(attempts["total_cpu_s"][has_cpu].sum() / core_s)
         if core_s > 0 else None,
-        "mem_efficiency_median": _num(mem.median()) if len(mem) else None,
-        "mem_efficiency_max": _num(mem.max()) if len(mem) else None,
+        "mem_efficiency_median": finite_float(mem.median()) if len(mem) else None,
+        "mem_efficiency_max": finite_float(mem.max()) if len(mem) else None,
         "top_failures": [{"state": s, "failure_class": c, "reason": r or None, "attempts": int(n)}
                          for (s, c, r), n in why.head(5).items()],
         "runs_with_metrics": int(runs[mcols].notna().any(axis=1).sum()) if mcols else 0,
@@ -568,267 +571,20 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
     return report
 
 
-# --- text renderings --------------------------------------------------------------------
-
-def fmt_duration(seconds: Any) -> str:
-    """Slurm's elapsed form: "H:MM:SS", "D-HH:MM:SS" from one day on; "" when unknown."""
-    value = _num(seconds)
-    if value is None:
-        return ""
-    sign, total = ("-" if value < 0 else ""), int(round(abs(value)))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{sign}{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{sign}{hours}:{minutes:02d}:{secs:02d}"
-
-
-def fmt_value(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
-        return str(bool(value))
-    if isinstance(value, float) or type(value).__name__.startswith("float"):
-        value = float(value)
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
-    text = str(value)
-    return "" if text in ("nan", "<NA>", "NaT") else text
-
-
-def fmt_amount(value: float) -> str:
-    """Totals for people: 170,912 rather than 1.709e+05; small ones to 3 digits."""
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
-
-
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.1f}%"
-
-
-_DURATIONS = {"elapsed_s": "elapsed", "wait_s": "wait"}
-_HUMAN_COLUMNS = [("state", "state"), ("reason", "reason"), ("attempts", "attempts"),
-                  ("job_ids", "job ids"), ("node", "node"), ("partition", "partition"),
-                  ("qos", "qos"), ("elapsed_s", "elapsed"), ("wait_s", "wait"),
-                  ("exit_code", "exit"), ("gpu_hours", "GPU h")]
-NUMERIC_HINT = ("attempts", "elapsed_s", "wait_s", "gpu_hours", "cpu_hours", "n_runs")
-
-
-def display_columns(report: Report, frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """(column, header) pairs a person reads, in reading order, for run-table rows."""
-    cols = [("exp_id", "experiment")] if len(report.experiments) > 1 else []
-    cols += [("run_id", "run")] + [(f"param.{p}", p) for p in report.params]
-    cols += [c for c in _HUMAN_COLUMNS if c[0] != "gpu_hours" or frame[c[0]].any()]
-    return cols + [(f"metric.{m}", m) for m in report.metrics]
-
-
-def _float_cells(values: list) -> list[str]:
-    return ["" if v != v or v in (math.inf, -math.inf) else
-            (str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}") for v in values]
-
-
-def _duration_cells(values: list) -> list[str]:
-    return [fmt_duration(v) if v == v and v is not None else "" for v in values]
-
-
-def display_cells(frame: pd.DataFrame, columns: list[tuple[str, str]],
-                  width: int | None = None) -> dict[str, list[str]]:
-    """{header: cell texts} (durations as H:MM:SS, floats to 4 digits), for people.
-
-    Plain lists, formatted per dtype: at 100,000 runs this is most of a text report's time.
-    """
-    from pandas.api.types import is_float_dtype, is_integer_dtype
-    out = {}
-    for col, header in columns:
-        s = frame[col]
-        if col in _DURATIONS:
-            cells = _duration_cells(s.tolist())
-        elif is_float_dtype(s):
-            cells = _float_cells(s.tolist())
-        elif is_integer_dtype(s):
-            cells = list(map(str, s.tolist()))
-        else:
-            cells = [fmt_value(v) for v in s.tolist()]
-        if width:
-            cells = [c if len(c) <= width else c[:width - 1] + "…" for c in cells]
-        out[header] = cells
-    return out
-
-
-def _is_numeric_column(cells: list[str]) -> bool:
-    sample = [c for c in cells[:200] if c]
-    return bool(sample) and all(re.fullmatch(r"-?[\d.:e+-]+%?", c) for c in sample)
-
-
-def text_table(cells: dict[str, list[str]]) -> str:
-    if not cells or not next(iter(cells.values())):
-        return "(none)\n"
-    heads, cols = [], []
-    for header, col in cells.items():
-        width = max(len(header), max(map(len, col)))
-        if _is_numeric_column(col):
-            heads.append(header.rjust(width))
-            cols.append([c.rjust(width) for c in col])
-        else:
-            heads.append(header.ljust(width))
-            cols.append([c.ljust(width) for c in col])
-    lines = ["  ".join(heads).rstrip(), "  ".join("-" * len(h) for h in heads)]
-    lines += ["  ".join(row).rstrip() for row in zip(*cols)]
-    return "\n".join(lines) + "\n"
-
-
-def markdown_table(cells: dict[str, list[str]]) -> str:
-    if not cells or not next(iter(cells.values())):
-        return "(none)\n"
-    def esc(text: str) -> str:
-        return text.replace("|", "\\|")
-    cols = [[esc(c) for c in col] for col in cells.values()]
-    lines = ["| " + " | ".join(map(esc, cells)) + " |", "|" + "|".join("---" for _ in cells) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in zip(*cols)]
-    return "\n".join(lines) + "\n"
-
-
-def summary_lines(s: dict) -> list[tuple[str, str]]:
-    """(label, value) pairs of one experiment's summary, shared by every human format."""
-    def counts(d: dict) -> str:
-        return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
-
-    def hours(used: float, wasted: float) -> str:
-        share = f" ({100 * wasted / used:.0f}%)" if used else ""
-        return f"{fmt_amount(used)} used, {fmt_amount(wasted)} wasted{share}"
-
-    retries = f", {s['retries']} retried" + (
-        f" ({counts(s['retries_by_class'])})" if s["retries"] else "")
-    eff = [f"CPU {_pct(s['cpu_efficiency'])}" if s["cpu_efficiency"] is not None else "",
-           f"memory median {_pct(s['mem_efficiency_median'])}, max "
-           f"{_pct(s['mem_efficiency_max'])}" if s["mem_efficiency_median"] is not None else ""]
-    failures = "; ".join(
-        f"{f['state']}" + (f"/{f['failure_class']}" if f["failure_class"] != f["state"] else "")
-        + (f" ({f['reason']})" if f["reason"] else "") + f" x{f['attempts']}"
-        for f in s["top_failures"])
-    return [
-        ("runs", f"{s['runs']}: {counts(s['runs_by_state'])}"),
-        ("attempts", f"{s['attempts']}{retries}, {s['failed_attempts']} failed"),
-        ("GPU hours", hours(s["gpu_hours"], s["gpu_hours_wasted"])),
-        ("CPU hours", hours(s["cpu_hours"], s["cpu_hours_wasted"])),
-        ("queue wait", f"median {fmt_duration(s['wait_s_median']) or '-'}, "
-                       f"p95 {fmt_duration(s['wait_s_p95']) or '-'}"),
-        ("wall time", f"median {fmt_duration(s['elapsed_s_median']) or '-'} (completed), "
-                      f"max {fmt_duration(s['elapsed_s_max']) or '-'}, "
-                      f"span {fmt_duration(s['span_s']) or '-'}"),
-        ("efficiency", ", ".join(e for e in eff if e) or "-"),
-        ("top failures", failures or "-"),
-        ("metrics", f"{s['runs_with_metrics']} of {s['runs']} runs"),
-    ]
-
-
-def best_line(report: Report, exp_id: str) -> str | None:
-    if report.best is None:
-        return None
-    direction = "lowest" if report.minimize else "highest"
-    if report.minimize_guessed:
-        direction += f", guessed; use --{'max' if report.minimize else 'min'} to flip"
-    rows = report.best[report.best["exp_id"] == exp_id]
-    if rows.empty:
-        return f"no COMPLETED run has {report.best_metric}"
-    row = rows.iloc[0]
-    params = ", ".join(f"{p}={fmt_value(row[f'param.{p}'])}" for p in report.params
-                       if fmt_value(row[f"param.{p}"]))
-    value = fmt_value(row[f"metric.{report.best_metric}"])
-    return f"{row['run_id']} {report.best_metric}={value} ({direction}) {params}".rstrip()
-
-
-def _by_cells(report: Report) -> dict[str, list[str]]:
-    table = report.by_table
-    cols = [("exp_id", "experiment")] if len(report.experiments) > 1 else []
-    cols += [(f"param.{p}", p) for p in report.by] + [("n_runs", "runs")]
-    cols += [(c, c[7:].replace(".", " ")) for c in table.columns if c.startswith("metric.")]
-    return display_cells(table, cols)
-
-
-def _sections(report: Report, table_fn, heading) -> list[str]:
-    out = []
-    for s in report.experiments:
-        out.append(heading(1, f"Experiment {s['exp_id']}"))
-        meta = ", ".join(str(x) for x in (s["name"], s["backend"], s["cluster"]) if x)
-        rows = [("experiment", f"{meta}; state {s['state']}; created {s['created']}")]
-        rows += summary_lines(s)
-        line = best_line(report, s["exp_id"])
-        if line:
-            rows.append(("best", line))
-        out.append(table_fn(rows))
-    if report.by_table is not None:
-        out.append(heading(2, f"Metrics by {', '.join(report.by)} "
-                              "(mean, std, n over COMPLETED runs)"))
-        out.append(table_fn(_by_cells(report)))
-    out.append(heading(2, f"Runs ({len(report.runs)})"))
-    out.append(table_fn(display_cells(report.runs, display_columns(report, report.runs),
-                                      width=60)))
-    return out
-
-
-def render_table(report: Report) -> str:
-    def kv(rows):
-        if not isinstance(rows, list):
-            return text_table(rows)
-        return "".join(f"  {k:<13}{v}\n" for k, v in rows)
-    return "\n".join(_sections(report, kv, lambda level, text: text))
-
-
-def render_markdown(report: Report) -> str:
-    def table(rows):
-        if isinstance(rows, list):
-            rows = {"": [k for k, _ in rows], "value": [v for _, v in rows]}
-        return markdown_table(rows)
-    head = f"# slurmexp report\n\nGenerated {report.generated}.\n"
-    return head + "\n" + "\n".join(
-        _sections(report, table, lambda level, text: "#" * (level + 1) + f" {text}\n"))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def render_json(report: Report) -> str:
-    """One JSON document; the large tables are written by pandas (C speed) and spliced in."""
-    def records(frame: pd.DataFrame | None) -> str:
-        if frame is None:
-            return "null"
-        return frame.to_json(orient="records", double_precision=15, force_ascii=False)
-
-    head = _jsonable({
-        "schema_version": SCHEMA_VERSION, "generated": report.generated,
-        "params": report.params, "metrics": report.metrics, "by": report.by,
-        "best_metric": report.best_metric, "minimize": report.minimize,
-        "experiments": report.experiments})
-    text = json.dumps(head, ensure_ascii=False)[:-1]
-    return (f'{text}, "runs": {records(report.runs)}, "by_table": {records(report.by_table)}, '
-            f'"best": {records(report.best)}}}\n')
-
+# --- rendering --------------------------------------------------------------------------
 
 def render_report(report: Report, fmt: str = "table", **options: Any) -> str:
-    """The report as text in `fmt` (one of FORMATS). Options go to the HTML renderer
-    (`max_rows`). CSV is one table: the `--by` aggregate when asked for, else the best runs
-    when `--best` was given, else the run table."""
+    """The report as text in `fmt` (one of FORMATS): HTML from report_html, the others from
+    report_format. Options go to the HTML renderer (`max_rows`)."""
+    from . import report_format
     if fmt == "csv":
-        frame = report.by_table if report.by_table is not None else (
-            report.best if report.best is not None else report.runs)
-        return frame.to_csv(index=False, lineterminator="\n")
+        return report_format.render_csv(report)
     if fmt == "json":
-        return render_json(report)
+        return report_format.render_json(report)
     if fmt == "table":
-        return render_table(report)
+        return report_format.render_table(report)
     if fmt == "markdown":
-        return render_markdown(report)
+        return report_format.render_markdown(report)
     if fmt == "html":
         from .report_html import render_html
         return render_html(report, **options)

@@ -12,12 +12,14 @@ import html
 import math
 from typing import TYPE_CHECKING, Any
 
-from .report import (
-    Report, best_line, display_columns, display_cells, fmt_duration, fmt_value, summary_lines,
+from .report_format import (
+    by_columns, display_cells, display_columns, experiment_rows, fmt_duration, fmt_value,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+    from .report import Report
 
 MAX_ROWS = 2000
 MAX_POINTS = 1500          # scatter points drawn per plot; means use every run
@@ -367,12 +369,7 @@ def render_html(report: Report, max_rows: int = MAX_ROWS) -> str:
            f'<body><h1>slurmexp report</h1><p class="meta">{_e(", ".join(ids))} · generated '
            f'{_e(report.generated)} · {len(runs)} runs, {len(report.attempts)} attempts</p>']
     for s in report.experiments:
-        meta = ", ".join(str(x) for x in (s["name"], s["backend"], s["cluster"]) if x)
-        rows = [("experiment", f"{meta}; state {s['state']}; created {s['created']}")]
-        rows += summary_lines(s)
-        line = best_line(report, s["exp_id"])
-        if line:
-            rows.append(("best", line))
+        rows = experiment_rows(report, s)
         out.append(f'<h2>Experiment {_e(s["exp_id"])}</h2><div class="row">{_kv_table(rows)}'
                    f'<figure>{state_bar_svg(s["runs_by_state"])}<figcaption>runs by state'
                    f'</figcaption></figure></div>')
@@ -395,13 +392,9 @@ def render_html(report: Report, max_rows: int = MAX_ROWS) -> str:
         out.append(f"<h2>Best run by {_e(report.best_metric)} ({direction})</h2>")
         out.append(_table(report.best, display_columns(report, report.best)))
     if report.by_table is not None:
-        by = report.by_table
-        cols = [("exp_id", "experiment")] if len(ids) > 1 else []
-        cols += [(f"param.{p}", p) for p in report.by] + [("n_runs", "runs")]
-        cols += [(c, c[7:].replace(".", " ")) for c in by.columns if c.startswith("metric.")]
         out.append(f"<h2>Metrics by {_e(', '.join(report.by))}</h2><p class=\"note\">mean, "
                    f"sample std and n over COMPLETED runs, averaged over the other parameters"
-                   f"</p>{_table(by, cols)}")
+                   f"</p>{_table(report.by_table, by_columns(report))}")
 
     shown = runs.head(max_rows)
     note = (f'<p class="note">Showing the first {len(shown)} of {len(runs)} runs; '

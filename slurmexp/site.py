@@ -11,22 +11,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, computed_field, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, computed_field, model_validator
 
 from . import units
-from .errors import Problem, SpecError
-from .spec import (
+from .errors import Problem
+from .strict_toml import (
     MemStr,
     RelPath,
     RunTimeStr,
     StrictModel,
     Text,
     TimeStr,
-    parse_toml_text,
-    problems_from_error,
+    parse_strict,
     read_text,
     toml_type,
-    validate_sections,
 )
 
 
@@ -223,19 +221,7 @@ def check_site(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[P
 
 def parse_site(text: str, path: str | Path) -> Site:
     """Validate site text as if read from `path` (what `discover` writes goes through here too)."""
-    path = Path(path).expanduser().resolve()
-    file = str(path)
-    data = parse_toml_text(text, path)
-    context = {"base": path.parent}
-    parts, problems = validate_sections(Site, data, file, context, internal=("path", "raw_text"))
-    problems += check_site(data, parts, file)
-    if problems:
-        raise SpecError(f"{file}: {len(problems)} problem(s) in the site file", problems)
-    try:
-        return Site.model_validate({**data, "path": path, "raw_text": text}, context=context)
-    except ValidationError as err:
-        raise SpecError(f"{file}: problems in the site file",
-                        problems_from_error(err, Site, file)) from None
+    return parse_strict(Site, text, path, check_site, "site")
 
 
 def load_site(path: str | Path) -> Site:

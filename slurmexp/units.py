@@ -80,11 +80,22 @@ def format_time(minutes: int | None) -> str:
         return "UNLIMITED"
     if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 0:
         raise ValueError(f"bad minute count {minutes!r}: expected a whole number >= 0")
-    days, rest = divmod(minutes, 1440)
-    hours, mins = divmod(rest, 60)
-    if days:
-        return f"{days}-{hours:02d}:{mins:02d}:00"
-    return f"{hours:02d}:{mins:02d}:00"
+    return format_seconds(minutes * 60)
+
+
+def format_seconds(seconds: int, *, always_days: bool = False, pad_hours: bool = True) -> str:
+    """Whole seconds in Slurm's duration form: "HH:MM:SS", "D-HH:MM:SS" from one day on.
+
+    The one place that writes durations, so that --time lines (format_time, render) and the
+    times a report shows cannot drift apart. `always_days` writes "0-01:00:00", which every
+    sbatch version reads the same way; `pad_hours=False` gives "1:00:00", as sacct's Elapsed.
+    """
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    mins, secs = divmod(rest, 60)
+    if days or always_days:
+        return f"{days}-{hours:02d}:{mins:02d}:{secs:02d}"
+    return f"{hours:02d}:{mins:02d}:{secs:02d}" if pad_hours else f"{hours}:{mins:02d}:{secs:02d}"
 
 
 # The B/iB tail is only allowed after a unit letter: "1024B" would read as bytes to a human.

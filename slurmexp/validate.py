@@ -68,11 +68,7 @@ def _route_key(message: str) -> str:
 def static_problems(sweep: Sweep, site: Site, plan: Plan) -> list[Problem]:
     file = str(sweep.path)
     out: list[Problem] = []
-    seen_groups: set[int] = set()
-    for chunk in plan.chunks:
-        if chunk.group in seen_groups:
-            continue
-        seen_groups.add(chunk.group)
+    for chunk in plan.first_chunks():
         placement = plan.placements[chunk.group]
         res = chunk.resources
         if placement.partition in placement.excluded:
