@@ -259,7 +259,7 @@ def _check_distribution(file: str, name: str, d: Distribution) -> list[Problem]:
 
     if d.dist == "choice":
         if d.values is None:
-            bad("values", f"dist = \"choice\" needs values = [...]", "add values = [\"a\", \"b\"]")
+            bad("values", "dist = \"choice\" needs values = [...]", "add values = [\"a\", \"b\"]")
         elif not d.values:
             bad("values", "values is empty", "give at least one value")
         for sub in ("low", "high"):

@@ -19,7 +19,7 @@ from typing import Callable
 from . import units
 from .backends.facts import ClusterFacts
 from .errors import Problem
-from .plan import Plan, Resources, route_problems
+from .plan import Plan, Resources
 from .site import Site
 from .spec import Sweep
 
