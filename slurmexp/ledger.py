@@ -600,6 +600,45 @@ class Ledger:
                               for r in runs)
         return len(runs)
 
+    def _attempt(self, attempt_id: int) -> dict:
+        rows = self._rows("SELECT * FROM attempts WHERE attempt_id = ?", [attempt_id])
+        if not rows:
+            raise SlurmexpError(f"no attempt {attempt_id} in ledger {self.path}")
+        return rows[0]
+
+    def record_requeue(self, attempt_id: int, submit_time: str) -> dict:
+        """Slurm requeued an attempt's job: its job key again, with a later submit time.
+
+        That is a new attempt of the same run (next attempt_no, same submission, SUBMITTED),
+        and the run follows it; attempt, run and event are one transaction. Returns the new
+        attempt's row. Repeating the call with the same submit time changes nothing and
+        returns the attempt the first call made.
+        """
+        with self.transaction():
+            prev = self._attempt(attempt_id)
+            existing = self._rows(
+                "SELECT * FROM attempts WHERE cluster IS ? AND job_key = ? AND submit_time = ?",
+                [prev["cluster"], prev["job_key"], submit_time])
+            if existing:
+                return existing[0]
+            exp_id, run_id = prev["exp_id"], prev["run_id"]
+            n_attempts, run_state = self.db.execute(
+                "SELECT n_attempts, state FROM runs WHERE exp_id = ? AND run_id = ?",
+                [exp_id, run_id]).fetchone()
+            attempt_no = int(n_attempts) + 1
+            now = _now()
+            new_id = self.db.execute(
+                f"INSERT INTO attempts ({', '.join(_NEW_ATTEMPT_COLS)}) "
+                f"VALUES ({', '.join('?' * len(_NEW_ATTEMPT_COLS))})",
+                [exp_id, run_id, attempt_no, prev["sub_id"], prev["cluster"], prev["job_id"],
+                 prev["task_index"], prev["job_key"], submit_time, "SUBMITTED", now]).lastrowid
+            why = f"requeued by Slurm: job {prev['job_key']} again (submit {submit_time})"
+            self.db.execute(
+                "UPDATE runs SET n_attempts = ?, state = 'SUBMITTED', reason = ?, updated = ? "
+                "WHERE exp_id = ? AND run_id = ?", [attempt_no, why, now, exp_id, run_id])
+            self._event("requeued", exp_id, run_id, new_id, run_state, "SUBMITTED", why)
+            return self._attempt(new_id)
+
     def update_attempt(self, attempt_id: int, reason: str | None = None, **fields: Any) -> dict:
         """Apply what reconcile learned about one attempt; a state change logs an event.
 
@@ -614,10 +653,7 @@ class Ledger:
         if reason is not None:
             fields["reason"] = reason
         with self.transaction():
-            rows = self._rows("SELECT * FROM attempts WHERE attempt_id = ?", [attempt_id])
-            if not rows:
-                raise SlurmexpError(f"no attempt {attempt_id} in ledger {self.path}")
-            old = rows[0]
+            old = self._attempt(attempt_id)
             if fields.get("state", old["state"]) != old["state"]:
                 fields.setdefault("reason", None)   # the old state's reason no longer holds
             changed = {k: v for k, v in fields.items() if old[k] != v}

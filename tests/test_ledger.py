@@ -320,6 +320,24 @@ def test_job_id_reuse_is_a_separate_attempt(ledger):
             "state": "SUBMITTED"})
 
 
+def test_requeue_is_a_new_attempt_of_the_same_run(ledger):
+    make_exp(ledger)
+    _, ids = submit_chunk(ledger, "demo-abcdef12", 0, "600", spec="0",
+                          submit_time="2024-03-01T10:00:00")
+    ledger.update_attempt(ids[0], state="PREEMPTED")
+    new = ledger.record_requeue(ids[0], "2024-03-01T10:05:00")
+    assert (new["job_key"], new["attempt_no"], new["state"], new["submit_time"]) == (
+        "600_0", 2, "SUBMITTED", "2024-03-01T10:05:00")
+    assert new["sub_id"] == ledger.attempts(run_id="r0000")[0]["sub_id"]
+    assert ledger.record_requeue(ids[0], "2024-03-01T10:05:00") == new    # again: nothing new
+    run = ledger.runs("demo-abcdef12")[0]
+    assert (run["state"], run["n_attempts"]) == ("SUBMITTED", 2)
+    assert run["reason"].startswith("requeued by Slurm: job 600_0 again")
+    ev = [(e["attempt_id"], e["from_state"], e["to_state"])
+          for e in ledger.events("demo-abcdef12", "r0000") if e["kind"] == "requeued"]
+    assert ev == [(new["attempt_id"], "PREEMPTED", "SUBMITTED")]
+
+
 def test_set_submit_times_fills_only_missing(ledger):
     make_exp(ledger)
     submit_chunk(ledger, "demo-abcdef12", 0, "200")

@@ -14,10 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from slurmexp import operate as op
+from slurmexp import pass_context as pc
 from slurmexp import reconcile as rc
+from slurmexp import records as rd
+from slurmexp import retry as rt
 from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
-from slurmexp.ledger import Ledger, parse_array_spec
+from slurmexp.ledger import TERMINAL_STATES, Ledger, parse_array_spec
+from slurmexp.timeutil import utc_iso
 
 EXP = "sweep-abcdef12"
 CLUSTER = "mini"
@@ -41,7 +46,7 @@ def row(job_id: str, state: str = "COMPLETED", submit: datetime | str | None = N
         job_id=job_id, job_id_raw=raw or job_id.split("_")[0], array_job_id=array_job,
         array_task=task, pending_tasks=pending, state=state.split()[0], state_raw=state,
         submit=submit_s, start=submit_s, end=local(end) if end else (
-            submit_s if state.split()[0] in rc.TERMINAL_STATES else None),
+            submit_s if state.split()[0] in TERMINAL_STATES else None),
         elapsed_s=elapsed, exit_code=exit_code, signal=0, node_list=node, partition="cpu",
         qos="normal", account="research", reason=None, alloc_tres="cpu=1,mem=500M",
         req_mem="500M", max_rss_mb=12.0, total_cpu_s=1.0, alloc_cpus=1, job_name=name,
@@ -205,29 +210,29 @@ def t0():
     ("SPECIAL_EXIT", "unknown"), ("NEWSTATE", "unknown"),
 ])
 def test_classify(state, cls):
-    assert rc.classify(state, 0) == cls
-    assert rc.classify(state, 3) == cls
+    assert rd.classify(state, 0) == cls
+    assert rd.classify(state, 3) == cls
 
 
 def test_unknown_state_is_never_success():
-    assert rc.classify("WEIRD", 0) == "unknown"
-    assert rc.ledger_state("WEIRD") == "WEIRD"
-    assert rc.ledger_state("COMPLETING") == "RUNNING"
+    assert rd.classify("WEIRD", 0) == "unknown"
+    assert rd.ledger_state("WEIRD") == "WEIRD"
+    assert rd.ledger_state("COMPLETING") == "RUNNING"
 
 
 def test_compress_indices():
-    assert rc.compress_indices([7, 0, 1, 2, 5, 8]) == "0-2,5,7-8"
-    assert rc.compress_indices([3]) == "3"
-    assert parse_array_spec(rc.compress_indices([0, 2, 3, 9])) == {0, 2, 3, 9}
+    assert rt.compress_indices([7, 0, 1, 2, 5, 8]) == "0-2,5,7-8"
+    assert rt.compress_indices([3]) == "3"
+    assert parse_array_spec(rt.compress_indices([0, 2, 3, 9])) == {0, 2, 3, 9}
 
 
 def test_reason_texts():
-    assert rc.failure_reason(row("1", "NODE_FAIL", "2026-01-01T00:00:00", node="c2")) == "NODE_FAIL on c2"
-    assert rc.failure_reason(row("1", "CANCELLED by 0", "2026-01-01T00:00:00")) == "CANCELLED by 0"
-    assert rc.failure_reason(row("1", "TIMEOUT", "2026-01-01T00:00:00", elapsed=60)) == "TIMEOUT after 00:01:00"
-    assert rc.failure_reason(row("1", "FAILED", "2026-01-01T00:00:00", exit_code=3), "boom") == \
+    assert rd.failure_reason(row("1", "NODE_FAIL", "2026-01-01T00:00:00", node="c2")) == "NODE_FAIL on c2"
+    assert rd.failure_reason(row("1", "CANCELLED by 0", "2026-01-01T00:00:00")) == "CANCELLED by 0"
+    assert rd.failure_reason(row("1", "TIMEOUT", "2026-01-01T00:00:00", elapsed=60)) == "TIMEOUT after 00:01:00"
+    assert rd.failure_reason(row("1", "FAILED", "2026-01-01T00:00:00", exit_code=3), "boom") == \
         "exit code 3; stderr tail: boom"
-    assert rc.failure_reason(row("1", "WEIRD", "2026-01-01T00:00:00", known=False)) == \
+    assert rd.failure_reason(row("1", "WEIRD", "2026-01-01T00:00:00", known=False)) == \
         "unknown Slurm state WEIRD"
 
 
@@ -248,7 +253,7 @@ def attempt(aid, key, submit=None, created=None, **kw):
 def test_match_takes_only_the_row_with_the_attempts_submit_time():
     old = "2026-01-01T09:00:00"     # job 100 before a controller reset: another job
     ours = "2026-01-01T10:00:00"
-    m = rc.match_rows([attempt(1, "100_0", ours), attempt(2, "100_1", ours)],
+    m = rd.match_rows([attempt(1, "100_0", ours), attempt(2, "100_1", ours)],
                       [row("100_0", "COMPLETED", old), row("100_0", "RUNNING", ours),
                        row("100_1", "COMPLETED", old)])
     assert m.rows[1].state == "RUNNING"
@@ -257,10 +262,10 @@ def test_match_takes_only_the_row_with_the_attempts_submit_time():
 
 
 def test_match_null_submit_takes_first_row_after_the_intent(t0):
-    created = rc._utc_iso(t0)
+    created = utc_iso(t0)
     rows = [row("100_0", "COMPLETED", t0 - timedelta(hours=2)),      # reused id, older job
             row("100_0", "RUNNING", t0 + timedelta(seconds=2))]
-    m = rc.match_rows([attempt(1, "100_0", None, created)], rows)
+    m = rd.match_rows([attempt(1, "100_0", None, created)], rows)
     assert m.rows[1].state == "RUNNING"
     assert m.submit_times[1] == local(t0 + timedelta(seconds=2))
 
@@ -270,7 +275,7 @@ def test_match_requeue_is_a_later_record_of_the_same_job():
     rows = [row("100_0", "PREEMPTED", s1, raw="101"), row("100_0", "PENDING", s2, raw="101"),
             row("100_1", "PREEMPTED", s1, raw="102"),
             row("100_1", "PENDING", s2, raw="102", name="someone-else")]
-    m = rc.match_rows([attempt(1, "100_0", s1), attempt(2, "100_1", s1)], rows)
+    m = rd.match_rows([attempt(1, "100_0", s1), attempt(2, "100_1", s1)], rows)
     assert m.rows[1].state == "PREEMPTED"
     assert [r.submit for r in m.requeues[1]] == [s2]
     assert 2 not in m.requeues          # another name: not our job
@@ -279,49 +284,49 @@ def test_match_requeue_is_a_later_record_of_the_same_job():
 def test_pending_array_rows_expand_to_tasks():
     s = "2026-01-01T10:00:00"
     atts = [attempt(i + 1, f"100_{i}", s) for i in range(5)]
-    m = rc.match_rows(atts, [row("100_0", "RUNNING", s), row("100_[1-4%2]", "PENDING", s)])
+    m = rd.match_rows(atts, [row("100_0", "RUNNING", s), row("100_[1-4%2]", "PENDING", s)])
     assert {a: r.state for a, r in m.rows.items()} == {1: "RUNNING", 2: "PENDING", 3: "PENDING",
                                                         4: "PENDING", 5: "PENDING"}
     # Just after sbatch, sacct may show the array as one row under its bare id.
     bare = row("100", "PENDING", s)
     bare.array_job_id = "100"
-    m = rc.match_rows(atts, [bare])
+    m = rd.match_rows(atts, [bare])
     assert len(m.rows) == 5 and not m.unmatched
 
 
 def test_squeue_fills_in_while_sacct_lags():
     s = "2026-01-01T10:00:00"
-    m = rc.match_rows([attempt(1, "100_0", s)], [], [rc.queue_record(qrow("100_0", "RUNNING", s))])
+    m = rd.match_rows([attempt(1, "100_0", s)], [], [rd.queue_record(qrow("100_0", "RUNNING", s))])
     assert m.rows[1].state == "RUNNING"
 
 
 def test_retry_policy_and_escalation():
-    p = rc.RetryPolicy(max_attempts=3, escalate=True, escalate_factor=2.0, backoff_s=60,
+    p = rt.RetryPolicy(max_attempts=3, escalate=True, escalate_factor=2.0, backoff_s=60,
                        max_time_min=30, max_mem_mb=3900)
     base = {"time_min": 10, "mem_mb": 500}
     now = datetime.now(timezone.utc)
-    d = rc.decide_retry(p, "NODE_FAIL", "infrastructure", 2, ["NODE_FAIL", "NODE_FAIL"], base, now, now)
+    d = rt.decide_retry(p, "NODE_FAIL", "infrastructure", 2, ["NODE_FAIL", "NODE_FAIL"], base, now, now)
     assert d.retry and d.due == now + timedelta(seconds=120)          # 60 * 2**(2-1)
-    assert not rc.decide_retry(p, "NODE_FAIL", "infrastructure", 3, [], base, now, now).retry
-    d = rc.decide_retry(p, "TIMEOUT", "resources", 1, ["TIMEOUT"], base, now, now)
+    assert not rt.decide_retry(p, "NODE_FAIL", "infrastructure", 3, [], base, now, now).retry
+    d = rt.decide_retry(p, "TIMEOUT", "resources", 1, ["TIMEOUT"], base, now, now)
     assert d.retry and "time 00:20:00" in d.note
-    assert rc.escalation_for(p, base, 1, 0).args() == ["--time=00:20:00"]
-    assert rc.escalation_for(p, base, 2, 0).args() == ["--time=00:30:00"]        # capped at 30
-    d = rc.decide_retry(p, "TIMEOUT", "resources", 2, ["TIMEOUT", "TIMEOUT"], base, now, now)
+    assert rt.escalation_for(p, base, 1, 0).args() == ["--time=00:20:00"]
+    assert rt.escalation_for(p, base, 2, 0).args() == ["--time=00:30:00"]        # capped at 30
+    d = rt.decide_retry(p, "TIMEOUT", "resources", 2, ["TIMEOUT", "TIMEOUT"], base, now, now)
     assert d.retry                                                     # 20 -> 30 (the cap)
     p.max_attempts = 5
-    d = rc.decide_retry(p, "TIMEOUT", "resources", 3, ["TIMEOUT"] * 3, base, now, now)
+    d = rt.decide_retry(p, "TIMEOUT", "resources", 3, ["TIMEOUT"] * 3, base, now, now)
     assert not d.retry and "already at the partition limit" in d.note
-    assert rc.escalation_for(p, base, 0, 1).args() == ["--mem=1000M"]
+    assert rt.escalation_for(p, base, 0, 1).args() == ["--mem=1000M"]
     p.escalate = False
-    assert not rc.decide_retry(p, "TIMEOUT", "resources", 1, ["TIMEOUT"], base, now, now).retry
-    assert not rc.decide_retry(p, "FAILED", "user", 1, ["FAILED"], base, now, now).retry
+    assert not rt.decide_retry(p, "TIMEOUT", "resources", 1, ["TIMEOUT"], base, now, now).retry
+    assert not rt.decide_retry(p, "FAILED", "user", 1, ["FAILED"], base, now, now).retry
 
 
 def test_script_resources(tmp_path):
     f = tmp_path / "s.sbatch"
     f.write_text(SCRIPT.format(exp=EXP, chunk=0, last=3))
-    assert rc.script_resources(f) == {"time_min": 10, "mem_mb": 500, "array": "0-3%2"}
+    assert rt.script_resources(f) == {"time_min": 10, "mem_mb": 500, "array": "0-3%2"}
 
 
 # --- passes against the fake ----------------------------------------------------------------
@@ -447,13 +452,13 @@ def test_unavailable_changes_nothing_and_fails_health(ledger, tmp_path, t0):
     assert not s.ok and s.exit_code == 3 and "Connection refused" in s.error
     assert snapshot(ledger) == before                    # not even LOST after the grace period
     assert ledger.last_heartbeat("reconcile")["ok"] == 0
-    ok, message = rc.health(ledger, 60)
+    ok, message = op.health(ledger, 60)
     assert not ok and "failed" in message and "Connection refused" in message
     assert "FAILED" in s.format()
     fake.unavailable = set()
     fake.rows = [row(f"101_{i}", "COMPLETED", t0) for i in range(4)]
     assert rc.reconcile_pass(ledger, fake).ok
-    assert rc.health(ledger, 60)[0]
+    assert op.health(ledger, 60)[0]
 
 
 def test_squeue_unavailable_applies_sacct_but_decides_nothing_else(ledger, tmp_path, t0):
@@ -476,15 +481,15 @@ def test_lock_held_means_another_pass_runs(ledger, tmp_path, t0):
     scripts = make_exp(ledger, tmp_path)
     submit(ledger, scripts, "100", submit_time=t0)
     fake = FakeBackend()
-    with rc.pass_lock(ledger) as got:
+    with pc.pass_lock(ledger) as got:
         assert got
         s = rc.reconcile_pass(ledger, fake)
         assert s.skipped and s.exit_code == 0 and s.ok and fake.calls == {}
         assert "another pass" in s.format()
         with pytest.raises(SlurmexpError, match="still running"):
-            rc.cancel_experiment(ledger, fake, EXP, lock_wait_s=0.3)
+            op.cancel_experiment(ledger, fake, EXP, lock_wait_s=0.3)
     assert ledger.last_heartbeat("reconcile") is None
-    assert stat.S_IMODE(os.stat(rc.lock_path(ledger)).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(pc.lock_path(ledger)).st_mode) == 0o600
     assert rc.reconcile_pass(ledger, fake).ok
 
 
@@ -797,12 +802,12 @@ def test_manual_retry_and_cancel(ledger, tmp_path, t0):
     fake.queue = [qrow("100_3", "RUNNING", t0)]
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     assert fake.submitted == []
-    assert rc.retry_experiment(ledger, fake, EXP, "lost") == []
-    subs = rc.retry_experiment(ledger, fake, EXP, "failed")
+    assert rt.retry_experiment(ledger, fake, EXP, "lost") == []
+    subs = rt.retry_experiment(ledger, fake, EXP, "failed")
     assert len(subs) == 1 and fake.submitted[0]["args"] == ["--array=0,2%2"]
     assert states(ledger) == {"r000": "SUBMITTED", "r001": "COMPLETED", "r002": "SUBMITTED",
                               "r003": "RUNNING"}
-    n = rc.cancel_experiment(ledger, fake, EXP, reason="cancelled by test")
+    n = op.cancel_experiment(ledger, fake, EXP, reason="cancelled by test")
     assert n == 3
     assert sorted(fake.cancelled[0]) == sorted(["100", fake.submitted[0]["job"]])
     assert states(ledger) == {"r000": "CANCELLED", "r001": "COMPLETED", "r002": "CANCELLED",
@@ -819,10 +824,10 @@ def test_manual_retry_and_cancel(ledger, tmp_path, t0):
 
 def test_cancel_local_experiment_only_marks(ledger, tmp_path):
     make_exp(ledger, tmp_path, n=2, exp_id="loc-12345678", backend="local")
-    assert rc.cancel_experiment(ledger, None, "loc-12345678") == 2
+    assert op.cancel_experiment(ledger, None, "loc-12345678") == 2
     assert set(states(ledger, "loc-12345678").values()) == {"CANCELLED"}
     with pytest.raises(SlurmexpError, match="local backend"):
-        rc.retry_experiment(ledger, None, "loc-12345678")
+        rt.retry_experiment(ledger, None, "loc-12345678")
 
 
 def test_retry_when_sbatch_is_down_leaves_an_intent(ledger, tmp_path, t0):
@@ -833,7 +838,7 @@ def test_retry_when_sbatch_is_down_leaves_an_intent(ledger, tmp_path, t0):
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     fake.unavailable = {"sbatch"}
     with pytest.raises(SlurmUnavailable, match="adopts or replaces"):
-        rc.retry_experiment(ledger, fake, EXP, "failed")
+        rt.retry_experiment(ledger, fake, EXP, "failed")
     assert ledger.submissions(EXP)[-1]["state"] == "INTENT"
 
 
@@ -856,17 +861,17 @@ def test_retry_refused_by_sbatch_gives_the_run_back_its_state(ledger, tmp_path, 
 def test_cron_line(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURMEXP_HOME", raising=False)
     monkeypatch.delenv("SLURM_CONF", raising=False)
-    line = rc.cron_line(5, tmp_path / "my dir" / "ledger.db", "/opt/sx/bin/slurmexp",
+    line = op.cron_line(5, tmp_path / "my dir" / "ledger.db", "/opt/sx/bin/slurmexp",
                         path_env="/opt/slurm/bin:/usr/bin")
     assert line.startswith("*/5 * * * * PATH=/opt/slurm/bin:/usr/bin ")
     assert f"--ledger '{tmp_path}/my dir/ledger.db' reconcile --quiet" in line
     assert f">> '{tmp_path}/my dir/reconcile.log' 2>&1" in line
-    assert "flock" not in line and line.endswith(rc.CRON_MARKER)
-    assert rc.cron_line(1, "/l.db", "/x").startswith("* * * * * ")
-    assert rc.cron_line(120, "/l.db", "/x").startswith("0 */2 * * * ")
-    assert "\\%" in rc.cron_line(5, "/data/100%/l.db", "/x")
+    assert "flock" not in line and line.endswith(op.CRON_MARKER)
+    assert op.cron_line(1, "/l.db", "/x").startswith("* * * * * ")
+    assert op.cron_line(120, "/l.db", "/x").startswith("0 */2 * * * ")
+    assert "\\%" in op.cron_line(5, "/data/100%/l.db", "/x")
     with pytest.raises(SlurmexpError, match="every 90 minutes"):
-        rc.cron_line(90, "/l.db", "/x")
+        op.cron_line(90, "/l.db", "/x")
 
 
 def _fake_crontab(tmp_path, initial: str | None) -> Path:
@@ -887,27 +892,27 @@ fi
 
 def test_install_cron_replaces_only_our_line(tmp_path):
     exe = _fake_crontab(tmp_path, None)
-    line = rc.cron_line(5, tmp_path / "ledger.db", "/x/slurmexp")
-    assert rc.install_cron(line, crontab=str(exe)) == line + "\n"
+    line = op.cron_line(5, tmp_path / "ledger.db", "/x/slurmexp")
+    assert op.install_cron(line, crontab=str(exe)) == line + "\n"
     (tmp_path / "crontab.txt").write_text(
         "MAILTO=me\n0 1 * * * backup.sh\n*/10 * * * * /old/slurmexp reconcile --quiet\n" + line + "\n")
-    new = rc.cron_line(2, tmp_path / "ledger.db", "/x/slurmexp")
-    text = rc.install_cron(new, crontab=str(exe))
+    new = op.cron_line(2, tmp_path / "ledger.db", "/x/slurmexp")
+    text = op.install_cron(new, crontab=str(exe))
     assert text == f"MAILTO=me\n0 1 * * * backup.sh\n{new}\n"
     with pytest.raises(SlurmexpError, match="not installed"):
-        rc.install_cron(new, crontab=str(tmp_path / "nope"))
+        op.install_cron(new, crontab=str(tmp_path / "nope"))
 
 
 def test_health(ledger, t0):
-    ok, msg = rc.health(ledger, 30)
+    ok, msg = op.health(ledger, 30)
     assert not ok and "no reconcile pass" in msg
     ledger.record_heartbeat("reconcile", True, {"active": 3, "moved": {"COMPLETED": 2}})
-    ok, msg = rc.health(ledger, 30)
+    ok, msg = op.health(ledger, 30)
     assert ok and "3 active" in msg
-    ok, msg = rc.health(ledger, 30, now=datetime.now(timezone.utc) + timedelta(minutes=31))
+    ok, msg = op.health(ledger, 30, now=datetime.now(timezone.utc) + timedelta(minutes=31))
     assert not ok and "older than 30 min" in msg
     ledger.record_heartbeat("reconcile", False, {"error": "sacct: slurmdbd down"})
-    ok, msg = rc.health(ledger, 30)
+    ok, msg = op.health(ledger, 30)
     assert not ok and "slurmdbd down" in msg and "last good pass" in msg
 
 

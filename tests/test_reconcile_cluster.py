@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pytest
 
+from slurmexp import operate as op
+from slurmexp import pass_context as pc
 from slurmexp import reconcile as rc
 from slurmexp.backends.slurm import SlurmBackend
 from slurmexp.ledger import TERMINAL_STATES, Ledger
 from slurmexp.plan import ArrayChunk, Resources, Run
 from slurmexp.render import (ScriptContext, render_script, write_manifest, write_run_files,
                              write_script)
+from slurmexp.timeutil import parse_ts
 
 pytestmark = pytest.mark.cluster
 
@@ -90,7 +93,7 @@ def submit(ledger: Ledger, backend: SlurmBackend, exp: Exp, *, extra_args=(),
 
 
 def reconcile_until(ledger: Ledger, backend, exp_ids: list[str], cond=None, *, timeout=180,
-                    grace_s=120, every=1.0, allow_errors=False) -> list[rc.PassSummary]:
+                    grace_s=120, every=1.0, allow_errors=False) -> list[pc.PassSummary]:
     """Reconcile passes until `cond(ledger)` (default: every run of exp_ids is terminal)."""
     cond = cond or (lambda led: all(r["state"] in TERMINAL_STATES
                                     for e in exp_ids for r in led.runs(e)))
@@ -180,8 +183,8 @@ def test_node_failure_is_retried_and_completes(ledger, backend, cluster, tmp_pat
         assert first["reason"] == "NODE_FAIL on c1" and first["job_id"] == job
         assert second["state"] == "COMPLETED" and second["job_id"] != job
         assert second["task_index"] == first["task_index"] and second["submit_time"]
-        start = rc.parse_ts(second["submit_time"])
-        assert (start - rc.parse_ts(first["end_time"])).total_seconds() >= 5     # the backoff
+        start = parse_ts(second["submit_time"])
+        assert (start - parse_ts(first["end_time"])).total_seconds() >= 5     # the backoff
     # both failed tasks went back in ONE sbatch, with only their indices
     retry_subs = ledger.submissions(exp.exp_id)[1:]
     assert len(retry_subs) == 1 and retry_subs[0]["array_spec"] == "0-1"
@@ -283,7 +286,7 @@ def test_timeout_final_escalated_and_capped(ledger, backend, cluster, tmp_path):
     orig = sacct_field(cluster, first["job_key"], "jobid,timelimit,state")
     assert orig and orig[-1]["timelimit"] == "00:01:00"
     # cancel: one scancel, the run and its attempt CANCELLED with the reason
-    assert rc.cancel_experiment(ledger, backend, esc.exp_id, reason="cancelled by test") == 1
+    assert op.cancel_experiment(ledger, backend, esc.exp_id, reason="cancelled by test") == 1
     (e,) = ledger.runs(esc.exp_id)
     assert e["state"] == "CANCELLED" and e["reason"] == "cancelled by test"
     deadline = time.monotonic() + 30
@@ -401,7 +404,7 @@ def test_slurmctld_restart_mid_sweep_loses_nothing(ledger, backend, cluster, tmp
     reconcile_until(ledger, backend, [exp.exp_id],
                     lambda led: "RUNNING" in led.counts_by_state(exp.exp_id), timeout=60)
     # Passes keep running (as cron would) while the controller goes down and comes back.
-    during: list[rc.PassSummary] = []
+    during: list[pc.PassSummary] = []
     stop = threading.Event()
 
     def passes() -> None:
@@ -439,7 +442,7 @@ def test_slurmdbd_down_changes_nothing_then_catches_up(ledger, backend, cluster,
     submit(ledger, backend, exp)
     reconcile_until(ledger, backend, [exp.exp_id],
                     lambda led: "RUNNING" in led.counts_by_state(exp.exp_id), timeout=60)
-    assert rc.health(ledger, 10)[0]
+    assert op.health(ledger, 10)[0]
     try:
         cluster.stop_dbd()
         time.sleep(6)                    # the jobs end while accounting is away
@@ -451,7 +454,7 @@ def test_slurmdbd_down_changes_nothing_then_catches_up(ledger, backend, cluster,
         after = {t: list(ledger.db.query(f"SELECT * FROM {t}"))
                  for t in ("runs", "attempts", "submissions", "events")}
         assert after == before
-        ok, message = rc.health(ledger, 10)
+        ok, message = op.health(ledger, 10)
         assert not ok and "failed" in message
         print(f"\nslurmdbd down: pass exit {s.exit_code}: {s.error}\nhealth: {message}")
     finally:
@@ -459,4 +462,4 @@ def test_slurmdbd_down_changes_nothing_then_catches_up(ledger, backend, cluster,
     reconcile_until(ledger, backend, [exp.exp_id], timeout=120)
     assert ledger.counts_by_state(exp.exp_id) == {"COMPLETED": 4}
     assert len(ledger.attempts(exp.exp_id)) == 4
-    assert rc.health(ledger, 10)[0]
+    assert op.health(ledger, 10)[0]

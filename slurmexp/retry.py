@@ -1,0 +1,554 @@
+"""Retries: which failed runs get another attempt, with what resources, and submitting them.
+
+Failure classes (see `records.classify`) decide: infrastructure failures (NODE_FAIL, BOOT_FAIL,
+PREEMPTED, LOST) are retried with exponential backoff up to `retry.max_attempts` attempts per
+run; resource failures (TIMEOUT, OUT_OF_MEMORY) are final unless the sweep asked to escalate
+(then time or memory grows by `escalate_factor` up to the partition's limit); user failures
+and unknown states are final.
+
+A retry is decided inside the transaction that records the failed attempt (the run goes back
+to PLANNED with the reason), and submitted later, when its backoff is over: only the affected
+tasks, one sbatch per chunk and resources, intent -> sbatch -> record as launch does. So a
+process killed in between leaves a PLANNED run or an INTENT, both of which the next reconcile
+pass finishes. `retry_experiment` is the same submission asked for by a person.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from . import units
+from .backends.facts import SacctRow
+from .errors import Problem, SlurmexpError, SlurmUnavailable
+from .ledger import TERMINAL_STATES, Ledger, parse_array_spec
+from .pass_context import (FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock,
+                           require_lock)
+from .render import chunk_file_stem
+from .timeutil import parse_ts, utc_iso
+
+# ------------------------------------------------------------------------------------------
+# Policy and decisions
+
+
+@dataclass
+class RetryPolicy:
+    """An experiment's `[retry]` settings, with what escalation needs: the partition's limits
+    and the resources the sweep asked for (launch stores them in the experiment's settings)."""
+
+    max_attempts: int = 3
+    escalate: bool = False
+    escalate_factor: float = 2.0
+    backoff_s: float = 60.0
+    max_time_min: int | None = None
+    max_mem_mb: int | None = None
+    time_min: int | None = None          # what the sweep asked (fallback when the script says nothing)
+    mem_mb: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: dict | None) -> RetryPolicy:
+        settings = settings or {}
+        retry = settings.get("retry") or {}
+        limits = settings.get("limits") or {}
+        res = settings.get("resources") or {}
+        p = cls()
+        for name in ("max_attempts", "escalate", "escalate_factor", "backoff_s"):
+            if retry.get(name) is not None:
+                setattr(p, name, type(getattr(p, name))(retry[name]))
+        p.max_time_min = _int_or_none(limits.get("max_time_min"))
+        p.max_mem_mb = _int_or_none(limits.get("max_mem_mb"))
+        p.time_min = _int_or_none(res.get("time_min"))
+        p.mem_mb = _int_or_none(res.get("mem_mb"))
+        return p
+
+    def backoff(self, attempt_no: int) -> float:
+        return float(self.backoff_s) * 2 ** max(int(attempt_no) - 1, 0)
+
+    def scaled(self, base: int | None, times: int, cap: int | None) -> int | None:
+        if base is None:
+            return None
+        value = math.ceil(base * self.escalate_factor ** times) if times > 0 else base
+        return min(value, cap) if cap is not None else value
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+_SBATCH_LINE = re.compile(r"^#SBATCH\s+--(time|mem|array)=(\S+)\s*$", re.MULTILINE)
+
+
+def script_resources(path: str | os.PathLike | None) -> dict[str, Any]:
+    """time_min, mem_mb and array spec from a rendered chunk script's #SBATCH lines."""
+    out: dict[str, Any] = {"time_min": None, "mem_mb": None, "array": None}
+    if not path:
+        return out
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(20000)
+    except OSError:
+        return out
+    for key, value in _SBATCH_LINE.findall(head):
+        try:
+            if key == "time":
+                out["time_min"] = units.parse_time(value)
+            elif key == "mem":
+                out["mem_mb"] = units.parse_mem(value)
+            else:
+                out["array"] = value
+        except ValueError:
+            pass
+    return out
+
+
+@dataclass
+class Escalation:
+    """The time and memory a retry asks for instead of its chunk script's own."""
+
+    time_min: int | None = None     # override (None: the script's own)
+    mem_mb: int | None = None
+
+    def args(self) -> list[str]:
+        out = []
+        if self.time_min is not None:
+            out.append(f"--time={units.format_time(self.time_min)}")
+        if self.mem_mb is not None:
+            out.append(f"--mem={self.mem_mb}M")
+        return out
+
+
+def escalation_for(policy: RetryPolicy, base: dict, n_timeouts: int, n_ooms: int) -> Escalation:
+    """What a retry asks for after `n_timeouts` TIMEOUT and `n_ooms` OUT_OF_MEMORY attempts."""
+    if not policy.escalate:
+        return Escalation()
+    base_time = base.get("time_min") or policy.time_min
+    base_mem = base.get("mem_mb") or policy.mem_mb
+    return Escalation(
+        time_min=policy.scaled(base_time, n_timeouts, policy.max_time_min) if n_timeouts else None,
+        mem_mb=policy.scaled(base_mem, n_ooms, policy.max_mem_mb) if n_ooms else None)
+
+
+@dataclass
+class RetryDecision:
+    """Whether a run gets another attempt, why (or why not), and not before when."""
+
+    retry: bool
+    note: str                      # appended to the reason
+    due: datetime | None = None
+
+
+def decide_retry(policy: RetryPolicy, state: str, failure_class: str | None, attempt_no: int,
+                 history: Sequence[str], base: dict, end: datetime | None,
+                 now: datetime) -> RetryDecision:
+    """Whether a run whose newest attempt just ended in `state` gets another attempt.
+
+    `history` holds the states of all the run's attempts, this one included.
+    """
+    if failure_class in (None, "user", "unknown"):
+        return RetryDecision(False, "")
+    left = attempt_no < policy.max_attempts
+    if failure_class == "infrastructure":
+        if not left:
+            return RetryDecision(False, f"no retries left ({attempt_no} of "
+                                        f"{policy.max_attempts} attempts)")
+        due = (end or now) + timedelta(seconds=policy.backoff(attempt_no))
+        return RetryDecision(True, f"retry {attempt_no + 1}/{policy.max_attempts}", due)
+    # resources
+    if not policy.escalate:
+        return RetryDecision(False, "")
+    if state == "TIMEOUT":
+        what, cap = "time", policy.max_time_min
+        base_value = base.get("time_min") or policy.time_min
+        n = sum(1 for s in history if s == "TIMEOUT")
+    else:
+        what, cap = "memory", policy.max_mem_mb
+        base_value = base.get("mem_mb") or policy.mem_mb
+        n = sum(1 for s in history if s == "OUT_OF_MEMORY")
+    if base_value is None:
+        return RetryDecision(False, f"cannot escalate: the requested {what} is not known")
+    current = policy.scaled(base_value, n - 1, cap)
+    if cap is not None and current >= cap:
+        shown = units.format_time(cap) if what == "time" else f"{cap}M"
+        return RetryDecision(False, f"already at the partition limit ({what} {shown}); not retried")
+    if not left:
+        return RetryDecision(False, f"no retries left ({attempt_no} of {policy.max_attempts} attempts)")
+    new = policy.scaled(base_value, n, cap)
+    shown = units.format_time(new) if what == "time" else f"{new}M"
+    return RetryDecision(True, f"retry {attempt_no + 1}/{policy.max_attempts} with {what} {shown}",
+                         now)
+
+
+# ------------------------------------------------------------------------------------------
+# Reading the ledger
+
+
+def slurm_experiments(ledger: Ledger) -> dict[str, dict]:
+    """The Slurm experiments by id, each with its `settings` and its retry `policy`."""
+    out = {}
+    for e in ledger.db.query("SELECT * FROM experiments WHERE backend = 'slurm'"):
+        try:
+            settings = json.loads(e.get("settings_json") or "{}")
+        except ValueError:
+            settings = {}
+        e["settings"] = settings
+        e["policy"] = RetryPolicy.from_settings(settings)
+        out[e["exp_id"]] = e
+    return out
+
+
+def _chunk_script(ledger: Ledger, exp: dict, chunk: int | None) -> tuple[Path | None, str | None]:
+    """(script path, the chunk's first array spec) for a chunk of an experiment."""
+    row = ledger.db.execute(
+        "SELECT script_path, array_spec FROM submissions WHERE exp_id = ? AND chunk IS ? "
+        "AND script_path IS NOT NULL ORDER BY sub_id LIMIT 1", [exp["exp_id"], chunk]).fetchone()
+    if row:
+        return Path(row[0]), row[1]
+    if exp.get("exp_dir") and chunk is not None:
+        path = Path(exp["exp_dir"]) / "scripts" / f"{chunk_file_stem(chunk)}.sbatch"
+        return path, None
+    return None, None
+
+
+def script_base(ctx: PassContext, path: str | os.PathLike | None) -> dict:
+    """`script_resources(path)`, read once per pass."""
+    key = os.fspath(path) if path else ""
+    if key not in ctx.scripts:
+        ctx.scripts[key] = script_resources(path)
+    return ctx.scripts[key]
+
+
+def _history(ledger: Ledger, exp_id: str, run_id: str) -> list[str]:
+    """The states of a run's attempts, oldest first."""
+    return [r[0] for r in ledger.db.execute(
+        "SELECT state FROM attempts WHERE exp_id = ? AND run_id = ? ORDER BY attempt_no",
+        [exp_id, run_id])]
+
+
+# ------------------------------------------------------------------------------------------
+# Deciding, as attempts end
+
+
+def _decide(ctx: PassContext, a: dict, state: str, fclass: str | None, history: list[str],
+            rec: SacctRow | None) -> RetryDecision:
+    policy: RetryPolicy = (ctx.exps.get(a["exp_id"]) or {}).get("policy") or RetryPolicy()
+    end = parse_ts(rec.end) if rec is not None else None
+    return decide_retry(policy, state, fclass, int(a["attempt_no"]), history,
+                        script_base(ctx, a.get("script_path")), end, ctx.now)
+
+
+def schedule_retry(ctx: PassContext, a: dict, state: str, fclass: str | None,
+                   reason: str | None, rec: SacctRow | None) -> None:
+    """Inside the attempt's transaction: move the run back to PLANNED when a retry is due."""
+    ledger = ctx.ledger
+    run = ledger.db.execute("SELECT n_attempts FROM runs WHERE exp_id = ? AND run_id = ?",
+                            [a["exp_id"], a["run_id"]]).fetchone()
+    if run is None or int(run[0]) != int(a["attempt_no"]):
+        return          # a newer attempt (a requeue, a retry) already carries the run
+    decision = _decide(ctx, a, state, fclass, _history(ledger, a["exp_id"], a["run_id"]), rec)
+    if decision.retry:
+        why = f"{decision.note} after {reason or state}"
+        if decision.due and decision.due > ctx.now:
+            why += f" (not before {utc_iso(decision.due)})"
+        ledger.set_run_state(a["exp_id"], [a["run_id"]], "PLANNED", why)
+        ctx.summary.retries_scheduled += 1
+        ctx.summary.act(f"{a['exp_id']} {a['run_id']}: {why}")
+    elif decision.note:
+        full = f"{reason}; {decision.note}" if reason else decision.note
+        ledger.update_attempt(a["attempt_id"], reason=full)
+
+
+def preview_retry(ctx: PassContext, a: dict, state: str, fclass: str | None,
+                  rec: SacctRow | None) -> None:
+    """`schedule_retry` for a dry run: count and say what it would do, write nothing."""
+    if int(a.get("run_n_attempts") or 0) != int(a["attempt_no"]):
+        return
+    history = _history(ctx.ledger, a["exp_id"], a["run_id"])[:-1] + [state]
+    decision = _decide(ctx, a, state, fclass, history, rec)
+    if decision.retry:
+        ctx.summary.retries_scheduled += 1
+        ctx.summary.act(f"{a['exp_id']} {a['run_id']}: would schedule {decision.note}")
+
+
+# ------------------------------------------------------------------------------------------
+# Submitting what is due
+
+
+def compress_indices(indices: Iterable[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> "0-2,5,7-8" (an sbatch --array list)."""
+    values = sorted(set(int(i) for i in indices))
+    parts: list[str] = []
+    start = prev = None
+    for v in values:
+        if start is None:
+            start = prev = v
+        elif v == prev + 1:
+            prev = v
+        else:
+            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = v
+    if start is not None:
+        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+    return ",".join(parts)
+
+
+def _throttle(array_spec: str | None) -> str | None:
+    if array_spec and "%" in array_spec:
+        value = array_spec.split("%", 1)[1].strip()
+        return value if value.isdigit() else None
+    return None
+
+
+def _open_intent_tasks(ledger: Ledger) -> dict[tuple[str, Any], set[int] | None]:
+    """(exp, chunk) -> task indices covered by INTENT submissions (None: the whole chunk)."""
+    out: dict[tuple[str, Any], set[int] | None] = {}
+    for s in ledger.db.query("SELECT exp_id, chunk, array_spec FROM submissions "
+                             "WHERE state = 'INTENT'"):
+        key = (s["exp_id"], s["chunk"])
+        tasks = parse_array_spec(s["array_spec"] or "")
+        if tasks is None or out.get(key, set()) is None:
+            out[key] = None
+        else:
+            out[key] = (out.get(key) or set()) | tasks
+    return out
+
+
+_PLANNED_SQL = """
+SELECT r.*, e.state AS exp_state, e.created AS exp_created,
+       (SELECT MAX(created) FROM submissions s WHERE s.exp_id = r.exp_id) AS last_intent
+FROM runs r JOIN experiments e ON e.exp_id = r.exp_id
+WHERE e.backend = 'slurm' AND r.state = 'PLANNED'
+  AND (r.n_attempts > 0 OR e.state = 'SUBMITTING')
+  AND e.state NOT IN ('FAILED', 'CANCELLED')
+ORDER BY r.exp_id, r.chunk, r.task_index
+"""
+
+
+def resubmittable_runs(ctx: PassContext, only_exp: str | None = None) -> list[dict]:
+    """PLANNED runs that reconcile submits: retries, and the runs of a launch that stopped.
+
+    A run of a launch (no attempt yet) only once the launch is over: its experiment is still
+    SUBMITTING and nothing was written for it for `grace_s` (sbatch gives up after 60 s).
+    """
+    ledger = ctx.ledger
+    covered = _open_intent_tasks(ledger)
+    out = []
+    for r in ledger.db.query(_PLANNED_SQL):
+        if only_exp and r["exp_id"] != only_exp:
+            continue
+        if r["exp_id"] not in ctx.exps:
+            continue
+        tasks = covered.get((r["exp_id"], r["chunk"]), set())
+        if tasks is None or (r["task_index"] is not None and r["task_index"] in tasks):
+            continue
+        if r["n_attempts"] == 0 and not only_exp:
+            last = parse_ts(r["last_intent"]) or parse_ts(r["exp_created"])
+            if last is not None and (ctx.now - last).total_seconds() < ctx.grace_s:
+                continue
+        out.append(r)
+    return out
+
+
+@dataclass
+class _RetryItem:
+    run: dict
+    due: datetime
+    escalation: Escalation
+
+
+def _retry_items(ctx: PassContext, runs: list[dict],
+                 ignore_backoff: bool = False) -> list[_RetryItem]:
+    ledger = ctx.ledger
+    items = []
+    for r in runs:
+        exp = ctx.exps[r["exp_id"]]
+        policy: RetryPolicy = exp["policy"]
+        script, _ = _chunk_script(ledger, exp, r["chunk"])
+        base = script_base(ctx, script)
+        due = ctx.now
+        n_timeouts = n_ooms = 0
+        if r["n_attempts"]:
+            attempts = list(ledger.db.query(
+                "SELECT * FROM attempts WHERE exp_id = ? AND run_id = ? ORDER BY attempt_no",
+                [r["exp_id"], r["run_id"]]))
+            newest = attempts[-1] if attempts else None
+            if newest is not None and newest["state"] not in TERMINAL_STATES:
+                continue        # still going (it cannot be PLANNED then; be safe)
+            n_timeouts = sum(1 for x in attempts if x["state"] == "TIMEOUT")
+            n_ooms = sum(1 for x in attempts if x["state"] == "OUT_OF_MEMORY")
+            if newest is not None and newest["failure_class"] == "infrastructure" \
+                    and not ignore_backoff:
+                end = parse_ts(newest["end_time"]) or parse_ts(newest["updated"]) or ctx.now
+                due = end + timedelta(seconds=policy.backoff(newest["attempt_no"]))
+        items.append(_RetryItem(r, due, escalation_for(policy, base, n_timeouts, n_ooms)))
+    return items
+
+
+def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff: bool = False,
+               sub_ids: list[int] | None = None) -> set[str]:
+    """Submit the PLANNED runs whose retry is due: one sbatch per (chunk, resources)."""
+    ledger, summary = ctx.ledger, ctx.summary
+    runs = resubmittable_runs(ctx) if runs is None else runs
+    items = _retry_items(ctx, runs, ignore_backoff)
+    groups: dict[tuple, list[_RetryItem]] = defaultdict(list)
+    for item in items:
+        if item.due > ctx.now:
+            continue
+        r = item.run
+        groups[(r["exp_id"], r["chunk"], item.escalation.time_min,
+                item.escalation.mem_mb)].append(item)
+    touched: set[str] = set()
+    submitted_jobs: dict[str, int] = {}
+    for (exp_id, chunk, _, _), group in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        exp = ctx.exps[exp_id]
+        script, first_spec = _chunk_script(ledger, exp, chunk)
+        tasks = [g.run["task_index"] for g in group if g.run["task_index"] is not None]
+        run_ids = [g.run["run_id"] for g in group]
+        throttle = _throttle(first_spec) or _throttle(script_base(ctx, script).get("array"))
+        spec = compress_indices(tasks) + (f"%{throttle}" if throttle else "")
+        extra = [f"--array={spec}", *group[0].escalation.args()]
+        label = f"{exp_id} chunk {chunk}: sbatch {' '.join(extra)} {script}"
+        if ctx.dry_run:
+            summary.act(f"would submit {label} ({len(group)} run(s))")
+            summary.retries_submitted += len(group)
+            continue
+        if script is None or not script.is_file() or not tasks:
+            why = f"cannot resubmit: the chunk script {script} is missing"
+            _give_up(ctx, exp_id, group, why)
+            summary.warnings.append(f"{exp_id} chunk {chunk}: {why}")
+            continue
+        sha = hashlib.sha256(script.read_bytes()).hexdigest()
+        sub_id = ledger.record_intent(exp_id, chunk, spec, len(tasks), script, sha,
+                                      exp.get("cluster"))
+        t = time.monotonic()
+        try:
+            cwd = Path(exp["exp_dir"]) if exp.get("exp_dir") and Path(exp["exp_dir"]).is_dir() \
+                else None
+            result = ctx.slurm().submit(script, extra_args=extra, cwd=cwd)
+        except SlurmUnavailable as exc:
+            summary.sbatch_s += time.monotonic() - t
+            # The job may exist: the intent stays for the next pass to adopt (or close).
+            summary.error = f"sbatch: {exc.message}"
+            summary.exit_code = exc.exit_code
+            summary.act(f"submit {label}: sbatch did not answer; intent {sub_id} left to adopt")
+            break
+        except SlurmexpError as exc:
+            summary.sbatch_s += time.monotonic() - t
+            ledger.record_submit_failed(sub_id, exc.message)
+            _give_up(ctx, exp_id, group, f"retry refused by sbatch: {exc.message}")
+            summary.warnings.append(f"{label}: refused: {exc.message}")
+            continue
+        summary.sbatch_s += time.monotonic() - t
+        ledger.record_submitted(sub_id, result.job_id)
+        if sub_ids is not None:
+            sub_ids.append(sub_id)
+        submitted_jobs[result.job_id] = sub_id
+        summary.retries_submitted += len(group)
+        summary.retry_jobs.append(result.job_id)
+        summary.act(f"submitted {label} -> job {result.job_id} ({len(group)} run(s): "
+                    f"{', '.join(run_ids[:5])}{' ...' if len(run_ids) > 5 else ''})")
+        touched.add(exp_id)
+    if submitted_jobs:
+        _stamp_submit_times(ctx, submitted_jobs)
+    return touched
+
+
+def _give_up(ctx: PassContext, exp_id: str, group: list[_RetryItem], why: str) -> None:
+    """A retry that cannot be submitted: the run takes its last attempt's state back."""
+    ledger = ctx.ledger
+    with ledger.transaction():
+        for item in group:
+            run_id = item.run["run_id"]
+            history = _history(ledger, exp_id, run_id)
+            ledger.set_run_state(exp_id, [run_id], history[-1] if history else "PLANNED", why)
+
+
+def _stamp_submit_times(ctx: PassContext, jobs: dict[str, int]) -> None:
+    """One squeue call for the new jobs' submit times (the attempts' key)."""
+    try:
+        times = ctx.slurm().submit_times(list(jobs))
+    except SlurmexpError:
+        return          # the next pass learns them from sacct
+    ledger = ctx.ledger
+    for job_id, sub_id in jobs.items():
+        submit = times.get(job_id)
+        if not submit:
+            continue
+        try:
+            with ledger.transaction():
+                for a in ledger.attempts(sub_id=sub_id):
+                    if not a["submit_time"]:
+                        ledger.update_attempt(a["attempt_id"], submit_time=submit)
+                ledger.db.execute("UPDATE submissions SET submit_time = ? WHERE sub_id = ? AND "
+                                  "submit_time IS NULL", [submit, sub_id])
+        except sqlite3.IntegrityError:
+            pass
+
+
+# ------------------------------------------------------------------------------------------
+# Manual retry
+
+
+RETRY_WHICH = {
+    "failed": frozenset(TERMINAL_STATES - {"COMPLETED", "LOST"}),
+    "lost": frozenset({"LOST"}),
+    "all": frozenset(TERMINAL_STATES - {"COMPLETED"}),
+}
+
+
+def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "failed", *,
+                     lock_wait_s: float = 120) -> list[int]:
+    """Resubmit an experiment's finished-but-unsuccessful runs now (one sbatch per chunk).
+
+    which: "failed" (every final state but COMPLETED and LOST), "lost", or "all". Ignores the
+    backoff and the max_attempts limit (a person asked); escalation still applies. Returns the
+    new submissions' ids. Raises SlurmUnavailable when sbatch does not answer: the intent is
+    left for the next reconcile pass to adopt.
+    """
+    if which not in RETRY_WHICH:
+        raise SlurmexpError(f"retry: unknown selection {which!r}",
+                            [Problem("", "which", f"{which!r}", "use failed, lost or all")])
+    exp = ledger.get_experiment(exp_id, required=True)
+    if exp["backend"] != "slurm":
+        raise SlurmexpError(
+            f"retry: {exp_id} ran with the {exp['backend']} backend",
+            [Problem("", exp_id, "only Slurm experiments are retried by slurmexp",
+                     fix="launch the sweep again with --new to run it locally once more")])
+    now = datetime.now(timezone.utc)
+    summary = PassSummary(started=utc_iso(now))
+    with pass_lock(ledger, wait_s=lock_wait_s) as got:
+        require_lock(got, ledger, "retry")
+        ctx = PassContext(ledger, backend, summary, now, 0, False)
+        ctx.exps = slurm_experiments(ledger)
+        runs = ledger.runs(exp_id, state=RETRY_WHICH[which])
+        if not runs:
+            return []
+        if exp["state"] in ("CANCELLED", "FAILED", *FINISHED_EXPERIMENT_STATES):
+            ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry ({which})")
+        ledger.set_run_state(exp_id, [r["run_id"] for r in runs], "PLANNED",
+                             f"manual retry ({which})")
+        wanted = {r["run_id"] for r in runs}
+        planned = [r for r in ledger.runs(exp_id, state="PLANNED") if r["run_id"] in wanted]
+        sub_ids: list[int] = []
+        submit_due(ctx, planned, ignore_backoff=True, sub_ids=sub_ids)
+        if sub_ids:
+            ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry of {len(runs)} run(s)")
+        if summary.error:
+            raise SlurmUnavailable(f"retry of {exp_id}: {summary.error}; the submission intent "
+                                   f"was recorded, and `slurmexp reconcile` adopts or replaces it")
+        if summary.warnings and not sub_ids:
+            raise SlurmexpError(f"retry of {exp_id} failed", [
+                Problem("", exp_id, w) for w in summary.warnings])
+        return sub_ids
