@@ -249,7 +249,7 @@ def cron(ctx, every: int, install: bool) -> None:
     from .operate import cron_line, install_cron
 
     ledger = _ledger(ctx)
-    exe = shutil.which("slurmexp") or f"{sys.executable} -m slurmexp"
+    exe = shutil.which("slurmexp") or [sys.executable, "-m", "slurmexp"]
     line = cron_line(every, ledger.path, exe)
     if install:
         click.echo(install_cron(line))

@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import subprocess
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def _cron_escape(text: str) -> str:
 
 
 def cron_line(every_minutes: int, ledger_path: str | os.PathLike,
-              slurmexp_executable: str | os.PathLike, *, log_path: str | os.PathLike | None = None,
+              slurmexp_executable: str | os.PathLike | Sequence[str], *, log_path: str | os.PathLike | None = None,
               path_env: str | None = None) -> str:
     """A crontab line that runs `slurmexp reconcile --quiet` every N minutes.
 
@@ -100,15 +101,19 @@ def cron_line(every_minutes: int, ledger_path: str | os.PathLike,
     takes its own lock, and a pass that finds it held exits 0.
     """
     ledger_path = Path(ledger_path).expanduser().absolute()
-    exe = Path(slurmexp_executable).expanduser()
+    # The executable, or an argv such as [python, "-m", "slurmexp"] when no console script exists.
+    argv = ([slurmexp_executable] if isinstance(slurmexp_executable, (str, os.PathLike))
+            else list(slurmexp_executable))
+    exe = Path(argv[0]).expanduser()
     exe = exe if exe.is_absolute() else exe.absolute()
+    words = " ".join(shlex.quote(str(w)) for w in [exe, *argv[1:]])
     log = Path(log_path).expanduser().absolute() if log_path else ledger_path.parent / "reconcile.log"
     home = os.environ.get("SLURMEXP_HOME") or str(ledger_path.parent)
     env = [f"PATH={shlex.quote(path_env or os.environ.get('PATH') or '/usr/bin:/bin')}",
            f"SLURMEXP_HOME={shlex.quote(home)}"]
     if os.environ.get("SLURM_CONF"):
         env.append(f"SLURM_CONF={shlex.quote(os.environ['SLURM_CONF'])}")
-    command = (f"{' '.join(env)} {shlex.quote(str(exe))} --ledger {shlex.quote(str(ledger_path))} "
+    command = (f"{' '.join(env)} {words} --ledger {shlex.quote(str(ledger_path))} "
                f"reconcile --quiet >> {shlex.quote(str(log))} 2>&1")
     return f"{_schedule(every_minutes)} {_cron_escape(command)} {CRON_MARKER}"
 

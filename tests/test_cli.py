@@ -132,3 +132,17 @@ def test_report_show_and_logs_after_local_launch(tmp_path):
     assert failed["run_id"] in shown and "FAILED" in shown
     assert run(tmp_path, "logs", failed["run_id"], "--stderr").stdout == "boom\n"
     assert run(tmp_path, "report", exp_id, "--best", "score", "--max").exit_code == 0
+
+
+def test_cron_line_runs_a_real_pass(tmp_path):
+    """The printed crontab line, run as cron would (sh -c), reconciles and leaves a heartbeat."""
+    ledger_path = tmp_path / "ledger.db"
+    Ledger(ledger_path).close()
+    line = run(tmp_path, "cron", "--every", "10").stdout.strip()
+    fields = line.split(" ", 5)
+    assert fields[:5] == ["*/10", "*", "*", "*", "*"]
+    command = fields[5].split(" # slurmexp")[0].replace("\\%", "%")
+    subprocess.run(["sh", "-c", command], check=True, timeout=60)
+    assert (tmp_path / "reconcile.log").exists()
+    health = run(tmp_path, "health", "--max-age", "5")
+    assert "ok" in health.stdout
