@@ -25,6 +25,7 @@ from .plan import ArrayChunk, Plan, command_for, describe, make_plan
 from .render import (ScriptContext, chunk_file_stem, render_script, template_sha256, write_manifest,
                      write_run_files, write_script)
 from .site import Site, load_site
+from .tags import job_comment, job_name
 from .spec import Sweep, load_sweep
 from .validate import ValidationReport, validate
 
@@ -92,20 +93,12 @@ def prepare(sweep_path: str | Path, site_path: str | Path | None = None) -> Prep
     return Prepared(sweep, site, plan, fp, f"{sweep.name}-{fp[:8]}", Path(template) if template else None)
 
 
-def job_name(exp_id: str, chunk: int) -> str:
-    return f"sx.{exp_id}.{chunk:03d}"
-
-
-def job_tag(exp_id: str) -> str:
-    return f"slurmexp:{exp_id}"
-
-
 def script_context(prep: Prepared, exp_id: str, chunk: ArrayChunk) -> ScriptContext:
     exp_dir = prep.exp_dir(exp_id)
     return ScriptContext(
         experiment_id=exp_id, chunk=chunk, exp_dir=exp_dir, workdir=Path(prep.sweep.workdir),
         manifest_path=exp_dir / "manifests" / f"{chunk_file_stem(chunk.chunk)}.txt",
-        runs_dir=exp_dir / "runs", job_name=job_name(exp_id, chunk.chunk), comment=job_tag(exp_id),
+        runs_dir=exp_dir / "runs", job_name=job_name(exp_id, chunk.chunk), comment=job_comment(exp_id),
         env_setup=list(prep.sweep.env.setup), env_modules=list(prep.sweep.env.modules),
         env_vars=dict(prep.sweep.env.vars), template=prep.template, cluster=prep.site.cluster)
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import tags
 from .errors import Problem, SlurmexpError
 from .ledger import TERMINAL_STATES, Ledger
 from .pass_context import pass_lock, require_lock
@@ -49,7 +50,7 @@ def cancel_experiment(ledger: Ledger, backend: Any, exp_id: str,
                 backend = SlurmBackend()
             ids = {str(a["job_id"]) for a in active if a["job_id"]}
             with contextlib.suppress(SlurmexpError):
-                for q in backend.squeue_rows(name_prefix=f"sx.{exp_id}."):
+                for q in backend.squeue_rows(name_prefix=tags.name_prefix(exp_id)):
                     ids.add(str(q.array_job_id or q.job_id).split("_")[0])
             if ids:
                 backend.cancel(sorted(ids, key=lambda j: (len(j), j)))

@@ -47,6 +47,7 @@ from .records import (PROGRESS, SUBMIT_SKEW_S, Match, attempt_fields, classify, 
                       row_key)
 from .retry import (preview_retry, resubmittable_runs, schedule_retry, slurm_experiments,
                     submit_due)
+from . import tags
 from .timeutil import parse_ts, sacct_time, utc_iso
 
 HEARTBEAT_KIND = "reconcile"
@@ -68,10 +69,8 @@ _RUNAWAY_RE = re.compile(r"the controller does not list the job \(since ([^)]+)\
 
 
 def chunk_job_name(exp_id: str, chunk: int | None) -> str | None:
-    """The tag launch gives a chunk's job (`launch.job_name`)."""
-    if chunk is None:
-        return None
-    return f"sx.{exp_id}.{int(chunk):03d}"
+    """The tag launch gave a chunk's job; None for a submission that is not a chunk."""
+    return None if chunk is None else tags.job_name(exp_id, chunk)
 
 
 def attempt_dir(run_dir: str | None, job_key: str | None, restart: int = 0) -> Path | None:
