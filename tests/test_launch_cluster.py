@@ -208,3 +208,32 @@ def test_launch_killed_after_sbatch_is_adopted_not_resubmitted(tmp_path, cluster
     # Every job carrying the experiment's tag is that one array: nothing was submitted twice.
     rows = SlurmBackend().sacct_rows([], since="now-1hours", names=[f"sx.{exp['exp_id']}.000"])
     assert rows and {r.array_job_id or r.job_id_raw for r in rows} == {sub["job_id"]}
+
+
+@pytest.mark.destructive
+def test_job_ids_reused_after_controller_state_loss_are_never_confused(tmp_path, cluster):
+    """Wipe slurmctld's state twice so two experiments get the same job id; sacct then holds
+    both jobs under that id, and the ledger must keep them apart by submit time."""
+    cluster.reset()
+    first = write_sweep(tmp_path, "reuse-a", "x = [1, 2]")
+    exp_a = launch(tmp_path, first)
+    ledger = wait_done(tmp_path, exp_a)
+    (sub_a,) = ledger.submissions(exp_a)
+    before = {a["attempt_id"]: dict(a) for a in ledger.attempts(exp_a)}
+    assert {a["state"] for a in before.values()} == {"COMPLETED"}
+
+    cluster.reset()
+    second = write_sweep(tmp_path, "reuse-b", "x = [1, 2]", command="bash -c 'exit 3' {x}")
+    exp_b = launch(tmp_path, second)
+    (sub_b,) = ledger.submissions(exp_b)
+    assert sub_b["job_id"] == sub_a["job_id"], "the reset should have given the same job id again"
+    ledger = wait_done(tmp_path, exp_b)
+
+    rows = SlurmBackend().sacct_rows([sub_a["job_id"]], since="now-1hours")
+    assert len({r.submit for r in rows if r.array_job_id == sub_a["job_id"]}) >= 2, rows
+    assert {r["state"] for r in ledger.runs(exp_b)} == {"FAILED"}
+    after = {a["attempt_id"]: dict(a) for a in ledger.attempts(exp_a)}
+    assert after == before, "the old experiment's attempts took state from the new jobs"
+    keys_a = {(a["job_key"], a["submit_time"]) for a in after.values()}
+    keys_b = {(a["job_key"], a["submit_time"]) for a in ledger.attempts(exp_b)}
+    assert {k for k, _ in keys_a} == {k for k, _ in keys_b} and not keys_a & keys_b
