@@ -26,6 +26,7 @@ from .render import (ScriptContext, chunk_file_stem, render_script, template_sha
                      write_run_files, write_script)
 from .site import Site, load_site
 from .tags import job_comment, job_name
+from .timeutil import sacct_time
 from .spec import Sweep, load_sweep
 from .validate import ValidationReport, validate
 
@@ -330,4 +331,5 @@ def _sha256(path: Path) -> str:
 
 
 def _now() -> str:
-    return datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    """Local wall-clock time in the form Slurm prints, so local attempts read like Slurm's."""
+    return sacct_time(datetime.now().astimezone())

@@ -732,7 +732,8 @@ class Ledger:
                 "INSERT INTO heartbeats (ts, kind, ok, summary_json) VALUES (?, ?, ?, ?)",
                 [_now(), kind, int(bool(ok)), _json(summary or {})])
 
-    def last_heartbeat(self, kind: str = "reconcile") -> dict | None:
-        rows = self._rows(
-            "SELECT * FROM heartbeats WHERE kind = ? ORDER BY id DESC LIMIT 1", [kind])
+    def last_heartbeat(self, kind: str = "reconcile", *, ok_only: bool = False) -> dict | None:
+        """The newest heartbeat of `kind`; with ok_only, the newest successful one."""
+        sql = "SELECT * FROM heartbeats WHERE kind = ?" + (" AND ok = 1" if ok_only else "")
+        rows = self._rows(sql + " ORDER BY id DESC LIMIT 1", [kind])
         return rows[0] if rows else None

@@ -163,9 +163,7 @@ def health(ledger: Ledger, max_age_minutes: float = 30, *,
     if last is None:
         return False, ("no reconcile pass has run on this ledger yet; install the cron job "
                        "(`slurmexp cron --install`) or run `slurmexp reconcile`")
-    good = next(iter(ledger.db.query(
-        "SELECT * FROM heartbeats WHERE kind = ? AND ok = 1 ORDER BY id DESC LIMIT 1",
-        [HEARTBEAT_KIND])), None)
+    good = ledger.last_heartbeat(HEARTBEAT_KIND, ok_only=True)
 
     def age_text(ts: str) -> str:
         t = parse_ts(ts)

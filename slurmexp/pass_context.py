@@ -25,7 +25,6 @@ from .ledger import Ledger
 LOCK_SUFFIX = ".reconcile.lock"
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_UNAVAILABLE = 3
 MAX_ACTIONS_KEPT = 200
 # Experiment states of a sweep whose runs are all final (a retry or a requeue reopens them).
 FINISHED_EXPERIMENT_STATES = ("FINISHED", "FINISHED_WITH_FAILURES")
