@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from slurmexp.ledger import Ledger  # noqa: E402
+from slurmexp.ledger.store import Ledger  # noqa: E402
 
 EXP = "bench-0123abcd"
 STATES_FAILED = ["FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"]
@@ -160,7 +160,7 @@ def main() -> None:
         print(f"building a ledger with {args.runs} runs in {root}")
         make_ledger(root, args.runs)
 
-    from slurmexp import report as rep_mod
+    from slurmexp.report import frames as rep_mod
     results: dict[str, float] = {}
     print(f"timings ({args.runs} runs; files in the page cache unless noted; pandas was "
           f"imported already, by sqlite_utils)")

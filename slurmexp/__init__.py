@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "log_metrics": ("slurmexp.metrics", "log_metrics"),
-    "Ledger": ("slurmexp.ledger", "Ledger"),
-    "launch": ("slurmexp.launch", "launch"),
+    "Ledger": ("slurmexp.ledger.store", "Ledger"),
+    "launch": ("slurmexp.launch.launcher", "launch"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,4 +1,4 @@
 """`python -m slurmexp` is the `slurmexp` command (for cron lines without the console script)."""
-from .cli import main
+from slurmexp.cli import main
 
 main(prog_name="slurmexp")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import SlurmexpError
+from slurmexp import __version__
+from slurmexp.errors import SlurmexpError
 
 
 class SlurmexpGroup(click.Group):
@@ -27,7 +27,7 @@ class SlurmexpGroup(click.Group):
 
 
 def _ledger(ctx: click.Context):
-    from .ledger import Ledger
+    from slurmexp.ledger.store import Ledger
 
     obj = ctx.find_root().obj
     if obj.get("ledger_obj") is None:
@@ -36,7 +36,7 @@ def _ledger(ctx: click.Context):
 
 
 def _slurm(cluster: str | None = None):
-    from .backends.slurm import SlurmBackend
+    from slurmexp.backends.slurm.backend import SlurmBackend
 
     return SlurmBackend(cluster=cluster)
 
@@ -88,7 +88,7 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def validate(sweep: str, site_path: str | None, offline: bool, fmt: str) -> None:
     """Check SWEEP against site.toml and the live cluster; exit 2 on any problem."""
-    from .launch import check, prepare
+    from slurmexp.launch.launcher import check, prepare
 
     prep = prepare(sweep, site_path)
     report = check(prep, None if offline else _slurm(prep.site.cluster))
@@ -112,7 +112,7 @@ def validate(sweep: str, site_path: str | None, offline: bool, fmt: str) -> None
 @site_option
 def render(sweep: str, site_path: str | None) -> None:
     """Print the array plan and the exact sbatch scripts SWEEP would submit."""
-    from .launch import dry_run_text, prepare
+    from slurmexp.launch.launcher import dry_run_text, prepare
 
     click.echo(dry_run_text(prepare(sweep, site_path)))
 
@@ -122,7 +122,7 @@ def render(sweep: str, site_path: str | None) -> None:
 @site_option
 def explain(sweep: str, site_path: str | None) -> None:
     """Say where SWEEP's runs would go, why, and why the other partitions were excluded."""
-    from .launch import dry_run_text, prepare
+    from slurmexp.launch.launcher import dry_run_text, prepare
 
     click.echo(dry_run_text(prepare(sweep, site_path), scripts=False))
 
@@ -143,7 +143,7 @@ def explain(sweep: str, site_path: str | None) -> None:
 def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, new: bool,
            max_parallel: int | None) -> None:
     """Validate SWEEP, submit it as job arrays and record every run in the ledger."""
-    from . import launch as launch_mod
+    from slurmexp.launch import launcher as launch_mod
 
     if dry_run:
         prep = launch_mod.prepare(sweep, site_path)
@@ -164,7 +164,7 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
 
 
 def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception it builds
-    from .errors import ValidationError
+    from slurmexp.errors import ValidationError
 
     return ValidationError(f"{prep.sweep.path}: {len(report.problems)} problem(s); nothing would be submitted",
                            report.problems)
@@ -176,7 +176,7 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 @click.pass_context
 def status(ctx, experiment: str | None, fmt: str) -> None:
     """Experiments and their runs' states, as the ledger has them."""
-    from .status import experiment_summaries, run_statuses
+    from slurmexp.report.status import experiment_summaries, run_statuses
 
     ledger = _ledger(ctx)
     if experiment is None:
@@ -201,7 +201,7 @@ def status(ctx, experiment: str | None, fmt: str) -> None:
 def reconcile(ctx, quiet: bool, dry_run: bool, grace_s: float, fmt: str) -> None:
     """One pass: bring the ledger in line with sacct (one batched query), retry what the
     infrastructure broke, adopt orphans. Exit 3 when Slurm did not answer (nothing changed)."""
-    from .reconcile import reconcile_pass
+    from slurmexp.reconcile.one_pass import reconcile_pass
 
     summary = reconcile_pass(_ledger(ctx), dry_run=dry_run, grace_s=grace_s)
     if fmt == "json":
@@ -220,7 +220,7 @@ def reconcile(ctx, quiet: bool, dry_run: bool, grace_s: float, fmt: str) -> None
 @click.pass_context
 def retry(ctx, experiment: str, which: str) -> None:
     """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs."""
-    from .retry import retry_experiment
+    from slurmexp.reconcile.retry import retry_experiment
 
     subs = retry_experiment(_ledger(ctx), _slurm(), experiment, which)
     click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
@@ -232,7 +232,7 @@ def retry(ctx, experiment: str, which: str) -> None:
 @click.pass_context
 def cancel(ctx, experiment: str, reason: str) -> None:
     """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
-    from .operate import cancel_experiment
+    from slurmexp.reconcile.operate import cancel_experiment
 
     n = cancel_experiment(_ledger(ctx), _slurm(), experiment, reason)
     click.echo(f"{n} run(s) cancelled")
@@ -246,7 +246,7 @@ def cron(ctx, every: int, install: bool) -> None:
     """Print (or --install) the crontab line that runs `slurmexp reconcile` every N minutes."""
     import shutil
 
-    from .operate import cron_line, install_cron
+    from slurmexp.reconcile.operate import cron_line, install_cron
 
     ledger = _ledger(ctx)
     exe = shutil.which("slurmexp") or [sys.executable, "-m", "slurmexp"]
@@ -263,7 +263,7 @@ def cron(ctx, every: int, install: bool) -> None:
 @click.pass_context
 def health(ctx, max_age: float) -> None:
     """Exit 1 when the last reconcile pass failed or is older than --max-age (for monitors)."""
-    from .operate import health as check_health
+    from slurmexp.reconcile.operate import health as check_health
 
     ok, message = check_health(_ledger(ctx), max_age)
     click.echo(message)
@@ -287,7 +287,7 @@ def health(ctx, max_age: float) -> None:
 def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best: str | None,
            minimize: bool | None) -> None:
     """Tables of runs, states, accounting and metrics (default: every experiment)."""
-    from .report import build_report, render_report
+    from slurmexp.report.frames import build_report, render_report
 
     if minimize is not None and not best:
         raise click.UsageError("--min/--max need --best METRIC")
@@ -305,7 +305,7 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
 @click.pass_context
 def show(ctx, run: str) -> None:
     """A run's provenance, attempts, script and log paths (RUN or EXPERIMENT:RUN, prefixes ok)."""
-    from .inspect import format_run, show_run
+    from slurmexp.report.show import format_run, show_run
 
     click.echo(format_run(show_run(_ledger(ctx), run)), nl=False)
 
@@ -317,7 +317,7 @@ def show(ctx, run: str) -> None:
 @click.pass_context
 def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
     """Print the newest attempt's output of RUN."""
-    from .inspect import ended_marker, follow as follow_file, log_path
+    from slurmexp.report.show import ended_marker, follow as follow_file, log_path
 
     path = log_path(_ledger(ctx), run, stderr, must_exist=not follow)
     if follow:
@@ -341,7 +341,7 @@ def site() -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 def site_discover(output: str | None) -> None:
     """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr)."""
-    from .discover import discover_site
+    from slurmexp.sites.discover import discover_site
 
     text = discover_site(_slurm().cluster_facts())
     if output:
@@ -356,8 +356,8 @@ def site_discover(output: str | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 def site_show(site_path: str | None, fmt: str) -> None:
     """Show the partitions, GPUs, QOS and reservations a site.toml describes."""
-    from .launch import find_site
-    from .site import load_site
+    from slurmexp.launch.launcher import find_site
+    from slurmexp.sites.model import load_site
 
     s = load_site(find_site(Path.cwd() / "sweep.toml", site_path))
     rows = [{"partition": name, "max_time": p.max_time, "nodes": ",".join(p.nodes),

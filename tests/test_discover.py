@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp.backends import slurm_parse as sp
-from slurmexp.backends.slurm import SlurmBackend
-from slurmexp.discover import discover_site, toml_value
+from slurmexp.backends.slurm import parse as sp
+from slurmexp.backends.slurm.backend import SlurmBackend
+from slurmexp.sites.discover import discover_site, toml_value
 from slurmexp.errors import SlurmexpError
-from slurmexp.site import load_site, parse_site
+from slurmexp.sites.model import load_site, parse_site
 
 CAPTURED = Path(__file__).parent / "data" / "captured"
 

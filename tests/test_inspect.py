@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from slurmexp.errors import SlurmexpError
-from slurmexp.inspect import (
+from slurmexp.report.show import (
     attempt_dir, ended_marker, follow, format_run, log_path, resolve_run, show_run,
 )
 from test_report import EXP, build_ledger

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from slurmexp import ledger as ledger_mod
+from slurmexp.ledger import store as ledger_mod
 from slurmexp.errors import SlurmexpError
-from slurmexp.ledger import (
+from slurmexp.ledger.store import (
     Ledger, choose_journal_mode, default_ledger_path, fs_type_for_path, is_network_fs,
     parse_array_spec,
 )

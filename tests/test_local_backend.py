@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from slurmexp.backends.local import run_local
-from slurmexp.plan import ArrayChunk, Resources, Run
-from slurmexp.render import (
+from slurmexp.sweep.plan import ArrayChunk, Resources, Run
+from slurmexp.launch.render import (
     ScriptContext,
     render_script,
     write_manifest,

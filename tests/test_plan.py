@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from slurmexp.errors import SpecError
-from slurmexp.plan import (
+from slurmexp.sweep.plan import (
     Placement,
     Resources,
     Run,
@@ -23,8 +23,8 @@ from slurmexp.plan import (
     run_id_for,
     value_text,
 )
-from slurmexp.site import load_site
-from slurmexp.spec import load_sweep
+from slurmexp.sites.model import load_site
+from slurmexp.sweep.spec import load_sweep
 
 ROOT_SITE = Path(__file__).resolve().parents[1] / "site.toml"
 

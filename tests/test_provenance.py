@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp import __version__, provenance
-from slurmexp.provenance import _parse_status, _redact_url, collect, distributions
+from slurmexp import __version__
+from slurmexp.ledger import provenance
+from slurmexp.ledger.provenance import _parse_status, _redact_url, collect, distributions
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

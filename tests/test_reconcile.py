@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp import operate as op
-from slurmexp import pass_context as pc
-from slurmexp import reconcile as rc
-from slurmexp import records as rd
-from slurmexp import retry as rt
+from slurmexp.reconcile import operate as op
+from slurmexp.reconcile import context as pc
+from slurmexp.reconcile import one_pass as rc
+from slurmexp.reconcile import match as rd
+from slurmexp.reconcile import retry as rt
 from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
-from slurmexp.ledger import TERMINAL_STATES, Ledger, parse_array_spec
+from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
 from slurmexp.timeutil import utc_iso
 
 EXP = "sweep-abcdef12"
@@ -927,7 +927,7 @@ def test_settings_roundtrip_and_migration(tmp_path):
 
 
 def test_retry_spec_backoff_default():
-    from slurmexp.spec import RetrySpec
+    from slurmexp.sweep.spec import RetrySpec
 
     assert RetrySpec().backoff_s == 60
     assert RetrySpec(backoff_s=0).backoff_s == 0

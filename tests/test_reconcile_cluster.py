@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp import operate as op
-from slurmexp import pass_context as pc
-from slurmexp import reconcile as rc
-from slurmexp.backends.slurm import SlurmBackend
-from slurmexp.ledger import TERMINAL_STATES, Ledger
-from slurmexp.plan import ArrayChunk, Resources, Run
-from slurmexp.render import (ScriptContext, render_script, write_manifest, write_run_files,
+from slurmexp.reconcile import operate as op
+from slurmexp.reconcile import context as pc
+from slurmexp.reconcile import one_pass as rc
+from slurmexp.backends.slurm.backend import SlurmBackend
+from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.sweep.plan import ArrayChunk, Resources, Run
+from slurmexp.launch.render import (ScriptContext, render_script, write_manifest, write_run_files,
                              write_script)
 from slurmexp.timeutil import parse_ts
 
@@ -337,9 +337,9 @@ def test_job_recorded_nowhere_is_adopted_once(ledger, backend, tmp_path):
 
 PASS_SCRIPT = """
 import json, sys
-from slurmexp.ledger import Ledger
-from slurmexp.backends.slurm import SlurmBackend
-from slurmexp.reconcile import reconcile_pass
+from slurmexp.ledger.store import Ledger
+from slurmexp.backends.slurm.backend import SlurmBackend
+from slurmexp.reconcile.one_pass import reconcile_pass
 s = reconcile_pass(Ledger(sys.argv[1]), SlurmBackend(cluster="minicluster"), grace_s=300)
 print(json.dumps(s.to_dict()))
 """

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from slurmexp.errors import SpecError
-from slurmexp.plan import ArrayChunk, Resources, Run
-from slurmexp.render import (
+from slurmexp.sweep.plan import ArrayChunk, Resources, Run
+from slurmexp.launch.render import (
     ScriptContext,
     render_script,
     template_sha256,

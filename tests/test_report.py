@@ -40,8 +40,8 @@ pytestmark = pytest.mark.skipif(pd is None, reason="pandas is not installed: pip
                                 "-e '.[report]'")
 
 from slurmexp.errors import SlurmexpError  # noqa: E402
-from slurmexp.ledger import Ledger  # noqa: E402
-from slurmexp.report import (  # noqa: E402
+from slurmexp.ledger.store import Ledger  # noqa: E402
+from slurmexp.report.frames import (  # noqa: E402
     RUN_COLUMNS, attempts_frame, build_report, guess_minimize, read_metrics, render_report,
     runs_frame,
 )
@@ -160,7 +160,7 @@ def test_attempts_frame_derives_gpus_cpus_and_hours(ledger):
 
 
 def test_req_mem_per_cpu_and_bare_numbers_are_scaled(tmp_path):
-    from slurmexp.report import _mem_mib
+    from slurmexp.report.frames import _mem_mib
     values = pd.Series(["4000Mc", "2Gn", "512", "1.5G", "2048K", None, "junk"])
     cpus = pd.Series([2.0] * 7)
     nodes = pd.Series([3.0] * 7)
@@ -330,7 +330,7 @@ def test_unknown_format(report):
 
 
 def test_importing_the_cli_side_does_not_import_pandas():
-    code = ("import sys, slurmexp, slurmexp.report, slurmexp.inspect, slurmexp.report_html; "
+    code = ("import sys, slurmexp, slurmexp.report.frames, slurmexp.report.show, slurmexp.report.html_page; "
             "assert 'pandas' not in sys.modules, 'pandas imported at import time'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -481,8 +481,8 @@ def test_several_experiments(ledger, tmp_path):
 
 
 def test_failed_states_follow_the_ledger():
-    from slurmexp.ledger import TERMINAL_STATES
-    from slurmexp.report import FAILED_STATES
+    from slurmexp.ledger.store import TERMINAL_STATES
+    from slurmexp.report.frames import FAILED_STATES
     assert FAILED_STATES == TERMINAL_STATES - {"COMPLETED"}
 
 
@@ -495,7 +495,7 @@ def test_empty_ledger(tmp_path):
 
 
 def test_times_with_and_without_zones_still_subtract():
-    from slurmexp.report import _times
+    from slurmexp.report.frames import _times
     naive = _times(pd.Series(["2026-11-21T14:00:00", None, "Unknown"]))
     aware = _times(pd.Series(["2026-11-21T14:01:00+00:00", "2026-11-21T15:00:00+01:00", None]))
     mixed = _times(pd.Series(["2026-11-21T14:01:00", "2026-11-21T14:02:00+00:00"]))

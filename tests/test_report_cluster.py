@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from slurmexp.backends.slurm import SlurmBackend
+from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.cli import main
-from slurmexp.ledger import Ledger
-from slurmexp.reconcile import reconcile_pass
+from slurmexp.ledger.store import Ledger
+from slurmexp.reconcile.one_pass import reconcile_pass
 
 pytestmark = pytest.mark.cluster
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from slurmexp.errors import SpecError
-from slurmexp.site import Site, load_site
+from slurmexp.sites.model import Site, load_site
 
 ROOT_SITE = Path(__file__).resolve().parents[1] / "site.toml"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp.backends import slurm
-from slurmexp.backends.slurm import SlurmBackend, run_slurm
+from slurmexp.backends.slurm import backend as slurm
+from slurmexp.backends.slurm.backend import SlurmBackend, run_slurm
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
 
 pytestmark = pytest.mark.cluster

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp.backends import slurm_parse as sp
+from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmexpError
 
 CAPTURED = Path(__file__).parent / "data" / "captured"

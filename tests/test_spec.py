@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from slurmexp.errors import SpecError
-from slurmexp.spec import QUOTE_FIX, Sweep, load_sweep
+from slurmexp.sweep.spec import QUOTE_FIX, Sweep, load_sweep
 
 FULL = """
 name = "lr-sweep"

@@ -11,8 +11,8 @@ import pytest
 from slurmexp.backends.facts import (Association, ClusterFacts, NodeFacts, PartitionFacts, QosFacts,
                                      ReservationFacts)
 from slurmexp.errors import SpecError
-from slurmexp.launch import check, prepare
-from slurmexp.validate import script_named, validate
+from slurmexp.launch.launcher import check, prepare
+from slurmexp.launch.validate import script_named, validate
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = REPO / "site.toml"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..errors import SlurmexpError
+from slurmexp.errors import SlurmexpError
 
 EventCallback = Callable[[int, str, dict[str, Any]], None]
 

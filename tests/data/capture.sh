@@ -12,7 +12,7 @@
 # not hold them up, and the TIMEOUT job runs in reservation resv1 (c3) where fault injection by
 # other tests does not kill it.
 #
-# The sacct/squeue field lists come from slurmexp.backends.slurm_parse, and are written next to
+# The sacct/squeue field lists come from slurmexp.backends.slurm.parse, and are written next to
 # the output (sacct_fields.txt, squeue_format.txt) so that the captured files stay readable
 # after the product's field list changes.
 set -euo pipefail
@@ -28,10 +28,10 @@ cd /tmp
 
 say() { printf '[capture] %s\n' "$*" >&2; }
 
-SACCT_FIELDS="$(cd "$REPO" && python3 -c 'from slurmexp.backends.slurm_parse import SACCT_FIELDS; print(",".join(SACCT_FIELDS))')"
-SQUEUE_FMT="$(cd "$REPO" && python3 -c 'from slurmexp.backends.slurm_parse import squeue_format; print(squeue_format(), end="")')"
-QOS_FIELDS="$(cd "$REPO" && python3 -c 'from slurmexp.backends.slurm_parse import QOS_FIELDS; print(",".join(QOS_FIELDS))')"
-ASSOC_FIELDS="$(cd "$REPO" && python3 -c 'from slurmexp.backends.slurm_parse import ASSOC_FIELDS; print(",".join(ASSOC_FIELDS))')"
+SACCT_FIELDS="$(cd "$REPO" && python3 -c 'from slurmexp.backends.slurm.parse import SACCT_FIELDS; print(",".join(SACCT_FIELDS))')"
+SQUEUE_FMT="$(cd "$REPO" && python3 -c 'from slurmexp.backends.slurm.parse import squeue_format; print(squeue_format(), end="")')"
+QOS_FIELDS="$(cd "$REPO" && python3 -c 'from slurmexp.backends.slurm.parse import QOS_FIELDS; print(",".join(QOS_FIELDS))')"
+ASSOC_FIELDS="$(cd "$REPO" && python3 -c 'from slurmexp.backends.slurm.parse import ASSOC_FIELDS; print(",".join(ASSOC_FIELDS))')"
 echo "$SACCT_FIELDS" >"$OUT/sacct_fields.txt"
 printf '%s\n' "$SQUEUE_FMT" | tr "$SEP" ',' >"$OUT/squeue_format.txt"
 echo "$QOS_FIELDS" >"$OUT/qos_fields.txt"

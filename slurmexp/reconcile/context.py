@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import Problem, SlurmexpError
-from .ledger import Ledger
+from slurmexp.errors import Problem, SlurmexpError
+from slurmexp.ledger.store import Ledger
 
 LOCK_SUFFIX = ".reconcile.lock"
 EXIT_OK = 0
@@ -192,7 +192,7 @@ class PassContext:
     def slurm(self) -> Any:
         """The backend, a SlurmBackend made on first use (most passes never call Slurm)."""
         if self.backend is None:
-            from .backends.slurm import SlurmBackend
+            from slurmexp.backends.slurm.backend import SlurmBackend
 
             self.backend = SlurmBackend()
         return self.backend

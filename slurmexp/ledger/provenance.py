@@ -149,7 +149,7 @@ def slurmexp_version() -> str:
     try:
         return importlib.metadata.version("slurmexp")
     except importlib.metadata.PackageNotFoundError:
-        from . import __version__
+        from slurmexp import __version__
         return __version__
 
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .errors import Problem, SlurmexpError
+from slurmexp.errors import Problem, SlurmexpError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from .ledger import Ledger
+    from slurmexp.ledger.store import Ledger
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
 # Every way an attempt can end without its run's result: what "wasted" hours were spent on.
@@ -576,7 +576,7 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
 def render_report(report: Report, fmt: str = "table", **options: Any) -> str:
     """The report as text in `fmt` (one of FORMATS): HTML from report_html, the others from
     report_format. Options go to the HTML renderer (`max_rows`)."""
-    from . import report_format
+    from slurmexp.report import text as report_format
     if fmt == "csv":
         return report_format.render_csv(report)
     if fmt == "json":
@@ -586,7 +586,7 @@ def render_report(report: Report, fmt: str = "table", **options: Any) -> str:
     if fmt == "markdown":
         return report_format.render_markdown(report)
     if fmt == "html":
-        from .report_html import render_html
+        from slurmexp.report.html_page import render_html
         return render_html(report, **options)
     raise SlurmexpError(f"unknown report format {fmt!r}", [Problem(
         "", "--format", f"{fmt!r} is not a report format", fix=f"use one of {', '.join(FORMATS)}")])

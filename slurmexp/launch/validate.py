@@ -16,12 +16,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
-from . import units
-from .backends.facts import ClusterFacts
-from .errors import Problem
-from .plan import Plan, Resources
-from .site import Site
-from .spec import Sweep
+from slurmexp import units
+from slurmexp.backends.facts import ClusterFacts
+from slurmexp.errors import Problem
+from slurmexp.sweep.plan import Plan, Resources
+from slurmexp.sites.model import Site
+from slurmexp.sweep.spec import Sweep
 
 # Interpreters whose first non-option argument is the script the command runs.
 INTERPRETERS = {"python", "python3", "bash", "sh", "zsh", "Rscript", "julia", "perl", "ruby", "node",

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import Problem, SlurmexpError
+from slurmexp.errors import Problem, SlurmexpError
 
 
 def _import_sqlite_utils():

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PrivateAttr, computed_field, model_validator
 
-from . import units
-from .errors import Problem
-from .strict_toml import (
+from slurmexp import units
+from slurmexp.errors import Problem
+from slurmexp.sweep.strict_toml import (
     MemStr,
     RelPath,
     RunTimeStr,

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import units
-from .errors import Problem, SpecError
+from slurmexp import units
+from slurmexp.errors import Problem, SpecError
 
 if TYPE_CHECKING:
-    from .site import Node, Site
-    from .spec import Sweep
+    from slurmexp.sites.model import Node, Site
+    from slurmexp.sweep.spec import Sweep
 
 
 @dataclass(frozen=True)

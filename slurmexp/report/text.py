@@ -14,13 +14,13 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from . import units
-from .report import finite_float
+from slurmexp import units
+from slurmexp.report.frames import finite_float
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from .report import Report
+    from slurmexp.report.frames import Report
 
 SCHEMA_VERSION = 1          # of the JSON document
 _DURATIONS = {"elapsed_s": "elapsed", "wait_s": "wait"}

@@ -28,14 +28,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from . import units
-from .backends.facts import SacctRow
-from .errors import Problem, SlurmexpError, SlurmUnavailable
-from .ledger import TERMINAL_STATES, Ledger, parse_array_spec
-from .pass_context import (FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock,
+from slurmexp import units
+from slurmexp.backends.facts import SacctRow
+from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
+from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
+from slurmexp.reconcile.context import (FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock,
                            require_lock)
-from .render import chunk_file_stem
-from .timeutil import parse_ts, utc_iso
+from slurmexp.launch.render import chunk_file_stem
+from slurmexp.timeutil import parse_ts, utc_iso
 
 # ------------------------------------------------------------------------------------------
 # Policy and decisions

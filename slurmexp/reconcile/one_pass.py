@@ -37,18 +37,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from .backends.facts import SacctRow
-from .errors import SlurmexpError, SlurmUnavailable
-from .ledger import TERMINAL_STATES, Ledger, parse_array_spec
-from .pass_context import (EXIT_ERROR, FINISHED_EXPERIMENT_STATES, PassContext, PassSummary,
+from slurmexp.backends.facts import SacctRow
+from slurmexp.errors import SlurmexpError, SlurmUnavailable
+from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
+from slurmexp.reconcile.context import (EXIT_ERROR, FINISHED_EXPERIMENT_STATES, PassContext, PassSummary,
                            pass_lock)
-from .records import (PROGRESS, SUBMIT_SKEW_S, Match, attempt_fields, classify, expand_rows,
+from slurmexp.reconcile.match import (PROGRESS, SUBMIT_SKEW_S, Match, attempt_fields, classify, expand_rows,
                       failure_reason, is_incomplete, ledger_state, match_rows, queue_record,
                       row_key)
-from .retry import (preview_retry, resubmittable_runs, schedule_retry, slurm_experiments,
+from slurmexp.reconcile.retry import (preview_retry, resubmittable_runs, schedule_retry, slurm_experiments,
                     submit_due)
-from . import tags
-from .timeutil import parse_ts, sacct_time, utc_iso
+from slurmexp import tags
+from slurmexp.timeutil import parse_ts, sacct_time, utc_iso
 
 HEARTBEAT_KIND = "reconcile"
 HEARTBEAT_LIST_LIMIT = 20

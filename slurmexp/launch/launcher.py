@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from . import provenance
-from .errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
-from .ledger import Ledger
-from .plan import ArrayChunk, Plan, command_for, describe, make_plan
-from .render import (ScriptContext, chunk_file_stem, render_script, template_sha256, write_manifest,
+from slurmexp.ledger import provenance
+from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
+from slurmexp.ledger.store import Ledger
+from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, make_plan
+from slurmexp.launch.render import (ScriptContext, chunk_file_stem, render_script, template_sha256, write_manifest,
                      write_run_files, write_script)
-from .site import Site, load_site
-from .tags import job_comment, job_name
-from .timeutil import sacct_time
-from .spec import Sweep, load_sweep
-from .validate import ValidationReport, validate
+from slurmexp.sites.model import Site, load_site
+from slurmexp.tags import job_comment, job_name
+from slurmexp.timeutil import sacct_time
+from slurmexp.sweep.spec import Sweep, load_sweep
+from slurmexp.launch.validate import ValidationReport, validate
 
 BACKENDS = ("slurm", "local")
 
@@ -174,7 +174,7 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
     if new:
         exp_id = exp_id + ledger.next_experiment_suffix(exp_id)
     if backend == "slurm" and slurm is None:
-        from .backends.slurm import SlurmBackend
+        from slurmexp.backends.slurm.backend import SlurmBackend
 
         slurm = SlurmBackend(cluster=prep.site.cluster)
     report = check(prep, slurm if backend == "slurm" else None, exp_id=exp_id)
@@ -291,7 +291,7 @@ def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int
 def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, Path],
                max_parallel: int | None, report: ValidationReport) -> LaunchResult:
     """Run every chunk here, now, through the same ledger states as on Slurm."""
-    from .backends.local import new_array_job_id, run_local
+    from slurmexp.backends.local import new_array_job_id, run_local
 
     parallel = max_parallel or prep.sweep.resources.array_parallelism or os.cpu_count() or 1
     ledger.set_experiment_state(exp_id, "RUNNING", f"local backend, {parallel} at once")

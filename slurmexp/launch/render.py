@@ -26,9 +26,9 @@ from typing import Any, NoReturn
 import jinja2
 import jinja2.meta
 
-from . import units
-from .errors import Problem, SpecError
-from .plan import ArrayChunk, Run
+from slurmexp import units
+from slurmexp.errors import Problem, SpecError
+from slurmexp.sweep.plan import ArrayChunk, Run
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_TEMPLATE = "slurm.sh.j2"

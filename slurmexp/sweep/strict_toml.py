@@ -32,8 +32,8 @@ from pydantic import (
     ValidationInfo,
 )
 
-from . import units
-from .errors import Problem, SpecError
+from slurmexp import units
+from slurmexp.errors import Problem, SpecError
 
 # ----------------------------------------------------------------------------------------
 # Reading, parsing, and pydantic's errors as Problems

@@ -18,9 +18,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, Strict, computed_field
 
-from . import units
-from .errors import Problem
-from .strict_toml import (
+from slurmexp import units
+from slurmexp.errors import Problem
+from slurmexp.sweep.strict_toml import (
     MemStr,
     RelPath,
     RunTimeStr,

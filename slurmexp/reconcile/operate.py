@@ -16,12 +16,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import tags
-from .errors import Problem, SlurmexpError
-from .ledger import TERMINAL_STATES, Ledger
-from .pass_context import pass_lock, require_lock
-from .reconcile import HEARTBEAT_KIND
-from .timeutil import parse_ts
+from slurmexp import tags
+from slurmexp.errors import Problem, SlurmexpError
+from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.reconcile.context import pass_lock, require_lock
+from slurmexp.reconcile.one_pass import HEARTBEAT_KIND
+from slurmexp.timeutil import parse_ts
 
 CRON_MARKER = "# slurmexp-reconcile (managed by `slurmexp cron --install`)"
 
@@ -45,7 +45,7 @@ def cancel_experiment(ledger: Ledger, backend: Any, exp_id: str,
         active = ledger.attempts(exp_id, active_only=True)
         if exp["backend"] == "slurm":
             if backend is None:
-                from .backends.slurm import SlurmBackend
+                from slurmexp.backends.slurm.backend import SlurmBackend
 
                 backend = SlurmBackend()
             ids = {str(a["job_id"]) for a in active if a["job_id"]}

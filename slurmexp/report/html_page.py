@@ -12,14 +12,14 @@ import html
 import math
 from typing import TYPE_CHECKING, Any
 
-from .report_format import (
+from slurmexp.report.text import (
     by_columns, display_cells, display_columns, experiment_rows, fmt_duration, fmt_value,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from .report import Report
+    from slurmexp.report.frames import Report
 
 MAX_ROWS = 2000
 MAX_POINTS = 1500          # scatter points drawn per plot; means use every run

@@ -12,9 +12,9 @@ import re
 from datetime import datetime
 from typing import Iterable, Sequence
 
-from .. import units
-from ..errors import SlurmexpError
-from .facts import (
+from slurmexp import units
+from slurmexp.errors import SlurmexpError
+from slurmexp.backends.facts import (
     Association,
     ClusterFacts,
     NodeFacts,

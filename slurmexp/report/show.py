@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import Problem, SlurmexpError
+from slurmexp.errors import Problem, SlurmexpError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .ledger import Ledger
+    from slurmexp.ledger.store import Ledger
 
 ATTEMPT_FILES = ("host", "started", "ended", "exit_code", "wrapper_failed")
 _LIST_LIMIT = 8
@@ -127,7 +127,7 @@ def _attempt_info(att: dict, run: dict, exp: dict, sub: dict | None, restart: in
 def show_run(ledger: Ledger, ref: str, *, events: bool = True) -> dict:
     """Everything known about one run: experiment provenance, parameters, every attempt with
     its accounting, script and log paths, the files the task wrote, metrics and events."""
-    from .report import read_metrics
+    from slurmexp.report.frames import read_metrics
     run = resolve_run(ledger, ref)
     exp = ledger.get_experiment(run["exp_id"], required=True)
     subs = {s["sub_id"]: s for s in ledger.submissions(run["exp_id"])}
@@ -182,7 +182,7 @@ def _number(text: Any) -> Any:
 
 def format_run(info: dict) -> str:
     """show_run()'s dict as text for a terminal."""
-    from .report_format import fmt_duration, fmt_value
+    from slurmexp.report.text import fmt_duration, fmt_value
     def block(title: str, pairs: list[tuple[str, Any]], indent: str = "  ") -> list[str]:
         width = max((len(k) for k, _ in pairs), default=0)
         return [title] + [f"{indent}{k:<{width}}  {'-' if v is None else v}" for k, v in pairs]

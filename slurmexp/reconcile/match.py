@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import units
-from .backends.facts import SacctRow
-from .ledger import TERMINAL_STATES
-from .timeutil import parse_ts
+from slurmexp import units
+from slurmexp.backends.facts import SacctRow
+from slurmexp.ledger.store import TERMINAL_STATES
+from slurmexp.timeutil import parse_ts
 
 # The ledger writes an intent just before sbatch; the job's submit time is later, except for
 # clock differences between this host and the controller.

@@ -15,9 +15,9 @@ import re
 from datetime import datetime
 from typing import Any
 
-from . import units
-from .backends.facts import ClusterFacts, NodeFacts, PartitionFacts
-from .errors import Problem, SlurmexpError
+from slurmexp import units
+from slurmexp.backends.facts import ClusterFacts, NodeFacts, PartitionFacts
+from slurmexp.errors import Problem, SlurmexpError
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -1,0 +1,1 @@
+"""Slurm: commands built and run through one function, their output parsed by pure functions."""

@@ -1,0 +1,1 @@
+"""From a plan to jobs in the queue: validation, sbatch scripts, submission, the launch itself."""

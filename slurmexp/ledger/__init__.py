@@ -1,0 +1,1 @@
+"""The SQLite ledger: every experiment, run, submission, attempt and event, plus provenance."""

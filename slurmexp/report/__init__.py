@@ -1,0 +1,1 @@
+"""Reading the ledger back: status, report tables and formats, show and logs."""
