@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from slurmexp.ledger.store import Ledger  # noqa: E402
+from slurmexp.ledger import Ledger  # noqa: E402
 
 EXP = "bench-0123abcd"
 STATES_FAILED = ["FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"]

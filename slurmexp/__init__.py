@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "log_metrics": ("slurmexp.metrics", "log_metrics"),
-    "Ledger": ("slurmexp.ledger.store", "Ledger"),
+    "Ledger": ("slurmexp.ledger", "Ledger"),
     "launch": ("slurmexp.launch.launcher", "launch"),
 }
 

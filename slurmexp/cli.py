@@ -27,7 +27,7 @@ class SlurmexpGroup(click.Group):
 
 
 def _ledger(ctx: click.Context):
-    from slurmexp.ledger.store import Ledger
+    from slurmexp.ledger import Ledger
 
     obj = ctx.find_root().obj
     if obj.get("ledger_obj") is None:
@@ -220,7 +220,7 @@ def reconcile(ctx, quiet: bool, dry_run: bool, grace_s: float, fmt: str) -> None
 @click.pass_context
 def retry(ctx, experiment: str, which: str) -> None:
     """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs."""
-    from slurmexp.reconcile.retry import retry_experiment
+    from slurmexp.reconcile.resubmit import retry_experiment
 
     subs = retry_experiment(_ledger(ctx), _slurm(), experiment, which)
     click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
@@ -232,7 +232,7 @@ def retry(ctx, experiment: str, which: str) -> None:
 @click.pass_context
 def cancel(ctx, experiment: str, reason: str) -> None:
     """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
-    from slurmexp.reconcile.operate import cancel_experiment
+    from slurmexp.reconcile.cancel import cancel_experiment
 
     n = cancel_experiment(_ledger(ctx), _slurm(), experiment, reason)
     click.echo(f"{n} run(s) cancelled")
@@ -246,7 +246,7 @@ def cron(ctx, every: int, install: bool) -> None:
     """Print (or --install) the crontab line that runs `slurmexp reconcile` every N minutes."""
     import shutil
 
-    from slurmexp.reconcile.operate import cron_line, install_cron
+    from slurmexp.reconcile.cron import cron_line, install_cron
 
     ledger = _ledger(ctx)
     exe = shutil.which("slurmexp") or [sys.executable, "-m", "slurmexp"]
@@ -263,7 +263,7 @@ def cron(ctx, every: int, install: bool) -> None:
 @click.pass_context
 def health(ctx, max_age: float) -> None:
     """Exit 1 when the last reconcile pass failed or is older than --max-age (for monitors)."""
-    from slurmexp.reconcile.operate import health as check_health
+    from slurmexp.reconcile.health import health as check_health
 
     ok, message = check_health(_ledger(ctx), max_age)
     click.echo(message)

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from slurmexp.cli import main
-from slurmexp.ledger.store import Ledger
+from slurmexp.ledger import Ledger
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = str(REPO / "site.toml")

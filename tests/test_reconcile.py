@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp.reconcile import operate as op
+from slurmexp.reconcile import cancel, cron
+from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.reconcile import match as rd
-from slurmexp.reconcile import retry as rt
+from slurmexp.reconcile import policy as rt
+from slurmexp.reconcile import resubmit, transitions
 from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
 from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
@@ -221,9 +223,9 @@ def test_unknown_state_is_never_success():
 
 
 def test_compress_indices():
-    assert rt.compress_indices([7, 0, 1, 2, 5, 8]) == "0-2,5,7-8"
-    assert rt.compress_indices([3]) == "3"
-    assert parse_array_spec(rt.compress_indices([0, 2, 3, 9])) == {0, 2, 3, 9}
+    assert resubmit.compress_indices([7, 0, 1, 2, 5, 8]) == "0-2,5,7-8"
+    assert resubmit.compress_indices([3]) == "3"
+    assert parse_array_spec(resubmit.compress_indices([0, 2, 3, 9])) == {0, 2, 3, 9}
 
 
 def test_reason_texts():
@@ -239,8 +241,8 @@ def test_reason_texts():
 def test_stderr_tail(tmp_path):
     f = tmp_path / "stderr"
     f.write_text("\n".join(f"line {i}" for i in range(20)) + "\n\n")
-    assert rc.stderr_tail([tmp_path / "missing", f], lines=2) == "line 18 | line 19"
-    assert rc.stderr_tail([tmp_path / "missing"]) == ""
+    assert transitions.stderr_tail([tmp_path / "missing", f], lines=2) == "line 18 | line 19"
+    assert transitions.stderr_tail([tmp_path / "missing"]) == ""
 
 
 def attempt(aid, key, submit=None, created=None, **kw):
@@ -394,7 +396,7 @@ def test_lost_waits_for_grace_and_for_task_evidence(ledger, tmp_path, t0):
     assert s.lost == 1 and ledger.attempts(EXP)[0]["state"] == "LOST"
     a1 = ledger.attempts(EXP, run_id="r001")[0]
     assert a1["state"] == "SUBMITTED" and "the task started" in a1["reason"]
-    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=60 * rc.EVIDENCE_FACTOR + 1), grace_s=60)
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=60 * transitions.EVIDENCE_FACTOR + 1), grace_s=60)
     assert ledger.attempts(EXP, run_id="r001")[0]["state"] == "LOST"
 
 
@@ -452,13 +454,13 @@ def test_unavailable_changes_nothing_and_fails_health(ledger, tmp_path, t0):
     assert not s.ok and s.exit_code == 3 and "Connection refused" in s.error
     assert snapshot(ledger) == before                    # not even LOST after the grace period
     assert ledger.last_heartbeat("reconcile")["ok"] == 0
-    ok, message = op.health(ledger, 60)
+    ok, message = health_mod.health(ledger, 60)
     assert not ok and "failed" in message and "Connection refused" in message
     assert "FAILED" in s.format()
     fake.unavailable = set()
     fake.rows = [row(f"101_{i}", "COMPLETED", t0) for i in range(4)]
     assert rc.reconcile_pass(ledger, fake).ok
-    assert op.health(ledger, 60)[0]
+    assert health_mod.health(ledger, 60)[0]
 
 
 def test_squeue_unavailable_applies_sacct_but_decides_nothing_else(ledger, tmp_path, t0):
@@ -487,7 +489,7 @@ def test_lock_held_means_another_pass_runs(ledger, tmp_path, t0):
         assert s.skipped and s.exit_code == 0 and s.ok and fake.calls == {}
         assert "another pass" in s.format()
         with pytest.raises(SlurmexpError, match="still running"):
-            op.cancel_experiment(ledger, fake, EXP, lock_wait_s=0.3)
+            cancel.cancel_experiment(ledger, fake, EXP, lock_wait_s=0.3)
     assert ledger.last_heartbeat("reconcile") is None
     assert stat.S_IMODE(os.stat(pc.lock_path(ledger)).st_mode) == 0o600
     assert rc.reconcile_pass(ledger, fake).ok
@@ -802,12 +804,12 @@ def test_manual_retry_and_cancel(ledger, tmp_path, t0):
     fake.queue = [qrow("100_3", "RUNNING", t0)]
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     assert fake.submitted == []
-    assert rt.retry_experiment(ledger, fake, EXP, "lost") == []
-    subs = rt.retry_experiment(ledger, fake, EXP, "failed")
+    assert resubmit.retry_experiment(ledger, fake, EXP, "lost") == []
+    subs = resubmit.retry_experiment(ledger, fake, EXP, "failed")
     assert len(subs) == 1 and fake.submitted[0]["args"] == ["--array=0,2%2"]
     assert states(ledger) == {"r000": "SUBMITTED", "r001": "COMPLETED", "r002": "SUBMITTED",
                               "r003": "RUNNING"}
-    n = op.cancel_experiment(ledger, fake, EXP, reason="cancelled by test")
+    n = cancel.cancel_experiment(ledger, fake, EXP, reason="cancelled by test")
     assert n == 3
     assert sorted(fake.cancelled[0]) == sorted(["100", fake.submitted[0]["job"]])
     assert states(ledger) == {"r000": "CANCELLED", "r001": "COMPLETED", "r002": "CANCELLED",
@@ -824,10 +826,10 @@ def test_manual_retry_and_cancel(ledger, tmp_path, t0):
 
 def test_cancel_local_experiment_only_marks(ledger, tmp_path):
     make_exp(ledger, tmp_path, n=2, exp_id="loc-12345678", backend="local")
-    assert op.cancel_experiment(ledger, None, "loc-12345678") == 2
+    assert cancel.cancel_experiment(ledger, None, "loc-12345678") == 2
     assert set(states(ledger, "loc-12345678").values()) == {"CANCELLED"}
     with pytest.raises(SlurmexpError, match="local backend"):
-        rt.retry_experiment(ledger, None, "loc-12345678")
+        resubmit.retry_experiment(ledger, None, "loc-12345678")
 
 
 def test_retry_when_sbatch_is_down_leaves_an_intent(ledger, tmp_path, t0):
@@ -838,7 +840,7 @@ def test_retry_when_sbatch_is_down_leaves_an_intent(ledger, tmp_path, t0):
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     fake.unavailable = {"sbatch"}
     with pytest.raises(SlurmUnavailable, match="adopts or replaces"):
-        rt.retry_experiment(ledger, fake, EXP, "failed")
+        resubmit.retry_experiment(ledger, fake, EXP, "failed")
     assert ledger.submissions(EXP)[-1]["state"] == "INTENT"
 
 
@@ -861,17 +863,17 @@ def test_retry_refused_by_sbatch_gives_the_run_back_its_state(ledger, tmp_path, 
 def test_cron_line(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURMEXP_HOME", raising=False)
     monkeypatch.delenv("SLURM_CONF", raising=False)
-    line = op.cron_line(5, tmp_path / "my dir" / "ledger.db", "/opt/sx/bin/slurmexp",
+    line = cron.cron_line(5, tmp_path / "my dir" / "ledger.db", "/opt/sx/bin/slurmexp",
                         path_env="/opt/slurm/bin:/usr/bin")
     assert line.startswith("*/5 * * * * PATH=/opt/slurm/bin:/usr/bin ")
     assert f"--ledger '{tmp_path}/my dir/ledger.db' reconcile --quiet" in line
     assert f">> '{tmp_path}/my dir/reconcile.log' 2>&1" in line
-    assert "flock" not in line and line.endswith(op.CRON_MARKER)
-    assert op.cron_line(1, "/l.db", "/x").startswith("* * * * * ")
-    assert op.cron_line(120, "/l.db", "/x").startswith("0 */2 * * * ")
-    assert "\\%" in op.cron_line(5, "/data/100%/l.db", "/x")
+    assert "flock" not in line and line.endswith(cron.CRON_MARKER)
+    assert cron.cron_line(1, "/l.db", "/x").startswith("* * * * * ")
+    assert cron.cron_line(120, "/l.db", "/x").startswith("0 */2 * * * ")
+    assert "\\%" in cron.cron_line(5, "/data/100%/l.db", "/x")
     with pytest.raises(SlurmexpError, match="every 90 minutes"):
-        op.cron_line(90, "/l.db", "/x")
+        cron.cron_line(90, "/l.db", "/x")
 
 
 def _fake_crontab(tmp_path, initial: str | None) -> Path:
@@ -892,27 +894,27 @@ fi
 
 def test_install_cron_replaces_only_our_line(tmp_path):
     exe = _fake_crontab(tmp_path, None)
-    line = op.cron_line(5, tmp_path / "ledger.db", "/x/slurmexp")
-    assert op.install_cron(line, crontab=str(exe)) == line + "\n"
+    line = cron.cron_line(5, tmp_path / "ledger.db", "/x/slurmexp")
+    assert cron.install_cron(line, crontab=str(exe)) == line + "\n"
     (tmp_path / "crontab.txt").write_text(
         "MAILTO=me\n0 1 * * * backup.sh\n*/10 * * * * /old/slurmexp reconcile --quiet\n" + line + "\n")
-    new = op.cron_line(2, tmp_path / "ledger.db", "/x/slurmexp")
-    text = op.install_cron(new, crontab=str(exe))
+    new = cron.cron_line(2, tmp_path / "ledger.db", "/x/slurmexp")
+    text = cron.install_cron(new, crontab=str(exe))
     assert text == f"MAILTO=me\n0 1 * * * backup.sh\n{new}\n"
     with pytest.raises(SlurmexpError, match="not installed"):
-        op.install_cron(new, crontab=str(tmp_path / "nope"))
+        cron.install_cron(new, crontab=str(tmp_path / "nope"))
 
 
 def test_health(ledger, t0):
-    ok, msg = op.health(ledger, 30)
+    ok, msg = health_mod.health(ledger, 30)
     assert not ok and "no reconcile pass" in msg
     ledger.record_heartbeat("reconcile", True, {"active": 3, "moved": {"COMPLETED": 2}})
-    ok, msg = op.health(ledger, 30)
+    ok, msg = health_mod.health(ledger, 30)
     assert ok and "3 active" in msg
-    ok, msg = op.health(ledger, 30, now=datetime.now(timezone.utc) + timedelta(minutes=31))
+    ok, msg = health_mod.health(ledger, 30, now=datetime.now(timezone.utc) + timedelta(minutes=31))
     assert not ok and "older than 30 min" in msg
     ledger.record_heartbeat("reconcile", False, {"error": "sacct: slurmdbd down"})
-    ok, msg = op.health(ledger, 30)
+    ok, msg = health_mod.health(ledger, 30)
     assert not ok and "slurmdbd down" in msg and "last good pass" in msg
 
 

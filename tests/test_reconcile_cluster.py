@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp.reconcile import operate as op
+from slurmexp.reconcile import cancel
+from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.backends.slurm.backend import SlurmBackend
@@ -286,7 +287,7 @@ def test_timeout_final_escalated_and_capped(ledger, backend, cluster, tmp_path):
     orig = sacct_field(cluster, first["job_key"], "jobid,timelimit,state")
     assert orig and orig[-1]["timelimit"] == "00:01:00"
     # cancel: one scancel, the run and its attempt CANCELLED with the reason
-    assert op.cancel_experiment(ledger, backend, esc.exp_id, reason="cancelled by test") == 1
+    assert cancel.cancel_experiment(ledger, backend, esc.exp_id, reason="cancelled by test") == 1
     (e,) = ledger.runs(esc.exp_id)
     assert e["state"] == "CANCELLED" and e["reason"] == "cancelled by test"
     deadline = time.monotonic() + 30
@@ -337,7 +338,7 @@ def test_job_recorded_nowhere_is_adopted_once(ledger, backend, tmp_path):
 
 PASS_SCRIPT = """
 import json, sys
-from slurmexp.ledger.store import Ledger
+from slurmexp.ledger import Ledger
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.reconcile.one_pass import reconcile_pass
 s = reconcile_pass(Ledger(sys.argv[1]), SlurmBackend(cluster="minicluster"), grace_s=300)
@@ -442,7 +443,7 @@ def test_slurmdbd_down_changes_nothing_then_catches_up(ledger, backend, cluster,
     submit(ledger, backend, exp)
     reconcile_until(ledger, backend, [exp.exp_id],
                     lambda led: "RUNNING" in led.counts_by_state(exp.exp_id), timeout=60)
-    assert op.health(ledger, 10)[0]
+    assert health_mod.health(ledger, 10)[0]
     try:
         cluster.stop_dbd()
         time.sleep(6)                    # the jobs end while accounting is away
@@ -454,7 +455,7 @@ def test_slurmdbd_down_changes_nothing_then_catches_up(ledger, backend, cluster,
         after = {t: list(ledger.db.query(f"SELECT * FROM {t}"))
                  for t in ("runs", "attempts", "submissions", "events")}
         assert after == before
-        ok, message = op.health(ledger, 10)
+        ok, message = health_mod.health(ledger, 10)
         assert not ok and "failed" in message
         print(f"\nslurmdbd down: pass exit {s.exit_code}: {s.error}\nhealth: {message}")
     finally:
@@ -462,4 +463,4 @@ def test_slurmdbd_down_changes_nothing_then_catches_up(ledger, backend, cluster,
     reconcile_until(ledger, backend, [exp.exp_id], timeout=120)
     assert ledger.counts_by_state(exp.exp_id) == {"COMPLETED": 4}
     assert len(ledger.attempts(exp.exp_id)) == 4
-    assert op.health(ledger, 10)[0]
+    assert health_mod.health(ledger, 10)[0]

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(pd is None, reason="pandas is not installed: pip
                                 "-e '.[report]'")
 
 from slurmexp.errors import SlurmexpError  # noqa: E402
-from slurmexp.ledger.store import Ledger  # noqa: E402
+from slurmexp.ledger import Ledger  # noqa: E402
 from slurmexp.report.frames import (  # noqa: E402
     RUN_COLUMNS, attempts_frame, build_report, guess_minimize, read_metrics, render_report,
     runs_frame,

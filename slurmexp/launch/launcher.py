@@ -20,7 +20,7 @@ from pathlib import Path
 
 from slurmexp.ledger import provenance
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
-from slurmexp.ledger.store import Ledger
+from slurmexp.ledger import Ledger
 from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, make_plan
 from slurmexp.launch.render import (ScriptContext, chunk_file_stem, render_script, template_sha256, write_manifest,
                      write_run_files, write_script)

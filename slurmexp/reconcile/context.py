@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmexp.errors import Problem, SlurmexpError
-from slurmexp.ledger.store import Ledger
+from slurmexp.ledger import Ledger
 
 LOCK_SUFFIX = ".reconcile.lock"
 EXIT_OK = 0

@@ -28,7 +28,7 @@ from slurmexp.errors import Problem, SlurmexpError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from slurmexp.ledger.store import Ledger
+    from slurmexp.ledger import Ledger
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
 # Every way an attempt can end without its run's result: what "wasted" hours were spent on.

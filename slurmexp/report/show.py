@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from slurmexp.errors import Problem, SlurmexpError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from slurmexp.ledger.store import Ledger
+    from slurmexp.ledger import Ledger
 
 ATTEMPT_FILES = ("host", "started", "ended", "exit_code", "wrapper_failed")
 _LIST_LIMIT = 8

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from slurmexp.ledger.store import Ledger
+from slurmexp.ledger import Ledger
 
 
 def experiment_summaries(ledger: Ledger) -> list[dict]:

@@ -1,0 +1,276 @@
+"""What one attempt's records do to it: its new state, columns and reason, Slurm's own requeue as
+a new attempt of the run, LOST once a job has been in neither sacct nor squeue for the grace
+period. Each attempt's change, its event and its run's retry decision are one transaction.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from slurmexp.backends.facts import SacctRow
+from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.reconcile.context import (PassContext)
+from slurmexp.reconcile.match import (PROGRESS, Match, attempt_fields, classify, failure_reason, is_incomplete, ledger_state, row_key)
+from slurmexp.reconcile.resubmit import (preview_retry, schedule_retry)
+from slurmexp import tags
+from slurmexp.timeutil import parse_ts, utc_iso
+
+
+# A job that left both sacct and squeue but whose task wrote its attempt files ran: wait this
+# many grace periods for accounting before calling it lost.
+EVIDENCE_FACTOR = 12
+STDERR_TAIL_LINES = 5
+STDERR_TAIL_CHARS = 400
+
+_RUNAWAY_RE = re.compile(r"the controller does not list the job \(since ([^)]+)\)")
+
+
+# ------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def chunk_job_name(exp_id: str, chunk: int | None) -> str | None:
+    """The tag launch gave a chunk's job; None for a submission that is not a chunk."""
+    return None if chunk is None else tags.job_name(exp_id, chunk)
+
+
+def attempt_dir(run_dir: str | None, job_key: str | None, restart: int = 0) -> Path | None:
+    """`<run_dir>/attempts/<job_key>[.r<N>]`, as the task script names it."""
+    if not run_dir or not job_key:
+        return None
+    return Path(run_dir) / "attempts" / (f"{job_key}.r{restart}" if restart else job_key)
+
+
+def stderr_tail(paths: Iterable[Path | None], lines: int = STDERR_TAIL_LINES,
+                limit: int = STDERR_TAIL_CHARS) -> str:
+    """The last non-empty lines of the first readable, non-empty file, joined with " | "."""
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 8192))
+                data = fh.read().decode("utf-8", errors="replace")
+        except OSError:
+            continue
+        kept = [ln.strip() for ln in data.splitlines() if ln.strip()][-lines:]
+        if kept:
+            text = " | ".join(kept)
+            return text if len(text) <= limit else "..." + text[-limit:]
+    return ""
+
+
+def _differs(old: dict, new: dict) -> bool:
+    for k, v in new.items():
+        o = old.get(k)
+        if o is None and v is None:
+            continue
+        if o is None or v is None:
+            return True
+        if isinstance(v, float) or isinstance(o, float):
+            try:
+                if abs(float(o) - float(v)) > 1e-6:
+                    return True
+                continue
+            except (TypeError, ValueError):
+                return True
+        if str(o) != str(v):
+            return True
+    return False
+
+# --- transitions --------------------------------------------------------------------------
+
+
+def _restart_count(ledger: Ledger, a: dict) -> int:
+    row = ledger.db.execute(
+        "SELECT COUNT(*) FROM attempts WHERE sub_id IS ? AND job_key = ? AND attempt_id < ?",
+        [a["sub_id"], a["job_key"], a["attempt_id"]]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _tail_for(ctx: PassContext, a: dict) -> str:
+    restart = _restart_count(ctx.ledger, a)
+    paths: list[Path | None] = []
+    d = attempt_dir(a.get("run_dir"), a.get("job_key"), restart)
+    if d is not None:
+        paths.append(d / "stderr")
+    if a.get("exp_dir") and a.get("job_key"):
+        paths.append(Path(a["exp_dir"]) / "logs" / f"{a['job_key']}.err")
+    return stderr_tail(paths)
+
+
+def _changed_under_us(ledger: Ledger, a: dict) -> bool:
+    """Inside the write transaction: whether the attempt left the state this pass read."""
+    cur = ledger.db.execute("SELECT state FROM attempts WHERE attempt_id = ?",
+                            [a["attempt_id"]]).fetchone()
+    return cur is None or cur[0] != a["state"]
+
+
+def _transition(ctx: PassContext, a: dict, match: Match, queued_keys: set[str]) -> bool:
+    """Apply what Slurm says about one attempt (and its requeues) in one transaction."""
+    rec = match.rows.get(a["attempt_id"])
+    later = match.requeues.get(a["attempt_id"], [])
+    if rec is None:
+        return _unmatched(ctx, a, later, queued_keys)
+    return _apply(ctx, a, rec, later, match.submit_times.get(a["attempt_id"]), queued_keys)
+
+
+def _record_fields(ctx: PassContext, a: dict, rec: SacctRow, superseded: bool,
+                   in_queue: bool) -> tuple[dict, str | None, str | None]:
+    """(fields, reason, failure class) for an attempt from its record."""
+    fields = attempt_fields(rec)
+    if not rec.known_state:
+        state = rec.state
+        reason = f"unknown Slurm state {rec.state_raw or rec.state}; kept and watched"
+        return {**fields, "state": state, "failure_class": "unknown"}, reason, "unknown"
+    state = ledger_state(rec.state)
+    fclass = classify(rec.state, rec.exit_code)
+    tail = _tail_for(ctx, a) if rec.state in ("FAILED", "OUT_OF_MEMORY") else ""
+    reason = failure_reason(rec, tail)
+    if state in ("PENDING", "RUNNING", "SUSPENDED") and not in_queue and ctx.queue_ok \
+            and not superseded and not is_incomplete(rec):
+        # sacct says it is going, the controller does not know it: it either just ended
+        # (accounting lags a moment) or it is a runaway record after a controller state loss.
+        since = None
+        m = _RUNAWAY_RE.search(a.get("reason") or "")
+        if m:
+            since = parse_ts(m.group(1))
+        if since is None:
+            since = ctx.now
+        if (ctx.now - since).total_seconds() >= ctx.grace_s:
+            return ({**fields, "state": "LOST", "failure_class": "infrastructure"},
+                    f"LOST: sacct says {rec.state} but the controller has not listed the job "
+                    f"since {utc_iso(since)} (a runaway record after a controller state loss?)",
+                    "infrastructure")
+        reason = (f"sacct says {rec.state}, but the controller does not list the job "
+                  f"(since {utc_iso(since)})")
+    return {**fields, "state": state, "failure_class": fclass}, reason, fclass
+
+
+def _apply(ctx: PassContext, a: dict, rec: SacctRow, later: list[SacctRow], submit_time: str | None,
+           queued_keys: set[str]) -> bool:
+    ledger, summary = ctx.ledger, ctx.summary
+    key = a["job_key"]
+    if is_incomplete(rec) and rec.state in TERMINAL_STATES and not later:
+        end = parse_ts(rec.end) or ctx.now
+        if (ctx.now - end).total_seconds() < ctx.grace_s:
+            # Final, but slurmdbd has only its placeholder record yet (no partition, QOS,
+            # ReqMem): a later pass records the complete one.
+            summary.act(f"{a['exp_id']} {a['run_id']} job {key}: {rec.state}; waiting for "
+                        f"its complete accounting record")
+            return False
+    fields, reason, fclass = _record_fields(ctx, a, rec, bool(later),
+                                            in_queue=key in queued_keys or bool(later))
+    if submit_time and not a.get("submit_time"):
+        fields["submit_time"] = submit_time
+    state = fields["state"]
+    if state in PROGRESS and a["state"] in PROGRESS and PROGRESS[state] < PROGRESS[a["state"]]:
+        # The same record cannot go back (a requeue is a new record): accounting lags.
+        state = fields["state"] = a["state"]
+        reason = a.get("reason")
+    if not rec.known_state:
+        summary.flagged.append(f"{a['exp_id']} {a['run_id']} job {key}: {reason}")
+    old_cols = {k: a.get(k) for k in fields}
+    changes = _differs(old_cols, fields) or (reason or None) != (a.get("reason") or None)
+    if not changes and not later:
+        return False
+    if state != a["state"]:
+        summary.moved_to(state)
+        summary.act(f"{a['exp_id']} {a['run_id']} job {key}: {a['state']} -> {state}"
+                    + (f" ({reason})" if reason else ""))
+    if state == "LOST":
+        summary.lost += 1
+    for r in later:
+        summary.requeued += 1
+        summary.act(f"{a['exp_id']} {a['run_id']} job {key}: requeued by Slurm "
+                    f"(submit {r.submit}) -> new attempt")
+    if ctx.dry_run:
+        if state in TERMINAL_STATES and not later:
+            preview_retry(ctx, a, state, fclass, rec)
+        return True
+    with ledger.transaction():
+        if _changed_under_us(ledger, a):
+            return False        # a cancel or another writer moved it: the next pass decides
+        try:
+            with ledger.transaction():
+                ledger.update_attempt(a["attempt_id"], reason=reason, **fields)
+        except sqlite3.IntegrityError:
+            # Another attempt already holds (cluster, job key, submit time): keep ours unset.
+            fields.pop("submit_time", None)
+            ledger.update_attempt(a["attempt_id"], reason=reason, **fields)
+        prev = a
+        for r in later:
+            prev = _record_requeue(ctx, prev, r, queued_keys)
+        if state in TERMINAL_STATES and not later:
+            schedule_retry(ctx, a, state, fclass, reason, rec)
+    return True
+
+
+def _unmatched(ctx: PassContext, a: dict, later: list[SacctRow], queued_keys: set[str]) -> bool:
+    """No record of this attempt: wait, or after the grace period call it LOST."""
+    summary = ctx.summary
+    if later:
+        # Only later records of the same job exist (the first aged out of sacct's window).
+        if ctx.dry_run:
+            summary.requeued += len(later)
+            return True
+        with ctx.ledger.transaction():
+            prev = a
+            for r in later:
+                summary.requeued += 1
+                prev = _record_requeue(ctx, prev, r, queued_keys)
+            ctx.ledger.update_attempt(a["attempt_id"], reason="requeued by Slurm",
+                                      state="REQUEUED")
+        return True
+    if not ctx.queue_ok:
+        return False
+    ref = parse_ts(a.get("submit_time")) or parse_ts(a.get("created"))
+    age = (ctx.now - ref).total_seconds() if ref else float("inf")
+    if age < ctx.grace_s:
+        return False
+    d = attempt_dir(a.get("run_dir"), a.get("job_key"), _restart_count(ctx.ledger, a))
+    evidence = d is not None and (d / "started").exists()
+    if evidence and age < ctx.grace_s * EVIDENCE_FACTOR:
+        note = (f"not in sacct or squeue, but the task started (see {d}); waiting for "
+                f"accounting to catch up")
+        if a.get("reason") != note and not ctx.dry_run:
+            ctx.ledger.update_attempt(a["attempt_id"], reason=note)
+        return False
+    reason = (f"LOST: job {a['job_key']} is in neither sacct nor squeue {int(age)}s after "
+              f"its submission" + (f" (it did start: {d})" if evidence else ""))
+    summary.lost += 1
+    summary.moved_to("LOST")
+    summary.act(f"{a['exp_id']} {a['run_id']} job {a['job_key']}: {a['state']} -> LOST")
+    if ctx.dry_run:
+        preview_retry(ctx, a, "LOST", "infrastructure", None)
+        return True
+    with ctx.ledger.transaction():
+        if _changed_under_us(ctx.ledger, a):
+            return False
+        ctx.ledger.update_attempt(a["attempt_id"], reason=reason, state="LOST",
+                                  failure_class="infrastructure")
+        schedule_retry(ctx, a, "LOST", "infrastructure", reason, None)
+    return True
+
+
+def _record_requeue(ctx: PassContext, prev: dict, rec: SacctRow, queued_keys: set[str]) -> dict:
+    """Slurm requeued `prev`'s job: a new attempt of the same run (same job key, later submit)."""
+    ledger = ctx.ledger
+    with ledger.transaction():
+        new = ledger.record_requeue(prev["attempt_id"], rec.submit)
+        new.update(run_dir=prev.get("run_dir"), exp_dir=prev.get("exp_dir"),
+                   created=prev.get("created"), job_name=prev.get("job_name"),
+                   script_path=prev.get("script_path"))
+        fields, reason, fclass = _record_fields(
+            ctx, new, rec, False, in_queue=row_key(rec) in queued_keys)
+        fields.pop("submit_time", None)
+        ledger.update_attempt(new["attempt_id"], reason=reason, **fields)
+        if fields["state"] in TERMINAL_STATES:
+            new["state"] = "SUBMITTED"
+            schedule_retry(ctx, new, fields["state"], fclass, reason, rec)
+    return new
