@@ -160,23 +160,25 @@ def main() -> None:
         print(f"building a ledger with {args.runs} runs in {root}")
         make_ledger(root, args.runs)
 
-    from slurmexp.report import frames as rep_mod
+    from slurmexp.report import build as rep_mod
+    from slurmexp.report import frames
+    from slurmexp.report import metrics_files
     results: dict[str, float] = {}
     print(f"timings ({args.runs} runs; files in the page cache unless noted; pandas was "
           f"imported already, by sqlite_utils)")
     led = Ledger(db)
     timed("build_report, no metrics", lambda: rep_mod.build_report(led, [EXP], metrics=False),
           results)
-    dirs = rep_mod.runs_frame(led, [EXP], params=False)["run_dir"]
+    dirs = frames.runs_frame(led, [EXP], params=False)["run_dir"]
     modes = [(1, "1 thread"), (8, "8 threads"), (None, "auto")]
     for workers, label in modes:
-        timed(f"read metrics files, {label}", lambda: rep_mod._metrics_frame(dirs, workers),
+        timed(f"read metrics files, {label}", lambda: metrics_files._metrics_frame(dirs, workers),
               results)
     if args.cold:
         for workers, label in modes:
             drop_caches()
             timed(f"read metrics files, {label}, cold cache",
-                  lambda: rep_mod._metrics_frame(dirs, workers), results)
+                  lambda: metrics_files._metrics_frame(dirs, workers), results)
     report = timed("build_report (all of it)", lambda: rep_mod.build_report(led, [EXP]),
                    results)
     for k, v in report.timings.items():

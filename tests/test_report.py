@@ -41,10 +41,9 @@ pytestmark = pytest.mark.skipif(pd is None, reason="pandas is not installed: pip
 
 from slurmexp.errors import SlurmexpError  # noqa: E402
 from slurmexp.ledger import Ledger  # noqa: E402
-from slurmexp.report.frames import (  # noqa: E402
-    RUN_COLUMNS, attempts_frame, build_report, guess_minimize, read_metrics, render_report,
-    runs_frame,
-)
+from slurmexp.report.build import build_report, guess_minimize, render_report  # noqa: E402
+from slurmexp.report.frames import RUN_COLUMNS, attempts_frame, runs_frame  # noqa: E402
+from slurmexp.report.metrics_files import read_metrics  # noqa: E402
 
 EXP = "demo-abcdef12"
 RUNS = {"rA0": {"lr": 0.1, "seed": 0}, "rA1": {"lr": 0.1, "seed": 1},
@@ -482,7 +481,7 @@ def test_several_experiments(ledger, tmp_path):
 
 def test_failed_states_follow_the_ledger():
     from slurmexp.ledger.store import TERMINAL_STATES
-    from slurmexp.report.frames import FAILED_STATES
+    from slurmexp.report.model import FAILED_STATES
     assert FAILED_STATES == TERMINAL_STATES - {"COMPLETED"}
 
 

@@ -1,0 +1,151 @@
+"""Pure parsers for the text Slurm commands print; nothing here runs a command.
+
+Every function takes the exact text a command wrote (tests feed them output captured from the
+real test cluster, `tests/data/captured/`), so a change in Slurm's output shows up as a failing
+unit test instead of as wrong states in somebody's ledger. Command lines that produce this text
+live in `slurm.py`; the field lists they use live here, next to the code that depends on their
+order.
+"""
+from __future__ import annotations
+
+
+from slurmexp.errors import SlurmexpError
+
+# `sacct -P` and `squeue -o` do no escaping at all: a "|" in a job name or comment would shift
+# every later column. The ASCII unit separator cannot be typed into sbatch's --job-name or
+# --comment by accident and Slurm never prints it itself.
+DELIMITER = "\x1f"
+
+
+# Job states as sacct and squeue print them (first word). Anything else is kept but flagged, so a
+# newer Slurm's new state is reported as "unknown" rather than silently read as a failure.
+KNOWN_STATES = frozenset({
+    "PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "COMPLETED", "CANCELLED",
+    "FAILED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY",
+    "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "REVOKED", "SPECIAL_EXIT",
+    "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "LAUNCH_FAILED", "POWER_UP_NODE",
+    "RECONFIG_FAIL", "UPDATE_DB",
+})
+
+_UNFINISHED = frozenset({"PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING",
+                         "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "STOPPED",
+                         "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "POWER_UP_NODE"})
+
+# Words Slurm prints where a value is absent; all of them mean None to us.
+_EMPTY = frozenset({"", "None", "none", "Unknown", "(null)", "N/A", "n/a", "None assigned"})
+
+
+def _opt(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return None if value in _EMPTY else value
+
+
+# --------------------------------------------------------------------------------------------
+# errors
+
+
+_UNAVAILABLE_PATTERNS = (
+    "unable to contact slurm controller",
+    "socket timed out",
+    "slurmdbd",
+    "connection refused",
+    "zero bytes were transmitted",
+    "slurm_persist_conn_open",
+    "unable to establish a connection",
+    "communication connection failure",
+    "slurm backup controller in standby mode",
+    "resource temporarily unavailable",
+)
+
+
+def classify_error(stderr: str) -> str:
+    """"unavailable" when a daemon did not answer (retry later, the job is not at fault),
+    "refused" when Slurm understood the request and said no."""
+    low = (stderr or "").lower()
+    return "unavailable" if any(p in low for p in _UNAVAILABLE_PATTERNS) else "refused"
+
+
+# --------------------------------------------------------------------------------------------
+# host lists and array index lists
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p for p in (p.strip() for p in parts) if p]
+
+
+def _expand_range(body: str) -> list[str]:
+    out: list[str] = []
+    for item in body.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "-" in item:
+            lo, _, hi = item.partition("-")
+            width = len(lo) if lo.startswith("0") else 0
+            out += [f"{n:0{width}d}" for n in range(int(lo), int(hi) + 1)]
+        else:
+            out.append(item)
+    return out
+
+
+def expand_hostlist(text: str | None) -> list[str]:
+    """"c[1-3],g[1-2],x01" -> ["c1", "c2", "c3", "g1", "g2", "x01"], zero padding kept."""
+    if text is None or _opt(text) is None:
+        return []
+    names: list[str] = []
+    for part in _split_top_level(text):
+        prefixes = [""]
+        rest = part
+        while rest:
+            open_at = rest.find("[")
+            if open_at < 0:
+                prefixes = [p + rest for p in prefixes]
+                break
+            close_at = rest.find("]", open_at)
+            if close_at < 0:
+                raise SlurmexpError(f"bad host list {text!r}: '[' without ']'")
+            head, body = rest[:open_at], rest[open_at + 1:close_at]
+            prefixes = [p + head + s for p in prefixes for s in _expand_range(body)]
+            rest = rest[close_at + 1:]
+        names += prefixes
+    return names
+
+
+def expand_array_indices(text: str) -> list[int]:
+    """"5-10%4" / "1,3,5-7" / "0-9:2" -> sorted task indices. A trailing part cut off by a column
+    limit ("1,3,5-") is expanded as far as it is readable instead of failing the whole row."""
+    body = text.strip().strip("[]")
+    body = body.split("%", 1)[0]
+    out: set[int] = set()
+    for item in body.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        step = 1
+        if ":" in item:
+            item, _, step_text = item.partition(":")
+            step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else 1
+        if "-" in item:
+            lo, _, hi = item.partition("-")
+            if lo.isdigit() and hi.isdigit():
+                out.update(range(int(lo), int(hi) + 1, step))
+            elif lo.isdigit():
+                out.add(int(lo))
+        elif item.isdigit():
+            out.add(int(item))
+    return sorted(out)
+
+
