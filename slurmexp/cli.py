@@ -287,7 +287,7 @@ def health(ctx, max_age: float) -> None:
 def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best: str | None,
            minimize: bool | None) -> None:
     """Tables of runs, states, accounting and metrics (default: every experiment)."""
-    from slurmexp.report.frames import build_report, render_report
+    from slurmexp.report.build import build_report, render_report
 
     if minimize is not None and not best:
         raise click.UsageError("--min/--max need --best METRIC")

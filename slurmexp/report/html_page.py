@@ -19,7 +19,7 @@ from slurmexp.report.text import (
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from slurmexp.report.frames import Report
+    from slurmexp.report.model import Report
 
 MAX_ROWS = 2000
 MAX_POINTS = 1500          # scatter points drawn per plot; means use every run

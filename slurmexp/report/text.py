@@ -15,12 +15,12 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from slurmexp import units
-from slurmexp.report.frames import finite_float
+from slurmexp.report.model import finite_float
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from slurmexp.report.frames import Report
+    from slurmexp.report.model import Report
 
 SCHEMA_VERSION = 1          # of the JSON document
 _DURATIONS = {"elapsed_s": "elapsed", "wait_s": "wait"}

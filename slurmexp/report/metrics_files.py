@@ -1,0 +1,109 @@
+"""Reading the metrics files runs wrote (metrics.json, else the last values of metrics.jsonl), in
+threads when the file system is slow; the one per-run cost of a report (bench/README.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+from slurmexp.report.frames import _records_frame
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+
+METRICS_WORKERS = 8
+PROBE = 200                 # metrics files read (and timed) before choosing threads or not
+SLOW_READ_S = 60e-6         # per run; a page-cached read takes ~15 us, a cold or remote one 100s
+# --- metrics ----------------------------------------------------------------------------
+
+def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        elif value is None or isinstance(value, (int, float, str, bool)):
+            out[name] = value
+    return out       # lists (curves, matrices) cannot be one cell; they stay in the files
+
+
+def _slurp(path: str) -> bytes | None:
+    # os.open/os.read: half the cost of open() for 100,000 small files (no buffered object).
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        chunks = [os.read(fd, 65536)]
+        while len(chunks[-1]) == 65536:          # a short read of a regular file is its end
+            chunks.append(os.read(fd, 65536))
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """Latest metric values of one run: metrics.json, else the last value of each key in
+    metrics.jsonl (a run that died before its first metrics.json, or one written by hand)."""
+    base = os.fspath(run_dir)
+    data = _slurp(os.path.join(base, "metrics.json"))
+    if data is not None:
+        try:
+            values = json.loads(data)
+            if isinstance(values, dict):
+                return _flat(values)
+        except ValueError:
+            pass      # damaged (written by hand, or a full disk): the history may do
+    data = _slurp(os.path.join(base, "metrics.jsonl"))
+    if data is None:
+        return None
+    latest: dict[str, Any] = {}
+    for line in data.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue     # the line being written right now, or a damaged one
+        if isinstance(record, dict):
+            latest.update((k, v) for k, v in record.items() if k not in ("time", "step"))
+    return _flat(latest) if latest else None
+
+
+def read_metrics_bulk(run_dirs: Sequence[str | None],
+                      workers: int | None = None) -> list[dict | None]:
+    """read_metrics for many runs, in `workers` threads.
+
+    Threads pay only when reads wait on a disk or a file server (a network file system, a
+    cold cache); with the files in the page cache they contend for the GIL and are 2-3 times
+    slower than one thread (bench/README.md). So with `workers=None` the first PROBE runs are
+    read in this thread and timed, and the rest use threads only when those were slow.
+    """
+    def read_all(dirs: Sequence[str | None]) -> list[dict | None]:
+        return [read_metrics(d) if isinstance(d, str) and d else None for d in dirs]
+
+    head: list[dict | None] = []
+    if workers is None:
+        t = time.perf_counter()
+        head = read_all(run_dirs[:PROBE])
+        slow = (time.perf_counter() - t) / max(len(head), 1) > SLOW_READ_S
+        workers, run_dirs = (METRICS_WORKERS if slow else 1), run_dirs[PROBE:]
+    if workers <= 1 or len(run_dirs) < 64:
+        return head + read_all(run_dirs)
+    size = math.ceil(len(run_dirs) / (workers * 4))
+    pieces = [run_dirs[i:i + size] for i in range(0, len(run_dirs), size)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sx-metrics") as pool:
+        return head + [m for part in pool.map(read_all, pieces) for m in part]
+
+
+def _metrics_frame(run_dirs: pd.Series, workers: int | None = None) -> pd.DataFrame:
+    records = [r or {} for r in read_metrics_bulk(run_dirs.tolist(), workers)]
+    return _records_frame(records, run_dirs.index, "metric.")
