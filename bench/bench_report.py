@@ -161,8 +161,7 @@ def main() -> None:
         make_ledger(root, args.runs)
 
     from slurmexp.report import build as rep_mod
-    from slurmexp.report import frames
-    from slurmexp.report import metrics_files
+    from slurmexp.report import frames, metrics_files
     results: dict[str, float] = {}
     print(f"timings ({args.runs} runs; files in the page cache unless noted; pandas was "
           f"imported already, by sqlite_utils)")
@@ -172,13 +171,13 @@ def main() -> None:
     dirs = frames.runs_frame(led, [EXP], params=False)["run_dir"]
     modes = [(1, "1 thread"), (8, "8 threads"), (None, "auto")]
     for workers, label in modes:
-        timed(f"read metrics files, {label}", lambda: metrics_files._metrics_frame(dirs, workers),
+        timed(f"read metrics files, {label}", lambda w=workers: metrics_files._metrics_frame(dirs, w),
               results)
     if args.cold:
         for workers, label in modes:
             drop_caches()
             timed(f"read metrics files, {label}, cold cache",
-                  lambda: metrics_files._metrics_frame(dirs, workers), results)
+                  lambda w=workers: metrics_files._metrics_frame(dirs, w), results)
     report = timed("build_report (all of it)", lambda: rep_mod.build_report(led, [EXP]),
                    results)
     for k, v in report.timings.items():
@@ -188,7 +187,7 @@ def main() -> None:
           lambda: rep_mod.build_report(led, [EXP], by="lr", best="loss"), results)
     sizes = {}
     for fmt in ("csv", "json", "html", "table", "markdown"):
-        text = timed(f"render {fmt}", lambda: rep_mod.render_report(report, fmt), results)
+        text = timed(f"render {fmt}", lambda f=fmt: rep_mod.render_report(report, f), results)
         sizes[fmt] = len(text.encode())
     print("output sizes: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items()))
     led.close()

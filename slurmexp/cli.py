@@ -186,7 +186,8 @@ def status(ctx, experiment: str | None, fmt: str) -> None:
              " ".join(f"{k}={v}" for k, v in sorted(e["runs_by_state"].items())), e["created"]] for e in d]))
         return
     data = run_statuses(ledger, experiment)
-    _emit(data, fmt, lambda d: _rich_table(experiment, ["run", "params", "state", "attempts", "job", "node", "reason"], [
+    columns = ["run", "params", "state", "attempts", "job", "node", "reason"]
+    _emit(data, fmt, lambda d: _rich_table(experiment, columns, [
         [r["run_id"], " ".join(f"{k}={v}" for k, v in r["params"].items()), r["state"], r["attempts"],
          r["job"], r["node"], r["reason"]] for r in d]))
 
@@ -317,7 +318,8 @@ def show(ctx, run: str) -> None:
 @click.pass_context
 def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
     """Print the newest attempt's output of RUN."""
-    from slurmexp.report.show import ended_marker, follow as follow_file, log_path
+    from slurmexp.report.show import ended_marker, log_path
+    from slurmexp.report.show import follow as follow_file
 
     path = log_path(_ledger(ctx), run, stderr, must_exist=not follow)
     if follow:

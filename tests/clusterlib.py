@@ -9,14 +9,14 @@ import os
 import shutil
 import subprocess
 import time
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SH = REPO / "docker" / "slurm-cluster" / "cluster.sh"
 SEP = "\x1f"
-TEST_JOB_NAME = "sx-test"  # jobs the tests submit directly; cancelled when a session starts  # unit separator: cannot occur in sacct values
+TEST_JOB_NAME = "sx-test"  # jobs the tests submit directly; cancelled when a session starts
 
 
 class ClusterUnavailable(RuntimeError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from clusterlib import Cluster, ClusterUnavailable, slurm_installed
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

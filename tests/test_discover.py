@@ -10,8 +10,8 @@ import pytest
 
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.backends.slurm.backend import SlurmBackend
-from slurmexp.sites.discover import discover_site, toml_value
 from slurmexp.errors import SlurmexpError
+from slurmexp.sites.discover import discover_site, toml_value
 from slurmexp.sites.model import load_site, parse_site
 
 CAPTURED = Path(__file__).parent / "data" / "captured"

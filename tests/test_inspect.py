@@ -7,12 +7,18 @@ import time
 from pathlib import Path
 
 import pytest
+from test_report import EXP, build_ledger
 
 from slurmexp.errors import SlurmexpError
 from slurmexp.report.show import (
-    attempt_dir, ended_marker, follow, format_run, log_path, resolve_run, show_run,
+    attempt_dir,
+    ended_marker,
+    follow,
+    format_run,
+    log_path,
+    resolve_run,
+    show_run,
 )
-from test_report import EXP, build_ledger
 
 
 @pytest.fixture

@@ -8,10 +8,14 @@ import time
 
 import pytest
 
-from slurmexp.ledger import store as ledger_mod
 from slurmexp.errors import SlurmexpError
+from slurmexp.ledger import store as ledger_mod
 from slurmexp.ledger.store import (
-    Ledger, choose_journal_mode, default_ledger_path, fs_type_for_path, is_network_fs,
+    Ledger,
+    choose_journal_mode,
+    default_ledger_path,
+    fs_type_for_path,
+    is_network_fs,
     parse_array_spec,
 )
 

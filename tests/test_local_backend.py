@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from slurmexp.backends.local import run_local
-from slurmexp.sweep.plan import ArrayChunk, Resources, Run
 from slurmexp.launch.render import (
     ScriptContext,
     render_script,
@@ -19,6 +18,7 @@ from slurmexp.launch.render import (
     write_run_files,
     write_script,
 )
+from slurmexp.sweep.plan import ArrayChunk, Resources, Run
 
 EXP_ID = "local-0123abcd"
 

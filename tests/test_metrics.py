@@ -24,12 +24,12 @@ def test_lines_are_appended_and_latest_values_kept(tmp_path):
     record = log_metrics(run_dir=tmp_path, test_acc=0.9)
 
     lines = read_lines(tmp_path / "metrics.jsonl")
-    assert [{k: v for k, v in l.items() if k != "time"} for l in lines] == [
+    assert [{k: v for k, v in ln.items() if k != "time"} for ln in lines] == [
         {"step": 1, "loss": 1.5, "acc": 0.1},
         {"step": 2, "loss": 0.5},
         {"test_acc": 0.9},
     ]
-    assert all(isinstance(l["time"], float) for l in lines)
+    assert all(isinstance(ln["time"], float) for ln in lines)
     assert lines[0]["time"] <= lines[1]["time"] <= lines[2]["time"]
     assert record["test_acc"] == 0.9
     assert json.loads((tmp_path / "metrics.json").read_text()) == {

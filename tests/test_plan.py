@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from slurmexp.errors import SpecError
+from slurmexp.sites.model import load_site
 from slurmexp.sweep.plan import (
     Placement,
     Resources,
@@ -23,7 +24,6 @@ from slurmexp.sweep.plan import (
     run_id_for,
     value_text,
 )
-from slurmexp.sites.model import load_site
 from slurmexp.sweep.spec import load_sweep
 
 ROOT_SITE = Path(__file__).resolve().parents[1] / "site.toml"

@@ -14,16 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp.reconcile import cancel, cron
-from slurmexp.reconcile import health as health_mod
-from slurmexp.reconcile import context as pc
-from slurmexp.reconcile import one_pass as rc
-from slurmexp.reconcile import match as rd
-from slurmexp.reconcile import policy as rt
-from slurmexp.reconcile import resubmit, transitions
 from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
 from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
+from slurmexp.reconcile import cancel, cron, resubmit, transitions
+from slurmexp.reconcile import context as pc
+from slurmexp.reconcile import health as health_mod
+from slurmexp.reconcile import match as rd
+from slurmexp.reconcile import one_pass as rc
+from slurmexp.reconcile import policy as rt
 from slurmexp.timeutil import utc_iso
 
 EXP = "sweep-abcdef12"
@@ -773,9 +772,9 @@ def test_every_kill_point_of_a_retry_converges(ledger, tmp_path, t0, monkeypatch
         fake.rows = [row("100_0", "NODE_FAIL", t0), row("100_1", "COMPLETED", t0)]
         original = getattr(led, point)
 
-        def dying(*a, _orig=original, **k):
+        def dying(*a, _orig=original, _point=point, **k):
             _orig(*a, **k)
-            raise KeyboardInterrupt(f"killed after {point}")
+            raise KeyboardInterrupt(f"killed after {_point}")
 
         monkeypatch.setattr(led, point, dying)
         with pytest.raises(KeyboardInterrupt):
@@ -929,9 +928,11 @@ def test_settings_roundtrip_and_migration(tmp_path):
 
 
 def test_retry_spec_backoff_default():
+    import pydantic
+
     from slurmexp.sweep.spec import RetrySpec
 
     assert RetrySpec().backoff_s == 60
     assert RetrySpec(backoff_s=0).backoff_s == 0
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         RetrySpec(backoff_s=-1)

@@ -21,15 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp.reconcile import cancel
-from slurmexp.reconcile import health as health_mod
-from slurmexp.reconcile import context as pc
-from slurmexp.reconcile import one_pass as rc
 from slurmexp.backends.slurm.backend import SlurmBackend
+from slurmexp.launch.render import ScriptContext, render_script, write_manifest, write_run_files, write_script
 from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.reconcile import cancel
+from slurmexp.reconcile import context as pc
+from slurmexp.reconcile import health as health_mod
+from slurmexp.reconcile import one_pass as rc
 from slurmexp.sweep.plan import ArrayChunk, Resources, Run
-from slurmexp.launch.render import (ScriptContext, render_script, write_manifest, write_run_files,
-                             write_script)
 from slurmexp.timeutil import parse_ts
 
 pytestmark = pytest.mark.cluster

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from slurmexp.errors import SpecError
-from slurmexp.sweep.plan import ArrayChunk, Resources, Run
 from slurmexp.launch.render import (
     ScriptContext,
     render_script,
@@ -19,6 +18,7 @@ from slurmexp.launch.render import (
     write_run_files,
     write_script,
 )
+from slurmexp.sweep.plan import ArrayChunk, Resources, Run
 
 REPO = Path(__file__).resolve().parents[1]
 MINICLUSTER = REPO / "templates" / "site-minicluster.sh.j2"
@@ -121,9 +121,9 @@ def test_directives_come_before_any_command(tmp_path):
     for template in (None, MINICLUSTER):
         lines = render_script(make_ctx(tmp_path, template=template)).splitlines()
         assert lines[0] == "#!/bin/bash"
-        first_command = next(i for i, l in enumerate(lines[1:], 1)
-                             if l.strip() and not l.startswith("#"))
-        assert max(i for i, l in enumerate(lines) if l.startswith("#SBATCH")) < first_command
+        first_command = next(i for i, ln in enumerate(lines[1:], 1)
+                             if ln.strip() and not ln.startswith("#"))
+        assert max(i for i, ln in enumerate(lines) if ln.startswith("#SBATCH")) < first_command
         assert lines[first_command] == "set -euo pipefail"
 
 
@@ -161,9 +161,9 @@ def test_hostile_values_are_quoted_and_reach_the_shell_literally(tmp_path):
     text = render_script(ctx)
     bash_syntax_ok(text)
     # The module line is one `module load <word>` whatever the name holds.
-    module_line = next(l for l in text.splitlines() if l.startswith("module load "))
+    module_line = next(ln for ln in text.splitlines() if ln.startswith("module load "))
     assert shlex.split(module_line) == ["module", "load", "gcc/12; touch MARKER5"]
-    export_lines = [l for l in text.split("\n") if l.startswith("export HOSTILE=")]
+    export_lines = [ln for ln in text.split("\n") if ln.startswith("export HOSTILE=")]
     assert export_lines and "'\"'\"'" in export_lines[0]
 
     # Run the script for real (no modules here) and let the command print what it got.

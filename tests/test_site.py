@@ -128,7 +128,8 @@ def test_one_bad_partition_hides_no_other_problem(tmp_path):
 
 
 def test_types_and_bounds(tmp_path):
-    probs = problems(tmp_path, 'max_array_size = 0\nmax_job_count = "5"\n' + SMALL.replace('cpus = 2\n', 'cpus = "2"\n') + """
+    head = 'max_array_size = 0\nmax_job_count = "5"\n'
+    probs = problems(tmp_path, head + SMALL.replace('cpus = 2\n', 'cpus = "2"\n') + """
         [defaults]
         time = "UNLIMITED"
         mem = "lots"

@@ -315,7 +315,8 @@ def test_parameter_in_two_places(tmp_path):
 
 
 def test_parameter_in_grid_and_sample(tmp_path):
-    probs = problems(tmp_path, MINIMAL + '[sample]\nseed = 0\nn = 2\n[sample.params]\nlr = { dist = "uniform", low = 0.0, high = 1.0 }\n')
+    probs = problems(tmp_path, MINIMAL + '[sample]\nseed = 0\nn = 2\n[sample.params]\n'
+                     'lr = { dist = "uniform", low = 0.0, high = 1.0 }\n')
     by_key(probs, "sample.params.lr")
 
 

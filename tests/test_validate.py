@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp.backends.facts import (Association, ClusterFacts, NodeFacts, PartitionFacts, QosFacts,
-                                     ReservationFacts)
+from slurmexp.backends.facts import Association, ClusterFacts, NodeFacts, PartitionFacts, QosFacts, ReservationFacts
 from slurmexp.errors import SpecError
 from slurmexp.launch.launcher import check, prepare
 from slurmexp.launch.validate import script_named, validate

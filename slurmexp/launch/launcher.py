@@ -18,17 +18,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from slurmexp.ledger import provenance
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
-from slurmexp.ledger import Ledger
-from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, make_plan
-from slurmexp.launch.render import (ScriptContext, chunk_file_stem, render_script, template_sha256, write_manifest,
-                     write_run_files, write_script)
+from slurmexp.launch.render import (
+    ScriptContext,
+    chunk_file_stem,
+    render_script,
+    template_sha256,
+    write_manifest,
+    write_run_files,
+    write_script,
+)
+from slurmexp.launch.validate import ValidationReport, validate
+from slurmexp.ledger import Ledger, provenance
 from slurmexp.sites.model import Site, load_site
+from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, make_plan
+from slurmexp.sweep.spec import Sweep, load_sweep
 from slurmexp.tags import job_comment, job_name
 from slurmexp.timeutil import sacct_time
-from slurmexp.sweep.spec import Sweep, load_sweep
-from slurmexp.launch.validate import ValidationReport, validate
 
 BACKENDS = ("slurm", "local")
 

@@ -19,8 +19,8 @@ from typing import Callable
 from slurmexp import units
 from slurmexp.backends.facts import ClusterFacts
 from slurmexp.errors import Problem
-from slurmexp.sweep.plan import Plan, Resources
 from slurmexp.sites.model import Site
+from slurmexp.sweep.plan import Plan, Resources
 from slurmexp.sweep.spec import Sweep
 
 # Interpreters whose first non-option argument is the script the command runs.

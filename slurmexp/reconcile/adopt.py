@@ -10,11 +10,10 @@ from datetime import datetime, timedelta
 
 from slurmexp.backends.facts import SacctRow
 from slurmexp.ledger.store import Ledger, parse_array_spec
-from slurmexp.reconcile.context import (PassContext)
-from slurmexp.reconcile.match import (SUBMIT_SKEW_S, is_incomplete)
-from slurmexp.timeutil import parse_ts, sacct_time
+from slurmexp.reconcile.context import PassContext
+from slurmexp.reconcile.match import SUBMIT_SKEW_S, is_incomplete
 from slurmexp.reconcile.transitions import chunk_job_name
-
+from slurmexp.timeutil import parse_ts, sacct_time
 
 # --- intents ------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from slurmexp.errors import Problem, SlurmexpError
 
-
 CRON_MARKER = "# slurmexp-reconcile (managed by `slurmexp cron --install`)"
 def _schedule(every_minutes: int) -> str:
     n = int(every_minutes)

@@ -35,16 +35,12 @@ from typing import Any
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import SlurmexpError, SlurmUnavailable
 from slurmexp.ledger.store import TERMINAL_STATES, Ledger
-from slurmexp.reconcile.context import (EXIT_ERROR, FINISHED_EXPERIMENT_STATES, PassContext, PassSummary,
-                           pass_lock)
-from slurmexp.reconcile.match import (expand_rows,
-                      match_rows, queue_record,
-                      row_key)
-from slurmexp.reconcile.resubmit import (resubmittable_runs, slurm_experiments,
-                    submit_due)
-from slurmexp.timeutil import parse_ts, sacct_time, utc_iso
 from slurmexp.reconcile.adopt import _resolve_intents
+from slurmexp.reconcile.context import EXIT_ERROR, FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock
+from slurmexp.reconcile.match import expand_rows, match_rows, queue_record, row_key
+from slurmexp.reconcile.resubmit import resubmittable_runs, slurm_experiments, submit_due
 from slurmexp.reconcile.transitions import _transition, chunk_job_name
+from slurmexp.timeutil import parse_ts, sacct_time, utc_iso
 
 HEARTBEAT_KIND = "reconcile"
 HEARTBEAT_LIST_LIMIT = 20

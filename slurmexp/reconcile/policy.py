@@ -14,7 +14,6 @@ from typing import Any
 
 from slurmexp import units
 
-
 # ------------------------------------------------------------------------------------------
 # Policy and decisions
 

@@ -28,14 +28,18 @@ from typing import Any
 
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
-from slurmexp.reconcile.context import (FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock,
-                           require_lock)
 from slurmexp.launch.render import chunk_file_stem
+from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
+from slurmexp.reconcile.context import FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock, require_lock
+from slurmexp.reconcile.policy import (
+    Escalation,
+    RetryDecision,
+    RetryPolicy,
+    decide_retry,
+    escalation_for,
+    script_resources,
+)
 from slurmexp.timeutil import parse_ts, utc_iso
-from slurmexp.reconcile.policy import (Escalation, RetryDecision, RetryPolicy, decide_retry, escalation_for,
-                                       script_resources)
-
 
 # ------------------------------------------------------------------------------------------
 # Reading the ledger

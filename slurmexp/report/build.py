@@ -5,14 +5,12 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.report.frames import attempts_frame, resolve_experiments, run_table, runs_frame
 from slurmexp.report.metrics_files import _metrics_frame
 from slurmexp.report.model import FORMATS, Report, finite_float
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

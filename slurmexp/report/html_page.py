@@ -13,7 +13,12 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from slurmexp.report.text import (
-    by_columns, display_cells, display_columns, experiment_rows, fmt_duration, fmt_value,
+    by_columns,
+    display_cells,
+    display_columns,
+    experiment_rows,
+    fmt_duration,
+    fmt_value,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -241,7 +246,7 @@ def metric_vs_param_svg(table: pd.DataFrame, param: str, metric: str) -> str | N
                     f'{_e(label)}</text>')
     place = ax if numeric else where.__getitem__
     per_series = max(MAX_POINTS // len(series), 100)
-    for name, mask, stats, dot, mean in series:
+    for _name, mask, stats, dot, mean in series:
         sel = px[mask]
         sample = sel.index if len(sel) <= per_series else sel.sample(
             per_series, random_state=0).index

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from slurmexp.errors import SlurmCommandError, SlurmUnavailable
-from slurmexp.backends.slurm import parse as sp
 from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitResult
+from slurmexp.backends.slurm import parse as sp
+from slurmexp.errors import SlurmCommandError, SlurmUnavailable
 
 # Linux allows ~2 MB of arguments, but a single argument is capped at 128 KiB and some sites wrap
 # Slurm commands in shell scripts; a joined -j list stays well under both.

@@ -9,8 +9,14 @@ from slurmexp.backends.facts import (
 )
 from slurmexp.backends.slurm.parse.common import _opt
 from slurmexp.backends.slurm.parse.sacctmgr import parse_sacctmgr_assoc, parse_sacctmgr_qos
-from slurmexp.backends.slurm.parse.scontrol import _int, nodes_from, parse_scontrol_config, parse_scontrol_records, partitions_from, reservations_from
-
+from slurmexp.backends.slurm.parse.scontrol import (
+    _int,
+    nodes_from,
+    parse_scontrol_config,
+    parse_scontrol_records,
+    partitions_from,
+    reservations_from,
+)
 
 # --------------------------------------------------------------------------------------------
 # all of it

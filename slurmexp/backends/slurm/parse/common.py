@@ -8,7 +8,6 @@ order.
 """
 from __future__ import annotations
 
-
 from slurmexp.errors import SlurmexpError
 
 # `sacct -P` and `squeue -o` do no escaping at all: a "|" in a job name or comment would shift

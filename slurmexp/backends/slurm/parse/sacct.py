@@ -8,9 +8,8 @@ from typing import Iterable, Sequence
 from slurmexp.backends.facts import (
     SacctRow,
 )
-from slurmexp.backends.slurm.parse.common import DELIMITER, KNOWN_STATES, _UNFINISHED, _opt, expand_array_indices
+from slurmexp.backends.slurm.parse.common import _UNFINISHED, DELIMITER, KNOWN_STATES, _opt, expand_array_indices
 from slurmexp.backends.slurm.parse.scontrol import _int
-
 
 # Order matters: parse_sacct reads columns by position. Comment and JobName are free text and
 # go last so that a stray newline in them (also unescaped) is easier to join back.

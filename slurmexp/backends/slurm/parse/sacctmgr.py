@@ -11,7 +11,6 @@ from slurmexp.backends.facts import (
 from slurmexp.backends.slurm.parse.common import _opt
 from slurmexp.backends.slurm.parse.scontrol import _int, _list, _minutes, parse_tres
 
-
 QOS_FIELDS: tuple[str, ...] = ("Name", "MaxWall", "MaxTRESPU", "MaxTRES", "MaxSubmitPU",
                                "Preempt", "Flags")
 ASSOC_FIELDS: tuple[str, ...] = ("Cluster", "User", "DefaultAccount", "Account", "Partition",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 
-from slurmexp.errors import SlurmexpError
 from slurmexp.backends.facts import (
     SubmitResult,
 )
-
+from slurmexp.errors import SlurmexpError
 
 # --------------------------------------------------------------------------------------------
 # sbatch

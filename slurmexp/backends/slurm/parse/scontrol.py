@@ -15,7 +15,6 @@ from slurmexp.backends.facts import (
 )
 from slurmexp.backends.slurm.parse.common import _opt, _split_top_level, expand_hostlist
 
-
 # --------------------------------------------------------------------------------------------
 # scontrol
 

@@ -2,13 +2,11 @@
 """
 from __future__ import annotations
 
-
 from slurmexp.backends.facts import (
     SqueueRow,
 )
 from slurmexp.backends.slurm.parse.common import DELIMITER, KNOWN_STATES, _opt, expand_array_indices
 from slurmexp.backends.slurm.parse.sacct import _rows, split_job_id
-
 
 # squeue -o codes, in the order parse_squeue reads them.
 SQUEUE_FIELDS: tuple[tuple[str, str], ...] = (
