@@ -23,6 +23,7 @@ from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import match as rd
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.reconcile import policy as rt
+from slurmexp.settings import ExperimentSettings, GroupSettings, RetrySettings
 from slurmexp.timeutil import utc_iso
 
 EXP = "sweep-abcdef12"
@@ -162,10 +163,10 @@ def make_exp(ledger, tmp_path, n=4, chunks=1, settings=None, exp_id=EXP, backend
                  chunk=i // per, task_index=i % per) for i in range(n)]
     ledger.create_experiment(exp_id, "sweep", "fp-" + exp_id, CLUSTER, backend, exp_dir, None,
                              None, None, None, None, {}, runs)
-    ledger.set_experiment_settings(exp_id, settings or {
-        "retry": {"max_attempts": 3, "escalate": False, "escalate_factor": 2.0, "backoff_s": 0},
-        "limits": {"max_time_min": 1440, "max_mem_mb": 3900},
-        "resources": {"time_min": 10, "mem_mb": 500, "partition": "cpu"}})
+    ledger.set_experiment_settings(exp_id, settings or ExperimentSettings(
+        RetrySettings(max_attempts=3, escalate=False, escalate_factor=2.0, backoff_s=0),
+        (GroupSettings(chunks=tuple(range(chunks)), partition="cpu", time_min=10, mem_mb=500,
+                       throttle=2, max_time_min=1440, max_mem_mb=3900),)))
     scripts = []
     for c in range(chunks):
         path = exp_dir / "scripts" / f"chunk-{c:03d}.sbatch"
@@ -303,31 +304,48 @@ def test_squeue_fills_in_while_sacct_lags():
 
 def test_retry_policy_and_escalation():
     p = rt.RetryPolicy(max_attempts=3, escalate=True, escalate_factor=2.0, backoff_s=60,
-                       max_time_min=30, max_mem_mb=3900)
-    base = {"time_min": 10, "mem_mb": 500}
+                       max_time_min=30, max_mem_mb=3900, time_min=10, mem_mb=500)
     now = datetime.now(timezone.utc)
-    d = rt.decide_retry(p, "NODE_FAIL", "infrastructure", 2, ["NODE_FAIL", "NODE_FAIL"], base, now, now)
+    d = rt.decide_retry(p, "NODE_FAIL", "infrastructure", 2, ["NODE_FAIL", "NODE_FAIL"], now, now)
     assert d.retry and d.due == now + timedelta(seconds=120)          # 60 * 2**(2-1)
-    assert not rt.decide_retry(p, "NODE_FAIL", "infrastructure", 3, [], base, now, now).retry
-    d = rt.decide_retry(p, "TIMEOUT", "resources", 1, ["TIMEOUT"], base, now, now)
+    assert not rt.decide_retry(p, "NODE_FAIL", "infrastructure", 3, [], now, now).retry
+    d = rt.decide_retry(p, "TIMEOUT", "resources", 1, ["TIMEOUT"], now, now)
     assert d.retry and "time 00:20:00" in d.note
-    assert rt.escalation_for(p, base, 1, 0).args() == ["--time=00:20:00"]
-    assert rt.escalation_for(p, base, 2, 0).args() == ["--time=00:30:00"]        # capped at 30
-    d = rt.decide_retry(p, "TIMEOUT", "resources", 2, ["TIMEOUT", "TIMEOUT"], base, now, now)
+    assert rt.escalation_for(p, 1, 0).args() == ["--time=00:20:00"]
+    assert rt.escalation_for(p, 2, 0).args() == ["--time=00:30:00"]        # capped at 30
+    d = rt.decide_retry(p, "TIMEOUT", "resources", 2, ["TIMEOUT", "TIMEOUT"], now, now)
     assert d.retry                                                     # 20 -> 30 (the cap)
     p.max_attempts = 5
-    d = rt.decide_retry(p, "TIMEOUT", "resources", 3, ["TIMEOUT"] * 3, base, now, now)
+    d = rt.decide_retry(p, "TIMEOUT", "resources", 3, ["TIMEOUT"] * 3, now, now)
     assert not d.retry and "already at the partition limit" in d.note
-    assert rt.escalation_for(p, base, 0, 1).args() == ["--mem=1000M"]
+    assert rt.escalation_for(p, 0, 1).args() == ["--mem=1000M"]
     p.escalate = False
-    assert not rt.decide_retry(p, "TIMEOUT", "resources", 1, ["TIMEOUT"], base, now, now).retry
-    assert not rt.decide_retry(p, "FAILED", "user", 1, ["FAILED"], base, now, now).retry
+    assert not rt.decide_retry(p, "TIMEOUT", "resources", 1, ["TIMEOUT"], now, now).retry
+    assert not rt.decide_retry(p, "FAILED", "user", 1, ["FAILED"], now, now).retry
 
 
-def test_script_resources(tmp_path):
-    f = tmp_path / "s.sbatch"
-    f.write_text(SCRIPT.format(exp=EXP, chunk=0, last=3))
-    assert rt.script_resources(f) == {"time_min": 10, "mem_mb": 500, "array": "0-3%2"}
+def test_settings_per_resource_group_and_version_1():
+    """Each resource group keeps its own resources and caps; retries never parse scripts."""
+    s = ExperimentSettings(RetrySettings(max_attempts=4, escalate=True, backoff_s=5), (
+        GroupSettings(group=0, chunks=(0, 1), partition="cpu", time_min=10, mem_mb=500,
+                      throttle=2, max_time_min=1440, max_mem_mb=3900),
+        GroupSettings(group=1, chunks=(2,), partition="gpu", time_min=60, mem_mb=8000, gpus=1,
+                      gpu_type="a100", max_time_min=120, max_mem_mb=16000)))
+    back = ExperimentSettings.from_json(s.to_json())
+    assert back == s
+    cpu, gpu = rt.RetryPolicy.for_chunk(back, 1), rt.RetryPolicy.for_chunk(back, 2)
+    assert (cpu.time_min, cpu.mem_mb, cpu.max_time_min, cpu.max_attempts) == (10, 500, 1440, 4)
+    assert (gpu.time_min, gpu.mem_mb, gpu.max_time_min, gpu.max_mem_mb) == (60, 8000, 120, 16000)
+    assert rt.escalation_for(gpu, 2, 0).args() == ["--time=02:00:00"]       # 60 -> 240, capped at 120
+    assert back.group_of(7).group == -1 and rt.RetryPolicy.for_chunk(back, 7).time_min is None
+    # Ledgers written before version 2: chunk 0's resources and limits stand for every chunk.
+    old = ExperimentSettings.from_dict({
+        "retry": {"max_attempts": "2", "escalate": True, "escalate_factor": 3, "backoff_s": 0},
+        "limits": {"max_time_min": 30, "max_mem_mb": None},
+        "resources": {"time_min": 10, "mem_mb": 500, "partition": "cpu"}})
+    assert old.retry == RetrySettings(2, True, 3.0, 0.0)
+    assert old.group_of(5).time_min == 10 and old.group_of(None).max_time_min == 30
+    assert ExperimentSettings.from_json(None) == ExperimentSettings.from_json("not json") == ExperimentSettings()
 
 
 # --- passes against the fake ----------------------------------------------------------------
@@ -602,9 +620,10 @@ def test_timeout_final_unless_escalating(ledger, tmp_path, t0):
 
 
 def test_escalation_multiplies_and_stops_at_the_limit(ledger, tmp_path, t0):
-    settings = {"retry": {"max_attempts": 5, "escalate": True, "escalate_factor": 2.0, "backoff_s": 0},
-                "limits": {"max_time_min": 30, "max_mem_mb": 1500},
-                "resources": {"time_min": 10, "mem_mb": 500}}
+    settings = ExperimentSettings(
+        RetrySettings(max_attempts=5, escalate=True, escalate_factor=2.0, backoff_s=0),
+        (GroupSettings(chunks=(0,), time_min=10, mem_mb=500, throttle=2, max_time_min=30,
+                       max_mem_mb=1500),))
     scripts = make_exp(ledger, tmp_path, n=2, settings=settings)
     submit(ledger, scripts, "100", submit_time=t0, spec="0-1")
     fake = FakeBackend()
@@ -920,7 +939,7 @@ def test_health(ledger, t0):
 def test_settings_roundtrip_and_migration(tmp_path):
     led = Ledger(tmp_path / "l.db")
     make_exp(led, tmp_path, n=1)
-    assert led.experiment_settings(EXP)["retry"]["backoff_s"] == 0
+    assert led.experiment_settings(EXP).retry.backoff_s == 0
     assert "settings_json" in led.db["experiments"].columns_dict
     with pytest.raises(SlurmexpError):
         led.experiment_settings("nope")

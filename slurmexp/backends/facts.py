@@ -150,3 +150,4 @@ class SqueueRow:
 class SubmitResult:
     job_id: str
     cluster: str | None
+    submit_time: str | None = None   # when the scheduler says so with its answer (local runs)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from slurmexp.backends.facts import SubmitResult
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch.render import (
     ScriptContext,
@@ -28,8 +29,10 @@ from slurmexp.launch.render import (
     write_run_files,
     write_script,
 )
+from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkRequest, stamp_submit_times, submit_chunk
 from slurmexp.launch.validate import ValidationReport, validate
 from slurmexp.ledger import Ledger, provenance
+from slurmexp.settings import ExperimentSettings, GroupSettings, RetrySettings
 from slurmexp.sites.model import Site, load_site
 from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, make_plan
 from slurmexp.sweep.spec import Sweep, load_sweep
@@ -193,29 +196,30 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
     return _submit_slurm(prep, exp_id, ledger, scripts, slurm, report)
 
 
-def settings_for(prep: Prepared) -> dict:
-    """What reconcile needs later to retry without the sweep file: retry policy and limits."""
-    res = prep.plan.chunks[0].resources if prep.plan.chunks else None
-    limits: dict = {}
-    if res is not None:
+def settings_for(prep: Prepared) -> ExperimentSettings:
+    """What reconcile needs later to retry without the sweep file: the retry policy and, per
+    resource group, what it asked for and the limits of the partition and QOS it went to."""
+    groups: dict[int, list[ArrayChunk]] = {}
+    for chunk in prep.plan.chunks:
+        groups.setdefault(chunk.group, []).append(chunk)
+    out = []
+    for group, chunks in sorted(groups.items()):
+        res = chunks[0].resources
         part = prep.site.partitions.get(res.partition)
         caps = [part.max_time_min] if part and part.max_time_min is not None else []
         qos = prep.site.qos.get(res.qos or "")
         if qos and qos.max_wall_min is not None:
             caps.append(qos.max_wall_min)
-        limits["max_time_min"] = min(caps) if caps else None
         nodes = prep.site.partition_nodes(res.partition) if part else []
-        limits["max_mem_mb"] = max((n.mem_mb for n in nodes), default=None)
-    retry = prep.sweep.retry
-    return {
-        "retry": {"max_attempts": retry.max_attempts, "escalate": retry.escalate,
-                  "escalate_factor": retry.escalate_factor,
-                  "backoff_s": getattr(retry, "backoff_s", 60.0)},
-        "limits": limits,
-        "resources": {"time_min": res.time_min, "mem_mb": res.mem_mb, "partition": res.partition,
-                      "cpus": res.cpus, "gpus": res.gpus, "gpu_type": res.gpu_type, "qos": res.qos}
-        if res else {},
-    }
+        out.append(GroupSettings(
+            group=group, chunks=tuple(c.chunk for c in chunks), partition=res.partition,
+            time_min=res.time_min, mem_mb=res.mem_mb, cpus=res.cpus, gpus=res.gpus,
+            gpu_type=res.gpu_type, qos=res.qos, throttle=chunks[0].throttle,
+            max_time_min=min(caps) if caps else None,
+            max_mem_mb=max((n.mem_mb for n in nodes), default=None)))
+    r = prep.sweep.retry
+    return ExperimentSettings(RetrySettings(r.max_attempts, r.escalate, r.escalate_factor, r.backoff_s),
+                              tuple(out))
 
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str) -> dict[int, Path]:
@@ -244,60 +248,51 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str)
         exp_id, prep.sweep.name, prep.fingerprint, prep.site.cluster, backend, exp_dir,
         prep.sweep.path, sweep_copy, prep.site.path, prep.site.hash(), template_sha256(prep.template),
         prov, runs)
-    _store_settings(ledger, exp_id, settings_for(prep))
+    ledger.set_experiment_settings(exp_id, settings_for(prep))
     return scripts
-
-
-def _store_settings(ledger: Ledger, exp_id: str, settings: dict) -> None:
-    setter = getattr(ledger, "set_experiment_settings", None)
-    if setter is not None:
-        setter(exp_id, settings)
-    elif "settings_json" in ledger.db["experiments"].columns_dict:
-        with ledger.transaction():
-            ledger.db.execute("UPDATE experiments SET settings_json = ? WHERE exp_id = ?",
-                              [json.dumps(settings), exp_id])
 
 
 def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, Path], slurm,
                   report: ValidationReport) -> LaunchResult:
     ledger.set_experiment_state(exp_id, "SUBMITTING")
     result = LaunchResult(exp_id, True, report=report)
+    outcomes = []
     for chunk in prep.plan.chunks:
-        script = scripts[chunk.chunk]
-        sub_id = ledger.record_intent(exp_id, chunk.chunk, chunk.array_spec, chunk.size, script,
-                                      _sha256(script), prep.site.cluster)
-        try:
-            submitted = slurm.submit(script, cwd=Path(prep.sweep.workdir))
-        except SlurmUnavailable as exc:
-            # sbatch may have created the job although it timed out: leave the intent for
-            # reconcile to adopt by tag, and submit nothing more now.
+        outcome = submit_chunk(ledger, slurm, ChunkRequest(
+            exp_id, chunk.chunk, chunk.array_spec, chunk.size, scripts[chunk.chunk],
+            prep.site.cluster, cwd=Path(prep.sweep.workdir)))
+        outcomes.append(outcome)
+        if outcome.status == UNANSWERED:
+            # sbatch may have created the job although it timed out: the intent stays for
+            # reconcile to adopt by tag, and nothing more is submitted now.
             result.pending_intents = sum(1 for c in prep.plan.chunks if c.chunk >= chunk.chunk)
-            result.message = (f"sbatch did not answer for chunk {chunk.chunk} ({exc.message}); "
+            result.message = (f"sbatch did not answer for chunk {chunk.chunk} ({outcome.message}); "
                               "run `slurmexp reconcile` to adopt or resubmit it")
             break
-        except SlurmexpError as exc:
-            ledger.record_submit_failed(sub_id, exc.message)
+        if outcome.status == REFUSED:
             ledger.set_experiment_state(exp_id, "FAILED", f"sbatch refused chunk {chunk.chunk}")
-            raise
-        ledger.record_submitted(sub_id, submitted.job_id)
-        result.job_ids.append(submitted.job_id)
-    if result.job_ids:
-        # One squeue call for all arrays: attempts are keyed by cluster + job id + submit time.
-        try:
-            times = slurm.submit_times(result.job_ids)
-        except SlurmUnavailable:
-            times = {}
-        for job_id, submit_time in times.items():
-            ledger.set_submit_times(prep.site.cluster, job_id, submit_time)
+            raise outcome.error
+        result.job_ids.append(outcome.job_id)
+    stamp_submit_times(ledger, slurm, outcomes)
     if not result.pending_intents:
         ledger.set_experiment_state(exp_id, "SUBMITTED", f"{len(result.job_ids)} array job(s)")
     return result
 
 
+class _LocalArrays:
+    """The local backend's answer to a submission: a fresh array id, submitted now. The
+    tasks then run here, in `_run_local`, through the same ledger rows."""
+
+    def submit(self, script: Path, *, extra_args=(), cwd=None) -> SubmitResult:
+        from slurmexp.backends.local import new_array_job_id
+
+        return SubmitResult(new_array_job_id(), "local", submit_time=_now())
+
+
 def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, Path],
                max_parallel: int | None, report: ValidationReport) -> LaunchResult:
     """Run every chunk here, now, through the same ledger states as on Slurm."""
-    from slurmexp.backends.local import new_array_job_id, run_local
+    from slurmexp.backends.local import run_local
 
     parallel = max_parallel or prep.sweep.resources.array_parallelism or os.cpu_count() or 1
     ledger.set_experiment_state(exp_id, "RUNNING", f"local backend, {parallel} at once")
@@ -306,11 +301,10 @@ def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, P
     failed = 0
     for chunk in prep.plan.chunks:
         script = scripts[chunk.chunk]
-        sub_id = ledger.record_intent(exp_id, chunk.chunk, chunk.array_spec, chunk.size, script,
-                                      _sha256(script), "local")
-        array_id = new_array_job_id()
-        ledger.record_submitted(sub_id, array_id, submit_time=_now())
-        attempt_of = {a["task_index"]: a["attempt_id"] for a in ledger.attempts(sub_id=sub_id)}
+        outcome = submit_chunk(ledger, _LocalArrays(), ChunkRequest(
+            exp_id, chunk.chunk, chunk.array_spec, chunk.size, script, "local"))
+        array_id = outcome.job_id
+        attempt_of = {a["task_index"]: a["attempt_id"] for a in ledger.attempts(sub_id=outcome.sub_id)}
         result.job_ids.append(array_id)
 
         def on_event(task: int, event: str, info: dict, attempt_of=attempt_of) -> None:
@@ -330,10 +324,6 @@ def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, P
     ledger.set_experiment_state(exp_id, state, f"{failed} run(s) failed" if failed else None)
     result.message = f"{len(prep.plan.runs)} runs finished locally, {failed} failed"
     return result
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _now() -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmexp.errors import Problem, SlurmexpError
+from slurmexp.settings import ExperimentSettings
 
 
 def _import_sqlite_utils():
@@ -443,19 +444,21 @@ class Ledger:
                  if (m := re.fullmatch(re.escape(base_id) + r"-(\d+)", i))]
         return f"-{max([1, *taken]) + 1}"
 
-    def experiment_settings(self, exp_id: str) -> dict:
-        """The experiment's stored settings ({} when none were stored)."""
+    def experiment_settings(self, exp_id: str) -> ExperimentSettings:
+        """The experiment's stored settings (empty ones when none were stored)."""
         row = self.db.execute("SELECT settings_json FROM experiments WHERE exp_id = ?",
                               [exp_id]).fetchone()
         if row is None:
             self.get_experiment(exp_id, required=True)   # raises with the usual hints
-        return json.loads(row[0]) if row and row[0] else {}
+        return ExperimentSettings.from_json(row[0] if row else None)
 
-    def set_experiment_settings(self, exp_id: str, settings: dict) -> None:
+    def set_experiment_settings(self, exp_id: str, settings: ExperimentSettings | dict) -> None:
+        if isinstance(settings, dict):      # the version-1 layout, as older callers write it
+            settings = ExperimentSettings.from_dict(settings)
         with self.transaction():
             self.get_experiment(exp_id, required=True)
             self.db.execute("UPDATE experiments SET settings_json = ? WHERE exp_id = ?",
-                            [_json(settings), exp_id])
+                            [settings.to_json(), exp_id])
 
     def set_experiment_state(self, exp_id: str, state: str, reason: str | None = None) -> None:
         with self.transaction():
@@ -498,13 +501,21 @@ class Ledger:
             return runs
         return [r for r in runs if r["task_index"] is None or r["task_index"] in indices]
 
-    def record_submitted(self, sub_id: int, job_id: str | int, submit_time: str | None = None,
-                         *, adopted: bool = False) -> list[int]:
+    def record_adopted(self, sub_id: int, job_id: str | int, submit_time: str | None) -> list[int]:
+        """An intent's job found by its tag after a crashed launch or an unanswered sbatch:
+        recorded as `record_submitted` records an answer, the submission marked ADOPTED."""
+        return self._record_job(sub_id, job_id, submit_time, adopted=True)
+
+    def record_submitted(self, sub_id: int, job_id: str | int, submit_time: str | None = None) -> list[int]:
         """sbatch answered: the submission, one attempt per task and the runs move together.
 
-        `adopted=True` marks a submission recovered from squeue/sacct after a crashed launch.
-        Returns the new attempt ids. Repeating the call with the same job id changes nothing.
+        Called by `launch.submission.submit_chunk` only. Returns the new attempt ids.
+        Repeating the call with the same job id changes nothing.
         """
+        return self._record_job(sub_id, job_id, submit_time, adopted=False)
+
+    def _record_job(self, sub_id: int, job_id: str | int, submit_time: str | None, *,
+                    adopted: bool) -> list[int]:
         job_id = str(job_id)
         with self.transaction():
             sub = self._submission(sub_id)
@@ -552,20 +563,23 @@ class Ledger:
             self._events_bulk([r["exp_id"], r["run_id"], None, "submit_failed", "PLANNED",
                                "PLANNED", error] for r in runs)
 
-    def set_submit_times(self, cluster: str | None, job_id: str | int, submit_time: str) -> int:
-        """Fill in the submit time once sacct reports it; returns the attempts changed.
+    def set_submit_times(self, cluster: str | None, job_id: str | int, submit_time: str, *,
+                         sub_id: int | None = None) -> int:
+        """Fill in a job's submit time where it is not known yet; returns the attempts changed.
 
-        OR IGNORE: if an attempt with the same (cluster, job_key, submit_time) already exists
-        the row is left without a time rather than failing the whole reconcile.
+        `sub_id` limits it to one submission's rows (what submitting just created), so an old
+        attempt of a reused job id is never given the new job's time. OR IGNORE: if an attempt
+        with the same (cluster, job_key, submit_time) already exists the row is left without a
+        time rather than failing the whole reconcile.
         """
+        where, params = "cluster IS ? AND job_id = ? AND submit_time IS NULL", [cluster, str(job_id)]
+        if sub_id is not None:
+            where, params = where + " AND sub_id = ?", params + [sub_id]
         with self.transaction():
-            n = self.db.execute(
-                "UPDATE OR IGNORE attempts SET submit_time = ?, updated = ? WHERE cluster IS ? "
-                "AND job_id = ? AND submit_time IS NULL",
-                [submit_time, _now(), cluster, str(job_id)]).rowcount
-            self.db.execute("UPDATE submissions SET submit_time = ? WHERE cluster IS ? AND "
-                            "job_id = ? AND submit_time IS NULL",
-                            [submit_time, cluster, str(job_id)])
+            n = self.db.execute(f"UPDATE OR IGNORE attempts SET submit_time = ?, updated = ? WHERE {where}",
+                                [submit_time, _now(), *params]).rowcount
+            self.db.execute(f"UPDATE submissions SET submit_time = ? WHERE {where}",
+                            [submit_time, *params])
         return n
 
     def submissions(self, exp_id: str, state: str | None = None) -> list[dict]:

@@ -90,7 +90,7 @@ def _resolve_intents(ctx: PassContext, intents: list[dict], name_rows: list[Sacc
             summary.adopted += 1
             summary.act(f"adopt job {job_id} ({name}) for submission {s['sub_id']}")
             if not ctx.dry_run:
-                ledger.record_submitted(s["sub_id"], job_id, sacct_time(submit), adopted=True)
+                ledger.record_adopted(s["sub_id"], job_id, sacct_time(submit))
                 changed = True
             continue
         age = (ctx.now - created).total_seconds() if created else float("inf")

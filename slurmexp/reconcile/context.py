@@ -177,7 +177,7 @@ def require_lock(got: bool, ledger: Ledger, what: str) -> None:
 
 @dataclass
 class PassContext:
-    """What one pass (or manual retry) works with; `scripts` caches chunk scripts' resources."""
+    """What one pass (or manual retry) works with."""
 
     ledger: Ledger
     backend: Any
@@ -187,7 +187,6 @@ class PassContext:
     dry_run: bool
     exps: dict[str, dict] = field(default_factory=dict)
     queue_ok: bool = True
-    scripts: dict[str, dict] = field(default_factory=dict)
 
     def slurm(self) -> Any:
         """The backend, a SlurmBackend made on first use (most passes never call Slurm)."""

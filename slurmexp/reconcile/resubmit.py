@@ -14,10 +14,6 @@ pass finishes. `retry_experiment` is the same submission asked for by a person.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -29,6 +25,7 @@ from typing import Any
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
 from slurmexp.launch.render import chunk_file_stem
+from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome, ChunkRequest, stamp_submit_times, submit_chunk
 from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
 from slurmexp.reconcile.context import FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock, require_lock
 from slurmexp.reconcile.policy import (
@@ -37,8 +34,8 @@ from slurmexp.reconcile.policy import (
     RetryPolicy,
     decide_retry,
     escalation_for,
-    script_resources,
 )
+from slurmexp.settings import ExperimentSettings
 from slurmexp.timeutil import parse_ts, utc_iso
 
 # ------------------------------------------------------------------------------------------
@@ -49,14 +46,15 @@ def slurm_experiments(ledger: Ledger) -> dict[str, dict]:
     """The Slurm experiments by id, each with its `settings` and its retry `policy`."""
     out = {}
     for e in ledger.db.query("SELECT * FROM experiments WHERE backend = 'slurm'"):
-        try:
-            settings = json.loads(e.get("settings_json") or "{}")
-        except ValueError:
-            settings = {}
-        e["settings"] = settings
-        e["policy"] = RetryPolicy.from_settings(settings)
+        e["settings"] = ExperimentSettings.from_json(e.get("settings_json"))
         out[e["exp_id"]] = e
     return out
+
+
+def policy_of(ctx: PassContext, exp_id: str, chunk: int | None) -> RetryPolicy:
+    """The retry policy of the resource group a chunk belongs to."""
+    exp = ctx.exps.get(exp_id)
+    return RetryPolicy.for_chunk(exp["settings"], chunk) if exp else RetryPolicy()
 
 
 def _chunk_script(ledger: Ledger, exp: dict, chunk: int | None) -> tuple[Path | None, str | None]:
@@ -72,14 +70,6 @@ def _chunk_script(ledger: Ledger, exp: dict, chunk: int | None) -> tuple[Path | 
     return None, None
 
 
-def script_base(ctx: PassContext, path: str | os.PathLike | None) -> dict:
-    """`script_resources(path)`, read once per pass."""
-    key = os.fspath(path) if path else ""
-    if key not in ctx.scripts:
-        ctx.scripts[key] = script_resources(path)
-    return ctx.scripts[key]
-
-
 def _history(ledger: Ledger, exp_id: str, run_id: str) -> list[str]:
     """The states of a run's attempts, oldest first."""
     return [r[0] for r in ledger.db.execute(
@@ -93,10 +83,9 @@ def _history(ledger: Ledger, exp_id: str, run_id: str) -> list[str]:
 
 def _decide(ctx: PassContext, a: dict, state: str, fclass: str | None, history: list[str],
             rec: SacctRow | None) -> RetryDecision:
-    policy: RetryPolicy = (ctx.exps.get(a["exp_id"]) or {}).get("policy") or RetryPolicy()
+    policy = policy_of(ctx, a["exp_id"], a.get("run_chunk"))
     end = parse_ts(rec.end) if rec is not None else None
-    return decide_retry(policy, state, fclass, int(a["attempt_no"]), history,
-                        script_base(ctx, a.get("script_path")), end, ctx.now)
+    return decide_retry(policy, state, fclass, int(a["attempt_no"]), history, end, ctx.now)
 
 
 def schedule_retry(ctx: PassContext, a: dict, state: str, fclass: str | None,
@@ -223,10 +212,7 @@ def _retry_items(ctx: PassContext, runs: list[dict],
     ledger = ctx.ledger
     items = []
     for r in runs:
-        exp = ctx.exps[r["exp_id"]]
-        policy: RetryPolicy = exp["policy"]
-        script, _ = _chunk_script(ledger, exp, r["chunk"])
-        base = script_base(ctx, script)
+        policy = policy_of(ctx, r["exp_id"], r["chunk"])
         due = ctx.now
         n_timeouts = n_ooms = 0
         if r["n_attempts"]:
@@ -242,7 +228,7 @@ def _retry_items(ctx: PassContext, runs: list[dict],
                     and not ignore_backoff:
                 end = parse_ts(newest["end_time"]) or parse_ts(newest["updated"]) or ctx.now
                 due = end + timedelta(seconds=policy.backoff(newest["attempt_no"]))
-        items.append(_RetryItem(r, due, escalation_for(policy, base, n_timeouts, n_ooms)))
+        items.append(_RetryItem(r, due, escalation_for(policy, n_timeouts, n_ooms)))
     return items
 
 
@@ -260,13 +246,13 @@ def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff:
         groups[(r["exp_id"], r["chunk"], item.escalation.time_min,
                 item.escalation.mem_mb)].append(item)
     touched: set[str] = set()
-    submitted_jobs: dict[str, int] = {}
+    outcomes: list[ChunkOutcome] = []
     for (exp_id, chunk, _, _), group in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         exp = ctx.exps[exp_id]
         script, first_spec = _chunk_script(ledger, exp, chunk)
         tasks = [g.run["task_index"] for g in group if g.run["task_index"] is not None]
         run_ids = [g.run["run_id"] for g in group]
-        throttle = _throttle(first_spec) or _throttle(script_base(ctx, script).get("array"))
+        throttle = exp["settings"].group_of(chunk).throttle or _throttle(first_spec)
         spec = compress_indices(tasks) + (f"%{throttle}" if throttle else "")
         extra = [f"--array={spec}", *group[0].escalation.args()]
         label = f"{exp_id} chunk {chunk}: sbatch {' '.join(extra)} {script}"
@@ -279,39 +265,31 @@ def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff:
             _give_up(ctx, exp_id, group, why)
             summary.warnings.append(f"{exp_id} chunk {chunk}: {why}")
             continue
-        sha = hashlib.sha256(script.read_bytes()).hexdigest()
-        sub_id = ledger.record_intent(exp_id, chunk, spec, len(tasks), script, sha,
-                                      exp.get("cluster"))
+        cwd = Path(exp["exp_dir"]) if exp.get("exp_dir") and Path(exp["exp_dir"]).is_dir() else None
         t = time.monotonic()
-        try:
-            cwd = Path(exp["exp_dir"]) if exp.get("exp_dir") and Path(exp["exp_dir"]).is_dir() \
-                else None
-            result = ctx.slurm().submit(script, extra_args=extra, cwd=cwd)
-        except SlurmUnavailable as exc:
-            summary.sbatch_s += time.monotonic() - t
-            # The job may exist: the intent stays for the next pass to adopt (or close).
-            summary.error = f"sbatch: {exc.message}"
-            summary.exit_code = exc.exit_code
-            summary.act(f"submit {label}: sbatch did not answer; intent {sub_id} left to adopt")
-            break
-        except SlurmexpError as exc:
-            summary.sbatch_s += time.monotonic() - t
-            ledger.record_submit_failed(sub_id, exc.message)
-            _give_up(ctx, exp_id, group, f"retry refused by sbatch: {exc.message}")
-            summary.warnings.append(f"{label}: refused: {exc.message}")
-            continue
+        outcome = submit_chunk(ledger, ctx.slurm(), ChunkRequest(
+            exp_id, chunk, spec, len(tasks), script, exp.get("cluster"), tuple(extra), cwd))
         summary.sbatch_s += time.monotonic() - t
-        ledger.record_submitted(sub_id, result.job_id)
+        if outcome.status == UNANSWERED:
+            # The job may exist: the intent stays for the next pass to adopt (or close).
+            summary.error = f"sbatch: {outcome.message}"
+            summary.exit_code = outcome.error.exit_code
+            summary.act(f"submit {label}: sbatch did not answer; intent {outcome.sub_id} left to adopt")
+            break
+        if outcome.status == REFUSED:
+            _give_up(ctx, exp_id, group, f"retry refused by sbatch: {outcome.message}")
+            summary.warnings.append(f"{label}: refused: {outcome.message}")
+            continue
+        outcomes.append(outcome)
         if sub_ids is not None:
-            sub_ids.append(sub_id)
-        submitted_jobs[result.job_id] = sub_id
+            sub_ids.append(outcome.sub_id)
         summary.retries_submitted += len(group)
-        summary.retry_jobs.append(result.job_id)
-        summary.act(f"submitted {label} -> job {result.job_id} ({len(group)} run(s): "
+        summary.retry_jobs.append(outcome.job_id)
+        summary.act(f"submitted {label} -> job {outcome.job_id} ({len(group)} run(s): "
                     f"{', '.join(run_ids[:5])}{' ...' if len(run_ids) > 5 else ''})")
         touched.add(exp_id)
-    if submitted_jobs:
-        _stamp_submit_times(ctx, submitted_jobs)
+    if outcomes:
+        stamp_submit_times(ledger, ctx.slurm(), outcomes)
     return touched
 
 
@@ -323,28 +301,6 @@ def _give_up(ctx: PassContext, exp_id: str, group: list[_RetryItem], why: str) -
             run_id = item.run["run_id"]
             history = _history(ledger, exp_id, run_id)
             ledger.set_run_state(exp_id, [run_id], history[-1] if history else "PLANNED", why)
-
-
-def _stamp_submit_times(ctx: PassContext, jobs: dict[str, int]) -> None:
-    """One squeue call for the new jobs' submit times (the attempts' key)."""
-    try:
-        times = ctx.slurm().submit_times(list(jobs))
-    except SlurmexpError:
-        return          # the next pass learns them from sacct
-    ledger = ctx.ledger
-    for job_id, sub_id in jobs.items():
-        submit = times.get(job_id)
-        if not submit:
-            continue
-        try:
-            with ledger.transaction():
-                for a in ledger.attempts(sub_id=sub_id):
-                    if not a["submit_time"]:
-                        ledger.update_attempt(a["attempt_id"], submit_time=submit)
-                ledger.db.execute("UPDATE submissions SET submit_time = ? WHERE sub_id = ? AND "
-                                  "submit_time IS NULL", [submit, sub_id])
-        except sqlite3.IntegrityError:
-            pass
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""What an experiment keeps from its sweep and site so it can be retried without either file.
+
+Launch writes one `ExperimentSettings` into the ledger (`experiments.settings_json`); reconcile
+and `slurmexp retry` read it back. It holds the `[retry]` policy and, per resource group, the
+resources the group asked for and the limits of where it was placed, so a retry of a GPU chunk
+escalates within the GPU partition's limits and a retry of a CPU chunk within the CPU one's.
+The rendered scripts are never parsed for this: the settings are the one source.
+
+Imports nothing from slurmexp, so a cron pass pays nothing for it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SETTINGS_VERSION = 2
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """The sweep's `[retry]` table, as launched."""
+
+    max_attempts: int = 3
+    escalate: bool = False
+    escalate_factor: float = 2.0
+    backoff_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """One resource group: what its tasks asked for and the caps escalation must stay under."""
+
+    group: int = 0
+    chunks: tuple[int, ...] = ()        # empty: every chunk (settings written before version 2)
+    partition: str | None = None
+    time_min: int | None = None
+    mem_mb: int | None = None
+    cpus: int | None = None
+    gpus: int | None = None
+    gpu_type: str | None = None
+    qos: str | None = None
+    throttle: int | None = None          # the `%N` of the group's arrays
+    max_time_min: int | None = None      # min(partition MaxTime, QOS MaxWall)
+    max_mem_mb: int | None = None        # the largest node of the partition
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    groups: tuple[GroupSettings, ...] = ()
+
+    def group_of(self, chunk: int | None) -> GroupSettings:
+        """The group a chunk belongs to. Retries keep their run's chunk number, so this also
+        answers for them; an unknown chunk gets an empty group (no escalation caps known)."""
+        for g in self.groups:
+            if not g.chunks or (chunk is not None and int(chunk) in g.chunks):
+                return g
+        return GroupSettings(group=-1)
+
+    def to_json(self) -> str:
+        data = {"version": SETTINGS_VERSION, "retry": asdict(self.retry),
+                "groups": [asdict(g) | {"chunks": list(g.chunks)} for g in self.groups]}
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ExperimentSettings:
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return cls()
+        return cls.from_dict(data if isinstance(data, dict) else {})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentSettings:
+        """Version 2 (`groups`), or the version-1 dict of older ledgers: `retry`, `limits` and
+        `resources` of chunk 0, which then stand for every chunk."""
+        retry = RetrySettings(**_known(RetrySettings, data.get("retry") or {}))
+        if "groups" in data:
+            groups = tuple(GroupSettings(**(_known(GroupSettings, g)
+                                            | {"chunks": tuple(int(c) for c in g.get("chunks") or ())}))
+                           for g in data["groups"] or [] if isinstance(g, dict))
+            return cls(retry, groups)
+        limits, res = data.get("limits") or {}, data.get("resources") or {}
+        if not limits and not res:
+            return cls(retry, ())
+        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),))
+
+
+def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `kind` present in `values`, with numbers coerced as the dataclass types say
+    (a settings row written by hand or by an older version may hold "3" or 3.0)."""
+    out: dict[str, Any] = {}
+    for name, f in kind.__dataclass_fields__.items():
+        if name not in values or values[name] is None or name == "chunks":
+            continue
+        value = values[name]
+        kind_name = str(f.type)
+        try:
+            if kind_name.startswith("int"):
+                value = int(value)
+            elif kind_name.startswith("float"):
+                value = float(value)
+            elif kind_name.startswith("bool"):
+                value = bool(value)
+            elif kind_name.startswith("str"):
+                value = str(value)
+        except (TypeError, ValueError):
+            continue
+        out[name] = value
+    return out
