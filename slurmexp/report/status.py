@@ -1,7 +1,8 @@
 """What `slurmexp status` shows: the ledger's view, read in a few SQL queries.
 
 Status never calls Slurm: it is what the last reconcile pass (or launch) recorded, so it
-stays fast and is safe to run in a loop. `status --refresh` runs one reconcile pass first.
+stays fast and is safe to run in a loop. To bring it up to date, run
+`slurmexp reconcile` first.
 """
 from __future__ import annotations
 
