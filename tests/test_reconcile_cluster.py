@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from slurmexp.backends.slurm.backend import SlurmBackend
-from slurmexp.launch.render import ScriptContext, render_script, write_manifest, write_run_files, write_script
+from slurmexp.launch.experiment_files import write_manifest, write_run_files, write_script
+from slurmexp.launch.render import ScriptContext, render_script
 from slurmexp.ledger.store import TERMINAL_STATES, Ledger
 from slurmexp.reconcile import cancel
 from slurmexp.reconcile import context as pc

@@ -19,14 +19,16 @@ from datetime import datetime
 from pathlib import Path
 
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
-from slurmexp.launch.render import (
-    ScriptContext,
+from slurmexp.launch.experiment_files import (
     chunk_file_stem,
-    render_script,
-    template_sha256,
     write_manifest,
     write_run_files,
     write_script,
+)
+from slurmexp.launch.render import (
+    ScriptContext,
+    render_script,
+    template_sha256,
 )
 from slurmexp.launch.validate import ValidationReport, validate
 from slurmexp.ledger import Ledger, provenance

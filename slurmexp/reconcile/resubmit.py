@@ -28,7 +28,7 @@ from typing import Any
 
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
-from slurmexp.launch.render import chunk_file_stem
+from slurmexp.launch.experiment_files import chunk_file_stem
 from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
 from slurmexp.reconcile.context import FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock, require_lock
 from slurmexp.reconcile.policy import (
