@@ -23,6 +23,7 @@ from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import match as rd
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.reconcile import policy as rt
+from slurmexp.states import classify, ledger_state
 from slurmexp.timeutil import utc_iso
 
 EXP = "sweep-abcdef12"
@@ -211,14 +212,14 @@ def t0():
     ("SPECIAL_EXIT", "unknown"), ("NEWSTATE", "unknown"),
 ])
 def test_classify(state, cls):
-    assert rd.classify(state, 0) == cls
-    assert rd.classify(state, 3) == cls
+    assert classify(state, 0) == cls
+    assert classify(state, 3) == cls
 
 
 def test_unknown_state_is_never_success():
-    assert rd.classify("WEIRD", 0) == "unknown"
-    assert rd.ledger_state("WEIRD") == "WEIRD"
-    assert rd.ledger_state("COMPLETING") == "RUNNING"
+    assert classify("WEIRD", 0) == "unknown"
+    assert ledger_state("WEIRD") == "WEIRD"
+    assert ledger_state("COMPLETING") == "RUNNING"
 
 
 def test_compress_indices():

@@ -15,16 +15,14 @@ from slurmexp.backends.facts import SacctRow
 from slurmexp.ledger.store import TERMINAL_STATES, Ledger
 from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.match import (
-    PROGRESS,
     Match,
     attempt_fields,
-    classify,
     failure_reason,
     is_incomplete,
-    ledger_state,
     row_key,
 )
 from slurmexp.reconcile.resubmit import preview_retry, schedule_retry
+from slurmexp.states import PROGRESS, classify, ledger_state
 from slurmexp.timeutil import parse_ts, utc_iso
 
 # A job that left both sacct and squeue but whose task wrote its attempt files ran: wait this
