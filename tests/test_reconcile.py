@@ -16,14 +16,14 @@ import pytest
 
 from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
+from slurmexp.ledger.store import Ledger, parse_array_spec
 from slurmexp.reconcile import cancel, cron, resubmit, transitions
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import match as rd
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.reconcile import policy as rt
-from slurmexp.states import classify, ledger_state
+from slurmexp.states import TERMINAL_STATES, classify, ledger_state
 from slurmexp.timeutil import utc_iso
 
 EXP = "sweep-abcdef12"

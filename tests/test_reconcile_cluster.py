@@ -24,11 +24,12 @@ import pytest
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.launch.experiment_files import write_manifest, write_run_files, write_script
 from slurmexp.launch.render import ScriptContext, render_script
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile import cancel
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import one_pass as rc
+from slurmexp.states import TERMINAL_STATES
 from slurmexp.sweep.plan import ArrayChunk, Resources, Run
 from slurmexp.timeutil import parse_ts
 

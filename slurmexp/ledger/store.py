@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmexp.errors import Problem, SlurmexpError
+from slurmexp.states import RECORDED_SUBMISSION_STATES, TERMINAL_STATES
 
 
 def _import_sqlite_utils():
@@ -48,12 +49,6 @@ def _import_sqlite_utils():
 
 
 sqlite_utils = _import_sqlite_utils()
-
-TERMINAL_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-    "PREEMPTED", "BOOT_FAIL", "DEADLINE", "LOST",
-})
-ACTIVE_STATES = frozenset({"PLANNED", "SUBMITTED", "PENDING", "RUNNING", "REQUEUED", "SUSPENDED"})
 
 # WAL keeps its index in a shared-memory file, which only works when every process using the
 # database is on the same host; on these file systems another node can corrupt it.
@@ -508,7 +503,7 @@ class Ledger:
         job_id = str(job_id)
         with self.transaction():
             sub = self._submission(sub_id)
-            if sub["state"] in ("SUBMITTED", "ADOPTED"):
+            if sub["state"] in RECORDED_SUBMISSION_STATES:
                 if sub["job_id"] == job_id:
                     return [r[0] for r in self.db.execute(
                         "SELECT attempt_id FROM attempts WHERE sub_id = ? ORDER BY attempt_id",

@@ -1,13 +1,9 @@
 """What Slurm's records say about the ledger's attempts (pure: no ledger, no Slurm calls).
 
 A reconcile pass reads sacct rows and squeue rows; this module owns how they are read: the
-state words (which are still going, which failure class a final one belongs to), the join of
-records to attempts on (cluster, job key, submit time), and what an attempt's columns and
-reason become from its record. Keeping it pure lets tests state exactly what Slurm reported.
-
-Failure classes are the retry policy's input (see `retry`): infrastructure failures are
-retried, resource failures escalate when asked, user failures are final, and a word slurmexp
-does not know is "unknown": kept, flagged, watched, never read as success.
+join of records to attempts on (cluster, job key, submit time), and what an attempt's columns
+and reason become from its record. Keeping it pure lets tests state exactly what Slurm
+reported. What the state words mean (still going, final, which failure class) is `states`'.
 """
 from __future__ import annotations
 
@@ -21,8 +17,7 @@ from typing import Any
 
 from slurmexp import units
 from slurmexp.backends.facts import SacctRow
-from slurmexp.ledger.store import TERMINAL_STATES
-from slurmexp.states import _REQUEUE_WORDS, PROGRESS, ledger_state
+from slurmexp.states import PROGRESS, REQUEUE_WORDS, TERMINAL_STATES, ledger_state
 from slurmexp.timeutil import parse_ts
 
 # The ledger writes an intent just before sbatch; the job's submit time is later, except for
@@ -262,7 +257,7 @@ def failure_reason(row: SacctRow, tail: str = "") -> str | None:
         return "DEADLINE: the job's deadline passed"
     if s == "PENDING":
         return f"pending: {row.reason}" if row.reason else None
-    if s in _REQUEUE_WORDS:
+    if s in REQUEUE_WORDS:
         return f"{s}: Slurm requeued the job"
     return None
 

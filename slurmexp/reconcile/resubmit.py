@@ -1,6 +1,6 @@
 """Retries: which failed runs get another attempt, with what resources, and submitting them.
 
-Failure classes (see `records.classify`) decide: infrastructure failures (NODE_FAIL, BOOT_FAIL,
+Failure classes (see `states.classify`) decide: infrastructure failures (NODE_FAIL, BOOT_FAIL,
 PREEMPTED, LOST) are retried with exponential backoff up to `retry.max_attempts` attempts per
 run; resource failures (TIMEOUT, OUT_OF_MEMORY) are final unless the sweep asked to escalate
 (then time or memory grows by `escalate_factor` up to the partition's limit); user failures
@@ -29,8 +29,8 @@ from typing import Any
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
 from slurmexp.launch.experiment_files import chunk_file_stem
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
-from slurmexp.reconcile.context import FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock, require_lock
+from slurmexp.ledger.store import Ledger, parse_array_spec
+from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, require_lock
 from slurmexp.reconcile.policy import (
     Escalation,
     RetryDecision,
@@ -38,6 +38,13 @@ from slurmexp.reconcile.policy import (
     decide_retry,
     escalation_for,
     script_resources,
+)
+from slurmexp.states import (
+    FAILED_STATES,
+    FINISHED_EXPERIMENT_STATES,
+    LOST,
+    STOPPED_EXPERIMENT_STATES,
+    TERMINAL_STATES,
 )
 from slurmexp.timeutil import parse_ts, utc_iso
 
@@ -352,9 +359,9 @@ def _stamp_submit_times(ctx: PassContext, jobs: dict[str, int]) -> None:
 
 
 RETRY_WHICH = {
-    "failed": frozenset(TERMINAL_STATES - {"COMPLETED", "LOST"}),
-    "lost": frozenset({"LOST"}),
-    "all": frozenset(TERMINAL_STATES - {"COMPLETED"}),
+    "failed": FAILED_STATES - {LOST},
+    "lost": frozenset({LOST}),
+    "all": FAILED_STATES,
 }
 
 
@@ -385,7 +392,7 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
         runs = ledger.runs(exp_id, state=RETRY_WHICH[which])
         if not runs:
             return []
-        if exp["state"] in ("CANCELLED", "FAILED", *FINISHED_EXPERIMENT_STATES):
+        if exp["state"] in STOPPED_EXPERIMENT_STATES | FINISHED_EXPERIMENT_STATES:
             ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry ({which})")
         ledger.set_run_state(exp_id, [r["run_id"] for r in runs], "PLANNED",
                              f"manual retry ({which})")

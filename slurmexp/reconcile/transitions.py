@@ -12,7 +12,7 @@ from pathlib import Path
 
 from slurmexp import tags
 from slurmexp.backends.facts import SacctRow
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.match import (
     Match,
@@ -22,7 +22,7 @@ from slurmexp.reconcile.match import (
     row_key,
 )
 from slurmexp.reconcile.resubmit import preview_retry, schedule_retry
-from slurmexp.states import PROGRESS, classify, ledger_state
+from slurmexp.states import PROGRESS, TERMINAL_STATES, classify, ledger_state
 from slurmexp.timeutil import parse_ts, utc_iso
 
 # A job that left both sacct and squeue but whose task wrote its attempt files ran: wait this

@@ -18,7 +18,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from slurmexp.errors import Problem, SlurmexpError
-from slurmexp.report.model import FAILED_STATES
+from slurmexp.states import FAILED_STATES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

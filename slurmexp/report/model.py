@@ -13,12 +13,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
-# Every way an attempt can end without its run's result: what "wasted" hours were spent on.
-# (ledger.TERMINAL_STATES less COMPLETED; spelled out because importing the ledger imports
-# sqlite_utils, which imports pandas when it is installed, and this module must import fast.)
-FAILED_STATES = frozenset({
-    "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-    "DEADLINE", "LOST"})
 @dataclass
 class Report:
     experiments: list[dict]                 # one summary per experiment (see summarise())

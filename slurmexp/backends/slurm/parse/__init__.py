@@ -6,7 +6,6 @@ from slurmexp.backends.slurm.parse.cluster_facts import (  # noqa: F401
 )
 from slurmexp.backends.slurm.parse.common import (  # noqa: F401
     DELIMITER,
-    KNOWN_STATES,
     classify_error,
     expand_array_indices,
     expand_hostlist,

@@ -16,20 +16,6 @@ from slurmexp.errors import SlurmexpError
 DELIMITER = "\x1f"
 
 
-# Job states as sacct and squeue print them (first word). Anything else is kept but flagged, so a
-# newer Slurm's new state is reported as "unknown" rather than silently read as a failure.
-KNOWN_STATES = frozenset({
-    "PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "COMPLETED", "CANCELLED",
-    "FAILED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY",
-    "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "REVOKED", "SPECIAL_EXIT",
-    "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "LAUNCH_FAILED", "POWER_UP_NODE",
-    "RECONFIG_FAIL", "UPDATE_DB",
-})
-
-_UNFINISHED = frozenset({"PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING",
-                         "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "STOPPED",
-                         "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "POWER_UP_NODE"})
-
 # Words Slurm prints where a value is absent; all of them mean None to us.
 _EMPTY = frozenset({"", "None", "none", "Unknown", "(null)", "N/A", "n/a", "None assigned"})
 

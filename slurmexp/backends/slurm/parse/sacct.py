@@ -8,8 +8,9 @@ from typing import Iterable, Sequence
 from slurmexp.backends.facts import (
     SacctRow,
 )
-from slurmexp.backends.slurm.parse.common import _UNFINISHED, DELIMITER, KNOWN_STATES, _opt, expand_array_indices
+from slurmexp.backends.slurm.parse.common import DELIMITER, _opt, expand_array_indices
 from slurmexp.backends.slurm.parse.scontrol import _int
+from slurmexp.states import SLURM_ACTIVE_STATES, is_known, state_word
 
 # Order matters: parse_sacct reads columns by position. Comment and JobName are free text and
 # go last so that a stray newline in them (also unescaped) is easier to join back.
@@ -157,13 +158,13 @@ def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = S
                 step_cpu[key] = step_cpu.get(key, 0.0) + cpu
             continue
         state_raw = (get(values, "state") or "").strip()
-        state = state_raw.split()[0] if state_raw else "UNKNOWN"
+        state = state_word(state_raw)
         array_job_id, task, pending = split_job_id(job_id)
         raw = (get(values, "jobidraw") or "").strip() or job_id
         if array_job_id is None and job_id in known_arrays:
             array_job_id = job_id
         exit_code, signal = _exit_code(get(values, "exitcode"))
-        if state in _UNFINISHED:
+        if state in SLURM_ACTIVE_STATES:
             exit_code, signal = None, None   # sacct prints "0:0" before a job has exited
         elapsed = _int(get(values, "elapsedraw"))
         if elapsed is None and "elapsed" in col:
@@ -196,7 +197,7 @@ def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = S
             job_name=get(values, "jobname"),
             comment=_opt(get(values, "comment")),
             cluster=_opt(get(values, "cluster")),
-            known_state=state in KNOWN_STATES,
+            known_state=is_known(state),
         )
         row.incomplete = row.partition is None and row.qos is None
         rows.append(row)
