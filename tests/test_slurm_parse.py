@@ -85,14 +85,6 @@ def test_expand_hostlist():
         sp.expand_hostlist("c[1-3")
 
 
-def test_expand_array_indices():
-    assert sp.expand_array_indices("5-10%4") == [5, 6, 7, 8, 9, 10]
-    assert sp.expand_array_indices("1,3,5-7") == [1, 3, 5, 6, 7]
-    assert sp.expand_array_indices("0-8:4") == [0, 4, 8]
-    # Cut off by a column limit: what is readable is kept.
-    assert sp.expand_array_indices("1,3,5-") == [1, 3, 5]
-
-
 # --- scontrol ------------------------------------------------------------------------------
 
 

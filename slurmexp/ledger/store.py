@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from slurmexp.arrays import task_key, task_set
 from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.states import RECORDED_SUBMISSION_STATES, TERMINAL_STATES
 
@@ -129,21 +130,6 @@ def choose_journal_mode(fs_type: str | None, override: str | None = None) -> str
                          fix=f"use one of {', '.join(JOURNAL_MODES)}, or unset it")])
         return mode
     return "DELETE" if is_network_fs(fs_type) else "WAL"
-
-
-# --- array specs -------------------------------------------------------------------------
-
-def parse_array_spec(spec: str) -> set[int] | None:
-    """Task indices named by an sbatch --array spec ("0-9%2", "1,3,5-11:2"); None if empty."""
-    spec = (spec or "").split("%", 1)[0].strip()
-    if not spec:
-        return None
-    out: set[int] = set()
-    for part in spec.split(","):
-        rng, _, step = part.partition(":")
-        lo, _, hi = rng.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1, int(step or 1)))
-    return out
 
 
 # --- schema ------------------------------------------------------------------------------
@@ -486,7 +472,7 @@ class Ledger:
     def _submission_runs(self, sub: dict) -> list[dict]:
         # The array spec says which task indices sbatch was given; a resubmission of part of
         # a chunk ("3,7") therefore creates attempts only for those runs.
-        indices = parse_array_spec(sub["array_spec"])
+        indices = task_set(sub["array_spec"])
         runs = self._rows("SELECT * FROM runs WHERE exp_id = ? AND chunk IS ? "
                           "ORDER BY task_index, idx", [sub["exp_id"], sub["chunk"]])
         if indices is None:
@@ -519,7 +505,7 @@ class Ledger:
             self._insert_rows("attempts", _NEW_ATTEMPT_COLS, ([
                 exp_id, r["run_id"], r["n_attempts"] + 1, sub_id, sub["cluster"], job_id,
                 r["task_index"],
-                job_id if r["task_index"] is None else f"{job_id}_{r['task_index']}",
+                task_key(job_id, r["task_index"]),
                 submit_time, "SUBMITTED", now] for r in runs))
             self.db.conn.executemany(
                 "UPDATE runs SET state = 'SUBMITTED', reason = NULL, n_attempts = n_attempts + 1, "

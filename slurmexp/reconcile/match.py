@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from slurmexp import units
+from slurmexp.arrays import task_key
 from slurmexp.backends.facts import SacctRow
 from slurmexp.states import PROGRESS, REQUEUE_WORDS, TERMINAL_STATES, ledger_state
 from slurmexp.timeutil import parse_ts
@@ -31,7 +32,7 @@ SUBMIT_SKEW_S = 10
 def row_key(row: SacctRow) -> str:
     """The ledger's job key for a row: "<array job id>_<task>" or the plain job id."""
     if row.array_job_id and row.array_task is not None:
-        return f"{row.array_job_id}_{row.array_task}"
+        return task_key(row.array_job_id, row.array_task)
     return row.job_id
 
 

@@ -20,16 +20,16 @@ import os
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from slurmexp import arrays
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
 from slurmexp.launch.experiment_files import chunk_file_stem
-from slurmexp.ledger.store import Ledger, parse_array_spec
+from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, require_lock
 from slurmexp.reconcile.policy import (
     Escalation,
@@ -143,38 +143,13 @@ def preview_retry(ctx: PassContext, a: dict, state: str, fclass: str | None,
 # Submitting what is due
 
 
-def compress_indices(indices: Iterable[int]) -> str:
-    """[0, 1, 2, 5, 7, 8] -> "0-2,5,7-8" (an sbatch --array list)."""
-    values = sorted(set(int(i) for i in indices))
-    parts: list[str] = []
-    start = prev = None
-    for v in values:
-        if start is None:
-            start = prev = v
-        elif v == prev + 1:
-            prev = v
-        else:
-            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = prev = v
-    if start is not None:
-        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
-    return ",".join(parts)
-
-
-def _throttle(array_spec: str | None) -> str | None:
-    if array_spec and "%" in array_spec:
-        value = array_spec.split("%", 1)[1].strip()
-        return value if value.isdigit() else None
-    return None
-
-
 def _open_intent_tasks(ledger: Ledger) -> dict[tuple[str, Any], set[int] | None]:
     """(exp, chunk) -> task indices covered by INTENT submissions (None: the whole chunk)."""
     out: dict[tuple[str, Any], set[int] | None] = {}
     for s in ledger.db.query("SELECT exp_id, chunk, array_spec FROM submissions "
                              "WHERE state = 'INTENT'"):
         key = (s["exp_id"], s["chunk"])
-        tasks = parse_array_spec(s["array_spec"] or "")
+        tasks = arrays.task_set(s["array_spec"])
         if tasks is None or out.get(key, set()) is None:
             out[key] = None
         else:
@@ -273,8 +248,8 @@ def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff:
         script, first_spec = _chunk_script(ledger, exp, chunk)
         tasks = [g.run["task_index"] for g in group if g.run["task_index"] is not None]
         run_ids = [g.run["run_id"] for g in group]
-        throttle = _throttle(first_spec) or _throttle(script_base(ctx, script).get("array"))
-        spec = compress_indices(tasks) + (f"%{throttle}" if throttle else "")
+        throttle = arrays.throttle(first_spec) or arrays.throttle(script_base(ctx, script).get("array"))
+        spec = arrays.format_spec(tasks, throttle)
         extra = [f"--array={spec}", *group[0].escalation.args()]
         label = f"{exp_id} chunk {chunk}: sbatch {' '.join(extra)} {script}"
         if ctx.dry_run:

@@ -7,7 +7,6 @@ from slurmexp.backends.slurm.parse.cluster_facts import (  # noqa: F401
 from slurmexp.backends.slurm.parse.common import (  # noqa: F401
     DELIMITER,
     classify_error,
-    expand_array_indices,
     expand_hostlist,
 )
 from slurmexp.backends.slurm.parse.sacct import (  # noqa: F401
@@ -15,7 +14,6 @@ from slurmexp.backends.slurm.parse.sacct import (  # noqa: F401
     parse_cpu_seconds,
     parse_mem_mb,
     parse_sacct,
-    split_job_id,
 )
 from slurmexp.backends.slurm.parse.sacctmgr import (  # noqa: F401
     ASSOC_FIELDS,

@@ -53,7 +53,7 @@ def classify_error(stderr: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# host lists and array index lists
+# host lists
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -107,30 +107,3 @@ def expand_hostlist(text: str | None) -> list[str]:
             rest = rest[close_at + 1:]
         names += prefixes
     return names
-
-
-def expand_array_indices(text: str) -> list[int]:
-    """"5-10%4" / "1,3,5-7" / "0-9:2" -> sorted task indices. A trailing part cut off by a column
-    limit ("1,3,5-") is expanded as far as it is readable instead of failing the whole row."""
-    body = text.strip().strip("[]")
-    body = body.split("%", 1)[0]
-    out: set[int] = set()
-    for item in body.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        step = 1
-        if ":" in item:
-            item, _, step_text = item.partition(":")
-            step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else 1
-        if "-" in item:
-            lo, _, hi = item.partition("-")
-            if lo.isdigit() and hi.isdigit():
-                out.update(range(int(lo), int(hi) + 1, step))
-            elif lo.isdigit():
-                out.add(int(lo))
-        elif item.isdigit():
-            out.add(int(item))
-    return sorted(out)
-
-

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
+from slurmexp.arrays import split_job_id
 from slurmexp.backends.facts import (
     SacctRow,
 )
-from slurmexp.backends.slurm.parse.common import DELIMITER, _opt, expand_array_indices
+from slurmexp.backends.slurm.parse.common import DELIMITER, _opt
 from slurmexp.backends.slurm.parse.scontrol import _int
 from slurmexp.states import SLURM_ACTIVE_STATES, is_known, state_word
 
@@ -91,21 +92,6 @@ def _exit_code(text: str | None) -> tuple[int | None, int | None]:
         return None, None
     code, _, sig = text.partition(":")
     return (int(code) if code.isdigit() else None, int(sig) if sig.isdigit() else None)
-
-
-_ARRAY_RE = re.compile(r"^(\d+)_(\d+)$")
-_ARRAY_PENDING_RE = re.compile(r"^(\d+)_\[(.*?)\]?$")
-
-
-def split_job_id(job_id: str) -> tuple[str | None, int | None, list[int] | None]:
-    """(array job id, task index, pending task indices) for a JobID as sacct/squeue print it."""
-    match = _ARRAY_RE.match(job_id)
-    if match:
-        return match.group(1), int(match.group(2)), None
-    match = _ARRAY_PENDING_RE.match(job_id)
-    if match:
-        return match.group(1), None, expand_array_indices(match.group(2))
-    return None, None, None
 
 
 def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = SACCT_FIELDS,

@@ -2,11 +2,12 @@
 """
 from __future__ import annotations
 
+from slurmexp.arrays import indices, split_job_id
 from slurmexp.backends.facts import (
     SqueueRow,
 )
-from slurmexp.backends.slurm.parse.common import DELIMITER, _opt, expand_array_indices
-from slurmexp.backends.slurm.parse.sacct import _rows, split_job_id
+from slurmexp.backends.slurm.parse.common import DELIMITER, _opt
+from slurmexp.backends.slurm.parse.sacct import _rows
 from slurmexp.states import is_known, state_word
 
 # squeue -o codes, in the order parse_squeue reads them.
@@ -44,7 +45,7 @@ def parse_squeue(text: str, delimiter: str = DELIMITER) -> list[SqueueRow]:
             if task_text.isdigit():
                 task = int(task_text)
             else:
-                pending = expand_array_indices(task_text)
+                pending = indices(task_text)
         state = state_word(row["state"])
         out.append(SqueueRow(
             job_id=job_id,
