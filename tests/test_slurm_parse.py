@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from slurmexp import units
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmexpError
 
@@ -162,7 +163,7 @@ def test_qos():
     assert high.max_tres_pu == {"gres/gpu": 2}
     assert high.preempt == ["low"] and high.flags == ["DenyOnLimit"]
     assert qos["low"].max_wall_min == 2880 and qos["low"].preempt == []
-    assert sp.parse_tres("gres/gpu=2,cpu=8,mem=16G") == {"gres/gpu": 2, "cpu": 8, "mem": 16384}
+    assert units.parse_tres("gres/gpu=2,cpu=8,mem=16G") == {"gres/gpu": 2, "cpu": 8, "mem": 16384}
 
 
 def test_associations():
@@ -244,7 +245,7 @@ def test_gpu_job_alloc_tres():
     (row,) = sacct("sacct_gpu.txt")
     assert row.node_list == "g1" and row.partition == "gpu"
     assert row.alloc_tres == "billing=1,cpu=1,gres/gpu:a100=1,gres/gpu=1,mem=250M,node=1"
-    assert sp.parse_tres(row.alloc_tres)["gres/gpu:a100"] == 1
+    assert units.parse_tres(row.alloc_tres)["gres/gpu:a100"] == 1
 
 
 def test_timeout_job_and_duplicate_rows():

@@ -31,7 +31,6 @@ from slurmexp.backends.slurm.parse.scontrol import (  # noqa: F401
     parse_scontrol_config,
     parse_scontrol_line,
     parse_scontrol_records,
-    parse_tres,
     partitions_from,
     reservations_from,
 )

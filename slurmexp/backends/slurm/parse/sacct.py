@@ -2,9 +2,9 @@
 """
 from __future__ import annotations
 
-import re
 from typing import Iterable, Sequence
 
+from slurmexp import units
 from slurmexp.arrays import split_job_id
 from slurmexp.backends.facts import (
     SacctRow,
@@ -53,16 +53,10 @@ def _rows(text: str, delimiter: str, n_fields: int) -> list[list[str]]:
 
 
 def parse_mem_mb(text: str | None) -> float | None:
-    """MaxRSS-style sizes ("1234K", "5M", "1.5G", "0") -> MiB as a float."""
-    text = _opt(text)
-    if text is None:
-        return None
-    match = re.fullmatch(r"([\d.]+)\s*([KMGTP]?)(?:i?B)?", text, re.IGNORECASE)
-    if not match:
-        return None
-    scale = {"": 1 / 1024 / 1024, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 ** 2, "P": 1024 ** 3}
-    # A bare number from sacct is bytes (sacct appends K/M/G whenever it scales).
-    return float(match.group(1)) * scale[match.group(2).upper()]
+    """MaxRSS-style sizes ("1234K", "5M", "1.5G", "0") -> MiB as a float; a bare number from
+    sacct is bytes (sacct appends K/M/G whenever it scales)."""
+    mem = units.read_mem(_opt(text), bare="B")
+    return None if mem is None else mem[0]
 
 
 def parse_cpu_seconds(text: str | None) -> float | None:
