@@ -11,16 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 
+from slurmexp import layout
 from slurmexp.errors import Problem, SpecError
 from slurmexp.sweep.plan import ArrayChunk, Run
-
-# The same rule the script applies to what it reads from a manifest: a run id becomes a folder
-# name, so it must not be able to leave runs/.
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
 def _atomic_write(path: Path, data: str, mode: int | None = None) -> None:
@@ -49,10 +45,10 @@ def _umask() -> int:
 
 
 def _check_run_id(run_id: str) -> None:
-    if not isinstance(run_id, str) or not _SAFE_ID.match(run_id):
+    if not layout.is_safe_name(run_id):
         raise SpecError(f"run id {run_id!r} cannot be a folder name",
                         [Problem(file="", key="run_id", check="render",
-                                 message="run ids must match [A-Za-z0-9][A-Za-z0-9._-]*")])
+                                 message=f"run ids must match {layout.SAFE_NAME}")])
 
 
 def write_run_files(exp_dir: Path, runs_with_commands: list[tuple[Run, str]]) -> None:
@@ -64,7 +60,7 @@ def write_run_files(exp_dir: Path, runs_with_commands: list[tuple[Run, str]]) ->
     already hold the same text are left alone and changed ones are replaced atomically, so
     launching again neither rewrites everything nor changes a running task's command under it.
     """
-    runs_dir = os.path.join(os.fspath(exp_dir), "runs")
+    runs_dir = os.path.join(os.fspath(exp_dir), layout.RUNS_DIR)
     os.makedirs(runs_dir, exist_ok=True)
     for run, command in runs_with_commands:
         _check_run_id(run.run_id)
@@ -79,7 +75,8 @@ def write_run_files(exp_dir: Path, runs_with_commands: list[tuple[Run, str]]) ->
         params = json.dumps(run.params, sort_keys=True, indent=2, ensure_ascii=False,
                             default=str) + "\n"
         script = "#!/bin/bash\n" + command.rstrip("\n") + "\n"
-        for name, text, mode in (("params.json", params, 0o666), ("command.sh", script, 0o777)):
+        for name, text, mode in ((layout.PARAMS_FILE, params, 0o666),
+                                 (layout.COMMAND_FILE, script, 0o777)):
             path = os.path.join(run_dir, name)
             if fresh:
                 _write_new(path, text, mode)
@@ -104,15 +101,11 @@ def _write_new(path: str, text: str, mode: int) -> None:
         os.close(fd)
 
 
-def chunk_file_stem(chunk_no: int) -> str:
-    return f"chunk-{chunk_no:03d}"
-
-
 def write_manifest(exp_dir: Path, chunk: ArrayChunk) -> Path:
     """`<exp_dir>/manifests/chunk-NNN.txt`: line i+1 is the run id of array task i."""
     for run in chunk.runs:
         _check_run_id(run.run_id)
-    path = Path(exp_dir) / "manifests" / f"{chunk_file_stem(chunk.chunk)}.txt"
+    path = layout.ExperimentPaths(exp_dir).manifest(chunk.chunk)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, "".join(run.run_id + "\n" for run in chunk.runs))
     return path
@@ -120,9 +113,9 @@ def write_manifest(exp_dir: Path, chunk: ArrayChunk) -> Path:
 
 def write_script(exp_dir: Path, chunk_no: int, text: str) -> Path:
     """`<exp_dir>/scripts/chunk-NNN.sbatch`; also creates logs/, which sbatch will not."""
-    exp_dir = Path(exp_dir)
-    path = exp_dir / "scripts" / f"{chunk_file_stem(chunk_no)}.sbatch"
+    paths = layout.ExperimentPaths(exp_dir)
+    path = paths.script(chunk_no)
     path.parent.mkdir(parents=True, exist_ok=True)
-    (exp_dir / "logs").mkdir(parents=True, exist_ok=True)
+    paths.logs_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, text, 0o777)
     return path

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import jinja2
 import jinja2.meta
 
-from slurmexp import units
+from slurmexp import layout, units
 from slurmexp.errors import Problem, SpecError
 from slurmexp.sweep.plan import ArrayChunk
 
@@ -311,7 +311,7 @@ def render_script(ctx: ScriptContext) -> str:
         "workdir": _check_path("workdir", ctx.workdir),
         "manifest_path": _check_path("manifest_path", ctx.manifest_path),
         "runs_dir": _check_path("runs_dir", ctx.runs_dir),
-        "log_dir": os.path.join(exp_dir, "logs"),
+        "log_dir": os.fspath(layout.ExperimentPaths(exp_dir).logs_dir),
         "job_name": ctx.job_name,
         "comment": ctx.comment,
         "env_setup": list(ctx.env_setup),
@@ -319,6 +319,7 @@ def render_script(ctx: ScriptContext) -> str:
         "env_vars": dict(ctx.env_vars),
         "cluster": ctx.cluster,
         "template_name": name,
+        "files": layout.script_names(),
     }
     try:
         tmpl = env.get_template(name)

@@ -25,10 +25,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from slurmexp import arrays
+from slurmexp import arrays, layout
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
-from slurmexp.launch.experiment_files import chunk_file_stem
 from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, require_lock
 from slurmexp.reconcile.policy import (
@@ -74,8 +73,7 @@ def _chunk_script(ledger: Ledger, exp: dict, chunk: int | None) -> tuple[Path | 
     if row:
         return Path(row[0]), row[1]
     if exp.get("exp_dir") and chunk is not None:
-        path = Path(exp["exp_dir"]) / "scripts" / f"{chunk_file_stem(chunk)}.sbatch"
-        return path, None
+        return layout.ExperimentPaths(exp["exp_dir"]).script(chunk), None
     return None, None
 
 
