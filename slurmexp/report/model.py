@@ -1,5 +1,6 @@
 """What a report is: the `Report` every format renders, the formats, and the small value rules
-(what counts as a failed attempt, what a finite number is) that the builder and the renderers share.
+(what a finite number is) that the builder and the renderers share. What counts as a failed
+attempt is `slurmexp.states.FAILED_STATES`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
+
+
 @dataclass
 class Report:
     experiments: list[dict]                 # one summary per experiment (see summarise())
