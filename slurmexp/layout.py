@@ -4,7 +4,7 @@ Everything that builds a path of an experiment asks this module (launch, the fil
 task script's templates, reconcile, show/logs, the metrics files), so a name changes in one
 place and two readers never disagree about where a file is::
 
-    <exp_dir>/
+    <output_dir>/<experiment id>/  = <exp_dir>
       sweep.toml  site.toml          copies of what was launched
       provenance/                    git.diff, environment.txt (ledger.provenance)
       scripts/chunk-NNN.sbatch       one sbatch script per array chunk
@@ -195,6 +195,11 @@ class ExperimentPaths:
 
     def __init__(self, exp_dir: str | os.PathLike) -> None:
         self.exp_dir = Path(exp_dir)
+
+    @classmethod
+    def under(cls, output_dir: str | os.PathLike, exp_id: str) -> ExperimentPaths:
+        """An experiment's folder is named by its id, in the sweep's output_dir."""
+        return cls(Path(output_dir) / exp_id)
 
     def __repr__(self) -> str:
         return f"ExperimentPaths({str(self.exp_dir)!r})"

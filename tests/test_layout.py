@@ -39,6 +39,7 @@ def test_experiment_paths():
     assert run.attempt("77_3") == run.run_dir / "attempts" / "77_3"
     assert run.attempt("77_3", 2) == run.run_dir / "attempts" / "77_3.r2"
     assert layout.script_name(1000) == "chunk-1000.sbatch"
+    assert layout.ExperimentPaths.under("/data", "exp-1") == p
 
 
 def test_names_the_script_uses_are_safe_to_insert_as_they_are():

@@ -53,7 +53,7 @@ class Prepared:
     template: Path | None
 
     def exp_dir(self, exp_id: str) -> Path:
-        return Path(self.sweep.output_dir) / exp_id
+        return layout.ExperimentPaths.under(self.sweep.output_dir, exp_id).exp_dir
 
 
 @dataclass
