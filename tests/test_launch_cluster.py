@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.cli import main
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile.one_pass import reconcile_pass
+from slurmexp.states import TERMINAL_STATES
 
 pytestmark = pytest.mark.cluster
 

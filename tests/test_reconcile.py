@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from slurmexp.arrays import indices
 from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
+from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile import cancel, cron, resubmit, transitions
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import health as health_mod
@@ -24,6 +25,7 @@ from slurmexp.reconcile import match as rd
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.reconcile import policy as rt
 from slurmexp.settings import ExperimentSettings, GroupSettings, RetrySettings
+from slurmexp.states import TERMINAL_STATES, classify, ledger_state
 from slurmexp.timeutil import utc_iso
 
 EXP = "sweep-abcdef12"
@@ -42,7 +44,7 @@ def row(job_id: str, state: str = "COMPLETED", submit: datetime | str | None = N
     m = re.fullmatch(r"(\d+)_(\d+)", job_id)
     p = re.fullmatch(r"(\d+)_\[(.*)\]", job_id)
     array_job, task, pending = (m.group(1), int(m.group(2)), None) if m else (
-        (p.group(1), None, sorted(parse_array_spec(p.group(2)))) if p else (None, None, None))
+        (p.group(1), None, indices(p.group(2))) if p else (None, None, None))
     submit_s = submit if isinstance(submit, str) or submit is None else local(submit)
     fields = dict(
         job_id=job_id, job_id_raw=raw or job_id.split("_")[0], array_job_id=array_job,
@@ -112,7 +114,7 @@ class FakeBackend:
         job = str(self.next_id)
         self.next_id += 1
         now = datetime.now()
-        for t in sorted(parse_array_spec(spec)):
+        for t in indices(spec):
             self.queue.append(qrow(f"{job}_{t}", "PENDING", now, name=name))
         self.submitted.append({"job": job, "script": str(script), "args": list(extra_args),
                                "submit": local(now)})
@@ -212,20 +214,14 @@ def t0():
     ("SPECIAL_EXIT", "unknown"), ("NEWSTATE", "unknown"),
 ])
 def test_classify(state, cls):
-    assert rd.classify(state, 0) == cls
-    assert rd.classify(state, 3) == cls
+    assert classify(state, 0) == cls
+    assert classify(state, 3) == cls
 
 
 def test_unknown_state_is_never_success():
-    assert rd.classify("WEIRD", 0) == "unknown"
-    assert rd.ledger_state("WEIRD") == "WEIRD"
-    assert rd.ledger_state("COMPLETING") == "RUNNING"
-
-
-def test_compress_indices():
-    assert resubmit.compress_indices([7, 0, 1, 2, 5, 8]) == "0-2,5,7-8"
-    assert resubmit.compress_indices([3]) == "3"
-    assert parse_array_spec(resubmit.compress_indices([0, 2, 3, 9])) == {0, 2, 3, 9}
+    assert classify("WEIRD", 0) == "unknown"
+    assert ledger_state("WEIRD") == "WEIRD"
+    assert ledger_state("COMPLETING") == "RUNNING"
 
 
 def test_reason_texts():

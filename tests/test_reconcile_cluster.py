@@ -26,11 +26,12 @@ import pytest
 from slurmexp.backends.slurm import backend as slurm_backend
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.launch.launcher import launch
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile import cancel
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import one_pass as rc
+from slurmexp.states import TERMINAL_STATES
 from slurmexp.timeutil import parse_ts
 from slurmexp.units import format_time
 

@@ -480,9 +480,10 @@ def test_several_experiments(ledger, tmp_path):
 
 
 def test_failed_states_follow_the_ledger():
-    from slurmexp.ledger.store import TERMINAL_STATES
-    from slurmexp.report.model import FAILED_STATES
-    assert FAILED_STATES == TERMINAL_STATES - {"COMPLETED"}
+    from slurmexp import states
+    from slurmexp.report import frames
+    assert frames.FAILED_STATES is states.FAILED_STATES      # not a copy of its own
+    assert states.FAILED_STATES == states.TERMINAL_STATES - {"COMPLETED"}
 
 
 def test_empty_ledger(tmp_path):

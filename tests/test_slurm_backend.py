@@ -14,10 +14,9 @@ import pytest
 from slurmexp.backends.slurm import backend as slurm
 from slurmexp.backends.slurm.backend import SlurmBackend, run_slurm
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
+from slurmexp.states import SLURM_FINAL_STATES as FINISHED
 
 pytestmark = pytest.mark.cluster
-
-FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY"}
 
 
 def script(tmp_path: Path, name: str, body: str = "sleep 1", *directives: str) -> Path:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from slurmexp import layout
+from slurmexp.arrays import task_key
 from slurmexp.errors import SlurmexpError
 
 EventCallback = Callable[[int, str, dict[str, Any]], None]
@@ -121,7 +123,7 @@ def run_local(
         raise ValueError(f"task indices {bad} are outside 0..{n_tasks - 1}")
 
     array_job_id = array_job_id or new_array_job_id()
-    log_dir = Path(log_dir) if log_dir is not None else script_path.parent.parent / "logs"
+    log_dir = Path(log_dir) if log_dir is not None else script_path.parent.parent / layout.LOGS_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     directives = _script_directives(script_path)
     base_env = dict(os.environ)
@@ -133,8 +135,8 @@ def run_local(
     results: dict[int, LocalTaskResult] = {}
 
     def start(index: int) -> None:
-        out = log_dir / f"{array_job_id}_{index}.out"
-        err = log_dir / f"{array_job_id}_{index}.err"
+        out = log_dir / layout.log_name(task_key(array_job_id, index), "out")
+        err = log_dir / layout.log_name(task_key(array_job_id, index), "err")
         env = _task_env(base_env, array_job_id, index, n_tasks, directives, env_extra)
         with open(out, "ab") as fout, open(err, "ab") as ferr:
             proc = subprocess.Popen(

@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from slurmexp import layout
 from slurmexp.backends.facts import SubmitResult
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
-from slurmexp.launch.render import (
-    ScriptContext,
-    chunk_file_stem,
-    render_script,
-    template_sha256,
+from slurmexp.launch.experiment_files import (
     write_manifest,
     write_run_files,
     write_script,
+)
+from slurmexp.launch.render import (
+    ScriptContext,
+    render_script,
+    template_sha256,
 )
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkRequest, stamp_submit_times, submit_chunk
 from slurmexp.launch.validate import ValidationReport, validate
@@ -54,7 +56,7 @@ class Prepared:
     template: Path | None
 
     def exp_dir(self, exp_id: str) -> Path:
-        return Path(self.sweep.output_dir) / exp_id
+        return layout.ExperimentPaths.under(self.sweep.output_dir, exp_id).exp_dir
 
 
 @dataclass
@@ -104,11 +106,11 @@ def prepare(sweep_path: str | Path, site_path: str | Path | None = None) -> Prep
 
 
 def script_context(prep: Prepared, exp_id: str, chunk: ArrayChunk) -> ScriptContext:
-    exp_dir = prep.exp_dir(exp_id)
+    paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     return ScriptContext(
-        experiment_id=exp_id, chunk=chunk, exp_dir=exp_dir, workdir=Path(prep.sweep.workdir),
-        manifest_path=exp_dir / "manifests" / f"{chunk_file_stem(chunk.chunk)}.txt",
-        runs_dir=exp_dir / "runs", job_name=job_name(exp_id, chunk.chunk), comment=job_comment(exp_id),
+        experiment_id=exp_id, chunk=chunk, exp_dir=paths.exp_dir, workdir=Path(prep.sweep.workdir),
+        manifest_path=paths.manifest(chunk.chunk),
+        runs_dir=paths.runs_dir, job_name=job_name(exp_id, chunk.chunk), comment=job_comment(exp_id),
         env_setup=list(prep.sweep.env.setup), env_modules=list(prep.sweep.env.modules),
         env_vars=dict(prep.sweep.env.vars), template=prep.template, cluster=prep.site.cluster)
 
@@ -152,7 +154,7 @@ def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
     refusals = []
     with tempfile.TemporaryDirectory(prefix="slurmexp-test-only-") as tmp:
         for chunk in prep.plan.first_chunks():
-            path = Path(tmp) / f"{chunk_file_stem(chunk.chunk)}.sbatch"
+            path = Path(tmp) / layout.script_name(chunk.chunk)
             path.write_text(render_script(script_context(prep, exp_id, chunk)))
             ok, message = backend.test_only(path)
             if not ok:
@@ -224,14 +226,14 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str) -> dict[int, Path]:
     """Run files, manifests, scripts and provenance on disk, then the ledger rows."""
-    exp_dir = prep.exp_dir(exp_id)
+    paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
+    exp_dir = paths.exp_dir
     exp_dir.mkdir(parents=True, exist_ok=True)
-    runs_dir = exp_dir / "runs"
-    sweep_copy = exp_dir / "sweep.toml"
+    sweep_copy = paths.sweep_copy
     shutil.copyfile(prep.sweep.path, sweep_copy)
-    shutil.copyfile(prep.site.path, exp_dir / "site.toml")
-    prov = provenance.collect(Path(prep.sweep.workdir), exp_dir / "provenance")
-    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, runs_dir / run.run_id, exp_id))
+    shutil.copyfile(prep.site.path, paths.site_copy)
+    prov = provenance.collect(Path(prep.sweep.workdir), paths.provenance_dir)
+    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, paths.run_dir(run.run_id), exp_id))
                               for run in prep.plan.runs])
     scripts: dict[int, Path] = {}
     where: dict[str, tuple[int, int]] = {}
@@ -242,7 +244,7 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str)
         for i, run in enumerate(chunk.runs):
             where[run.run_id] = (chunk.chunk, i)
     runs = [{"run_id": r.run_id, "idx": r.index, "params": r.params, "seed": r.seed, "source": r.source,
-             "run_dir": str(runs_dir / r.run_id), "chunk": where[r.run_id][0],
+             "run_dir": str(paths.run_dir(r.run_id)), "chunk": where[r.run_id][0],
              "task_index": where[r.run_id][1]} for r in prep.plan.runs]
     ledger.create_experiment(
         exp_id, prep.sweep.name, prep.fingerprint, prep.site.cluster, backend, exp_dir,
@@ -319,7 +321,7 @@ def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, P
                                   reason=reason, failure_class=None if event == "COMPLETED" else "user")
 
         run_local(script, chunk.size, parallel, on_event=on_event, array_job_id=array_id,
-                  log_dir=prep.exp_dir(exp_id) / "logs")
+                  log_dir=layout.ExperimentPaths(prep.exp_dir(exp_id)).logs_dir)
     state = "FINISHED" if not failed else "FINISHED_WITH_FAILURES"
     ledger.set_experiment_state(exp_id, state, f"{failed} run(s) failed" if failed else None)
     result.message = f"{len(prep.plan.runs)} runs finished locally, {failed} failed"

@@ -21,8 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from slurmexp.arrays import task_key, task_set
 from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.settings import ExperimentSettings
+from slurmexp.states import RECORDED_SUBMISSION_STATES, TERMINAL_STATES
 
 
 def _import_sqlite_utils():
@@ -49,12 +51,6 @@ def _import_sqlite_utils():
 
 
 sqlite_utils = _import_sqlite_utils()
-
-TERMINAL_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-    "PREEMPTED", "BOOT_FAIL", "DEADLINE", "LOST",
-})
-ACTIVE_STATES = frozenset({"PLANNED", "SUBMITTED", "PENDING", "RUNNING", "REQUEUED", "SUSPENDED"})
 
 # WAL keeps its index in a shared-memory file, which only works when every process using the
 # database is on the same host; on these file systems another node can corrupt it.
@@ -135,21 +131,6 @@ def choose_journal_mode(fs_type: str | None, override: str | None = None) -> str
                          fix=f"use one of {', '.join(JOURNAL_MODES)}, or unset it")])
         return mode
     return "DELETE" if is_network_fs(fs_type) else "WAL"
-
-
-# --- array specs -------------------------------------------------------------------------
-
-def parse_array_spec(spec: str) -> set[int] | None:
-    """Task indices named by an sbatch --array spec ("0-9%2", "1,3,5-11:2"); None if empty."""
-    spec = (spec or "").split("%", 1)[0].strip()
-    if not spec:
-        return None
-    out: set[int] = set()
-    for part in spec.split(","):
-        rng, _, step = part.partition(":")
-        lo, _, hi = rng.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1, int(step or 1)))
-    return out
 
 
 # --- schema ------------------------------------------------------------------------------
@@ -494,7 +475,7 @@ class Ledger:
     def _submission_runs(self, sub: dict) -> list[dict]:
         # The array spec says which task indices sbatch was given; a resubmission of part of
         # a chunk ("3,7") therefore creates attempts only for those runs.
-        indices = parse_array_spec(sub["array_spec"])
+        indices = task_set(sub["array_spec"])
         runs = self._rows("SELECT * FROM runs WHERE exp_id = ? AND chunk IS ? "
                           "ORDER BY task_index, idx", [sub["exp_id"], sub["chunk"]])
         if indices is None:
@@ -519,7 +500,7 @@ class Ledger:
         job_id = str(job_id)
         with self.transaction():
             sub = self._submission(sub_id)
-            if sub["state"] in ("SUBMITTED", "ADOPTED"):
+            if sub["state"] in RECORDED_SUBMISSION_STATES:
                 if sub["job_id"] == job_id:
                     return [r[0] for r in self.db.execute(
                         "SELECT attempt_id FROM attempts WHERE sub_id = ? ORDER BY attempt_id",
@@ -535,7 +516,7 @@ class Ledger:
             self._insert_rows("attempts", _NEW_ATTEMPT_COLS, ([
                 exp_id, r["run_id"], r["n_attempts"] + 1, sub_id, sub["cluster"], job_id,
                 r["task_index"],
-                job_id if r["task_index"] is None else f"{job_id}_{r['task_index']}",
+                task_key(job_id, r["task_index"]),
                 submit_time, "SUBMITTED", now] for r in runs))
             self.db.conn.executemany(
                 "UPDATE runs SET state = 'SUBMITTED', reason = NULL, n_attempts = n_attempts + 1, "

@@ -8,8 +8,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from slurmexp.arrays import task_set
 from slurmexp.backends.facts import SacctRow
-from slurmexp.ledger.store import Ledger, parse_array_spec
+from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.match import SUBMIT_SKEW_S, is_incomplete
 from slurmexp.reconcile.transitions import chunk_job_name
@@ -70,7 +71,7 @@ def _resolve_intents(ctx: PassContext, intents: list[dict], name_rows: list[Sacc
         name = chunk_job_name(s["exp_id"], s["chunk"])
         created = parse_ts(s["created"])
         lo = created - timedelta(seconds=SUBMIT_SKEW_S) if created else None
-        wanted = parse_array_spec(s["array_spec"] or "")
+        wanted = task_set(s["array_spec"])
         recorded = _recorded_jobs(ledger, s["exp_id"])
         candidates = []
         for job_id, info in jobs.get(name or "", {}).items():

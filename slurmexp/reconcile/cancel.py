@@ -8,8 +8,9 @@ from typing import Any
 
 from slurmexp import tags
 from slurmexp.errors import SlurmexpError
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile.context import pass_lock, require_lock
+from slurmexp.states import TERMINAL_STATES
 
 
 def cancel_experiment(ledger: Ledger, backend: Any, exp_id: str,

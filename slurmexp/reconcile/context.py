@@ -26,8 +26,6 @@ LOCK_SUFFIX = ".reconcile.lock"
 EXIT_OK = 0
 EXIT_ERROR = 1
 MAX_ACTIONS_KEPT = 200
-# Experiment states of a sweep whose runs are all final (a retry or a requeue reopens them).
-FINISHED_EXPERIMENT_STATES = ("FINISHED", "FINISHED_WITH_FAILURES")
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,13 +1,9 @@
 """What Slurm's records say about the ledger's attempts (pure: no ledger, no Slurm calls).
 
 A reconcile pass reads sacct rows and squeue rows; this module owns how they are read: the
-state words (which are still going, which failure class a final one belongs to), the join of
-records to attempts on (cluster, job key, submit time), and what an attempt's columns and
-reason become from its record. Keeping it pure lets tests state exactly what Slurm reported.
-
-Failure classes are the retry policy's input (see `retry`): infrastructure failures are
-retried, resource failures escalate when asked, user failures are final, and a word slurmexp
-does not know is "unknown": kept, flagged, watched, never read as success.
+join of records to attempts on (cluster, job key, submit time), and what an attempt's columns
+and reason become from its record. Keeping it pure lets tests state exactly what Slurm
+reported. What the state words mean (still going, final, which failure class) is `states`'.
 """
 from __future__ import annotations
 
@@ -20,60 +16,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from slurmexp import units
+from slurmexp.arrays import task_key
 from slurmexp.backends.facts import SacctRow
-from slurmexp.ledger.store import TERMINAL_STATES
+from slurmexp.states import PROGRESS, REQUEUE_WORDS, TERMINAL_STATES, ledger_state
 from slurmexp.timeutil import parse_ts
 
 # The ledger writes an intent just before sbatch; the job's submit time is later, except for
 # clock differences between this host and the controller.
 SUBMIT_SKEW_S = 10
-
-INFRASTRUCTURE_STATES = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "LOST"})
-RESOURCE_STATES = frozenset({"OUT_OF_MEMORY", "TIMEOUT"})
-USER_STATES = frozenset({"FAILED", "CANCELLED", "DEADLINE"})
-# Slurm words for "still going" that the ledger writes with its own, fewer words.
-_ACTIVE_ALIASES = {
-    "PENDING": "PENDING", "RUNNING": "RUNNING", "SUSPENDED": "SUSPENDED",
-    "REQUEUED": "REQUEUED", "REQUEUE_HOLD": "REQUEUED", "REQUEUE_FED": "REQUEUED",
-    "COMPLETING": "RUNNING", "CONFIGURING": "RUNNING", "SIGNALING": "RUNNING",
-    "STAGE_OUT": "RUNNING", "RESIZING": "RUNNING", "STOPPED": "SUSPENDED",
-    "RESV_DEL_HOLD": "PENDING", "POWER_UP_NODE": "PENDING",
-}
-# A record in this state is followed by another record of the same job (Slurm requeued it).
-_REQUEUE_WORDS = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
-# How far along a job that is still going is; a record never moves an attempt backwards
-# (a placeholder record can say PENDING for a job squeue already shows RUNNING).
-PROGRESS = {"PLANNED": 0, "SUBMITTED": 0, "PENDING": 1, "REQUEUED": 1, "RUNNING": 2,
-             "SUSPENDED": 2}
-
-
-# ------------------------------------------------------------------------------------------
-# State words
-
-
-def classify(state: str, exit_code: int | None = None) -> str | None:
-    """Failure class of a final Slurm state: "infrastructure", "resources", "user", "unknown".
-
-    None for COMPLETED and for states that are still going (PENDING, RUNNING ...). The exit
-    code never turns a failure into a success: a FAILED job is a user failure whatever it
-    returned, and an unknown word stays "unknown".
-    """
-    word = (state or "").split()[0] if state else ""
-    if word == "COMPLETED" or word in _ACTIVE_ALIASES or word in ("PLANNED", "SUBMITTED"):
-        return None
-    if word in INFRASTRUCTURE_STATES:
-        return "infrastructure"
-    if word in RESOURCE_STATES:
-        return "resources"
-    if word in USER_STATES:
-        return "user"
-    return "unknown"
-
-
-def ledger_state(slurm_state: str) -> str:
-    """The word the ledger stores for a Slurm state (unknown words are kept as they are)."""
-    return _ACTIVE_ALIASES.get(slurm_state, slurm_state)
-
 
 # ------------------------------------------------------------------------------------------
 # Matching rows to attempts (pure)
@@ -82,7 +32,7 @@ def ledger_state(slurm_state: str) -> str:
 def row_key(row: SacctRow) -> str:
     """The ledger's job key for a row: "<array job id>_<task>" or the plain job id."""
     if row.array_job_id and row.array_task is not None:
-        return f"{row.array_job_id}_{row.array_task}"
+        return task_key(row.array_job_id, row.array_task)
     return row.job_id
 
 
@@ -308,7 +258,7 @@ def failure_reason(row: SacctRow, tail: str = "") -> str | None:
         return "DEADLINE: the job's deadline passed"
     if s == "PENDING":
         return f"pending: {row.reason}" if row.reason else None
-    if s in _REQUEUE_WORDS:
+    if s in REQUEUE_WORDS:
         return f"{s}: Slurm requeued the job"
     return None
 

@@ -34,12 +34,13 @@ from typing import Any
 
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import SlurmexpError, SlurmUnavailable
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile.adopt import _resolve_intents
-from slurmexp.reconcile.context import EXIT_ERROR, FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock
+from slurmexp.reconcile.context import EXIT_ERROR, PassContext, PassSummary, pass_lock
 from slurmexp.reconcile.match import expand_rows, match_rows, queue_record, row_key
 from slurmexp.reconcile.resubmit import resubmittable_runs, slurm_experiments, submit_due
 from slurmexp.reconcile.transitions import _transition, chunk_job_name
+from slurmexp.states import FINISHED_EXPERIMENT_STATES, STOPPED_EXPERIMENT_STATES, TERMINAL_STATES
 from slurmexp.timeutil import parse_ts, sacct_time, utc_iso
 
 HEARTBEAT_KIND = "reconcile"
@@ -215,7 +216,7 @@ def _update_experiments(ctx: PassContext, exp_ids: set[str]) -> None:
             continue
         current = ledger.db.execute("SELECT state FROM experiments WHERE exp_id = ?",
                                     [exp_id]).fetchone()[0]
-        if current in ("CANCELLED", "FAILED"):
+        if current in STOPPED_EXPERIMENT_STATES:
             continue
         counts = ledger.counts_by_state(exp_id)
         intents = ledger.db.execute("SELECT COUNT(*) FROM submissions WHERE exp_id = ? AND "

@@ -1,6 +1,6 @@
 """Retries: which failed runs get another attempt, with what resources, and submitting them.
 
-Failure classes (see `records.classify`) decide: infrastructure failures (NODE_FAIL, BOOT_FAIL,
+Failure classes (see `states.classify`) decide: infrastructure failures (NODE_FAIL, BOOT_FAIL,
 PREEMPTED, LOST) are retried with exponential backoff up to `retry.max_attempts` attempts per
 run; resource failures (TIMEOUT, OUT_OF_MEMORY) are final unless the sweep asked to escalate
 (then time or memory grows by `escalate_factor` up to the partition's limit); user failures
@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from slurmexp import arrays, layout
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
-from slurmexp.launch.render import chunk_file_stem
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome, ChunkRequest, stamp_submit_times, submit_chunk
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
-from slurmexp.reconcile.context import FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock, require_lock
+from slurmexp.ledger.store import Ledger
+from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, require_lock
 from slurmexp.reconcile.policy import (
     Escalation,
     RetryDecision,
@@ -36,6 +35,13 @@ from slurmexp.reconcile.policy import (
     escalation_for,
 )
 from slurmexp.settings import ExperimentSettings
+from slurmexp.states import (
+    FAILED_STATES,
+    FINISHED_EXPERIMENT_STATES,
+    LOST,
+    STOPPED_EXPERIMENT_STATES,
+    TERMINAL_STATES,
+)
 from slurmexp.timeutil import parse_ts, utc_iso
 
 # ------------------------------------------------------------------------------------------
@@ -65,8 +71,7 @@ def _chunk_script(ledger: Ledger, exp: dict, chunk: int | None) -> tuple[Path | 
     if row:
         return Path(row[0]), row[1]
     if exp.get("exp_dir") and chunk is not None:
-        path = Path(exp["exp_dir"]) / "scripts" / f"{chunk_file_stem(chunk)}.sbatch"
-        return path, None
+        return layout.ExperimentPaths(exp["exp_dir"]).script(chunk), None
     return None, None
 
 
@@ -125,38 +130,13 @@ def preview_retry(ctx: PassContext, a: dict, state: str, fclass: str | None,
 # Submitting what is due
 
 
-def compress_indices(indices: Iterable[int]) -> str:
-    """[0, 1, 2, 5, 7, 8] -> "0-2,5,7-8" (an sbatch --array list)."""
-    values = sorted(set(int(i) for i in indices))
-    parts: list[str] = []
-    start = prev = None
-    for v in values:
-        if start is None:
-            start = prev = v
-        elif v == prev + 1:
-            prev = v
-        else:
-            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = prev = v
-    if start is not None:
-        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
-    return ",".join(parts)
-
-
-def _throttle(array_spec: str | None) -> str | None:
-    if array_spec and "%" in array_spec:
-        value = array_spec.split("%", 1)[1].strip()
-        return value if value.isdigit() else None
-    return None
-
-
 def _open_intent_tasks(ledger: Ledger) -> dict[tuple[str, Any], set[int] | None]:
     """(exp, chunk) -> task indices covered by INTENT submissions (None: the whole chunk)."""
     out: dict[tuple[str, Any], set[int] | None] = {}
     for s in ledger.db.query("SELECT exp_id, chunk, array_spec FROM submissions "
                              "WHERE state = 'INTENT'"):
         key = (s["exp_id"], s["chunk"])
-        tasks = parse_array_spec(s["array_spec"] or "")
+        tasks = arrays.task_set(s["array_spec"])
         if tasks is None or out.get(key, set()) is None:
             out[key] = None
         else:
@@ -252,8 +232,8 @@ def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff:
         script, first_spec = _chunk_script(ledger, exp, chunk)
         tasks = [g.run["task_index"] for g in group if g.run["task_index"] is not None]
         run_ids = [g.run["run_id"] for g in group]
-        throttle = exp["settings"].group_of(chunk).throttle or _throttle(first_spec)
-        spec = compress_indices(tasks) + (f"%{throttle}" if throttle else "")
+        throttle = exp["settings"].group_of(chunk).throttle or arrays.throttle(first_spec)
+        spec = arrays.format_spec(tasks, throttle)
         extra = [f"--array={spec}", *group[0].escalation.args()]
         label = f"{exp_id} chunk {chunk}: sbatch {' '.join(extra)} {script}"
         if ctx.dry_run:
@@ -308,9 +288,9 @@ def _give_up(ctx: PassContext, exp_id: str, group: list[_RetryItem], why: str) -
 
 
 RETRY_WHICH = {
-    "failed": frozenset(TERMINAL_STATES - {"COMPLETED", "LOST"}),
-    "lost": frozenset({"LOST"}),
-    "all": frozenset(TERMINAL_STATES - {"COMPLETED"}),
+    "failed": FAILED_STATES - {LOST},
+    "lost": frozenset({LOST}),
+    "all": FAILED_STATES,
 }
 
 
@@ -341,7 +321,7 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
         runs = ledger.runs(exp_id, state=RETRY_WHICH[which])
         if not runs:
             return []
-        if exp["state"] in ("CANCELLED", "FAILED", *FINISHED_EXPERIMENT_STATES):
+        if exp["state"] in STOPPED_EXPERIMENT_STATES | FINISHED_EXPERIMENT_STATES:
             ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry ({which})")
         ledger.set_run_state(exp_id, [r["run_id"] for r in runs], "PLANNED",
                              f"manual retry ({which})")

@@ -10,21 +10,19 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from slurmexp import tags
+from slurmexp import layout, tags
 from slurmexp.backends.facts import SacctRow
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger.store import Ledger
 from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.match import (
-    PROGRESS,
     Match,
     attempt_fields,
-    classify,
     failure_reason,
     is_incomplete,
-    ledger_state,
     row_key,
 )
 from slurmexp.reconcile.resubmit import preview_retry, schedule_retry
+from slurmexp.states import PROGRESS, TERMINAL_STATES, classify, ledger_state
 from slurmexp.timeutil import parse_ts, utc_iso
 
 # A job that left both sacct and squeue but whose task wrote its attempt files ran: wait this
@@ -43,13 +41,6 @@ _RUNAWAY_RE = re.compile(r"the controller does not list the job \(since ([^)]+)\
 def chunk_job_name(exp_id: str, chunk: int | None) -> str | None:
     """The tag launch gave a chunk's job; None for a submission that is not a chunk."""
     return None if chunk is None else tags.job_name(exp_id, chunk)
-
-
-def attempt_dir(run_dir: str | None, job_key: str | None, restart: int = 0) -> Path | None:
-    """`<run_dir>/attempts/<job_key>[.r<N>]`, as the task script names it."""
-    if not run_dir or not job_key:
-        return None
-    return Path(run_dir) / "attempts" / (f"{job_key}.r{restart}" if restart else job_key)
 
 
 def stderr_tail(paths: Iterable[Path | None], lines: int = STDERR_TAIL_LINES,
@@ -94,21 +85,21 @@ def _differs(old: dict, new: dict) -> bool:
 # --- transitions --------------------------------------------------------------------------
 
 
-def _restart_count(ledger: Ledger, a: dict) -> int:
-    row = ledger.db.execute(
-        "SELECT COUNT(*) FROM attempts WHERE sub_id IS ? AND job_key = ? AND attempt_id < ?",
-        [a["sub_id"], a["job_key"], a["attempt_id"]]).fetchone()
-    return int(row[0]) if row else 0
+def _attempt_dir(ledger: Ledger, a: dict) -> Path | None:
+    """The attempt's folder, as the task script wrote it (layout's one rule)."""
+    if not a.get("run_dir") or not a.get("job_key"):
+        return None
+    restart = layout.restart_numbers(ledger.attempts(a["exp_id"], a["run_id"]))
+    return layout.attempt_dir(a["run_dir"], a["job_key"], restart.get(a["attempt_id"], 0))
 
 
 def _tail_for(ctx: PassContext, a: dict) -> str:
-    restart = _restart_count(ctx.ledger, a)
     paths: list[Path | None] = []
-    d = attempt_dir(a.get("run_dir"), a.get("job_key"), restart)
+    d = _attempt_dir(ctx.ledger, a)
     if d is not None:
-        paths.append(d / "stderr")
+        paths.append(d / layout.STDERR)
     if a.get("exp_dir") and a.get("job_key"):
-        paths.append(Path(a["exp_dir"]) / "logs" / f"{a['job_key']}.err")
+        paths.append(layout.ExperimentPaths(a["exp_dir"]).log(a["job_key"], "err"))
     return stderr_tail(paths)
 
 
@@ -241,8 +232,8 @@ def _unmatched(ctx: PassContext, a: dict, later: list[SacctRow], queued_keys: se
     age = (ctx.now - ref).total_seconds() if ref else float("inf")
     if age < ctx.grace_s:
         return False
-    d = attempt_dir(a.get("run_dir"), a.get("job_key"), _restart_count(ctx.ledger, a))
-    evidence = d is not None and (d / "started").exists()
+    d = _attempt_dir(ctx.ledger, a)
+    evidence = d is not None and (d / layout.STARTED).exists()
     if evidence and age < ctx.grace_s * EVIDENCE_FACTOR:
         note = (f"not in sacct or squeue, but the task started (see {d}); waiting for "
                 f"accounting to catch up")

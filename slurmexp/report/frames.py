@@ -13,12 +13,12 @@ This module decides what the numbers are; report_format and report_html show the
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from slurmexp import units
 from slurmexp.errors import Problem, SlurmexpError
-from slurmexp.report.model import FAILED_STATES
+from slurmexp.states import FAILED_STATES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -41,7 +41,6 @@ RUN_COLUMNS = [
     "gpu_hours_wasted", "cpu_hours_wasted", "cpu_efficiency", "mem_efficiency",
     "max_rss_mib", "req_mem_mib", "seed", "run_dir",
 ]
-_MEM_SCALE = {"": 1.0, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0 ** 2, "P": 1024.0 ** 3}
 
 
 # --- experiments ------------------------------------------------------------------------
@@ -112,37 +111,23 @@ def runs_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None, *,
     return runs
 
 
-_MEM_RE = re.compile(r"^\s*(\d*\.?\d+)\s*([KMGTP]?)(?:i?B)?\s*([cn]?)\s*$", re.IGNORECASE)
 _NAN = float("nan")
 
 
-def parse_mem(text: Any) -> tuple[float, str]:
-    """(MiB, "c" | "n" | "") for a Slurm memory string ("250M", "1.5G"; bare numbers are MiB,
-    as in sbatch). Older sacct writes ReqMem per CPU ("4000Mc") or per node ("4000Mn")."""
-    m = _MEM_RE.match(text) if isinstance(text, str) else None
-    if not m:
-        return _NAN, ""
-    return float(m.group(1)) * _MEM_SCALE[m.group(2).upper()], m.group(3).lower()
+def _mem_parts(text: Any) -> tuple[float, str]:
+    """`units.read_mem` for a frame column: (MiB, "c" | "n" | ""), NaN when unreadable."""
+    mem = units.read_mem(text)
+    return mem if mem is not None else (_NAN, "")
 
 
-def parse_tres(text: Any) -> tuple[float, float, float, float]:
-    """(gpus, cpus, nodes, mem MiB) of a TRES string such as
-    "billing=2,cpu=2,gres/gpu:a100=1,gres/gpu=1,mem=8G,node=1". `gres/gpu=N` is the total;
-    without it the typed counts (`gres/gpu:a100=1`) add up. NaN when there is no string."""
+def _tres_numbers(text: Any) -> tuple[float, float, float, float]:
+    """(gpus, cpus, nodes, mem MiB) of a TRES string (`units.parse_tres`, `units.tres_gpus`),
+    such as "billing=2,cpu=2,gres/gpu:a100=1,gres/gpu=1,mem=8G,node=1"; NaN where missing."""
     if not isinstance(text, str) or not text.strip():
         return _NAN, _NAN, _NAN, _NAN
-    fields = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
-
-    def number(key: str) -> float:
-        try:
-            return float(fields[key])
-        except (KeyError, ValueError):
-            return _NAN
-    gpus = number("gres/gpu")
-    if gpus != gpus:
-        gpus = sum(float(v) for k, v in fields.items()
-                   if k.startswith("gres/gpu:") and v.isdigit())
-    return gpus, number("cpu"), number("node"), parse_mem(fields.get("mem"))[0]
+    tres = units.parse_tres(text)
+    return (float(units.tres_gpus(tres)), float(tres.get("cpu", _NAN)),
+            float(tres.get("node", _NAN)), float(tres.get("mem", _NAN)))
 
 
 def _per_distinct(values: pd.Series, parse) -> list:
@@ -160,7 +145,7 @@ def _mem_mib(values: pd.Series, cpus: pd.Series | None = None,
              nodes: pd.Series | None = None) -> pd.Series:
     """MiB per row of memory strings, per-CPU and per-node forms scaled to the whole job."""
     import pandas as pd
-    mib, per = _per_distinct(values, parse_mem)
+    mib, per = _per_distinct(values, _mem_parts)
     mib = pd.Series(mib, index=values.index, dtype=float)
     if cpus is not None:
         mib = mib.where(per != "c", mib * cpus)
@@ -202,7 +187,7 @@ def attempts_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None) -> pd.D
     a = _read_sql(ledger, _ATTEMPT_SQL, "attempts", exp_ids,
                   "exp_id, run_id, attempt_no, attempt_id")
     for col, values in zip(("gpus", "cpus", "nodes", "alloc_mem_mib"),
-                           _per_distinct(a["alloc_tres"], parse_tres)):
+                           _per_distinct(a["alloc_tres"], _tres_numbers)):
         a[col] = values.astype(float)
     a["req_mem_mib"] = _mem_mib(a["req_mem"], a["cpus"], a["nodes"])
     rss = pd.to_numeric(a["max_rss"], errors="coerce")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slurmexp import units
+from slurmexp import arrays, units
 from slurmexp.errors import Problem, SpecError
 
 if TYPE_CHECKING:
@@ -86,8 +86,7 @@ class ArrayChunk:
 
     @property
     def array_spec(self) -> str:
-        spec = f"0-{self.size - 1}"
-        return f"{spec}%{self.throttle}" if self.throttle else spec
+        return arrays.format_spec(range(self.size), self.throttle)
 
 
 @dataclass

@@ -16,20 +16,6 @@ from slurmexp.errors import SlurmexpError
 DELIMITER = "\x1f"
 
 
-# Job states as sacct and squeue print them (first word). Anything else is kept but flagged, so a
-# newer Slurm's new state is reported as "unknown" rather than silently read as a failure.
-KNOWN_STATES = frozenset({
-    "PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "COMPLETED", "CANCELLED",
-    "FAILED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY",
-    "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "REVOKED", "SPECIAL_EXIT",
-    "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "LAUNCH_FAILED", "POWER_UP_NODE",
-    "RECONFIG_FAIL", "UPDATE_DB",
-})
-
-_UNFINISHED = frozenset({"PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING",
-                         "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "STOPPED",
-                         "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "POWER_UP_NODE"})
-
 # Words Slurm prints where a value is absent; all of them mean None to us.
 _EMPTY = frozenset({"", "None", "none", "Unknown", "(null)", "N/A", "n/a", "None assigned"})
 
@@ -67,7 +53,7 @@ def classify_error(stderr: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# host lists and array index lists
+# host lists
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -121,30 +107,3 @@ def expand_hostlist(text: str | None) -> list[str]:
             rest = rest[close_at + 1:]
         names += prefixes
     return names
-
-
-def expand_array_indices(text: str) -> list[int]:
-    """"5-10%4" / "1,3,5-7" / "0-9:2" -> sorted task indices. A trailing part cut off by a column
-    limit ("1,3,5-") is expanded as far as it is readable instead of failing the whole row."""
-    body = text.strip().strip("[]")
-    body = body.split("%", 1)[0]
-    out: set[int] = set()
-    for item in body.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        step = 1
-        if ":" in item:
-            item, _, step_text = item.partition(":")
-            step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else 1
-        if "-" in item:
-            lo, _, hi = item.partition("-")
-            if lo.isdigit() and hi.isdigit():
-                out.update(range(int(lo), int(hi) + 1, step))
-            elif lo.isdigit():
-                out.add(int(lo))
-        elif item.isdigit():
-            out.add(int(item))
-    return sorted(out)
-
-
