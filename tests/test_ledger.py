@@ -9,15 +9,15 @@ import time
 import pytest
 
 from slurmexp.errors import SlurmexpError
-from slurmexp.ledger import store as ledger_mod
-from slurmexp.ledger.store import (
-    Ledger,
+from slurmexp.ledger import Ledger
+from slurmexp.ledger import schema as ledger_mod
+from slurmexp.ledger.connection import (
     choose_journal_mode,
     default_ledger_path,
     fs_type_for_path,
     is_network_fs,
-    parse_array_spec,
 )
+from slurmexp.ledger.store import parse_array_spec
 
 MOUNTS = """\
 /dev/sda1 / ext4 rw,relatime 0 0
