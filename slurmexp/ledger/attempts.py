@@ -1,10 +1,12 @@
 """Attempts: what reconcile learns about each job of a run, Slurm's requeues, reading them."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from slurmexp.errors import SlurmexpError
-from slurmexp.ledger.connection import _json, _now
+from slurmexp.ledger.connection import _in_list, _json, _now
+from slurmexp.ledger.rows import ActiveAttempt, Attempt
 from slurmexp.ledger.store import TERMINAL_STATES
 
 _ATTEMPT_FIXED = {"attempt_id", "exp_id", "run_id", "attempt_no"}
@@ -114,3 +116,48 @@ class AttemptsMixin:
             params += sorted(TERMINAL_STATES)
         sql = "SELECT * FROM attempts" + (f" WHERE {' AND '.join(where)}" if where else "")
         return self._rows(sql + " ORDER BY attempt_id", params)
+
+    # --- for a reconcile pass -------------------------------------------------------------
+
+    def active_attempts(self, backend: str | Iterable[str] | None = None) -> list[ActiveAttempt]:
+        """Every attempt not in a final state, oldest first, with its run's and submission's
+        context; only experiments of `backend` (a kind or several) when given."""
+        where, params = [f"a.state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})"], \
+            sorted(TERMINAL_STATES)
+        if backend is not None:
+            clause, kinds = _in_list("e.backend", backend)
+            where.append(clause)
+            params += kinds
+        return ActiveAttempt.from_cursor(self.db.execute(
+            f"SELECT {ActiveAttempt.select_list('a')} FROM attempts a "
+            "JOIN experiments e ON e.exp_id = a.exp_id "
+            "JOIN runs r ON r.exp_id = a.exp_id AND r.run_id = a.run_id "
+            "LEFT JOIN submissions s ON s.sub_id = a.sub_id "
+            f"WHERE {' AND '.join(where)} ORDER BY a.attempt_id", params))
+
+    def attempt_state(self, attempt_id: int) -> str | None:
+        """The attempt's state now (None if there is no such attempt): inside a write
+        transaction, whether another writer moved it since it was read."""
+        row = self.db.execute("SELECT state FROM attempts WHERE attempt_id = ?",
+                              [attempt_id]).fetchone()
+        return None if row is None else row[0]
+
+    def run_attempts(self, exp_id: str, run_id: str) -> list[Attempt]:
+        """A run's attempts, oldest first (by attempt number)."""
+        return Attempt.from_cursor(self.db.execute(
+            f"SELECT {Attempt.select_list('a')} FROM attempts a "
+            "WHERE a.exp_id = ? AND a.run_id = ? ORDER BY a.attempt_no", [exp_id, run_id]))
+
+    def attempt_states(self, exp_id: str, run_id: str) -> list[str]:
+        """The states of a run's attempts, oldest first: its retry history."""
+        return [r[0] for r in self.db.execute(
+            "SELECT state FROM attempts WHERE exp_id = ? AND run_id = ? ORDER BY attempt_no",
+            [exp_id, run_id])]
+
+    def restarts_before(self, sub_id: int | None, job_key: str | None, attempt_id: int) -> int:
+        """How many attempts of the same submission and job key came before this one: the
+        number of times Slurm requeued the job first (the task's `.r<N>` folder suffix)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM attempts WHERE sub_id IS ? AND job_key = ? AND attempt_id < ?",
+            [sub_id, job_key, attempt_id]).fetchone()
+        return int(row[0]) if row else 0

@@ -78,6 +78,12 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _in_list(column: str, values: str | Iterable[str]) -> tuple[str, list[str]]:
+    """(`column IN (?, ...)`, its parameters) for one value or several."""
+    values = [values] if isinstance(values, str) else list(values)
+    return f"{column} IN ({', '.join('?' * len(values))})", values
+
+
 # --- journal mode choice -----------------------------------------------------------------
 
 def _unescape_mount(field: str) -> str:

@@ -6,9 +6,10 @@ import json
 import os
 import re
 import sqlite3
+from collections.abc import Iterable
 
 from slurmexp.errors import Problem, SlurmexpError
-from slurmexp.ledger.connection import _json, _now, _path_str
+from slurmexp.ledger.connection import _in_list, _json, _now, _path_str
 
 _RUN_COLS = ["exp_id", "run_id", "idx", "params_json", "seed", "source", "state", "reason",
              "run_dir", "chunk", "task_index", "n_attempts", "updated"]
@@ -79,9 +80,26 @@ class ExperimentsMixin:
             "SELECT * FROM experiments WHERE fingerprint = ? ORDER BY created, exp_id",
             [fingerprint])]
 
-    def experiments(self) -> list[dict]:
+    def experiments(self, *, backend: str | Iterable[str] | None = None) -> list[dict]:
+        """Every experiment (of `backend`, a kind or several, when given), oldest first."""
+        sql, params = "SELECT * FROM experiments", []
+        if backend is not None:
+            clause, params = _in_list("backend", backend)
+            sql += f" WHERE {clause}"
         return [self._experiment_dict(r) for r in self._rows(
-            "SELECT * FROM experiments ORDER BY created, exp_id")]
+            sql + " ORDER BY created, exp_id", params)]
+
+    def experiment_ids(self) -> list[str]:
+        """Every experiment id, oldest first."""
+        return [r[0] for r in self.db.execute(
+            "SELECT exp_id FROM experiments ORDER BY created, exp_id")]
+
+    def experiment_state(self, exp_id: str) -> str:
+        row = self.db.execute("SELECT state FROM experiments WHERE exp_id = ?",
+                              [exp_id]).fetchone()
+        if row is None:
+            self.get_experiment(exp_id, required=True)   # raises with the usual hints
+        return row[0]
 
     def next_experiment_suffix(self, base_id: str) -> str:
         """"" when `base_id` is free, else "-N" with N one past the highest suffix in use."""

@@ -6,6 +6,7 @@ import os
 from slurmexp.errors import SlurmexpError
 from slurmexp.ledger.attempts import _NEW_ATTEMPT_COLS
 from slurmexp.ledger.connection import _now
+from slurmexp.ledger.rows import Submission
 from slurmexp.ledger.store import parse_array_spec
 
 
@@ -112,8 +113,48 @@ class SubmissionsMixin:
                             [submit_time, cluster, str(job_id)])
         return n
 
+    def set_submission_submit_time(self, sub_id: int, submit_time: str) -> int:
+        """Stamp a new job's submit time (from squeue) on its submission and its attempts, in
+        one transaction; only where none is recorded yet. Returns the attempts changed.
+
+        OR IGNORE, as in `set_submit_times`: an attempt whose (cluster, job key, submit time)
+        another attempt already holds keeps no time rather than failing the others.
+        """
+        with self.transaction():
+            n = self.db.execute(
+                "UPDATE OR IGNORE attempts SET submit_time = ?, updated = ? WHERE sub_id = ? "
+                "AND submit_time IS NULL", [submit_time, _now(), sub_id]).rowcount
+            self.db.execute("UPDATE submissions SET submit_time = ? WHERE sub_id = ? AND "
+                            "submit_time IS NULL", [submit_time, sub_id])
+        return n
+
     def submissions(self, exp_id: str, state: str | None = None) -> list[dict]:
         sql, params = "SELECT * FROM submissions WHERE exp_id = ?", [exp_id]
         if state:
             sql, params = sql + " AND state = ?", params + [state]
         return self._rows(sql + " ORDER BY sub_id", params)
+
+    def _submission_rows(self, where: str, params: list) -> list[Submission]:
+        return Submission.from_cursor(self.db.execute(
+            f"SELECT {Submission.select_list('s')} FROM submissions s WHERE {where} "
+            "ORDER BY s.sub_id", params))
+
+    def intents(self, exp_id: str | None = None) -> list[Submission]:
+        """Submissions still INTENT (sbatch's outcome unknown), oldest first."""
+        if exp_id is None:
+            return self._submission_rows("s.state = 'INTENT'", [])
+        return self._submission_rows("s.state = 'INTENT' AND s.exp_id = ?", [exp_id])
+
+    def recorded_submissions(self, exp_id: str) -> list[Submission]:
+        """The experiment's submissions that have their job (submitted or adopted)."""
+        return self._submission_rows(
+            "s.exp_id = ? AND s.state IN ('SUBMITTED', 'ADOPTED') AND s.job_id IS NOT NULL",
+            [exp_id])
+
+    def first_chunk_submission(self, exp_id: str, chunk: int | None) -> Submission | None:
+        """The chunk's first submission that names a script (the script launch rendered)."""
+        rows = Submission.from_cursor(self.db.execute(
+            f"SELECT {Submission.select_list('s')} FROM submissions s WHERE s.exp_id = ? "
+            "AND s.chunk IS ? AND s.script_path IS NOT NULL ORDER BY s.sub_id LIMIT 1",
+            [exp_id, chunk]))
+        return rows[0] if rows else None
