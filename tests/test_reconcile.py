@@ -16,6 +16,7 @@ import pytest
 
 from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
+from slurmexp.ledger.rows import ActiveAttempt
 from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
 from slurmexp.reconcile import cancel, cron, resubmit, transitions
 from slurmexp.reconcile import context as pc
@@ -245,10 +246,13 @@ def test_stderr_tail(tmp_path):
 
 
 def attempt(aid, key, submit=None, created=None, **kw):
+    """An attempt as a reconcile pass reads it (its chunk 0 gives it the job name sx.EXP.000)."""
     job, _, task = key.partition("_")
-    return dict(attempt_id=aid, cluster=CLUSTER, job_id=job, task_index=int(task) if task else None,
-                job_key=key, submit_time=submit, created=created, attempt_no=1,
-                job_name=f"sx.{EXP}.000", **kw)
+    a = ActiveAttempt(attempt_id=aid, exp_id=EXP, run_id=f"r{aid:03d}", attempt_no=1, state="SUBMITTED",
+                      cluster=CLUSTER, job_id=job, task_index=int(task) if task else None,
+                      job_key=key, submit_time=submit, created=created, sub_chunk=0, **kw)
+    assert a.job_name == f"sx.{EXP}.000"
+    return a
 
 
 def test_match_takes_only_the_row_with_the_attempts_submit_time():
