@@ -97,6 +97,7 @@ class Attempt(Row):
     failure_class: str | None = None
     updated: str | None = None
     sacct_json: str | None = None
+    unlisted_since: str | None = None   # sacct says going, the controller has not listed it since
 
 
 @dataclass(frozen=True, slots=True)
