@@ -5,7 +5,6 @@ period. Each attempt's change, its event and its run's retry decision are one tr
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,8 +32,6 @@ from slurmexp.timeutil import parse_ts, utc_iso
 EVIDENCE_FACTOR = 12
 STDERR_TAIL_LINES = 5
 STDERR_TAIL_CHARS = 400
-
-_RUNAWAY_RE = re.compile(r"the controller does not list the job \(since ([^)]+)\)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -126,8 +123,12 @@ def _transition(ctx: PassContext, a: ActiveAttempt, match: Match, queued_keys: s
 
 def _record_fields(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, superseded: bool,
                    in_queue: bool) -> tuple[dict, str | None, str | None]:
-    """(fields, reason, failure class) for an attempt from its record."""
-    fields = attempt_fields(rec)
+    """(fields, reason, failure class) for an attempt from its record.
+
+    `unlisted_since` is set while sacct says the job is going and the controller does not list
+    it, and cleared otherwise: that clock, not the reason's text, decides LOST.
+    """
+    fields = {**attempt_fields(rec), "unlisted_since": None}
     if not rec.known_state:
         state = rec.state
         reason = f"unknown Slurm state {rec.state_raw or rec.state}; kept and watched"
@@ -140,12 +141,8 @@ def _record_fields(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, superseded
             and not superseded and not is_incomplete(rec):
         # sacct says it is going, the controller does not know it: it either just ended
         # (accounting lags a moment) or it is a runaway record after a controller state loss.
-        since = None
-        m = _RUNAWAY_RE.search(a.reason or "")
-        if m:
-            since = parse_ts(m.group(1))
-        if since is None:
-            since = ctx.now
+        since = parse_ts(a.unlisted_since) or ctx.now
+        fields["unlisted_since"] = utc_iso(since)
         if (ctx.now - since).total_seconds() >= ctx.grace_s:
             return ({**fields, "state": "LOST", "failure_class": "infrastructure"},
                     f"LOST: sacct says {rec.state} but the controller has not listed the job "
@@ -177,6 +174,7 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
         # The same record cannot go back (a requeue is a new record): accounting lags.
         state = fields["state"] = a.state
         reason = a.reason
+        fields["unlisted_since"] = a.unlisted_since
     if not rec.known_state:
         summary.flagged.append(f"{a.exp_id} {a.run_id} job {key}: {reason}")
     old_cols = {k: getattr(a, k) for k in fields}
