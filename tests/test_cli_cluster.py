@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.cli import main
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger import Ledger
+from slurmexp.states import TERMINAL_STATES
 
 pytestmark = pytest.mark.cluster
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.cli import main
-from slurmexp.ledger.store import Ledger
+from slurmexp.ledger import Ledger
 from slurmexp.reconcile.one_pass import reconcile_pass
 from slurmexp.states import TERMINAL_STATES
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 from test_reconcile import CLUSTER, EXP, FakeBackend, row
 
@@ -144,7 +145,7 @@ def test_requeued_attempts_resolve_to_the_folders_the_task_script_wrote(tmp_path
         assert "boom in 100_0.r2" in attempts[2]["reason"], attempts[2]["reason"]
         # reconcile and show resolve every attempt to the folder the task script wrote
         for a, folder in zip(attempts, folders):
-            assert transitions._attempt_dir(led, {**a, "run_dir": str(run_paths.run_dir)}) == folder
+            assert transitions._attempt_dir(led, SimpleNamespace(**{**a, "run_dir": str(run_paths.run_dir)})) == folder
         shown = show_run(led, run.run_id)["attempts"]
         assert [Path(a["attempt_dir"]) for a in shown] == folders
         assert [a["files"]["exit_code"] for a in shown] == ["3", "3", "3"]
@@ -154,7 +155,7 @@ def test_requeued_attempts_resolve_to_the_folders_the_task_script_wrote(tmp_path
         new = led.record_requeue(attempts[2]["attempt_id"], sacct_time(t0 + timedelta(seconds=120)))
         future = run_paths.attempt("100_0", 3)
         assert not future.exists()
-        assert transitions._attempt_dir(led, {**new, "run_dir": str(run_paths.run_dir)}) == future
+        assert transitions._attempt_dir(led, SimpleNamespace(**{**new, "run_dir": str(run_paths.run_dir)})) == future
         assert Path(show_run(led, run.run_id)["attempts"][3]["attempt_dir"]) == future
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from slurmexp.arrays import task_set
 from slurmexp.errors import SlurmexpError
-from slurmexp.ledger import store as ledger_mod
-from slurmexp.ledger.store import (
-    Ledger,
+from slurmexp.ledger import Ledger
+from slurmexp.ledger import schema as ledger_mod
+from slurmexp.ledger.connection import (
     choose_journal_mode,
     default_ledger_path,
     fs_type_for_path,

@@ -17,7 +17,8 @@ import pytest
 from slurmexp.arrays import indices
 from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
-from slurmexp.ledger.store import Ledger
+from slurmexp.ledger import Ledger
+from slurmexp.ledger.rows import ActiveAttempt
 from slurmexp.reconcile import cancel, cron, resubmit, transitions
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import health as health_mod
@@ -242,10 +243,13 @@ def test_stderr_tail(tmp_path):
 
 
 def attempt(aid, key, submit=None, created=None, **kw):
+    """An attempt as a reconcile pass reads it (its chunk 0 gives it the job name sx.EXP.000)."""
     job, _, task = key.partition("_")
-    return dict(attempt_id=aid, cluster=CLUSTER, job_id=job, task_index=int(task) if task else None,
-                job_key=key, submit_time=submit, created=created, attempt_no=1,
-                job_name=f"sx.{EXP}.000", **kw)
+    a = ActiveAttempt(attempt_id=aid, exp_id=EXP, run_id=f"r{aid:03d}", attempt_no=1, state="SUBMITTED",
+                      cluster=CLUSTER, job_id=job, task_index=int(task) if task else None,
+                      job_key=key, submit_time=submit, created=created, sub_chunk=0, **kw)
+    assert a.job_name == f"sx.{EXP}.000"
+    return a
 
 
 def test_match_takes_only_the_row_with_the_attempts_submit_time():
@@ -674,6 +678,42 @@ def test_runaway_record_becomes_lost(ledger, tmp_path, t0):
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=71), grace_s=60)
     att = ledger.attempts(EXP)
     assert att[0]["state"] == "LOST" and "runaway" in att[0]["reason"] and len(att) == 2
+
+
+def test_runaway_clock_is_a_column_not_the_reason_text(ledger, tmp_path, t0):
+    """LOST is decided by attempts.unlisted_since: another wording of the reason (a message
+    reworded in a later version, a note written over it) must not restart the clock."""
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "RUNNING", t0)]          # the controller lost the job
+    first = t0 + timedelta(seconds=10)
+    rc.reconcile_pass(ledger, fake, now=first, grace_s=60)
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "RUNNING" and a["unlisted_since"] == utc_iso(first)
+    ledger.update_attempt(a["attempt_id"], reason="the controller forgot this job")
+    assert ledger.attempts(EXP)[0]["unlisted_since"] == utc_iso(first)
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=71), grace_s=60)
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "LOST" and a["failure_class"] == "infrastructure"
+    assert f"since {utc_iso(first)}" in a["reason"] and a["unlisted_since"] == utc_iso(first)
+
+
+def test_runaway_clock_restarts_when_the_controller_lists_the_job_again(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "RUNNING", t0)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10), grace_s=60)
+    assert ledger.attempts(EXP)[0]["unlisted_since"] == utc_iso(t0 + timedelta(seconds=10))
+    fake.queue = [qrow("100_0", "RUNNING", t0)]         # listed again: the clock stops
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=40), grace_s=60)
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "RUNNING" and a["unlisted_since"] is None
+    fake.queue = []                                     # and gone again: a new clock
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=71), grace_s=60)
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "RUNNING" and a["unlisted_since"] == utc_iso(t0 + timedelta(seconds=71))
 
 
 def test_placeholder_record_waits_for_the_complete_one(ledger, tmp_path, t0):

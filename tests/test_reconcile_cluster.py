@@ -26,7 +26,7 @@ import pytest
 from slurmexp.backends.slurm import backend as slurm_backend
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.launch.launcher import launch
-from slurmexp.ledger.store import Ledger
+from slurmexp.ledger import Ledger
 from slurmexp.reconcile import cancel
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import health as health_mod

@@ -8,7 +8,7 @@ from typing import Any
 
 from slurmexp import tags
 from slurmexp.errors import SlurmexpError
-from slurmexp.ledger.store import Ledger
+from slurmexp.ledger import Ledger
 from slurmexp.reconcile.context import pass_lock, require_lock
 from slurmexp.states import TERMINAL_STATES
 

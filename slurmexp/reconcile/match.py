@@ -18,6 +18,7 @@ from typing import Any
 from slurmexp import units
 from slurmexp.arrays import task_key
 from slurmexp.backends.facts import SacctRow
+from slurmexp.ledger.rows import ActiveAttempt
 from slurmexp.states import PROGRESS, REQUEUE_WORDS, TERMINAL_STATES, ledger_state
 from slurmexp.timeutil import parse_ts
 
@@ -56,7 +57,7 @@ class Match:
     rows: dict[int, SacctRow] = field(default_factory=dict)         # attempt_id -> its record
     submit_times: dict[int, str] = field(default_factory=dict)      # learned for NULL ones
     requeues: dict[int, list[SacctRow]] = field(default_factory=dict)  # attempt -> later records
-    unmatched: list[dict] = field(default_factory=list)
+    unmatched: list[ActiveAttempt] = field(default_factory=list)
 
 
 @dataclass
@@ -136,17 +137,18 @@ def is_incomplete(rec: SacctRow) -> bool:
     return bool(getattr(rec, "incomplete", False))
 
 
-def _name_ok(attempt: dict, rec: SacctRow) -> bool:
-    want = attempt.get("job_name")
+def _name_ok(attempt: ActiveAttempt, rec: SacctRow) -> bool:
+    want = attempt.job_name
     return not want or not rec.job_name or is_incomplete(rec) or rec.job_name == want
 
 
-def match_rows(attempts: Sequence[dict], rows: Iterable[SacctRow],
+def match_rows(attempts: Sequence[ActiveAttempt], rows: Iterable[SacctRow],
                queue: Iterable[SacctRow] = (), *, skew_s: float = SUBMIT_SKEW_S) -> Match:
     """Join attempts to sacct rows (and squeue records) on (cluster, job key, submit time).
 
-    Each attempt dict needs attempt_id, cluster, job_id, task_index, job_key, submit_time, and
-    may carry `created` (its submission's intent time) and `job_name` (the expected tag).
+    Each attempt (an `ActiveAttempt` row) is read for attempt_id, cluster, job_id, task_index,
+    job_key, submit_time, attempt_no, `created` (its submission's intent time, if known) and
+    `job_name` (the expected tag, if known).
 
     - An attempt with a submit time takes only the record with that submit time: a record of
       the same key with another submit time is another job (ids are reused after a controller
@@ -159,48 +161,48 @@ def match_rows(attempts: Sequence[dict], rows: Iterable[SacctRow],
     """
     array_tasks: dict[str, list[int]] = defaultdict(list)
     for a in attempts:
-        if a.get("task_index") is not None and a.get("job_id"):
-            array_tasks[str(a["job_id"])].append(int(a["task_index"]))
+        if a.task_index is not None and a.job_id:
+            array_tasks[str(a.job_id)].append(int(a.task_index))
     by_key = _records(rows, queue, array_tasks)
     claimed: set[int] = set()
     match = Match()
 
-    def free(key: str, a: dict) -> list[SacctRow]:
+    def free(key: str, a: ActiveAttempt) -> list[SacctRow]:
         return [r for r in by_key.get(key, ()) if id(r) not in claimed
-                and _cluster_ok(a.get("cluster"), r.cluster)]
+                and _cluster_ok(a.cluster, r.cluster)]
 
     for a in attempts:
-        if not a.get("submit_time"):
+        if not a.submit_time:
             continue
-        for rec in free(a["job_key"], a):
-            if _same_time(rec.submit, a["submit_time"]):
+        for rec in free(a.job_key, a):
+            if _same_time(rec.submit, a.submit_time):
                 claimed.add(id(rec))
-                match.rows[a["attempt_id"]] = rec
+                match.rows[a.attempt_id] = rec
                 break
     far = datetime.max.replace(tzinfo=timezone.utc)
-    nulls = sorted((a for a in attempts if not a.get("submit_time")),
-                   key=lambda a: (parse_ts(a.get("created")) or far, a["attempt_id"]))
+    nulls = sorted((a for a in attempts if not a.submit_time),
+                   key=lambda a: (parse_ts(a.created) or far, a.attempt_id))
     for a in nulls:
-        created = parse_ts(a.get("created"))
+        created = parse_ts(a.created)
         lo = created - timedelta(seconds=skew_s) if created else None
-        for rec in free(a["job_key"], a):
+        for rec in free(a.job_key, a):
             ts = parse_ts(rec.submit)
             if ts is None or (lo is not None and ts < lo) or not _name_ok(a, rec):
                 continue
             claimed.add(id(rec))
-            match.rows[a["attempt_id"]] = rec
-            match.submit_times[a["attempt_id"]] = rec.submit
+            match.rows[a.attempt_id] = rec
+            match.submit_times[a.attempt_id] = rec.submit
             break
     # Requeues continue the newest attempt of a key.
-    newest: dict[str, dict] = {}
+    newest: dict[str, ActiveAttempt] = {}
     for a in attempts:
-        cur = newest.get(a["job_key"])
-        if cur is None or (a.get("attempt_no") or 0, a["attempt_id"]) > (
-                cur.get("attempt_no") or 0, cur["attempt_id"]):
-            newest[a["job_key"]] = a
+        cur = newest.get(a.job_key)
+        if cur is None or (a.attempt_no or 0, a.attempt_id) > (
+                cur.attempt_no or 0, cur.attempt_id):
+            newest[a.job_key] = a
     for key, a in newest.items():
-        base = match.rows.get(a["attempt_id"])
-        base_submit = parse_ts(base.submit if base else a.get("submit_time"))
+        base = match.rows.get(a.attempt_id)
+        base_submit = parse_ts(base.submit if base else a.submit_time)
         if base_submit is None:
             continue
         later = []
@@ -215,8 +217,8 @@ def match_rows(attempts: Sequence[dict], rows: Iterable[SacctRow],
         for rec in later:
             claimed.add(id(rec))
         if later:
-            match.requeues[a["attempt_id"]] = later
-    match.unmatched = [a for a in attempts if a["attempt_id"] not in match.rows]
+            match.requeues[a.attempt_id] = later
+    match.unmatched = [a for a in attempts if a.attempt_id not in match.rows]
     return match
 
 

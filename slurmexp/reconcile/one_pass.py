@@ -34,7 +34,8 @@ from typing import Any
 
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import SlurmexpError, SlurmUnavailable
-from slurmexp.ledger.store import Ledger
+from slurmexp.ledger import Ledger
+from slurmexp.ledger.rows import ActiveAttempt, Submission
 from slurmexp.reconcile.adopt import _resolve_intents
 from slurmexp.reconcile.context import EXIT_ERROR, PassContext, PassSummary, pass_lock
 from slurmexp.reconcile.match import expand_rows, match_rows, queue_record, row_key
@@ -53,40 +54,24 @@ SINCE_MARGIN_S = 300
 # Reading the ledger
 
 
-_ACTIVE_SQL = f"""
-SELECT a.*, r.run_dir, r.n_attempts AS run_n_attempts, r.state AS run_state,
-       r.chunk AS run_chunk, s.created AS created, s.chunk AS sub_chunk,
-       s.script_path AS script_path, e.exp_dir AS exp_dir
-FROM attempts a
-JOIN experiments e ON e.exp_id = a.exp_id
-JOIN runs r ON r.exp_id = a.exp_id AND r.run_id = a.run_id
-LEFT JOIN submissions s ON s.sub_id = a.sub_id
-WHERE e.backend = 'slurm'
-  AND a.state NOT IN ({", ".join("'" + s + "'" for s in sorted(TERMINAL_STATES))})
-ORDER BY a.attempt_id
-"""
-
-
-def _active_attempts(ledger: Ledger, cluster: str | None) -> list[dict]:
+def _active_attempts(ledger: Ledger, cluster: str | None) -> list[ActiveAttempt]:
     out = []
-    for a in ledger.db.query(_ACTIVE_SQL):
-        if cluster and a["cluster"] and a["cluster"] != cluster:
+    for a in ledger.active_attempts(backend="slurm"):
+        if cluster and a.cluster and a.cluster != cluster:
             continue
         # A record Slurm replaced by a requeue is final once its successor exists.
-        if a["state"] in ("REQUEUED",) and a["attempt_no"] < a["run_n_attempts"]:
+        if a.state in ("REQUEUED",) and a.attempt_no < a.run_n_attempts:
             continue
-        chunk = a["sub_chunk"] if a["sub_chunk"] is not None else a["run_chunk"]
-        a["job_name"] = chunk_job_name(a["exp_id"], chunk)
         out.append(a)
     return out
 
 
-def _intents(ledger: Ledger, exps: dict[str, dict], cluster: str | None) -> list[dict]:
+def _intents(ledger: Ledger, exps: dict[str, dict], cluster: str | None) -> list[Submission]:
     out = []
-    for s in ledger.db.query("SELECT * FROM submissions WHERE state = 'INTENT' ORDER BY sub_id"):
-        if s["exp_id"] not in exps:
+    for s in ledger.intents():
+        if s.exp_id not in exps:
             continue
-        if cluster and s["cluster"] and s["cluster"] != cluster:
+        if cluster and s.cluster and s.cluster != cluster:
             continue
         out.append(s)
     return out
@@ -149,16 +134,16 @@ def _run_pass(ctx: PassContext) -> None:
     name_rows: list[SacctRow] = []
     queue: list[Any] = []
     if active:
-        since = _since([parse_ts(a["submit_time"]) or parse_ts(a["created"]) for a in active],
+        since = _since([parse_ts(a.submit_time) or parse_ts(a.created) for a in active],
                        ctx.now)
-        job_ids = sorted({str(a["job_id"]) for a in active if a["job_id"]})
-        array_ids = sorted({str(a["job_id"]) for a in active if a["task_index"] is not None})
+        job_ids = sorted({str(a.job_id) for a in active if a.job_id})
+        array_ids = sorted({str(a.job_id) for a in active if a.task_index is not None})
         t = time.monotonic()
         rows = backend.sacct_rows(job_ids, since=since, array_ids=array_ids)
         summary.sacct_s += time.monotonic() - t
     if intents:
-        since = _since([parse_ts(s["created"]) for s in intents], ctx.now)
-        names = sorted({n for s in intents if (n := chunk_job_name(s["exp_id"], s["chunk"]))})
+        since = _since([parse_ts(s.created) for s in intents], ctx.now)
+        names = sorted({n for s in intents if (n := chunk_job_name(s.exp_id, s.chunk))})
         if names:
             t = time.monotonic()
             name_rows = backend.sacct_rows([], since=since, names=names)
@@ -188,12 +173,12 @@ def _run_pass(ctx: PassContext) -> None:
     touched: set[str] = set()
     for a in active:
         if _transition(ctx, a, match, queued_keys):
-            touched.add(a["exp_id"])
+            touched.add(a.exp_id)
     # --- retries -------------------------------------------------------------------------
     if ctx.queue_ok:
         touched |= submit_due(ctx)
-    _update_experiments(ctx, touched | {a["exp_id"] for a in active} | {
-        s["exp_id"] for s in intents})
+    _update_experiments(ctx, touched | {a.exp_id for a in active} | {
+        s.exp_id for s in intents})
 
 
 def _since(times: Iterable[datetime | None], now: datetime) -> str:
@@ -214,13 +199,11 @@ def _update_experiments(ctx: PassContext, exp_ids: set[str]) -> None:
         exp = ctx.exps.get(exp_id)
         if exp is None:
             continue
-        current = ledger.db.execute("SELECT state FROM experiments WHERE exp_id = ?",
-                                    [exp_id]).fetchone()[0]
+        current = ledger.experiment_state(exp_id)
         if current in STOPPED_EXPERIMENT_STATES:
             continue
         counts = ledger.counts_by_state(exp_id)
-        intents = ledger.db.execute("SELECT COUNT(*) FROM submissions WHERE exp_id = ? AND "
-                                    "state = 'INTENT'", [exp_id]).fetchone()[0]
+        intents = len(ledger.intents(exp_id))
         active = sum(n for s, n in counts.items() if s not in TERMINAL_STATES)
         if not active and not intents and counts:
             state = "FINISHED" if set(counts) == {"COMPLETED"} else "FINISHED_WITH_FAILURES"

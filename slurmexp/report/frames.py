@@ -26,13 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from slurmexp.ledger import Ledger
 
 
-_ATTEMPT_SQL = (
-    "attempt_id, exp_id, run_id, attempt_no, sub_id, cluster, job_id, task_index, job_key, "
-    "submit_time, state, reason, node, partition, qos, account, start_time, end_time, "
-    "elapsed_s, exit_code, alloc_tres, req_mem, max_rss, total_cpu_s, failure_class")
-_RUN_SQL = ("exp_id, run_id, idx, params_json, seed, source, state, reason, run_dir, chunk, "
-            "task_index, n_attempts")
-
 # The run table's fixed columns, in order; `param.<name>` and `metric.<name>` follow.
 RUN_COLUMNS = [
     "exp_id", "run_id", "idx", "state", "reason", "attempts", "job_ids", "job_id", "node",
@@ -47,8 +40,7 @@ RUN_COLUMNS = [
 
 def resolve_experiments(ledger: Ledger, refs: Iterable[str] | str | None) -> list[str]:
     """Experiment ids for what the user typed (exact ids or unique prefixes); none = all."""
-    known = [r[0] for r in ledger.db.execute(
-        "SELECT exp_id FROM experiments ORDER BY created, exp_id")]
+    known = ledger.experiment_ids()
     if isinstance(refs, str):
         refs = [refs]
     refs = [r for r in (refs or []) if r]
@@ -66,16 +58,6 @@ def resolve_experiments(ledger: Ledger, refs: Iterable[str] | str | None) -> lis
         if hits[0] not in out:
             out.append(hits[0])
     return out
-
-
-def _read_sql(ledger: Ledger, columns: str, table: str, exp_ids: Sequence[str] | None,
-              order: str) -> pd.DataFrame:
-    import pandas as pd
-    sql, params = f"SELECT {columns} FROM {table}", []
-    if exp_ids is not None:
-        sql += f" WHERE exp_id IN ({', '.join('?' * len(exp_ids))})"
-        params = list(exp_ids)
-    return pd.read_sql_query(f"{sql} ORDER BY {order}", ledger.db.conn, params=params)
 
 
 # --- frames -----------------------------------------------------------------------------
@@ -102,7 +84,7 @@ def _params_frame(params_json: pd.Series) -> pd.DataFrame:
 def runs_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None, *,
                params: bool = True) -> pd.DataFrame:
     """One row per run, ledger order; each parameter in its own `param.<name>` column."""
-    runs = _read_sql(ledger, _RUN_SQL, "runs", exp_ids, "exp_id, idx")
+    runs = ledger.runs_table(exp_ids)
     if exp_ids is not None and len(exp_ids) > 1:   # the order the user named them in
         rank = {e: i for i, e in enumerate(exp_ids)}
         runs = runs.iloc[runs["exp_id"].map(rank).argsort(kind="stable")].reset_index(drop=True)
@@ -184,8 +166,7 @@ def attempts_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None) -> pd.D
     Times are parsed into datetimes.
     """
     import pandas as pd
-    a = _read_sql(ledger, _ATTEMPT_SQL, "attempts", exp_ids,
-                  "exp_id, run_id, attempt_no, attempt_id")
+    a = ledger.attempts_table(exp_ids)
     for col, values in zip(("gpus", "cpus", "nodes", "alloc_mem_mib"),
                            _per_distinct(a["alloc_tres"], _tres_numbers)):
         a[col] = values.astype(float)

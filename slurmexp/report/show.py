@@ -13,7 +13,6 @@ has the story, so log_path() falls back to it. Both paths come from `slurmexp.la
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -39,13 +38,7 @@ def resolve_run(ledger: Ledger, ref: str) -> dict:
         raise SlurmexpError(f"no run named in {ref!r}", [Problem(
             "", "RUN", "expected a run id, a prefix of one, or EXP:RUN",
             fix="copy a run id from `slurmexp report`")])
-    # substr, not LIKE: LIKE ignores case and gives '_' a meaning; prefixes here are exact.
-    sql = "SELECT * FROM runs WHERE substr(run_id, 1, ?) = ?"
-    params: list[Any] = [len(run_ref), run_ref]
-    if exp_ref:
-        sql += " AND substr(exp_id, 1, ?) = ?"
-        params += [len(exp_ref), exp_ref]
-    rows = list(ledger.db.query(sql + " ORDER BY exp_id, idx", params))
+    rows = ledger.find_runs(run_ref, exp_ref or None)
     if exp_ref:
         exact_exp = [r for r in rows if r["exp_id"] == exp_ref]
         rows = exact_exp or rows
@@ -62,9 +55,7 @@ def resolve_run(ledger: Ledger, ref: str) -> dict:
         raise SlurmexpError(f"run {ref!r} is ambiguous: {len(rows)} runs match", [Problem(
             str(ledger.path), "runs", f"{ref!r} matches {', '.join(names[:_LIST_LIMIT])}{more}",
             fix="give more of the run id, or qualify it as EXP:RUN")])
-    run = dict(rows[0])
-    run["params"] = json.loads(run["params_json"] or "{}")
-    return run
+    return rows[0]
 
 
 def _read_small(path: Path) -> str | None:
