@@ -113,6 +113,24 @@ def sample_combinations(sweep: Sweep) -> list[dict[str, Any]]:
     return combos
 
 
+def product_axes(sweep: Sweep) -> list[tuple[str, int]]:
+    """(key, number of values) of each axis of the product, in the order expand() nests them."""
+    axes = [(f"params.{name}", len(values)) for name, values in sweep.params.items()]
+    axes += [(f"zip[{i}]", min(map(len, group.values()), default=0)) for i, group in enumerate(sweep.zip)]
+    if sweep.sample is not None:
+        axes.append(("sample.n", sweep.sample.n))
+    return axes
+
+
+def count_runs(sweep: Sweep) -> int:
+    """How many runs expand() makes, by arithmetic alone: a 10^7-run grid is counted in
+    microseconds, where expanding it takes minutes and gigabytes. Exact for every sweep that
+    expands (a repeated value or run is an error there, not a smaller count)."""
+    axes = product_axes(sweep)
+    product = math.prod(n for _, n in axes) if axes or not sweep.runs else 0
+    return product + len(sweep.runs)
+
+
 def expand(sweep: Sweep) -> list[Run]:
     """Every run of the sweep in a stable order: the product (grid, zip, sample), then [[runs]].
 

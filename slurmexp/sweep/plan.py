@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from slurmexp import units
+from slurmexp.errors import Problem, ValidationError
 from slurmexp.sweep.expand import (
     Run,
     command_for,
+    count_runs,
     expand,
+    product_axes,
     run_id_for,
     sample_combinations,
     value_text,
@@ -32,10 +35,15 @@ if TYPE_CHECKING:
     from slurmexp.sites.model import Site
     from slurmexp.sweep.spec import Sweep
 
+# The most runs one sweep may have whatever the cluster allows: the ledger, the manifests and a
+# report are built for about 100,000; past a million, expanding alone takes seconds and a GB.
+MAX_RUNS = 1_000_000
+
 __all__ = [
-    "ArrayChunk", "Placement", "Plan", "Resources", "Run", "assemble_plan", "command_for",
-    "describe", "expand", "make_chunks", "make_plan", "requested_resources", "resolve_resources",
-    "route", "route_problems", "run_id_for", "sample_combinations", "value_text",
+    "MAX_RUNS", "ArrayChunk", "Placement", "Plan", "Resources", "Run", "assemble_plan",
+    "check_size", "command_for", "count_runs", "describe", "expand", "make_chunks", "make_plan",
+    "product_axes", "requested_resources", "resolve_resources", "route", "route_problems",
+    "run_id_for", "sample_combinations", "value_text",
 ]
 
 
@@ -106,7 +114,38 @@ def assemble_plan(groups: Sequence[tuple[Resources, Placement, Sequence[Run]]],
     return Plan(runs=runs, placements=placements, chunks=chunks)
 
 
+def check_size(sweep: Sweep, site: Site) -> int:
+    """The number of runs, counted before anything is expanded; a ValidationError with one
+    problem when it is over the tightest limit known without the cluster: the site's
+    MaxJobCount or MaxSubmitJobs (the runs could never all be queued) or MAX_RUNS."""
+    total = count_runs(sweep)
+    limits = [(MAX_RUNS, f"slurmexp's limit of {MAX_RUNS:,} runs per sweep", "")]
+    if site.max_job_count:
+        limits.append((site.max_job_count, f"the cluster's MaxJobCount ({site.max_job_count}, "
+                       f"max_job_count in {site.path})", "or ask the admins to raise MaxJobCount"))
+    if site.max_submit_jobs:
+        limits.append((site.max_submit_jobs, f"MaxSubmitJobs per user ({site.max_submit_jobs}, "
+                       f"max_submit_jobs in {site.path})", "or launch the rest after some finish"))
+    limit, what, alternative = min(limits, key=lambda item: item[0])
+    if total <= limit:
+        return total
+    axes = product_axes(sweep)
+    made = " + ".join(([" x ".join(f"{key} {n:,}" for key, n in axes)] if axes else [])
+                      + ([f"{len(sweep.runs):,} [[runs]]"] if sweep.runs else []))
+    key, biggest = max(axes + [("runs", len(sweep.runs))], key=lambda item: item[1])
+    file = str(sweep.path)
+    message = (f"{total:,} runs ({made}) exceed {what}: they could never all be queued"
+               if limit != MAX_RUNS else f"{total:,} runs ({made}) exceed {what}")
+    fewer = {"sample.n": f"a smaller sample.n than {biggest:,}",
+             "runs": f"fewer than {biggest:,} [[runs]]"}.get(key, f"fewer values of {key}, which has {biggest:,}")
+    fix = (f"split the sweep into sweeps of at most {limit:,} runs each ({fewer})"
+           + (f", {alternative}" if alternative else ""))
+    raise ValidationError(f"{file}: too many runs ({total:,}); nothing was expanded or submitted",
+                          [Problem(file, key, message, fix, check="run_count")])
+
+
 def make_plan(sweep: Sweep, site: Site) -> Plan:
+    check_size(sweep, site)
     resources, placement = resolve_resources(sweep, site)
     return assemble_plan([(resources, placement, expand(sweep))], site.max_array_size,
                          sweep.resources.array_parallelism)

@@ -1,0 +1,77 @@
+"""Bad input through the CLI (issue 9, items 9, 13, 15): a clear message once, a documented exit
+code, never a traceback, nothing written. No cluster needed (--offline, the local backend, a
+fake Slurm backend)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slurmexp.cli import main
+from slurmexp.errors import ValidationError
+from slurmexp.ledger import Ledger
+
+REPO = Path(__file__).resolve().parent.parent
+SITE = str(REPO / "site.toml")
+
+
+def run(tmp_path, *args):
+    return CliRunner().invoke(main, ["--ledger", str(tmp_path / "ledger.db"), *args],
+                              catch_exceptions=False)
+
+
+def huge_sweep(tmp_path: Path) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(f'name = "huge"\ncommand = "echo {{a}} {{b}} {{c}}"\n[params]\n'
+                    f"a = {list(range(1000))}\nb = {list(range(100))}\nc = {list(range(100))}\n")
+    return path
+
+
+# ---------------------------------------------------------------- item 9: too many runs
+
+@pytest.mark.parametrize("args", [
+    ["validate", "--offline"], ["launch", "--backend", "local"],
+    ["launch", "--backend", "local", "--dry-run"], ["explain"], ["render"]])
+def test_huge_grid_refused_at_once_with_one_message(tmp_path, args):
+    sweep = huge_sweep(tmp_path)
+    start = time.perf_counter()
+    result = run(tmp_path, *args, str(sweep), "--site", SITE)
+    assert time.perf_counter() - start < 5
+    assert result.exit_code == 2, result.output
+    assert result.output.count("10,000,000 runs") == 1, result.output
+    assert "exceed the cluster's MaxJobCount" in result.output and "fix: split the sweep" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "slurmexp-runs").exists()
+
+
+class CountingSlurm:
+    """A Slurm backend that says MaxJobCount is 10000 and counts what it was asked."""
+
+    def __init__(self):
+        self.calls = []
+
+    def cluster_facts(self):
+        from slurmexp.backends.facts import ClusterFacts
+        self.calls.append("cluster_facts")
+        return ClusterFacts(cluster="minicluster", user="u", max_job_count=10000)
+
+    def __getattr__(self, name):
+        self.calls.append(name)
+        raise AssertionError(f"{name} called")
+
+
+def test_over_max_job_count_is_one_problem_not_static_plus_live(tmp_path):
+    # 12,000 runs: site.toml and the live cluster both say MaxJobCount 10000; that was
+    # reported twice (static and live check), after expanding every run.
+    from slurmexp.launch.launcher import launch
+
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'name = "big"\ncommand = "echo {{a}} {{b}}"\n[params]\n'
+                     f"a = {list(range(100))}\nb = {list(range(120))}\n")
+    slurm = CountingSlurm()
+    with pytest.raises(ValidationError) as err:
+        launch(sweep, SITE, ledger=Ledger(tmp_path / "ledger.db"), slurm=slurm)
+    assert len(err.value.problems) == 1 and "12,000 runs" in err.value.problems[0].message
+    assert slurm.calls == []
