@@ -9,21 +9,33 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from slurmexp import __version__
-from slurmexp.errors import SlurmexpError
+from slurmexp.errors import SlurmexpError, SlurmexpWarning
 
 
 class SlurmexpGroup(click.Group):
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except SlurmexpError as exc:
-            click.echo(f"error: {exc.format()}", err=True)
-            ctx.exit(exc.exit_code)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SlurmexpWarning)
+            shown = warnings.showwarning
+
+            def show(message, category, *args, **kwargs):
+                if issubclass(category, SlurmexpWarning):
+                    click.echo(f"warning: {message}", err=True)
+                else:
+                    shown(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            try:
+                return super().invoke(ctx)
+            except SlurmexpError as exc:
+                click.echo(f"error: {exc.format()}", err=True)
+                ctx.exit(exc.exit_code)
 
 
 def _ledger(ctx: click.Context):

@@ -3,6 +3,7 @@ code, never a traceback, nothing written. No cluster needed (--offline, the loca
 fake Slurm backend)."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -75,3 +76,42 @@ def test_over_max_job_count_is_one_problem_not_static_plus_live(tmp_path):
         launch(sweep, SITE, ledger=Ledger(tmp_path / "ledger.db"), slurm=slurm)
     assert len(err.value.problems) == 1 and "12,000 runs" in err.value.problems[0].message
     assert slurm.calls == []
+
+
+# ---------------------------------------------------------------- item 13: bad values, named at their key
+
+def test_value_sbatch_would_split_names_the_sweep_key_not_the_template(tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('name = "s"\ncommand = "echo hi"\n[resources]\npartition = "cpu debug"\n'
+                     'constraint = "fast disk"\n')
+    result = run(tmp_path, "render", str(sweep), "--site", SITE)
+    assert result.exit_code == 2, result.output
+    assert "[resources.partition]" in result.output and "[resources.constraint]" in result.output
+    assert 'fix: partition = "cpu" (' in result.output
+    assert "template" not in result.output and not re.search(r"line \d", result.output)
+
+
+def test_blank_command_and_dash_name_refused_before_anything_runs(tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('name = "-rf"\ncommand = "  "\n')
+    result = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local")
+    assert result.exit_code == 2, result.output
+    assert "[name]" in result.output and 'fix: name = "rf"' in result.output
+    assert "[command] command is only whitespace" in result.output
+    assert Ledger(tmp_path / "ledger.db").experiments() == []
+
+
+def test_output_dir_warning_is_printed_once_and_launch_goes_on(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "exp").mkdir()
+    sweep = tmp_path / "exp" / "sweep.toml"
+    sweep.write_text('name = "s"\ncommand = "true"\noutput_dir = "../runs"\n')
+    result = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("warning: ") == 1 and "leaves the sweep's folder" in result.stderr
+    assert (tmp_path / "runs").is_dir()
+    sweep.write_text('name = "s"\ncommand = "true"\noutput_dir = "../../elsewhere"\n')
+    result = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local")
+    assert result.exit_code == 2 and "[output_dir]" in result.output
+    assert not (tmp_path.parent / "elsewhere").exists()
+

@@ -5,8 +5,10 @@ sampled distributions, parameters defined twice or never used, [[runs]] that mis
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import string
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slurmexp.errors import Problem
@@ -141,6 +143,37 @@ def _parameter_keys(data: dict[str, Any]) -> tuple[dict[str, list[str]], dict[st
     return defined, run_keys
 
 
+def project_root(folder: Path) -> tuple[Path, str]:
+    """The sweep's project: the git work tree holding its folder (the nearest folder with a
+    `.git`), else the folder itself; and those words, for messages."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate, "the git work tree that holds the sweep file"
+    return folder, "the sweep file's folder, as it is in no git work tree"
+
+
+def output_dir_problem(raw: Any, file: str) -> tuple[bool, Problem] | None:
+    """(refused?, problem) for a relative output_dir that climbs out of the sweep's folder:
+    a warning while it stays in the sweep's project, refused outside it. An absolute path
+    (or ~) is taken as written. Checked on the words, not the file system, so a run folder
+    that is a symlink to scratch space is fine."""
+    if not isinstance(raw, str) or not raw or os.path.isabs(os.path.expanduser(raw)):
+        return None
+    folder = Path(file).parent
+    target = Path(os.path.normpath(folder / raw))
+    if target == folder or folder in target.parents:
+        return None
+    root, what = project_root(folder)
+    if target == root or root in target.parents:
+        return False, Problem(file, "output_dir", f"output_dir = {raw!r} leaves the sweep's folder: "
+                              f"runs are written to {target}", "", check="output_dir")
+    return True, Problem(
+        file, "output_dir", f"output_dir = {raw!r} resolves to {target}, outside the sweep's "
+        f"project {root} ({what}); a relative output_dir must stay in the project",
+        f'output_dir = "{target}" if you mean that folder (an absolute path is taken as written), '
+        f'or output_dir = "slurmexp-runs" to keep the runs beside the sweep', check="output_dir")
+
+
 def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[Problem]:
     """Checks that span sections, on the raw data and on the sections that validated."""
     out: list[Problem] = []
@@ -149,6 +182,9 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
         out.append(Problem(file, key, message, fix, check=check))
 
     defined, run_keys = _parameter_keys(data)
+    found = output_dir_problem(data.get("output_dir"), file) if "output_dir" in parts else None
+    if found is not None and found[0]:
+        out.append(found[1])
     for i, group in enumerate(parts.get("zip", [])):
         if not group:
             add(f"zip[{i}]", "empty [[zip]] group", "give two or more lists of equal length, or remove it")
@@ -188,6 +224,13 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
                 "remove it, or check the spelling", check="undefined_name")
 
     if "command" not in parts:
+        return out
+    if not parts["command"].strip():
+        words = " ".join(f"--{n} {{{n}}}" for n in all_keys if n.isidentifier() and n not in allow_unused)
+        add("command", f"command is {'empty' if not parts['command'] else 'only whitespace'}: "
+                       "every run would run nothing and count as COMPLETED",
+            f'write the program to run, e.g. command = "python3 train.py{" " + words if words else ""}"',
+            check="empty_command")
         return out
     used, issues = _placeholders(parts["command"])
     for message, fix in issues:

@@ -11,14 +11,25 @@ from __future__ import annotations
 import json
 import math
 import re
+import tomllib
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, Strict, computed_field
+from pydantic import AfterValidator, Field, Strict, ValidationInfo, computed_field
 
 from slurmexp import units
-from slurmexp.sweep.checks import BUILTIN_PLACEHOLDERS, QUOTE_FIX, _placeholders, check_sweep
+from slurmexp.errors import SlurmexpWarning
+from slurmexp.sweep.checks import (
+    BUILTIN_PLACEHOLDERS,
+    QUOTE_FIX,
+    _placeholders,
+    check_sweep,
+    output_dir_problem,
+)
+from slurmexp.sweep.slurm_names import SlurmName
 from slurmexp.sweep.strict_toml import (
+    FixError,
     MemStr,
     RelPath,
     RunTimeStr,
@@ -67,11 +78,22 @@ def _number(value: Any) -> int | float:
     return value
 
 
-def _name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", value):
-        raise ValueError(f"{value!r} may only contain letters, digits, '.', '_' and '-' "
-                         f"(it becomes part of job names and directory names)")
-    return value
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _name(value: str, info: ValidationInfo) -> str:
+    # Experiment ids start with the name and become folder names, job names and arguments:
+    # "-rf" would read as options, "." and ".." as folders that are not the experiment's.
+    if _NAME.fullmatch(value):
+        return value
+    suggest = _safe_name(value) or _safe_name(Path((info.context or {}).get("base", ".")).name) or "sweep"
+    raise FixError(f"{value!r} is not a valid name: it must start with a letter or digit and "
+                   f"contain only letters, digits, '.', '_' and '-' (it becomes part of job names, "
+                   f"folder names and command arguments)", suggest=suggest)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"^[^A-Za-z0-9]+", "", re.sub(r"[^A-Za-z0-9._-]+", "-", text))
 
 
 Scalar = Annotated[Any, AfterValidator(_scalar)]
@@ -104,15 +126,15 @@ class ResourceRequest(StrictModel):
     """What the sweep asks for; anything left out comes from the site defaults."""
 
     gpus: Annotated[int, Field(ge=0)] | None = None
-    gpu_type: Text | None = None
+    gpu_type: SlurmName("GPU type") | None = None
     cpus: Annotated[int, Field(ge=1)] | None = None
     mem: MemStr | None = None
     time: RunTimeStr | None = None
-    partition: Text | None = None
-    qos: Text | None = None
-    reservation: Text | None = None
-    account: Text | None = None
-    constraint: Text | None = None
+    partition: SlurmName("partition") | None = None
+    qos: SlurmName("qos") | None = None
+    reservation: SlurmName("reservation") | None = None
+    account: SlurmName("account") | None = None
+    constraint: SlurmName("constraint") | None = None
     nodes: Annotated[int, Field(ge=1)] | None = None
     array_parallelism: Annotated[int, Field(ge=1)] | None = None
 
@@ -142,7 +164,7 @@ class RetrySpec(StrictModel):
 
 class Sweep(StrictModel):
     name: NameStr
-    command: Text
+    command: Annotated[str, Strict()]    # blank is refused in check_sweep, with the parameters
     workdir: RelPath = Field(default=".", validate_default=True)
     output_dir: RelPath = Field(default="slurmexp-runs", validate_default=True)
     template: RelPath | None = None
@@ -185,8 +207,17 @@ class Sweep(StrictModel):
 
 
 def parse_sweep(text: str, path: str | Path) -> Sweep:
-    """Validate sweep text as if read from `path` (relative paths resolve against its folder)."""
-    return parse_strict(Sweep, text, path, check_sweep, "sweep")
+    """Validate sweep text as if read from `path` (relative paths resolve against its folder).
+
+    What is allowed but worth knowing (an output_dir outside the sweep's folder) is said with
+    a SlurmexpWarning, which the CLI prints as `warning: ...`.
+    """
+    sweep = parse_strict(Sweep, text, path, check_sweep, "sweep")
+    if ".." in text:   # only a relative output_dir with ".." can leave the sweep's folder
+        found = output_dir_problem(tomllib.loads(text).get("output_dir"), str(sweep.path))
+        if found is not None:
+            warnings.warn(SlurmexpWarning(found[1].format()), stacklevel=2)
+    return sweep
 
 
 def load_sweep(path: str | Path) -> Sweep:
