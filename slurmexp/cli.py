@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from slurmexp import __version__
-from slurmexp.errors import SlurmexpError, SlurmexpWarning
+from slurmexp.errors import Problem, SlurmexpError, SlurmexpWarning
 
 
 class SlurmexpGroup(click.Group):
@@ -304,13 +304,40 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
 
     if minimize is not None and not best:
         raise click.UsageError("--min/--max need --best METRIC")
+    if output:
+        _check_output(output)
     text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
                                       minimize=minimize), fmt)
     if output:
-        Path(output).write_text(text)
+        _write_output(output, text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _output_error(output: str, why: str, fix: str) -> SlurmexpError:
+    return SlurmexpError(f"cannot write {output}", [Problem("", "--output", why, fix)])
+
+
+def _check_output(output: str) -> None:
+    """Refuse an --output that cannot be written before doing the work that fills it."""
+    import shlex
+
+    folder = Path(output).expanduser().parent
+    if not folder.is_dir():
+        raise _output_error(output, f"folder {folder} does not exist",
+                            f"create it first: mkdir -p {shlex.quote(str(folder))}")
+    if Path(output).expanduser().is_dir():
+        raise _output_error(output, f"{output} is a folder",
+                            f"give a file name, e.g. --output {shlex.quote(str(Path(output) / 'report.txt'))}")
+
+
+def _write_output(output: str, text: str) -> None:
+    try:
+        Path(output).expanduser().write_text(text)
+    except OSError as exc:
+        raise _output_error(output, f"{exc.strerror or exc}: {output}",
+                            "choose a path in a folder you can write to") from None
 
 
 @main.command()
@@ -357,9 +384,11 @@ def site_discover(output: str | None) -> None:
     """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr)."""
     from slurmexp.sites.discover import discover_site
 
+    if output:
+        _check_output(output)
     text = discover_site(_slurm().cluster_facts())
     if output:
-        Path(output).write_text(text)
+        _write_output(output, text)
         click.echo(f"wrote {output}; check it with `slurmexp site show --site {output}`", err=True)
     else:
         click.echo(text, nl=False)

@@ -115,3 +115,41 @@ def test_output_dir_warning_is_printed_once_and_launch_goes_on(tmp_path):
     assert result.exit_code == 2 and "[output_dir]" in result.output
     assert not (tmp_path.parent / "elsewhere").exists()
 
+
+@pytest.fixture
+def launched(tmp_path):
+    """A finished local experiment whose parameters a spreadsheet would misread."""
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('name = "s"\ncommand = "echo {a} {b}"\n[params]\na = [1, -2]\nb = ["=1+1", "@x"]\n')
+    result = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local")
+    assert result.exit_code == 0, result.output
+    return result.stdout.split()[-1]
+
+
+def test_report_by_the_same_parameter_twice(tmp_path, launched):
+    result = run(tmp_path, "report", launched, "--by", "a,a")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.output.count("error:") == 1
+    assert "fix: --by a" in result.output
+    assert run(tmp_path, "report", launched, "--by", "a").exit_code == 0
+
+
+def test_report_output_into_a_missing_folder(tmp_path, launched):
+    import shlex
+    import subprocess
+
+    out = tmp_path / "no such" / "dir" / "r.csv"
+    result = run(tmp_path, "report", launched, "--format", "csv", "-o", str(out))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "[--output]" in result.output
+    fix = result.output.split("fix: create it first: ")[1].strip()
+    assert fix == f"mkdir -p {shlex.quote(str(out.parent))}"
+    subprocess.run(fix, shell=True, check=True)
+    assert run(tmp_path, "report", launched, "--format", "csv", "-o", str(out)).exit_code == 0
+    assert out.read_text().startswith("exp_id,")
+
+
+def test_site_discover_output_into_a_missing_folder_fails_before_asking_slurm(tmp_path):
+    result = run(tmp_path, "site", "discover", "-o", str(tmp_path / "nope" / "site.toml"))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "fix: create it first: mkdir -p" in result.output

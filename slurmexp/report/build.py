@@ -171,6 +171,11 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
     params = [c[6:] for c in table.columns if c.startswith("param.")]
     metric_names = [c[7:] for c in table.columns if c.startswith("metric.")]
     by_names = _split(by)
+    twice = sorted({n for n in by_names if by_names.count(n) > 1})
+    if twice:
+        unique = ",".join(dict.fromkeys(by_names))
+        raise SlurmexpError(f"--by names {', '.join(map(repr, twice))} more than once", [Problem(
+            "", "--by", f"parameter {', '.join(twice)} given more than once", fix=f"--by {unique}")])
     _check_names(by_names, params, "parameter", "--by")
     if best is not None:
         best = best.removeprefix("metric.")
