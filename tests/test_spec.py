@@ -537,3 +537,11 @@ def test_values_sbatch_would_split_are_refused_at_their_key(tmp_path, key, value
     p = by_key(info.value.problems, f"resources.{key}")
     assert p.fix.startswith(f'{key} = "{expected}" (')
     assert getattr(paste(path, key, p.fix, "resources").resources, key) == expected
+
+
+def test_provenance_table_is_not_part_of_the_fingerprint(tmp_path):
+    plain = load_sweep(write(tmp_path, MINIMAL, "a.toml"))
+    other = load_sweep(write(tmp_path, MINIMAL + '[provenance]\nsecret_patterns = ["*.csv"]\n', "b.toml"))
+    assert other.provenance.secret_patterns == ["*.csv"]
+    assert "provenance" not in plain.canonical() and plain.canonical() == other.canonical()
+    by_key(problems(tmp_path, MINIMAL + '[provenance]\nsecret_patterns = [""]\n'), "provenance.secret_patterns[0]")

@@ -226,7 +226,8 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str)
     sweep_copy = exp_dir / "sweep.toml"
     shutil.copyfile(prep.sweep.path, sweep_copy)
     shutil.copyfile(prep.site.path, exp_dir / "site.toml")
-    prov = provenance.collect(Path(prep.sweep.workdir), exp_dir / "provenance")
+    prov = provenance.collect(Path(prep.sweep.workdir), exp_dir / "provenance",
+                              prep.sweep.provenance.secret_patterns)
     write_run_files(exp_dir, [(run, command_for(prep.sweep, run, runs_dir / run.run_id, exp_id))
                               for run in prep.plan.runs])
     scripts: dict[int, Path] = {}

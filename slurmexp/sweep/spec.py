@@ -40,8 +40,9 @@ from slurmexp.sweep.strict_toml import (
     toml_type,
 )
 
-__all__ = ["BUILTIN_PLACEHOLDERS", "QUOTE_FIX", "Distribution", "EnvSpec", "ResourceRequest",
-           "RetrySpec", "SampleSpec", "Sweep", "check_sweep", "load_sweep", "parse_sweep"]
+__all__ = ["BUILTIN_PLACEHOLDERS", "QUOTE_FIX", "Distribution", "EnvSpec", "ProvenanceSpec",
+           "ResourceRequest", "RetrySpec", "SampleSpec", "Sweep", "check_sweep", "load_sweep",
+           "parse_sweep"]
 
 # ----------------------------------------------------------------------------------------
 # Field types of the sweep alone
@@ -162,6 +163,20 @@ class RetrySpec(StrictModel):
     backoff_s: Annotated[float, Field(ge=0)] = 60.0
 
 
+def _default_secret_patterns() -> list[str]:
+    from slurmexp.ledger.provenance import DEFAULT_SECRET_PATTERNS
+    return list(DEFAULT_SECRET_PATTERNS)
+
+
+class ProvenanceSpec(StrictModel):
+    """What a launch records about the code. Not part of the sweep's fingerprint: it does not
+    change what runs."""
+
+    # Changed tracked files matching these (file name or path, any case) are left out of
+    # provenance/git.diff; only their names and sha256 are recorded. [] records every diff.
+    secret_patterns: list[Text] = Field(default_factory=_default_secret_patterns)
+
+
 class Sweep(StrictModel):
     name: NameStr
     command: Annotated[str, Strict()]    # blank is refused in check_sweep, with the parameters
@@ -176,6 +191,7 @@ class Sweep(StrictModel):
     resources: ResourceRequest = Field(default_factory=ResourceRequest)
     env: EnvSpec = Field(default_factory=EnvSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    provenance: ProvenanceSpec = Field(default_factory=ProvenanceSpec)
     # Filled in by the loader, never read from the file.
     path: Path
     raw_text: str
@@ -202,7 +218,7 @@ class Sweep(StrictModel):
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able, key-sorted view for fingerprinting: equal meaning gives equal dicts."""
-        data = self.model_dump(mode="json", exclude={"path", "raw_text"})
+        data = self.model_dump(mode="json", exclude={"path", "raw_text", "provenance"})
         return json.loads(json.dumps(data, sort_keys=True))
 
 
