@@ -153,3 +153,20 @@ def test_site_discover_output_into_a_missing_folder_fails_before_asking_slurm(tm
     result = run(tmp_path, "site", "discover", "-o", str(tmp_path / "nope" / "site.toml"))
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and "fix: create it first: mkdir -p" in result.output
+
+
+# ---------------------------------------------------------------- item 15: CSV for spreadsheets
+
+def test_report_excel_safe(tmp_path, launched):
+    import csv
+    import io
+
+    exact = list(csv.DictReader(io.StringIO(run(tmp_path, "report", launched, "--format", "csv").stdout)))
+    assert sorted(r["param.b"] for r in exact) == ["=1+1", "=1+1", "@x", "@x"]
+    result = run(tmp_path, "report", launched, "--format", "csv", "--excel-safe")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sorted(r["param.b"] for r in rows) == ["'=1+1", "'=1+1", "'@x", "'@x"]
+    assert sorted(r["param.a"] for r in rows) == ["-2", "-2", "1", "1"]     # numbers stay numbers
+    result = run(tmp_path, "report", launched, "--format", "json", "--excel-safe")
+    assert result.exit_code == 1 and "Traceback" not in result.output
