@@ -83,7 +83,15 @@ sweep_argument = click.argument("sweep", type=click.Path(exists=True, dir_okay=F
 @click.version_option(__version__, prog_name="slurmexp")
 @click.pass_context
 def main(ctx: click.Context, ledger_path: str | None) -> None:
-    """Run experiments on Slurm unattended: validate, place, submit, track, reconcile, report."""
+    """Run experiments on Slurm unattended: validate, place, submit, track, reconcile, report.
+
+    \b
+    Exit codes:
+      0  done
+      1  a command failed or refused its input (report options, --output); health: unhealthy
+      2  the sweep or site file has problems, or validation refused it: nothing submitted
+      3  a Slurm daemon did not answer: nothing decided on its account
+    """
     ctx.ensure_object(dict)
     ctx.obj["ledger_path"] = ledger_path
 

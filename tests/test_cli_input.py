@@ -170,3 +170,15 @@ def test_report_excel_safe(tmp_path, launched):
     assert sorted(r["param.a"] for r in rows) == ["-2", "-2", "1", "1"]     # numbers stay numbers
     result = run(tmp_path, "report", launched, "--format", "json", "--excel-safe")
     assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_every_exit_code_is_documented(tmp_path):
+    import slurmexp.errors as errors
+
+    codes = {cls.exit_code for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors.SlurmexpError)} | {0, 1, 2}
+    help_text = run(tmp_path, "--help").output
+    readme = (REPO / "README.md").read_text().split("## Exit codes", 1)[1]
+    for code in sorted(codes):
+        assert re.search(rf"^\s+{code}\s", help_text, re.M), f"exit code {code} not in --help"
+        assert f"\n| {code} |" in readme, f"exit code {code} not in README's table"
