@@ -9,21 +9,33 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from slurmexp import __version__
-from slurmexp.errors import SlurmexpError
+from slurmexp.errors import Problem, SlurmexpError, SlurmexpWarning
 
 
 class SlurmexpGroup(click.Group):
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except SlurmexpError as exc:
-            click.echo(f"error: {exc.format()}", err=True)
-            ctx.exit(exc.exit_code)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SlurmexpWarning)
+            shown = warnings.showwarning
+
+            def show(message, category, *args, **kwargs):
+                if issubclass(category, SlurmexpWarning):
+                    click.echo(f"warning: {message}", err=True)
+                else:
+                    shown(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            try:
+                return super().invoke(ctx)
+            except SlurmexpError as exc:
+                click.echo(f"error: {exc.format()}", err=True)
+                ctx.exit(exc.exit_code)
 
 
 def _ledger(ctx: click.Context):
@@ -71,7 +83,15 @@ sweep_argument = click.argument("sweep", type=click.Path(exists=True, dir_okay=F
 @click.version_option(__version__, prog_name="slurmexp")
 @click.pass_context
 def main(ctx: click.Context, ledger_path: str | None) -> None:
-    """Run experiments on Slurm unattended: validate, place, submit, track, reconcile, report."""
+    """Run experiments on Slurm unattended: validate, place, submit, track, reconcile, report.
+
+    \b
+    Exit codes:
+      0  done
+      1  a command failed or refused its input (report options, --output); health: unhealthy
+      2  the sweep or site file has problems, or validation refused it: nothing submitted
+      3  a Slurm daemon did not answer: nothing decided on its account
+    """
     ctx.ensure_object(dict)
     ctx.obj["ledger_path"] = ledger_path
 
@@ -284,21 +304,50 @@ def health(ctx, max_age: float) -> None:
 @click.option("--by", help="Aggregate metrics over the other parameters, grouped by PARAM[,PARAM].")
 @click.option("--best", metavar="METRIC", help="Show the best runs by METRIC.")
 @click.option("--min/--max", "minimize", default=None, help="Direction for --best (default: guessed from the name).")
+@click.option("--excel-safe", is_flag=True,
+              help="CSV for spreadsheets: prefix text cells starting with = + - @ (formulas) with '.")
 @click.pass_context
 def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best: str | None,
-           minimize: bool | None) -> None:
+           minimize: bool | None, excel_safe: bool) -> None:
     """Tables of runs, states, accounting and metrics (default: every experiment)."""
     from slurmexp.report.build import build_report, render_report
 
     if minimize is not None and not best:
         raise click.UsageError("--min/--max need --best METRIC")
-    text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
-                                      minimize=minimize), fmt)
     if output:
-        Path(output).write_text(text)
+        _check_output(output)
+    text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
+                                      minimize=minimize), fmt, excel_safe=excel_safe)
+    if output:
+        _write_output(output, text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _output_error(output: str, why: str, fix: str) -> SlurmexpError:
+    return SlurmexpError(f"cannot write {output}", [Problem("", "--output", why, fix)])
+
+
+def _check_output(output: str) -> None:
+    """Refuse an --output that cannot be written before doing the work that fills it."""
+    import shlex
+
+    folder = Path(output).expanduser().parent
+    if not folder.is_dir():
+        raise _output_error(output, f"folder {folder} does not exist",
+                            f"create it first: mkdir -p {shlex.quote(str(folder))}")
+    if Path(output).expanduser().is_dir():
+        raise _output_error(output, f"{output} is a folder",
+                            f"give a file name, e.g. --output {shlex.quote(str(Path(output) / 'report.txt'))}")
+
+
+def _write_output(output: str, text: str) -> None:
+    try:
+        Path(output).expanduser().write_text(text)
+    except OSError as exc:
+        raise _output_error(output, f"{exc.strerror or exc}: {output}",
+                            "choose a path in a folder you can write to") from None
 
 
 @main.command()
@@ -345,9 +394,11 @@ def site_discover(output: str | None) -> None:
     """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr)."""
     from slurmexp.sites.discover import discover_site
 
+    if output:
+        _check_output(output)
     text = discover_site(_slurm().cluster_facts())
     if output:
-        Path(output).write_text(text)
+        _write_output(output, text)
         click.echo(f"wrote {output}; check it with `slurmexp site show --site {output}`", err=True)
     else:
         click.echo(text, nl=False)

@@ -232,7 +232,8 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str)
     sweep_copy = paths.sweep_copy
     shutil.copyfile(prep.sweep.path, sweep_copy)
     shutil.copyfile(prep.site.path, paths.site_copy)
-    prov = provenance.collect(Path(prep.sweep.workdir), paths.provenance_dir)
+    prov = provenance.collect(Path(prep.sweep.workdir), paths.provenance_dir,
+                              prep.sweep.provenance.secret_patterns)
     write_run_files(exp_dir, [(run, command_for(prep.sweep, run, paths.run_dir(run.run_id), exp_id))
                               for run in prep.plan.runs])
     scripts: dict[int, Path] = {}
