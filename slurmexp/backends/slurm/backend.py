@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitResult
+from slurmexp.backends.slurm import commands
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
 
@@ -117,17 +118,12 @@ class SlurmBackend:
         self.cluster = cluster
         self.user = user or os.environ.get("USER") or getpass.getuser()
 
-    def _cluster_args(self) -> list[str]:
-        # Only with an explicit cluster: -M makes every command go through slurmdbd, which a
-        # single-cluster site may not want on the submit path.
-        return [f"--clusters={self.cluster}"] if self.cluster else []
-
     # --- submission ---------------------------------------------------------------------
     def submit(self, script: Path, *, extra_args: Sequence[str] = (), cwd: Path | None = None,
                timeout: float = 60) -> SubmitResult:
         """sbatch --parsable. A timeout raises SlurmUnavailable although the job may exist:
         the caller finds it later by its tag (job name / comment) instead of submitting twice."""
-        argv = ["sbatch", "--parsable", *self._cluster_args(), *extra_args, str(script)]
+        argv = commands.sbatch(script, cluster=self.cluster, extra_args=extra_args)
         proc = run_slurm(argv, timeout=timeout, cwd=cwd)
         result = sp.parse_sbatch_parsable(proc.stdout)
         if result.cluster is None and self.cluster:
@@ -140,7 +136,7 @@ class SlurmBackend:
 
         The controller checks the request against partitions, QOS and associations without
         creating a job, so validation can quote exactly what Slurm would say."""
-        argv = ["sbatch", "--test-only", *self._cluster_args(), *extra_args, str(script)]
+        argv = commands.sbatch(script, cluster=self.cluster, extra_args=extra_args, test_only=True)
         proc = run_slurm(argv, timeout=timeout, check=False)
         message = (proc.stderr or "").strip()
         if proc.returncode == 0 and sp.parse_test_only(message):
@@ -154,7 +150,7 @@ class SlurmBackend:
         if not ids:
             return
         for chunk in _chunks(ids):
-            run_slurm(["scancel", *self._cluster_args(), *chunk], timeout=timeout)
+            run_slurm(commands.scancel(chunk, cluster=self.cluster), timeout=timeout)
 
     # --- queue and accounting -----------------------------------------------------------
     def squeue_rows(self, job_ids: list[str] | None = None, *, name_prefix: str | None = None,
@@ -166,16 +162,14 @@ class SlurmBackend:
         MinJobAge (300 s on the test cluster) and says COMPLETED/FAILED/... at once, while
         sacct can lag behind by seconds. Without ids only pending and running jobs are listed.
         """
-        fmt = sp.squeue_format()
-        base = ["squeue", "-h", "-r", *self._cluster_args(), "-o", fmt]
         if job_ids is not None:
             ids = _unique(job_ids)
             if not ids:
                 return []
             rows: list[SqueueRow] = []
             for chunk in _chunks(ids):
-                proc = run_slurm([*base, "-t", "all", "-j", ",".join(chunk)], timeout=timeout,
-                                 check=False)
+                proc = run_slurm(commands.squeue(cluster=self.cluster, job_ids=chunk),
+                                 timeout=timeout, check=False)
                 if proc.returncode != 0:
                     # squeue fails with "Invalid job id specified" only when none of the ids is
                     # known to the controller (one unknown among known ones is ignored): those
@@ -186,8 +180,7 @@ class SlurmBackend:
                                             f"{(proc.stderr or '').strip()}")
                 rows += sp.parse_squeue(proc.stdout)
         else:
-            user_args = ["-u", self.user] if self.user else ["--me"]
-            proc = run_slurm([*base, *user_args], timeout=timeout)
+            proc = run_slurm(commands.squeue(cluster=self.cluster, user=self.user), timeout=timeout)
             rows = sp.parse_squeue(proc.stdout)
         if name_prefix is not None:
             rows = [r for r in rows if r.name.startswith(name_prefix)]
@@ -228,16 +221,15 @@ class SlurmBackend:
         name instead of id (finding the jobs of a launch that crashed before recording them).
         """
         user = user or self.user
-        base = ["sacct", "-n", "-P", f"--delimiter={sp.DELIMITER}", "-D",
-                "-o", ",".join(sp.SACCT_FIELDS), "-S", since, *self._cluster_args()]
-        base += ["-u", user] if user else ["-a"]
         if names is not None:
-            selectors = [f"--name={','.join(chunk)}" for chunk in _chunks(_unique(names))]
+            argvs = [commands.sacct(since=since, cluster=self.cluster, user=user, names=chunk)
+                     for chunk in _chunks(_unique(names))]
         else:
-            selectors = [f"--jobs={','.join(chunk)}" for chunk in _chunks(_unique(job_ids))]
+            argvs = [commands.sacct(since=since, cluster=self.cluster, user=user, job_ids=chunk)
+                     for chunk in _chunks(_unique(job_ids))]
         rows: list[SacctRow] = []
-        for selector in selectors:
-            proc = run_slurm([*base, selector], timeout=timeout)
+        for argv in argvs:
+            proc = run_slurm(argv, timeout=timeout)
             rows += sp.parse_sacct(proc.stdout, sp.DELIMITER, array_ids=array_ids)
         return rows
 
@@ -256,17 +248,5 @@ class SlurmBackend:
                 skipped.append(f"{what}: {exc.message}")
                 return None
 
-        texts = {
-            "config": attempt("config", ["scontrol", "show", "config"]),
-            "partitions": attempt("partitions", ["scontrol", "-o", "show", "partition"]),
-            "nodes": attempt("nodes", ["scontrol", "-o", "show", "node"]),
-            "reservations": attempt("reservations", ["scontrol", "-o", "show", "reservation"]),
-            "qos": attempt("qos", ["sacctmgr", "-n", "-P", "show", "qos",
-                                   f"format={','.join(sp.QOS_FIELDS)}"]),
-            # `show user ... withassoc` rather than `show assoc`: only the user record carries
-            # DefaultAccount, and this gets it in the same call.
-            "associations": attempt("associations", [
-                "sacctmgr", "-n", "-P", "show", "user", user, "withassoc",
-                f"format={','.join(sp.ASSOC_FIELDS)}"]),
-        }
+        texts = {what: attempt(what, argv) for what, argv in commands.cluster_facts(user).items()}
         return sp.cluster_facts_from(user=user, cluster=self.cluster, skipped=skipped, **texts)
