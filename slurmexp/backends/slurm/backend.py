@@ -296,5 +296,6 @@ class SlurmBackend:
                 skipped.append(f"{what}: {exc.message}")
                 return None
 
-        texts = {what: attempt(what, argv) for what, argv in commands.cluster_facts(user).items()}
+        queries = commands.cluster_facts(user, self.cluster)
+        texts = {what: attempt(what, argv) for what, argv in queries.items()}
         return sp.cluster_facts_from(user=user, cluster=self.cluster, skipped=skipped, **texts)

@@ -56,13 +56,17 @@ def sacct(*, since: str, cluster: str | None = None, user: str | None = None,
     return [*argv, f"--jobs={','.join(job_ids or ())}"]
 
 
-def cluster_facts(user: str) -> dict[str, list[str]]:
-    """One command per part of `ClusterFacts`, by the name `parse.cluster_facts_from` takes."""
+def cluster_facts(user: str, cluster: str | None = None) -> dict[str, list[str]]:
+    """One command per part of `ClusterFacts`, by the name `parse.cluster_facts_from` takes.
+
+    scontrol asks `cluster`'s controller; sacctmgr's QOS are shared by every cluster of a
+    slurmdbd, and the associations are kept to the cluster scontrol names (in the parser)."""
+    scontrol = ["scontrol", *cluster_args(cluster)]
     return {
-        "config": ["scontrol", "show", "config"],
-        "partitions": ["scontrol", "-o", "show", "partition"],
-        "nodes": ["scontrol", "-o", "show", "node"],
-        "reservations": ["scontrol", "-o", "show", "reservation"],
+        "config": [*scontrol, "show", "config"],
+        "partitions": [*scontrol, "-o", "show", "partition"],
+        "nodes": [*scontrol, "-o", "show", "node"],
+        "reservations": [*scontrol, "-o", "show", "reservation"],
         "qos": ["sacctmgr", "-n", "-P", "show", "qos", f"format={','.join(sp.QOS_FIELDS)}"],
         # `show user ... withassoc` rather than `show assoc`: only the user record carries
         # DefaultAccount, and this gets it in the same call.
