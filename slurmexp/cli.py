@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from slurmexp import __version__
+from slurmexp.backends.base import DEFAULT_KIND, KINDS, backend_kind, scheduler_for
 from slurmexp.errors import SlurmexpError
 
 
@@ -35,10 +36,11 @@ def _ledger(ctx: click.Context):
     return obj["ledger_obj"]
 
 
-def _slurm(cluster: str | None = None):
-    from slurmexp.backends.slurm.backend import SlurmBackend
-
-    return SlurmBackend(cluster=cluster)
+def _scheduler(kind: str = DEFAULT_KIND, cluster: str | None = None):
+    """The scheduler of backend `kind` for `cluster` (None: the default cluster), from the one
+    factory. Commands about an experiment pass none: the library builds it from the
+    experiment's own row (backend and cluster)."""
+    return scheduler_for(kind, cluster)
 
 
 def _emit(data, fmt: str, table) -> None:
@@ -91,7 +93,7 @@ def validate(sweep: str, site_path: str | None, offline: bool, fmt: str) -> None
     from slurmexp.launch.launcher import check, prepare
 
     prep = prepare(sweep, site_path)
-    report = check(prep, None if offline else _slurm(prep.site.cluster))
+    report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster))
     if fmt == "json":
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems],
                                "skipped": report.skipped, "checked": report.checked}, indent=2))
@@ -135,7 +137,7 @@ def explain(sweep: str, site_path: str | None) -> None:
 @main.command()
 @sweep_argument
 @site_option
-@click.option("--backend", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True)
+@click.option("--backend", type=click.Choice(list(KINDS)), default=DEFAULT_KIND, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the plan and scripts; submit nothing.")
 @click.option("--new", is_flag=True, help="Launch again although this sweep was launched before.")
 @click.option("--max-parallel", type=int, help="Local backend: tasks at once (default: the throttle or CPUs).")
@@ -147,7 +149,8 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
 
     if dry_run:
         prep = launch_mod.prepare(sweep, site_path)
-        report = launch_mod.check(prep, _slurm(prep.site.cluster) if backend == "slurm" else None)
+        kind = backend_kind(backend, key="--backend")
+        report = launch_mod.check(prep, _scheduler(kind.kind, prep.site.cluster) if kind.live_checks else None)
         click.echo(launch_mod.dry_run_text(prep))
         for s in report.skipped:
             click.echo(f"skipped: {s}", err=True)
@@ -223,7 +226,7 @@ def retry(ctx, experiment: str, which: str) -> None:
     """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs."""
     from slurmexp.reconcile.resubmit import retry_experiment
 
-    subs = retry_experiment(_ledger(ctx), _slurm(), experiment, which)
+    subs = retry_experiment(_ledger(ctx), None, experiment, which)
     click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
 
 
@@ -235,7 +238,7 @@ def cancel(ctx, experiment: str, reason: str) -> None:
     """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
     from slurmexp.reconcile.cancel import cancel_experiment
 
-    n = cancel_experiment(_ledger(ctx), _slurm(), experiment, reason)
+    n = cancel_experiment(_ledger(ctx), None, experiment, reason)
     click.echo(f"{n} run(s) cancelled")
 
 
@@ -345,7 +348,7 @@ def site_discover(output: str | None) -> None:
     """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr)."""
     from slurmexp.sites.discover import discover_site
 
-    text = discover_site(_slurm().cluster_facts())
+    text = discover_site(_scheduler("slurm").cluster_facts())
     if output:
         Path(output).write_text(text)
         click.echo(f"wrote {output}; check it with `slurmexp site show --site {output}`", err=True)
