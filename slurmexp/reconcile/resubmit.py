@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmexp import arrays, layout
+from slurmexp.backends.base import backend_kind
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome, ChunkRequest, stamp_submit_times, submit_chunk
@@ -307,7 +308,7 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
         raise SlurmexpError(f"retry: unknown selection {which!r}",
                             [Problem("", "which", f"{which!r}", "use failed, lost or all")])
     exp = ledger.get_experiment(exp_id, required=True)
-    if exp["backend"] != "slurm":
+    if not backend_kind(exp["backend"]).retried:
         raise SlurmexpError(
             f"retry: {exp_id} ran with the {exp['backend']} backend",
             [Problem("", exp_id, "only Slurm experiments are retried by slurmexp",
@@ -316,7 +317,9 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
     summary = PassSummary(started=utc_iso(now))
     with pass_lock(ledger, wait_s=lock_wait_s) as got:
         require_lock(got, ledger, "retry")
-        ctx = PassContext(ledger, backend, summary, now, 0, False)
+        # Without a backend given, the scheduler of the experiment's own kind and cluster.
+        ctx = PassContext(ledger, backend, summary, now, 0, False, kind=exp["backend"],
+                          cluster=exp.get("cluster") or None)
         ctx.exps = slurm_experiments(ledger)
         runs = ledger.runs(exp_id, state=RETRY_WHICH[which])
         if not runs:
