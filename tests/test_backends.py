@@ -253,6 +253,7 @@ def test_local_backend_runs_a_scripts_array_and_says_what_it_knows(tmp_path):
     assert b.test_only(tmp_path / "missing")[0] is False
     result = b.submit(script, cwd=tmp_path)
     assert result.cluster == LOCAL_CLUSTER and result.job_id.startswith("local-")
+    assert result.submit_time == b.submit_times([result.job_id])[result.job_id]
     assert sorted(p.read_text().split()[0] for p in tmp_path.glob("out.*")) == ["0", "1", "2"]
     assert {p.read_text().split()[1] for p in tmp_path.glob("out.*")} == {str(tmp_path)}
     assert b.queue() == [] and b.queue([result.job_id]) == []

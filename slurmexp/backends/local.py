@@ -307,7 +307,7 @@ class LocalBackend:
         job_id = self.new_job_id()
         self.run_array(path, max(indices) + 1, parallel, array_job_id=job_id, tasks=indices,
                        cwd=os.fspath(cwd) if cwd is not None else None)
-        return SubmitResult(job_id, self.cluster)
+        return SubmitResult(job_id, self.cluster, submit_time=_iso(self._jobs[job_id].submitted))
 
     @staticmethod
     def _indices(spec: str) -> list[int]:
