@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any, Callable, Iterable, Sequence
 
-from slurmexp import layout
+from slurmexp import arrays, layout
 from slurmexp.arrays import task_key
 from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import Problem, SlurmexpError
@@ -301,9 +301,7 @@ class LocalBackend:
             raise SlurmexpError(f"local backend: script {path} does not exist")
         spec = _array_spec(path, extra_args)
         indices = self._indices(spec)
-        throttle = spec.split("%", 1)[1] if "%" in spec else ""
-        parallel = self.max_parallel or (int(throttle) if throttle.isdigit() and int(throttle) > 0
-                                         else os.cpu_count() or 1)
+        parallel = self.max_parallel or arrays.throttle(spec) or os.cpu_count() or 1
         job_id = self.new_job_id()
         self.run_array(path, max(indices) + 1, parallel, array_job_id=job_id, tasks=indices,
                        cwd=os.fspath(cwd) if cwd is not None else None)
@@ -311,9 +309,7 @@ class LocalBackend:
 
     @staticmethod
     def _indices(spec: str) -> list[int]:
-        from slurmexp.backends.slurm.parse import expand_array_indices
-
-        indices = expand_array_indices(spec)
+        indices = arrays.indices(spec)
         if not indices:
             raise SlurmexpError(f"local backend: cannot read the array {spec!r}",
                                 [Problem("", "--array", spec, "give task indices such as 0-9 or 0,3,5-7%2")])
@@ -342,7 +338,7 @@ class LocalBackend:
                 continue
             for r in job.results:
                 rows.append(SacctRow(
-                    job_id=f"{job_id}_{r.task_index}", job_id_raw=r.job_id, array_job_id=job_id,
+                    job_id=task_key(job_id, r.task_index), job_id_raw=r.job_id, array_job_id=job_id,
                     array_task=r.task_index, pending_tasks=None, state=r.state, state_raw=r.state,
                     submit=_iso(job.submitted), start=_iso(r.started_at), end=_iso(r.ended_at),
                     elapsed_s=int(round(r.elapsed_s)), exit_code=r.exit_code, signal=None,
