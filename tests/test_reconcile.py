@@ -71,13 +71,13 @@ def qrow(job_id: str, state: str = "PENDING", submit: datetime | str | None = No
 
 
 class FakeBackend:
-    """SlurmBackend's reconcile-facing methods over rows the test controls."""
+    """The Scheduler methods reconcile uses (backends.base), over rows the test controls."""
 
     cluster = None
 
     def __init__(self):
         self.rows: list[SacctRow] = []
-        self.queue: list[SqueueRow] = []
+        self.queued: list[SqueueRow] = []
         self.submitted: list[dict] = []
         self.cancelled: list[list[str]] = []
         self.calls: dict[str, int] = {}
@@ -91,7 +91,7 @@ class FakeBackend:
         if what in self.unavailable:
             raise SlurmUnavailable(f"{what} could not reach a Slurm daemon: Connection refused")
 
-    def sacct_rows(self, job_ids, *, since, user=None, names=None, array_ids=(), timeout=60):
+    def accounting(self, job_ids, *, since, user=None, names=None, array_ids=(), timeout=60):
         self._call("sacct")
         assert since and "T" in since
         if names is not None:
@@ -99,9 +99,9 @@ class FakeBackend:
         ids = set(map(str, job_ids))
         return [r for r in self.rows if (r.array_job_id or r.job_id) in ids]
 
-    def squeue_rows(self, job_ids=None, *, name_prefix=None, timeout=60):
+    def queue(self, job_ids=None, *, name_prefix=None, timeout=60):
         self._call("squeue")
-        return [q for q in self.queue if name_prefix is None or q.name.startswith(name_prefix)]
+        return [q for q in self.queued if name_prefix is None or q.name.startswith(name_prefix)]
 
     def submit(self, script, *, extra_args=(), cwd=None, timeout=60):
         self._call("sbatch")
@@ -116,7 +116,7 @@ class FakeBackend:
         self.next_id += 1
         now = datetime.now()
         for t in indices(spec):
-            self.queue.append(qrow(f"{job}_{t}", "PENDING", now, name=name))
+            self.queued.append(qrow(f"{job}_{t}", "PENDING", now, name=name))
         self.submitted.append({"job": job, "script": str(script), "args": list(extra_args),
                                "submit": local(now)})
         return SubmitResult(job, None)
@@ -133,12 +133,12 @@ class FakeBackend:
     def finish(self, job: str, state: str = "COMPLETED", tasks=None, **kw) -> None:
         sub = next(s for s in self.submitted if s["job"] == job)
         keep = []
-        for q in self.queue:
+        for q in self.queued:
             if q.array_job_id == job and (tasks is None or q.array_task in tasks):
                 self.rows.append(row(q.job_id, state, sub["submit"], name=q.name, **kw))
             else:
                 keep.append(q)
-        self.queue = keep
+        self.queued = keep
 
 
 @pytest.fixture
@@ -450,7 +450,7 @@ def test_requeue_seen_only_in_squeue_is_not_resubmitted(ledger, tmp_path, t0):
     submit(ledger, scripts, "100", submit_time=t0, spec="0")
     fake = FakeBackend()
     fake.rows = [row("100_0", "PREEMPTED", t0)]
-    fake.queue = [qrow("100_0", "PENDING", t0 + timedelta(seconds=5))]
+    fake.queued = [qrow("100_0", "PENDING", t0 + timedelta(seconds=5))]
     s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10), grace_s=60)
     assert fake.submitted == [] and s.requeued == 1
     assert [a["state"] for a in ledger.attempts(EXP)] == ["PREEMPTED", "PENDING"]
@@ -706,11 +706,11 @@ def test_runaway_clock_restarts_when_the_controller_lists_the_job_again(ledger, 
     fake.rows = [row("100_0", "RUNNING", t0)]
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10), grace_s=60)
     assert ledger.attempts(EXP)[0]["unlisted_since"] == utc_iso(t0 + timedelta(seconds=10))
-    fake.queue = [qrow("100_0", "RUNNING", t0)]         # listed again: the clock stops
+    fake.queued = [qrow("100_0", "RUNNING", t0)]         # listed again: the clock stops
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=40), grace_s=60)
     a = ledger.attempts(EXP)[0]
     assert a["state"] == "RUNNING" and a["unlisted_since"] is None
-    fake.queue = []                                     # and gone again: a new clock
+    fake.queued = []                                     # and gone again: a new clock
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=71), grace_s=60)
     a = ledger.attempts(EXP)[0]
     assert a["state"] == "RUNNING" and a["unlisted_since"] == utc_iso(t0 + timedelta(seconds=71))
@@ -744,11 +744,11 @@ def test_placeholder_does_not_move_a_running_attempt_back(ledger, tmp_path, t0):
     scripts = make_exp(ledger, tmp_path, n=1)
     submit(ledger, scripts, "100", spec="0", submit_time=t0)
     fake = FakeBackend()
-    fake.queue = [qrow("100_0", "RUNNING", t0)]
+    fake.queued = [qrow("100_0", "RUNNING", t0)]
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=5))
     assert states(ledger) == {"r000": "RUNNING"}
     fake.rows = [row("100_0", "PENDING", t0, name="allocation", incomplete=True, partition=None)]
-    fake.queue = []
+    fake.queued = []
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     a = ledger.attempts(EXP)[0]
     assert a["state"] == "RUNNING" and not a["reason"]
@@ -855,7 +855,7 @@ def test_manual_retry_and_cancel(ledger, tmp_path, t0):
     fake = FakeBackend()
     fake.rows = [row("100_0", "FAILED", t0, exit_code=1), row("100_1", "COMPLETED", t0),
                  row("100_2", "CANCELLED by 0", t0), row("100_3", "RUNNING", t0)]
-    fake.queue = [qrow("100_3", "RUNNING", t0)]
+    fake.queued = [qrow("100_3", "RUNNING", t0)]
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     assert fake.submitted == []
     assert resubmit.retry_experiment(ledger, fake, EXP, "lost") == []

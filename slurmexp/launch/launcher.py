@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from slurmexp import layout
+from slurmexp.backends.base import backend_kind, scheduler_for
 from slurmexp.backends.facts import SubmitResult
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch.experiment_files import (
@@ -40,8 +41,6 @@ from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, make_pl
 from slurmexp.sweep.spec import Sweep, load_sweep
 from slurmexp.tags import job_comment, job_name
 from slurmexp.timeutil import sacct_time
-
-BACKENDS = ("slurm", "local")
 
 
 @dataclass
@@ -170,10 +169,11 @@ def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
 def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backend: str = "slurm",
            ledger: Ledger | None = None, new: bool = False, slurm=None,
            max_parallel: int | None = None) -> LaunchResult:
-    """Validate, record and submit a sweep. `slurm` is the Slurm backend object (for tests)."""
-    if backend not in BACKENDS:
-        raise SlurmexpError(f"unknown backend {backend!r}",
-                            [Problem("", "--backend", f"{backend!r}", f"use one of: {', '.join(BACKENDS)}")])
+    """Validate, record and submit a sweep with backend kind `backend` (see backends.base).
+
+    `slurm` is a scheduler to use instead of the one the factory builds for the site's cluster
+    (for tests)."""
+    kind = backend_kind(backend, key="--backend")
     prep = prepare(sweep_path, site_path)
     ledger = ledger or Ledger()
     exp_id = prep.base_id
@@ -184,18 +184,15 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
             f"nothing submitted. See `slurmexp status {exp_id}`, or launch again with --new."))
     if new:
         exp_id = exp_id + ledger.next_experiment_suffix(exp_id)
-    if backend == "slurm" and slurm is None:
-        from slurmexp.backends.slurm.backend import SlurmBackend
-
-        slurm = SlurmBackend(cluster=prep.site.cluster)
-    report = check(prep, slurm if backend == "slurm" else None, exp_id=exp_id)
+    scheduler = slurm if slurm is not None else scheduler_for(kind.kind, prep.site.cluster)
+    report = check(prep, scheduler if kind.live_checks else None, exp_id=exp_id)
     if not report.ok:
         raise ValidationError(f"{prep.sweep.path}: {len(report.problems)} problem(s); nothing was submitted",
                               report.problems)
-    scripts = _write_experiment(prep, exp_id, ledger, backend)
-    if backend == "local":
-        return _run_local(prep, exp_id, ledger, scripts, max_parallel, report)
-    return _submit_slurm(prep, exp_id, ledger, scripts, slurm, report)
+    scripts = _write_experiment(prep, exp_id, ledger, kind.kind)
+    if kind.in_process:
+        return _run_local(prep, exp_id, ledger, scripts, max_parallel, report, scheduler)
+    return _submit_slurm(prep, exp_id, ledger, scripts, scheduler, report)
 
 
 def settings_for(prep: Prepared) -> ExperimentSettings:
@@ -283,20 +280,20 @@ def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int
 
 
 class _LocalArrays:
-    """The local backend's answer to a submission: a fresh array id, submitted now. The
-    tasks then run here, in `_run_local`, through the same ledger rows."""
+    """The local backend's answer to a submission: a fresh array id of `local`, submitted now.
+    The tasks then run here, in `_run_local`, through the same ledger rows."""
+
+    def __init__(self, local):
+        self.local = local
 
     def submit(self, script: Path, *, extra_args=(), cwd=None) -> SubmitResult:
-        from slurmexp.backends.local import new_array_job_id
-
-        return SubmitResult(new_array_job_id(), "local", submit_time=_now())
+        return SubmitResult(self.local.new_job_id(), self.local.cluster, submit_time=_now())
 
 
 def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, Path],
-               max_parallel: int | None, report: ValidationReport) -> LaunchResult:
-    """Run every chunk here, now, through the same ledger states as on Slurm."""
-    from slurmexp.backends.local import run_local
-
+               max_parallel: int | None, report: ValidationReport, local) -> LaunchResult:
+    """Run every chunk here, now, through the same ledger states as on Slurm (`local`: an
+    in-process scheduler, the local backend's)."""
     parallel = max_parallel or prep.sweep.resources.array_parallelism or os.cpu_count() or 1
     ledger.set_experiment_state(exp_id, "RUNNING", f"local backend, {parallel} at once")
     host = socket.gethostname()
@@ -304,8 +301,8 @@ def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, P
     failed = 0
     for chunk in prep.plan.chunks:
         script = scripts[chunk.chunk]
-        outcome = submit_chunk(ledger, _LocalArrays(), ChunkRequest(
-            exp_id, chunk.chunk, chunk.array_spec, chunk.size, script, "local"))
+        outcome = submit_chunk(ledger, _LocalArrays(local), ChunkRequest(
+            exp_id, chunk.chunk, chunk.array_spec, chunk.size, script, local.cluster))
         array_id = outcome.job_id
         attempt_of = {a["task_index"]: a["attempt_id"] for a in ledger.attempts(sub_id=outcome.sub_id)}
         result.job_ids.append(array_id)
@@ -321,8 +318,8 @@ def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, P
                                   exit_code=info.get("exit_code"), elapsed_s=info.get("elapsed_s"),
                                   reason=reason, failure_class=None if event == "COMPLETED" else "user")
 
-        run_local(script, chunk.size, parallel, on_event=on_event, array_job_id=array_id,
-                  log_dir=layout.ExperimentPaths(prep.exp_dir(exp_id)).logs_dir)
+        local.run_array(script, chunk.size, parallel, on_event=on_event, array_job_id=array_id,
+                        log_dir=layout.ExperimentPaths(prep.exp_dir(exp_id)).logs_dir)
     state = "FINISHED" if not failed else "FINISHED_WITH_FAILURES"
     ledger.set_experiment_state(exp_id, state, f"{failed} run(s) failed" if failed else None)
     result.message = f"{len(prep.plan.runs)} runs finished locally, {failed} failed"

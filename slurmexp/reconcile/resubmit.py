@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmexp import arrays, layout
+from slurmexp.backends.base import backend_kind, kind_names
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome, ChunkRequest, stamp_submit_times, submit_chunk
@@ -49,10 +50,11 @@ from slurmexp.timeutil import parse_ts, utc_iso
 # Reading the ledger
 
 
-def slurm_experiments(ledger: Ledger) -> dict[str, dict]:
-    """The Slurm experiments by id, each with its `settings` and its retry `policy`."""
+def tracked_experiments(ledger: Ledger) -> dict[str, dict]:
+    """Every experiment by id, with its `settings` (the pass groups them by backend kind and
+    cluster, and asks only about the kinds the registry says are reconciled)."""
     out = {}
-    for e in ledger.experiments(backend="slurm"):
+    for e in ledger.experiments():
         e["settings"] = ExperimentSettings.from_json(e.get("settings_json"))
         out[e["exp_id"]] = e
     return out
@@ -148,7 +150,7 @@ def resubmittable_runs(ctx: PassContext, only_exp: str | None = None) -> list[Pl
     ledger = ctx.ledger
     covered = _open_intent_tasks(ledger)
     out = []
-    for r in ledger.resubmittable_runs(backend="slurm"):
+    for r in ledger.resubmittable_runs(kind_names(retried=True)):
         if only_exp and r.exp_id != only_exp:
             continue
         if r.exp_id not in ctx.exps:
@@ -289,7 +291,7 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
         raise SlurmexpError(f"retry: unknown selection {which!r}",
                             [Problem("", "which", f"{which!r}", "use failed, lost or all")])
     exp = ledger.get_experiment(exp_id, required=True)
-    if exp["backend"] != "slurm":
+    if not backend_kind(exp["backend"]).retried:
         raise SlurmexpError(
             f"retry: {exp_id} ran with the {exp['backend']} backend",
             [Problem("", exp_id, "only Slurm experiments are retried by slurmexp",
@@ -298,8 +300,10 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
     summary = PassSummary(started=utc_iso(now))
     with pass_lock(ledger, wait_s=lock_wait_s) as got:
         require_lock(got, ledger, "retry")
-        ctx = PassContext(ledger, backend, summary, now, 0, False)
-        ctx.exps = slurm_experiments(ledger)
+        # Without a backend given, the scheduler of the experiment's own kind and cluster.
+        ctx = PassContext(ledger, backend, summary, now, 0, False, kind=exp["backend"],
+                          cluster=exp.get("cluster") or None)
+        ctx.exps = tracked_experiments(ledger)
         runs = ledger.runs(exp_id, state=RETRY_WHICH[which])
         if not runs:
             return []

@@ -3,8 +3,8 @@
 Every function takes the exact text a command wrote (tests feed them output captured from the
 real test cluster, `tests/data/captured/`), so a change in Slurm's output shows up as a failing
 unit test instead of as wrong states in somebody's ledger. Command lines that produce this text
-live in `slurm.py`; the field lists they use live here, next to the code that depends on their
-order.
+live in `backends/slurm/commands.py`; the field lists they use live here, next to the code that
+depends on their order.
 """
 from __future__ import annotations
 
