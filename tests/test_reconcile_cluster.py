@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from clusterlib import CURRENT
 
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.launch.render import ScriptContext, render_script, write_manifest, write_run_files, write_script
@@ -33,7 +34,7 @@ from slurmexp.timeutil import parse_ts
 
 pytestmark = pytest.mark.cluster
 
-CLUSTER = "minicluster"
+CLUSTER = CURRENT.name
 REPO = Path(__file__).resolve().parent.parent
 # The first attempt of a run sleeps long (so a fault can hit it); any later attempt is quick.
 FIRST_LONG = ('if [ -e "$SLURMEXP_RUN_DIR/first.done" ]; then sleep 1; '
@@ -340,7 +341,7 @@ import json, sys
 from slurmexp.ledger import Ledger
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.reconcile.one_pass import reconcile_pass
-s = reconcile_pass(Ledger(sys.argv[1]), SlurmBackend(cluster="minicluster"), grace_s=300)
+s = reconcile_pass(Ledger(sys.argv[1]), SlurmBackend(cluster=sys.argv[2]), grace_s=300)
 print(json.dumps(s.to_dict()))
 """
 
@@ -364,7 +365,7 @@ def test_ten_concurrent_passes_on_a_500_run_sweep(ledger, backend, tmp_path):
     rounds, skipped, passes = 0, 0, 0
     while True:
         rounds += 1
-        procs = [subprocess.Popen([sys.executable, "-c", PASS_SCRIPT, str(ledger.path)],
+        procs = [subprocess.Popen([sys.executable, "-c", PASS_SCRIPT, str(ledger.path), CLUSTER],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                  for _ in range(10)]
         for p in procs:

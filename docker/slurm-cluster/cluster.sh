@@ -12,6 +12,7 @@
 #   cluster.sh fail-node N   marks node N DOWN under its running jobs (they end NODE_FAIL)
 #   cluster.sh resume-node N brings node N back
 #   cluster.sh restart-ctld  restarts slurmctld with its state kept
+#   cluster.sh stop-ctld     stops slurmctld (start it again with restart-ctld or up)
 #   cluster.sh stop-dbd      stops slurmdbd (sacct fails; jobs keep running)
 #   cluster.sh start-dbd     starts slurmdbd again
 #   cluster.sh preempt N     submits a high-QOS job that needs all of node N (preempts low QOS)
@@ -368,6 +369,7 @@ resume-node)
         scontrol update NodeName="$2" State=RESUME
     fi
     ;;
+stop-ctld) stop_pidfile "$STATE/run/slurmctld.pid" slurmctld ;;
 restart-ctld)
     stop_pidfile "$STATE/run/slurmctld.pid" slurmctld
     start_slurmctld
@@ -381,7 +383,7 @@ preempt)
         --output=/dev/null --time=00:05:00 --wrap "sleep ${3:-30}"
     ;;
 *)
-    sed -n '2,29p' "$0"
+    sed -n '2,31p' "$0"
     exit 2
     ;;
 esac

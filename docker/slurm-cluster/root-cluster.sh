@@ -20,7 +20,8 @@
 # binaries need the root's glibc, plugin folder, slurmstepd and munge socket (all compiled-in
 # paths), so running them on the host with SLURM_CONF alone does not work; chroot gives each of
 # them its own. The host's /tmp and this repository are bind-mounted at the same paths inside the
-# root, so jobs see the test folders and sbatch sees the caller's scripts.
+# root, so jobs see the test folders and sbatch sees the caller's scripts (and so is the host's
+# Python when it is not /usr's; SX_ROOT_EXTRA_BINDS adds folders).
 # The root itself (mkroot.sh) is reusable as-is, e.g. as a "remote login node" with sshd.
 set -euo pipefail
 
@@ -97,9 +98,19 @@ sync_scripts() {
     done
 }
 
+binds() {
+    # /tmp and the repository; and the host's Python when it lives outside /usr (pyenv, a
+    # venv's base), because test jobs run `sys.executable`: in the root /usr/bin/python3 is the
+    # root's own Python, and /usr itself must stay the root's.
+    local py
+    py="$(python3 -c 'import sys; print(sys.base_prefix)' 2>/dev/null || true)"
+    case "$py" in '' | /usr | /usr/local | /) py= ;; esac
+    echo "/tmp $REPO $py ${SX_ROOT_EXTRA_BINDS:-}"
+}
+
 cmd_up() {
     [ "$(id -u)" = 0 ] || die "run as root"
-    SX_ROOT_BINDS="/tmp $REPO" bash "$HERE/mkroot.sh" create "$SUITE" "$DIR" $PKGS
+    SX_ROOT_BINDS="$(binds)" bash "$HERE/mkroot.sh" create "$SUITE" "$DIR" $PKGS
     host_db
     sync_scripts
     write_client
@@ -129,6 +140,7 @@ down)
 '') sed -n '2,22p' "$0"; exit 2 ;;
 *)
     [ -f "$DIR/opt/slurm-cluster/cluster.sh" ] || die "no cluster in $DIR yet: run root-cluster.sh $VERSION up"
+    sync_scripts
     in_root "$cmd" "$@"
     ;;
 esac
