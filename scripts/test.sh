@@ -29,7 +29,7 @@ bash scripts/install.sh
 python3 -m ruff check .      # lint must pass (config in pyproject.toml)
 bash docker/slurm-cluster/cluster.sh up
 timed "tests on Slurm $(sinfo --version | awk '{print $2}')" python3 -m pytest -q -p no:cacheprovider "$@"
-timed "pytest plugin example" python3 -m pytest -q -p no:cacheprovider examples/pytest-plugin
+timed "pytest plugin example" python3 -m pytest -q -p no:cacheprovider -p slurmexp.testing examples/pytest-plugin
 
 # What every Slurm release must pass: submit, arrays, GPUs by type, partition/QOS limits,
 # reservations, preemption, node failure, live sacct/squeue/scontrol/sacctmgr parsing, job-id
