@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from clusterlib import CURRENT
 
 from slurmexp.backends.slurm import backend as slurm_backend
 from slurmexp.backends.slurm.backend import SlurmBackend
@@ -37,9 +38,9 @@ from slurmexp.units import format_time
 
 pytestmark = pytest.mark.cluster
 
-CLUSTER = "minicluster"
+CLUSTER = CURRENT.name
 REPO = Path(__file__).resolve().parent.parent
-SITE = REPO / "site.toml"
+SITE = CURRENT.site_toml
 # The first attempt of a run sleeps long (so a fault can hit it); any later attempt is quick.
 FIRST_LONG = ('if [ -e "$SLURMEXP_RUN_DIR/first.done" ]; then sleep 1; '
               'else touch "$SLURMEXP_RUN_DIR/first.done"; sleep {secs}; fi')
@@ -405,7 +406,7 @@ import json, sys
 from slurmexp.ledger import Ledger
 from slurmexp.backends.slurm.backend import CALL_COUNTS, SlurmBackend
 from slurmexp.reconcile.one_pass import reconcile_pass
-s = reconcile_pass(Ledger(sys.argv[1]), SlurmBackend(cluster="minicluster"), grace_s=300)
+s = reconcile_pass(Ledger(sys.argv[1]), SlurmBackend(cluster=sys.argv[2]), grace_s=300)
 print(json.dumps({**s.to_dict(), "slurm_calls": CALL_COUNTS}))
 """
 
@@ -437,7 +438,7 @@ def test_ten_concurrent_passes_on_a_500_run_sweep(ledger, backend, tmp_path):
     rounds, skipped, passes = 0, 0, 0
     while True:
         rounds += 1
-        procs = [subprocess.Popen([sys.executable, "-c", PASS_SCRIPT, str(ledger.path)],
+        procs = [subprocess.Popen([sys.executable, "-c", PASS_SCRIPT, str(ledger.path), CLUSTER],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                  for _ in range(10)]
         for p in procs:

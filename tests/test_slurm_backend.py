@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from clusterlib import CURRENT
 
 from slurmexp.backends.slurm import backend as slurm
 from slurmexp.backends.slurm.backend import SlurmBackend, run_slurm
@@ -164,7 +165,7 @@ def test_sacct_rows_splits_long_id_lists(backend, monkeypatch):
 def test_cluster_facts(backend):
     facts = backend.cluster_facts()
     assert facts.skipped == []
-    assert facts.cluster == "minicluster" and facts.user == backend.user
+    assert facts.cluster == CURRENT.name and facts.user == backend.user
     assert facts.max_array_size == 1001 and facts.max_job_count == 10000
     nodes = facts.nodes
     assert sorted(nodes) == ["c1", "c2", "c3", "g1", "g2"]

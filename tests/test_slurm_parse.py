@@ -14,7 +14,7 @@ from slurmexp import units
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmexpError
 
-CAPTURED = Path(__file__).parent / "data" / "captured"
+CAPTURED = Path(__file__).parent / "data" / "captured" / "22.05"  # exact values below are 22.05's
 SACCT_FIELDS = (CAPTURED / "sacct_fields.txt").read_text().strip().split(",")
 SEP = "\x1f"
 

@@ -42,6 +42,12 @@ _UNAVAILABLE_PATTERNS = (
     "communication connection failure",
     "slurm backup controller in standby mode",
     "resource temporarily unavailable",
+    # Slurm 24.11 and 26.05 (not 22.05), any client run with --clusters/-M while that cluster's
+    # slurmctld is down: "squeue: error: 'sx2411' can't be reached now, or it is an invalid entry
+    # for --cluster. ..." then "fatal: Could not get cluster information" (exit 1). slurmdbd
+    # no longer lists a controller for the cluster, so this is the controller being away;
+    # a misspelt cluster name says the same and shows up as a cluster that never answers.
+    "can't be reached now",
 )
 
 
