@@ -56,6 +56,12 @@ class ValidationError(SlurmexpError):
     exit_code = 2
 
 
+class ExperimentExists(SlurmexpError):
+    """The ledger already holds this experiment id (another launch of the same sweep won)."""
+
+    exit_code = 1
+
+
 class SlurmUnavailable(SlurmexpError):
     """A Slurm daemon did not answer (slurmctld or slurmdbd). Not a job failure."""
 

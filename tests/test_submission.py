@@ -133,3 +133,27 @@ def test_launch_stores_settings_for_every_chunk_of_a_group(tmp_path):
     assert group.max_time_min is not None and group.max_mem_mb is not None
     assert {r["state"] for r in led.runs(exp_id)} == {"COMPLETED"}
     led.close()
+
+
+def test_the_loser_of_concurrent_launches_says_already_launched(tmp_path, monkeypatch):
+    """Two launches of one sweep race: the one whose insert loses gets the normal answer
+    (nothing submitted, exit 0), not a raw UNIQUE-constraint error."""
+    from slurmexp.launch import launcher
+
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'name = "race"\ncommand = "{sys.executable} -c pass {{x}}"\n[params]\nx = [1, 2]\n')
+    site = tmp_path / "site.toml"
+    site.write_text((REPO / "site.toml").read_text().replace('"templates/', f'"{REPO}/templates/'))
+    led = Ledger(tmp_path / "l.db")
+    first = launcher.launch(sweep, site, backend="local", ledger=led)
+    assert first.submitted
+    # The second launch checked before the first had recorded anything:
+    real = led.get_experiment
+    calls = []
+    monkeypatch.setattr(led, "get_experiment", lambda exp_id, required=False: (
+        calls.append(exp_id) or None) if len(calls) == 0 else real(exp_id, required))
+    second = launcher.launch(sweep, site, backend="local", ledger=led)
+    assert not second.submitted and "already launched" in second.message
+    assert second.exp_id == first.exp_id and len(led.experiments()) == 1
+    assert len(led.attempts(first.exp_id)) == 2
+    led.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 from slurmexp import layout
 from slurmexp.backends.base import backend_kind, scheduler_for
 from slurmexp.backends.facts import SubmitResult
-from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
+from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch.experiment_files import (
     write_manifest,
     write_run_files,
@@ -179,9 +179,7 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
     exp_id = prep.base_id
     existing = ledger.get_experiment(exp_id)
     if existing is not None and not new:
-        return LaunchResult(exp_id, False, message=(
-            f"{exp_id} was already launched on {existing['created']} (state {existing['state']}); "
-            f"nothing submitted. See `slurmexp status {exp_id}`, or launch again with --new."))
+        return _already_launched(ledger, exp_id)
     if new:
         exp_id = exp_id + ledger.next_experiment_suffix(exp_id)
     scheduler = slurm if slurm is not None else scheduler_for(kind.kind, prep.site.cluster)
@@ -189,10 +187,32 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
     if not report.ok:
         raise ValidationError(f"{prep.sweep.path}: {len(report.problems)} problem(s); nothing was submitted",
                               report.problems)
-    scripts = _write_experiment(prep, exp_id, ledger, kind.kind)
+    try:
+        # A reconciled kind's experiment is born SUBMITTING, in the transaction that records it
+        # with its runs and settings: a launch killed right after leaves work reconcile (or a
+        # relaunch) finishes, never an experiment nothing would ever submit.
+        scripts = _write_experiment(prep, exp_id, ledger, kind.kind,
+                                    first_state=None if kind.in_process else "SUBMITTING")
+    except ExperimentExists:
+        if new:
+            raise
+        return _already_launched(ledger, exp_id)     # a concurrent launch of the same sweep won
     if kind.in_process:
         return _run_local(prep, exp_id, ledger, scripts, max_parallel, report, scheduler)
     return _submit_slurm(prep, exp_id, ledger, scripts, scheduler, report)
+
+
+def _already_launched(ledger: Ledger, exp_id: str) -> LaunchResult:
+    existing = ledger.get_experiment(exp_id, required=True)
+    message = (f"{exp_id} was already launched on {existing['created']} (state {existing['state']}); "
+               f"nothing submitted. See `slurmexp status {exp_id}`, or launch again with --new.")
+    if existing["state"] == "SUBMITTING":
+        unsent = len(ledger.runs(exp_id, state="PLANNED"))
+        if unsent:
+            message += (f" {unsent} of its runs are not submitted yet (a launch still running, or "
+                        "one that died): `slurmexp reconcile` submits them once no launch has "
+                        "written for the grace period, never twice.")
+    return LaunchResult(exp_id, False, message=message)
 
 
 def settings_for(prep: Prepared) -> ExperimentSettings:
@@ -221,7 +241,8 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
                               tuple(out))
 
 
-def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str) -> dict[int, Path]:
+def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str, *,
+                      first_state: str | None = None) -> dict[int, Path]:
     """Run files, manifests, scripts and provenance on disk, then the ledger rows."""
     paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     exp_dir = paths.exp_dir
@@ -244,17 +265,21 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str)
     runs = [{"run_id": r.run_id, "idx": r.index, "params": r.params, "seed": r.seed, "source": r.source,
              "run_dir": str(paths.run_dir(r.run_id)), "chunk": where[r.run_id][0],
              "task_index": where[r.run_id][1]} for r in prep.plan.runs]
-    ledger.create_experiment(
-        exp_id, prep.sweep.name, prep.fingerprint, prep.site.cluster, backend, exp_dir,
-        prep.sweep.path, sweep_copy, prep.site.path, prep.site.hash(), template_sha256(prep.template),
-        prov, runs)
-    ledger.set_experiment_settings(exp_id, settings_for(prep))
+    with ledger.transaction():
+        ledger.create_experiment(
+            exp_id, prep.sweep.name, prep.fingerprint, prep.site.cluster, backend, exp_dir,
+            prep.sweep.path, sweep_copy, prep.site.path, prep.site.hash(), template_sha256(prep.template),
+            prov, runs)
+        ledger.set_experiment_settings(exp_id, settings_for(prep))
+        if first_state:
+            ledger.set_experiment_state(exp_id, first_state, "launch: submitting its arrays")
     return scripts
 
 
 def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, Path], slurm,
                   report: ValidationReport) -> LaunchResult:
-    ledger.set_experiment_state(exp_id, "SUBMITTING")
+    if ledger.get_experiment(exp_id, required=True)["state"] != "SUBMITTING":
+        ledger.set_experiment_state(exp_id, "SUBMITTING")
     result = LaunchResult(exp_id, True, report=report)
     outcomes = []
     for chunk in prep.plan.chunks:

@@ -8,7 +8,7 @@ import re
 import sqlite3
 from collections.abc import Iterable
 
-from slurmexp.errors import Problem, SlurmexpError
+from slurmexp.errors import ExperimentExists, Problem, SlurmexpError
 from slurmexp.ledger.connection import _in_list, _json, _now, _path_str
 from slurmexp.settings import ExperimentSettings
 
@@ -45,8 +45,8 @@ class ExperimentsMixin:
         except sqlite3.IntegrityError as e:
             if self.db.execute("SELECT 1 FROM experiments WHERE exp_id = ?", [exp_id]).fetchone():
                 what, fix = f"experiment {exp_id!r} already exists", "launch with --new for a copy"
-            else:
-                what, fix = f"experiment {exp_id!r} could not be recorded", "check the run ids"
+                raise ExperimentExists(what, [Problem(str(self.path), "runs", str(e), fix)]) from e
+            what, fix = f"experiment {exp_id!r} could not be recorded", "check the run ids"
             raise SlurmexpError(what, [Problem(str(self.path), "runs", str(e), fix)]) from e
         return self.get_experiment(exp_id, required=True)
 
