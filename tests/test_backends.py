@@ -402,3 +402,28 @@ def test_retry_and_cancel_use_the_experiments_cluster(tmp_path, monkeypatch):
     assert scancel.clusters() == ["beta"] and scancel.argv[-1] == "300"
     assert t.of("squeue") and {tuple(c.clusters()) for c in t.calls} == {("beta",)}
     ledger.close()
+
+
+def test_the_local_cluster_is_asked_without_clusters(tmp_path, monkeypatch):
+    """--clusters only for a cluster other than the one slurm.conf names: -M sends every
+    command through slurmdbd (slower, and no queue while slurmdbd is down)."""
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("# test\nSlurmctldHost=x\nClusterName=MiniCluster\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+
+    class ConfTransport(FakeTransport):
+        def read_text(self, path):
+            return Path(path).read_text()
+
+    local = ConfTransport()
+    b = SlurmBackend(cluster="minicluster", transport=local)
+    b.queue()
+    b.cancel(["5"])
+    other = ConfTransport()
+    SlurmBackend(cluster="faraway", transport=other).queue()
+    assert b.cluster == "minicluster" and b.cluster_flag is None
+    assert all(not any(a.startswith("--clusters") for a in c.argv) for c in local.calls), local.calls
+    assert all("--clusters=faraway" in c.argv for c in other.calls), other.calls
+    # slurm.conf unreadable: the cluster is named, as before (never the wrong cluster)
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "missing.conf"))
+    assert SlurmBackend(cluster="minicluster", transport=ConfTransport()).cluster_flag == "minicluster"
