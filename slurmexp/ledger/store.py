@@ -738,6 +738,59 @@ class Ledger:
             "SELECT state, COUNT(*) FROM runs WHERE exp_id = ? GROUP BY state ORDER BY state",
             [exp_id]).fetchall())
 
+    # --- Python-function experiments (slurmexp.functions, slurmexp.submitit) ------------
+
+    def add_runs(self, exp_id: str, runs: list[dict]) -> int:
+        """Append PLANNED runs to an existing experiment (a drop-in executor extending a named
+        experiment). Same row shape as `create_experiment`'s runs; one transaction."""
+        now = _now()
+        s = _path_str
+        rows = [[exp_id, r["run_id"], r.get("idx", r.get("index")), _json(r.get("params", {})),
+                 r.get("seed"), r.get("source"), "PLANNED", None, s(r.get("run_dir")),
+                 r.get("chunk"), r.get("task_index"), 0, now] for r in runs]
+        try:
+            with self.transaction():
+                self.get_experiment(exp_id, required=True)
+                self._insert_rows("runs", _RUN_COLS, rows)
+                self.db.execute("UPDATE experiments SET n_runs = n_runs + ?, updated = ? "
+                                "WHERE exp_id = ?", [len(rows), now, exp_id])
+                self._event("extended", exp_id, reason=f"{len(rows)} runs added")
+        except sqlite3.IntegrityError as e:
+            raise SlurmexpError(f"experiment {exp_id!r}: runs could not be added",
+                                [Problem(str(self.path), "runs", str(e), "check the run ids")]) from e
+        return len(rows)
+
+    def run_extent(self, exp_id: str) -> tuple[int, int]:
+        """(number of runs, number of chunks so far): where new runs and chunks start."""
+        n, top = self.db.execute("SELECT COUNT(*), MAX(chunk) FROM runs WHERE exp_id = ?",
+                                 [exp_id]).fetchone()
+        top_sub = self.db.execute("SELECT MAX(chunk) FROM submissions WHERE exp_id = ?",
+                                  [exp_id]).fetchone()[0]
+        tops = [t for t in (top, top_sub) if t is not None]
+        return int(n or 0), (max(tops) + 1) if tops else 0
+
+    def run_ids(self, exp_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT run_id FROM runs WHERE exp_id = ? ORDER BY idx",
+                                              [exp_id])]
+
+    def run_views(self, exp_id: str, run_ids: Iterable[str] | None = None) -> dict[str, dict]:
+        """run_id -> the run's state, reason, run_dir, idx, n_attempts and its newest attempt's
+        job_key, job_id, cluster, node and state (None before the first submission), in one
+        query: what a waiting Python process reads instead of asking Slurm."""
+        rows = self._rows("""
+            SELECT r.run_id, r.idx, r.state, r.reason, r.run_dir, r.n_attempts, r.params_json,
+                   r.chunk, r.task_index, a.job_key, a.job_id, a.cluster, a.node,
+                   a.state AS attempt_state, a.attempt_no
+            FROM runs r LEFT JOIN attempts a
+              ON a.exp_id = r.exp_id AND a.run_id = r.run_id AND a.attempt_no = r.n_attempts
+            WHERE r.exp_id = ? ORDER BY r.idx, a.attempt_id""", [exp_id])
+        wanted = None if run_ids is None else set(run_ids)
+        out: dict[str, dict] = {}
+        for r in rows:
+            if wanted is None or r["run_id"] in wanted:
+                out[r["run_id"]] = r      # the last row per run is its newest attempt
+        return out
+
     # --- health ---------------------------------------------------------------------------
 
     def record_heartbeat(self, kind: str, ok: bool, summary: dict | None = None) -> None:

@@ -76,7 +76,16 @@ def _name(value: str) -> str:
     return value
 
 
+def _function_ref(value: str) -> str:
+    module, sep, attr = value.partition(":")
+    if not sep or not all(p.isidentifier() for p in module.split(".")) \
+            or not all(p.isidentifier() for p in attr.split(".")):
+        raise ValueError(f"{value!r} is not \"module:callable\" (e.g. \"train:main\")")
+    return value
+
+
 Scalar = Annotated[Any, AfterValidator(_scalar)]
+FunctionRef = Annotated[str, Strict(), AfterValidator(_function_ref)]
 ParamValues = Annotated[Any, AfterValidator(_param_values)]
 Number = Annotated[Any, AfterValidator(_number)]
 NameStr = Annotated[str, Strict(), AfterValidator(_name)]
@@ -144,7 +153,9 @@ class RetrySpec(StrictModel):
 
 class Sweep(StrictModel):
     name: NameStr
-    command: Text
+    command: Text | None = None
+    # "module:callable", run with each run's parameters as keyword arguments (instead of command)
+    function: FunctionRef | None = None
     workdir: RelPath = Field(default=".", validate_default=True)
     output_dir: RelPath = Field(default="slurmexp-runs", validate_default=True)
     template: RelPath | None = None
@@ -178,7 +189,7 @@ class Sweep(StrictModel):
 
     def placeholder_names(self) -> list[str]:
         """Names used as {placeholders} in `command`, first occurrence order."""
-        return _placeholders(self.command)[0]
+        return _placeholders(self.command)[0] if self.command else []
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able, key-sorted view for fingerprinting: equal meaning gives equal dicts."""
@@ -360,8 +371,26 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
             add(f"allow_unused[{i}]", f"allow_unused names {name!r}, which is not a parameter",
                 "remove it, or check the spelling", check="undefined_name")
 
+    res: ResourceRequest | None = parts.get("resources")
+    if res is not None and res.gpu_type and not res.gpus:
+        add("resources.gpu_type", f"gpu_type = {res.gpu_type!r} but gpus is {res.gpus or 0}",
+            "set gpus = 1 (GPUs per task), or remove gpu_type")
+    env: EnvSpec | None = parts.get("env")
+    if env is not None:
+        for name in env.vars:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                add(f"env.vars.{name}", f"{name!r} is not a valid shell variable name",
+                    "use letters, digits and _ only, not starting with a digit")
+    if ("command" in data) == ("function" in data):
+        both = "command" in data
+        add("function" if both else "command",
+            "give either command or function, not both" if both else
+            "required key 'command' is missing",
+            "keep one of them" if both else
+            "add command = ... at the top of the file (or function = \"module:callable\")",
+            check="value" if both else "missing_key")
     if "command" not in parts:
-        return out
+        return out      # a function sweep: parameters are keyword arguments, no placeholders
     used, issues = _placeholders(parts["command"])
     for message, fix in issues:
         add("command", message, fix,
@@ -390,17 +419,6 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
         if missing:
             add(f"runs[{i}]", f"this run gives no value for {', '.join(missing)}",
                 "each [[runs]] entry must give every parameter used in command", check="run_incomplete")
-
-    res: ResourceRequest | None = parts.get("resources")
-    if res is not None and res.gpu_type and not res.gpus:
-        add("resources.gpu_type", f"gpu_type = {res.gpu_type!r} but gpus is {res.gpus or 0}",
-            "set gpus = 1 (GPUs per task), or remove gpu_type")
-    env: EnvSpec | None = parts.get("env")
-    if env is not None:
-        for name in env.vars:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                add(f"env.vars.{name}", f"{name!r} is not a valid shell variable name",
-                    "use letters, digits and _ only, not starting with a digit")
     return out
 
 
