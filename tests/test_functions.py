@@ -325,4 +325,14 @@ def test_sweep_launches_once_and_reattaches(tmp_path, monkeypatch):
     assert again.id == exp.id and len(fake.submitted) == 1
     assert slurmexp.experiment(exp.id, tmp_path / "l.db").status() == {"SUBMITTED": 12}
     sweep_copy = Path(Ledger(tmp_path / "l.db").get_experiment(exp.id)["sweep_copy_path"]).read_text()
-    assert 'function = "test_functions:metric_fn"' in sweep_copy.replace('"function"', "function")
+    # tests/ is not on a task's path (workdir is tmp_path): the function travels pickled
+    assert "--pickle" in sweep_copy and '"allow_unused" = ["lr", "seed"]' in sweep_copy
+
+
+def test_function_by_name_only_where_a_task_can_import_it(tmp_path):
+    assert launch.importable_ref(metric_fn, REPO / "tests") == "test_functions:metric_fn"
+    assert launch.importable_ref(metric_fn, tmp_path) is None
+    assert launch.importable_ref(lambda: 1, REPO / "tests") is None
+    assert launch.importable_ref(subprocess.run, tmp_path) == "subprocess:run"
+    fn = pickle.loads(launch.pickle_by_value(metric_fn))
+    assert fn(1.0, 1) == {"loss": 2.0}

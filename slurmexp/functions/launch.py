@@ -120,8 +120,17 @@ def open_ledger(ledger: Ledger | str | os.PathLike | None) -> Ledger:
 # ----------------------------------------------------------------------------------------
 
 
-def importable_ref(fn: Any) -> str | None:
-    """"module:qualname" when a task can import `fn` by that name, else None."""
+def _task_path(workdir: Path) -> list[Path]:
+    """Where a task's Python finds modules: its cwd (workdir), $PYTHONPATH, the installation."""
+    import sysconfig
+
+    paths = [Path(workdir)] + [Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths += [Path(sysconfig.get_paths()[k]) for k in ("purelib", "platlib", "stdlib")]
+    return [p.resolve() for p in paths]
+
+
+def importable_ref(fn: Any, workdir: Path | None = None) -> str | None:
+    """"module:qualname" when a task (cwd = workdir) can import `fn` by that name, else None."""
     ref = callable_name(fn)
     module, _, qual = ref.partition(":")
     if module in ("__main__", "?", "builtins") or "<" in qual:
@@ -129,9 +138,32 @@ def importable_ref(fn: Any) -> str | None:
     try:
         from slurmexp.functions.runner import _import
 
-        return ref if _import(ref) is fn else None
+        if _import(ref) is not fn:
+            return None
     except Exception:
         return None
+    top = sys.modules.get(module.split(".")[0])
+    where = getattr(top, "__file__", None)
+    if where is None:
+        return ref          # a namespace or built-in package: importable where this one is
+    root = Path(where).resolve().parent
+    if Path(where).name == "__init__.py":
+        root = root.parent
+    return ref if root in _task_path(workdir or Path.cwd()) else None
+
+
+def pickle_by_value(fn: Any) -> bytes:
+    """The callable with its module's code inside, for a task that cannot import it."""
+    import cloudpickle
+
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    if module is None or module.__name__ == "__main__":
+        return cloudpickle.dumps(fn)
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(fn)
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
 
 
 def launch_sweep(fn: Any, data: dict[str, Any], *, site: str | os.PathLike | None, ledger: Ledger,
@@ -140,13 +172,11 @@ def launch_sweep(fn: Any, data: dict[str, Any], *, site: str | os.PathLike | Non
     LaunchResult (`submitted` False when the same sweep was launched before: reattach)."""
     from slurmexp.launch import launcher
 
-    ref = importable_ref(fn)
+    ref = importable_ref(fn, Path(data.get("workdir") or Path.cwd()))
     if ref is not None:
         data = {**data, "function": ref}
     else:
-        import cloudpickle
-
-        blob = cloudpickle.dumps(fn)
+        blob = pickle_by_value(fn)
         folder = Path(output_dir) / ".functions"
         folder.mkdir(parents=True, exist_ok=True)
         pickled = folder / f"{hashlib.sha256(blob).hexdigest()[:16]}.pkl"
