@@ -140,7 +140,7 @@ def _call_dir(tmp_path: Path, fn, *args) -> Path:
     import cloudpickle
 
     (run_dir / runner.CALL_FILE).write_bytes(cloudpickle.dumps(
-        plain_submitit.core.utils.DelayedSubmission(fn, *args)))
+        {"function": fn, "args": args, "kwargs": {}}))
     return run_dir
 
 
@@ -152,8 +152,10 @@ def test_runner_writes_result_metrics_and_submitit_pickle(tmp_path, monkeypatch)
     assert pickle.loads((run_dir / "result.pkl").read_bytes()) == ("success", {"loss": 1.0})
     assert '"loss": 1.0' in (run_dir / "metrics.json").read_text()
     # plain submitit finds the result where it always looks
+    for folder in ("%j", "%A/%a", "plain"):
+        job = plain_submitit.SlurmJob(tmp_path / "log" / folder, "42_3")
+        assert runner.submitit_result_path(str(tmp_path / "log" / folder), "42_3") == job.paths.result_pickle
     job = plain_submitit.SlurmJob(tmp_path / "log" / "%j", "42_3")
-    assert job.paths.result_pickle.exists() and job.paths.submitted_pickle.exists()
     assert pickle.loads(job.paths.result_pickle.read_bytes()) == ("success", {"loss": 1.0})
 
 
@@ -247,6 +249,9 @@ def test_map_array_over_max_array_size_is_three_arrays(tmp_path, monkeypatch):
         job = jobs[i]
         assert by_id[job.run_id]["params"] == {"a": i}
         assert job.submission().args == (i,)
+        # plain submitit's job finds the call where it always looks
+        plain = plain_submitit.SlurmJob(tmp_path / "log" / "%j", job.job_id)
+        assert plain.submission().args == (i,)
 
 
 def test_named_experiment_is_extended_not_replaced(tmp_path, monkeypatch):

@@ -315,6 +315,8 @@ def launch_calls(calls: Sequence[Any], req: CallsRequest, *, slurm=None) -> Call
     for chunk in chunks:
         job = by_chunk.get(chunk.chunk)
         job_ids += [f"{job}_{i}" if job else None for i in range(chunk.size)]
+    if req.submitit_folder is not None:
+        _write_submitted_pickles(req.submitit_folder, job_ids, calls)
     return CallsLaunched(exp_id, ids, job_ids, ledger.path, result.message)
 
 
@@ -325,8 +327,20 @@ def _write_calls(runs_dir: Path, run_ids: list[str], calls: Sequence[Any]) -> No
         path = runs_dir / rid / CALL_FILE
         tmp = path.with_name(f".{CALL_FILE}.tmp")
         with open(tmp, "wb") as fh:
-            cloudpickle.dump(call, fh)
+            cloudpickle.dump({"function": call.function, "args": tuple(call.args),
+                              "kwargs": dict(call.kwargs)}, fh)
         os.replace(tmp, path)
+
+
+def _write_submitted_pickles(folder: Path, job_ids: Sequence[str | None], calls: Sequence[Any]) -> None:
+    """Where plain submitit's `job.submission()` looks (`<folder>/<job id>_submitted.pkl`)."""
+    from submitit.core.utils import JobPaths
+
+    for job_id, call in zip(job_ids, calls):
+        if job_id:
+            path = JobPaths(folder, job_id=job_id).submitted_pickle
+            path.parent.mkdir(parents=True, exist_ok=True)
+            call.dump(path)
 
 
 def _extend_experiment(prep, exp_id: str, ledger: Ledger) -> dict[int, Path]:

@@ -3,8 +3,8 @@
 The chunk's sbatch script (the same jinja2 templates as command sweeps) runs the run's
 command.sh, which runs this module. It finds the call to make:
 
-- `RUN_DIR/call.pkl`: a pickled `submitit` `DelayedSubmission` (the drop-in executors and
-  `slurmexp.sweep` of a function that cannot be imported by name), or
+- `RUN_DIR/call.pkl`: the pickled call, `{"function", "args", "kwargs"}` (the drop-in
+  executors; a plain dict, so a task need not import submitit to read it), or
 - `--function module:callable` (a sweep.toml `function = ...`), called with the run's
   `params.json` as keyword arguments, or `--pickle FILE`: the pickled callable itself, called
   the same way (`slurmexp.sweep` of a function defined in `__main__` or a notebook).
@@ -92,6 +92,16 @@ def _import(ref: str) -> Any:
     return obj
 
 
+def submitit_result_path(folder: str, job_id: str) -> Path:
+    """`submitit.core.utils.JobPaths(folder, job_id, 0).result_pickle`, without importing
+    submitit (a task's start-up time is the cost of every run of a sweep)."""
+    array, _, index = job_id.partition("_")
+    text = folder.replace("%j", job_id).replace("%t", "0").replace("%A", array)
+    if "%a" in text:
+        text = text.replace("%a", index)
+    return Path(os.path.abspath(os.path.expanduser(text))) / f"{job_id}_0_result.pkl"
+
+
 def _job_id() -> str | None:
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if array and task:
@@ -103,8 +113,10 @@ def load_call(run_dir: Path, function: str | None, pickled: str | None = None) -
     """(callable, args, kwargs) of the run."""
     call = run_dir / CALL_FILE
     if call.exists():
-        delayed = _load(call)
-        return delayed.function, tuple(delayed.args), dict(delayed.kwargs)
+        data = _load(call)
+        if isinstance(data, dict):
+            return data["function"], tuple(data.get("args") or ()), dict(data.get("kwargs") or {})
+        return data.function, tuple(data.args), dict(data.kwargs)     # a DelayedSubmission
     if not function and not pickled:
         raise RuntimeError(f"{run_dir} has no {CALL_FILE} and no --function or --pickle was given")
     fn = _load(Path(pickled)) if pickled else _import(function or "")
@@ -114,24 +126,15 @@ def load_call(run_dir: Path, function: str | None, pickled: str | None = None) -
 
 def run(run_dir: Path, function: str | None = None, submitit_folder: str | None = None,
         pickled: str | None = None) -> int:
-    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")     # submitit.JobEnvironment() works
     job_id = _job_id()
-    sub_paths = None
+    sub_result = None
     if submitit_folder and job_id:
         os.environ["SUBMITIT_FOLDER"] = submitit_folder
-        from submitit.core.utils import JobPaths
-
-        sub_paths = JobPaths(submitit_folder, job_id=job_id, task_id=0)
-        sub_paths.folder.mkdir(parents=True, exist_ok=True)
+        sub_result = submitit_result_path(submitit_folder, job_id)
+        sub_result.parent.mkdir(parents=True, exist_ok=True)
     try:
         fn, args, kwargs = load_call(run_dir, function, pickled)
-        if sub_paths is not None and (run_dir / CALL_FILE).exists() \
-                and not sub_paths.submitted_pickle.exists():
-            # plain submitit's job.submission() reads the call from here
-            try:
-                os.link(run_dir / CALL_FILE, sub_paths.submitted_pickle)
-            except OSError:
-                pass
         value = fn(*args, **kwargs)
         outcome: tuple[str, Any] = ("success", value)
     except Exception:  # the function's own failure: recorded, then a non-zero exit
@@ -146,8 +149,8 @@ def run(run_dir: Path, function: str | None = None, submitit_folder: str | None 
             if kept:
                 log_metrics(run_dir=run_dir, **kept)
     _dump(outcome, run_dir / RESULT_FILE)
-    if sub_paths is not None:
-        _dump(outcome, sub_paths.result_pickle)
+    if sub_result is not None:
+        _dump(outcome, sub_result)
     if outcome[0] == "error":
         trace = outcome[1].rstrip().splitlines()
         sys.stderr.write(outcome[1])

@@ -151,7 +151,10 @@ class SlurmJob(_slurm.SlurmJob[tp.Any]):
         d = self.run_dir
         if d is None or not (d / CALL_FILE).exists():
             raise FileNotFoundError(f"run {self._run_id} has no {CALL_FILE}")
-        return utils.DelayedSubmission.load(d / CALL_FILE)
+        data = utils.pickle_load(d / CALL_FILE)
+        if isinstance(data, dict):
+            return utils.DelayedSubmission(data["function"], *data.get("args", ()), **data.get("kwargs", {}))
+        return data
 
     # --- logs and control ----------------------------------------------------------------
     def _attempt_dir(self) -> Path | None:
