@@ -9,60 +9,44 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+import warnings
 
 import click
 
 from slurmexp import __version__
-from slurmexp.errors import SlurmexpError
+from slurmexp.backends.base import DEFAULT_KIND, KINDS, backend_kind
+from slurmexp.cli_common import (
+    _check_output,
+    _emit,
+    _ledger,
+    _rich_table,
+    _scheduler,
+    _write_output,
+    site_option,
+    sweep_argument,
+)
+from slurmexp.cli_site import site
+from slurmexp.errors import SlurmexpError, SlurmexpWarning
 
 
 class SlurmexpGroup(click.Group):
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except SlurmexpError as exc:
-            click.echo(f"error: {exc.format()}", err=True)
-            ctx.exit(exc.exit_code)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SlurmexpWarning)
+            shown = warnings.showwarning
 
+            def show(message, category, *args, **kwargs):
+                if issubclass(category, SlurmexpWarning):
+                    click.echo(f"warning: {message}", err=True)
+                else:
+                    shown(message, category, *args, **kwargs)
 
-def _ledger(ctx: click.Context):
-    from slurmexp.ledger import Ledger
-
-    obj = ctx.find_root().obj
-    if obj.get("ledger_obj") is None:
-        obj["ledger_obj"] = Ledger(obj.get("ledger_path"))
-    return obj["ledger_obj"]
-
-
-def _slurm(cluster: str | None = None):
-    from slurmexp.backends.slurm.backend import SlurmBackend
-
-    return SlurmBackend(cluster=cluster)
-
-
-def _emit(data, fmt: str, table) -> None:
-    if fmt == "json":
-        click.echo(json.dumps(data, indent=2, default=str))
-    else:
-        table(data)
-
-
-def _rich_table(title: str, columns: list[str], rows: list[list]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
-    Console().print(t)
-
-
-site_option = click.option("--site", "site_path", type=click.Path(dir_okay=False),
-                           help="site.toml (default: $SLURMEXP_SITE, beside the sweep, cwd, $SLURMEXP_HOME)")
-sweep_argument = click.argument("sweep", type=click.Path(exists=True, dir_okay=False))
+            warnings.showwarning = show
+            try:
+                return super().invoke(ctx)
+            except SlurmexpError as exc:
+                click.echo(f"error: {exc.format()}", err=True)
+                ctx.exit(exc.exit_code)
 
 
 @click.group(cls=SlurmexpGroup)
@@ -71,7 +55,15 @@ sweep_argument = click.argument("sweep", type=click.Path(exists=True, dir_okay=F
 @click.version_option(__version__, prog_name="slurmexp")
 @click.pass_context
 def main(ctx: click.Context, ledger_path: str | None) -> None:
-    """Run experiments on Slurm unattended: validate, place, submit, track, reconcile, report."""
+    """Run experiments on Slurm unattended: validate, place, submit, track, reconcile, report.
+
+    \b
+    Exit codes:
+      0  done
+      1  a command failed or refused its input (report options, --output); health: unhealthy
+      2  the sweep or site file has problems, or validation refused it: nothing submitted
+      3  a Slurm daemon did not answer: nothing decided on its account
+    """
     ctx.ensure_object(dict)
     ctx.obj["ledger_path"] = ledger_path
 
@@ -91,7 +83,7 @@ def validate(sweep: str, site_path: str | None, offline: bool, fmt: str) -> None
     from slurmexp.launch.launcher import check, prepare
 
     prep = prepare(sweep, site_path)
-    report = check(prep, None if offline else _slurm(prep.site.cluster))
+    report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster))
     if fmt == "json":
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems],
                                "skipped": report.skipped, "checked": report.checked}, indent=2))
@@ -135,7 +127,7 @@ def explain(sweep: str, site_path: str | None) -> None:
 @main.command()
 @sweep_argument
 @site_option
-@click.option("--backend", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True)
+@click.option("--backend", type=click.Choice(list(KINDS)), default=DEFAULT_KIND, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the plan and scripts; submit nothing.")
 @click.option("--new", is_flag=True, help="Launch again although this sweep was launched before.")
 @click.option("--max-parallel", type=int, help="Local backend: tasks at once (default: the throttle or CPUs).")
@@ -147,7 +139,8 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
 
     if dry_run:
         prep = launch_mod.prepare(sweep, site_path)
-        report = launch_mod.check(prep, _slurm(prep.site.cluster) if backend == "slurm" else None)
+        kind = backend_kind(backend, key="--backend")
+        report = launch_mod.check(prep, _scheduler(kind.kind, prep.site.cluster) if kind.live_checks else None)
         click.echo(launch_mod.dry_run_text(prep))
         for s in report.skipped:
             click.echo(f"skipped: {s}", err=True)
@@ -223,7 +216,7 @@ def retry(ctx, experiment: str, which: str) -> None:
     """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs."""
     from slurmexp.reconcile.resubmit import retry_experiment
 
-    subs = retry_experiment(_ledger(ctx), _slurm(), experiment, which)
+    subs = retry_experiment(_ledger(ctx), None, experiment, which)
     click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
 
 
@@ -235,7 +228,7 @@ def cancel(ctx, experiment: str, reason: str) -> None:
     """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
     from slurmexp.reconcile.cancel import cancel_experiment
 
-    n = cancel_experiment(_ledger(ctx), _slurm(), experiment, reason)
+    n = cancel_experiment(_ledger(ctx), None, experiment, reason)
     click.echo(f"{n} run(s) cancelled")
 
 
@@ -284,18 +277,22 @@ def health(ctx, max_age: float) -> None:
 @click.option("--by", help="Aggregate metrics over the other parameters, grouped by PARAM[,PARAM].")
 @click.option("--best", metavar="METRIC", help="Show the best runs by METRIC.")
 @click.option("--min/--max", "minimize", default=None, help="Direction for --best (default: guessed from the name).")
+@click.option("--excel-safe", is_flag=True,
+              help="CSV for spreadsheets: prefix text cells starting with = + - @ (formulas) with '.")
 @click.pass_context
 def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best: str | None,
-           minimize: bool | None) -> None:
+           minimize: bool | None, excel_safe: bool) -> None:
     """Tables of runs, states, accounting and metrics (default: every experiment)."""
     from slurmexp.report.build import build_report, render_report
 
     if minimize is not None and not best:
         raise click.UsageError("--min/--max need --best METRIC")
-    text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
-                                      minimize=minimize), fmt)
     if output:
-        Path(output).write_text(text)
+        _check_output(output)
+    text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
+                                      minimize=minimize), fmt, excel_safe=excel_safe)
+    if output:
+        _write_output(output, text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -329,53 +326,7 @@ def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
         click.echo(path.read_text(errors="replace"), nl=False)
 
 
-# ----------------------------------------------------------------------------------------
-# Site
-# ----------------------------------------------------------------------------------------
-
-
-@main.group()
-def site() -> None:
-    """Describe the cluster: discover it live, or show a site.toml."""
-
-
-@site.command("discover")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
-def site_discover(output: str | None) -> None:
-    """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr)."""
-    from slurmexp.sites.discover import discover_site
-
-    text = discover_site(_slurm().cluster_facts())
-    if output:
-        Path(output).write_text(text)
-        click.echo(f"wrote {output}; check it with `slurmexp site show --site {output}`", err=True)
-    else:
-        click.echo(text, nl=False)
-
-
-@site.command("show")
-@site_option
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def site_show(site_path: str | None, fmt: str) -> None:
-    """Show the partitions, GPUs, QOS and reservations a site.toml describes."""
-    from slurmexp.launch.launcher import find_site
-    from slurmexp.sites.model import load_site
-
-    s = load_site(find_site(Path.cwd() / "sweep.toml", site_path))
-    rows = [{"partition": name, "max_time": p.max_time, "nodes": ",".join(p.nodes),
-             "gpus": ",".join(f"{k}:{v}" for k, v in s.gpu_types(name).items()),
-             "default": name == s.default_partition} for name, p in s.partitions.items()]
-    if fmt == "json":
-        click.echo(json.dumps({"cluster": s.cluster, "path": str(s.path), "partitions": rows,
-                               "qos": {k: q.model_dump() for k, q in s.qos.items()},
-                               "reservations": list(s.reservations)}, indent=2, default=str))
-        return
-    _rich_table(f"{s.cluster} ({s.path})", ["partition", "max_time", "nodes", "gpus", "default"],
-                [[r["partition"], r["max_time"], r["nodes"], r["gpus"], "*" if r["default"] else ""]
-                 for r in rows])
-    if s.qos:
-        _rich_table("QOS", ["qos", "max_wall", "max_tres_pu", "preempt"],
-                    [[k, q.max_wall, q.max_tres_pu, ",".join(q.preempt)] for k, q in s.qos.items()])
+main.add_command(site)
 
 
 if __name__ == "__main__":

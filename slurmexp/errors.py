@@ -40,6 +40,10 @@ class SlurmexpError(Exception):
         return "\n".join(lines)
 
 
+class SlurmexpWarning(UserWarning):
+    """Something allowed but worth saying (the CLI prints it as `warning: ...` and goes on)."""
+
+
 class SpecError(SlurmexpError):
     """A sweep or site file does not parse or does not follow the schema."""
 

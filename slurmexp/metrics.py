@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from slurmexp.layout import METRICS_FILE, METRICS_HISTORY_FILE
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX; runs are never launched there
@@ -87,13 +89,13 @@ def log_metrics(step: int | None = None, *, run_dir: str | Path | None = None,
     latest_values = json.loads(line)
     latest_values = {k: v for k, v in latest_values.items() if k not in RESERVED}
 
-    with open(directory / "metrics.jsonl", "a", encoding="utf-8") as history:
+    with open(directory / METRICS_HISTORY_FILE, "a", encoding="utf-8") as history:
         if fcntl is not None:
             fcntl.flock(history.fileno(), fcntl.LOCK_EX)
         try:
             history.write(line + "\n")
             history.flush()
-            _update_latest(directory / "metrics.json", latest_values)
+            _update_latest(directory / METRICS_FILE, latest_values)
         finally:
             if fcntl is not None:
                 fcntl.flock(history.fileno(), fcntl.LOCK_UN)
@@ -108,7 +110,7 @@ def _update_latest(path: Path, values: dict[str, Any]) -> None:
     except (FileNotFoundError, ValueError):
         latest = {}
     latest.update(values)
-    fd, tmp = tempfile.mkstemp(prefix=".metrics.json.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(latest, fh, ensure_ascii=False, indent=1, sort_keys=True)

@@ -1,8 +1,10 @@
-"""Slurm time and memory strings, as sbatch reads them.
+"""Slurm time, memory and TRES strings: as sbatch reads them, and as Slurm prints them.
 
 Everything inside slurmexp works in whole minutes and MiB so that comparisons against site
 limits are plain integer comparisons; the strings only exist at the edges (the TOML files and
-the sbatch script).
+the sbatch script on the way in, sacct/scontrol/sacctmgr output on the way back). The way in
+is strict (`parse_mem`: what sbatch would read the same way); the way back is lenient
+(`read_mem`: "1.5G", "1234K", "4000Mc"), and both use one table of unit letters.
 """
 from __future__ import annotations
 
@@ -98,9 +100,16 @@ def format_seconds(seconds: int, *, always_days: bool = False, pad_hours: bool =
     return f"{hours:02d}:{mins:02d}:{secs:02d}" if pad_hours else f"{hours}:{mins:02d}:{secs:02d}"
 
 
+# MiB per unit letter. Slurm's units are binary however they are spelled ("8G", "8GB", "8GiB").
+MEM_UNIT_MIB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 ** 2, "P": 1024 ** 3}
+_BYTE_MIB = 1 / 1024 ** 2
+
 # The B/iB tail is only allowed after a unit letter: "1024B" would read as bytes to a human.
 _MEM_RE = re.compile(r"^(\d+)(?:([KMGT])(?:I?B)?)?$", re.IGNORECASE)
-_MEM_SCALE = {"": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+# What Slurm prints: decimals ("1.50G"), and in older sacct a per-CPU/per-node ReqMem ("4000Mc").
+_PRINTED_MEM_RE = re.compile(r"^\s*(\d*\.?\d+)\s*([KMGTP]?)(?:I?B)?\s*([CN]?)\s*$", re.IGNORECASE)
+_COUNT_RE = re.compile(r"(\d+)([KMG]?)")
+_COUNT_SCALE = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
 
 
 def parse_mem(value: str | int) -> int:
@@ -121,16 +130,71 @@ def parse_mem(value: str | int) -> int:
         hint = ""
         decimal = re.match(r"^(\d*\.\d+)\s*([KMGT]?)", text, re.IGNORECASE)
         if decimal and decimal.group(2).upper() in ("G", "T"):
-            scale = 1024 if decimal.group(2).upper() == "G" else 1024 * 1024
+            scale = MEM_UNIT_MIB[decimal.group(2).upper()]
             hint = f" (Slurm takes whole numbers: write \"{math.ceil(float(decimal.group(1)) * scale)}M\")"
         raise ValueError(
             f"bad memory {value!r}: expected a whole number with an optional unit K, M, G or T, "
             f"such as \"8G\" or \"500M\"{hint}"
         )
-    number, unit = int(match.group(1)), (match.group(2) or "").upper()
-    if unit == "K":
-        return math.ceil(number / 1024)
-    return number * _MEM_SCALE[unit]
+    number, unit = int(match.group(1)), (match.group(2) or "M").upper()
+    return math.ceil(number * MEM_UNIT_MIB[unit])
+
+
+def read_mem(text: str | None, *, bare: str = "M") -> tuple[float, str] | None:
+    """A memory size as Slurm prints it -> (MiB, per), None when it is not one.
+
+    "1.5G", "1234K", "16GiB"; older sacct writes ReqMem per CPU ("4000Mc") or per node
+    ("4000Mn"): `per` is then "c" or "n", else "". `bare` is the unit of a number without one:
+    "M" as in sbatch and ReqMem, "B" for bytes (sacct's MaxRSS appends K/M/G whenever it
+    scales, so a bare number there is bytes).
+    """
+    match = _PRINTED_MEM_RE.match(text) if isinstance(text, str) else None
+    if not match:
+        return None
+    unit = match.group(2).upper() or bare
+    scale = _BYTE_MIB if unit == "B" else MEM_UNIT_MIB[unit]
+    return float(match.group(1)) * scale, match.group(3).lower()
+
+
+def parse_count(text: str) -> int | None:
+    """A count as Slurm prints it, scaled by K/M/G = 1024**n ("8", "2K"); None if not one."""
+    match = _COUNT_RE.fullmatch(text.strip())
+    if not match:
+        return None
+    return int(match.group(1)) * _COUNT_SCALE[match.group(2)]
+
+
+def parse_tres(text: str | None) -> dict[str, int]:
+    """"gres/gpu=2,cpu=8,mem=16G" -> {"gres/gpu": 2, "cpu": 8, "mem": 16384}: mem in whole MiB
+    (rounded up, as `parse_mem`), the rest as counts. The one reader of TRES strings (AllocTRES,
+    CfgTRES, MaxTRESPU ...); entries whose value is not a number (billing weights, say) are
+    left out, and so is everything of a string without "=" ("(null)", "N/A")."""
+    out: dict[str, int] = {}
+    for item in (text or "").split(","):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            continue
+        if key == "mem":
+            mem = read_mem(value)
+            if mem is not None:
+                out[key] = math.ceil(mem[0])
+            continue
+        try:
+            out[key] = int(value)
+        except ValueError:
+            number = parse_count(value)
+            if number is not None:
+                out[key] = number
+    return out
+
+
+def tres_gpus(tres: dict[str, int]) -> int:
+    """GPUs in parsed TRES: `gres/gpu=N` is the total; without it the typed counts
+    (`gres/gpu:a100=1`) add up; 0 without either."""
+    if "gres/gpu" in tres:
+        return tres["gres/gpu"]
+    return sum(v for k, v in tres.items() if k.startswith("gres/gpu:"))
 
 
 def format_mem(mb: int) -> str:

@@ -5,6 +5,7 @@ for all the jobs a test waits on, once a second: the same batched pattern the pr
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SH = REPO / "docker" / "slurm-cluster" / "cluster.sh"
+ROOT_CLUSTER_SH = REPO / "docker" / "slurm-cluster" / "root-cluster.sh"
+# Which cluster the tests run against: unset = the host's Slurm (22.05 on Debian 12, cluster.sh);
+# a version (24.11, 26.05) = that release's cluster in its Debian root (root-cluster.sh).
+VERSION_ENV = "SX_TEST_CLUSTER"
 SEP = "\x1f"
 TEST_JOB_NAME = "sx-test"  # jobs the tests submit directly; cancelled when a session starts
 
@@ -46,16 +51,50 @@ class Cluster:
     account: str = "research"
     site_toml: Path = REPO / "site.toml"
     submitted_at: dict[str, float] = field(default_factory=dict)
+    # The script that starts and breaks this cluster (cluster.sh's commands), and the Slurm
+    # release it must report (None: whatever the host has).
+    script_argv: list[str] = field(default_factory=lambda: ["bash", str(CLUSTER_SH)])
+    version: str | None = None
+    bin_dir: Path | None = None  # wrappers for this cluster's Slurm commands, first on PATH
+
+    @classmethod
+    def from_env(cls) -> Cluster:
+        """The cluster SX_TEST_CLUSTER names (root-cluster.sh describes it), else the native one."""
+        version = os.environ.get(VERSION_ENV, "").strip()
+        if not version or version == "native":
+            return cls()
+        proc = sh("bash", str(ROOT_CLUSTER_SH), version, "info", check=False)
+        if proc.returncode != 0:
+            raise ClusterUnavailable(f"{VERSION_ENV}={version}: root-cluster.sh knows no such version:\n"
+                                     f"{proc.stdout}{proc.stderr}")
+        info = json.loads(proc.stdout)
+        return cls(name=info["name"], site_toml=Path(info["site_toml"]), version=info["version"],
+                   script_argv=["bash", info["script"], info["version"]], bin_dir=Path(info["bin"]))
+
+    def use_on_path(self) -> None:
+        """Make `sbatch` & co. (for the tests and for slurmexp's subprocesses) this cluster's."""
+        if self.bin_dir is not None:
+            path = os.environ.get("PATH", "")
+            if not path.startswith(f"{self.bin_dir}{os.pathsep}"):
+                os.environ["PATH"] = f"{self.bin_dir}{os.pathsep}{path}"
+
+    def check_version(self) -> str:
+        """The Slurm release the commands on PATH talk to; must be the one asked for."""
+        found = sh("sinfo", "--version", check=False).stdout.strip()
+        if self.version and not found.split(" ")[-1].startswith(f"{self.version}."):
+            raise ClusterUnavailable(f"expected Slurm {self.version} for cluster {self.name}, sinfo says {found!r}")
+        return found
 
     # --- lifecycle and fault injection (all through cluster.sh) ---------------------------
     def script(self, *args: str, timeout: float = 300) -> str:
-        proc = sh("bash", str(CLUSTER_SH), *args, check=False, timeout=timeout)
+        proc = sh(*self.script_argv, *args, check=False, timeout=timeout)
         if proc.returncode != 0:
-            raise ClusterUnavailable(f"cluster.sh {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+            raise ClusterUnavailable(f"{' '.join(self.script_argv[1:])} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
 
     def up(self) -> None:
         self.script("up")
+        self.check_version()
         # Leftovers of an interrupted earlier test session (test jobs "sx-*", slurmexp
         # experiments "sx.*") would hold nodes the tests need.
         out = sh("squeue", "-h", "-o", "%A %j", check=False).stdout
@@ -145,4 +184,11 @@ class Cluster:
 
 
 def slurm_installed() -> bool:
+    if os.environ.get(VERSION_ENV, "native") not in ("", "native"):
+        return ROOT_CLUSTER_SH.exists()  # root-cluster.sh creates the root when it is missing
     return shutil.which("sbatch") is not None and CLUSTER_SH.exists()
+
+
+# The cluster this test session uses; module-level constants in the tests (site.toml, cluster
+# name) read it at import time, and conftest puts its Slurm commands first on PATH.
+CURRENT = Cluster.from_env()

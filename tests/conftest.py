@@ -2,13 +2,17 @@
 
 Under CI=true a cluster that cannot be started is a test failure, never a skip: a skipped
 cluster test proves nothing about Slurm.
+
+SX_TEST_CLUSTER=24.11 (or 26.05) runs the cluster tests against that Slurm release's cluster in
+its Debian root (docker/slurm-cluster/root-cluster.sh) instead of the host's 22.05: its Slurm
+commands go first on PATH for the whole session, tests and slurmexp's subprocesses alike.
 """
 from __future__ import annotations
 
 import os
 
 import pytest
-from clusterlib import Cluster, ClusterUnavailable, slurm_installed
+from clusterlib import CURRENT, Cluster, ClusterUnavailable, slurm_installed
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -20,6 +24,13 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "destructive: wipes or restarts the whole cluster; runs last")
+    CURRENT.use_on_path()
+
+
+def pytest_report_header(config):
+    if CURRENT.version:
+        return f"slurm cluster: {CURRENT.name} (Slurm {CURRENT.version}, commands from {CURRENT.bin_dir})"
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +41,7 @@ def cluster() -> Cluster:
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
-    c = Cluster()
+    c: Cluster = CURRENT
     try:
         c.up()
     except ClusterUnavailable as exc:

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.cluster
+from slurmexp.states import SLURM_FINAL_STATES as FINISHED
 
-FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY"}
+pytestmark = pytest.mark.cluster
 
 
 def test_cpu_array_runs_on_cpu_nodes(cluster):

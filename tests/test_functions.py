@@ -17,6 +17,7 @@ import submitit as plain_submitit
 
 import slurmexp
 import slurmexp.submitit as sx_submitit
+from slurmexp.backends import base
 from slurmexp.backends.facts import SubmitResult
 from slurmexp.errors import SlurmUnavailable, SpecError, ValidationError
 from slurmexp.functions import calls, launch, runner, waiting
@@ -53,12 +54,17 @@ class FakeScheduler:
     def submit_times(self, job_ids, **kw):
         return {}
 
-    def sacct_rows(self, job_ids, **kw):
+    def accounting(self, job_ids, **kw):
         self.sacct_calls += 1
         return []
 
-    def squeue_rows(self, *a, **kw):
+    def queue(self, *a, **kw):
         return []
+
+
+def use_scheduler(monkeypatch, fake) -> None:
+    """The factory (`backends.base.scheduler_for`) builds `fake` for every kind and cluster."""
+    monkeypatch.setattr(base, "scheduler_for", lambda kind, cluster=None, transport=None: fake)
 
 
 def add(a, b=0):
@@ -234,7 +240,7 @@ def _executor(tmp_path, **kw):
 
 def test_map_array_over_max_array_size_is_three_arrays(tmp_path, monkeypatch):
     fake = FakeScheduler()
-    monkeypatch.setattr(launch, "_BACKEND_FACTORY", lambda cluster: fake)
+    use_scheduler(monkeypatch, fake)
     monkeypatch.chdir(tmp_path)
     jobs = _executor(tmp_path).map_array(add, range(2500))
     assert [s["array"] for s in fake.submitted] == ["0-1000", "0-1000", "0-497"]
@@ -256,7 +262,7 @@ def test_map_array_over_max_array_size_is_three_arrays(tmp_path, monkeypatch):
 
 def test_named_experiment_is_extended_not_replaced(tmp_path, monkeypatch):
     fake = FakeScheduler()
-    monkeypatch.setattr(launch, "_BACKEND_FACTORY", lambda cluster: fake)
+    use_scheduler(monkeypatch, fake)
     monkeypatch.chdir(tmp_path)
     ex = _executor(tmp_path, experiment="mine")
     first = ex.map_array(add, [1, 2])
@@ -273,7 +279,7 @@ def test_named_experiment_is_extended_not_replaced(tmp_path, monkeypatch):
 
 def test_validation_error_queues_nothing(tmp_path, monkeypatch):
     fake = FakeScheduler()
-    monkeypatch.setattr(launch, "_BACKEND_FACTORY", lambda cluster: fake)
+    use_scheduler(monkeypatch, fake)
     monkeypatch.chdir(tmp_path)
     ex = _executor(tmp_path)
     ex.update_parameters(gpus_per_node=1, gpu_type="h100", slurm_qos="platinum")
@@ -286,7 +292,7 @@ def test_validation_error_queues_nothing(tmp_path, monkeypatch):
 
 def test_jobs_pickle_and_read_state_from_the_ledger(tmp_path, monkeypatch):
     fake = FakeScheduler()
-    monkeypatch.setattr(launch, "_BACKEND_FACTORY", lambda cluster: fake)
+    use_scheduler(monkeypatch, fake)
     monkeypatch.chdir(tmp_path)
     job = _executor(tmp_path).submit(add, 1, 2)
     assert isinstance(job, plain_submitit.Job) and job.state == "PENDING"
@@ -300,7 +306,7 @@ def test_jobs_pickle_and_read_state_from_the_ledger(tmp_path, monkeypatch):
 
 def test_waiting_processes_share_one_rate_limited_pass(tmp_path, monkeypatch):
     fake = FakeScheduler()
-    monkeypatch.setattr(launch, "_BACKEND_FACTORY", lambda cluster: fake)
+    use_scheduler(monkeypatch, fake)
     monkeypatch.chdir(tmp_path)
     jobs = _executor(tmp_path).map_array(add, [1, 2, 3])
     ledger = waiting.ledger_at(tmp_path / "l.db")
@@ -320,7 +326,7 @@ def test_waiting_processes_share_one_rate_limited_pass(tmp_path, monkeypatch):
 
 def test_sweep_launches_once_and_reattaches(tmp_path, monkeypatch):
     fake = FakeScheduler()
-    monkeypatch.setattr(launch, "_BACKEND_FACTORY", lambda cluster: fake)
+    use_scheduler(monkeypatch, fake)
     kw = dict(params={"lr": [0.1, 0.01, 0.001], "seed": [0, 1, 2, 3]}, site=SITE,
               ledger=tmp_path / "l.db", workdir=tmp_path)
     exp = slurmexp.sweep(metric_fn, **kw)
@@ -341,3 +347,11 @@ def test_function_by_name_only_where_a_task_can_import_it(tmp_path):
     assert launch.importable_ref(subprocess.run, tmp_path) == "subprocess:run"
     fn = pickle.loads(launch.pickle_by_value(metric_fn))
     assert fn(1.0, 1) == {"loss": 2.0}
+
+
+@pytest.mark.parametrize("first", ["", "import slurmexp.sweep.plan; from slurmexp.sweep import spec; "])
+def test_slurmexp_sweep_is_callable_in_every_import_order(first):
+    # importing the sweep stage's package binds it on `slurmexp` over the lazy name
+    code = (f"import slurmexp; {first}from slurmexp.functions.api import sweep; "
+            "assert callable(slurmexp.sweep); import slurmexp.sweep.plan as p; assert p.make_plan")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={"PYTHONPATH": str(REPO)})

@@ -10,8 +10,8 @@ import pytest
 from test_report import EXP, build_ledger
 
 from slurmexp.errors import SlurmexpError
+from slurmexp.layout import attempt_dir
 from slurmexp.report.show import (
-    attempt_dir,
     ended_marker,
     follow,
     format_run,
@@ -138,7 +138,7 @@ def test_a_requeued_task_uses_its_newest_folder(tmp_path):
     assert attempt_dir(tmp_path, "77_3") == base / "77_3.r2"
     assert attempt_dir(tmp_path, "77_3", restart=0) == base / "77_3"
     assert attempt_dir(tmp_path, "77_3", restart=1) == base / "77_3.r1"
-    assert attempt_dir(tmp_path, "77_3", restart=5) == base / "77_3.r2"     # not there: newest
+    assert attempt_dir(tmp_path, "77_3", restart=5) == base / "77_3.r5"     # not there yet: where it will be
     assert attempt_dir(tmp_path, "77_30") == base / "77_30"
     assert attempt_dir(tmp_path, "99_0") == base / "99_0"      # not there yet: where it will be
     assert attempt_dir(None, "1") is None

@@ -8,16 +8,18 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from clusterlib import CURRENT
 
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.cli import main
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger import Ledger
 from slurmexp.reconcile.one_pass import reconcile_pass
+from slurmexp.states import TERMINAL_STATES
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parent.parent
-SITE = str(REPO / "site.toml")
+SITE = str(CURRENT.site_toml)  # the repository's site.toml, or a version cluster's copy
 
 # Writes its argv and a few facts of its allocation into the run directory.
 TRAIN = """\
@@ -53,7 +55,7 @@ def launch(tmp_path: Path, sweep: Path) -> str:
 def wait_done(tmp_path: Path, exp_id: str, timeout: float = 240) -> Ledger:
     """Reconcile (one batched sacct per pass) until every run is terminal."""
     ledger = Ledger(tmp_path / "ledger.db")
-    backend = SlurmBackend(cluster="minicluster")
+    backend = SlurmBackend(cluster=CURRENT.name)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         reconcile_pass(ledger, backend, grace_s=600)
@@ -74,7 +76,7 @@ def test_gpu_grid_lands_on_a100_partition_with_provenance(tmp_path, cluster):
     attempts = ledger.attempts(exp_id)
     assert {a["node"] for a in attempts} == {"g1"}
     assert {a["partition"] for a in attempts} == {"gpu"}
-    assert all(a["job_id"] and a["submit_time"] and a["cluster"] == "minicluster" for a in attempts)
+    assert all(a["job_id"] and a["submit_time"] and a["cluster"] == CURRENT.name for a in attempts)
     assert all("gres/gpu:a100=1" in (a["alloc_tres"] or "") for a in attempts)
     for r in runs:
         seen = json.loads((Path(r["run_dir"]) / "seen.json").read_text())

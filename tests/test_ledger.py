@@ -8,15 +8,15 @@ import time
 
 import pytest
 
+from slurmexp.arrays import task_set
 from slurmexp.errors import SlurmexpError
-from slurmexp.ledger import store as ledger_mod
-from slurmexp.ledger.store import (
-    Ledger,
+from slurmexp.ledger import Ledger
+from slurmexp.ledger import schema as ledger_mod
+from slurmexp.ledger.connection import (
     choose_journal_mode,
     default_ledger_path,
     fs_type_for_path,
     is_network_fs,
-    parse_array_spec,
 )
 
 MOUNTS = """\
@@ -302,8 +302,8 @@ def test_submit_failed_keeps_runs_planned_with_reason(ledger):
 
 
 def test_partial_array_spec_creates_only_those_attempts(ledger):
-    assert parse_array_spec("0-9%2") == set(range(10))
-    assert parse_array_spec("1,3,6-10:2") == {1, 3, 6, 8, 10}
+    assert task_set("0-9%2") == set(range(10))
+    assert task_set("1,3,6-10:2") == {1, 3, 6, 8, 10}
     make_exp(ledger)
     _, ids = submit_chunk(ledger, "demo-abcdef12", 0, "77", spec="1,3")
     assert [a["job_key"] for a in ledger.attempts("demo-abcdef12")] == ["77_1", "77_3"]

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from slurmexp.backends.local import run_local
-from slurmexp.launch.render import (
-    ScriptContext,
-    render_script,
+from slurmexp.launch.experiment_files import (
     write_manifest,
     write_run_files,
     write_script,
+)
+from slurmexp.launch.render import (
+    ScriptContext,
+    render_script,
 )
 from slurmexp.sweep.plan import ArrayChunk, Resources, Run
 

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from slurmexp.errors import SpecError
+from slurmexp.errors import SpecError, ValidationError
 from slurmexp.sites.model import load_site
 from slurmexp.sweep.plan import (
+    MAX_RUNS,
     Placement,
     Resources,
     Run,
     assemble_plan,
     command_for,
+    count_runs,
     describe,
     expand,
     make_chunks,
@@ -244,6 +246,63 @@ def test_no_parameters_gives_one_run(tmp_path):
 def test_runs_only(tmp_path):
     runs = expand(sweep_from(tmp_path, 'name = "s"\ncommand = "x {a}"\n[[runs]]\na = 1\n[[runs]]\na = 2\n'))
     assert [r.params for r in runs] == [{"a": 1}, {"a": 2}]
+
+
+@pytest.mark.parametrize("text", [
+    'command = "x"',
+    'command = "x {a} {b}"\n[params]\na = [1, 2, 3]\nb = [4, 5]',
+    'command = "x {a}"\n[[runs]]\na = 1\n[[runs]]\na = 2',
+    'command = "x {a} {b} {c}"\n[params]\na = [1, 2]\n[[zip]]\nb = [1, 2, 3]\nc = [4, 5, 6]\n'
+    '[[runs]]\na = 9\nb = 9\nc = 9',
+    'command = "x {a} {u}"\n[params]\na = [1, 2]\n[sample]\nseed = 1\nn = 4\n'
+    '[sample.params.u]\ndist = "uniform"\nlow = 0\nhigh = 1',
+])
+def test_count_runs_is_what_expand_makes(tmp_path, text):
+    sweep = sweep_from(tmp_path, f'name = "s"\n{text}\n')
+    assert count_runs(sweep) == len(expand(sweep))
+
+
+def huge_grid(tmp_path):
+    """10^7 runs from a small file: expanding it took 115 s and 6.9 GB."""
+    return sweep_from(tmp_path, f"""
+        name = "huge"
+        command = "x {{a}} {{b}} {{c}}"
+        [params]
+        a = {list(range(1000))}
+        b = {list(range(100))}
+        c = {list(range(100))}
+        """)
+
+
+def test_huge_grid_is_refused_before_expanding(tmp_path, site, monkeypatch):
+    import time
+
+    from slurmexp.sweep import plan as plan_mod
+
+    def no_expand(sweep):
+        raise AssertionError("expand() called on a sweep that is too big")
+
+    sweep = huge_grid(tmp_path)
+    monkeypatch.setattr(plan_mod, "expand", no_expand)
+    start = time.perf_counter()
+    with pytest.raises(ValidationError) as err:
+        make_plan(sweep, site)
+    assert time.perf_counter() - start < 5
+    [problem] = err.value.problems
+    assert problem.check == "run_count" and problem.key == "params.a"
+    assert "10,000,000 runs" in problem.message and "MaxJobCount (10000" in problem.message
+    assert "at most 10,000 runs" in problem.fix and "params.a" in problem.fix
+    # Without a MaxJobCount in site.toml, slurmexp's own limit still refuses it unexpanded.
+    no_limit = site.model_copy(update={"max_job_count": None})
+    with pytest.raises(ValidationError) as err:
+        make_plan(sweep, no_limit)
+    [problem] = err.value.problems
+    assert f"limit of {MAX_RUNS:,} runs" in problem.message
+
+
+def test_sweep_at_the_limit_is_planned(tmp_path, site):
+    sweep = sweep_from(tmp_path, f'name = "s"\ncommand = "x {{a}}"\n[params]\na = {list(range(10000))}\n')
+    assert len(make_plan(sweep, site).runs) == 10000 == site.max_job_count
 
 
 # ---------------------------------------------------------------- chunks

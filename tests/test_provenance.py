@@ -151,3 +151,91 @@ def test_remote_credentials_are_dropped():
     url = "https://bob:ghp_secret@github.com/o/r.git\n"
     assert _redact_url(url) == "https://github.com/o/r.git"
     assert _redact_url("git@github.com:o/r.git") == "git@github.com:o/r.git"
+
+
+# ---------------------------------------------------------------- privacy (issue 9, item 14)
+
+@needs_git
+def test_provenance_files_are_private(repo, tmp_path):
+    (repo / "train.py").write_text("lr = 0.2\n")
+    out = tmp_path / "exp" / "provenance"
+    out.mkdir(parents=True, mode=0o755)
+    (out / "git.diff").write_text("stale")
+    (out / "git.diff").chmod(0o644)                        # from an older slurmexp
+    info = collect(repo, out)
+    assert (out.stat().st_mode & 0o777) == 0o700
+    for path in (info["git"]["diff_path"], info["environment"]["path"]):
+        assert (Path(path).stat().st_mode & 0o777) == 0o600, path
+
+
+SECRETS = {".env": "TOKEN=hunter2\n", "deploy/id_rsa": "-----BEGIN hunter2\n", "tls/server.pem": "hunter2\n",
+           "conf/api.key": "hunter2\n", "config/Secrets.yaml": "pw: hunter2\n", ".netrc": "password hunter2\n",
+           ".env.production": "X=hunter2\n"}
+
+
+@needs_git
+def test_secret_files_stay_out_of_the_diff(repo, tmp_path):
+    for name in SECRETS:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("placeholder\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "secrets")
+    for name, text in SECRETS.items():
+        (repo / name).write_text(text)
+    (repo / "train.py").write_text("lr = 0.2\n")
+    info = collect(repo / "deploy", tmp_path / "exp")
+    diff = Path(info["git"]["diff_path"]).read_text()
+    assert "hunter2" not in diff and "+lr = 0.2" in diff
+    omitted = {s["path"]: s for s in info["git"]["secrets_omitted"]}
+    assert set(omitted) == set(SECRETS)
+    for name, text in SECRETS.items():
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        assert omitted[name]["sha256"] == digest and f"{name} sha256 {digest}" in diff
+    assert "hunter2" not in json.dumps(info)
+    # What is recorded still applies to the commit: everything but the secrets.
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    git(clone, "apply", str(tmp_path / "exp" / "git.diff"))
+    assert (clone / "train.py").read_text() == "lr = 0.2\n"
+    assert (clone / ".env").read_text() == "placeholder\n"
+
+
+@needs_git
+def test_secret_patterns_are_configurable(repo, tmp_path):
+    (repo / ".env").write_text("A=1\n")
+    git(repo, "add", ".env")
+    git(repo, "commit", "-q", "-m", "env")
+    (repo / ".env").write_text("A=2\n")
+    (repo / "util.py").write_text("x = 'hunter2'\n")
+    info = collect(repo, tmp_path / "a", secret_patterns=[])
+    assert "+A=2" in Path(info["git"]["diff_path"]).read_text() and not info["git"]["secrets_omitted"]
+    info = collect(repo, tmp_path / "b", secret_patterns=["util.*"])
+    diff = Path(info["git"]["diff_path"]).read_text()
+    assert "+A=2" in diff and "hunter2" not in diff
+    assert [s["path"] for s in info["git"]["secrets_omitted"]] == ["util.py"]
+
+
+@needs_git
+def test_launch_uses_the_sweeps_secret_patterns(repo, tmp_path):
+    from slurmexp.launch.launcher import launch
+    from slurmexp.ledger import Ledger
+    from slurmexp.sweep.spec import load_sweep
+
+    site = Path(__file__).resolve().parent.parent / "site.toml"
+    (repo / ".env").write_text("A=1\n")
+    (repo / "notes.md").write_text("a\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "more")
+    (repo / ".env").write_text("A=hunter2\n")
+    (repo / "notes.md").write_text("b hunter3\n")
+    (repo / "sweep.toml").write_text('name = "s"\ncommand = "true"\n')
+    assert load_sweep(repo / "sweep.toml").provenance.secret_patterns == list(provenance.DEFAULT_SECRET_PATTERNS)
+    ledger = Ledger(tmp_path / "ledger.db")
+    exp = ledger.get_experiment(launch(repo / "sweep.toml", site, backend="local", ledger=ledger).exp_id)
+    diff = Path(exp["provenance"]["git"]["diff_path"])
+    assert "hunter2" not in diff.read_text() and "hunter3" in diff.read_text()
+    assert (diff.stat().st_mode & 0o777) == 0o600
+    (repo / "sweep.toml").write_text('name = "s2"\ncommand = "true"\n[provenance]\nsecret_patterns = ["*.md"]\n')
+    exp = ledger.get_experiment(launch(repo / "sweep.toml", site, backend="local", ledger=ledger).exp_id)
+    text = Path(exp["provenance"]["git"]["diff_path"]).read_text()
+    assert "hunter2" in text and "hunter3" not in text

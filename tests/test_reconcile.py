@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from slurmexp.arrays import indices
 from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
+from slurmexp.ledger import Ledger
+from slurmexp.ledger.rows import ActiveAttempt
 from slurmexp.reconcile import cancel, cron, resubmit, transitions
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import health as health_mod
@@ -24,6 +26,7 @@ from slurmexp.reconcile import match as rd
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.reconcile import policy as rt
 from slurmexp.settings import ExperimentSettings, GroupSettings, RetrySettings
+from slurmexp.states import TERMINAL_STATES, classify, ledger_state
 from slurmexp.timeutil import utc_iso
 
 EXP = "sweep-abcdef12"
@@ -42,7 +45,7 @@ def row(job_id: str, state: str = "COMPLETED", submit: datetime | str | None = N
     m = re.fullmatch(r"(\d+)_(\d+)", job_id)
     p = re.fullmatch(r"(\d+)_\[(.*)\]", job_id)
     array_job, task, pending = (m.group(1), int(m.group(2)), None) if m else (
-        (p.group(1), None, sorted(parse_array_spec(p.group(2)))) if p else (None, None, None))
+        (p.group(1), None, indices(p.group(2))) if p else (None, None, None))
     submit_s = submit if isinstance(submit, str) or submit is None else local(submit)
     fields = dict(
         job_id=job_id, job_id_raw=raw or job_id.split("_")[0], array_job_id=array_job,
@@ -68,13 +71,13 @@ def qrow(job_id: str, state: str = "PENDING", submit: datetime | str | None = No
 
 
 class FakeBackend:
-    """SlurmBackend's reconcile-facing methods over rows the test controls."""
+    """The Scheduler methods reconcile uses (backends.base), over rows the test controls."""
 
     cluster = None
 
     def __init__(self):
         self.rows: list[SacctRow] = []
-        self.queue: list[SqueueRow] = []
+        self.queued: list[SqueueRow] = []
         self.submitted: list[dict] = []
         self.cancelled: list[list[str]] = []
         self.calls: dict[str, int] = {}
@@ -88,7 +91,7 @@ class FakeBackend:
         if what in self.unavailable:
             raise SlurmUnavailable(f"{what} could not reach a Slurm daemon: Connection refused")
 
-    def sacct_rows(self, job_ids, *, since, user=None, names=None, array_ids=(), timeout=60):
+    def accounting(self, job_ids, *, since, user=None, names=None, array_ids=(), timeout=60):
         self._call("sacct")
         assert since and "T" in since
         if names is not None:
@@ -96,9 +99,9 @@ class FakeBackend:
         ids = set(map(str, job_ids))
         return [r for r in self.rows if (r.array_job_id or r.job_id) in ids]
 
-    def squeue_rows(self, job_ids=None, *, name_prefix=None, timeout=60):
+    def queue(self, job_ids=None, *, name_prefix=None, timeout=60):
         self._call("squeue")
-        return [q for q in self.queue if name_prefix is None or q.name.startswith(name_prefix)]
+        return [q for q in self.queued if name_prefix is None or q.name.startswith(name_prefix)]
 
     def submit(self, script, *, extra_args=(), cwd=None, timeout=60):
         self._call("sbatch")
@@ -112,8 +115,8 @@ class FakeBackend:
         job = str(self.next_id)
         self.next_id += 1
         now = datetime.now()
-        for t in sorted(parse_array_spec(spec)):
-            self.queue.append(qrow(f"{job}_{t}", "PENDING", now, name=name))
+        for t in indices(spec):
+            self.queued.append(qrow(f"{job}_{t}", "PENDING", now, name=name))
         self.submitted.append({"job": job, "script": str(script), "args": list(extra_args),
                                "submit": local(now)})
         return SubmitResult(job, None)
@@ -130,12 +133,12 @@ class FakeBackend:
     def finish(self, job: str, state: str = "COMPLETED", tasks=None, **kw) -> None:
         sub = next(s for s in self.submitted if s["job"] == job)
         keep = []
-        for q in self.queue:
+        for q in self.queued:
             if q.array_job_id == job and (tasks is None or q.array_task in tasks):
                 self.rows.append(row(q.job_id, state, sub["submit"], name=q.name, **kw))
             else:
                 keep.append(q)
-        self.queue = keep
+        self.queued = keep
 
 
 @pytest.fixture
@@ -212,20 +215,14 @@ def t0():
     ("SPECIAL_EXIT", "unknown"), ("NEWSTATE", "unknown"),
 ])
 def test_classify(state, cls):
-    assert rd.classify(state, 0) == cls
-    assert rd.classify(state, 3) == cls
+    assert classify(state, 0) == cls
+    assert classify(state, 3) == cls
 
 
 def test_unknown_state_is_never_success():
-    assert rd.classify("WEIRD", 0) == "unknown"
-    assert rd.ledger_state("WEIRD") == "WEIRD"
-    assert rd.ledger_state("COMPLETING") == "RUNNING"
-
-
-def test_compress_indices():
-    assert resubmit.compress_indices([7, 0, 1, 2, 5, 8]) == "0-2,5,7-8"
-    assert resubmit.compress_indices([3]) == "3"
-    assert parse_array_spec(resubmit.compress_indices([0, 2, 3, 9])) == {0, 2, 3, 9}
+    assert classify("WEIRD", 0) == "unknown"
+    assert ledger_state("WEIRD") == "WEIRD"
+    assert ledger_state("COMPLETING") == "RUNNING"
 
 
 def test_reason_texts():
@@ -246,10 +243,13 @@ def test_stderr_tail(tmp_path):
 
 
 def attempt(aid, key, submit=None, created=None, **kw):
+    """An attempt as a reconcile pass reads it (its chunk 0 gives it the job name sx.EXP.000)."""
     job, _, task = key.partition("_")
-    return dict(attempt_id=aid, cluster=CLUSTER, job_id=job, task_index=int(task) if task else None,
-                job_key=key, submit_time=submit, created=created, attempt_no=1,
-                job_name=f"sx.{EXP}.000", **kw)
+    a = ActiveAttempt(attempt_id=aid, exp_id=EXP, run_id=f"r{aid:03d}", attempt_no=1, state="SUBMITTED",
+                      cluster=CLUSTER, job_id=job, task_index=int(task) if task else None,
+                      job_key=key, submit_time=submit, created=created, sub_chunk=0, **kw)
+    assert a.job_name == f"sx.{EXP}.000"
+    return a
 
 
 def test_match_takes_only_the_row_with_the_attempts_submit_time():
@@ -450,7 +450,7 @@ def test_requeue_seen_only_in_squeue_is_not_resubmitted(ledger, tmp_path, t0):
     submit(ledger, scripts, "100", submit_time=t0, spec="0")
     fake = FakeBackend()
     fake.rows = [row("100_0", "PREEMPTED", t0)]
-    fake.queue = [qrow("100_0", "PENDING", t0 + timedelta(seconds=5))]
+    fake.queued = [qrow("100_0", "PENDING", t0 + timedelta(seconds=5))]
     s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10), grace_s=60)
     assert fake.submitted == [] and s.requeued == 1
     assert [a["state"] for a in ledger.attempts(EXP)] == ["PREEMPTED", "PENDING"]
@@ -680,6 +680,42 @@ def test_runaway_record_becomes_lost(ledger, tmp_path, t0):
     assert att[0]["state"] == "LOST" and "runaway" in att[0]["reason"] and len(att) == 2
 
 
+def test_runaway_clock_is_a_column_not_the_reason_text(ledger, tmp_path, t0):
+    """LOST is decided by attempts.unlisted_since: another wording of the reason (a message
+    reworded in a later version, a note written over it) must not restart the clock."""
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "RUNNING", t0)]          # the controller lost the job
+    first = t0 + timedelta(seconds=10)
+    rc.reconcile_pass(ledger, fake, now=first, grace_s=60)
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "RUNNING" and a["unlisted_since"] == utc_iso(first)
+    ledger.update_attempt(a["attempt_id"], reason="the controller forgot this job")
+    assert ledger.attempts(EXP)[0]["unlisted_since"] == utc_iso(first)
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=71), grace_s=60)
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "LOST" and a["failure_class"] == "infrastructure"
+    assert f"since {utc_iso(first)}" in a["reason"] and a["unlisted_since"] == utc_iso(first)
+
+
+def test_runaway_clock_restarts_when_the_controller_lists_the_job_again(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "RUNNING", t0)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10), grace_s=60)
+    assert ledger.attempts(EXP)[0]["unlisted_since"] == utc_iso(t0 + timedelta(seconds=10))
+    fake.queued = [qrow("100_0", "RUNNING", t0)]         # listed again: the clock stops
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=40), grace_s=60)
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "RUNNING" and a["unlisted_since"] is None
+    fake.queued = []                                     # and gone again: a new clock
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=71), grace_s=60)
+    a = ledger.attempts(EXP)[0]
+    assert a["state"] == "RUNNING" and a["unlisted_since"] == utc_iso(t0 + timedelta(seconds=71))
+
+
 def test_placeholder_record_waits_for_the_complete_one(ledger, tmp_path, t0):
     """slurmdbd first writes a placeholder (JobName "allocation", no partition/QOS/ReqMem)."""
     scripts = make_exp(ledger, tmp_path, n=1)
@@ -708,11 +744,11 @@ def test_placeholder_does_not_move_a_running_attempt_back(ledger, tmp_path, t0):
     scripts = make_exp(ledger, tmp_path, n=1)
     submit(ledger, scripts, "100", spec="0", submit_time=t0)
     fake = FakeBackend()
-    fake.queue = [qrow("100_0", "RUNNING", t0)]
+    fake.queued = [qrow("100_0", "RUNNING", t0)]
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=5))
     assert states(ledger) == {"r000": "RUNNING"}
     fake.rows = [row("100_0", "PENDING", t0, name="allocation", incomplete=True, partition=None)]
-    fake.queue = []
+    fake.queued = []
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     a = ledger.attempts(EXP)[0]
     assert a["state"] == "RUNNING" and not a["reason"]
@@ -819,7 +855,7 @@ def test_manual_retry_and_cancel(ledger, tmp_path, t0):
     fake = FakeBackend()
     fake.rows = [row("100_0", "FAILED", t0, exit_code=1), row("100_1", "COMPLETED", t0),
                  row("100_2", "CANCELLED by 0", t0), row("100_3", "RUNNING", t0)]
-    fake.queue = [qrow("100_3", "RUNNING", t0)]
+    fake.queued = [qrow("100_3", "RUNNING", t0)]
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     assert fake.submitted == []
     assert resubmit.retry_experiment(ledger, fake, EXP, "lost") == []

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from slurmexp.errors import SpecError
+from slurmexp.launch.experiment_files import (
+    write_manifest,
+    write_run_files,
+    write_script,
+)
 from slurmexp.launch.render import (
     ScriptContext,
     render_script,
     template_sha256,
-    write_manifest,
-    write_run_files,
-    write_script,
 )
 from slurmexp.sweep.plan import ArrayChunk, Resources, Run
 

@@ -300,6 +300,35 @@ def test_csv_with_by_and_best(ledger):
     assert list(best["run_id"]) == ["rB0"]
 
 
+def test_excel_safe_csv_neutralises_formulas_and_keeps_numbers(ledger):
+    import csv
+
+    rep = build_report(ledger, EXP)
+    # Text a run can put into the table: Slurm's reason or the stderr tail, parameter values.
+    rep.runs["reason"] = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", None, "fine"]
+    rep.runs["param.note"] = ["@SUM(A1)", "-2", "\tx", "-x"]
+    rep.runs["param.lr"] = -rep.runs["param.lr"]                       # a numeric column
+    rep.runs["param.mixed"] = pd.Series([-3, "=x", -0.5, None], dtype=object)
+    rep.runs["param.ints"] = pd.Series([1, None, -2, 3], dtype=object)   # no text at all
+
+    exact = list(csv.DictReader(io.StringIO(render_report(rep, "csv"))))
+    assert exact[0]["reason"] == '=HYPERLINK("http://x","y")' and exact[0]["param.note"] == "@SUM(A1)"
+
+    rows = list(csv.DictReader(io.StringIO(render_report(rep, "csv", excel_safe=True))))
+    assert [r["reason"] for r in rows] == ["'=HYPERLINK(\"http://x\",\"y\")", "'+cmd|' /C calc'!A0",
+                                           "", "fine"]
+    assert [r["param.note"] for r in rows] == ["'@SUM(A1)", "-2", "'\tx", "'-x"]
+    assert [r["param.lr"] for r in rows] == ["-0.1", "-0.1", "-0.01", "-0.01"]
+    assert [r["param.mixed"] for r in rows] == ["-3", "'=x", "-0.5", ""]
+    assert [r["param.ints"] for r in rows] == ["1", "", "-2", "3"]
+    for r in rows:
+        assert all(not v or v[0] not in "=+@\t\r" for v in r.values())
+        assert all(not v or v[0] != "-" or float(v) < 0 for v in r.values())
+    # Machines keep the exact values; people's formats are not spreadsheets.
+    with pytest.raises(SlurmexpError, match="--excel-safe is for --format csv"):
+        render_report(rep, "json", excel_safe=True)
+
+
 def test_json_document(ledger):
     rep = build_report(ledger, [EXP], by="lr", best="acc")
     doc = json.loads(render_report(rep, "json"))
@@ -480,9 +509,10 @@ def test_several_experiments(ledger, tmp_path):
 
 
 def test_failed_states_follow_the_ledger():
-    from slurmexp.ledger.store import TERMINAL_STATES
-    from slurmexp.report.model import FAILED_STATES
-    assert FAILED_STATES == TERMINAL_STATES - {"COMPLETED"}
+    from slurmexp import states
+    from slurmexp.report import frames
+    assert frames.FAILED_STATES is states.FAILED_STATES      # not a copy of its own
+    assert states.FAILED_STATES == states.TERMINAL_STATES - {"COMPLETED"}
 
 
 def test_empty_ledger(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from clusterlib import CURRENT
 
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.cli import main
@@ -45,9 +46,9 @@ def test_report_of_a_real_sweep_with_failure_and_node_fail_retry(tmp_path, clust
                      '[params]\nx = ["1", "2", "3", "bad"]\n'
                      '[resources]\ngpus = 1\ngpu_type = "a100"\ntime = "00:05:00"\n'
                      '[retry]\nmax_attempts = 3\nbackoff_s = 0\n')
-    exp_id = cli(tmp_path, "launch", str(sweep), "--site", str(REPO / "site.toml")).split()[-1]
+    exp_id = cli(tmp_path, "launch", str(sweep), "--site", str(CURRENT.site_toml)).split()[-1]
     ledger = Ledger(tmp_path / "ledger.db")
-    backend = SlurmBackend(cluster="minicluster")
+    backend = SlurmBackend(cluster=CURRENT.name)
 
     # Fail g1 while two tasks run on it (g1 has 2 a100s; the other tasks wait).
     deadline = time.monotonic() + 90

@@ -181,3 +181,16 @@ def test_syntax_error_names_line(tmp_path):
     with pytest.raises(SpecError) as info:
         load_site(write(tmp_path, 'cluster = "c"\ndefault_partition = cpu\n'))
     assert "line 2" in info.value.problems[0].message
+
+
+def test_names_sbatch_would_split_are_refused_at_their_key(tmp_path):
+    # They reach #SBATCH lines through routing and defaults; refused here, the problem names
+    # the site key instead of a template line.
+    text = SMALL.replace('default_partition = "cpu"', 'default_partition = "cpu "\naccount = "my lab"')
+    text = text.replace("[partitions.mixed]", '[partitions."mixed,all"]') + '[defaults]\nqos = "a b"\n'
+    probs = problems(tmp_path, text)
+    assert by_key(probs, "default_partition").fix.startswith('default_partition = "cpu" (')
+    assert by_key(probs, "account").fix.startswith('account = "my" (')
+    assert by_key(probs, "defaults.qos").fix.startswith('qos = "a" (')
+    mixed = by_key(probs, "partitions.mixed,all")
+    assert "comma" in mixed.message and mixed.fix.startswith("rename the table to [partitions.mixed]")

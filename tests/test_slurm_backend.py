@@ -10,14 +10,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from clusterlib import CURRENT
 
 from slurmexp.backends.slurm import backend as slurm
 from slurmexp.backends.slurm.backend import SlurmBackend, run_slurm
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
+from slurmexp.states import SLURM_FINAL_STATES as FINISHED
 
 pytestmark = pytest.mark.cluster
-
-FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY"}
 
 
 def script(tmp_path: Path, name: str, body: str = "sleep 1", *directives: str) -> Path:
@@ -165,7 +165,7 @@ def test_sacct_rows_splits_long_id_lists(backend, monkeypatch):
 def test_cluster_facts(backend):
     facts = backend.cluster_facts()
     assert facts.skipped == []
-    assert facts.cluster == "minicluster" and facts.user == backend.user
+    assert facts.cluster == CURRENT.name and facts.user == backend.user
     assert facts.max_array_size == 1001 and facts.max_job_count == 10000
     nodes = facts.nodes
     assert sorted(nodes) == ["c1", "c2", "c3", "g1", "g2"]

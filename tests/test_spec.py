@@ -1,5 +1,6 @@
 import json
 import textwrap
+import warnings
 
 import pytest
 
@@ -445,3 +446,102 @@ def test_env_var_names(tmp_path):
 
 def test_escalate_factor_must_grow(tmp_path):
     by_key(problems(tmp_path, MINIMAL + "[retry]\nescalate_factor = 1.0\n"), "retry.escalate_factor")
+
+
+# ---------------------------------------------------------------- refused names and values (issue 9, item 13)
+
+def paste(path, key, fix, section=None):
+    """The sweep file with the line `key = ...` replaced by the fix line, as a user would."""
+    line = fix.split(" (")[0]
+    lines = path.read_text().splitlines()
+    start = lines.index(f"[{section}]") + 1 if section else 0
+    for i in range(start, len(lines)):
+        if lines[i].split("=")[0].strip() == key:
+            lines[i] = line
+            break
+    else:
+        raise AssertionError(f"{key} not in {path}")
+    path.write_text("\n".join(lines) + "\n")
+    return load_sweep(path)
+
+
+@pytest.mark.parametrize("name", ["-rf", ".", "..", "_x", "-", "my sweep/1", ""])
+def test_name_must_start_with_a_letter_or_digit_and_the_fix_works(tmp_path, name):
+    path = write(tmp_path, MINIMAL.replace('name = "s"', f'name = "{name}"'))
+    with pytest.raises(SpecError) as info:
+        load_sweep(path)
+    p = by_key(info.value.problems, "name")
+    assert "start with a letter or digit" in p.message and p.fix.startswith('name = "')
+    fixed = paste(path, "name", p.fix)
+    assert fixed.name[0].isalnum()
+
+
+@pytest.mark.parametrize("command", ['""', '"   "', '" \\t\\n "'])
+def test_blank_command_is_refused_with_a_working_fix(tmp_path, command):
+    path = write(tmp_path, MINIMAL.replace('command = "python train.py --lr {lr}"', f"command = {command}"))
+    with pytest.raises(SpecError) as info:
+        load_sweep(path)
+    [p] = info.value.problems          # and no "lr does not appear in command" besides
+    assert p.key == "command" and p.check == "empty_command"
+    assert p.fix == 'write the program to run, e.g. command = "python3 train.py --lr {lr}"'
+    assert paste(path, "command", p.fix.split("e.g. ")[1]).placeholder_names() == ["lr"]
+
+
+def test_relative_output_dir_must_stay_in_the_project(tmp_path):
+    from slurmexp.errors import SlurmexpWarning
+
+    project = tmp_path / "proj"
+    (project / ".git").mkdir(parents=True)           # a git work tree: the project
+    (project / "exp" / "a").mkdir(parents=True)
+    path = project / "exp" / "a" / "sweep.toml"
+    path.write_text('output_dir = "../../.."\n' + MINIMAL)
+    with pytest.raises(SpecError) as info:
+        load_sweep(path)
+    p = by_key(info.value.problems, "output_dir")
+    assert f"resolves to {tmp_path}" in p.message and f"project {project}" in p.message
+    assert "git work tree" in p.message
+    assert paste(path, "output_dir", p.fix.split(" if ")[0]).output_dir == tmp_path
+    # Inside the project but outside the sweep's folder: allowed, with a warning.
+    path.write_text('output_dir = "../../runs"\n' + MINIMAL)
+    with pytest.warns(SlurmexpWarning, match="leaves the sweep's folder"):
+        assert load_sweep(path).output_dir == project / "runs"
+    # Absolute (or ~) is taken as written, without a word.
+    for value in (str(tmp_path / "scratch"), "~/runs"):
+        path.write_text(f'output_dir = "{value}"\n' + MINIMAL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            load_sweep(path)
+
+
+def test_without_git_the_project_is_the_sweeps_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "plain" / "a"
+    folder.mkdir(parents=True)
+    if any((d / ".git").exists() for d in folder.parents):
+        pytest.skip("tmp_path is inside a git work tree")
+    path = folder / "sweep.toml"
+    path.write_text('output_dir = "../runs"\n' + MINIMAL)
+    with pytest.raises(SpecError) as info:
+        load_sweep(path)
+    p = by_key(info.value.problems, "output_dir")
+    assert f"project {folder} (the sweep file's folder" in p.message
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("partition", "gpu long", "gpu"), ("partition", " gpu", "gpu"), ("partition", "cpu,gpu", "cpu"),
+    ("qos", "high,low", "high"), ("account", 'lab\\"x', "labx"), ("reservation", "resv1 # x", "resv1"),
+    ("gpu_type", "a100:2", "a100"), ("constraint", "a & b", "a&b")])
+def test_values_sbatch_would_split_are_refused_at_their_key(tmp_path, key, value, expected):
+    path = write(tmp_path, MINIMAL + f'[resources]\ngpus = 1\n{key} = "{value}"\n')
+    with pytest.raises(SpecError) as info:
+        load_sweep(path)
+    p = by_key(info.value.problems, f"resources.{key}")
+    assert p.fix.startswith(f'{key} = "{expected}" (')
+    assert getattr(paste(path, key, p.fix, "resources").resources, key) == expected
+
+
+def test_provenance_table_is_not_part_of_the_fingerprint(tmp_path):
+    plain = load_sweep(write(tmp_path, MINIMAL, "a.toml"))
+    other = load_sweep(write(tmp_path, MINIMAL + '[provenance]\nsecret_patterns = ["*.csv"]\n', "b.toml"))
+    assert other.provenance.secret_patterns == ["*.csv"]
+    assert "provenance" not in plain.canonical() and plain.canonical() == other.canonical()
+    by_key(problems(tmp_path, MINIMAL + '[provenance]\nsecret_patterns = [""]\n'), "provenance.secret_patterns[0]")

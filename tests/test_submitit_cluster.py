@@ -16,18 +16,20 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from clusterlib import CURRENT
 from submitit.core.utils import FailedJobError
 
 import slurmexp
 import slurmexp.submitit as submitit
-from slurmexp.backends.slurm.backend import SlurmBackend
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.backends.base import scheduler_for
+from slurmexp.ledger import Ledger
 from slurmexp.reconcile.one_pass import reconcile_pass
+from slurmexp.states import TERMINAL_STATES
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parent.parent
-SITE = REPO / "site.toml"
+SITE = CURRENT.site_toml  # the repository's site.toml, or a version cluster's copy
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
@@ -91,7 +93,7 @@ def cli(home: Path, *args: str, **kw) -> subprocess.CompletedProcess:
 
 def reconcile_done(home: Path, exp_ids: list[str], timeout: float = 240) -> Ledger:
     ledger = Ledger(home / "ledger.db")
-    backend = SlurmBackend(cluster="minicluster")
+    backend = scheduler_for("slurm", CURRENT.name)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         reconcile_pass(ledger, backend, grace_s=600)
@@ -241,7 +243,7 @@ def test_launch_killed_after_sbatch_is_adopted_never_resubmitted(tmp_path, clust
     assert sub["state"] == "ADOPTED" and sub["job_id"]
     handle = slurmexp.experiment(exp["exp_id"], home / "ledger.db")
     assert handle.values() == [3, 6, 9] and handle.status() == {"COMPLETED": 3}
-    rows = SlurmBackend().sacct_rows([], since="now-1hours", names=[f"sx.{exp['exp_id']}.000"])
+    rows = scheduler_for("slurm").accounting([], since="now-1hours", names=[f"sx.{exp['exp_id']}.000"])
     assert rows and {r.array_job_id or r.job_id_raw for r in rows} == {sub["job_id"]}
 
 

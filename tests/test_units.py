@@ -1,6 +1,16 @@
 import pytest
 
-from slurmexp.units import format_mem, format_time, parse_mem, parse_time
+from slurmexp.units import (
+    MEM_UNIT_MIB,
+    format_mem,
+    format_time,
+    parse_count,
+    parse_mem,
+    parse_time,
+    parse_tres,
+    read_mem,
+    tres_gpus,
+)
 
 
 @pytest.mark.parametrize("text, minutes", [
@@ -106,3 +116,48 @@ def test_parse_mem_decimal_suggests_whole_mib():
 def test_format_mem(mb, text):
     assert format_mem(mb) == text
     assert parse_mem(text) == mb
+
+
+# --- memory and TRES as Slurm prints them -------------------------------------------------
+
+@pytest.mark.parametrize("text,want", [
+    ("4000Mc", (4000.0, "c")), ("2Gn", (2048.0, "n")), ("512", (512.0, "")),
+    ("1.5G", (1536.0, "")), ("2048K", (2.0, "")), ("16GiB", (16384.0, "")),
+    (" 10.50M ", (10.5, "")), ("1P", (1024.0 ** 3, "")),
+    ("", None), ("junk", None), (None, None), ("1.2.3G", None),
+])
+def test_read_mem(text, want):
+    assert read_mem(text) == want
+
+
+def test_read_mem_bare_bytes_and_the_one_unit_table():
+    assert read_mem("1048576", bare="B") == (1.0, "")
+    assert read_mem("1234K", bare="B") == (1234 / 1024, "")
+    # The strict reader and the lenient one agree wherever both read a value.
+    for text in ("8G", "500M", "1T", "2048K", "1024", "16GB"):
+        assert parse_mem(text) == read_mem(text)[0], text
+    assert MEM_UNIT_MIB["G"] == 1024
+
+
+def test_parse_tres_is_the_one_reader():
+    assert parse_tres("gres/gpu=2,cpu=8,mem=16G") == {"gres/gpu": 2, "cpu": 8, "mem": 16384}
+    assert parse_tres("billing=2.5,cpu=1K,mem=15.62G,node=1") == {
+        "cpu": 1024, "mem": 15995, "node": 1}          # decimals as sacct prints them, rounded up
+    assert parse_tres(None) == parse_tres("") == parse_tres("(null)") == parse_tres("N/A") == {}
+    assert parse_count("8") == 8 and parse_count("2K") == 2048 and parse_count("x") is None
+
+
+def test_gpus_from_tres():
+    assert tres_gpus(parse_tres("gres/gpu:a100=1,gres/gpu=1")) == 1      # the total wins
+    assert tres_gpus(parse_tres("gres/gpu:a100=1,gres/gpu:v100=2")) == 3
+    assert tres_gpus(parse_tres("cpu=4")) == 0
+
+
+def test_the_parsers_and_the_report_use_these_rules():
+    from slurmexp.backends.slurm import parse as sp
+    from slurmexp.backends.slurm.parse import sacctmgr
+    assert sacctmgr.parse_tres is parse_tres
+    assert sp.parse_mem_mb("1.5G") == read_mem("1.5G")[0] and sp.parse_mem_mb("1024") == 1 / 1024
+    pytest.importorskip("pandas")
+    from slurmexp.report import frames
+    assert frames._tres_numbers("gres/gpu:a100=1,cpu=2,mem=15.62G,node=1") == (1.0, 2.0, 1.0, 15995.0)

@@ -12,10 +12,23 @@
 #   cluster.sh fail-node N   marks node N DOWN under its running jobs (they end NODE_FAIL)
 #   cluster.sh resume-node N brings node N back
 #   cluster.sh restart-ctld  restarts slurmctld with its state kept
+#   cluster.sh stop-ctld     stops slurmctld (start it again with restart-ctld or up)
 #   cluster.sh stop-dbd      stops slurmdbd (sacct fails; jobs keep running)
 #   cluster.sh start-dbd     starts slurmdbd again
 #   cluster.sh preempt N     submits a high-QOS job that needs all of node N (preempts low QOS)
 #   cluster.sh logs          the tail of every daemon log
+#   cluster.sh db-up         only MariaDB (the other versions' roots use the host's)
+#
+# Settings (environment; the defaults are the native cluster's). root-cluster.sh runs this same
+# script inside a Debian root for Slurm 24.11/26.05, and the Docker image runs it in a container
+# that shares the host's network: each such cluster needs its own name, ports and database.
+#   SX_CLUSTER_NAME (minicluster)   SX_CTLD_PORT (6817)   SX_DBD_PORT (6819)
+#   SX_SLURMD_PORT_BASE (17000: c1-c3 = base+1..3, g1/g2 = base+11/12)
+#   SX_DB_HOST (localhost)   SX_DB_PORT (3306)   SX_DB_NAME (slurm_acct_db)   SX_DB_USER (slurm)
+#   SX_DB_EXTERNAL=1         use a MariaDB that runs elsewhere (never start or stop one)
+#   SX_CLUSTER_STATE, SX_CLUSTER_LOG, SX_CLUSTER_WAIT_S
+# `down` stops only this cluster's daemons: slurmd/slurmctld/slurmdbd by their pid files, and the
+# slurmstepd processes that this cluster's slurmd started (found by a marker in their environment).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,7 +36,18 @@ STATE="${SX_CLUSTER_STATE:-/var/lib/slurmexp-cluster}"
 LOG="${SX_CLUSTER_LOG:-/var/log/slurmexp-cluster}"
 HOST="$(hostname -s)"
 NODES=(c1 c2 c3 g1 g2)
-CLUSTER=minicluster
+CLUSTER="${SX_CLUSTER_NAME:-minicluster}"
+CTLD_PORT="${SX_CTLD_PORT:-6817}"
+DBD_PORT="${SX_DBD_PORT:-6819}"
+PORT_BASE="${SX_SLURMD_PORT_BASE:-17000}"
+DB_HOST="${SX_DB_HOST:-localhost}"
+DB_PORT="${SX_DB_PORT:-3306}"
+DB_NAME="${SX_DB_NAME:-slurm_acct_db}"
+DB_USER="${SX_DB_USER:-slurm}"
+DB_PASS=slurmexp-test
+DB_EXTERNAL="${SX_DB_EXTERNAL:-0}"
+# Every slurmd of this cluster, and so every slurmstepd it forks, carries this in its environment.
+CLUSTER_ID="$CLUSTER:$STATE"
 WAIT_S="${SX_CLUSTER_WAIT_S:-90}"
 
 say() { printf '[cluster] %s\n' "$*" >&2; }
@@ -43,6 +67,13 @@ show_logs() {
     done
 }
 
+slurm_major() {
+    # "slurm 24.11.5" -> 24 (0 when slurmd is missing)
+    local v
+    v="$(slurmd -V 2>/dev/null | awk '{print $2}')"
+    echo "${v%%.*}" | grep -E '^[0-9]+$' || echo 0
+}
+
 pid_alive() {
     # A pid file left by a killed session may name a pid that another process has since taken:
     # the process must exist and be a Slurm daemon.
@@ -57,11 +88,19 @@ render_conf() {
     # Fill the templates in conf/; return 0 when /etc/slurm changed.
     local changed=1 name src dst tmp
     mkdir -p /etc/slurm "$STATE"/{ctld,run,spool} "$LOG"
-    for name in slurm.conf gres.conf slurmdbd.conf; do
+    local names=(slurm.conf gres.conf slurmdbd.conf)
+    # Slurm 24.11 and later need a cgroup.conf here (see conf/cgroup.conf.in); 22.05 has none.
+    [ "$(slurm_major)" -ge 24 ] && names+=(cgroup.conf)
+    for name in "${names[@]}"; do
         src="$HERE/conf/$name.in"
         dst="/etc/slurm/$name"
         tmp="$(mktemp)"
-        sed -e "s|@HOST@|$HOST|g" -e "s|@STATE@|$STATE|g" -e "s|@LOG@|$LOG|g" "$src" >"$tmp"
+        sed -e "s|@HOST@|$HOST|g" -e "s|@STATE@|$STATE|g" -e "s|@LOG@|$LOG|g" \
+            -e "s|@CLUSTER@|$CLUSTER|g" -e "s|@CTLD_PORT@|$CTLD_PORT|g" -e "s|@DBD_PORT@|$DBD_PORT|g" \
+            -e "s|@PORT_C1@|$((PORT_BASE + 1))|g" -e "s|@PORT_C2@|$((PORT_BASE + 2))|g" \
+            -e "s|@PORT_C3@|$((PORT_BASE + 3))|g" -e "s|@PORT_G1@|$((PORT_BASE + 11))|g" \
+            -e "s|@PORT_G2@|$((PORT_BASE + 12))|g" -e "s|@DB_HOST@|$DB_HOST|g" -e "s|@DB_PORT@|$DB_PORT|g" \
+            -e "s|@DB_USER@|$DB_USER|g" -e "s|@DB_NAME@|$DB_NAME|g" "$src" >"$tmp"
         if ! cmp -s "$tmp" "$dst" 2>/dev/null; then
             install -m 644 "$tmp" "$dst"
             changed=0
@@ -91,22 +130,32 @@ start_munge() {
     die "munged did not start"
 }
 
+db_ping() {
+    if [ "$DB_EXTERNAL" = 1 ]; then
+        # MariaDB 11 clients (Debian 13+) insist on TLS unless told not to; the server here has none.
+        mysqladmin --skip-ssl --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u "$DB_USER" -p"$DB_PASS" ping >/dev/null 2>&1
+    else
+        mysqladmin ping >/dev/null 2>&1
+    fi
+}
+
 start_mariadb() {
-    if mysqladmin ping >/dev/null 2>&1; then return; fi
-    say "starting MariaDB"
+    if db_ping; then return; fi
+    [ "$DB_EXTERNAL" = 1 ] && die "the MariaDB at $DB_HOST:$DB_PORT does not answer for user $DB_USER"
+    say "starting MariaDB (port $DB_PORT)"
     mkdir -p /run/mysqld "$LOG/mysql"
     chown mysql:mysql /run/mysqld "$LOG/mysql"
     if [ ! -d /var/lib/mysql/mysql ]; then
         mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
     fi
-    (setsid mysqld_safe --user=mysql --log-error="$LOG/mysql/mysqld.log" >/dev/null 2>&1 &)
+    (setsid mysqld_safe --user=mysql --port="$DB_PORT" --log-error="$LOG/mysql/mysqld.log" >/dev/null 2>&1 &)
     for _ in $(seq 300); do
         mysqladmin ping >/dev/null 2>&1 && break
         sleep 0.1
     done
     mysqladmin ping >/dev/null 2>&1 || die "MariaDB did not answer mysqladmin ping"
     mysql -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmexp-test';
-              GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+              GRANT ALL ON $DB_NAME.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
 }
 
 start_slurmdbd() {
@@ -163,7 +212,7 @@ start_slurmds() {
     for n in "${NODES[@]}"; do
         if pid_alive "$STATE/run/slurmd-$n.pid"; then continue; fi
         say "starting slurmd -N $n"
-        slurmd -N "$n"
+        SLURMEXP_CLUSTER_ID="$CLUSTER_ID" slurmd -N "$n"
     done
 }
 
@@ -235,15 +284,47 @@ stop_pidfile() {
     kill -9 "$pid" 2>/dev/null || true
 }
 
+own_stepds() {
+    # The slurmstepd processes of this cluster's slurmd: same mount namespace as this script (not
+    # a container's) and this cluster's marker in their environment (not another Slurm's on this
+    # machine, such as a Debian root's, which shares the host's pid and mount namespaces).
+    local d ns
+    ns="$(readlink /proc/self/ns/mnt)"
+    for d in /proc/[0-9]*; do
+        [ "$(cat "$d/comm" 2>/dev/null)" = slurmstepd ] || continue
+        [ "$(readlink "$d/ns/mnt" 2>/dev/null)" = "$ns" ] || continue
+        tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qxF "SLURMEXP_CLUSTER_ID=$CLUSTER_ID" || continue
+        echo "${d#/proc/}"
+    done
+}
+
+stop_stepds() {
+    local pids
+    pids="$(own_stepds | paste -sd' ' -)"
+    [ -n "$pids" ] || return 0
+    say "stopping slurmstepd $pids"
+    # shellcheck disable=SC2086
+    kill $pids 2>/dev/null || true
+}
+
+stop_munged() {
+    local f=/run/munge/munged.pid pid
+    [ -f "$f" ] || return 0
+    pid="$(cat "$f")"
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = munged ] || return 0
+    say "stopping munged"
+    kill "$pid" 2>/dev/null || true
+}
+
 cmd_down() {
     local n
     for n in "${NODES[@]}"; do stop_pidfile "$STATE/run/slurmd-$n.pid" "slurmd $n"; done
-    pkill -x slurmstepd 2>/dev/null || true
+    stop_stepds
     stop_pidfile "$STATE/run/slurmctld.pid" slurmctld
     stop_pidfile "$STATE/run/slurmdbd.pid" slurmdbd
     if [ "${1:-}" = --all ]; then
-        mysqladmin shutdown 2>/dev/null || true
-        pkill -x munged 2>/dev/null || true
+        [ "$DB_EXTERNAL" = 1 ] || mysqladmin shutdown 2>/dev/null || true
+        stop_munged
     fi
 }
 
@@ -264,7 +345,7 @@ cmd_status() {
     for n in "${NODES[@]}"; do
         if pid_alive "$STATE/run/slurmd-$n.pid"; then echo "slurmd $n: running"; else echo "slurmd $n: stopped"; fi
     done
-    mysqladmin ping >/dev/null 2>&1 && echo "mariadb: running" || echo "mariadb: stopped"
+    db_ping && echo "mariadb: running" || echo "mariadb: stopped"
     munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && echo "munge: running" || echo "munge: stopped"
     sinfo -N -o '%N %P %t %G' 2>/dev/null || true
     squeue 2>/dev/null || true
@@ -272,6 +353,7 @@ cmd_status() {
 
 case "${1:-}" in
 up) cmd_up ;;
+db-up) start_mariadb ;;
 down) shift; cmd_down "$@" ;;
 reset) cmd_reset ;;
 status) cmd_status ;;
@@ -287,6 +369,7 @@ resume-node)
         scontrol update NodeName="$2" State=RESUME
     fi
     ;;
+stop-ctld) stop_pidfile "$STATE/run/slurmctld.pid" slurmctld ;;
 restart-ctld)
     stop_pidfile "$STATE/run/slurmctld.pid" slurmctld
     start_slurmctld
@@ -300,7 +383,7 @@ preempt)
         --output=/dev/null --time=00:05:00 --wrap "sleep ${3:-30}"
     ;;
 *)
-    sed -n '2,22p' "$0"
+    sed -n '2,31p' "$0"
     exit 2
     ;;
 esac

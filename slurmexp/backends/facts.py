@@ -1,8 +1,8 @@
 """What slurmexp knows about a live cluster and its jobs, as plain data.
 
 The Slurm backend fills these from command output through the pure parsers in
-`slurm_parse`; validation, discovery and reconciliation read only these types, so they can
-be tested without a cluster and never depend on the text format of a Slurm command.
+`backends.slurm.parse`; validation, discovery and reconciliation read only these types, so they
+can be tested without a cluster and never depend on the text format of a Slurm command.
 """
 from __future__ import annotations
 

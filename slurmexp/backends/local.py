@@ -1,5 +1,8 @@
 """Run a chunk's sbatch script on this machine, for users without a cluster (and for tests).
 
+`LocalBackend` is the `Scheduler` of this machine (see `backends.base`); `run_local` is the
+blocking run of one chunk's tasks it is built on.
+
 It runs the very script sbatch would get, once per array task, with the SLURM_* variables a
 task would see; so a sweep that works locally exercises the same manifest, run folders and
 attempt records as on the cluster, and there is no second code path to keep in sync.
@@ -11,19 +14,25 @@ thread, so it may write to an SQLite connection opened there.
 """
 from __future__ import annotations
 
+import getpass
 import os
 import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from datetime import datetime
+from pathlib import Path, PurePath
+from typing import Any, Callable, Iterable, Sequence
 
-from slurmexp.errors import SlurmexpError
+from slurmexp import arrays, layout
+from slurmexp.arrays import task_key
+from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitResult
+from slurmexp.errors import Problem, SlurmexpError
 
 EventCallback = Callable[[int, str, dict[str, Any]], None]
 
@@ -97,12 +106,14 @@ def run_local(
     array_job_id: str | None = None,
     log_dir: Path | None = None,
     tasks: Iterable[int] | None = None,
+    cwd: str | os.PathLike | None = None,
 ) -> list[LocalTaskResult]:
     """Run array tasks `tasks` (default 0..n_tasks-1) of `script_path`, `max_parallel` at once.
 
     The wrapper's output goes to `<log_dir>/<array_job_id>_<task>.out|.err` (log_dir defaults to
     the experiment's logs/, the script being `<exp_dir>/scripts/chunk-NNN.sbatch`), named like
-    Slurm's `%A_%a` so that two chunks or two local launches never share a log.
+    Slurm's `%A_%a` so that two chunks or two local launches never share a log. Tasks start in
+    `cwd` (default: the current directory), as sbatch starts them in the directory it ran in.
     On an exception in the caller's thread (Ctrl-C, on_event failing), running tasks are sent
     SIGTERM (SIGKILL after a grace period), reported CANCELLED, and the exception propagates.
     Returns one result per task, in task order.
@@ -121,7 +132,7 @@ def run_local(
         raise ValueError(f"task indices {bad} are outside 0..{n_tasks - 1}")
 
     array_job_id = array_job_id or new_array_job_id()
-    log_dir = Path(log_dir) if log_dir is not None else script_path.parent.parent / "logs"
+    log_dir = Path(log_dir) if log_dir is not None else script_path.parent.parent / layout.LOGS_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     directives = _script_directives(script_path)
     base_env = dict(os.environ)
@@ -133,13 +144,13 @@ def run_local(
     results: dict[int, LocalTaskResult] = {}
 
     def start(index: int) -> None:
-        out = log_dir / f"{array_job_id}_{index}.out"
-        err = log_dir / f"{array_job_id}_{index}.err"
+        out = log_dir / layout.log_name(task_key(array_job_id, index), "out")
+        err = log_dir / layout.log_name(task_key(array_job_id, index), "err")
         env = _task_env(base_env, array_job_id, index, n_tasks, directives, env_extra)
         with open(out, "ab") as fout, open(err, "ab") as ferr:
             proc = subprocess.Popen(
                 [bash, str(script_path)], env=env, stdin=subprocess.DEVNULL,
-                stdout=fout, stderr=ferr,
+                stdout=fout, stderr=ferr, cwd=cwd,
                 start_new_session=True,      # own process group: cancel reaches the command too
             )
         started_wall, started_mono = time.time(), time.monotonic()
@@ -199,3 +210,150 @@ def _cancel(running: dict[int, tuple]) -> None:
                 pass
         if all(proc.poll() is not None for proc in procs):
             return
+
+
+# --------------------------------------------------------------------------------------------
+# The Scheduler of this machine
+
+LOCAL_CLUSTER = "local"      # the cluster name local submissions and attempts are recorded with
+_ARRAY_ARG = re.compile(r"^(?:--array=|-a=?)(\S+)$")
+_ARRAY_DIRECTIVE = re.compile(r"^#SBATCH\s+(?:--array=|-a\s*)(\S+)\s*$", re.MULTILINE)
+
+
+@dataclass
+class _LocalJob:
+    name: str | None
+    submitted: float                 # epoch seconds
+    results: list[LocalTaskResult]
+
+
+def _iso(epoch: float) -> str:
+    """Local wall-clock time without offset, as sacct prints it."""
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _array_spec(script: Path, extra_args: Sequence[str]) -> str:
+    """--array from the arguments (they override the script, as for sbatch), else the script's."""
+    for arg in extra_args:
+        match = _ARRAY_ARG.match(arg)
+        if match:
+            return match.group(1)
+    match = _ARRAY_DIRECTIVE.search(script.read_text(encoding="utf-8", errors="replace")[:20000])
+    return match.group(1) if match else "0"
+
+
+class LocalBackend:
+    """The `Scheduler` of this machine: `submit` runs the script's array tasks here and returns
+    when they have ended, so there is never anything queued, and nothing to reconcile.
+
+    What local runs can say, they say: `accounting` and `submit_times` answer for the jobs this
+    object ran (in this process; the ledger has the rest), `queue` is always empty, `cancel`
+    has nothing to cancel (Ctrl-C stops a running launch, whose tasks end CANCELLED), and
+    `test_only`/`cluster_facts` have no cluster to ask. Resource arguments (--time, --mem) do not
+    apply here; only --array does.
+    """
+
+    kind = "local"
+    name = "local"
+    cluster = LOCAL_CLUSTER
+
+    def __init__(self, cluster: str | None = None, transport: Any = None,
+                 max_parallel: int | None = None):
+        # `cluster` is what the experiment's site calls its cluster; local runs are on this
+        # machine whatever it says, and are recorded as LOCAL_CLUSTER.
+        if transport is not None and getattr(transport, "name", None) != "local":
+            raise SlurmexpError("the local backend runs scripts on this machine only", [Problem(
+                "", "backend", f"it was given the transport {getattr(transport, 'name', transport)!r}",
+                "use the slurm backend to run on another machine")])
+        self.max_parallel = max_parallel
+        self.user = os.environ.get("USER") or getpass.getuser()
+        self._jobs: dict[str, _LocalJob] = {}
+
+    def __repr__(self) -> str:
+        return "LocalBackend()"
+
+    @staticmethod
+    def new_job_id() -> str:
+        return new_array_job_id()
+
+    def run_array(self, script_path: Path, n_tasks: int, max_parallel: int,
+                  env_extra: dict[str, str] | None = None, on_event: EventCallback | None = None, *,
+                  array_job_id: str | None = None, log_dir: Path | None = None,
+                  tasks: Iterable[int] | None = None,
+                  cwd: str | os.PathLike | None = None) -> list[LocalTaskResult]:
+        """`run_local`, remembered for `accounting` and `submit_times`."""
+        array_job_id = array_job_id or self.new_job_id()
+        submitted = time.time()
+        results = run_local(script_path, n_tasks, max_parallel, env_extra, on_event,
+                            array_job_id=array_job_id, log_dir=log_dir, tasks=tasks, cwd=cwd)
+        name = _script_directives(Path(script_path).absolute()).get("job-name")
+        self._jobs[array_job_id] = _LocalJob(name, submitted, results)
+        return results
+
+    # --- Scheduler ----------------------------------------------------------------------
+    def submit(self, script: str | PurePath, *, extra_args: Sequence[str] = (),
+               cwd: str | PurePath | None = None, timeout: float | None = None) -> SubmitResult:
+        """Run the tasks of the script's --array (or of `extra_args`' --array) now, `%N` or
+        `max_parallel` or one per CPU at once; return when all have ended. `timeout` does not
+        apply: a local run takes as long as it takes."""
+        path = Path(script)
+        if not path.is_file():
+            raise SlurmexpError(f"local backend: script {path} does not exist")
+        spec = _array_spec(path, extra_args)
+        indices = self._indices(spec)
+        parallel = self.max_parallel or arrays.throttle(spec) or os.cpu_count() or 1
+        job_id = self.new_job_id()
+        self.run_array(path, max(indices) + 1, parallel, array_job_id=job_id, tasks=indices,
+                       cwd=os.fspath(cwd) if cwd is not None else None)
+        return SubmitResult(job_id, self.cluster, submit_time=_iso(self._jobs[job_id].submitted))
+
+    @staticmethod
+    def _indices(spec: str) -> list[int]:
+        indices = arrays.indices(spec)
+        if not indices:
+            raise SlurmexpError(f"local backend: cannot read the array {spec!r}",
+                                [Problem("", "--array", spec, "give task indices such as 0-9 or 0,3,5-7%2")])
+        return indices
+
+    def test_only(self, script: str | PurePath, extra_args: Sequence[str] = (),
+                  timeout: float = 60) -> tuple[bool, str]:
+        if not Path(script).is_file():
+            return False, f"local backend: script {script} does not exist"
+        if shutil.which("bash") is None:
+            return False, "local backend: bash is not installed or not on PATH"
+        return True, "local backend: runs on this machine (no scheduler to ask)"
+
+    def queue(self, job_ids: list[str] | None = None, *, name_prefix: str | None = None,
+              timeout: float = 60) -> list[SqueueRow]:
+        return []
+
+    def accounting(self, job_ids: list[str], *, since: str, user: str | None = None,
+                   names: list[str] | None = None, array_ids: Sequence[str] = (),
+                   timeout: float = 60) -> list[SacctRow]:
+        ids = {str(j) for j in job_ids}
+        host = socket.gethostname()
+        rows = []
+        for job_id, job in self._jobs.items():
+            if not (job.name in names if names is not None else job_id in ids):
+                continue
+            for r in job.results:
+                rows.append(SacctRow(
+                    job_id=task_key(job_id, r.task_index), job_id_raw=r.job_id, array_job_id=job_id,
+                    array_task=r.task_index, pending_tasks=None, state=r.state, state_raw=r.state,
+                    submit=_iso(job.submitted), start=_iso(r.started_at), end=_iso(r.ended_at),
+                    elapsed_s=int(round(r.elapsed_s)), exit_code=r.exit_code, signal=None,
+                    node_list=host, partition=None, qos=None, account=None, reason=None,
+                    alloc_tres=None, req_mem=None, max_rss_mb=None, total_cpu_s=None,
+                    alloc_cpus=None, job_name=job.name, comment=None, cluster=self.cluster))
+        return rows
+
+    def submit_times(self, job_ids: list[str], *, since: str = "now-7days",
+                     timeout: float = 60) -> dict[str, str]:
+        return {j: _iso(self._jobs[j].submitted) for j in map(str, job_ids) if j in self._jobs}
+
+    def cancel(self, job_ids: list[str], timeout: float = 60) -> None:
+        """Nothing to do: a local run is over when `submit` returns."""
+
+    def cluster_facts(self, user: str | None = None, timeout: float = 60) -> ClusterFacts:
+        return ClusterFacts(cluster=self.cluster, user=user or self.user,
+                            skipped=["local backend: there is no cluster to ask"])

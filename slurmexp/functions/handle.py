@@ -10,15 +10,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slurmexp import layout
+from slurmexp.backends import base
 from slurmexp.functions import waiting
-from slurmexp.functions.runner import RESULT_FILE
 from slurmexp.ledger import Ledger
+from slurmexp.states import TERMINAL_STATES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-                   "PREEMPTED", "BOOT_FAIL", "DEADLINE", "LOST"})
+FINAL = TERMINAL_STATES
 
 
 class Experiment:
@@ -28,7 +29,7 @@ class Experiment:
         if isinstance(ledger, Ledger):
             path = ledger.path
         elif ledger is None:
-            from slurmexp.ledger.store import default_ledger_path
+            from slurmexp.ledger.connection import default_ledger_path
 
             path = default_ledger_path()
         else:
@@ -93,7 +94,7 @@ class Experiment:
 
         out: list[Any] = []
         for run in self.ledger.run_views(self.id).values():
-            path = Path(run["run_dir"] or "") / RESULT_FILE
+            path = layout.RunPaths(run["run_dir"] or "").result
             if not run["run_dir"] or not path.exists():
                 out.append(None)
                 continue
@@ -112,16 +113,14 @@ class Experiment:
 
     # --- control -------------------------------------------------------------------------
     def cancel(self, reason: str = "cancelled by user") -> int:
-        from slurmexp.functions.launch import slurm_backend
         from slurmexp.reconcile.cancel import cancel_experiment
 
-        return cancel_experiment(self.ledger, slurm_backend(self.cluster), self.id, reason)
+        return cancel_experiment(self.ledger, base.scheduler_for_experiment(self.info), self.id, reason)
 
     def retry(self, which: str = "failed") -> list[int]:
-        from slurmexp.functions.launch import slurm_backend
         from slurmexp.reconcile.resubmit import retry_experiment
 
-        return retry_experiment(self.ledger, slurm_backend(self.cluster), self.id, which)
+        return retry_experiment(self.ledger, base.scheduler_for_experiment(self.info), self.id, which)
 
 
 def experiment(exp_id: str, ledger: Ledger | str | os.PathLike | None = None) -> Experiment:

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slurmexp import layout
+from slurmexp.backends import base as backends
 from slurmexp.errors import Problem, SlurmexpError, SpecError, ValidationError
 from slurmexp.functions.calls import call_params, callable_name, run_ids_for
-from slurmexp.functions.runner import CALL_FILE, runner_command
+from slurmexp.functions.runner import runner_command
 from slurmexp.ledger import Ledger
 
 SOURCE = "call"           # runs.source of a drop-in call
@@ -75,8 +77,8 @@ def sweep_toml(data: dict[str, Any]) -> str:
 
 
 def write_sweep_file(output_dir: Path, name: str, text: str) -> Path:
-    """`<output_dir>/.sweeps/<name>-<hash>.toml`: the sweep's source file (content-addressed)."""
-    folder = Path(output_dir) / ".sweeps"
+    """`<output_dir>/.sweeps/<name>-<hash>.toml` (`layout.SWEEPS_DIR`): the sweep's source file (content-addressed)."""
+    folder = Path(output_dir) / layout.SWEEPS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.toml"
     if not path.exists() or path.read_text() != text:
@@ -93,22 +95,10 @@ def as_validation_error(exc: SpecError, what: str) -> ValidationError:
                            exc.problems)
 
 
-def slurm_backend(cluster: str | None):
-    """The Slurm backend for a cluster: the one place the Python paths obtain it."""
-    if _BACKEND_FACTORY is not None:
-        return _BACKEND_FACTORY(cluster)
-    from slurmexp.backends.slurm.backend import SlurmBackend
-
-    return SlurmBackend(cluster=cluster)
-
-
-_BACKEND_FACTORY = None
-
-
-def set_backend_factory(factory) -> None:
-    """Tests: make `slurm_backend` return `factory(cluster)` (None restores Slurm)."""
-    global _BACKEND_FACTORY
-    _BACKEND_FACTORY = factory
+def scheduler(cluster: str | None):
+    """The Slurm scheduler of `cluster`, from the one factory (`backends.base.scheduler_for`,
+    looked up on its module at each call, so a test may replace it there)."""
+    return backends.scheduler_for(backends.DEFAULT_KIND, cluster)
 
 
 def open_ledger(ledger: Ledger | str | os.PathLike | None) -> Ledger:
@@ -177,7 +167,7 @@ def launch_sweep(fn: Any, data: dict[str, Any], *, site: str | os.PathLike | Non
         data = {**data, "function": ref}
     else:
         blob = pickle_by_value(fn)
-        folder = Path(output_dir) / ".functions"
+        folder = Path(output_dir) / layout.FUNCTIONS_DIR
         folder.mkdir(parents=True, exist_ok=True)
         pickled = folder / f"{hashlib.sha256(blob).hexdigest()[:16]}.pkl"
         if not pickled.exists():
@@ -190,7 +180,7 @@ def launch_sweep(fn: Any, data: dict[str, Any], *, site: str | os.PathLike | Non
     if slurm is None:
         from slurmexp.sites.model import load_site
 
-        slurm = slurm_backend(load_site(launcher.find_site(path, site)).cluster)
+        slurm = scheduler(load_site(launcher.find_site(path, site)).cluster)
     try:
         return launcher.launch(path, site, ledger=ledger, new=new, slurm=slurm)
     except ValidationError:
@@ -298,17 +288,16 @@ def launch_calls(calls: Sequence[Any], req: CallsRequest, *, slurm=None) -> Call
     template = sweep.template or site.template
     prep = launcher.Prepared(sweep, site, plan, fp, exp_id, Path(template) if template else None)
 
-    slurm = slurm if slurm is not None else slurm_backend(site.cluster)
+    slurm = slurm if slurm is not None else scheduler(site.cluster)
     report = launcher.check(prep, slurm, exp_id=exp_id)
     if not report.ok:
         raise ValidationError(f"{what}: {len(report.problems)} problem(s); nothing was submitted",
                               report.problems)
     if existing is None:
-        scripts = launcher._write_experiment(prep, exp_id, ledger, "slurm")
+        scripts = launcher._write_experiment(prep, exp_id, ledger, backends.DEFAULT_KIND)
     else:
         scripts = _extend_experiment(prep, exp_id, ledger)
-    runs_dir = prep.exp_dir(exp_id) / "runs"
-    _write_calls(runs_dir, ids, calls)
+    _write_calls(layout.ExperimentPaths(prep.exp_dir(exp_id)), ids, calls)
     result = launcher._submit_slurm(prep, exp_id, ledger, scripts, slurm, report)
     by_chunk = {c.chunk: job for c, job in zip(chunks, result.job_ids)}
     job_ids: list[str | None] = []
@@ -320,12 +309,12 @@ def launch_calls(calls: Sequence[Any], req: CallsRequest, *, slurm=None) -> Call
     return CallsLaunched(exp_id, ids, job_ids, ledger.path, result.message)
 
 
-def _write_calls(runs_dir: Path, run_ids: list[str], calls: Sequence[Any]) -> None:
+def _write_calls(paths: layout.ExperimentPaths, run_ids: list[str], calls: Sequence[Any]) -> None:
     import cloudpickle
 
     for rid, call in zip(run_ids, calls):
-        path = runs_dir / rid / CALL_FILE
-        tmp = path.with_name(f".{CALL_FILE}.tmp")
+        path = paths.run(rid).call
+        tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "wb") as fh:
             cloudpickle.dump({"function": call.function, "args": tuple(call.args),
                               "kwargs": dict(call.kwargs)}, fh)
@@ -348,12 +337,13 @@ def _extend_experiment(prep, exp_id: str, ledger: Ledger) -> dict[int, Path]:
     from dataclasses import replace
 
     from slurmexp.launch import launcher
-    from slurmexp.launch.render import render_script, write_manifest, write_run_files, write_script
+    from slurmexp.launch.experiment_files import write_manifest, write_run_files, write_script
+    from slurmexp.launch.render import render_script
     from slurmexp.sweep.plan import command_for
 
-    exp_dir = prep.exp_dir(exp_id)
-    runs_dir = exp_dir / "runs"
-    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, runs_dir / run.run_id, exp_id))
+    paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
+    exp_dir = paths.exp_dir
+    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, paths.run_dir(run.run_id), exp_id))
                               for run in prep.plan.runs])
     scripts: dict[int, Path] = {}
     rows = []
@@ -362,7 +352,7 @@ def _extend_experiment(prep, exp_id: str, ledger: Ledger) -> dict[int, Path]:
         scripts[chunk.chunk] = write_script(exp_dir, chunk.chunk, render_script(
             launcher.script_context(prep, exp_id, chunk)))
         rows += [{"run_id": r.run_id, "idx": r.index, "params": r.params, "seed": r.seed,
-                  "source": r.source, "run_dir": str(runs_dir / r.run_id), "chunk": chunk.chunk,
+                  "source": r.source, "run_dir": str(paths.run_dir(r.run_id)), "chunk": chunk.chunk,
                   "task_index": i} for i, r in enumerate(chunk.runs)]
     ledger.add_runs(exp_id, rows)
     old = ledger.experiment_settings(exp_id)

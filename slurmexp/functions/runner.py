@@ -32,8 +32,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-RESULT_FILE = "result.pkl"
-CALL_FILE = "call.pkl"
+from slurmexp import layout
+
+RESULT_FILE = layout.RESULT_FILE
+CALL_FILE = layout.CALL_FILE
 MODULE = "slurmexp.functions.runner"
 
 
@@ -111,7 +113,7 @@ def _job_id() -> str | None:
 
 def load_call(run_dir: Path, function: str | None, pickled: str | None = None) -> tuple[Any, tuple, dict]:
     """(callable, args, kwargs) of the run."""
-    call = run_dir / CALL_FILE
+    call = layout.RunPaths(run_dir).call
     if call.exists():
         data = _load(call)
         if isinstance(data, dict):
@@ -120,7 +122,7 @@ def load_call(run_dir: Path, function: str | None, pickled: str | None = None) -
     if not function and not pickled:
         raise RuntimeError(f"{run_dir} has no {CALL_FILE} and no --function or --pickle was given")
     fn = _load(Path(pickled)) if pickled else _import(function or "")
-    params = json.loads((run_dir / "params.json").read_text())
+    params = json.loads(layout.RunPaths(run_dir).params.read_text())
     return fn, (), params
 
 
@@ -148,7 +150,7 @@ def run(run_dir: Path, function: str | None = None, submitit_folder: str | None 
             kept = {k: v for k, v in metrics.items() if k not in RESERVED}
             if kept:
                 log_metrics(run_dir=run_dir, **kept)
-    _dump(outcome, run_dir / RESULT_FILE)
+    _dump(outcome, layout.RunPaths(run_dir).result)
     if sub_result is not None:
         _dump(outcome, sub_result)
     if outcome[0] == "error":

@@ -83,10 +83,10 @@ def refresh(ledger: Ledger, cluster: str | None, *, min_interval_s: float | None
         age = last_pass_age_s(ledger)
         if age is not None and age < wait:
             return False
-        from slurmexp.functions.launch import slurm_backend
+        from slurmexp.functions.launch import scheduler
         from slurmexp.reconcile.one_pass import reconcile_pass
 
-        summary = reconcile_pass(ledger, slurm_backend(cluster))
+        summary = reconcile_pass(ledger, scheduler(cluster))
         return not summary.skipped
 
 

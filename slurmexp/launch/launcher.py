@@ -18,16 +18,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from slurmexp import layout
+from slurmexp.backends.base import backend_kind, scheduler_for
 from slurmexp.backends.facts import SubmitResult
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable, ValidationError
-from slurmexp.launch.render import (
-    ScriptContext,
-    chunk_file_stem,
-    render_script,
-    template_sha256,
+from slurmexp.launch.experiment_files import (
     write_manifest,
     write_run_files,
     write_script,
+)
+from slurmexp.launch.render import (
+    ScriptContext,
+    render_script,
+    template_sha256,
 )
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkRequest, stamp_submit_times, submit_chunk
 from slurmexp.launch.validate import ValidationReport, validate
@@ -38,8 +41,6 @@ from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, make_pl
 from slurmexp.sweep.spec import Sweep, load_sweep
 from slurmexp.tags import job_comment, job_name
 from slurmexp.timeutil import sacct_time
-
-BACKENDS = ("slurm", "local")
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Prepared:
     template: Path | None
 
     def exp_dir(self, exp_id: str) -> Path:
-        return Path(self.sweep.output_dir) / exp_id
+        return layout.ExperimentPaths.under(self.sweep.output_dir, exp_id).exp_dir
 
 
 @dataclass
@@ -104,11 +105,11 @@ def prepare(sweep_path: str | Path, site_path: str | Path | None = None) -> Prep
 
 
 def script_context(prep: Prepared, exp_id: str, chunk: ArrayChunk) -> ScriptContext:
-    exp_dir = prep.exp_dir(exp_id)
+    paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     return ScriptContext(
-        experiment_id=exp_id, chunk=chunk, exp_dir=exp_dir, workdir=Path(prep.sweep.workdir),
-        manifest_path=exp_dir / "manifests" / f"{chunk_file_stem(chunk.chunk)}.txt",
-        runs_dir=exp_dir / "runs", job_name=job_name(exp_id, chunk.chunk), comment=job_comment(exp_id),
+        experiment_id=exp_id, chunk=chunk, exp_dir=paths.exp_dir, workdir=Path(prep.sweep.workdir),
+        manifest_path=paths.manifest(chunk.chunk),
+        runs_dir=paths.runs_dir, job_name=job_name(exp_id, chunk.chunk), comment=job_comment(exp_id),
         env_setup=list(prep.sweep.env.setup), env_modules=list(prep.sweep.env.modules),
         env_vars=dict(prep.sweep.env.vars), template=prep.template, cluster=prep.site.cluster)
 
@@ -152,7 +153,7 @@ def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
     refusals = []
     with tempfile.TemporaryDirectory(prefix="slurmexp-test-only-") as tmp:
         for chunk in prep.plan.first_chunks():
-            path = Path(tmp) / f"{chunk_file_stem(chunk.chunk)}.sbatch"
+            path = Path(tmp) / layout.script_name(chunk.chunk)
             path.write_text(render_script(script_context(prep, exp_id, chunk)))
             ok, message = backend.test_only(path)
             if not ok:
@@ -168,10 +169,11 @@ def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
 def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backend: str = "slurm",
            ledger: Ledger | None = None, new: bool = False, slurm=None,
            max_parallel: int | None = None) -> LaunchResult:
-    """Validate, record and submit a sweep. `slurm` is the Slurm backend object (for tests)."""
-    if backend not in BACKENDS:
-        raise SlurmexpError(f"unknown backend {backend!r}",
-                            [Problem("", "--backend", f"{backend!r}", f"use one of: {', '.join(BACKENDS)}")])
+    """Validate, record and submit a sweep with backend kind `backend` (see backends.base).
+
+    `slurm` is a scheduler to use instead of the one the factory builds for the site's cluster
+    (for tests)."""
+    kind = backend_kind(backend, key="--backend")
     prep = prepare(sweep_path, site_path)
     ledger = ledger or Ledger()
     exp_id = prep.base_id
@@ -182,18 +184,15 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
             f"nothing submitted. See `slurmexp status {exp_id}`, or launch again with --new."))
     if new:
         exp_id = exp_id + ledger.next_experiment_suffix(exp_id)
-    if backend == "slurm" and slurm is None:
-        from slurmexp.backends.slurm.backend import SlurmBackend
-
-        slurm = SlurmBackend(cluster=prep.site.cluster)
-    report = check(prep, slurm if backend == "slurm" else None, exp_id=exp_id)
+    scheduler = slurm if slurm is not None else scheduler_for(kind.kind, prep.site.cluster)
+    report = check(prep, scheduler if kind.live_checks else None, exp_id=exp_id)
     if not report.ok:
         raise ValidationError(f"{prep.sweep.path}: {len(report.problems)} problem(s); nothing was submitted",
                               report.problems)
-    scripts = _write_experiment(prep, exp_id, ledger, backend)
-    if backend == "local":
-        return _run_local(prep, exp_id, ledger, scripts, max_parallel, report)
-    return _submit_slurm(prep, exp_id, ledger, scripts, slurm, report)
+    scripts = _write_experiment(prep, exp_id, ledger, kind.kind)
+    if kind.in_process:
+        return _run_local(prep, exp_id, ledger, scripts, max_parallel, report, scheduler)
+    return _submit_slurm(prep, exp_id, ledger, scripts, scheduler, report)
 
 
 def settings_for(prep: Prepared) -> ExperimentSettings:
@@ -224,14 +223,15 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str) -> dict[int, Path]:
     """Run files, manifests, scripts and provenance on disk, then the ledger rows."""
-    exp_dir = prep.exp_dir(exp_id)
+    paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
+    exp_dir = paths.exp_dir
     exp_dir.mkdir(parents=True, exist_ok=True)
-    runs_dir = exp_dir / "runs"
-    sweep_copy = exp_dir / "sweep.toml"
+    sweep_copy = paths.sweep_copy
     shutil.copyfile(prep.sweep.path, sweep_copy)
-    shutil.copyfile(prep.site.path, exp_dir / "site.toml")
-    prov = provenance.collect(Path(prep.sweep.workdir), exp_dir / "provenance")
-    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, runs_dir / run.run_id, exp_id))
+    shutil.copyfile(prep.site.path, paths.site_copy)
+    prov = provenance.collect(Path(prep.sweep.workdir), paths.provenance_dir,
+                              prep.sweep.provenance.secret_patterns)
+    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, paths.run_dir(run.run_id), exp_id))
                               for run in prep.plan.runs])
     scripts: dict[int, Path] = {}
     where: dict[str, tuple[int, int]] = {}
@@ -242,7 +242,7 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str)
         for i, run in enumerate(chunk.runs):
             where[run.run_id] = (chunk.chunk, i)
     runs = [{"run_id": r.run_id, "idx": r.index, "params": r.params, "seed": r.seed, "source": r.source,
-             "run_dir": str(runs_dir / r.run_id), "chunk": where[r.run_id][0],
+             "run_dir": str(paths.run_dir(r.run_id)), "chunk": where[r.run_id][0],
              "task_index": where[r.run_id][1]} for r in prep.plan.runs]
     ledger.create_experiment(
         exp_id, prep.sweep.name, prep.fingerprint, prep.site.cluster, backend, exp_dir,
@@ -280,20 +280,20 @@ def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int
 
 
 class _LocalArrays:
-    """The local backend's answer to a submission: a fresh array id, submitted now. The
-    tasks then run here, in `_run_local`, through the same ledger rows."""
+    """The local backend's answer to a submission: a fresh array id of `local`, submitted now.
+    The tasks then run here, in `_run_local`, through the same ledger rows."""
+
+    def __init__(self, local):
+        self.local = local
 
     def submit(self, script: Path, *, extra_args=(), cwd=None) -> SubmitResult:
-        from slurmexp.backends.local import new_array_job_id
-
-        return SubmitResult(new_array_job_id(), "local", submit_time=_now())
+        return SubmitResult(self.local.new_job_id(), self.local.cluster, submit_time=_now())
 
 
 def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, Path],
-               max_parallel: int | None, report: ValidationReport) -> LaunchResult:
-    """Run every chunk here, now, through the same ledger states as on Slurm."""
-    from slurmexp.backends.local import run_local
-
+               max_parallel: int | None, report: ValidationReport, local) -> LaunchResult:
+    """Run every chunk here, now, through the same ledger states as on Slurm (`local`: an
+    in-process scheduler, the local backend's)."""
     parallel = max_parallel or prep.sweep.resources.array_parallelism or os.cpu_count() or 1
     ledger.set_experiment_state(exp_id, "RUNNING", f"local backend, {parallel} at once")
     host = socket.gethostname()
@@ -301,8 +301,8 @@ def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, P
     failed = 0
     for chunk in prep.plan.chunks:
         script = scripts[chunk.chunk]
-        outcome = submit_chunk(ledger, _LocalArrays(), ChunkRequest(
-            exp_id, chunk.chunk, chunk.array_spec, chunk.size, script, "local"))
+        outcome = submit_chunk(ledger, _LocalArrays(local), ChunkRequest(
+            exp_id, chunk.chunk, chunk.array_spec, chunk.size, script, local.cluster))
         array_id = outcome.job_id
         attempt_of = {a["task_index"]: a["attempt_id"] for a in ledger.attempts(sub_id=outcome.sub_id)}
         result.job_ids.append(array_id)
@@ -318,8 +318,8 @@ def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, P
                                   exit_code=info.get("exit_code"), elapsed_s=info.get("elapsed_s"),
                                   reason=reason, failure_class=None if event == "COMPLETED" else "user")
 
-        run_local(script, chunk.size, parallel, on_event=on_event, array_job_id=array_id,
-                  log_dir=prep.exp_dir(exp_id) / "logs")
+        local.run_array(script, chunk.size, parallel, on_event=on_event, array_job_id=array_id,
+                        log_dir=layout.ExperimentPaths(prep.exp_dir(exp_id)).logs_dir)
     state = "FINISHED" if not failed else "FINISHED_WITH_FAILURES"
     ledger.set_experiment_state(exp_id, state, f"{failed} run(s) failed" if failed else None)
     result.message = f"{len(prep.plan.runs)} runs finished locally, {failed} failed"

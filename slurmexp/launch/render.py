@@ -1,9 +1,7 @@
-"""Render the sbatch script of one array chunk, and write the files the script reads.
+"""Render the sbatch script of one array chunk (pure: reads templates, writes nothing).
 
-The script is the same text for every task of a chunk and does not grow with the sweep: a task
-finds its run id on line `SLURM_ARRAY_TASK_ID + 1` of the chunk's manifest and runs that run's
-`command.sh`. So submitting 10,000 runs costs one small script, one manifest and one folder per
-run, and a run can be re-run by hand with `bash runs/<id>/command.sh`.
+The script is the same text for every task of a chunk and does not grow with the sweep; the
+files it reads (manifest, run folders) are written by `experiment_files`.
 
 Templates come in layers (base.sh.j2 <- slurm.sh.j2 <- a site's or sweep's own file), searched
 first in the folder of the site/sweep template and then in the package, so a site changes only
@@ -13,12 +11,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import re
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,9 +22,9 @@ from typing import Any, NoReturn
 import jinja2
 import jinja2.meta
 
-from slurmexp import units
+from slurmexp import layout, units
 from slurmexp.errors import Problem, SpecError
-from slurmexp.sweep.plan import ArrayChunk, Run
+from slurmexp.sweep.plan import ArrayChunk
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_TEMPLATE = "slurm.sh.j2"
@@ -37,9 +33,6 @@ DEFAULT_TEMPLATE = "slurm.sh.j2"
 PACKAGE_PREFIX = "slurmexp"
 _LAYER_NAMES = frozenset({"base.sh.j2", "slurm.sh.j2"})
 
-# The same rule the script applies to what it reads from a manifest: a run id becomes a folder
-# name, so it must not be able to leave runs/.
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # sbatch splits #SBATCH lines on whitespace, strips quotes and backslashes and treats an
 # unquoted '#' as the start of a comment; a value with any of these would arrive changed.
@@ -318,7 +311,7 @@ def render_script(ctx: ScriptContext) -> str:
         "workdir": _check_path("workdir", ctx.workdir),
         "manifest_path": _check_path("manifest_path", ctx.manifest_path),
         "runs_dir": _check_path("runs_dir", ctx.runs_dir),
-        "log_dir": os.path.join(exp_dir, "logs"),
+        "log_dir": os.fspath(layout.ExperimentPaths(exp_dir).logs_dir),
         "job_name": ctx.job_name,
         "comment": ctx.comment,
         "env_setup": list(ctx.env_setup),
@@ -326,6 +319,7 @@ def render_script(ctx: ScriptContext) -> str:
         "env_vars": dict(ctx.env_vars),
         "cluster": ctx.cluster,
         "template_name": name,
+        "files": layout.script_names(),
     }
     try:
         tmpl = env.get_template(name)
@@ -380,111 +374,3 @@ def template_sha256(template: Path | None) -> str:
                 queue.append(ref)
     return digest.hexdigest()
 
-
-# --------------------------------------------------------------------------------------------
-# Files the script reads
-
-
-def _atomic_write(path: Path, data: str, mode: int | None = None) -> None:
-    """Write through a temp file and rename: a running task reading the old file (bash reads
-    scripts as it goes) keeps its inode and never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(data)
-        os.chmod(tmp, (0o666 if mode is None else mode) & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-@functools.lru_cache(maxsize=1)
-def _umask() -> int:
-    # Read once: os.umask can only be read by setting it, which is not thread-safe.
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
-def _check_run_id(run_id: str) -> None:
-    if not isinstance(run_id, str) or not _SAFE_ID.match(run_id):
-        raise SpecError(f"run id {run_id!r} cannot be a folder name",
-                        [Problem(file="", key="run_id", check="render",
-                                 message="run ids must match [A-Za-z0-9][A-Za-z0-9._-]*")])
-
-
-def write_run_files(exp_dir: Path, runs_with_commands: list[tuple[Run, str]]) -> None:
-    """Create runs/<run_id>/ with params.json and command.sh for each run.
-
-    `command` is the finished shell command, its values already quoted by the planner; it is
-    written as it is. A new run folder gets its files written directly (nobody can be reading
-    them yet), which keeps 10,000 runs to about a second; in an existing folder, files that
-    already hold the same text are left alone and changed ones are replaced atomically, so
-    launching again neither rewrites everything nor changes a running task's command under it.
-    """
-    runs_dir = os.path.join(os.fspath(exp_dir), "runs")
-    os.makedirs(runs_dir, exist_ok=True)
-    for run, command in runs_with_commands:
-        _check_run_id(run.run_id)
-        if "\x00" in command:
-            raise SpecError(f"run {run.run_id}: the command contains a NUL byte")
-        run_dir = os.path.join(runs_dir, run.run_id)
-        try:
-            os.mkdir(run_dir)
-            fresh = True
-        except FileExistsError:
-            fresh = False
-        params = json.dumps(run.params, sort_keys=True, indent=2, ensure_ascii=False,
-                            default=str) + "\n"
-        script = "#!/bin/bash\n" + command.rstrip("\n") + "\n"
-        for name, text, mode in (("params.json", params, 0o666), ("command.sh", script, 0o777)):
-            path = os.path.join(run_dir, name)
-            if fresh:
-                _write_new(path, text, mode)
-                continue
-            try:
-                with open(path, encoding="utf-8") as fh:
-                    if fh.read() == text:
-                        continue
-            except FileNotFoundError:
-                pass
-            _atomic_write(Path(path), text, mode)
-
-
-def _write_new(path: str, text: str, mode: int) -> None:
-    data = text.encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)   # umask applies
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
-def chunk_file_stem(chunk_no: int) -> str:
-    return f"chunk-{chunk_no:03d}"
-
-
-def write_manifest(exp_dir: Path, chunk: ArrayChunk) -> Path:
-    """`<exp_dir>/manifests/chunk-NNN.txt`: line i+1 is the run id of array task i."""
-    for run in chunk.runs:
-        _check_run_id(run.run_id)
-    path = Path(exp_dir) / "manifests" / f"{chunk_file_stem(chunk.chunk)}.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, "".join(run.run_id + "\n" for run in chunk.runs))
-    return path
-
-
-def write_script(exp_dir: Path, chunk_no: int, text: str) -> Path:
-    """`<exp_dir>/scripts/chunk-NNN.sbatch`; also creates logs/, which sbatch will not."""
-    exp_dir = Path(exp_dir)
-    path = exp_dir / "scripts" / f"{chunk_file_stem(chunk_no)}.sbatch"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (exp_dir / "logs").mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, text, 0o777)
-    return path

@@ -97,7 +97,7 @@ def stamp_submit_times(ledger: Ledger, scheduler: Any, outcomes: Iterable[ChunkO
     for o in todo:
         submit_time = times.get(o.job_id)
         if submit_time:
-            n += ledger.set_submit_times(o.request.cluster, o.job_id, submit_time, sub_id=o.sub_id)
+            n += ledger.set_submission_submit_time(o.sub_id, submit_time)
     return n
 
 

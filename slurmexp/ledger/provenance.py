@@ -7,16 +7,19 @@ takes seconds on a loaded login node.
 """
 from __future__ import annotations
 
+import fnmatch
 import getpass
 import hashlib
 import importlib.metadata
 import os
 import platform
+import posixpath
 import re
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,12 @@ from typing import Any
 GIT_TIMEOUT_S = 10
 FQDN_TIMEOUT_S = 2.0
 MAX_UNTRACKED_LISTED = 200   # in the dict; git.diff lists them all
+# Changed tracked files whose content stays out of git.diff (only their names and sha256 are
+# recorded): shell-style patterns matched, ignoring case, against the file name and against the
+# path from the repository root. A sweep replaces the list with [provenance] secret_patterns.
+DEFAULT_SECRET_PATTERNS = (".env*", "*.pem", "*.key", "id_*", "*secret*", ".netrc")
+FILE_MODE = 0o600            # provenance can hold code and paths that are not for everyone
+DIR_MODE = 0o700
 
 
 class _GitFailed(Exception):
@@ -70,13 +79,45 @@ def _parse_status(out: str) -> tuple[str | None, str | None, bool, list[str]]:
     return commit, branch, dirty, untracked
 
 
+def is_secret(path: str, patterns: Sequence[str]) -> str | None:
+    """The first pattern that `path` (from the repository root) or its file name matches,
+    ignoring case (`Secrets.yaml` is as secret as `secrets.yaml`), or None."""
+    path = path.lower()
+    name = posixpath.basename(path)
+    for pattern in patterns:
+        if fnmatch.fnmatchcase(name, pattern.lower()) or fnmatch.fnmatchcase(path, pattern.lower()):
+            return pattern
+    return None
+
+
+def _sha256_file(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None   # deleted in the work tree, or not readable
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only, whatever mode the file had before."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), FILE_MODE)
+        f.write(text)
+
+
 def _redact_url(url: str) -> str:
     # https://user:token@host/... would put a credential into every experiment's record.
     return re.sub(r"^(\w[\w+.-]*://)[^/@]*@", r"\1", url.strip())
 
 
-def collect_git(workdir: Path, out_dir: Path) -> dict[str, Any] | None:
-    """Git state of `workdir`; raises _GitFailed, which collect() turns into git: null."""
+def collect_git(workdir: Path, out_dir: Path,
+                secret_patterns: Sequence[str] = DEFAULT_SECRET_PATTERNS) -> dict[str, Any] | None:
+    """Git state of `workdir`; raises _GitFailed, which collect() turns into git: null.
+
+    Changed tracked files that match `secret_patterns` are left out of git.diff; their names
+    and sha256 are in `secrets_omitted` and in the diff's preamble.
+    """
     workdir = Path(workdir)
     toplevel = _git(workdir, "rev-parse", "--show-toplevel").strip()
     commit, branch, dirty, untracked = _parse_status(
@@ -84,7 +125,7 @@ def collect_git(workdir: Path, out_dir: Path) -> dict[str, Any] | None:
     info: dict[str, Any] = {
         "root": toplevel, "commit": commit, "branch": branch, "dirty": dirty,
         "untracked": untracked[:MAX_UNTRACKED_LISTED], "n_untracked": len(untracked),
-        "remote": None, "diff_path": None, "diff_sha256": None,
+        "remote": None, "diff_path": None, "diff_sha256": None, "secrets_omitted": [],
     }
     try:
         info["remote"] = _redact_url(_git(workdir, "config", "--get", "remote.origin.url")) or None
@@ -96,19 +137,29 @@ def collect_git(workdir: Path, out_dir: Path) -> dict[str, Any] | None:
         try:
             # Against HEAD covers staged and unstaged alike. With no commit yet there is no
             # HEAD: the staged part plus the unstaged part on top of it.
-            opts = ("--no-color", "--no-ext-diff")
-            if commit:
-                diff = _git(workdir, "diff", "HEAD", *opts)
-            else:
-                diff = _git(workdir, "diff", "--cached", *opts) + _git(workdir, "diff", *opts)
+            # --no-renames: a secret renamed to a harmless name is still seen under its old one.
+            opts = ("--no-color", "--no-ext-diff", "--no-renames")
+            against = [("HEAD",)] if commit else [("--cached",), ()]
+            names = {n for a in against for n in _git(workdir, "diff", *a, *opts, "--name-only", "-z",
+                                                      "--", ":/").split("\0") if n}
+            for path in sorted(names):
+                pattern = is_secret(path, secret_patterns)
+                if pattern is not None:
+                    info["secrets_omitted"].append({"path": path, "pattern": pattern,
+                                                    "sha256": _sha256_file(Path(toplevel) / path)})
+            spec = [":/", *(f":(top,literal,exclude){s['path']}" for s in info["secrets_omitted"])]
+            diff = "".join(_git(workdir, "diff", *a, *opts, "--", *spec) for a in against)
         except _GitFailed as e:
             info["diff_error"] = str(e)
-    if diff or untracked:
-        # Untracked files are listed as a preamble, which `git apply` skips.
+    if diff or untracked or info["secrets_omitted"]:
+        # Untracked and omitted files are listed as a preamble, which `git apply` skips.
         head = "".join(f"# untracked: {p}\n" for p in untracked)
+        head += "".join(f"# omitted (matches secret pattern {s['pattern']!r}; content not recorded): "
+                        f"{s['path']} sha256 {s['sha256'] or '(deleted)'}\n"
+                        for s in info["secrets_omitted"])
         text = (f"# slurmexp: uncommitted changes against {commit or '(no commit)'} "
                 f"in {toplevel}\n{head}{diff}")
-        diff_file.write_text(text)
+        write_private(diff_file, text)
         info["diff_path"] = str(diff_file)
         info["diff_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     elif diff_file.exists():
@@ -153,13 +204,16 @@ def slurmexp_version() -> str:
         return __version__
 
 
-def collect(workdir: Path, out_dir: Path) -> dict[str, Any]:
-    """Everything above as a JSON-ready dict; writes git.diff and environment.txt to out_dir."""
+def collect(workdir: Path, out_dir: Path,
+            secret_patterns: Sequence[str] = DEFAULT_SECRET_PATTERNS) -> dict[str, Any]:
+    """Everything above as a JSON-ready dict; writes git.diff and environment.txt to out_dir
+    (a folder only its owner can enter, files only its owner can read)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    os.chmod(out_dir, DIR_MODE)
     git_reason = None
     try:
-        git = collect_git(Path(workdir), out_dir)
+        git = collect_git(Path(workdir), out_dir, secret_patterns)
     except _GitFailed as e:
         git, git_reason = None, str(e)
         stale = out_dir / "git.diff"
@@ -169,7 +223,7 @@ def collect(workdir: Path, out_dir: Path) -> dict[str, Any]:
     env_lines = distributions()
     env_text = "".join(f"{line}\n" for line in env_lines)
     env_file = out_dir / "environment.txt"
-    env_file.write_text(env_text)
+    write_private(env_file, env_text)
 
     return {
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

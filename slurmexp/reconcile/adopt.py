@@ -8,8 +8,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from slurmexp.arrays import task_set
 from slurmexp.backends.facts import SacctRow
-from slurmexp.ledger.store import Ledger, parse_array_spec
+from slurmexp.ledger import Ledger
+from slurmexp.ledger.rows import Submission
 from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.match import SUBMIT_SKEW_S, is_incomplete
 from slurmexp.reconcile.transitions import chunk_job_name
@@ -20,12 +22,8 @@ from slurmexp.timeutil import parse_ts, sacct_time
 
 def _recorded_jobs(ledger: Ledger, exp_id: str) -> list[tuple[str, datetime | None, datetime | None]]:
     """(job id, submit time, intent time) of the experiment's recorded submissions."""
-    out = []
-    for s in ledger.db.query(
-            "SELECT job_id, submit_time, created FROM submissions WHERE exp_id = ? "
-            "AND state IN ('SUBMITTED', 'ADOPTED') AND job_id IS NOT NULL", [exp_id]):
-        out.append((str(s["job_id"]), parse_ts(s["submit_time"]), parse_ts(s["created"])))
-    return out
+    return [(str(s.job_id), parse_ts(s.submit_time), parse_ts(s.created))
+            for s in ledger.recorded_submissions(exp_id)]
 
 
 def _same_job(job_id: str, submit: datetime, rec_job: str, rec_submit: datetime | None,
@@ -59,7 +57,7 @@ def _jobs_by_name(records: Iterable[SacctRow]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def _resolve_intents(ctx: PassContext, intents: list[dict], name_rows: list[SacctRow],
+def _resolve_intents(ctx: PassContext, intents: list[Submission], name_rows: list[SacctRow],
                      queue: list[SacctRow]) -> bool:
     """Adopt each INTENT's job, or close an intent that provably made none. True if changed."""
     ledger, summary = ctx.ledger, ctx.summary
@@ -67,17 +65,17 @@ def _resolve_intents(ctx: PassContext, intents: list[dict], name_rows: list[Sacc
     taken: set[tuple[str, str]] = set()
     changed = False
     for s in intents:
-        name = chunk_job_name(s["exp_id"], s["chunk"])
-        created = parse_ts(s["created"])
+        name = chunk_job_name(s.exp_id, s.chunk)
+        created = parse_ts(s.created)
         lo = created - timedelta(seconds=SUBMIT_SKEW_S) if created else None
-        wanted = parse_array_spec(s["array_spec"] or "")
-        recorded = _recorded_jobs(ledger, s["exp_id"])
+        wanted = task_set(s.array_spec)
+        recorded = _recorded_jobs(ledger, s.exp_id)
         candidates = []
         for job_id, info in jobs.get(name or "", {}).items():
             submit = info["submit"]
             if (name, job_id) in taken or submit is None or (lo is not None and submit < lo):
                 continue
-            if info["comment"] and info["comment"] != f"slurmexp:{s['exp_id']}":
+            if info["comment"] and info["comment"] != f"slurmexp:{s.exp_id}":
                 continue
             if wanted is not None and info["tasks"] and not info["tasks"] <= wanted:
                 continue
@@ -88,20 +86,20 @@ def _resolve_intents(ctx: PassContext, intents: list[dict], name_rows: list[Sacc
             submit, job_id = min(candidates)
             taken.add((name, job_id))
             summary.adopted += 1
-            summary.act(f"adopt job {job_id} ({name}) for submission {s['sub_id']}")
+            summary.act(f"adopt job {job_id} ({name}) for submission {s.sub_id}")
             if not ctx.dry_run:
-                ledger.record_adopted(s["sub_id"], job_id, sacct_time(submit))
+                ledger.record_adopted(s.sub_id, job_id, sacct_time(submit))
                 changed = True
             continue
         age = (ctx.now - created).total_seconds() if created else float("inf")
         if not ctx.queue_ok or age < ctx.grace_s:
-            summary.act(f"submission {s['sub_id']} ({name}): no job yet; waiting")
+            summary.act(f"submission {s.sub_id} ({name}): no job yet; waiting")
             continue
         message = (f"no job named {name} was found in sacct or squeue {int(age)}s after the "
                    f"intent: sbatch never created it (the submitting process died first)")
         summary.intents_failed += 1
-        summary.act(f"close dead intent {s['sub_id']}: {message}")
+        summary.act(f"close dead intent {s.sub_id}: {message}")
         if not ctx.dry_run:
-            ledger.record_submit_failed(s["sub_id"], message)
+            ledger.record_submit_failed(s.sub_id, message)
             changed = True
     return changed

@@ -7,9 +7,11 @@ import contextlib
 from typing import Any
 
 from slurmexp import tags
+from slurmexp.backends.base import backend_kind, scheduler_for_experiment
 from slurmexp.errors import SlurmexpError
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger import Ledger
 from slurmexp.reconcile.context import pass_lock, require_lock
+from slurmexp.states import TERMINAL_STATES
 
 
 def cancel_experiment(ledger: Ledger, backend: Any, exp_id: str,
@@ -18,21 +20,20 @@ def cancel_experiment(ledger: Ledger, backend: Any, exp_id: str,
     unfinished runs and attempts CANCELLED with `reason`. Returns the number of runs cancelled.
 
     Jobs are found in the ledger and by the experiment's tag in the queue (a launch that died
-    before recording its job). For a local-backend experiment only the ledger is marked.
+    before recording its job), through `backend` or else the scheduler of the experiment's own
+    kind and cluster. For a kind whose jobs cannot be cancelled (the local backend: its runs are
+    over when launch returns) only the ledger is marked.
     Raises SlurmUnavailable (nothing marked) when scancel cannot reach the controller.
     """
     exp = ledger.get_experiment(exp_id, required=True)
     with pass_lock(ledger, wait_s=lock_wait_s) as got:
         require_lock(got, ledger, "cancel")
         active = ledger.attempts(exp_id, active_only=True)
-        if exp["backend"] == "slurm":
-            if backend is None:
-                from slurmexp.backends.slurm.backend import SlurmBackend
-
-                backend = SlurmBackend()
+        if backend_kind(exp["backend"]).cancellable:
+            backend = backend if backend is not None else scheduler_for_experiment(exp)
             ids = {str(a["job_id"]) for a in active if a["job_id"]}
             with contextlib.suppress(SlurmexpError):
-                for q in backend.squeue_rows(name_prefix=tags.name_prefix(exp_id)):
+                for q in backend.queue(name_prefix=tags.name_prefix(exp_id)):
                     ids.add(str(q.array_job_id or q.job_id).split("_")[0])
             if ids:
                 backend.cancel(sorted(ids, key=lambda j: (len(j), j)))

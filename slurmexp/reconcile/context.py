@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from slurmexp.backends.base import DEFAULT_KIND, scheduler_for
 from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.ledger import Ledger
 
@@ -26,8 +27,6 @@ LOCK_SUFFIX = ".reconcile.lock"
 EXIT_OK = 0
 EXIT_ERROR = 1
 MAX_ACTIONS_KEPT = 200
-# Experiment states of a sweep whose runs are all final (a retry or a requeue reopens them).
-FINISHED_EXPERIMENT_STATES = ("FINISHED", "FINISHED_WITH_FAILURES")
 
 
 # ------------------------------------------------------------------------------------------
@@ -177,7 +176,12 @@ def require_lock(got: bool, ledger: Ledger, what: str) -> None:
 
 @dataclass
 class PassContext:
-    """What one pass (or manual retry) works with."""
+    """What one pass (or manual retry) works with.
+
+    A pass works on the experiments of one (backend kind, cluster) at a time: `kind`, `cluster`
+    and `exps` say which. `backend` is a scheduler the caller gave (tests, tools); without one,
+    `scheduler()` builds the one for (kind, cluster) through the factory, once per pass.
+    """
 
     ledger: Ledger
     backend: Any
@@ -187,11 +191,21 @@ class PassContext:
     dry_run: bool
     exps: dict[str, dict] = field(default_factory=dict)
     queue_ok: bool = True
+    kind: str = DEFAULT_KIND
+    cluster: str | None = None
+    transport: Any = None
+    schedulers: dict[tuple[str, str | None], Any] = field(default_factory=dict)
+
+    def scheduler(self) -> Any:
+        """The scheduler of the experiments worked on now, made on first use (most passes never
+        call Slurm)."""
+        if self.backend is not None:
+            return self.backend
+        key = (self.kind, self.cluster)
+        if key not in self.schedulers:
+            self.schedulers[key] = scheduler_for(self.kind, self.cluster, self.transport)
+        return self.schedulers[key]
 
     def slurm(self) -> Any:
-        """The backend, a SlurmBackend made on first use (most passes never call Slurm)."""
-        if self.backend is None:
-            from slurmexp.backends.slurm.backend import SlurmBackend
-
-            self.backend = SlurmBackend()
-        return self.backend
+        """`scheduler()`, by the name the submission path calls it."""
+        return self.scheduler()

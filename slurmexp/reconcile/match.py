@@ -1,13 +1,9 @@
 """What Slurm's records say about the ledger's attempts (pure: no ledger, no Slurm calls).
 
 A reconcile pass reads sacct rows and squeue rows; this module owns how they are read: the
-state words (which are still going, which failure class a final one belongs to), the join of
-records to attempts on (cluster, job key, submit time), and what an attempt's columns and
-reason become from its record. Keeping it pure lets tests state exactly what Slurm reported.
-
-Failure classes are the retry policy's input (see `retry`): infrastructure failures are
-retried, resource failures escalate when asked, user failures are final, and a word slurmexp
-does not know is "unknown": kept, flagged, watched, never read as success.
+join of records to attempts on (cluster, job key, submit time), and what an attempt's columns
+and reason become from its record. Keeping it pure lets tests state exactly what Slurm
+reported. What the state words mean (still going, final, which failure class) is `states`'.
 """
 from __future__ import annotations
 
@@ -20,60 +16,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from slurmexp import units
+from slurmexp.arrays import task_key
 from slurmexp.backends.facts import SacctRow
-from slurmexp.ledger.store import TERMINAL_STATES
+from slurmexp.ledger.rows import ActiveAttempt
+from slurmexp.states import PROGRESS, REQUEUE_WORDS, TERMINAL_STATES, ledger_state
 from slurmexp.timeutil import parse_ts
 
 # The ledger writes an intent just before sbatch; the job's submit time is later, except for
 # clock differences between this host and the controller.
 SUBMIT_SKEW_S = 10
-
-INFRASTRUCTURE_STATES = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "LOST"})
-RESOURCE_STATES = frozenset({"OUT_OF_MEMORY", "TIMEOUT"})
-USER_STATES = frozenset({"FAILED", "CANCELLED", "DEADLINE"})
-# Slurm words for "still going" that the ledger writes with its own, fewer words.
-_ACTIVE_ALIASES = {
-    "PENDING": "PENDING", "RUNNING": "RUNNING", "SUSPENDED": "SUSPENDED",
-    "REQUEUED": "REQUEUED", "REQUEUE_HOLD": "REQUEUED", "REQUEUE_FED": "REQUEUED",
-    "COMPLETING": "RUNNING", "CONFIGURING": "RUNNING", "SIGNALING": "RUNNING",
-    "STAGE_OUT": "RUNNING", "RESIZING": "RUNNING", "STOPPED": "SUSPENDED",
-    "RESV_DEL_HOLD": "PENDING", "POWER_UP_NODE": "PENDING",
-}
-# A record in this state is followed by another record of the same job (Slurm requeued it).
-_REQUEUE_WORDS = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
-# How far along a job that is still going is; a record never moves an attempt backwards
-# (a placeholder record can say PENDING for a job squeue already shows RUNNING).
-PROGRESS = {"PLANNED": 0, "SUBMITTED": 0, "PENDING": 1, "REQUEUED": 1, "RUNNING": 2,
-             "SUSPENDED": 2}
-
-
-# ------------------------------------------------------------------------------------------
-# State words
-
-
-def classify(state: str, exit_code: int | None = None) -> str | None:
-    """Failure class of a final Slurm state: "infrastructure", "resources", "user", "unknown".
-
-    None for COMPLETED and for states that are still going (PENDING, RUNNING ...). The exit
-    code never turns a failure into a success: a FAILED job is a user failure whatever it
-    returned, and an unknown word stays "unknown".
-    """
-    word = (state or "").split()[0] if state else ""
-    if word == "COMPLETED" or word in _ACTIVE_ALIASES or word in ("PLANNED", "SUBMITTED"):
-        return None
-    if word in INFRASTRUCTURE_STATES:
-        return "infrastructure"
-    if word in RESOURCE_STATES:
-        return "resources"
-    if word in USER_STATES:
-        return "user"
-    return "unknown"
-
-
-def ledger_state(slurm_state: str) -> str:
-    """The word the ledger stores for a Slurm state (unknown words are kept as they are)."""
-    return _ACTIVE_ALIASES.get(slurm_state, slurm_state)
-
 
 # ------------------------------------------------------------------------------------------
 # Matching rows to attempts (pure)
@@ -82,7 +33,7 @@ def ledger_state(slurm_state: str) -> str:
 def row_key(row: SacctRow) -> str:
     """The ledger's job key for a row: "<array job id>_<task>" or the plain job id."""
     if row.array_job_id and row.array_task is not None:
-        return f"{row.array_job_id}_{row.array_task}"
+        return task_key(row.array_job_id, row.array_task)
     return row.job_id
 
 
@@ -106,7 +57,7 @@ class Match:
     rows: dict[int, SacctRow] = field(default_factory=dict)         # attempt_id -> its record
     submit_times: dict[int, str] = field(default_factory=dict)      # learned for NULL ones
     requeues: dict[int, list[SacctRow]] = field(default_factory=dict)  # attempt -> later records
-    unmatched: list[dict] = field(default_factory=list)
+    unmatched: list[ActiveAttempt] = field(default_factory=list)
 
 
 @dataclass
@@ -186,17 +137,18 @@ def is_incomplete(rec: SacctRow) -> bool:
     return bool(getattr(rec, "incomplete", False))
 
 
-def _name_ok(attempt: dict, rec: SacctRow) -> bool:
-    want = attempt.get("job_name")
+def _name_ok(attempt: ActiveAttempt, rec: SacctRow) -> bool:
+    want = attempt.job_name
     return not want or not rec.job_name or is_incomplete(rec) or rec.job_name == want
 
 
-def match_rows(attempts: Sequence[dict], rows: Iterable[SacctRow],
+def match_rows(attempts: Sequence[ActiveAttempt], rows: Iterable[SacctRow],
                queue: Iterable[SacctRow] = (), *, skew_s: float = SUBMIT_SKEW_S) -> Match:
     """Join attempts to sacct rows (and squeue records) on (cluster, job key, submit time).
 
-    Each attempt dict needs attempt_id, cluster, job_id, task_index, job_key, submit_time, and
-    may carry `created` (its submission's intent time) and `job_name` (the expected tag).
+    Each attempt (an `ActiveAttempt` row) is read for attempt_id, cluster, job_id, task_index,
+    job_key, submit_time, attempt_no, `created` (its submission's intent time, if known) and
+    `job_name` (the expected tag, if known).
 
     - An attempt with a submit time takes only the record with that submit time: a record of
       the same key with another submit time is another job (ids are reused after a controller
@@ -209,48 +161,48 @@ def match_rows(attempts: Sequence[dict], rows: Iterable[SacctRow],
     """
     array_tasks: dict[str, list[int]] = defaultdict(list)
     for a in attempts:
-        if a.get("task_index") is not None and a.get("job_id"):
-            array_tasks[str(a["job_id"])].append(int(a["task_index"]))
+        if a.task_index is not None and a.job_id:
+            array_tasks[str(a.job_id)].append(int(a.task_index))
     by_key = _records(rows, queue, array_tasks)
     claimed: set[int] = set()
     match = Match()
 
-    def free(key: str, a: dict) -> list[SacctRow]:
+    def free(key: str, a: ActiveAttempt) -> list[SacctRow]:
         return [r for r in by_key.get(key, ()) if id(r) not in claimed
-                and _cluster_ok(a.get("cluster"), r.cluster)]
+                and _cluster_ok(a.cluster, r.cluster)]
 
     for a in attempts:
-        if not a.get("submit_time"):
+        if not a.submit_time:
             continue
-        for rec in free(a["job_key"], a):
-            if _same_time(rec.submit, a["submit_time"]):
+        for rec in free(a.job_key, a):
+            if _same_time(rec.submit, a.submit_time):
                 claimed.add(id(rec))
-                match.rows[a["attempt_id"]] = rec
+                match.rows[a.attempt_id] = rec
                 break
     far = datetime.max.replace(tzinfo=timezone.utc)
-    nulls = sorted((a for a in attempts if not a.get("submit_time")),
-                   key=lambda a: (parse_ts(a.get("created")) or far, a["attempt_id"]))
+    nulls = sorted((a for a in attempts if not a.submit_time),
+                   key=lambda a: (parse_ts(a.created) or far, a.attempt_id))
     for a in nulls:
-        created = parse_ts(a.get("created"))
+        created = parse_ts(a.created)
         lo = created - timedelta(seconds=skew_s) if created else None
-        for rec in free(a["job_key"], a):
+        for rec in free(a.job_key, a):
             ts = parse_ts(rec.submit)
             if ts is None or (lo is not None and ts < lo) or not _name_ok(a, rec):
                 continue
             claimed.add(id(rec))
-            match.rows[a["attempt_id"]] = rec
-            match.submit_times[a["attempt_id"]] = rec.submit
+            match.rows[a.attempt_id] = rec
+            match.submit_times[a.attempt_id] = rec.submit
             break
     # Requeues continue the newest attempt of a key.
-    newest: dict[str, dict] = {}
+    newest: dict[str, ActiveAttempt] = {}
     for a in attempts:
-        cur = newest.get(a["job_key"])
-        if cur is None or (a.get("attempt_no") or 0, a["attempt_id"]) > (
-                cur.get("attempt_no") or 0, cur["attempt_id"]):
-            newest[a["job_key"]] = a
+        cur = newest.get(a.job_key)
+        if cur is None or (a.attempt_no or 0, a.attempt_id) > (
+                cur.attempt_no or 0, cur.attempt_id):
+            newest[a.job_key] = a
     for key, a in newest.items():
-        base = match.rows.get(a["attempt_id"])
-        base_submit = parse_ts(base.submit if base else a.get("submit_time"))
+        base = match.rows.get(a.attempt_id)
+        base_submit = parse_ts(base.submit if base else a.submit_time)
         if base_submit is None:
             continue
         later = []
@@ -265,8 +217,8 @@ def match_rows(attempts: Sequence[dict], rows: Iterable[SacctRow],
         for rec in later:
             claimed.add(id(rec))
         if later:
-            match.requeues[a["attempt_id"]] = later
-    match.unmatched = [a for a in attempts if a["attempt_id"] not in match.rows]
+            match.requeues[a.attempt_id] = later
+    match.unmatched = [a for a in attempts if a.attempt_id not in match.rows]
     return match
 
 
@@ -308,7 +260,7 @@ def failure_reason(row: SacctRow, tail: str = "") -> str | None:
         return "DEADLINE: the job's deadline passed"
     if s == "PENDING":
         return f"pending: {row.reason}" if row.reason else None
-    if s in _REQUEUE_WORDS:
+    if s in REQUEUE_WORDS:
         return f"{s}: Slurm requeued the job"
     return None
 

@@ -3,10 +3,12 @@
 One reconcile pass (run by cron every few minutes, or by hand) does, in this order:
 
 1. takes a non-blocking lock next to the ledger, so overlapping passes never act twice;
-2. asks Slurm once: one sacct call for every active attempt of every Slurm experiment (plus one
-   by job name when a launch died between sbatch and the ledger write) and one squeue call.
-   Nothing is written until every answer is in, so a daemon that does not answer
-   (SlurmUnavailable) changes nothing;
+2. asks each cluster once: one sacct call for every active attempt of the cluster's
+   experiments (plus one by job name when a launch died between sbatch and the ledger write)
+   and one squeue call, through the scheduler the factory builds for the experiments' backend
+   kind and cluster (`backends.base`; only kinds the registry marks `reconciled`). Nothing is
+   written for a cluster until all of its answers are in, so a daemon that does not answer
+   (SlurmUnavailable) changes nothing there, and the other clusters go on;
 3. adopts jobs whose submission is still INTENT (found by their tag `sx.<exp>.<chunk>`);
 4. matches sacct rows to attempts on (cluster, job key, submit time) (`records.match_rows`):
    job ids are reused after a controller state loss, so a row with another submit time is
@@ -28,18 +30,22 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from slurmexp.backends.base import find_kind, kind_names
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import SlurmexpError, SlurmUnavailable
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger import Ledger
+from slurmexp.ledger.rows import ActiveAttempt, Submission
 from slurmexp.reconcile.adopt import _resolve_intents
-from slurmexp.reconcile.context import EXIT_ERROR, FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock
+from slurmexp.reconcile.context import EXIT_ERROR, PassContext, PassSummary, pass_lock
 from slurmexp.reconcile.match import expand_rows, match_rows, queue_record, row_key
-from slurmexp.reconcile.resubmit import resubmittable_runs, slurm_experiments, submit_due
+from slurmexp.reconcile.resubmit import resubmittable_runs, submit_due, tracked_experiments
 from slurmexp.reconcile.transitions import _transition, chunk_job_name
+from slurmexp.states import FINISHED_EXPERIMENT_STATES, STOPPED_EXPERIMENT_STATES, TERMINAL_STATES
 from slurmexp.timeutil import parse_ts, sacct_time, utc_iso
 
 HEARTBEAT_KIND = "reconcile"
@@ -52,40 +58,24 @@ SINCE_MARGIN_S = 300
 # Reading the ledger
 
 
-_ACTIVE_SQL = f"""
-SELECT a.*, r.run_dir, r.n_attempts AS run_n_attempts, r.state AS run_state,
-       r.chunk AS run_chunk, s.created AS created, s.chunk AS sub_chunk,
-       s.script_path AS script_path, e.exp_dir AS exp_dir
-FROM attempts a
-JOIN experiments e ON e.exp_id = a.exp_id
-JOIN runs r ON r.exp_id = a.exp_id AND r.run_id = a.run_id
-LEFT JOIN submissions s ON s.sub_id = a.sub_id
-WHERE e.backend = 'slurm'
-  AND a.state NOT IN ({", ".join("'" + s + "'" for s in sorted(TERMINAL_STATES))})
-ORDER BY a.attempt_id
-"""
-
-
-def _active_attempts(ledger: Ledger, cluster: str | None) -> list[dict]:
+def _active_attempts(ledger: Ledger, cluster: str | None) -> list[ActiveAttempt]:
     out = []
-    for a in ledger.db.query(_ACTIVE_SQL):
-        if cluster and a["cluster"] and a["cluster"] != cluster:
+    for a in ledger.active_attempts(kind_names(reconciled=True)):
+        if cluster and a.cluster and a.cluster != cluster:
             continue
         # A record Slurm replaced by a requeue is final once its successor exists.
-        if a["state"] in ("REQUEUED",) and a["attempt_no"] < a["run_n_attempts"]:
+        if a.state in ("REQUEUED",) and a.attempt_no < a.run_n_attempts:
             continue
-        chunk = a["sub_chunk"] if a["sub_chunk"] is not None else a["run_chunk"]
-        a["job_name"] = chunk_job_name(a["exp_id"], chunk)
         out.append(a)
     return out
 
 
-def _intents(ledger: Ledger, exps: dict[str, dict], cluster: str | None) -> list[dict]:
+def _intents(ledger: Ledger, exps: dict[str, dict], cluster: str | None) -> list[Submission]:
     out = []
-    for s in ledger.db.query("SELECT * FROM submissions WHERE state = 'INTENT' ORDER BY sub_id"):
-        if s["exp_id"] not in exps:
+    for s in ledger.intents():
+        if s.exp_id not in exps:
             continue
-        if cluster and s["cluster"] and s["cluster"] != cluster:
+        if cluster and s.cluster and s.cluster != cluster:
             continue
         out.append(s)
     return out
@@ -96,9 +86,13 @@ def _intents(ledger: Ledger, exps: dict[str, dict], cluster: str | None) -> list
 
 
 def reconcile_pass(ledger: Ledger, backend: Any = None, *, dry_run: bool = False,
-                   now: datetime | None = None, grace_s: float = 300) -> PassSummary:
-    """One reconcile pass over every Slurm experiment of the ledger (see the module doc).
+                   now: datetime | None = None, grace_s: float = 300,
+                   transport: Any = None) -> PassSummary:
+    """One reconcile pass over every reconciled experiment of the ledger (see the module doc).
 
+    Each cluster is asked through the scheduler the factory builds for it (its commands run
+    through `transport`, default this machine); a `backend` given instead is used for every
+    experiment on its cluster (all of them when it names none).
     Never raises for Slurm being unavailable: the summary says so (`error`, `exit_code` 3) and
     the heartbeat records a failed pass. `dry_run` asks Slurm but writes and submits nothing.
     """
@@ -110,7 +104,7 @@ def reconcile_pass(ledger: Ledger, backend: Any = None, *, dry_run: bool = False
         if not got:
             summary.skipped = True
             return summary
-        ctx = PassContext(ledger, backend, summary, now, grace_s, dry_run)
+        ctx = PassContext(ledger, backend, summary, now, grace_s, dry_run, transport=transport)
         try:
             _run_pass(ctx)
         except SlurmexpError as exc:
@@ -131,41 +125,83 @@ def reconcile_pass(ledger: Ledger, backend: Any = None, *, dry_run: bool = False
 
 
 def _run_pass(ctx: PassContext) -> None:
-    ledger, summary = ctx.ledger, ctx.summary
-    cluster = getattr(ctx.backend, "cluster", None) if ctx.backend is not None else None
-    ctx.exps = slurm_experiments(ledger)
-    active = _active_attempts(ledger, cluster)
+    """Each (backend kind, cluster) in turn, asked once; an error of one does not stop the others."""
+    groups = _scheduler_groups(ctx, tracked_experiments(ctx.ledger))
+    summary = ctx.summary
+    errors: list[str] = []
+    for (kind, cluster), exps in groups:
+        ctx.kind, ctx.cluster, ctx.exps, ctx.queue_ok = kind, cluster, exps, True
+        summary.error = None
+        try:
+            _reconcile_cluster(ctx)
+        except SlurmexpError as exc:
+            summary.error = exc.message
+            summary.exit_code = exc.exit_code
+        if summary.error:
+            errors.append(summary.error if len(groups) == 1 else f"{cluster or kind}: {summary.error}")
+    summary.error = "; ".join(errors) or None
+
+
+def _scheduler_groups(ctx: PassContext, exps: dict[str, dict]) -> list[tuple[tuple[str, str | None], dict]]:
+    """The experiments by the (kind, cluster) asked about them, for kinds that are reconciled.
+
+    A scheduler given to the pass asks its own cluster: experiments of another cluster are left
+    for a pass that asks theirs; one that names no cluster is asked about every experiment."""
+    given = ctx.backend
+    only = getattr(given, "cluster", None) if given is not None else None
+    groups: dict[tuple[str, str | None], dict[str, dict]] = defaultdict(dict)
+    for exp_id, exp in exps.items():
+        kind = find_kind(exp.get("backend"))
+        if kind is None:
+            ctx.summary.warnings.append(f"{exp_id}: unknown backend {exp.get('backend')!r}; not reconciled")
+            continue
+        if not kind.reconciled:
+            continue
+        cluster = exp.get("cluster") or None
+        if given is not None:
+            if only and cluster and cluster != only:
+                continue
+            cluster = only
+        groups[(kind.kind, cluster)][exp_id] = exp
+    return sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+
+
+def _reconcile_cluster(ctx: PassContext) -> None:
+    """The pass for the experiments `ctx.exps` of one (kind, cluster): one batched sacct (plus
+    one by name for intents) and at most one squeue."""
+    ledger, summary, cluster = ctx.ledger, ctx.summary, ctx.cluster
+    active = _cluster_active(ctx)
     intents = _intents(ledger, ctx.exps, cluster)
     pending = resubmittable_runs(ctx)
-    summary.active = len(active)
+    summary.active += len(active)
     if not active and not intents and not pending:
         _update_experiments(ctx, set(ctx.exps))
         return
-    backend = ctx.slurm()
+    backend = ctx.scheduler()
 
     # --- ask Slurm everything first; nothing is written before all answers are in --------
     rows: list[SacctRow] = []
     name_rows: list[SacctRow] = []
     queue: list[Any] = []
     if active:
-        since = _since([parse_ts(a["submit_time"]) or parse_ts(a["created"]) for a in active],
+        since = _since([parse_ts(a.submit_time) or parse_ts(a.created) for a in active],
                        ctx.now)
-        job_ids = sorted({str(a["job_id"]) for a in active if a["job_id"]})
-        array_ids = sorted({str(a["job_id"]) for a in active if a["task_index"] is not None})
+        job_ids = sorted({str(a.job_id) for a in active if a.job_id})
+        array_ids = sorted({str(a.job_id) for a in active if a.task_index is not None})
         t = time.monotonic()
-        rows = backend.sacct_rows(job_ids, since=since, array_ids=array_ids)
+        rows = backend.accounting(job_ids, since=since, array_ids=array_ids)
         summary.sacct_s += time.monotonic() - t
     if intents:
-        since = _since([parse_ts(s["created"]) for s in intents], ctx.now)
-        names = sorted({n for s in intents if (n := chunk_job_name(s["exp_id"], s["chunk"]))})
+        since = _since([parse_ts(s.created) for s in intents], ctx.now)
+        names = sorted({n for s in intents if (n := chunk_job_name(s.exp_id, s.chunk))})
         if names:
             t = time.monotonic()
-            name_rows = backend.sacct_rows([], since=since, names=names)
+            name_rows = backend.accounting([], since=since, names=names)
             summary.sacct_s += time.monotonic() - t
     if active or intents:
         t = time.monotonic()
         try:
-            queue = backend.squeue_rows()
+            queue = backend.queue()
         except SlurmUnavailable as exc:
             # sacct answered, the controller did not: record what accounting says, but decide
             # nothing that needs the queue (LOST, dead intents) and submit nothing.
@@ -179,20 +215,25 @@ def _run_pass(ctx: PassContext) -> None:
     if intents:
         changed = _resolve_intents(ctx, intents, name_rows, queue_records)
         if changed and not ctx.dry_run:
-            active = _active_attempts(ledger, cluster)
-            summary.active = len(active)
+            before = len(active)
+            active = _cluster_active(ctx)
+            summary.active += len(active) - before
     # --- match and transition ------------------------------------------------------------
     match = match_rows(active, [*rows, *name_rows], queue_records)
     queued_keys = {row_key(r) for r in expand_rows(queue_records)}
     touched: set[str] = set()
     for a in active:
         if _transition(ctx, a, match, queued_keys):
-            touched.add(a["exp_id"])
+            touched.add(a.exp_id)
     # --- retries -------------------------------------------------------------------------
     if ctx.queue_ok:
         touched |= submit_due(ctx)
-    _update_experiments(ctx, touched | {a["exp_id"] for a in active} | {
-        s["exp_id"] for s in intents})
+    _update_experiments(ctx, touched | {a.exp_id for a in active} | {
+        s.exp_id for s in intents})
+
+
+def _cluster_active(ctx: PassContext) -> list[ActiveAttempt]:
+    return [a for a in _active_attempts(ctx.ledger, ctx.cluster) if a.exp_id in ctx.exps]
 
 
 def _since(times: Iterable[datetime | None], now: datetime) -> str:
@@ -213,13 +254,11 @@ def _update_experiments(ctx: PassContext, exp_ids: set[str]) -> None:
         exp = ctx.exps.get(exp_id)
         if exp is None:
             continue
-        current = ledger.db.execute("SELECT state FROM experiments WHERE exp_id = ?",
-                                    [exp_id]).fetchone()[0]
-        if current in ("CANCELLED", "FAILED"):
+        current = ledger.experiment_state(exp_id)
+        if current in STOPPED_EXPERIMENT_STATES:
             continue
         counts = ledger.counts_by_state(exp_id)
-        intents = ledger.db.execute("SELECT COUNT(*) FROM submissions WHERE exp_id = ? AND "
-                                    "state = 'INTENT'", [exp_id]).fetchone()[0]
+        intents = len(ledger.intents(exp_id))
         active = sum(n for s, n in counts.items() if s not in TERMINAL_STATES)
         if not active and not intents and counts:
             state = "FINISHED" if set(counts) == {"COMPLETED"} else "FINISHED_WITH_FAILURES"

@@ -1,6 +1,6 @@
 """Retries: which failed runs get another attempt, with what resources, and submitting them.
 
-Failure classes (see `records.classify`) decide: infrastructure failures (NODE_FAIL, BOOT_FAIL,
+Failure classes (see `states.classify`) decide: infrastructure failures (NODE_FAIL, BOOT_FAIL,
 PREEMPTED, LOST) are retried with exponential backoff up to `retry.max_attempts` attempts per
 run; resource failures (TIMEOUT, OUT_OF_MEMORY) are final unless the sweep asked to escalate
 (then time or memory grows by `escalate_factor` up to the partition's limit); user failures
@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from slurmexp import arrays, layout
+from slurmexp.backends.base import backend_kind, kind_names
 from slurmexp.backends.facts import SacctRow
 from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
-from slurmexp.launch.render import chunk_file_stem
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome, ChunkRequest, stamp_submit_times, submit_chunk
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger, parse_array_spec
-from slurmexp.reconcile.context import FINISHED_EXPERIMENT_STATES, PassContext, PassSummary, pass_lock, require_lock
+from slurmexp.ledger import Ledger
+from slurmexp.ledger.rows import ActiveAttempt, PlannedRun
+from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, require_lock
 from slurmexp.reconcile.policy import (
     Escalation,
     RetryDecision,
@@ -36,16 +37,24 @@ from slurmexp.reconcile.policy import (
     escalation_for,
 )
 from slurmexp.settings import ExperimentSettings
+from slurmexp.states import (
+    FAILED_STATES,
+    FINISHED_EXPERIMENT_STATES,
+    LOST,
+    STOPPED_EXPERIMENT_STATES,
+    TERMINAL_STATES,
+)
 from slurmexp.timeutil import parse_ts, utc_iso
 
 # ------------------------------------------------------------------------------------------
 # Reading the ledger
 
 
-def slurm_experiments(ledger: Ledger) -> dict[str, dict]:
-    """The Slurm experiments by id, each with its `settings` and its retry `policy`."""
+def tracked_experiments(ledger: Ledger) -> dict[str, dict]:
+    """Every experiment by id, with its `settings` (the pass groups them by backend kind and
+    cluster, and asks only about the kinds the registry says are reconciled)."""
     out = {}
-    for e in ledger.db.query("SELECT * FROM experiments WHERE backend = 'slurm'"):
+    for e in ledger.experiments():
         e["settings"] = ExperimentSettings.from_json(e.get("settings_json"))
         out[e["exp_id"]] = e
     return out
@@ -59,104 +68,72 @@ def policy_of(ctx: PassContext, exp_id: str, chunk: int | None) -> RetryPolicy:
 
 def _chunk_script(ledger: Ledger, exp: dict, chunk: int | None) -> tuple[Path | None, str | None]:
     """(script path, the chunk's first array spec) for a chunk of an experiment."""
-    row = ledger.db.execute(
-        "SELECT script_path, array_spec FROM submissions WHERE exp_id = ? AND chunk IS ? "
-        "AND script_path IS NOT NULL ORDER BY sub_id LIMIT 1", [exp["exp_id"], chunk]).fetchone()
-    if row:
-        return Path(row[0]), row[1]
+    first = ledger.first_chunk_submission(exp["exp_id"], chunk)
+    if first is not None:
+        return Path(first.script_path), first.array_spec
     if exp.get("exp_dir") and chunk is not None:
-        path = Path(exp["exp_dir"]) / "scripts" / f"{chunk_file_stem(chunk)}.sbatch"
-        return path, None
+        return layout.ExperimentPaths(exp["exp_dir"]).script(chunk), None
     return None, None
 
 
 def _history(ledger: Ledger, exp_id: str, run_id: str) -> list[str]:
     """The states of a run's attempts, oldest first."""
-    return [r[0] for r in ledger.db.execute(
-        "SELECT state FROM attempts WHERE exp_id = ? AND run_id = ? ORDER BY attempt_no",
-        [exp_id, run_id])]
+    return ledger.attempt_states(exp_id, run_id)
 
 
 # ------------------------------------------------------------------------------------------
 # Deciding, as attempts end
 
 
-def _decide(ctx: PassContext, a: dict, state: str, fclass: str | None, history: list[str],
-            rec: SacctRow | None) -> RetryDecision:
-    policy = policy_of(ctx, a["exp_id"], a.get("run_chunk"))
+def _decide(ctx: PassContext, a: ActiveAttempt, state: str, fclass: str | None,
+            history: list[str], rec: SacctRow | None) -> RetryDecision:
+    policy = policy_of(ctx, a.exp_id, a.run_chunk)
     end = parse_ts(rec.end) if rec is not None else None
-    return decide_retry(policy, state, fclass, int(a["attempt_no"]), history, end, ctx.now)
+    return decide_retry(policy, state, fclass, int(a.attempt_no), history, end, ctx.now)
 
 
-def schedule_retry(ctx: PassContext, a: dict, state: str, fclass: str | None,
+def schedule_retry(ctx: PassContext, a: ActiveAttempt, state: str, fclass: str | None,
                    reason: str | None, rec: SacctRow | None) -> None:
     """Inside the attempt's transaction: move the run back to PLANNED when a retry is due."""
     ledger = ctx.ledger
-    run = ledger.db.execute("SELECT n_attempts FROM runs WHERE exp_id = ? AND run_id = ?",
-                            [a["exp_id"], a["run_id"]]).fetchone()
-    if run is None or int(run[0]) != int(a["attempt_no"]):
+    n_attempts = ledger.run_n_attempts(a.exp_id, a.run_id)
+    if n_attempts is None or n_attempts != int(a.attempt_no):
         return          # a newer attempt (a requeue, a retry) already carries the run
-    decision = _decide(ctx, a, state, fclass, _history(ledger, a["exp_id"], a["run_id"]), rec)
+    decision = _decide(ctx, a, state, fclass, _history(ledger, a.exp_id, a.run_id), rec)
     if decision.retry:
         why = f"{decision.note} after {reason or state}"
         if decision.due and decision.due > ctx.now:
             why += f" (not before {utc_iso(decision.due)})"
-        ledger.set_run_state(a["exp_id"], [a["run_id"]], "PLANNED", why)
+        ledger.set_run_state(a.exp_id, [a.run_id], "PLANNED", why)
         ctx.summary.retries_scheduled += 1
-        ctx.summary.act(f"{a['exp_id']} {a['run_id']}: {why}")
+        ctx.summary.act(f"{a.exp_id} {a.run_id}: {why}")
     elif decision.note:
         full = f"{reason}; {decision.note}" if reason else decision.note
-        ledger.update_attempt(a["attempt_id"], reason=full)
+        ledger.update_attempt(a.attempt_id, reason=full)
 
 
-def preview_retry(ctx: PassContext, a: dict, state: str, fclass: str | None,
+def preview_retry(ctx: PassContext, a: ActiveAttempt, state: str, fclass: str | None,
                   rec: SacctRow | None) -> None:
     """`schedule_retry` for a dry run: count and say what it would do, write nothing."""
-    if int(a.get("run_n_attempts") or 0) != int(a["attempt_no"]):
+    if int(a.run_n_attempts or 0) != int(a.attempt_no):
         return
-    history = _history(ctx.ledger, a["exp_id"], a["run_id"])[:-1] + [state]
+    history = _history(ctx.ledger, a.exp_id, a.run_id)[:-1] + [state]
     decision = _decide(ctx, a, state, fclass, history, rec)
     if decision.retry:
         ctx.summary.retries_scheduled += 1
-        ctx.summary.act(f"{a['exp_id']} {a['run_id']}: would schedule {decision.note}")
+        ctx.summary.act(f"{a.exp_id} {a.run_id}: would schedule {decision.note}")
 
 
 # ------------------------------------------------------------------------------------------
 # Submitting what is due
 
 
-def compress_indices(indices: Iterable[int]) -> str:
-    """[0, 1, 2, 5, 7, 8] -> "0-2,5,7-8" (an sbatch --array list)."""
-    values = sorted(set(int(i) for i in indices))
-    parts: list[str] = []
-    start = prev = None
-    for v in values:
-        if start is None:
-            start = prev = v
-        elif v == prev + 1:
-            prev = v
-        else:
-            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = prev = v
-    if start is not None:
-        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
-    return ",".join(parts)
-
-
-def _throttle(array_spec: str | None) -> str | None:
-    if array_spec and "%" in array_spec:
-        value = array_spec.split("%", 1)[1].strip()
-        return value if value.isdigit() else None
-    return None
-
-
 def _open_intent_tasks(ledger: Ledger) -> dict[tuple[str, Any], set[int] | None]:
     """(exp, chunk) -> task indices covered by INTENT submissions (None: the whole chunk)."""
     out: dict[tuple[str, Any], set[int] | None] = {}
-    for s in ledger.db.query("SELECT exp_id, chunk, array_spec FROM submissions "
-                             "WHERE state = 'INTENT'"):
-        key = (s["exp_id"], s["chunk"])
-        tasks = parse_array_spec(s["array_spec"] or "")
+    for s in ledger.intents():
+        key = (s.exp_id, s.chunk)
+        tasks = arrays.task_set(s.array_spec)
         if tasks is None or out.get(key, set()) is None:
             out[key] = None
         else:
@@ -164,18 +141,7 @@ def _open_intent_tasks(ledger: Ledger) -> dict[tuple[str, Any], set[int] | None]
     return out
 
 
-_PLANNED_SQL = """
-SELECT r.*, e.state AS exp_state, e.created AS exp_created,
-       (SELECT MAX(created) FROM submissions s WHERE s.exp_id = r.exp_id) AS last_intent
-FROM runs r JOIN experiments e ON e.exp_id = r.exp_id
-WHERE e.backend = 'slurm' AND r.state = 'PLANNED'
-  AND (r.n_attempts > 0 OR e.state = 'SUBMITTING')
-  AND e.state NOT IN ('FAILED', 'CANCELLED')
-ORDER BY r.exp_id, r.chunk, r.task_index
-"""
-
-
-def resubmittable_runs(ctx: PassContext, only_exp: str | None = None) -> list[dict]:
+def resubmittable_runs(ctx: PassContext, only_exp: str | None = None) -> list[PlannedRun]:
     """PLANNED runs that reconcile submits: retries, and the runs of a launch that stopped.
 
     A run of a launch (no attempt yet) only once the launch is over: its experiment is still
@@ -184,16 +150,16 @@ def resubmittable_runs(ctx: PassContext, only_exp: str | None = None) -> list[di
     ledger = ctx.ledger
     covered = _open_intent_tasks(ledger)
     out = []
-    for r in ledger.db.query(_PLANNED_SQL):
-        if only_exp and r["exp_id"] != only_exp:
+    for r in ledger.resubmittable_runs(kind_names(retried=True)):
+        if only_exp and r.exp_id != only_exp:
             continue
-        if r["exp_id"] not in ctx.exps:
+        if r.exp_id not in ctx.exps:
             continue
-        tasks = covered.get((r["exp_id"], r["chunk"]), set())
-        if tasks is None or (r["task_index"] is not None and r["task_index"] in tasks):
+        tasks = covered.get((r.exp_id, r.chunk), set())
+        if tasks is None or (r.task_index is not None and r.task_index in tasks):
             continue
-        if r["n_attempts"] == 0 and not only_exp:
-            last = parse_ts(r["last_intent"]) or parse_ts(r["exp_created"])
+        if r.n_attempts == 0 and not only_exp:
+            last = parse_ts(r.last_intent) or parse_ts(r.exp_created)
             if last is not None and (ctx.now - last).total_seconds() < ctx.grace_s:
                 continue
         out.append(r)
@@ -202,32 +168,30 @@ def resubmittable_runs(ctx: PassContext, only_exp: str | None = None) -> list[di
 
 @dataclass
 class _RetryItem:
-    run: dict
+    run: PlannedRun
     due: datetime
     escalation: Escalation
 
 
-def _retry_items(ctx: PassContext, runs: list[dict],
+def _retry_items(ctx: PassContext, runs: list[PlannedRun],
                  ignore_backoff: bool = False) -> list[_RetryItem]:
     ledger = ctx.ledger
     items = []
     for r in runs:
-        policy = policy_of(ctx, r["exp_id"], r["chunk"])
+        policy = policy_of(ctx, r.exp_id, r.chunk)
         due = ctx.now
         n_timeouts = n_ooms = 0
-        if r["n_attempts"]:
-            attempts = list(ledger.db.query(
-                "SELECT * FROM attempts WHERE exp_id = ? AND run_id = ? ORDER BY attempt_no",
-                [r["exp_id"], r["run_id"]]))
+        if r.n_attempts:
+            attempts = ledger.run_attempts(r.exp_id, r.run_id)
             newest = attempts[-1] if attempts else None
-            if newest is not None and newest["state"] not in TERMINAL_STATES:
+            if newest is not None and newest.state not in TERMINAL_STATES:
                 continue        # still going (it cannot be PLANNED then; be safe)
-            n_timeouts = sum(1 for x in attempts if x["state"] == "TIMEOUT")
-            n_ooms = sum(1 for x in attempts if x["state"] == "OUT_OF_MEMORY")
-            if newest is not None and newest["failure_class"] == "infrastructure" \
+            n_timeouts = sum(1 for x in attempts if x.state == "TIMEOUT")
+            n_ooms = sum(1 for x in attempts if x.state == "OUT_OF_MEMORY")
+            if newest is not None and newest.failure_class == "infrastructure" \
                     and not ignore_backoff:
-                end = parse_ts(newest["end_time"]) or parse_ts(newest["updated"]) or ctx.now
-                due = end + timedelta(seconds=policy.backoff(newest["attempt_no"]))
+                end = parse_ts(newest.end_time) or parse_ts(newest.updated) or ctx.now
+                due = end + timedelta(seconds=policy.backoff(newest.attempt_no))
         items.append(_RetryItem(r, due, escalation_for(policy, n_timeouts, n_ooms)))
     return items
 
@@ -252,8 +216,8 @@ def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff:
         script, first_spec = _chunk_script(ledger, exp, chunk)
         tasks = [g.run["task_index"] for g in group if g.run["task_index"] is not None]
         run_ids = [g.run["run_id"] for g in group]
-        throttle = exp["settings"].group_of(chunk).throttle or _throttle(first_spec)
-        spec = compress_indices(tasks) + (f"%{throttle}" if throttle else "")
+        throttle = exp["settings"].group_of(chunk).throttle or arrays.throttle(first_spec)
+        spec = arrays.format_spec(tasks, throttle)
         extra = [f"--array={spec}", *group[0].escalation.args()]
         label = f"{exp_id} chunk {chunk}: sbatch {' '.join(extra)} {script}"
         if ctx.dry_run:
@@ -308,9 +272,9 @@ def _give_up(ctx: PassContext, exp_id: str, group: list[_RetryItem], why: str) -
 
 
 RETRY_WHICH = {
-    "failed": frozenset(TERMINAL_STATES - {"COMPLETED", "LOST"}),
-    "lost": frozenset({"LOST"}),
-    "all": frozenset(TERMINAL_STATES - {"COMPLETED"}),
+    "failed": FAILED_STATES - {LOST},
+    "lost": frozenset({LOST}),
+    "all": FAILED_STATES,
 }
 
 
@@ -327,7 +291,7 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
         raise SlurmexpError(f"retry: unknown selection {which!r}",
                             [Problem("", "which", f"{which!r}", "use failed, lost or all")])
     exp = ledger.get_experiment(exp_id, required=True)
-    if exp["backend"] != "slurm":
+    if not backend_kind(exp["backend"]).retried:
         raise SlurmexpError(
             f"retry: {exp_id} ran with the {exp['backend']} backend",
             [Problem("", exp_id, "only Slurm experiments are retried by slurmexp",
@@ -336,17 +300,19 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
     summary = PassSummary(started=utc_iso(now))
     with pass_lock(ledger, wait_s=lock_wait_s) as got:
         require_lock(got, ledger, "retry")
-        ctx = PassContext(ledger, backend, summary, now, 0, False)
-        ctx.exps = slurm_experiments(ledger)
+        # Without a backend given, the scheduler of the experiment's own kind and cluster.
+        ctx = PassContext(ledger, backend, summary, now, 0, False, kind=exp["backend"],
+                          cluster=exp.get("cluster") or None)
+        ctx.exps = tracked_experiments(ledger)
         runs = ledger.runs(exp_id, state=RETRY_WHICH[which])
         if not runs:
             return []
-        if exp["state"] in ("CANCELLED", "FAILED", *FINISHED_EXPERIMENT_STATES):
+        if exp["state"] in STOPPED_EXPERIMENT_STATES | FINISHED_EXPERIMENT_STATES:
             ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry ({which})")
         ledger.set_run_state(exp_id, [r["run_id"] for r in runs], "PLANNED",
                              f"manual retry ({which})")
         wanted = {r["run_id"] for r in runs}
-        planned = [r for r in ledger.runs(exp_id, state="PLANNED") if r["run_id"] in wanted]
+        planned = [r for r in ledger.planned_runs(exp_id) if r.run_id in wanted]
         sub_ids: list[int] = []
         submit_due(ctx, planned, ignore_backoff=True, sub_ids=sub_ids)
         if sub_ids:

@@ -5,26 +5,24 @@ period. Each attempt's change, its event and its run's retry decision are one tr
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from slurmexp import tags
+from slurmexp import layout, tags
 from slurmexp.backends.facts import SacctRow
-from slurmexp.ledger.store import TERMINAL_STATES, Ledger
+from slurmexp.ledger import Ledger
+from slurmexp.ledger.rows import ActiveAttempt
 from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.match import (
-    PROGRESS,
     Match,
     attempt_fields,
-    classify,
     failure_reason,
     is_incomplete,
-    ledger_state,
     row_key,
 )
 from slurmexp.reconcile.resubmit import preview_retry, schedule_retry
+from slurmexp.states import PROGRESS, TERMINAL_STATES, classify, ledger_state
 from slurmexp.timeutil import parse_ts, utc_iso
 
 # A job that left both sacct and squeue but whose task wrote its attempt files ran: wait this
@@ -32,8 +30,6 @@ from slurmexp.timeutil import parse_ts, utc_iso
 EVIDENCE_FACTOR = 12
 STDERR_TAIL_LINES = 5
 STDERR_TAIL_CHARS = 400
-
-_RUNAWAY_RE = re.compile(r"the controller does not list the job \(since ([^)]+)\)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -43,13 +39,6 @@ _RUNAWAY_RE = re.compile(r"the controller does not list the job \(since ([^)]+)\
 def chunk_job_name(exp_id: str, chunk: int | None) -> str | None:
     """The tag launch gave a chunk's job; None for a submission that is not a chunk."""
     return None if chunk is None else tags.job_name(exp_id, chunk)
-
-
-def attempt_dir(run_dir: str | None, job_key: str | None, restart: int = 0) -> Path | None:
-    """`<run_dir>/attempts/<job_key>[.r<N>]`, as the task script names it."""
-    if not run_dir or not job_key:
-        return None
-    return Path(run_dir) / "attempts" / (f"{job_key}.r{restart}" if restart else job_key)
 
 
 def stderr_tail(paths: Iterable[Path | None], lines: int = STDERR_TAIL_LINES,
@@ -94,44 +83,46 @@ def _differs(old: dict, new: dict) -> bool:
 # --- transitions --------------------------------------------------------------------------
 
 
-def _restart_count(ledger: Ledger, a: dict) -> int:
-    row = ledger.db.execute(
-        "SELECT COUNT(*) FROM attempts WHERE sub_id IS ? AND job_key = ? AND attempt_id < ?",
-        [a["sub_id"], a["job_key"], a["attempt_id"]]).fetchone()
-    return int(row[0]) if row else 0
+def _attempt_dir(ledger: Ledger, a: ActiveAttempt) -> Path | None:
+    """The attempt's folder, as the task script wrote it (layout's one rule: the restart
+    number counts earlier attempts with the same submission and job key)."""
+    if not a.run_dir or not a.job_key:
+        return None
+    return layout.attempt_dir(a.run_dir, a.job_key, ledger.restarts_before(a.sub_id, a.job_key, a.attempt_id))
 
 
-def _tail_for(ctx: PassContext, a: dict) -> str:
-    restart = _restart_count(ctx.ledger, a)
+def _tail_for(ctx: PassContext, a: ActiveAttempt) -> str:
     paths: list[Path | None] = []
-    d = attempt_dir(a.get("run_dir"), a.get("job_key"), restart)
+    d = _attempt_dir(ctx.ledger, a)
     if d is not None:
-        paths.append(d / "stderr")
-    if a.get("exp_dir") and a.get("job_key"):
-        paths.append(Path(a["exp_dir"]) / "logs" / f"{a['job_key']}.err")
+        paths.append(d / layout.STDERR)
+    if a.exp_dir and a.job_key:
+        paths.append(layout.ExperimentPaths(a.exp_dir).log(a.job_key, "err"))
     return stderr_tail(paths)
 
 
-def _changed_under_us(ledger: Ledger, a: dict) -> bool:
+def _changed_under_us(ledger: Ledger, a: ActiveAttempt) -> bool:
     """Inside the write transaction: whether the attempt left the state this pass read."""
-    cur = ledger.db.execute("SELECT state FROM attempts WHERE attempt_id = ?",
-                            [a["attempt_id"]]).fetchone()
-    return cur is None or cur[0] != a["state"]
+    return ledger.attempt_state(a.attempt_id) != a.state
 
 
-def _transition(ctx: PassContext, a: dict, match: Match, queued_keys: set[str]) -> bool:
+def _transition(ctx: PassContext, a: ActiveAttempt, match: Match, queued_keys: set[str]) -> bool:
     """Apply what Slurm says about one attempt (and its requeues) in one transaction."""
-    rec = match.rows.get(a["attempt_id"])
-    later = match.requeues.get(a["attempt_id"], [])
+    rec = match.rows.get(a.attempt_id)
+    later = match.requeues.get(a.attempt_id, [])
     if rec is None:
         return _unmatched(ctx, a, later, queued_keys)
-    return _apply(ctx, a, rec, later, match.submit_times.get(a["attempt_id"]), queued_keys)
+    return _apply(ctx, a, rec, later, match.submit_times.get(a.attempt_id), queued_keys)
 
 
-def _record_fields(ctx: PassContext, a: dict, rec: SacctRow, superseded: bool,
+def _record_fields(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, superseded: bool,
                    in_queue: bool) -> tuple[dict, str | None, str | None]:
-    """(fields, reason, failure class) for an attempt from its record."""
-    fields = attempt_fields(rec)
+    """(fields, reason, failure class) for an attempt from its record.
+
+    `unlisted_since` is set while sacct says the job is going and the controller does not list
+    it, and cleared otherwise: that clock, not the reason's text, decides LOST.
+    """
+    fields = {**attempt_fields(rec), "unlisted_since": None}
     if not rec.known_state:
         state = rec.state
         reason = f"unknown Slurm state {rec.state_raw or rec.state}; kept and watched"
@@ -144,12 +135,8 @@ def _record_fields(ctx: PassContext, a: dict, rec: SacctRow, superseded: bool,
             and not superseded and not is_incomplete(rec):
         # sacct says it is going, the controller does not know it: it either just ended
         # (accounting lags a moment) or it is a runaway record after a controller state loss.
-        since = None
-        m = _RUNAWAY_RE.search(a.get("reason") or "")
-        if m:
-            since = parse_ts(m.group(1))
-        if since is None:
-            since = ctx.now
+        since = parse_ts(a.unlisted_since) or ctx.now
+        fields["unlisted_since"] = utc_iso(since)
         if (ctx.now - since).total_seconds() >= ctx.grace_s:
             return ({**fields, "state": "LOST", "failure_class": "infrastructure"},
                     f"LOST: sacct says {rec.state} but the controller has not listed the job "
@@ -160,42 +147,43 @@ def _record_fields(ctx: PassContext, a: dict, rec: SacctRow, superseded: bool,
     return {**fields, "state": state, "failure_class": fclass}, reason, fclass
 
 
-def _apply(ctx: PassContext, a: dict, rec: SacctRow, later: list[SacctRow], submit_time: str | None,
-           queued_keys: set[str]) -> bool:
+def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctRow],
+           submit_time: str | None, queued_keys: set[str]) -> bool:
     ledger, summary = ctx.ledger, ctx.summary
-    key = a["job_key"]
+    key = a.job_key
     if is_incomplete(rec) and rec.state in TERMINAL_STATES and not later:
         end = parse_ts(rec.end) or ctx.now
         if (ctx.now - end).total_seconds() < ctx.grace_s:
             # Final, but slurmdbd has only its placeholder record yet (no partition, QOS,
             # ReqMem): a later pass records the complete one.
-            summary.act(f"{a['exp_id']} {a['run_id']} job {key}: {rec.state}; waiting for "
+            summary.act(f"{a.exp_id} {a.run_id} job {key}: {rec.state}; waiting for "
                         f"its complete accounting record")
             return False
     fields, reason, fclass = _record_fields(ctx, a, rec, bool(later),
                                             in_queue=key in queued_keys or bool(later))
-    if submit_time and not a.get("submit_time"):
+    if submit_time and not a.submit_time:
         fields["submit_time"] = submit_time
     state = fields["state"]
-    if state in PROGRESS and a["state"] in PROGRESS and PROGRESS[state] < PROGRESS[a["state"]]:
+    if state in PROGRESS and a.state in PROGRESS and PROGRESS[state] < PROGRESS[a.state]:
         # The same record cannot go back (a requeue is a new record): accounting lags.
-        state = fields["state"] = a["state"]
-        reason = a.get("reason")
+        state = fields["state"] = a.state
+        reason = a.reason
+        fields["unlisted_since"] = a.unlisted_since
     if not rec.known_state:
-        summary.flagged.append(f"{a['exp_id']} {a['run_id']} job {key}: {reason}")
-    old_cols = {k: a.get(k) for k in fields}
-    changes = _differs(old_cols, fields) or (reason or None) != (a.get("reason") or None)
+        summary.flagged.append(f"{a.exp_id} {a.run_id} job {key}: {reason}")
+    old_cols = {k: getattr(a, k) for k in fields}
+    changes = _differs(old_cols, fields) or (reason or None) != (a.reason or None)
     if not changes and not later:
         return False
-    if state != a["state"]:
+    if state != a.state:
         summary.moved_to(state)
-        summary.act(f"{a['exp_id']} {a['run_id']} job {key}: {a['state']} -> {state}"
+        summary.act(f"{a.exp_id} {a.run_id} job {key}: {a.state} -> {state}"
                     + (f" ({reason})" if reason else ""))
     if state == "LOST":
         summary.lost += 1
     for r in later:
         summary.requeued += 1
-        summary.act(f"{a['exp_id']} {a['run_id']} job {key}: requeued by Slurm "
+        summary.act(f"{a.exp_id} {a.run_id} job {key}: requeued by Slurm "
                     f"(submit {r.submit}) -> new attempt")
     if ctx.dry_run:
         if state in TERMINAL_STATES and not later:
@@ -206,11 +194,11 @@ def _apply(ctx: PassContext, a: dict, rec: SacctRow, later: list[SacctRow], subm
             return False        # a cancel or another writer moved it: the next pass decides
         try:
             with ledger.transaction():
-                ledger.update_attempt(a["attempt_id"], reason=reason, **fields)
+                ledger.update_attempt(a.attempt_id, reason=reason, **fields)
         except sqlite3.IntegrityError:
             # Another attempt already holds (cluster, job key, submit time): keep ours unset.
             fields.pop("submit_time", None)
-            ledger.update_attempt(a["attempt_id"], reason=reason, **fields)
+            ledger.update_attempt(a.attempt_id, reason=reason, **fields)
         prev = a
         for r in later:
             prev = _record_requeue(ctx, prev, r, queued_keys)
@@ -219,7 +207,8 @@ def _apply(ctx: PassContext, a: dict, rec: SacctRow, later: list[SacctRow], subm
     return True
 
 
-def _unmatched(ctx: PassContext, a: dict, later: list[SacctRow], queued_keys: set[str]) -> bool:
+def _unmatched(ctx: PassContext, a: ActiveAttempt, later: list[SacctRow],
+               queued_keys: set[str]) -> bool:
     """No record of this attempt: wait, or after the grace period call it LOST."""
     summary = ctx.summary
     if later:
@@ -232,53 +221,50 @@ def _unmatched(ctx: PassContext, a: dict, later: list[SacctRow], queued_keys: se
             for r in later:
                 summary.requeued += 1
                 prev = _record_requeue(ctx, prev, r, queued_keys)
-            ctx.ledger.update_attempt(a["attempt_id"], reason="requeued by Slurm",
+            ctx.ledger.update_attempt(a.attempt_id, reason="requeued by Slurm",
                                       state="REQUEUED")
         return True
     if not ctx.queue_ok:
         return False
-    ref = parse_ts(a.get("submit_time")) or parse_ts(a.get("created"))
+    ref = parse_ts(a.submit_time) or parse_ts(a.created)
     age = (ctx.now - ref).total_seconds() if ref else float("inf")
     if age < ctx.grace_s:
         return False
-    d = attempt_dir(a.get("run_dir"), a.get("job_key"), _restart_count(ctx.ledger, a))
-    evidence = d is not None and (d / "started").exists()
+    d = _attempt_dir(ctx.ledger, a)
+    evidence = d is not None and (d / layout.STARTED).exists()
     if evidence and age < ctx.grace_s * EVIDENCE_FACTOR:
         note = (f"not in sacct or squeue, but the task started (see {d}); waiting for "
                 f"accounting to catch up")
-        if a.get("reason") != note and not ctx.dry_run:
-            ctx.ledger.update_attempt(a["attempt_id"], reason=note)
+        if a.reason != note and not ctx.dry_run:
+            ctx.ledger.update_attempt(a.attempt_id, reason=note)
         return False
-    reason = (f"LOST: job {a['job_key']} is in neither sacct nor squeue {int(age)}s after "
+    reason = (f"LOST: job {a.job_key} is in neither sacct nor squeue {int(age)}s after "
               f"its submission" + (f" (it did start: {d})" if evidence else ""))
     summary.lost += 1
     summary.moved_to("LOST")
-    summary.act(f"{a['exp_id']} {a['run_id']} job {a['job_key']}: {a['state']} -> LOST")
+    summary.act(f"{a.exp_id} {a.run_id} job {a.job_key}: {a.state} -> LOST")
     if ctx.dry_run:
         preview_retry(ctx, a, "LOST", "infrastructure", None)
         return True
     with ctx.ledger.transaction():
         if _changed_under_us(ctx.ledger, a):
             return False
-        ctx.ledger.update_attempt(a["attempt_id"], reason=reason, state="LOST",
+        ctx.ledger.update_attempt(a.attempt_id, reason=reason, state="LOST",
                                   failure_class="infrastructure")
         schedule_retry(ctx, a, "LOST", "infrastructure", reason, None)
     return True
 
 
-def _record_requeue(ctx: PassContext, prev: dict, rec: SacctRow, queued_keys: set[str]) -> dict:
+def _record_requeue(ctx: PassContext, prev: ActiveAttempt, rec: SacctRow,
+                    queued_keys: set[str]) -> ActiveAttempt:
     """Slurm requeued `prev`'s job: a new attempt of the same run (same job key, later submit)."""
     ledger = ctx.ledger
     with ledger.transaction():
-        new = ledger.record_requeue(prev["attempt_id"], rec.submit)
-        new.update(run_dir=prev.get("run_dir"), exp_dir=prev.get("exp_dir"),
-                   created=prev.get("created"), job_name=prev.get("job_name"),
-                   script_path=prev.get("script_path"))
+        new = prev.successor(ledger.record_requeue(prev.attempt_id, rec.submit))
         fields, reason, fclass = _record_fields(
             ctx, new, rec, False, in_queue=row_key(rec) in queued_keys)
         fields.pop("submit_time", None)
-        ledger.update_attempt(new["attempt_id"], reason=reason, **fields)
+        ledger.update_attempt(new.attempt_id, reason=reason, **fields)
         if fields["state"] in TERMINAL_STATES:
-            new["state"] = "SUBMITTED"
             schedule_retry(ctx, new, fields["state"], fclass, reason, rec)
     return new

@@ -171,6 +171,11 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
     params = [c[6:] for c in table.columns if c.startswith("param.")]
     metric_names = [c[7:] for c in table.columns if c.startswith("metric.")]
     by_names = _split(by)
+    twice = sorted({n for n in by_names if by_names.count(n) > 1})
+    if twice:
+        unique = ",".join(dict.fromkeys(by_names))
+        raise SlurmexpError(f"--by names {', '.join(map(repr, twice))} more than once", [Problem(
+            "", "--by", f"parameter {', '.join(twice)} given more than once", fix=f"--by {unique}")])
     _check_names(by_names, params, "parameter", "--by")
     if best is not None:
         best = best.removeprefix("metric.")
@@ -197,12 +202,18 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
 
 # --- rendering --------------------------------------------------------------------------
 
-def render_report(report: Report, fmt: str = "table", **options: Any) -> str:
+def render_report(report: Report, fmt: str = "table", *, excel_safe: bool = False,
+                  **options: Any) -> str:
     """The report as text in `fmt` (one of FORMATS): HTML from report_html, the others from
-    report_format. Options go to the HTML renderer (`max_rows`)."""
+    report_format. `excel_safe` (CSV only) neutralises cells a spreadsheet would run as
+    formulas. Options go to the HTML renderer (`max_rows`)."""
     from slurmexp.report import text as report_format
+    if excel_safe and fmt != "csv":
+        raise SlurmexpError("--excel-safe is for --format csv", [Problem(
+            "", "--excel-safe", f"--format {fmt} is not opened by spreadsheets; JSON and the "
+            "other formats stay exact", fix="use --format csv --excel-safe, or drop --excel-safe")])
     if fmt == "csv":
-        return report_format.render_csv(report)
+        return report_format.render_csv(report, excel_safe_cells=excel_safe)
     if fmt == "json":
         return report_format.render_json(report)
     if fmt == "table":

@@ -13,25 +13,18 @@ This module decides what the numbers are; report_format and report_html show the
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from slurmexp import units
 from slurmexp.errors import Problem, SlurmexpError
-from slurmexp.report.model import FAILED_STATES
+from slurmexp.states import FAILED_STATES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from slurmexp.ledger import Ledger
 
-
-_ATTEMPT_SQL = (
-    "attempt_id, exp_id, run_id, attempt_no, sub_id, cluster, job_id, task_index, job_key, "
-    "submit_time, state, reason, node, partition, qos, account, start_time, end_time, "
-    "elapsed_s, exit_code, alloc_tres, req_mem, max_rss, total_cpu_s, failure_class")
-_RUN_SQL = ("exp_id, run_id, idx, params_json, seed, source, state, reason, run_dir, chunk, "
-            "task_index, n_attempts")
 
 # The run table's fixed columns, in order; `param.<name>` and `metric.<name>` follow.
 RUN_COLUMNS = [
@@ -41,15 +34,13 @@ RUN_COLUMNS = [
     "gpu_hours_wasted", "cpu_hours_wasted", "cpu_efficiency", "mem_efficiency",
     "max_rss_mib", "req_mem_mib", "seed", "run_dir",
 ]
-_MEM_SCALE = {"": 1.0, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0 ** 2, "P": 1024.0 ** 3}
 
 
 # --- experiments ------------------------------------------------------------------------
 
 def resolve_experiments(ledger: Ledger, refs: Iterable[str] | str | None) -> list[str]:
     """Experiment ids for what the user typed (exact ids or unique prefixes); none = all."""
-    known = [r[0] for r in ledger.db.execute(
-        "SELECT exp_id FROM experiments ORDER BY created, exp_id")]
+    known = ledger.experiment_ids()
     if isinstance(refs, str):
         refs = [refs]
     refs = [r for r in (refs or []) if r]
@@ -67,16 +58,6 @@ def resolve_experiments(ledger: Ledger, refs: Iterable[str] | str | None) -> lis
         if hits[0] not in out:
             out.append(hits[0])
     return out
-
-
-def _read_sql(ledger: Ledger, columns: str, table: str, exp_ids: Sequence[str] | None,
-              order: str) -> pd.DataFrame:
-    import pandas as pd
-    sql, params = f"SELECT {columns} FROM {table}", []
-    if exp_ids is not None:
-        sql += f" WHERE exp_id IN ({', '.join('?' * len(exp_ids))})"
-        params = list(exp_ids)
-    return pd.read_sql_query(f"{sql} ORDER BY {order}", ledger.db.conn, params=params)
 
 
 # --- frames -----------------------------------------------------------------------------
@@ -103,7 +84,7 @@ def _params_frame(params_json: pd.Series) -> pd.DataFrame:
 def runs_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None, *,
                params: bool = True) -> pd.DataFrame:
     """One row per run, ledger order; each parameter in its own `param.<name>` column."""
-    runs = _read_sql(ledger, _RUN_SQL, "runs", exp_ids, "exp_id, idx")
+    runs = ledger.runs_table(exp_ids)
     if exp_ids is not None and len(exp_ids) > 1:   # the order the user named them in
         rank = {e: i for i, e in enumerate(exp_ids)}
         runs = runs.iloc[runs["exp_id"].map(rank).argsort(kind="stable")].reset_index(drop=True)
@@ -112,37 +93,23 @@ def runs_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None, *,
     return runs
 
 
-_MEM_RE = re.compile(r"^\s*(\d*\.?\d+)\s*([KMGTP]?)(?:i?B)?\s*([cn]?)\s*$", re.IGNORECASE)
 _NAN = float("nan")
 
 
-def parse_mem(text: Any) -> tuple[float, str]:
-    """(MiB, "c" | "n" | "") for a Slurm memory string ("250M", "1.5G"; bare numbers are MiB,
-    as in sbatch). Older sacct writes ReqMem per CPU ("4000Mc") or per node ("4000Mn")."""
-    m = _MEM_RE.match(text) if isinstance(text, str) else None
-    if not m:
-        return _NAN, ""
-    return float(m.group(1)) * _MEM_SCALE[m.group(2).upper()], m.group(3).lower()
+def _mem_parts(text: Any) -> tuple[float, str]:
+    """`units.read_mem` for a frame column: (MiB, "c" | "n" | ""), NaN when unreadable."""
+    mem = units.read_mem(text)
+    return mem if mem is not None else (_NAN, "")
 
 
-def parse_tres(text: Any) -> tuple[float, float, float, float]:
-    """(gpus, cpus, nodes, mem MiB) of a TRES string such as
-    "billing=2,cpu=2,gres/gpu:a100=1,gres/gpu=1,mem=8G,node=1". `gres/gpu=N` is the total;
-    without it the typed counts (`gres/gpu:a100=1`) add up. NaN when there is no string."""
+def _tres_numbers(text: Any) -> tuple[float, float, float, float]:
+    """(gpus, cpus, nodes, mem MiB) of a TRES string (`units.parse_tres`, `units.tres_gpus`),
+    such as "billing=2,cpu=2,gres/gpu:a100=1,gres/gpu=1,mem=8G,node=1"; NaN where missing."""
     if not isinstance(text, str) or not text.strip():
         return _NAN, _NAN, _NAN, _NAN
-    fields = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
-
-    def number(key: str) -> float:
-        try:
-            return float(fields[key])
-        except (KeyError, ValueError):
-            return _NAN
-    gpus = number("gres/gpu")
-    if gpus != gpus:
-        gpus = sum(float(v) for k, v in fields.items()
-                   if k.startswith("gres/gpu:") and v.isdigit())
-    return gpus, number("cpu"), number("node"), parse_mem(fields.get("mem"))[0]
+    tres = units.parse_tres(text)
+    return (float(units.tres_gpus(tres)), float(tres.get("cpu", _NAN)),
+            float(tres.get("node", _NAN)), float(tres.get("mem", _NAN)))
 
 
 def _per_distinct(values: pd.Series, parse) -> list:
@@ -160,7 +127,7 @@ def _mem_mib(values: pd.Series, cpus: pd.Series | None = None,
              nodes: pd.Series | None = None) -> pd.Series:
     """MiB per row of memory strings, per-CPU and per-node forms scaled to the whole job."""
     import pandas as pd
-    mib, per = _per_distinct(values, parse_mem)
+    mib, per = _per_distinct(values, _mem_parts)
     mib = pd.Series(mib, index=values.index, dtype=float)
     if cpus is not None:
         mib = mib.where(per != "c", mib * cpus)
@@ -199,10 +166,9 @@ def attempts_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None) -> pd.D
     Times are parsed into datetimes.
     """
     import pandas as pd
-    a = _read_sql(ledger, _ATTEMPT_SQL, "attempts", exp_ids,
-                  "exp_id, run_id, attempt_no, attempt_id")
+    a = ledger.attempts_table(exp_ids)
     for col, values in zip(("gpus", "cpus", "nodes", "alloc_mem_mib"),
-                           _per_distinct(a["alloc_tres"], parse_tres)):
+                           _per_distinct(a["alloc_tres"], _tres_numbers)):
         a[col] = values.astype(float)
     a["req_mem_mib"] = _mem_mib(a["req_mem"], a["cpus"], a["nodes"])
     rss = pd.to_numeric(a["max_rss"], errors="coerce")

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Sequence
 
+from slurmexp.layout import METRICS_FILE, METRICS_HISTORY_FILE
 from slurmexp.report.frames import _records_frame
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,7 +55,7 @@ def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """Latest metric values of one run: metrics.json, else the last value of each key in
     metrics.jsonl (a run that died before its first metrics.json, or one written by hand)."""
     base = os.fspath(run_dir)
-    data = _slurp(os.path.join(base, "metrics.json"))
+    data = _slurp(os.path.join(base, METRICS_FILE))
     if data is not None:
         try:
             values = json.loads(data)
@@ -62,7 +63,7 @@ def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
                 return _flat(values)
         except ValueError:
             pass      # damaged (written by hand, or a full disk): the history may do
-    data = _slurp(os.path.join(base, "metrics.jsonl"))
+    data = _slurp(os.path.join(base, METRICS_HISTORY_FILE))
     if data is None:
         return None
     latest: dict[str, Any] = {}

@@ -1,5 +1,6 @@
 """What a report is: the `Report` every format renders, the formats, and the small value rules
-(what counts as a failed attempt, what a finite number is) that the builder and the renderers share.
+(what a finite number is) that the builder and the renderers share. What counts as a failed
+attempt is `slurmexp.states.FAILED_STATES`.
 """
 from __future__ import annotations
 
@@ -13,12 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
-# Every way an attempt can end without its run's result: what "wasted" hours were spent on.
-# (ledger.TERMINAL_STATES less COMPLETED; spelled out because importing the ledger imports
-# sqlite_utils, which imports pandas when it is installed, and this module must import fast.)
-FAILED_STATES = frozenset({
-    "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-    "DEADLINE", "LOST"})
+
+
 @dataclass
 class Report:
     experiments: list[dict]                 # one summary per experiment (see summarise())

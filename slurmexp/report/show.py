@@ -8,25 +8,23 @@ be inspected on a login node after the cluster has forgotten its job.
 Where an attempt's output is: the task script writes the command's stdout/stderr to
 `<run_dir>/attempts/<job>_<task>[.r<restart>]/`; when a task died before that folder existed
 (bad module load, missing manifest) only Slurm's own log `<exp_dir>/logs/<job>_<task>.out|.err`
-has the story, so log_path() falls back to it.
+has the story, so log_path() falls back to it. Both paths come from `slurmexp.layout`.
 """
 from __future__ import annotations
 
 import codecs
-import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slurmexp import layout
 from slurmexp.errors import Problem, SlurmexpError
 
 if TYPE_CHECKING:  # pragma: no cover
     from slurmexp.ledger import Ledger
 
-ATTEMPT_FILES = ("host", "started", "ended", "exit_code", "wrapper_failed")
 _LIST_LIMIT = 8
 
 
@@ -40,13 +38,7 @@ def resolve_run(ledger: Ledger, ref: str) -> dict:
         raise SlurmexpError(f"no run named in {ref!r}", [Problem(
             "", "RUN", "expected a run id, a prefix of one, or EXP:RUN",
             fix="copy a run id from `slurmexp report`")])
-    # substr, not LIKE: LIKE ignores case and gives '_' a meaning; prefixes here are exact.
-    sql = "SELECT * FROM runs WHERE substr(run_id, 1, ?) = ?"
-    params: list[Any] = [len(run_ref), run_ref]
-    if exp_ref:
-        sql += " AND substr(exp_id, 1, ?) = ?"
-        params += [len(exp_ref), exp_ref]
-    rows = list(ledger.db.query(sql + " ORDER BY exp_id, idx", params))
+    rows = ledger.find_runs(run_ref, exp_ref or None)
     if exp_ref:
         exact_exp = [r for r in rows if r["exp_id"] == exp_ref]
         rows = exact_exp or rows
@@ -63,9 +55,7 @@ def resolve_run(ledger: Ledger, ref: str) -> dict:
         raise SlurmexpError(f"run {ref!r} is ambiguous: {len(rows)} runs match", [Problem(
             str(ledger.path), "runs", f"{ref!r} matches {', '.join(names[:_LIST_LIMIT])}{more}",
             fix="give more of the run id, or qualify it as EXP:RUN")])
-    run = dict(rows[0])
-    run["params"] = json.loads(run["params_json"] or "{}")
-    return run
+    return rows[0]
 
 
 def _read_small(path: Path) -> str | None:
@@ -75,37 +65,13 @@ def _read_small(path: Path) -> str | None:
         return None
 
 
-def attempt_dir(run_dir: str | os.PathLike | None, job_key: str | None,
-                restart: int | None = None) -> Path | None:
-    """The attempt's folder. Slurm keeps the job id across a requeue and the task script then
-    appends `.r<restart count>`: `restart` picks that folder when it exists, else (or with
-    None) the newest one is taken."""
-    if not run_dir or not job_key:
-        return None
-    base = Path(run_dir) / "attempts"
-    if restart:
-        wanted = base / f"{job_key}.r{restart}"
-        if wanted.is_dir():
-            return wanted
-    found = [(0, base / job_key)] if (base / job_key).is_dir() else []
-    if restart == 0 and found:
-        return found[0][1]
-    try:
-        pattern = re.compile(re.escape(job_key) + r"\.r(\d+)")
-        found += [(int(m.group(1)), p) for p in base.iterdir()
-                  if (m := pattern.fullmatch(p.name)) and p.is_dir()]
-    except OSError:
-        pass
-    return max(found, key=lambda f: f[0])[1] if found else base / job_key
-
-
 def _attempt_info(att: dict, run: dict, exp: dict, sub: dict | None, restart: int) -> dict:
     key = att.get("job_key")
-    folder = attempt_dir(run.get("run_dir"), key, restart)
-    logs = Path(exp["exp_dir"]) / "logs" if exp.get("exp_dir") else None
+    folder = layout.attempt_dir(run.get("run_dir"), key, restart)
+    paths = layout.ExperimentPaths(exp["exp_dir"]) if exp.get("exp_dir") else None
     files = {}
     if folder is not None and folder.is_dir():
-        files = {name: _read_small(folder / name) for name in ATTEMPT_FILES
+        files = {name: _read_small(folder / name) for name in layout.ATTEMPT_RECORD_FILES
                  if (folder / name).exists()}
     keep = ("attempt_id", "attempt_no", "job_id", "task_index", "job_key", "cluster", "state",
             "reason", "failure_class", "node", "partition", "qos", "account", "submit_time",
@@ -116,10 +82,10 @@ def _attempt_info(att: dict, run: dict, exp: dict, sub: dict | None, restart: in
         script_path=sub.get("script_path") if sub else None,
         array_spec=sub.get("array_spec") if sub else None,
         attempt_dir=str(folder) if folder else None,
-        stdout=str(folder / "stdout") if folder else None,
-        stderr=str(folder / "stderr") if folder else None,
-        slurm_stdout=str(logs / f"{key}.out") if logs and key else None,
-        slurm_stderr=str(logs / f"{key}.err") if logs and key else None,
+        stdout=str(folder / layout.STDOUT) if folder else None,
+        stderr=str(folder / layout.STDERR) if folder else None,
+        slurm_stdout=str(paths.log(key, "out")) if paths and key else None,
+        slurm_stderr=str(paths.log(key, "err")) if paths and key else None,
         files=files)
     return info
 
@@ -133,27 +99,26 @@ def show_run(ledger: Ledger, ref: str, *, events: bool = True) -> dict:
     subs = {s["sub_id"]: s for s in ledger.submissions(run["exp_id"])}
     attempts = ledger.attempts(run["exp_id"], run["run_id"])
     attempts.sort(key=lambda a: (a["attempt_no"], a["attempt_id"]))
-    run_dir = Path(run["run_dir"]) if run.get("run_dir") else None
+    run_dir = layout.RunPaths(run["run_dir"]) if run.get("run_dir") else None
     info = {
         "ref": f"{run['exp_id']}:{run['run_id']}",
         "exp_id": run["exp_id"], "run_id": run["run_id"], "idx": run["idx"],
         "state": run["state"], "reason": run["reason"], "params": run["params"],
         "seed": run["seed"], "source": run["source"], "n_attempts": run["n_attempts"],
         "chunk": run["chunk"], "task_index": run["task_index"],
-        "run_dir": str(run_dir) if run_dir else None,
-        "command_path": str(run_dir / "command.sh") if run_dir else None,
-        "params_path": str(run_dir / "params.json") if run_dir else None,
-        "metrics": read_metrics(run_dir) if run_dir else None,
+        "run_dir": str(run_dir.run_dir) if run_dir else None,
+        "command_path": str(run_dir.command) if run_dir else None,
+        "params_path": str(run_dir.params) if run_dir else None,
+        "metrics": read_metrics(run_dir.run_dir) if run_dir else None,
         "experiment": {k: exp.get(k) for k in (
             "exp_id", "name", "backend", "cluster", "state", "created", "exp_dir", "sweep_path",
             "sweep_copy_path", "site_path", "site_hash", "template_hash", "provenance")},
         "attempts": [],
     }
-    seen: dict[str, int] = {}       # a requeued task: same job key, the n-th time = restart n
+    restarts = layout.restart_numbers(attempts)      # a requeued task: same job key again
     for a in attempts:
-        restart = seen.get(a["job_key"], 0)
-        seen[a["job_key"]] = restart + 1
-        info["attempts"].append(_attempt_info(a, run, exp, subs.get(a["sub_id"]), restart))
+        info["attempts"].append(_attempt_info(a, run, exp, subs.get(a["sub_id"]),
+                                               restarts[a["attempt_id"]]))
     if events:
         info["events"] = [{k: e[k] for k in ("ts", "kind", "from_state", "to_state", "reason")}
                           for e in ledger.events(run["exp_id"], run["run_id"])]
@@ -265,8 +230,8 @@ def ended_marker(path: str | os.PathLike, idle_s: float = 30.0) -> Callable[[], 
     For Slurm's own log (the task died before its attempt folder existed, or is still in its
     setup) nothing marks the end, so: true once the file has not grown for `idle_s`."""
     path = Path(path)
-    if path.name in ("stdout", "stderr"):
-        return (path.parent / "ended").exists
+    if path.name in layout.ATTEMPT_OUTPUT_FILES:
+        return (path.parent / layout.ENDED).exists
     last = [-1, time.monotonic()]
 
     def idle() -> bool:

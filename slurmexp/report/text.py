@@ -276,9 +276,50 @@ def render_json(report: Report) -> str:
             f'"best": {records(report.best)}}}\n')
 
 
-def render_csv(report: Report) -> str:
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP's list); a
+# leading apostrophe makes it text, and the spreadsheet does not show the apostrophe.
+_FORMULA_START = re.compile(r"[=+\-@\t\r]")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _formula_like(value: Any) -> bool:
+    return (isinstance(value, str) and _FORMULA_START.match(value) is not None
+            and _PLAIN_NUMBER.fullmatch(value) is None)
+
+
+def excel_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every text cell that a spreadsheet would run as a formula prefixed with '.
+
+    Only text cells change: numeric columns, and numbers in columns of mixed type, stay as
+    they are (a negative number is a number, not a formula), as does text that is a plain
+    number ("-2", "+1e-3"), which a spreadsheet reads as that number and nothing else.
+    """
+    from pandas.api.types import is_object_dtype, is_string_dtype
+    out = frame
+    for col in frame.columns:
+        s = frame[col]
+        if not (is_object_dtype(s) or is_string_dtype(s)):
+            continue
+        values = s.tolist()
+        risky = [_formula_like(v) for v in values]
+        if any(risky):
+            if out is frame:
+                out = frame.copy()
+            out[col] = _object_series([f"'{v}" if r else v for v, r in zip(values, risky)], s)
+    return out
+
+
+def _object_series(values: list, like: pd.Series) -> pd.Series:
+    import pandas as pd
+    return pd.Series(values, index=like.index, dtype=object, name=like.name)
+
+
+def render_csv(report: Report, *, excel_safe_cells: bool = False) -> str:
     """One table: the `--by` aggregate when asked for, else the best runs when `--best` was
-    given, else the run table."""
+    given, else the run table. Exact by default (for machines); `excel_safe_cells` for
+    people who open it in a spreadsheet (see excel_safe)."""
     frame = report.by_table if report.by_table is not None else (
         report.best if report.best is not None else report.runs)
+    if excel_safe_cells:
+        frame = excel_safe(frame)
     return frame.to_csv(index=False, lineterminator="\n")

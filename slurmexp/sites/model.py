@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr, computed_field, model_
 
 from slurmexp import units
 from slurmexp.errors import Problem
+from slurmexp.sweep.slurm_names import SlurmName, slurm_name_error
 from slurmexp.sweep.strict_toml import (
     MemStr,
     RelPath,
@@ -109,7 +110,7 @@ class SiteDefaults(StrictModel):
     cpus: Annotated[int, Field(ge=1)] = 1
     mem: MemStr | None = None
     time: RunTimeStr = "01:00:00"
-    qos: Text | None = None
+    qos: SlurmName("qos") | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -126,8 +127,8 @@ class SiteDefaults(StrictModel):
 
 class Site(StrictModel):
     cluster: Text
-    account: Text | None = None
-    default_partition: Text
+    account: SlurmName("account") | None = None
+    default_partition: SlurmName("partition")
     template: RelPath | None = None
     max_array_size: Annotated[int, Field(ge=1)] = 1001
     max_job_count: Annotated[int, Field(ge=1)] | None = None
@@ -185,6 +186,14 @@ def check_site(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[P
                            f"define [{where}.{name}] or fix the name", check="undefined_name"))
 
     nodes, partitions, qos = _names(data, "nodes"), _names(data, "partitions"), _names(data, "qos")
+    # Names that reach #SBATCH lines through routing (partitions) or a sweep's request.
+    for table, kind in (("partitions", "partition"), ("qos", "qos"), ("reservations", "reservation")):
+        for name in _names(data, table):
+            error = slurm_name_error(name, kind)
+            if error is not None:
+                fix = (f"rename the table to [{table}.{error.suggest}] ({error.fix})" if error.suggest
+                       else error.fix)
+                out.append(Problem(file, f"{table}.{name}", str(error), fix, check="value"))
     default = parts.get("default_partition")
     if default is not None and default not in partitions:
         undefined("default_partition", "partition", default, "partitions", partitions)

@@ -16,13 +16,13 @@ from pathlib import Path
 from submitit.core import utils
 from submitit.slurm import slurm as _slurm
 
+from slurmexp import layout
 from slurmexp.functions import waiting
-from slurmexp.functions.runner import CALL_FILE, RESULT_FILE
+from slurmexp.states import NO_STATE, PLANNED, SUBMITTED, TERMINAL_STATES
 
-FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-                   "PREEMPTED", "BOOT_FAIL", "DEADLINE", "LOST"})
+FINAL = TERMINAL_STATES
 # Ledger words that are not Slurm's: a run waiting to be (re)submitted is PENDING to a user.
-_AS_SLURM = {"PLANNED": "PENDING", "SUBMITTED": "PENDING"}
+_AS_SLURM = {PLANNED: "PENDING", SUBMITTED: "PENDING"}
 
 
 class _Views:
@@ -97,7 +97,7 @@ class SlurmJob(_slurm.SlurmJob[tp.Any]):
     @property
     def state(self) -> str:
         """The run's state in the ledger (does not ask Slurm)."""
-        state = self._view().get("state") or "UNKNOWN"
+        state = self._view().get("state") or NO_STATE
         return _AS_SLURM.get(state, state)
 
     @property
@@ -106,7 +106,7 @@ class SlurmJob(_slurm.SlurmJob[tp.Any]):
 
     def _result_path(self) -> Path | None:
         d = self.run_dir
-        return d / RESULT_FILE if d else None
+        return layout.RunPaths(d).result if d else None
 
     def _finished(self, max_age_s: float = waiting.READ_INTERVAL_S) -> bool:
         path = self._result_path()
@@ -142,31 +142,29 @@ class SlurmJob(_slurm.SlurmJob[tp.Any]):
             view = self._view(0)
             raise utils.UncompletedJobError(
                 f"Job {self.job_id} (run {self._run_id} of experiment {self._exp_id}) has not "
-                f"produced any output (state: {view.get('state') or 'UNKNOWN'}"
+                f"produced any output (state: {view.get('state') or NO_STATE}"
                 + (f": {view['reason']}" if view.get("reason") else "") + ")"
                 + f"\nSee `slurmexp show {self._exp_id}/{self._run_id}`")
         return outcome
 
     def submission(self) -> utils.DelayedSubmission:
         d = self.run_dir
-        if d is None or not (d / CALL_FILE).exists():
-            raise FileNotFoundError(f"run {self._run_id} has no {CALL_FILE}")
-        data = utils.pickle_load(d / CALL_FILE)
+        call = layout.RunPaths(d).call if d is not None else None
+        if call is None or not call.exists():
+            raise FileNotFoundError(f"run {self._run_id} has no {layout.CALL_FILE}")
+        data = utils.pickle_load(call)
         if isinstance(data, dict):
             return utils.DelayedSubmission(data["function"], *data.get("args", ()), **data.get("kwargs", {}))
         return data
 
     # --- logs and control ----------------------------------------------------------------
     def _attempt_dir(self) -> Path | None:
-        d, key = self.run_dir, self._view().get("job_key")
-        if d is None or not key:
-            return None
-        found = sorted((d / "attempts").glob(f"{key}*"), key=lambda p: p.stat().st_mtime)
-        return found[-1] if found else None
+        """The newest attempt folder of the run's newest job key (`layout.attempt_dir`)."""
+        return layout.attempt_dir(self.run_dir, self._view().get("job_key"))
 
     def _get_logs_string(self, name: str) -> str | None:
-        if name not in ("stdout", "stderr"):
-            raise ValueError(f'Unknown "{name}", available are [\'stdout\', \'stderr\']')
+        if name not in layout.ATTEMPT_OUTPUT_FILES:
+            raise ValueError(f'Unknown "{name}", available are {list(layout.ATTEMPT_OUTPUT_FILES)}')
         d = self._attempt_dir()
         if d is None or not (d / name).exists():
             return None
@@ -178,10 +176,10 @@ class SlurmJob(_slurm.SlurmJob[tp.Any]):
         if not key:
             return
         from slurmexp.errors import SlurmexpError
-        from slurmexp.functions.launch import slurm_backend
+        from slurmexp.functions.launch import scheduler
 
         try:
-            slurm_backend(self._view().get("cluster")).cancel([key])
+            scheduler(self._view().get("cluster")).cancel([key])
         except SlurmexpError:
             if check:
                 raise

@@ -1,72 +1,51 @@
 """Turn a parsed sweep into runs, placements and job-array chunks. Pure: no I/O.
 
-(Data types fixed here so that render, ledger and launch can be written against them; the
-functions below the types are filled in by the plan work.)
+Expansion (runs, ids, commands) is in `expand`, resources and routing in `routing`; this module
+holds the plan itself (arrays cut at MaxArraySize) and its description, and re-exports the
+names of both so that `from slurmexp.sweep.plan import ...` keeps working.
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
-import math
-import random
-import re
-import shlex
-import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from slurmexp import units
-from slurmexp.errors import Problem, SpecError
+from slurmexp import arrays, units
+from slurmexp.errors import Problem, ValidationError
+from slurmexp.sweep.expand import (
+    Run,
+    command_for,
+    command_text,
+    count_runs,
+    expand,
+    product_axes,
+    run_id_for,
+    sample_combinations,
+    value_text,
+)
+from slurmexp.sweep.routing import (
+    Placement,
+    Resources,
+    requested_resources,
+    resolve_resources,
+    route,
+    route_problems,
+)
 
 if TYPE_CHECKING:
-    from slurmexp.sites.model import Node, Site
+    from slurmexp.sites.model import Site
     from slurmexp.sweep.spec import Sweep
 
+# The most runs one sweep may have whatever the cluster allows: the ledger, the manifests and a
+# report are built for about 100,000; past a million, expanding alone takes seconds and a GB.
+MAX_RUNS = 1_000_000
 
-@dataclass(frozen=True)
-class Run:
-    """One parameter combination. `run_id` depends only on `params` (stable across launches)."""
-
-    run_id: str
-    index: int                 # position in the expanded sweep, 0-based, stable order
-    params: dict[str, Any]
-    seed: int | None = None    # the run's seed: params["seed"] if present, else the sampling seed
-    source: str = "grid"       # grid | zip | extra | sample
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one array task asks of Slurm, after site defaults and routing are applied."""
-
-    partition: str
-    time_min: int
-    cpus: int = 1
-    mem_mb: int | None = None
-    gpus: int = 0
-    gpu_type: str | None = None
-    qos: str | None = None
-    account: str | None = None
-    reservation: str | None = None
-    constraint: str | None = None
-    nodes: int = 1
-
-    @property
-    def gres(self) -> str | None:
-        if not self.gpus:
-            return None
-        return f"gpu:{self.gpu_type}:{self.gpus}" if self.gpu_type else f"gpu:{self.gpus}"
-
-
-@dataclass
-class Placement:
-    """Where a resource group goes and why: printed by --dry-run and `slurmexp explain`."""
-
-    partition: str
-    reasons: list[str] = field(default_factory=list)            # why this partition
-    excluded: dict[str, str] = field(default_factory=dict)      # other partition -> why not
+__all__ = [
+    "MAX_RUNS", "ArrayChunk", "Placement", "Plan", "Resources", "Run", "assemble_plan",
+    "check_size", "command_for", "command_text", "count_runs", "describe", "expand", "make_chunks", "make_plan",
+    "product_axes", "requested_resources", "resolve_resources", "route", "route_problems",
+    "run_id_for", "sample_combinations", "value_text",
+]
 
 
 @dataclass
@@ -86,8 +65,7 @@ class ArrayChunk:
 
     @property
     def array_spec(self) -> str:
-        spec = f"0-{self.size - 1}"
-        return f"{spec}%{self.throttle}" if self.throttle else spec
+        return arrays.format_spec(range(self.size), self.throttle)
 
 
 @dataclass
@@ -103,290 +81,6 @@ class Plan:
         for chunk in self.chunks:
             first.setdefault(chunk.group, chunk)
         return list(first.values())
-
-
-# ----------------------------------------------------------------------------------------
-# Expansion: parameters -> runs
-# ----------------------------------------------------------------------------------------
-
-
-def value_text(value: Any) -> str:
-    """How a parameter value is written on the command line (before shell quoting).
-
-    bool before int because bool is an int; floats use repr so 0.1 stays "0.1" and a value
-    read back by the program is exactly the one in params.json.
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _canonical_json(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"))
-
-
-def run_id_for(params: dict[str, Any]) -> str:
-    """Depends on the values only, never on order or position, so re-launches find old runs."""
-    return "r" + hashlib.sha256(_canonical_json(params).encode("utf-8")).hexdigest()[:10]
-
-
-def _spec_error(sweep: Sweep, key: str, message: str, fix: str) -> SpecError:
-    file = str(sweep.path)
-    return SpecError(f"{file}: {message}", [Problem(file, key, message, fix, check="duplicate_run")])
-
-
-def _unique_axis(sweep: Sweep, key: str, axis: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: dict[str, int] = {}
-    for i, combo in enumerate(axis):
-        text = _canonical_json(combo)
-        if text in seen:
-            raise _spec_error(sweep, key, f"value #{i + 1} {combo} repeats value #{seen[text] + 1}; "
-                                          f"the same run would be made twice", "remove the repeated value")
-        seen[text] = i
-    return axis
-
-
-def _draw(rng: random.Random, dist: Any) -> Any:
-    if dist.dist == "choice":
-        return rng.choice(dist.values)
-    if dist.dist == "int":
-        return rng.randint(int(dist.low), int(dist.high))
-    if dist.dist == "loguniform":
-        return math.exp(rng.uniform(math.log(dist.low), math.log(dist.high)))
-    return rng.uniform(dist.low, dist.high)
-
-
-def sample_combinations(sweep: Sweep) -> list[dict[str, Any]]:
-    """`n` distinct draws from `[sample.params]`, the same for the same seed.
-
-    Draws are kept distinct because a run id is a function of the values: two equal draws
-    would be one run. Small discrete spaces (int/choice) make repeats likely, so repeats are
-    redrawn rather than reported; only a space smaller than n is an error.
-    """
-    sample = sweep.sample
-    assert sample is not None
-    rng = random.Random(sample.seed)
-    combos: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    draws, limit = 0, max(1000, 100 * sample.n)
-    while len(combos) < sample.n:
-        if draws >= limit:
-            raise _spec_error(sweep, "sample.n",
-                              f"only {len(combos)} distinct combinations found in {draws} draws, "
-                              f"but n = {sample.n}", "lower sample.n or widen the distributions")
-        draws += 1
-        combo = {name: _draw(rng, dist) for name, dist in sample.params.items()}
-        text = _canonical_json(combo)
-        if text not in seen:
-            seen.add(text)
-            combos.append(combo)
-    return combos
-
-
-def expand(sweep: Sweep) -> list[Run]:
-    """Every run of the sweep in a stable order: the product (grid, zip, sample), then [[runs]].
-
-    The product's last axis varies fastest, like nested loops written in file order.
-    """
-    axes: list[list[dict[str, Any]]] = []
-    for name, values in sweep.params.items():
-        axes.append(_unique_axis(sweep, f"params.{name}", [{name: v} for v in values]))
-    for i, group in enumerate(sweep.zip):
-        names = list(group)
-        combos = [dict(zip(names, values)) for values in zip(*group.values())]
-        axes.append(_unique_axis(sweep, f"zip[{i}]", combos))
-    if sweep.sample is not None:
-        axes.append(sample_combinations(sweep))
-    source = "sample" if sweep.sample is not None else "zip" if sweep.zip else "grid"
-
-    entries: list[tuple[dict[str, Any], str]] = []
-    if axes or not sweep.runs:  # no parameters at all still means one run
-        for parts in itertools.product(*axes):
-            params: dict[str, Any] = {}
-            for part in parts:
-                params.update(part)
-            entries.append((params, source))
-    first_extra = len(entries)
-    entries += [(dict(run), "extra") for run in sweep.runs]
-
-    runs: list[Run] = []
-    seen: dict[str, int] = {}
-    for index, (params, origin) in enumerate(entries):
-        text = _canonical_json(params)
-        if text in seen:
-            other = runs[seen[text]]
-            raise _spec_error(sweep, f"runs[{index - first_extra}]",
-                              f"this run has the same parameters as run #{other.index} "
-                              f"({other.source}), so it would run twice",
-                              "remove it from [[runs]]")
-        seen[text] = index
-        seed = params.get("seed")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            seed = sweep.sample.seed if origin == "sample" and sweep.sample is not None else None
-        runs.append(Run(run_id=run_id_for(params), index=index, params=params, seed=seed, source=origin))
-    return runs
-
-
-# ----------------------------------------------------------------------------------------
-# Resources and routing
-# ----------------------------------------------------------------------------------------
-
-
-def requested_resources(sweep: Sweep, site: Site) -> Resources:
-    """The sweep's request with site defaults filled in; partition is "" unless asked for."""
-    asked, defaults = sweep.resources, site.defaults
-    return Resources(
-        partition=asked.partition or "",
-        time_min=asked.time_min if asked.time_min is not None else defaults.time_min,
-        cpus=asked.cpus or defaults.cpus,
-        mem_mb=asked.mem_mb if asked.mem_mb is not None else defaults.mem_mb,
-        gpus=asked.gpus or 0,
-        gpu_type=asked.gpu_type,
-        qos=asked.qos or defaults.qos,
-        account=asked.account or site.account,
-        reservation=asked.reservation,
-        constraint=asked.constraint,
-        nodes=asked.nodes or 1,
-    )
-
-
-def _features(constraint: str | None) -> set[str] | None:
-    # Only plain "a" or "a&b" can be checked against node features; anything fancier
-    # (|, counts, brackets) is left to Slurm.
-    if not constraint or not re.fullmatch(r"[\w.-]+(&[\w.-]+)*", constraint):
-        return None
-    return set(constraint.split("&"))
-
-
-def _node_fits(node: Node, res: Resources) -> bool:
-    if node.cpus < res.cpus or (res.mem_mb is not None and node.mem_mb < res.mem_mb):
-        return False
-    if res.gpus:
-        have = node.gpus.get(res.gpu_type, 0) if res.gpu_type else node.gpu_count
-        if have < res.gpus:
-            return False
-    need = _features(res.constraint)
-    return need is None or need <= set(node.features)
-
-
-def _pool(res: Resources, site: Site, partition: str) -> list[Node]:
-    pool = site.partition_nodes(partition)
-    resv = site.reservations.get(res.reservation) if res.reservation else None
-    return [n for n in pool if n.name in resv.nodes] if resv is not None else pool
-
-
-def route_problems(res: Resources, site: Site, partition: str | None = None) -> list[str]:
-    """Why `partition` (default: res.partition) cannot take a task asking for `res`; [] if it can."""
-    partition = partition if partition is not None else res.partition
-    if partition not in site.partitions:
-        return [f"partition {partition!r} is not defined in site.toml"]
-    part = site.partitions[partition]
-    problems: list[str] = []
-    if part.max_time_min is not None and res.time_min > part.max_time_min:
-        problems.append(f"time {units.format_time(res.time_min)} over max_time {part.max_time}")
-    if res.qos and part.allow_qos and res.qos not in part.allow_qos:
-        problems.append(f"qos {res.qos} not allowed here (allow_qos: {', '.join(part.allow_qos)})")
-    pool = site.partition_nodes(partition)
-    if res.reservation:
-        resv = site.reservations.get(res.reservation)
-        if resv is None:
-            problems.append(f"reservation {res.reservation} is not defined in site.toml")
-        else:
-            pool = _pool(res, site, partition)
-            if not pool:
-                problems.append(f"reservation {res.reservation} has no nodes in this partition "
-                                f"(its nodes: {', '.join(resv.nodes) or 'none'})")
-    if not pool:
-        return problems
-    before = len(problems)
-    if res.gpus:
-        if res.gpu_type:
-            most = max(n.gpus.get(res.gpu_type, 0) for n in pool)
-            kinds = sorted({k for n in pool for k in n.gpus})
-            if most == 0:
-                problems.append(f"GPU type {res.gpu_type} on no node here "
-                                f"(types here: {', '.join(kinds) or 'none'})")
-            elif most < res.gpus:
-                problems.append(f"not enough {res.gpu_type} GPUs on any one node: asked {res.gpus}, "
-                                f"at most {most} per node")
-        else:
-            most = max(n.gpu_count for n in pool)
-            if most == 0:
-                problems.append("no node here has GPUs")
-            elif most < res.gpus:
-                problems.append(f"not enough GPUs on any one node: asked {res.gpus}, at most {most} per node")
-    most_cpus = max(n.cpus for n in pool)
-    if res.cpus > most_cpus:
-        problems.append(f"cpus {res.cpus} over every node (at most {most_cpus} per node)")
-    most_mem = max(n.mem_mb for n in pool)
-    if res.mem_mb is not None and res.mem_mb > most_mem:
-        problems.append(f"mem {units.format_mem(res.mem_mb)} over every node "
-                        f"(at most {units.format_mem(most_mem)} per node)")
-    need = _features(res.constraint)
-    if need and not any(need <= set(n.features) for n in pool):
-        problems.append(f"constraint {res.constraint}: no node here has features {', '.join(sorted(need))}")
-    if len(problems) == before and not any(_node_fits(n, res) for n in pool):
-        problems.append("no single node has the cpus, mem and GPUs asked for together")
-    if res.nodes > len(pool):
-        problems.append(f"nodes {res.nodes} but only {len(pool)} usable nodes here")
-    return problems
-
-
-def _fit_reasons(res: Resources, site: Site, partition: str) -> list[str]:
-    part = site.partitions[partition]
-    fitting = ", ".join(n.name for n in _pool(res, site, partition) if _node_fits(n, res))
-    if res.gpus:
-        reasons = [f"GPU run: {res.gpu_type or 'gpu'} x{res.gpus} found on {fitting}"]
-    else:
-        mem = f", mem {units.format_mem(res.mem_mb)}" if res.mem_mb is not None else ""
-        reasons = [f"CPU run: cpus {res.cpus}{mem} fit on {fitting}"]
-    limit = part.max_time if part.max_time_min is not None else "UNLIMITED"
-    reasons.append(f"time {units.format_time(res.time_min)} within max_time {limit}")
-    if res.reservation:
-        reasons.append(f"reservation {res.reservation} has nodes here")
-    if res.qos and part.allow_qos:
-        reasons.append(f"qos {res.qos} in allow_qos")
-    return reasons
-
-
-def route(res: Resources, site: Site) -> tuple[Resources, Placement]:
-    """Pick a partition for `res` (kept if res.partition is set) and say why.
-
-    Public so that escalated retries can re-route their bigger requests. When no candidate
-    can take the task the first one is returned anyway, with empty reasons and its problems
-    in `excluded`: `placement.partition in placement.excluded` means "cannot run", which
-    validation turns into a user-facing error.
-    """
-    if res.partition:
-        placement = Placement(res.partition, ["asked for in sweep resources.partition"])
-        problems = route_problems(res, site)
-        if problems:
-            placement.excluded[res.partition] = "; ".join(problems)
-        else:
-            placement.reasons += _fit_reasons(res, site, res.partition)
-        return res, placement
-    kind = "gpu" if res.gpus else "cpu"
-    candidates = list(getattr(site.routing, kind) or []) or [site.default_partition]
-    excluded: dict[str, str] = {}
-    chosen = None
-    for name in candidates:
-        problems = route_problems(res, site, name)
-        if problems:
-            excluded[name] = "; ".join(problems)
-        elif chosen is None:
-            chosen = name
-    if chosen is None:
-        return replace(res, partition=candidates[0]), Placement(candidates[0], [], excluded)
-    reasons = _fit_reasons(res, site, chosen)
-    if len(candidates) > 1:
-        reasons.append(f"first that fits in routing.{kind} ({', '.join(candidates)})")
-    return replace(res, partition=chosen), Placement(chosen, reasons, excluded)
-
-
-def resolve_resources(sweep: Sweep, site: Site) -> tuple[Resources, Placement]:
-    return route(requested_resources(sweep, site), site)
 
 
 # ----------------------------------------------------------------------------------------
@@ -420,41 +114,46 @@ def assemble_plan(groups: Sequence[tuple[Resources, Placement, Sequence[Run]]],
     return Plan(runs=runs, placements=placements, chunks=chunks)
 
 
+def check_size(sweep: Sweep, site: Site) -> int:
+    """The number of runs, counted before anything is expanded; a ValidationError with one
+    problem when it is over the tightest limit known without the cluster: the site's
+    MaxJobCount or MaxSubmitJobs (the runs could never all be queued) or MAX_RUNS."""
+    total = count_runs(sweep)
+    limits = [(MAX_RUNS, f"slurmexp's limit of {MAX_RUNS:,} runs per sweep", "")]
+    if site.max_job_count:
+        limits.append((site.max_job_count, f"the cluster's MaxJobCount ({site.max_job_count}, "
+                       f"max_job_count in {site.path})", "or ask the admins to raise MaxJobCount"))
+    if site.max_submit_jobs:
+        limits.append((site.max_submit_jobs, f"MaxSubmitJobs per user ({site.max_submit_jobs}, "
+                       f"max_submit_jobs in {site.path})", "or launch the rest after some finish"))
+    limit, what, alternative = min(limits, key=lambda item: item[0])
+    if total <= limit:
+        return total
+    axes = product_axes(sweep)
+    made = " + ".join(([" x ".join(f"{key} {n:,}" for key, n in axes)] if axes else [])
+                      + ([f"{len(sweep.runs):,} [[runs]]"] if sweep.runs else []))
+    key, biggest = max(axes + [("runs", len(sweep.runs))], key=lambda item: item[1])
+    file = str(sweep.path)
+    message = (f"{total:,} runs ({made}) exceed {what}: they could never all be queued"
+               if limit != MAX_RUNS else f"{total:,} runs ({made}) exceed {what}")
+    fewer = {"sample.n": f"a smaller sample.n than {biggest:,}",
+             "runs": f"fewer than {biggest:,} [[runs]]"}.get(key, f"fewer values of {key}, which has {biggest:,}")
+    fix = (f"split the sweep into sweeps of at most {limit:,} runs each ({fewer})"
+           + (f", {alternative}" if alternative else ""))
+    raise ValidationError(f"{file}: too many runs ({total:,}); nothing was expanded or submitted",
+                          [Problem(file, key, message, fix, check="run_count")])
+
+
 def make_plan(sweep: Sweep, site: Site) -> Plan:
+    check_size(sweep, site)
     resources, placement = resolve_resources(sweep, site)
     return assemble_plan([(resources, placement, expand(sweep))], site.max_array_size,
                          sweep.resources.array_parallelism)
 
 
 # ----------------------------------------------------------------------------------------
-# Commands and display
+# Display
 # ----------------------------------------------------------------------------------------
-
-
-def command_text(sweep: Sweep) -> str:
-    """The sweep's command; for `function = "module:callable"`, the task runner calling it."""
-    if sweep.command:
-        return sweep.command
-    import sys
-
-    from slurmexp.functions.runner import runner_command
-
-    return runner_command(sys.executable, function=sweep.function)
-
-
-def command_for(sweep: Sweep, run: Run, run_dir: str | Path, experiment_id: str) -> str:
-    """The run's command line, each value one literal shell word whatever it contains."""
-    values = {**run.params, "run_id": run.run_id, "run_dir": str(run_dir), "experiment_id": experiment_id}
-    out: list[str] = []
-    for literal, field_name, _spec, _conversion in string.Formatter().parse(command_text(sweep)):
-        out.append(literal)
-        if field_name is None:
-            continue
-        if field_name not in values:
-            raise _spec_error(sweep, "command", f"run {run.run_id} has no value for {{{field_name}}}",
-                              f"give {field_name} in every run")
-        out.append(shlex.quote(value_text(values[field_name])))
-    return "".join(out)
 
 
 def _resources_line(res: Resources) -> str:

@@ -40,6 +40,25 @@ from slurmexp.errors import Problem, SpecError
 # ----------------------------------------------------------------------------------------
 
 
+class FixError(ValueError):
+    """A validator's refusal that knows the fix: `suggest` is a value to write instead (the
+    Problem's fix becomes `key = <suggest>`, which works when pasted), `fix` any other advice."""
+
+    def __init__(self, message: str, fix: str = "", suggest: Any = None):
+        super().__init__(message)
+        self.fix = fix
+        self.suggest = suggest
+
+
+def toml_value(value: Any) -> str:
+    """`value` as TOML source (strings in double quotes, escaped as JSON and TOML agree)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return repr(value)
+
+
 def toml_type(value: Any) -> str:
     """The TOML word for a value, because users know their file, not Python's types."""
     if isinstance(value, bool):
@@ -191,7 +210,13 @@ def problems_from_error(err: ValidationError, root: Any, file: str, prefix: tupl
             continue
         ctx = e.get("ctx") or {}
         if kind == "value_error":
-            message = str(ctx.get("error", e["msg"]))
+            error = ctx.get("error", e["msg"])
+            message = str(error)
+            if isinstance(error, FixError):
+                fix = f"{last} = {toml_value(error.suggest)}" if error.suggest is not None else ""
+                fix += (f" ({error.fix})" if fix else error.fix) if error.fix else ""
+                problems.append(Problem(file, key, message, fix, check="value"))
+                continue
         elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
             op = {"greater_than_equal": ">=", "greater_than": ">",
                   "less_than_equal": "<=", "less_than": "<"}[kind]

@@ -5,8 +5,12 @@
 # find; nothing here resets or stops the cluster, but `fail-node c2` briefly takes c2 down.
 #
 #   bash tests/data/capture.sh [SECTION...]      (default: all sections, in this order)
-#   sections: static sbatch pending array simple nodefail preempt timeout
-#   SX_CAPTURE_OUT=DIR overrides the output folder (default: tests/data/captured)
+#   sections: version static sbatch pending array simple nodefail preempt timeout; and, only
+#   when named, ctlddown (stops and restarts slurmctld: never on the shared native cluster)
+#   SX_CAPTURE_OUT=DIR overrides the output folder (default: tests/data/captured/<version>, the
+#                      Slurm release sinfo reports, e.g. 22.05)
+#   SX_TEST_CLUSTER=24.11 (or 26.05) captures from that release's cluster in its Debian root
+#                      (docker/slurm-cluster/root-cluster.sh), as the tests select it
 #
 # The cluster is shared: capture jobs run with --qos=high so that other people's big arrays do
 # not hold them up, and the TIMEOUT job runs in reservation resv1 (c3) where fault injection by
@@ -19,8 +23,13 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-OUT="${SX_CAPTURE_OUT:-$HERE/captured}"
-CLUSTER_SH="$REPO/docker/slurm-cluster/cluster.sh"
+CLUSTER_SH=("$REPO/docker/slurm-cluster/cluster.sh")
+if [ -n "${SX_TEST_CLUSTER:-}" ] && [ "$SX_TEST_CLUSTER" != native ]; then
+    CLUSTER_SH=("$REPO/docker/slurm-cluster/root-cluster.sh" "$SX_TEST_CLUSTER")
+    eval "$(bash "${CLUSTER_SH[@]}" env)"
+fi
+VERSION="$(sinfo --version | awk '{print $2}' | cut -d. -f1,2)"
+OUT="${SX_CAPTURE_OUT:-$HERE/captured/$VERSION}"
 export SLURM_TIME_FORMAT=standard
 SEP=$'\x1f'
 mkdir -p "$OUT"
@@ -72,6 +81,22 @@ wait_running() { # id node
     done
 }
 
+
+sec_version() {
+    sinfo --version >"$OUT/version.txt"
+}
+
+sec_ctlddown() {
+    # What a client says while slurmctld is stopped (reconcile must call that "unavailable").
+    # Stops and restarts this cluster's slurmctld: not run by default.
+    say "clients while slurmctld is down"
+    local cluster
+    cluster="$(scontrol show config | awk '$1 == "ClusterName" {print $3}')"
+    bash "${CLUSTER_SH[@]}" stop-ctld
+    squeue "--clusters=$cluster" -h >/dev/null 2>"$OUT/squeue_clusters_ctld_down.txt" || true
+    squeue -h >/dev/null 2>"$OUT/squeue_ctld_down.txt" || true
+    bash "${CLUSTER_SH[@]}" restart-ctld
+}
 
 sec_static() {
     say "scontrol / sacctmgr"
@@ -171,10 +196,10 @@ sec_nodefail() {
     job="$(sbatch_p --job-name=sx-test-cap-nodefail --qos=high -p cpu -w c2 --wrap 'sleep 120')"
     wait_running "$job"
     sleep 2
-    bash "$CLUSTER_SH" fail-node c2
+    bash "${CLUSTER_SH[@]}" fail-node c2
     scontrol -o show node c2 >"$OUT/scontrol_node_down.txt"
     WAIT=60 wait_sacct 'NODE_FAIL' 1 "$job" || true
-    bash "$CLUSTER_SH" resume-node c2
+    bash "${CLUSTER_SH[@]}" resume-node c2
     sacct_raw "$job" >"$OUT/sacct_node_fail.txt"
     deadline=$((SECONDS + 60))
     until sinfo -h -n c2 -o %t | grep -qE '^(idle|mix|alloc)'; do
@@ -192,7 +217,7 @@ sec_preempt() {
     scontrol update JobId="$job" Priority=1000000
     wait_running "$job"
     sleep 2
-    preemptor="$(bash "$CLUSTER_SH" preempt c2 5 | cut -d';' -f1)"
+    preemptor="$(bash "${CLUSTER_SH[@]}" preempt c2 5 | cut -d';' -f1)"
     # Slurm holds a requeued job back (BeginTime) for a while, then runs it again; -D shows both
     # records. Wait for the rerun when the queue lets it run, else keep what is there.
     WAIT=240 wait_sacct 'COMPLETED' 2 "$job" "$preemptor" || true
@@ -214,7 +239,7 @@ sec_timeout() {
 }
 
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(static sbatch pending array simple nodefail preempt timeout)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(version static sbatch pending array simple nodefail preempt timeout)
 for s in "${SECTIONS[@]}"; do "sec_$s"; done
 
 cat "$OUT"/sacct_{completed_array,failed,cancelled,gpu,node_fail,preempted,timeout}.txt \

@@ -1,9 +1,12 @@
-"""The only place slurmexp runs Slurm commands.
+"""The Slurm backend: builds each command (`commands`), runs it through `run_slurm` over a
+transport, and reads the output with the pure parsers in `parse`.
 
-Everything goes through `run_slurm`, so that one function decides what a daemon that does not
-answer looks like (SlurmUnavailable: retry later, never a job failure), what a refusal looks like
-(SlurmCommandError with Slurm's own words), and which time format the output is in. The text is
-handed to the pure parsers in `slurm_parse`.
+Every Slurm command goes through `run_slurm`, so that one function decides what a daemon that
+does not answer looks like (SlurmUnavailable: retry later, never a job failure), what a refusal
+looks like (SlurmCommandError with Slurm's own words), and which time format the output is in;
+it also keeps the call log (`CALLS`, `CALL_COUNTS`) that tests and diagnostics read. The command
+itself runs wherever the backend's transport runs it: this machine (`LocalTransport`, the
+default) or, later, a login node over SSH.
 
 Queries are batched: one sacct/squeue call for all the jobs asked about, since a login node
 shared by hundreds of users is where per-job polling hurts the scheduler most.
@@ -12,19 +15,22 @@ from __future__ import annotations
 
 import getpass
 import os
-import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 from typing import Sequence
 
 from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitResult
+from slurmexp.backends.slurm import commands
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
+from slurmexp.transport.base import CommandNotFound, CommandResult, CommandTimeout, Transport, TransportError
 
 # Linux allows ~2 MB of arguments, but a single argument is capped at 128 KiB and some sites wrap
 # Slurm commands in shell scripts; a joined -j list stays well under both.
 MAX_ARG_BYTES = 100_000
+# Added to every Slurm command's environment: ISO timestamps, which the parsers expect.
+SLURM_ENV = {"SLURM_TIME_FORMAT": "standard"}
 
 
 @dataclass
@@ -39,6 +45,7 @@ class CallRecord:
 CALLS: list[CallRecord] = []
 CALL_COUNTS: dict[str, int] = {}
 _MAX_RECORDS = 1000
+_default_transport: Transport | None = None
 
 
 def _record(command: str, started: float, returncode: int | None) -> None:
@@ -53,29 +60,46 @@ def reset_call_log() -> None:
     CALL_COUNTS.clear()
 
 
-def run_slurm(argv: list[str], *, timeout: float = 60, check: bool = True,
-              cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    """Run one Slurm command (no shell) with ISO timestamps in its output.
+def default_transport() -> Transport:
+    """The transport of a backend made without one: this machine, one object per process."""
+    global _default_transport
+    if _default_transport is None:
+        from slurmexp.transport.local import LocalTransport
+
+        _default_transport = LocalTransport()
+    return _default_transport
+
+
+def run_slurm(argv: Sequence[str], *, timeout: float = 60, check: bool = True,
+              cwd: str | PurePath | None = None, transport: Transport | None = None,
+              stdin: str | None = None) -> CommandResult:
+    """Run one Slurm command (argv, no shell) through `transport` (default: this machine),
+    with ISO timestamps in its output.
 
     Raises SlurmUnavailable when the command is missing, times out, or says a daemon did not
-    answer; SlurmCommandError for any other non-zero exit when `check`.
+    answer; SlurmCommandError for any other non-zero exit when `check`; the transport's own
+    TransportError when it could not run the command at all (e.g. `cwd` does not exist).
     """
+    argv = list(argv)
+    transport = transport or default_transport()
     command = os.path.basename(argv[0]) if argv else "?"
-    env = dict(os.environ, SLURM_TIME_FORMAT="standard")
+    where = "here" if transport.name == "local" else f"on {transport.name}"
     started = time.monotonic()
     try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                              env=env, cwd=cwd, errors="replace")
-    except FileNotFoundError:
+        proc = transport.run(argv, timeout=timeout, cwd=cwd, stdin=stdin, env=SLURM_ENV)
+    except CommandNotFound:
         _record(command, started, None)
         raise SlurmUnavailable(
-            f"{command}: command not found; Slurm is not installed or not on PATH here "
+            f"{command}: command not found; Slurm is not installed or not on PATH {where} "
             f"(this is not a job failure)") from None
-    except subprocess.TimeoutExpired:
+    except CommandTimeout:
         _record(command, started, None)
         raise SlurmUnavailable(
             f"{command} did not answer within {timeout:g}s; the Slurm controller or database "
             f"may be overloaded or down (this is not a job failure)") from None
+    except TransportError:
+        _record(command, started, None)
+        raise
     _record(command, started, proc.returncode)
     if proc.returncode != 0:
         stderr = (proc.stderr or "").strip()
@@ -111,37 +135,50 @@ def _unique(ids: Sequence[str]) -> list[str]:
 
 
 class SlurmBackend:
-    name = "slurm"
+    """The `Scheduler` of a Slurm cluster (see `backends.base`), reached through `transport`.
 
-    def __init__(self, cluster: str | None = None, user: str | None = None):
-        self.cluster = cluster
+    With `cluster`, every command carries --clusters=<cluster> (what a multi-cluster site
+    needs, and what the experiment's row says its jobs went to); without, the default cluster.
+    """
+
+    kind = "slurm"
+
+    def __init__(self, cluster: str | None = None, user: str | None = None,
+                 transport: Transport | None = None):
+        self.cluster = cluster or None
         self.user = user or os.environ.get("USER") or getpass.getuser()
+        self.transport = transport or default_transport()
 
-    def _cluster_args(self) -> list[str]:
-        # Only with an explicit cluster: -M makes every command go through slurmdbd, which a
-        # single-cluster site may not want on the submit path.
-        return [f"--clusters={self.cluster}"] if self.cluster else []
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.cluster}" if self.cluster else self.kind
+
+    def __repr__(self) -> str:
+        return f"SlurmBackend(cluster={self.cluster!r}, user={self.user!r}, transport={self.transport!r})"
+
+    def _run(self, argv: list[str], **kw) -> CommandResult:
+        return run_slurm(argv, transport=self.transport, **kw)
 
     # --- submission ---------------------------------------------------------------------
-    def submit(self, script: Path, *, extra_args: Sequence[str] = (), cwd: Path | None = None,
-               timeout: float = 60) -> SubmitResult:
+    def submit(self, script: str | PurePath, *, extra_args: Sequence[str] = (),
+               cwd: str | PurePath | None = None, timeout: float = 60) -> SubmitResult:
         """sbatch --parsable. A timeout raises SlurmUnavailable although the job may exist:
         the caller finds it later by its tag (job name / comment) instead of submitting twice."""
-        argv = ["sbatch", "--parsable", *self._cluster_args(), *extra_args, str(script)]
-        proc = run_slurm(argv, timeout=timeout, cwd=cwd)
+        argv = commands.sbatch(script, cluster=self.cluster, extra_args=extra_args)
+        proc = self._run(argv, timeout=timeout, cwd=cwd)
         result = sp.parse_sbatch_parsable(proc.stdout)
         if result.cluster is None and self.cluster:
             result.cluster = self.cluster
         return result
 
-    def test_only(self, script: Path, extra_args: Sequence[str] = (),
+    def test_only(self, script: str | PurePath, extra_args: Sequence[str] = (),
                   timeout: float = 60) -> tuple[bool, str]:
         """sbatch --test-only: (True, "Job N to start at ...") or (False, Slurm's refusal).
 
         The controller checks the request against partitions, QOS and associations without
         creating a job, so validation can quote exactly what Slurm would say."""
-        argv = ["sbatch", "--test-only", *self._cluster_args(), *extra_args, str(script)]
-        proc = run_slurm(argv, timeout=timeout, check=False)
+        argv = commands.sbatch(script, cluster=self.cluster, extra_args=extra_args, test_only=True)
+        proc = self._run(argv, timeout=timeout, check=False)
         message = (proc.stderr or "").strip()
         if proc.returncode == 0 and sp.parse_test_only(message):
             return True, message
@@ -154,11 +191,11 @@ class SlurmBackend:
         if not ids:
             return
         for chunk in _chunks(ids):
-            run_slurm(["scancel", *self._cluster_args(), *chunk], timeout=timeout)
+            self._run(commands.scancel(chunk, cluster=self.cluster), timeout=timeout)
 
     # --- queue and accounting -----------------------------------------------------------
-    def squeue_rows(self, job_ids: list[str] | None = None, *, name_prefix: str | None = None,
-                    timeout: float = 60) -> list[SqueueRow]:
+    def queue(self, job_ids: list[str] | None = None, *, name_prefix: str | None = None,
+              timeout: float = 60) -> list[SqueueRow]:
         """One squeue call (-r: one row per array task). squeue --name matches whole names only,
         so a name prefix is filtered here.
 
@@ -166,16 +203,14 @@ class SlurmBackend:
         MinJobAge (300 s on the test cluster) and says COMPLETED/FAILED/... at once, while
         sacct can lag behind by seconds. Without ids only pending and running jobs are listed.
         """
-        fmt = sp.squeue_format()
-        base = ["squeue", "-h", "-r", *self._cluster_args(), "-o", fmt]
         if job_ids is not None:
             ids = _unique(job_ids)
             if not ids:
                 return []
             rows: list[SqueueRow] = []
             for chunk in _chunks(ids):
-                proc = run_slurm([*base, "-t", "all", "-j", ",".join(chunk)], timeout=timeout,
-                                 check=False)
+                proc = self._run(commands.squeue(cluster=self.cluster, job_ids=chunk),
+                                 timeout=timeout, check=False)
                 if proc.returncode != 0:
                     # squeue fails with "Invalid job id specified" only when none of the ids is
                     # known to the controller (one unknown among known ones is ignored): those
@@ -186,8 +221,7 @@ class SlurmBackend:
                                             f"{(proc.stderr or '').strip()}")
                 rows += sp.parse_squeue(proc.stdout)
         else:
-            user_args = ["-u", self.user] if self.user else ["--me"]
-            proc = run_slurm([*base, *user_args], timeout=timeout)
+            proc = self._run(commands.squeue(cluster=self.cluster, user=self.user), timeout=timeout)
             rows = sp.parse_squeue(proc.stdout)
         if name_prefix is not None:
             rows = [r for r in rows if r.name.startswith(name_prefix)]
@@ -202,7 +236,7 @@ class SlurmBackend:
         out: dict[str, str] = {}
         if not ids:
             return out
-        for row in self.squeue_rows(ids, timeout=timeout):
+        for row in self.queue(ids, timeout=timeout):
             if row.submit is None:
                 continue
             for key in (row.job_id, row.array_job_id):
@@ -210,7 +244,7 @@ class SlurmBackend:
                     out[key] = row.submit
         missing = [j for j in ids if j not in out]
         if missing:
-            for row in self.sacct_rows(missing, since=since, timeout=timeout):
+            for row in self.accounting(missing, since=since, timeout=timeout):
                 if row.submit is None:
                     continue
                 for key in (row.job_id, row.job_id_raw, row.array_job_id):
@@ -218,7 +252,7 @@ class SlurmBackend:
                         out[key] = row.submit
         return out
 
-    def sacct_rows(self, job_ids: list[str], *, since: str, user: str | None = None,
+    def accounting(self, job_ids: list[str], *, since: str, user: str | None = None,
                    names: list[str] | None = None, array_ids: Sequence[str] = (),
                    timeout: float = 60) -> list[SacctRow]:
         """Accounting rows (steps folded, -D keeps requeued attempts) in one sacct call.
@@ -228,18 +262,24 @@ class SlurmBackend:
         name instead of id (finding the jobs of a launch that crashed before recording them).
         """
         user = user or self.user
-        base = ["sacct", "-n", "-P", f"--delimiter={sp.DELIMITER}", "-D",
-                "-o", ",".join(sp.SACCT_FIELDS), "-S", since, *self._cluster_args()]
-        base += ["-u", user] if user else ["-a"]
         if names is not None:
-            selectors = [f"--name={','.join(chunk)}" for chunk in _chunks(_unique(names))]
+            argvs = [commands.sacct(since=since, cluster=self.cluster, user=user, names=chunk)
+                     for chunk in _chunks(_unique(names))]
         else:
-            selectors = [f"--jobs={','.join(chunk)}" for chunk in _chunks(_unique(job_ids))]
+            argvs = [commands.sacct(since=since, cluster=self.cluster, user=user, job_ids=chunk)
+                     for chunk in _chunks(_unique(job_ids))]
         rows: list[SacctRow] = []
-        for selector in selectors:
-            proc = run_slurm([*base, selector], timeout=timeout)
+        for argv in argvs:
+            proc = self._run(argv, timeout=timeout)
             rows += sp.parse_sacct(proc.stdout, sp.DELIMITER, array_ids=array_ids)
         return rows
+
+    # The Slurm names of `queue` and `accounting`, as tests and older callers use them.
+    def squeue_rows(self, job_ids: list[str] | None = None, **kw) -> list[SqueueRow]:
+        return self.queue(job_ids, **kw)
+
+    def sacct_rows(self, job_ids: list[str], **kw) -> list[SacctRow]:
+        return self.accounting(job_ids, **kw)
 
     # --- cluster facts ------------------------------------------------------------------
     def cluster_facts(self, user: str | None = None, timeout: float = 60) -> ClusterFacts:
@@ -251,22 +291,11 @@ class SlurmBackend:
 
         def attempt(what: str, argv: list[str]) -> str | None:
             try:
-                return run_slurm(argv, timeout=timeout).stdout
+                return self._run(argv, timeout=timeout).stdout
             except (SlurmUnavailable, SlurmCommandError) as exc:
                 skipped.append(f"{what}: {exc.message}")
                 return None
 
-        texts = {
-            "config": attempt("config", ["scontrol", "show", "config"]),
-            "partitions": attempt("partitions", ["scontrol", "-o", "show", "partition"]),
-            "nodes": attempt("nodes", ["scontrol", "-o", "show", "node"]),
-            "reservations": attempt("reservations", ["scontrol", "-o", "show", "reservation"]),
-            "qos": attempt("qos", ["sacctmgr", "-n", "-P", "show", "qos",
-                                   f"format={','.join(sp.QOS_FIELDS)}"]),
-            # `show user ... withassoc` rather than `show assoc`: only the user record carries
-            # DefaultAccount, and this gets it in the same call.
-            "associations": attempt("associations", [
-                "sacctmgr", "-n", "-P", "show", "user", user, "withassoc",
-                f"format={','.join(sp.ASSOC_FIELDS)}"]),
-        }
+        queries = commands.cluster_facts(user, self.cluster)
+        texts = {what: attempt(what, argv) for what, argv in queries.items()}
         return sp.cluster_facts_from(user=user, cluster=self.cluster, skipped=skipped, **texts)

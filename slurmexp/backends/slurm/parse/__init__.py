@@ -6,9 +6,7 @@ from slurmexp.backends.slurm.parse.cluster_facts import (  # noqa: F401
 )
 from slurmexp.backends.slurm.parse.common import (  # noqa: F401
     DELIMITER,
-    KNOWN_STATES,
     classify_error,
-    expand_array_indices,
     expand_hostlist,
 )
 from slurmexp.backends.slurm.parse.sacct import (  # noqa: F401
@@ -16,7 +14,6 @@ from slurmexp.backends.slurm.parse.sacct import (  # noqa: F401
     parse_cpu_seconds,
     parse_mem_mb,
     parse_sacct,
-    split_job_id,
 )
 from slurmexp.backends.slurm.parse.sacctmgr import (  # noqa: F401
     ASSOC_FIELDS,
@@ -34,7 +31,6 @@ from slurmexp.backends.slurm.parse.scontrol import (  # noqa: F401
     parse_scontrol_config,
     parse_scontrol_line,
     parse_scontrol_records,
-    parse_tres,
     partitions_from,
     reservations_from,
 )

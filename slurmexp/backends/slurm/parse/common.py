@@ -3,8 +3,8 @@
 Every function takes the exact text a command wrote (tests feed them output captured from the
 real test cluster, `tests/data/captured/`), so a change in Slurm's output shows up as a failing
 unit test instead of as wrong states in somebody's ledger. Command lines that produce this text
-live in `slurm.py`; the field lists they use live here, next to the code that depends on their
-order.
+live in `backends/slurm/commands.py`; the field lists they use live here, next to the code that
+depends on their order.
 """
 from __future__ import annotations
 
@@ -15,20 +15,6 @@ from slurmexp.errors import SlurmexpError
 # --comment by accident and Slurm never prints it itself.
 DELIMITER = "\x1f"
 
-
-# Job states as sacct and squeue print them (first word). Anything else is kept but flagged, so a
-# newer Slurm's new state is reported as "unknown" rather than silently read as a failure.
-KNOWN_STATES = frozenset({
-    "PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "COMPLETED", "CANCELLED",
-    "FAILED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY",
-    "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "REVOKED", "SPECIAL_EXIT",
-    "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "LAUNCH_FAILED", "POWER_UP_NODE",
-    "RECONFIG_FAIL", "UPDATE_DB",
-})
-
-_UNFINISHED = frozenset({"PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING",
-                         "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "STOPPED",
-                         "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "POWER_UP_NODE"})
 
 # Words Slurm prints where a value is absent; all of them mean None to us.
 _EMPTY = frozenset({"", "None", "none", "Unknown", "(null)", "N/A", "n/a", "None assigned"})
@@ -56,6 +42,12 @@ _UNAVAILABLE_PATTERNS = (
     "communication connection failure",
     "slurm backup controller in standby mode",
     "resource temporarily unavailable",
+    # Slurm 24.11 and 26.05 (not 22.05), any client run with --clusters/-M while that cluster's
+    # slurmctld is down: "squeue: error: 'sx2411' can't be reached now, or it is an invalid entry
+    # for --cluster. ..." then "fatal: Could not get cluster information" (exit 1). slurmdbd
+    # no longer lists a controller for the cluster, so this is the controller being away;
+    # a misspelt cluster name says the same and shows up as a cluster that never answers.
+    "can't be reached now",
 )
 
 
@@ -67,7 +59,7 @@ def classify_error(stderr: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# host lists and array index lists
+# host lists
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -121,30 +113,3 @@ def expand_hostlist(text: str | None) -> list[str]:
             rest = rest[close_at + 1:]
         names += prefixes
     return names
-
-
-def expand_array_indices(text: str) -> list[int]:
-    """"5-10%4" / "1,3,5-7" / "0-9:2" -> sorted task indices. A trailing part cut off by a column
-    limit ("1,3,5-") is expanded as far as it is readable instead of failing the whole row."""
-    body = text.strip().strip("[]")
-    body = body.split("%", 1)[0]
-    out: set[int] = set()
-    for item in body.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        step = 1
-        if ":" in item:
-            item, _, step_text = item.partition(":")
-            step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else 1
-        if "-" in item:
-            lo, _, hi = item.partition("-")
-            if lo.isdigit() and hi.isdigit():
-                out.update(range(int(lo), int(hi) + 1, step))
-            elif lo.isdigit():
-                out.add(int(lo))
-        elif item.isdigit():
-            out.add(int(item))
-    return sorted(out)
-
-

@@ -2,14 +2,16 @@
 """
 from __future__ import annotations
 
-import re
 from typing import Iterable, Sequence
 
+from slurmexp import units
+from slurmexp.arrays import split_job_id
 from slurmexp.backends.facts import (
     SacctRow,
 )
-from slurmexp.backends.slurm.parse.common import _UNFINISHED, DELIMITER, KNOWN_STATES, _opt, expand_array_indices
+from slurmexp.backends.slurm.parse.common import DELIMITER, _opt
 from slurmexp.backends.slurm.parse.scontrol import _int
+from slurmexp.states import SLURM_ACTIVE_STATES, is_known, state_word
 
 # Order matters: parse_sacct reads columns by position. Comment and JobName are free text and
 # go last so that a stray newline in them (also unescaped) is easier to join back.
@@ -51,16 +53,10 @@ def _rows(text: str, delimiter: str, n_fields: int) -> list[list[str]]:
 
 
 def parse_mem_mb(text: str | None) -> float | None:
-    """MaxRSS-style sizes ("1234K", "5M", "1.5G", "0") -> MiB as a float."""
-    text = _opt(text)
-    if text is None:
-        return None
-    match = re.fullmatch(r"([\d.]+)\s*([KMGTP]?)(?:i?B)?", text, re.IGNORECASE)
-    if not match:
-        return None
-    scale = {"": 1 / 1024 / 1024, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 ** 2, "P": 1024 ** 3}
-    # A bare number from sacct is bytes (sacct appends K/M/G whenever it scales).
-    return float(match.group(1)) * scale[match.group(2).upper()]
+    """MaxRSS-style sizes ("1234K", "5M", "1.5G", "0") -> MiB as a float; a bare number from
+    sacct is bytes (sacct appends K/M/G whenever it scales)."""
+    mem = units.read_mem(_opt(text), bare="B")
+    return None if mem is None else mem[0]
 
 
 def parse_cpu_seconds(text: str | None) -> float | None:
@@ -90,21 +86,6 @@ def _exit_code(text: str | None) -> tuple[int | None, int | None]:
         return None, None
     code, _, sig = text.partition(":")
     return (int(code) if code.isdigit() else None, int(sig) if sig.isdigit() else None)
-
-
-_ARRAY_RE = re.compile(r"^(\d+)_(\d+)$")
-_ARRAY_PENDING_RE = re.compile(r"^(\d+)_\[(.*?)\]?$")
-
-
-def split_job_id(job_id: str) -> tuple[str | None, int | None, list[int] | None]:
-    """(array job id, task index, pending task indices) for a JobID as sacct/squeue print it."""
-    match = _ARRAY_RE.match(job_id)
-    if match:
-        return match.group(1), int(match.group(2)), None
-    match = _ARRAY_PENDING_RE.match(job_id)
-    if match:
-        return match.group(1), None, expand_array_indices(match.group(2))
-    return None, None, None
 
 
 def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = SACCT_FIELDS,
@@ -157,13 +138,13 @@ def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = S
                 step_cpu[key] = step_cpu.get(key, 0.0) + cpu
             continue
         state_raw = (get(values, "state") or "").strip()
-        state = state_raw.split()[0] if state_raw else "UNKNOWN"
+        state = state_word(state_raw)
         array_job_id, task, pending = split_job_id(job_id)
         raw = (get(values, "jobidraw") or "").strip() or job_id
         if array_job_id is None and job_id in known_arrays:
             array_job_id = job_id
         exit_code, signal = _exit_code(get(values, "exitcode"))
-        if state in _UNFINISHED:
+        if state in SLURM_ACTIVE_STATES:
             exit_code, signal = None, None   # sacct prints "0:0" before a job has exited
         elapsed = _int(get(values, "elapsedraw"))
         if elapsed is None and "elapsed" in col:
@@ -196,7 +177,7 @@ def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = S
             job_name=get(values, "jobname"),
             comment=_opt(get(values, "comment")),
             cluster=_opt(get(values, "cluster")),
-            known_state=state in KNOWN_STATES,
+            known_state=is_known(state),
         )
         row.incomplete = row.partition is None and row.qos is None
         rows.append(row)

@@ -9,7 +9,8 @@ from slurmexp.backends.facts import (
     QosFacts,
 )
 from slurmexp.backends.slurm.parse.common import _opt
-from slurmexp.backends.slurm.parse.scontrol import _int, _list, _minutes, parse_tres
+from slurmexp.backends.slurm.parse.scontrol import _int, _list, _minutes
+from slurmexp.units import parse_tres
 
 QOS_FIELDS: tuple[str, ...] = ("Name", "MaxWall", "MaxTRESPU", "MaxTRES", "MaxSubmitPU",
                                "Preempt", "Flags")

@@ -91,39 +91,11 @@ def parse_gres(text: str | None) -> dict[str, int]:
         kind = parts[1] if len(parts) > 2 else ""
         if len(parts) == 2 and not count_text.isdigit():
             kind, count_text = count_text, "1"
-        count = _count(count_text)
+        count = units.parse_count(count_text)
         if count is None:
             continue
         gpus[kind] = gpus.get(kind, 0) + count
     return gpus
-
-
-def _count(text: str) -> int | None:
-    match = re.fullmatch(r"(\d+)([KMG]?)", text.strip())
-    if not match:
-        return None
-    return int(match.group(1)) * {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}[match.group(2)]
-
-
-def parse_tres(text: str | None) -> dict[str, int]:
-    """"gres/gpu=2,cpu=8,mem=16G" -> {"gres/gpu": 2, "cpu": 8, "mem": 16384} (mem in MiB).
-
-    Entries whose value is not a number (billing weights, say) are left out."""
-    out: dict[str, int] = {}
-    if _opt(text) is None:
-        return out
-    for item in (text or "").split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            continue
-        key, value = key.strip(), value.strip()
-        try:
-            out[key] = units.parse_mem(value) if key == "mem" else int(value)
-        except ValueError:
-            number = _count(value)
-            if number is not None:
-                out[key] = number
-    return out
 
 
 def _tres_strings(text: str | None) -> dict[str, str]:
@@ -161,11 +133,8 @@ def nodes_from(records: Iterable[dict[str, str]]) -> dict[str, NodeFacts]:
             # Some sites configure GPUs only as TRES; the configured TRES still say how many.
             gres = _gres_from_tres(tres)
         mem = _int(rec.get("RealMemory"))
-        if mem is None and "mem" in tres:
-            try:
-                mem = units.parse_mem(tres["mem"])
-            except ValueError:
-                mem = None
+        if mem is None:
+            mem = units.parse_tres(rec.get("CfgTRES")).get("mem")
         features = _list(rec.get("AvailableFeatures") or rec.get("Features"))
         nodes[name] = NodeFacts(
             name=name,

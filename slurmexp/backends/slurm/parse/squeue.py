@@ -2,11 +2,13 @@
 """
 from __future__ import annotations
 
+from slurmexp.arrays import indices, split_job_id
 from slurmexp.backends.facts import (
     SqueueRow,
 )
-from slurmexp.backends.slurm.parse.common import DELIMITER, KNOWN_STATES, _opt, expand_array_indices
-from slurmexp.backends.slurm.parse.sacct import _rows, split_job_id
+from slurmexp.backends.slurm.parse.common import DELIMITER, _opt
+from slurmexp.backends.slurm.parse.sacct import _rows
+from slurmexp.states import is_known, state_word
 
 # squeue -o codes, in the order parse_squeue reads them.
 SQUEUE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -43,8 +45,8 @@ def parse_squeue(text: str, delimiter: str = DELIMITER) -> list[SqueueRow]:
             if task_text.isdigit():
                 task = int(task_text)
             else:
-                pending = expand_array_indices(task_text)
-        state = row["state"].split()[0] if row["state"] else "UNKNOWN"
+                pending = indices(task_text)
+        state = state_word(row["state"])
         out.append(SqueueRow(
             job_id=job_id,
             array_job_id=array_job_id,
@@ -56,6 +58,6 @@ def parse_squeue(text: str, delimiter: str = DELIMITER) -> list[SqueueRow]:
             node_list=_opt(row["node_list"]),
             name=row["name"],
             comment=_opt(row["comment"]),
-            known_state=state in KNOWN_STATES,
+            known_state=is_known(state),
         ))
     return out

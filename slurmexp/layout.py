@@ -1,0 +1,291 @@
+"""The on-disk layout of an experiment, as submitit's `JobPaths` owns a job's paths.
+
+Everything that builds a path of an experiment asks this module (launch, the file writers, the
+task script's templates, reconcile, show/logs, the metrics files), so a name changes in one
+place and two readers never disagree about where a file is::
+
+    <output_dir>/.sweeps/<name>-<hash>.toml   the sweep.toml a Python sweep stands for
+    <output_dir>/.functions/<hash>.pkl        a swept function pickled by value
+    <output_dir>/<experiment id>/  = <exp_dir>
+      sweep.toml  site.toml          copies of what was launched
+      provenance/                    git.diff, environment.txt (ledger.provenance)
+      scripts/chunk-NNN.sbatch       one sbatch script per array chunk
+      manifests/chunk-NNN.txt        line i+1: the run id of array task i
+      logs/<job>_<task>.out|.err     Slurm's own output of the task script (--output=%A_%a.out)
+      runs/<run id>/
+        params.json  command.sh      written at launch
+        metrics.json  metrics.jsonl  written by the run (slurmexp.log_metrics)
+        call.pkl  result.pkl         a Python-function run: the pickled call, its outcome
+        attempts/<job>_<task>[.r<N>]/  one per attempt, written by the task script:
+          stdout  stderr             the command's own output
+          host  started  ended       where and when
+          exit_code                  the command's exit code
+          wrapper_failed             "<status> <phase>" when the script ended without one
+
+A requeued task keeps its job and task ids, and Slurm counts its restarts in
+SLURM_RESTART_COUNT; the task script appends ".r<count>" to the attempt folder from the first
+restart on. The ledger makes one attempt per requeue it sees, so an attempt's restart number is
+how many attempts of the same submission and job key came before it (`restart_numbers`), and
+`find_attempt` turns that number into the folder the task script writes. (The ledger counts the
+requeues it saw: should a requeue record leave sacct's window before a pass reads it, later
+numbers fall behind Slurm's count. The rule stays the count; `restarts_on_disk` shows what is
+really there.)
+
+Imports nothing of slurmexp, and nothing slow: `slurmexp.log_metrics` in a training script uses it.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+# --- names ------------------------------------------------------------------------------
+
+SWEEP_COPY = "sweep.toml"
+SITE_COPY = "site.toml"
+PROVENANCE_DIR = "provenance"
+SCRIPTS_DIR = "scripts"
+MANIFESTS_DIR = "manifests"
+LOGS_DIR = "logs"
+RUNS_DIR = "runs"
+SWEEPS_DIR = ".sweeps"             # under output_dir: Python sweeps' sweep.toml files
+FUNCTIONS_DIR = ".functions"       # under output_dir: functions pickled by value
+
+PARAMS_FILE = "params.json"
+COMMAND_FILE = "command.sh"
+METRICS_FILE = "metrics.json"
+METRICS_HISTORY_FILE = "metrics.jsonl"
+CALL_FILE = "call.pkl"             # a Python-function run's call (slurmexp.functions)
+RESULT_FILE = "result.pkl"         # its outcome, ("success", value) or ("error", traceback)
+ATTEMPTS_DIR = "attempts"
+RESTART_SUFFIX = ".r"
+
+# What the task script writes into an attempt folder.
+STDOUT = "stdout"
+STDERR = "stderr"
+HOST = "host"
+STARTED = "started"
+ENDED = "ended"
+EXIT_CODE = "exit_code"
+WRAPPER_FAILED = "wrapper_failed"
+ATTEMPT_OUTPUT_FILES = (STDOUT, STDERR)
+ATTEMPT_RECORD_FILES = (HOST, STARTED, ENDED, EXIT_CODE, WRAPPER_FAILED)
+
+# Slurm's log of a task, named as sbatch expands --output: %A = array job id, %a = task.
+SLURM_LOG_PATTERN = "%A_%a"
+LOG_SUFFIXES = {"out": ".out", "err": ".err"}
+
+# A run id or attempt id becomes a folder name: it must not be able to leave its folder.
+# The task script applies the same rule to what it reads from a manifest.
+SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_SAFE_NAME_RE = re.compile(SAFE_NAME + r"\Z")
+
+
+def is_safe_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_SAFE_NAME_RE.match(name))
+
+
+def chunk_stem(chunk: int) -> str:
+    return f"chunk-{chunk:03d}"
+
+
+def script_name(chunk: int) -> str:
+    return f"{chunk_stem(chunk)}.sbatch"
+
+
+def manifest_name(chunk: int) -> str:
+    return f"{chunk_stem(chunk)}.txt"
+
+
+def log_name(job_key: str, stream: str = "out") -> str:
+    """"77_3.out" ("out" or "err"); `job_key` may be SLURM_LOG_PATTERN for the #SBATCH line."""
+    return f"{job_key}{LOG_SUFFIXES[stream]}"
+
+
+def attempt_name(job_key: str, restart: int = 0) -> str:
+    """"77_3" for a first run of the task, "77_3.r2" after Slurm requeued it twice."""
+    return f"{job_key}{RESTART_SUFFIX}{restart}" if restart else job_key
+
+
+def script_names() -> dict[str, str]:
+    """The names the task script uses, for the templates (which spell none of their own)."""
+    return {
+        "command": COMMAND_FILE, "attempts": ATTEMPTS_DIR, "restart_suffix": RESTART_SUFFIX,
+        "safe_name": SAFE_NAME, "stdout": STDOUT, "stderr": STDERR, "host": HOST,
+        "started": STARTED, "ended": ENDED, "exit_code": EXIT_CODE,
+        "wrapper_failed": WRAPPER_FAILED, "log_out": log_name(SLURM_LOG_PATTERN, "out"),
+        "log_err": log_name(SLURM_LOG_PATTERN, "err"),
+    }
+
+
+# --- paths ------------------------------------------------------------------------------
+
+
+class RunPaths:
+    """The folder of one run, `<exp_dir>/runs/<run id>`."""
+
+    __slots__ = ("run_dir",)
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.run_dir = Path(run_dir)
+
+    def __repr__(self) -> str:
+        return f"RunPaths({str(self.run_dir)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.run_dir == self.run_dir
+
+    def __hash__(self) -> int:
+        return hash(self.run_dir)
+
+    @property
+    def params(self) -> Path:
+        return self.run_dir / PARAMS_FILE
+
+    @property
+    def command(self) -> Path:
+        return self.run_dir / COMMAND_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / METRICS_FILE
+
+    @property
+    def metrics_history(self) -> Path:
+        return self.run_dir / METRICS_HISTORY_FILE
+
+    @property
+    def call(self) -> Path:
+        return self.run_dir / CALL_FILE
+
+    @property
+    def result(self) -> Path:
+        return self.run_dir / RESULT_FILE
+
+    @property
+    def attempts_dir(self) -> Path:
+        return self.run_dir / ATTEMPTS_DIR
+
+    def attempt(self, job_key: str, restart: int = 0) -> Path:
+        """Where the task script writes attempt `restart` of job key `job_key`."""
+        return self.attempts_dir / attempt_name(job_key, restart)
+
+    def restarts_on_disk(self, job_key: str) -> dict[int, Path]:
+        """The attempt folders of `job_key` that exist, by restart number."""
+        found: dict[int, Path] = {}
+        base = self.attempts_dir
+        if (base / job_key).is_dir():
+            found[0] = base / job_key
+        pattern = re.compile(re.escape(job_key + RESTART_SUFFIX) + r"(\d+)")
+        try:
+            entries = list(os.scandir(base))
+        except OSError:
+            return found
+        for entry in entries:
+            m = pattern.fullmatch(entry.name)
+            if m and int(m.group(1)) > 0 and entry.is_dir():
+                found[int(m.group(1))] = Path(entry.path)
+        return found
+
+    def find_attempt(self, job_key: str, restart: int | None = None) -> Path:
+        """The folder of an attempt: the one rule every reader uses.
+
+        With its restart number (see `restart_numbers`) an attempt's folder is exactly
+        `attempt(job_key, restart)`, whether or not the task script has written it yet: a
+        requeued task that has not started never shows its predecessor's files. Without one
+        (a caller that knows only the job key) it is the newest folder of the job key on disk,
+        else where the first attempt will be.
+        """
+        if restart is not None:
+            return self.attempt(job_key, restart)
+        found = self.restarts_on_disk(job_key)
+        return found[max(found)] if found else self.attempt(job_key)
+
+
+class ExperimentPaths:
+    """Every path of one experiment, from its folder."""
+
+    __slots__ = ("exp_dir",)
+
+    def __init__(self, exp_dir: str | os.PathLike) -> None:
+        self.exp_dir = Path(exp_dir)
+
+    @classmethod
+    def under(cls, output_dir: str | os.PathLike, exp_id: str) -> ExperimentPaths:
+        """An experiment's folder is named by its id, in the sweep's output_dir."""
+        return cls(Path(output_dir) / exp_id)
+
+    def __repr__(self) -> str:
+        return f"ExperimentPaths({str(self.exp_dir)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.exp_dir == self.exp_dir
+
+    def __hash__(self) -> int:
+        return hash(self.exp_dir)
+
+    @property
+    def sweep_copy(self) -> Path:
+        return self.exp_dir / SWEEP_COPY
+
+    @property
+    def site_copy(self) -> Path:
+        return self.exp_dir / SITE_COPY
+
+    @property
+    def provenance_dir(self) -> Path:
+        return self.exp_dir / PROVENANCE_DIR
+
+    @property
+    def scripts_dir(self) -> Path:
+        return self.exp_dir / SCRIPTS_DIR
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.exp_dir / MANIFESTS_DIR
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.exp_dir / LOGS_DIR
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.exp_dir / RUNS_DIR
+
+    def script(self, chunk: int) -> Path:
+        return self.scripts_dir / script_name(chunk)
+
+    def manifest(self, chunk: int) -> Path:
+        return self.manifests_dir / manifest_name(chunk)
+
+    def log(self, job_key: str, stream: str = "out") -> Path:
+        """Slurm's own output of a task (`stream` "out" or "err")."""
+        return self.logs_dir / log_name(job_key, stream)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def run(self, run_id: str) -> RunPaths:
+        return RunPaths(self.run_dir(run_id))
+
+
+def attempt_dir(run_dir: str | os.PathLike | None, job_key: str | None,
+                restart: int | None = None) -> Path | None:
+    """`RunPaths(run_dir).find_attempt(job_key, restart)`; None without a run dir or job key."""
+    if not run_dir or not job_key:
+        return None
+    return RunPaths(run_dir).find_attempt(job_key, restart)
+
+
+def restart_numbers(attempts: Iterable[dict]) -> dict[int, int]:
+    """attempt_id -> restart number: how many attempts of the same submission with the same job
+    key came before it (Slurm's requeues of one job; a job id reused by another submission
+    starts again at 0, as its task script does)."""
+    seen: dict[tuple, int] = {}
+    out: dict[int, int] = {}
+    for a in sorted(attempts, key=lambda a: a["attempt_id"]):
+        key = (a.get("sub_id"), a.get("job_key"))
+        out[a["attempt_id"]] = seen.get(key, 0)
+        seen[key] = out[a["attempt_id"]] + 1
+    return out

@@ -1,0 +1,163 @@
+"""Attempts: what reconcile learns about each job of a run, Slurm's requeues, reading them."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from slurmexp.errors import SlurmexpError
+from slurmexp.ledger.connection import _in_list, _json, _now
+from slurmexp.ledger.rows import ActiveAttempt, Attempt
+from slurmexp.states import TERMINAL_STATES
+
+_ATTEMPT_FIXED = {"attempt_id", "exp_id", "run_id", "attempt_no"}
+_NEW_ATTEMPT_COLS = ["exp_id", "run_id", "attempt_no", "sub_id", "cluster", "job_id",
+                     "task_index", "job_key", "submit_time", "state", "updated"]
+
+
+class AttemptsMixin:
+    def _attempt(self, attempt_id: int) -> dict:
+        rows = self._rows("SELECT * FROM attempts WHERE attempt_id = ?", [attempt_id])
+        if not rows:
+            raise SlurmexpError(f"no attempt {attempt_id} in ledger {self.path}")
+        return rows[0]
+
+    def record_requeue(self, attempt_id: int, submit_time: str) -> dict:
+        """Slurm requeued an attempt's job: its job key again, with a later submit time.
+
+        That is a new attempt of the same run (next attempt_no, same submission, SUBMITTED),
+        and the run follows it; attempt, run and event are one transaction. Returns the new
+        attempt's row. Repeating the call with the same submit time changes nothing and
+        returns the attempt the first call made.
+        """
+        with self.transaction():
+            prev = self._attempt(attempt_id)
+            existing = self._rows(
+                "SELECT * FROM attempts WHERE cluster IS ? AND job_key = ? AND submit_time = ?",
+                [prev["cluster"], prev["job_key"], submit_time])
+            if existing:
+                return existing[0]
+            exp_id, run_id = prev["exp_id"], prev["run_id"]
+            n_attempts, run_state = self.db.execute(
+                "SELECT n_attempts, state FROM runs WHERE exp_id = ? AND run_id = ?",
+                [exp_id, run_id]).fetchone()
+            attempt_no = int(n_attempts) + 1
+            now = _now()
+            new_id = self.db.execute(
+                f"INSERT INTO attempts ({', '.join(_NEW_ATTEMPT_COLS)}) "
+                f"VALUES ({', '.join('?' * len(_NEW_ATTEMPT_COLS))})",
+                [exp_id, run_id, attempt_no, prev["sub_id"], prev["cluster"], prev["job_id"],
+                 prev["task_index"], prev["job_key"], submit_time, "SUBMITTED", now]).lastrowid
+            why = f"requeued by Slurm: job {prev['job_key']} again (submit {submit_time})"
+            self.db.execute(
+                "UPDATE runs SET n_attempts = ?, state = 'SUBMITTED', reason = ?, updated = ? "
+                "WHERE exp_id = ? AND run_id = ?", [attempt_no, why, now, exp_id, run_id])
+            self._event("requeued", exp_id, run_id, new_id, run_state, "SUBMITTED", why)
+            return self._attempt(new_id)
+
+    def update_attempt(self, attempt_id: int, reason: str | None = None, **fields: Any) -> dict:
+        """Apply what reconcile learned about one attempt; a state change logs an event.
+
+        The run follows only its newest attempt, so a late report about an older attempt
+        cannot overwrite the state of the retry that replaced it.
+        """
+        unknown = set(fields) - set(self._attempt_columns()) | (set(fields) & _ATTEMPT_FIXED)
+        if unknown:
+            raise TypeError(f"update_attempt: cannot set {sorted(unknown)}")
+        if isinstance(fields.get("sacct_json"), (dict, list)):
+            fields["sacct_json"] = _json(fields["sacct_json"])
+        if reason is not None:
+            fields["reason"] = reason
+        with self.transaction():
+            old = self._attempt(attempt_id)
+            if fields.get("state", old["state"]) != old["state"]:
+                fields.setdefault("reason", None)   # the old state's reason no longer holds
+            changed = {k: v for k, v in fields.items() if old[k] != v}
+            if not changed:
+                return old
+            now = _now()
+            changed["updated"] = now
+            # Column names were checked against the table above, so formatting them is safe.
+            assignments = ", ".join(f"{k} = ?" for k in changed)
+            self.db.execute(f"UPDATE attempts SET {assignments} WHERE attempt_id = ?",
+                            [*changed.values(), attempt_id])
+            new_state = changed.get("state")
+            if new_state is not None:
+                self._event("state", old["exp_id"], old["run_id"], attempt_id,
+                            old["state"], new_state, fields["reason"])
+                self.db.execute(
+                    "UPDATE runs SET state = ?, reason = ?, updated = ? WHERE exp_id = ? AND "
+                    "run_id = ? AND n_attempts = ?",
+                    [new_state, fields["reason"], now, old["exp_id"], old["run_id"],
+                     old["attempt_no"]])
+            elif "reason" in changed:
+                self.db.execute(
+                    "UPDATE runs SET reason = ?, updated = ? WHERE exp_id = ? AND run_id = ? "
+                    "AND n_attempts = ?",
+                    [changed["reason"], now, old["exp_id"], old["run_id"], old["attempt_no"]])
+            return {**old, **changed}
+
+    def _attempt_columns(self) -> list[str]:
+        if self._attempt_cols is None:
+            self._attempt_cols = [c.name for c in self.db["attempts"].columns]
+        return self._attempt_cols
+
+    def attempts(self, exp_id: str | None = None, run_id: str | None = None,
+                 active_only: bool = False, *, cluster: str | None = None,
+                 job_id: str | int | None = None, sub_id: int | None = None) -> list[dict]:
+        """`active_only` means not terminal, so UNKNOWN and states sacct adds stay watched."""
+        where, params = [], []
+        for col, val in (("exp_id", exp_id), ("run_id", run_id), ("cluster", cluster),
+                         ("job_id", None if job_id is None else str(job_id)), ("sub_id", sub_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        if active_only:
+            where.append(f"state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})")
+            params += sorted(TERMINAL_STATES)
+        sql = "SELECT * FROM attempts" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return self._rows(sql + " ORDER BY attempt_id", params)
+
+    # --- for a reconcile pass -------------------------------------------------------------
+
+    def active_attempts(self, backend: str | Iterable[str] | None = None) -> list[ActiveAttempt]:
+        """Every attempt not in a final state, oldest first, with its run's and submission's
+        context; only experiments of `backend` (a kind or several) when given."""
+        where, params = [f"a.state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})"], \
+            sorted(TERMINAL_STATES)
+        if backend is not None:
+            clause, kinds = _in_list("e.backend", backend)
+            where.append(clause)
+            params += kinds
+        return ActiveAttempt.from_cursor(self.db.execute(
+            f"SELECT {ActiveAttempt.select_list('a')} FROM attempts a "
+            "JOIN experiments e ON e.exp_id = a.exp_id "
+            "JOIN runs r ON r.exp_id = a.exp_id AND r.run_id = a.run_id "
+            "LEFT JOIN submissions s ON s.sub_id = a.sub_id "
+            f"WHERE {' AND '.join(where)} ORDER BY a.attempt_id", params))
+
+    def attempt_state(self, attempt_id: int) -> str | None:
+        """The attempt's state now (None if there is no such attempt): inside a write
+        transaction, whether another writer moved it since it was read."""
+        row = self.db.execute("SELECT state FROM attempts WHERE attempt_id = ?",
+                              [attempt_id]).fetchone()
+        return None if row is None else row[0]
+
+    def run_attempts(self, exp_id: str, run_id: str) -> list[Attempt]:
+        """A run's attempts, oldest first (by attempt number)."""
+        return Attempt.from_cursor(self.db.execute(
+            f"SELECT {Attempt.select_list('a')} FROM attempts a "
+            "WHERE a.exp_id = ? AND a.run_id = ? ORDER BY a.attempt_no", [exp_id, run_id]))
+
+    def attempt_states(self, exp_id: str, run_id: str) -> list[str]:
+        """The states of a run's attempts, oldest first: its retry history."""
+        return [r[0] for r in self.db.execute(
+            "SELECT state FROM attempts WHERE exp_id = ? AND run_id = ? ORDER BY attempt_no",
+            [exp_id, run_id])]
+
+    def restarts_before(self, sub_id: int | None, job_key: str | None, attempt_id: int) -> int:
+        """How many attempts of the same submission and job key came before this one: the
+        number of times Slurm requeued the job first (the task's `.r<N>` folder suffix)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM attempts WHERE sub_id IS ? AND job_key = ? AND attempt_id < ?",
+            [sub_id, job_key, attempt_id]).fetchone()
+        return int(row[0]) if row else 0

@@ -1,0 +1,236 @@
+"""Opening a ledger file: created 0600, journal mode chosen for its file system, transactions.
+
+Every write is a `BEGIN IMMEDIATE` transaction (a savepoint when nested), so several slurmexp
+processes (a launch, a cron reconcile, a report) touching the file at once are serialised by
+the busy timeout instead of failing. WAL is used on local disks and DELETE on network file
+systems, where WAL's shared-memory index cannot work across hosts.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import posixpath
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Self
+
+from slurmexp.errors import Problem, SlurmexpError
+from slurmexp.ledger.schema import migrate, schema_version
+
+
+def _import_sqlite_utils():
+    """sqlite-utils imports pandas and numpy at import time when they are installed (~0.4 s).
+
+    The ledger stores plain Python values only, so those type mappings are never needed; block
+    the two imports while sqlite-utils loads, so `slurmexp status` stays fast. They are
+    unblocked right after: `slurmexp report` imports pandas itself.
+    """
+    import sys
+
+    if "sqlite_utils" in sys.modules:
+        return sys.modules["sqlite_utils"]
+    blocked = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
+
+# WAL keeps its index in a shared-memory file, which only works when every process using the
+# database is on the same host; on these file systems another node can corrupt it.
+NETWORK_FS_TYPES = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "fuse.beegfs",
+    "fuse.sshfs", "ceph", "fuse.ceph", "glusterfs", "fuse.glusterfs", "afs", "panfs",
+})
+JOURNAL_MODES = ("WAL", "DELETE", "TRUNCATE", "PERSIST")
+BUSY_TIMEOUT_S = 30
+# sqlite-utils caps a statement at 999 variables, so it shrinks this to fit the column count.
+BATCH_SIZE = 500
+
+
+def default_ledger_path() -> Path:
+    home = os.environ.get("SLURMEXP_HOME")
+    base = Path(home).expanduser() if home else Path.home() / ".slurmexp"
+    return base / "ledger.db"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _path_str(p: str | os.PathLike | None) -> str | None:
+    return None if p is None else os.fspath(p)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _in_list(column: str, values: str | Iterable[str]) -> tuple[str, list[str]]:
+    """(`column IN (?, ...)`, its parameters) for one value or several."""
+    values = [values] if isinstance(values, str) else list(values)
+    return f"{column} IN ({', '.join('?' * len(values))})", values
+
+
+# --- journal mode choice -----------------------------------------------------------------
+
+def _unescape_mount(field: str) -> str:
+    # /proc/self/mounts writes space, tab, newline and backslash as octal escapes.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def fs_type_for_path(path: str | os.PathLike, mounts_text: str) -> str | None:
+    """File system type of `path` according to a /proc/self/mounts text (pure, for tests).
+
+    The longest mount point containing the path wins; among equal mount points the later
+    line wins, because a later mount hides an earlier one at the same place.
+    """
+    target = posixpath.normpath(os.fspath(path))
+    best, best_len = None, -1
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = posixpath.normpath(_unescape_mount(fields[1]))
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= best_len:
+            best, best_len = fields[2], len(mount)
+    return best
+
+
+def is_network_fs(fs_type: str | None) -> bool:
+    return bool(fs_type) and (fs_type in NETWORK_FS_TYPES or fs_type.startswith("nfs"))
+
+
+def detect_fs_type(directory: str | os.PathLike) -> str | None:
+    """None where /proc/self/mounts is unreadable (not Linux): treated as a local disk."""
+    try:
+        text = Path("/proc/self/mounts").read_text()
+    except OSError:
+        return None
+    return fs_type_for_path(os.path.realpath(directory), text)
+
+
+def choose_journal_mode(fs_type: str | None, override: str | None = None) -> str:
+    if override:
+        mode = override.strip().upper()
+        if mode not in JOURNAL_MODES:
+            raise SlurmexpError(
+                f"unknown SQLite journal mode {override!r}",
+                [Problem("", "SLURMEXP_JOURNAL_MODE", f"{override!r} is not a journal mode",
+                         fix=f"use one of {', '.join(JOURNAL_MODES)}, or unset it")])
+        return mode
+    return "DELETE" if is_network_fs(fs_type) else "WAL"
+
+
+# --- the connection ----------------------------------------------------------------------
+
+
+class LedgerConnection:
+    """One SQLite ledger file. Not shared across threads or forks: open one per process."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, journal_mode: str | None = None):
+        self.path = Path(path).expanduser() if path is not None else default_ledger_path()
+        self._depth = 0
+        self._attempt_cols: list[str] | None = None
+        self._create_file()
+        self.fs_type = detect_fs_type(self.path.parent)
+        wanted = choose_journal_mode(
+            self.fs_type, journal_mode or os.environ.get("SLURMEXP_JOURNAL_MODE"))
+        # isolation_level=None: no implicit transactions; every write transaction is ours.
+        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        self.journal_mode = conn.execute(f"PRAGMA journal_mode = {wanted}").fetchone()[0].upper()
+        sync = "NORMAL" if self.journal_mode == "WAL" else "FULL"
+        conn.execute(f"PRAGMA synchronous = {sync}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        try:
+            migrate(self)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _create_file(self) -> None:
+        # Created by us with 0600 before SQLite sees it: sweeps and provenance can be private.
+        parent = self.path.parent
+        if not parent.exists():
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            with contextlib.suppress(OSError):
+                if p.stat().st_mode & 0o077:
+                    os.chmod(p, 0o600)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Self]:
+        """BEGIN IMMEDIATE, so the write lock is taken up front and waits on the busy timeout.
+
+        A deferred transaction that reads first and writes later can fail with SQLITE_BUSY
+        without waiting; taking the lock at BEGIN avoids that. Nested use becomes a savepoint,
+        so API methods compose inside a caller's larger transaction.
+        """
+        conn = self.db.conn
+        if self._depth:
+            name = f"sx_{self._depth}"
+            conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield self
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
+                raise
+            else:
+                conn.execute(f"RELEASE {name}")
+            finally:
+                self._depth -= 1
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._depth = 0
+
+    @property
+    def schema_version(self) -> int:
+        return schema_version(self.db)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        return list(self.db.query(sql, list(params)))
+
+    def _insert_rows(self, table: str, columns: list[str], rows: Iterable[list]) -> None:
+        # sqlite-utils' list mode (first record = column names): for 100,000 runs it skips a
+        # per-value dict walk that otherwise costs more than SQLite's own work.
+        self.db[table].insert_all(itertools.chain([columns], rows), batch_size=BATCH_SIZE)

@@ -1,0 +1,40 @@
+"""Whole tables for reports, as pandas frames: one `read_sql_query` each, on the ledger's own
+connection, so 100,000 runs cost one query per table (see bench/README.md).
+
+pandas is imported inside the methods: opening a ledger must not import it.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+# What a report reads of each table (not the raw sacct record, not bookkeeping times).
+RUN_TABLE_COLUMNS = ("exp_id, run_id, idx, params_json, seed, source, state, reason, run_dir, "
+                     "chunk, task_index, n_attempts")
+ATTEMPT_TABLE_COLUMNS = (
+    "attempt_id, exp_id, run_id, attempt_no, sub_id, cluster, job_id, task_index, job_key, "
+    "submit_time, state, reason, node, partition, qos, account, start_time, end_time, "
+    "elapsed_s, exit_code, alloc_tres, req_mem, max_rss, total_cpu_s, failure_class")
+
+
+class TablesMixin:
+    def _frame(self, columns: str, table: str, exp_ids: Sequence[str] | None,
+               order: str) -> pd.DataFrame:
+        import pandas as pd
+        sql, params = f"SELECT {columns} FROM {table}", []
+        if exp_ids is not None:
+            sql += f" WHERE exp_id IN ({', '.join('?' * len(exp_ids))})"
+            params = list(exp_ids)
+        return pd.read_sql_query(f"{sql} ORDER BY {order}", self.db.conn, params=params)
+
+    def runs_table(self, exp_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """The runs of `exp_ids` (all when None), by experiment and index; params as JSON."""
+        return self._frame(RUN_TABLE_COLUMNS, "runs", exp_ids, "exp_id, idx")
+
+    def attempts_table(self, exp_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """The attempts of `exp_ids` (all when None), by experiment, run and attempt number."""
+        return self._frame(ATTEMPT_TABLE_COLUMNS, "attempts", exp_ids,
+                           "exp_id, run_id, attempt_no, attempt_id")

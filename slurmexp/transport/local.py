@@ -1,0 +1,181 @@
+"""`LocalTransport`: commands and files on this machine. It holds the one `subprocess` call that
+Slurm commands go through.
+
+A command runs in its own process group, without a shell and with stdin closed unless input is
+given; on a timeout (or Ctrl-C) the whole group is killed, so a site's wrapper script around
+sbatch does not leave the real sbatch running behind it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePath
+
+from slurmexp.transport.base import (
+    CommandNotFound,
+    CommandResult,
+    CommandTimeout,
+    PathNotFound,
+    RemotePath,
+    TransportError,
+)
+
+
+def _argv(argv: Sequence[str]) -> list[str]:
+    if isinstance(argv, (str, bytes)):
+        raise TypeError(f"a command is an argv list, not a string: {argv!r}")
+    out = [os.fspath(a) if isinstance(a, PurePath) else a for a in argv]
+    if not out or not all(isinstance(a, str) for a in out):
+        raise TypeError(f"a command is a non-empty list of strings: {argv!r}")
+    return out
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, for every thread)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    return 0o022
+
+
+class LocalTransport:
+    """Commands and files of this machine. Relative paths and a command's default working
+    directory are under `root` (default: the current directory at the time of each call)."""
+
+    name = "local"
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self._root = Path(root).absolute() if root is not None else None
+
+    def __repr__(self) -> str:
+        return f"LocalTransport(root={str(self._root) if self._root else None!r})"
+
+    @property
+    def root(self) -> Path:
+        return self._root if self._root is not None else Path.cwd()
+
+    def path(self, path: RemotePath) -> Path:
+        """`path` on this machine: a relative one is taken under `root`."""
+        p = Path(os.fspath(path))
+        return p if p.is_absolute() or self._root is None else self._root / p
+
+    # --- commands -----------------------------------------------------------------------
+    def run(self, argv: Sequence[str], *, timeout: float, stdin: str | None = None,
+            cwd: RemotePath | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
+        args = _argv(argv)
+        exe = os.path.basename(args[0])
+        workdir = self.path(cwd) if cwd is not None else self._root
+        if workdir is not None and not workdir.is_dir():
+            raise TransportError(f"{exe}: working directory {workdir} does not exist")
+        full_env = {**os.environ, **{str(k): str(v) for k, v in env.items()}} if env else None
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                args, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                env=full_env, cwd=workdir, start_new_session=True)
+        except (FileNotFoundError, NotADirectoryError):
+            raise CommandNotFound(f"{exe}: command not found on this machine (not on PATH)",
+                                  exe) from None
+        except PermissionError:
+            raise CommandNotFound(f"{exe}: not executable here (permission denied)", exe) from None
+        except OSError as exc:
+            raise TransportError(f"{exe}: could not be started: {exc.strerror or exc}") from exc
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise CommandTimeout(f"{exe} did not finish within {timeout:g}s and was killed",
+                                 exe, timeout) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        return CommandResult(tuple(args), proc.returncode, out or "", err or "",
+                             time.monotonic() - started)
+
+    # --- files --------------------------------------------------------------------------
+    def read_bytes(self, path: RemotePath) -> bytes:
+        p = self.path(path)
+        try:
+            return p.read_bytes()
+        except FileNotFoundError:
+            raise PathNotFound(f"{p} does not exist", str(p)) from None
+        except OSError as exc:
+            raise TransportError(f"cannot read {p}: {exc.strerror or exc}") from exc
+
+    def read_text(self, path: RemotePath) -> str:
+        return self.read_bytes(path).decode("utf-8", errors="replace")
+
+    def write_bytes(self, path: RemotePath, data: bytes) -> None:
+        """Write beside the file, fsync, then rename over it: readers never see half a file.
+        A new file gets the permissions the umask allows; an existing one keeps its own."""
+        p = self.path(path)
+        try:
+            mode = p.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        except OSError as exc:
+            raise TransportError(f"cannot write {p}: {exc.strerror or exc}") from exc
+        try:
+            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        except FileNotFoundError:
+            raise PathNotFound(f"cannot write {p}: {p.parent} does not exist", str(p.parent)) from None
+        except OSError as exc:
+            raise TransportError(f"cannot write {p}: {exc.strerror or exc}") from exc
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, p)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise TransportError(f"cannot write {p}: {exc.strerror or exc}") from exc
+            raise
+
+    def write_text(self, path: RemotePath, text: str) -> None:
+        self.write_bytes(path, text.encode("utf-8"))
+
+    def listdir(self, path: RemotePath) -> list[str]:
+        p = self.path(path)
+        try:
+            return sorted(os.listdir(p))
+        except FileNotFoundError:
+            raise PathNotFound(f"{p} does not exist", str(p)) from None
+        except OSError as exc:
+            raise TransportError(f"cannot list {p}: {exc.strerror or exc}") from exc
+
+    def exists(self, path: RemotePath) -> bool:
+        return self.path(path).exists()
+
+    def makedirs(self, path: RemotePath) -> None:
+        p = self.path(path)
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TransportError(f"cannot create {p}: {exc.strerror or exc}") from exc
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the command's process group and reap it (its pipes are closed, not drained: a
+    process that left the group could hold them open forever)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.kill()
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=10)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()

@@ -1,0 +1,131 @@
+"""Schema migrations on ledgers written by older slurmexp versions: data, indexes and foreign
+keys survive; the experiments table loses its backend CHECK; attempts gain unlisted_since."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from slurmexp.errors import SlurmexpError
+from slurmexp.ledger import Ledger, schema
+
+TABLES = ("experiments", "runs", "submissions", "attempts", "events", "heartbeats")
+
+
+def _old_ledger(monkeypatch, path, version: int) -> None:
+    """A ledger file as the slurmexp with schema `version` left it, with some of everything."""
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:version])
+    with Ledger(path) as led:
+        assert led.schema_version == version
+        runs = [dict(run_id=f"r{i}", idx=i, params={"i": i}, run_dir=f"/exp/runs/r{i}",
+                     chunk=0, task_index=i) for i in range(3)]
+        for exp_id, backend in (("a-00000001", "slurm"), ("b-00000002", "local")):
+            led.create_experiment(exp_id, "demo", "fp-" + exp_id, "mini", backend, "/exp", None,
+                                  None, None, None, None, {"git": None}, runs)
+        led.set_experiment_settings("a-00000001", {"retry": {"max_attempts": 2}})
+        sub = led.record_intent("a-00000001", 0, "0-2", 3, "/exp/chunk.sbatch", "sha", "mini")
+        ids = led.record_submitted(sub, "77", "2024-01-01T10:00:00")
+        led.update_attempt(ids[0], state="NODE_FAIL", reason="NODE_FAIL on c1")
+        led.record_submit_failed(led.record_intent("a-00000001", 0, "1", 1, "/x", "s", "mini"),
+                                 "sbatch: error")
+        led.set_experiment_state("b-00000002", "FINISHED")
+        led.record_heartbeat("reconcile", True, {"active": 3})
+    monkeypatch.undo()
+
+
+def _tables(led: Ledger) -> dict[str, list[dict]]:
+    return {t: [dict(r) for r in led.db.query(f"SELECT * FROM {t} ORDER BY rowid")] for t in TABLES}
+
+
+def _indexes(led: Ledger) -> dict[str, str]:
+    return {name: sql for name, sql in led.db.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+
+
+def _foreign_keys(led: Ledger) -> dict[str, list[tuple]]:
+    return {t: sorted(tuple(r[2:5]) for r in led.db.execute(f"PRAGMA foreign_key_list({t})"))
+            for t in TABLES}
+
+
+def test_migrating_a_version_2_ledger_keeps_data_indexes_and_foreign_keys(monkeypatch, tmp_path):
+    path = tmp_path / "ledger.db"
+    _old_ledger(monkeypatch, path, 2)
+    raw = sqlite3.connect(path)
+    before_sql = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'experiments'").fetchone()[0]
+    assert "CHECK (backend IN ('slurm', 'local'))" in before_sql     # really the old schema
+    raw.close()
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])   # opens it, migrates nothing
+    with Ledger(path) as led:
+        before = _tables(led)
+        indexes, fks = _indexes(led), _foreign_keys(led)
+    monkeypatch.undo()
+
+    with Ledger(path) as led:
+        assert led.schema_version == len(schema.MIGRATIONS) >= 4
+        after = _tables(led)
+        assert {r.pop("unlisted_since") for r in after["attempts"]} == {None}
+        assert after == before
+        assert _indexes(led) == indexes
+        assert _foreign_keys(led) == fks
+        assert ("experiments", "exp_id", "exp_id") in fks["runs"]
+        assert led.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert led.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert led.db.execute("PRAGMA foreign_key_check").fetchall() == []
+        sql = led.db.execute("SELECT sql FROM sqlite_master WHERE name = 'experiments'").fetchone()[0]
+        assert "CHECK" not in sql and "experiments_v4" not in sql
+        # The ledger stores any backend kind now; references to experiments still hold.
+        led.create_experiment("c-00000003", "demo", "fp-c", None, "submitit", "/exp", None, None,
+                              None, None, None, {}, [dict(run_id="r0", idx=0, params={})])
+        assert led.get_experiment("c-00000003")["backend"] == "submitit"
+        assert led.experiment_settings("a-00000001").retry.max_attempts == 2
+        with pytest.raises(sqlite3.IntegrityError):
+            led.db["runs"].insert({"exp_id": "nope", "run_id": "r0", "idx": 0,
+                                   "params_json": "{}", "state": "PLANNED"})
+        with pytest.raises(sqlite3.IntegrityError):
+            led.db.execute("DELETE FROM experiments WHERE exp_id = 'a-00000001'")
+
+
+def test_migrating_a_version_1_ledger(monkeypatch, tmp_path):
+    path = tmp_path / "ledger.db"
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+    with Ledger(path) as led:
+        led.create_experiment("a-00000001", "demo", "fp", "mini", "slurm", "/exp", None, None,
+                              None, None, None, {}, [dict(run_id="r0", idx=0, params={})])
+    monkeypatch.undo()
+    with Ledger(path) as led:
+        assert led.schema_version == len(schema.MIGRATIONS)
+        exp = led.get_experiment("a-00000001")
+        assert exp["settings_json"] is None and exp["backend"] == "slurm"
+        assert "unlisted_since" in led.db["attempts"].columns_dict
+
+
+def test_a_rebuild_that_would_break_references_changes_nothing(monkeypatch, tmp_path):
+    path = tmp_path / "ledger.db"
+    _old_ledger(monkeypatch, path, len(schema.MIGRATIONS))
+    with Ledger(path) as led:
+        before = _tables(led)
+
+    @schema._rebuilds_tables
+    def careless(db):       # a rebuild that loses rows on the way
+        db.execute("DELETE FROM experiments WHERE exp_id = 'a-00000001'")
+
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, careless])
+    with pytest.raises(SlurmexpError, match="would break"):
+        Ledger(path)
+    monkeypatch.undo()
+    with Ledger(path) as led:
+        assert led.schema_version == len(schema.MIGRATIONS)
+        assert _tables(led) == before
+        assert led.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_typed_rows_match_their_tables(tmp_path):
+    """A column added by a migration must be added to its row type too (and the reverse)."""
+    from slurmexp.ledger.rows import ActiveAttempt, Attempt, PlannedRun, Submission
+
+    with Ledger(tmp_path / "ledger.db") as led:
+        cols = {t: [c.name for c in led.db[t].columns] for t in ("attempts", "submissions", "runs")}
+    assert sorted(Attempt.fields()) == sorted(cols["attempts"])
+    assert sorted(Submission.fields()) == sorted(cols["submissions"])
+    assert sorted(set(PlannedRun.fields()) - set(PlannedRun._sql)) == sorted(cols["runs"])
+    assert set(ActiveAttempt.fields()) - set(ActiveAttempt._sql) == set(cols["attempts"])
