@@ -9,6 +9,13 @@ _LAZY = {
     "log_metrics": ("slurmexp.metrics", "log_metrics"),
     "Ledger": ("slurmexp.ledger", "Ledger"),
     "launch": ("slurmexp.launch.launcher", "launch"),
+    "ValidationError": ("slurmexp.errors", "ValidationError"),
+    "SlurmexpError": ("slurmexp.errors", "SlurmexpError"),
+    # `slurmexp.sweep` is also the sweep stage's package; that package is callable (its
+    # __init__), so `slurmexp.sweep(fn, params=...)` works whether or not it was imported.
+    "sweep": ("slurmexp.sweep", None),
+    "experiment": ("slurmexp.functions.handle", "experiment"),
+    "Experiment": ("slurmexp.functions.handle", "Experiment"),
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -19,5 +26,6 @@ def __getattr__(name: str):
         import importlib
 
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+        loaded = importlib.import_module(module)
+        return loaded if attr is None else getattr(loaded, attr)
     raise AttributeError(f"module 'slurmexp' has no attribute {name!r}")

@@ -4,6 +4,8 @@ Everything that builds a path of an experiment asks this module (launch, the fil
 task script's templates, reconcile, show/logs, the metrics files), so a name changes in one
 place and two readers never disagree about where a file is::
 
+    <output_dir>/.sweeps/<name>-<hash>.toml   the sweep.toml a Python sweep stands for
+    <output_dir>/.functions/<hash>.pkl        a swept function pickled by value
     <output_dir>/<experiment id>/  = <exp_dir>
       sweep.toml  site.toml          copies of what was launched
       provenance/                    git.diff, environment.txt (ledger.provenance)
@@ -13,6 +15,7 @@ place and two readers never disagree about where a file is::
       runs/<run id>/
         params.json  command.sh      written at launch
         metrics.json  metrics.jsonl  written by the run (slurmexp.log_metrics)
+        call.pkl  result.pkl         a Python-function run: the pickled call, its outcome
         attempts/<job>_<task>[.r<N>]/  one per attempt, written by the task script:
           stdout  stderr             the command's own output
           host  started  ended       where and when
@@ -46,11 +49,15 @@ SCRIPTS_DIR = "scripts"
 MANIFESTS_DIR = "manifests"
 LOGS_DIR = "logs"
 RUNS_DIR = "runs"
+SWEEPS_DIR = ".sweeps"             # under output_dir: Python sweeps' sweep.toml files
+FUNCTIONS_DIR = ".functions"       # under output_dir: functions pickled by value
 
 PARAMS_FILE = "params.json"
 COMMAND_FILE = "command.sh"
 METRICS_FILE = "metrics.json"
 METRICS_HISTORY_FILE = "metrics.jsonl"
+CALL_FILE = "call.pkl"             # a Python-function run's call (slurmexp.functions)
+RESULT_FILE = "result.pkl"         # its outcome, ("success", value) or ("error", traceback)
 ATTEMPTS_DIR = "attempts"
 RESTART_SUFFIX = ".r"
 
@@ -147,6 +154,14 @@ class RunPaths:
     @property
     def metrics_history(self) -> Path:
         return self.run_dir / METRICS_HISTORY_FILE
+
+    @property
+    def call(self) -> Path:
+        return self.run_dir / CALL_FILE
+
+    @property
+    def result(self) -> Path:
+        return self.run_dir / RESULT_FILE
 
     @property
     def attempts_dir(self) -> Path:

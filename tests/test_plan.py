@@ -277,7 +277,7 @@ def huge_grid(tmp_path):
 def test_huge_grid_is_refused_before_expanding(tmp_path, site, monkeypatch):
     import time
 
-    import slurmexp.sweep.plan as plan_mod
+    from slurmexp.sweep import plan as plan_mod
 
     def no_expand(sweep):
         raise AssertionError("expand() called on a sweep that is too big")

@@ -199,7 +199,9 @@ def file_problems(sweep: Sweep) -> list[Problem]:
         out.append(Problem(file, "workdir", f"workdir {workdir} does not exist",
                            "create it or fix the path (relative to the sweep file)", "file"))
         return out
-    script = script_named(sweep.command)
+    script = script_named(sweep.command) if sweep.command else None
+    if sweep.function:
+        out += function_problems(file, sweep.function, workdir)
     if script and "$" not in script:
         path = (workdir / Path(script).expanduser())
         if not path.exists():
@@ -213,6 +215,26 @@ def file_problems(sweep: Sweep) -> list[Problem]:
                 out.append(Problem(file, f"env.setup[{i}]", f"{words[1]} does not exist (looked in {workdir})",
                                    "fix the path (relative to workdir) or create the file", "file"))
     return out
+
+
+def function_problems(file: str, ref: str, workdir: Path) -> list[Problem]:
+    """`function = "module:callable"`: the module must be findable from workdir (found, not
+    imported: importing a training script here could start the training)."""
+    import importlib.util
+    import sys
+
+    top = ref.partition(":")[0].split(".")[0]
+    sys.path.insert(0, str(workdir))
+    try:
+        found = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    finally:
+        sys.path.remove(str(workdir))
+    if found:
+        return []
+    return [Problem(file, "function", f"module {top!r} of {ref!r} is not in {workdir} nor importable here",
+                    f"create {top}.py in workdir, fix the name, or install the package", "file")]
 
 
 # ----------------------------------------------------------------------------------------

@@ -11,9 +11,17 @@ from collections.abc import Iterable
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError
 from slurmexp.ledger.connection import _in_list, _json, _now, _path_str
 from slurmexp.settings import ExperimentSettings
+from slurmexp.states import PLANNED
 
 _RUN_COLS = ["exp_id", "run_id", "idx", "params_json", "seed", "source", "state", "reason",
              "run_dir", "chunk", "task_index", "n_attempts", "updated"]
+
+
+def _run_rows(exp_id: str, runs: list[dict], now: str) -> list[list]:
+    """`runs` rows (PLANNED) in `_RUN_COLS` order."""
+    return [[exp_id, r["run_id"], r.get("idx", r.get("index")), _json(r.get("params", {})),
+             r.get("seed"), r.get("source"), PLANNED, None, _path_str(r.get("run_dir")),
+             r.get("chunk"), r.get("task_index"), 0, now] for r in runs]
 
 
 class ExperimentsMixin:
@@ -27,9 +35,7 @@ class ExperimentsMixin:
         """Experiment and all its runs (PLANNED) in one transaction: never half a sweep."""
         now = _now()
         s = _path_str
-        rows = [[exp_id, r["run_id"], r.get("idx", r.get("index")), _json(r.get("params", {})),
-                 r.get("seed"), r.get("source"), "PLANNED", None, s(r.get("run_dir")),
-                 r.get("chunk"), r.get("task_index"), 0, now] for r in runs]
+        rows = _run_rows(exp_id, runs, now)
         try:
             with self.transaction():
                 self.db["experiments"].insert({
@@ -49,6 +55,24 @@ class ExperimentsMixin:
             what, fix = f"experiment {exp_id!r} could not be recorded", "check the run ids"
             raise SlurmexpError(what, [Problem(str(self.path), "runs", str(e), fix)]) from e
         return self.get_experiment(exp_id, required=True)
+
+    def add_runs(self, exp_id: str, runs: list[dict]) -> int:
+        """Append PLANNED runs to an existing experiment (a drop-in executor extending a named
+        experiment, slurmexp.functions). Same row shape as `create_experiment`'s runs; one
+        transaction."""
+        now = _now()
+        rows = _run_rows(exp_id, runs, now)
+        try:
+            with self.transaction():
+                self.get_experiment(exp_id, required=True)
+                self._insert_rows("runs", _RUN_COLS, rows)
+                self.db.execute("UPDATE experiments SET n_runs = n_runs + ?, updated = ? "
+                                "WHERE exp_id = ?", [len(rows), now, exp_id])
+                self._event("extended", exp_id, reason=f"{len(rows)} runs added")
+        except sqlite3.IntegrityError as e:
+            raise SlurmexpError(f"experiment {exp_id!r}: runs could not be added",
+                                [Problem(str(self.path), "runs", str(e), "check the run ids")]) from e
+        return len(rows)
 
     @staticmethod
     def _experiment_dict(row: dict) -> dict:

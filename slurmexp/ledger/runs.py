@@ -78,6 +78,40 @@ class RunsMixin:
             r["params"] = json.loads(r["params_json"] or "{}")
         return rows
 
+    # --- Python-function experiments (slurmexp.functions, slurmexp.submitit) ------------
+
+    def run_extent(self, exp_id: str) -> tuple[int, int]:
+        """(number of runs, number of chunks so far): where new runs and chunks start."""
+        n, top = self.db.execute("SELECT COUNT(*), MAX(chunk) FROM runs WHERE exp_id = ?",
+                                 [exp_id]).fetchone()
+        top_sub = self.db.execute("SELECT MAX(chunk) FROM submissions WHERE exp_id = ?",
+                                  [exp_id]).fetchone()[0]
+        tops = [t for t in (top, top_sub) if t is not None]
+        return int(n or 0), (max(tops) + 1) if tops else 0
+
+    def run_ids(self, exp_id: str) -> list[str]:
+        """The experiment's run ids, by index."""
+        return [r[0] for r in self.db.execute(
+            "SELECT run_id FROM runs WHERE exp_id = ? ORDER BY idx", [exp_id])]
+
+    def run_views(self, exp_id: str, run_ids: Iterable[str] | None = None) -> dict[str, dict]:
+        """run_id -> the run's state, reason, run_dir, idx, n_attempts and its newest attempt's
+        job_key, job_id, cluster, node and state (None before the first submission), in one
+        query, by index: what a waiting Python process reads instead of asking Slurm."""
+        rows = self._rows("""
+            SELECT r.run_id, r.idx, r.state, r.reason, r.run_dir, r.n_attempts, r.params_json,
+                   r.chunk, r.task_index, a.job_key, a.job_id, a.cluster, a.node,
+                   a.state AS attempt_state, a.attempt_no
+            FROM runs r LEFT JOIN attempts a
+              ON a.exp_id = r.exp_id AND a.run_id = r.run_id AND a.attempt_no = r.n_attempts
+            WHERE r.exp_id = ? ORDER BY r.idx, a.attempt_id""", [exp_id])
+        wanted = None if run_ids is None else set(run_ids)
+        out: dict[str, dict] = {}
+        for r in rows:
+            if wanted is None or r["run_id"] in wanted:
+                out[r["run_id"]] = r      # the last row per run is its newest attempt
+        return out
+
     # --- typed rows for reconcile and status ----------------------------------------------
 
     def _planned(self, where: list[str], params: list, order: str) -> list[PlannedRun]:

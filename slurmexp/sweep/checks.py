@@ -223,8 +223,26 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
             add(f"allow_unused[{i}]", f"allow_unused names {name!r}, which is not a parameter",
                 "remove it, or check the spelling", check="undefined_name")
 
-    if "command" not in parts:
-        return out
+    res: ResourceRequest | None = parts.get("resources")
+    if res is not None and res.gpu_type and not res.gpus:
+        add("resources.gpu_type", f"gpu_type = {res.gpu_type!r} but gpus is {res.gpus or 0}",
+            "set gpus = 1 (GPUs per task), or remove gpu_type")
+    env: EnvSpec | None = parts.get("env")
+    if env is not None:
+        for name in env.vars:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                add(f"env.vars.{name}", f"{name!r} is not a valid shell variable name",
+                    "use letters, digits and _ only, not starting with a digit")
+    if ("command" in data) == ("function" in data):
+        both = "command" in data
+        add("function" if both else "command",
+            "give either command or function, not both" if both else
+            "required key 'command' is missing",
+            "keep one of them" if both else
+            "add command = ... at the top of the file (or function = \"module:callable\")",
+            check="value" if both else "missing_key")
+    if "command" not in parts or parts["command"] is None:
+        return out      # a function sweep: parameters are keyword arguments, no placeholders
     if not parts["command"].strip():
         words = " ".join(f"--{n} {{{n}}}" for n in all_keys if n.isidentifier() and n not in allow_unused)
         add("command", f"command is {'empty' if not parts['command'] else 'only whitespace'}: "
@@ -261,14 +279,4 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
             add(f"runs[{i}]", f"this run gives no value for {', '.join(missing)}",
                 "each [[runs]] entry must give every parameter used in command", check="run_incomplete")
 
-    res: ResourceRequest | None = parts.get("resources")
-    if res is not None and res.gpu_type and not res.gpus:
-        add("resources.gpu_type", f"gpu_type = {res.gpu_type!r} but gpus is {res.gpus or 0}",
-            "set gpus = 1 (GPUs per task), or remove gpu_type")
-    env: EnvSpec | None = parts.get("env")
-    if env is not None:
-        for name in env.vars:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                add(f"env.vars.{name}", f"{name!r} is not a valid shell variable name",
-                    "use letters, digits and _ only, not starting with a digit")
     return out

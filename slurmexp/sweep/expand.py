@@ -180,11 +180,22 @@ def expand(sweep: Sweep) -> list[Run]:
 # ----------------------------------------------------------------------------------------
 
 
+def command_text(sweep: Sweep) -> str:
+    """The sweep's command; for `function = "module:callable"`, the task runner calling it."""
+    if sweep.command is not None:
+        return sweep.command
+    import sys
+
+    from slurmexp.functions.runner import runner_command
+
+    return runner_command(sys.executable, function=sweep.function)
+
+
 def command_for(sweep: Sweep, run: Run, run_dir: str | Path, experiment_id: str) -> str:
     """The run's command line, each value one literal shell word whatever it contains."""
     values = {**run.params, "run_id": run.run_id, "run_dir": str(run_dir), "experiment_id": experiment_id}
     out: list[str] = []
-    for literal, field_name, _spec, _conversion in string.Formatter().parse(sweep.command):
+    for literal, field_name, _spec, _conversion in string.Formatter().parse(command_text(sweep)):
         out.append(literal)
         if field_name is None:
             continue

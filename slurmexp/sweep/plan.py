@@ -15,6 +15,7 @@ from slurmexp.errors import Problem, ValidationError
 from slurmexp.sweep.expand import (
     Run,
     command_for,
+    command_text,
     count_runs,
     expand,
     product_axes,
@@ -41,7 +42,7 @@ MAX_RUNS = 1_000_000
 
 __all__ = [
     "MAX_RUNS", "ArrayChunk", "Placement", "Plan", "Resources", "Run", "assemble_plan",
-    "check_size", "command_for", "count_runs", "describe", "expand", "make_chunks", "make_plan",
+    "check_size", "command_for", "command_text", "count_runs", "describe", "expand", "make_chunks", "make_plan",
     "product_axes", "requested_resources", "resolve_resources", "route", "route_problems",
     "run_id_for", "sample_combinations", "value_text",
 ]

@@ -97,7 +97,16 @@ def _safe_name(text: str) -> str:
     return re.sub(r"^[^A-Za-z0-9]+", "", re.sub(r"[^A-Za-z0-9._-]+", "-", text))
 
 
+def _function_ref(value: str) -> str:
+    module, sep, attr = value.partition(":")
+    if not sep or not all(p.isidentifier() for p in module.split(".")) \
+            or not all(p.isidentifier() for p in attr.split(".")):
+        raise ValueError(f"{value!r} is not \"module:callable\" (e.g. \"train:main\")")
+    return value
+
+
 Scalar = Annotated[Any, AfterValidator(_scalar)]
+FunctionRef = Annotated[str, Strict(), AfterValidator(_function_ref)]
 ParamValues = Annotated[Any, AfterValidator(_param_values)]
 Number = Annotated[Any, AfterValidator(_number)]
 NameStr = Annotated[str, Strict(), AfterValidator(_name)]
@@ -179,7 +188,10 @@ class ProvenanceSpec(StrictModel):
 
 class Sweep(StrictModel):
     name: NameStr
-    command: Annotated[str, Strict()]    # blank is refused in check_sweep, with the parameters
+    # One of command and function (check_sweep says so). A blank command is refused there too.
+    command: Annotated[str, Strict()] | None = None
+    # "module:callable", run with each run's parameters as keyword arguments (instead of command)
+    function: FunctionRef | None = None
     workdir: RelPath = Field(default=".", validate_default=True)
     output_dir: RelPath = Field(default="slurmexp-runs", validate_default=True)
     template: RelPath | None = None
@@ -214,7 +226,7 @@ class Sweep(StrictModel):
 
     def placeholder_names(self) -> list[str]:
         """Names used as {placeholders} in `command`, first occurrence order."""
-        return _placeholders(self.command)[0]
+        return _placeholders(self.command)[0] if self.command else []
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able, key-sorted view for fingerprinting: equal meaning gives equal dicts."""

@@ -1,0 +1,177 @@
+"""The task side of a Python-function run: `python -m slurmexp.functions.runner RUN_DIR`.
+
+The chunk's sbatch script (the same jinja2 templates as command sweeps) runs the run's
+command.sh, which runs this module. It finds the call to make:
+
+- `RUN_DIR/call.pkl`: the pickled call, `{"function", "args", "kwargs"}` (the drop-in
+  executors; a plain dict, so a task need not import submitit to read it), or
+- `--function module:callable` (a sweep.toml `function = ...`), called with the run's
+  `params.json` as keyword arguments, or `--pickle FILE`: the pickled callable itself, called
+  the same way (`slurmexp.sweep` of a function defined in `__main__` or a notebook).
+
+Then it calls it and writes the outcome where both slurmexp and plain submitit read it:
+`RUN_DIR/result.pkl` and, with `--submitit-folder`, submitit's own
+`<folder>/<job id>_0_result.pkl` (`("success", value)` or `("error", traceback)`). A return
+value that is a mapping of numbers also becomes the run's metrics (metrics.json, the report's
+`metric.*` columns). An exception is printed to stderr with its last line last, and the
+process exits 1: Slurm records FAILED, and reconcile puts that stderr tail in the reason.
+
+Retries need nothing else: a resubmitted task finds the same RUN_DIR and the same pickle.
+Imports stay few (stdlib, cloudpickle, submitit's small utils) so each task starts quickly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import numbers
+import os
+import shlex
+import sys
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from slurmexp import layout
+
+RESULT_FILE = layout.RESULT_FILE
+CALL_FILE = layout.CALL_FILE
+MODULE = "slurmexp.functions.runner"
+
+
+def runner_command(python: str, *, function: str | None = None,
+                   function_pickle: str | os.PathLike | None = None,
+                   submitit_folder: str | os.PathLike | None = None) -> str:
+    """The command template (with its `{run_dir}` placeholder) that runs one run's call.
+
+    Literal braces are doubled: the planner formats it like a sweep's command."""
+    words = [python, "-u", "-m", MODULE]
+    if function:
+        words += ["--function", function]
+    if function_pickle is not None:
+        words += ["--pickle", os.fspath(function_pickle)]
+    if submitit_folder is not None:
+        words += ["--submitit-folder", os.fspath(submitit_folder)]
+    text = " ".join(shlex.quote(w) for w in words)
+    return text.replace("{", "{{").replace("}", "}}") + " {run_dir}"
+
+
+def metrics_of(value: Any) -> dict[str, float] | None:
+    """A mapping whose values are all real numbers (bool excluded): the run's metrics."""
+    if not isinstance(value, Mapping) or not value:
+        return None
+    out = {}
+    for key, v in value.items():
+        if not isinstance(key, str) or isinstance(v, bool) or not isinstance(v, numbers.Real):
+            return None
+        out[key] = float(v) if not isinstance(v, int) else v
+    return out
+
+
+def _dump(obj: Any, path: Path) -> None:
+    import cloudpickle
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        cloudpickle.dump(obj, fh)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> Any:
+    import pickle
+
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+def _import(ref: str) -> Any:
+    import importlib
+
+    module, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def submitit_result_path(folder: str, job_id: str) -> Path:
+    """`submitit.core.utils.JobPaths(folder, job_id, 0).result_pickle`, without importing
+    submitit (a task's start-up time is the cost of every run of a sweep)."""
+    array, _, index = job_id.partition("_")
+    text = folder.replace("%j", job_id).replace("%t", "0").replace("%A", array)
+    if "%a" in text:
+        text = text.replace("%a", index)
+    return Path(os.path.abspath(os.path.expanduser(text))) / f"{job_id}_0_result.pkl"
+
+
+def _job_id() -> str | None:
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def load_call(run_dir: Path, function: str | None, pickled: str | None = None) -> tuple[Any, tuple, dict]:
+    """(callable, args, kwargs) of the run."""
+    call = layout.RunPaths(run_dir).call
+    if call.exists():
+        data = _load(call)
+        if isinstance(data, dict):
+            return data["function"], tuple(data.get("args") or ()), dict(data.get("kwargs") or {})
+        return data.function, tuple(data.args), dict(data.kwargs)     # a DelayedSubmission
+    if not function and not pickled:
+        raise RuntimeError(f"{run_dir} has no {CALL_FILE} and no --function or --pickle was given")
+    fn = _load(Path(pickled)) if pickled else _import(function or "")
+    params = json.loads(layout.RunPaths(run_dir).params.read_text())
+    return fn, (), params
+
+
+def run(run_dir: Path, function: str | None = None, submitit_folder: str | None = None,
+        pickled: str | None = None) -> int:
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")     # submitit.JobEnvironment() works
+    job_id = _job_id()
+    sub_result = None
+    if submitit_folder and job_id:
+        os.environ["SUBMITIT_FOLDER"] = submitit_folder
+        sub_result = submitit_result_path(submitit_folder, job_id)
+        sub_result.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fn, args, kwargs = load_call(run_dir, function, pickled)
+        value = fn(*args, **kwargs)
+        outcome: tuple[str, Any] = ("success", value)
+    except Exception:  # the function's own failure: recorded, then a non-zero exit
+        outcome = ("error", traceback.format_exc())
+    if outcome[0] == "success":
+        # metrics first: whoever sees the result file may read the metrics at once
+        metrics = metrics_of(outcome[1])
+        if metrics:
+            from slurmexp.metrics import RESERVED, log_metrics
+
+            kept = {k: v for k, v in metrics.items() if k not in RESERVED}
+            if kept:
+                log_metrics(run_dir=run_dir, **kept)
+    _dump(outcome, layout.RunPaths(run_dir).result)
+    if sub_result is not None:
+        _dump(outcome, sub_result)
+    if outcome[0] == "error":
+        trace = outcome[1].rstrip().splitlines()
+        sys.stderr.write(outcome[1])
+        if trace:       # the exception's own line last: reconcile quotes the stderr tail
+            sys.stderr.write(trace[-1] + "\n")
+        sys.stderr.flush()
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
+    parser.add_argument("run_dir")
+    parser.add_argument("--function", default=None)
+    parser.add_argument("--pickle", default=None)
+    parser.add_argument("--submitit-folder", default=None)
+    ns = parser.parse_args(argv)
+    return run(Path(ns.run_dir), ns.function, ns.submitit_folder, ns.pickle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
