@@ -293,11 +293,14 @@ def launch_calls(calls: Sequence[Any], req: CallsRequest, *, slurm=None) -> Call
     if not report.ok:
         raise ValidationError(f"{what}: {len(report.problems)} problem(s); nothing was submitted",
                               report.problems)
+    # The pickled calls are on disk before the ledger says the runs are to be submitted: a
+    # launch killed after the record leaves runs reconcile can submit, each with its call.
+    _write_calls(layout.ExperimentPaths(prep.exp_dir(exp_id)), ids, calls)
     if existing is None:
-        scripts = launcher._write_experiment(prep, exp_id, ledger, backends.DEFAULT_KIND)
+        scripts = launcher._write_experiment(prep, exp_id, ledger, backends.DEFAULT_KIND,
+                                             first_state="SUBMITTING")
     else:
         scripts = _extend_experiment(prep, exp_id, ledger)
-    _write_calls(layout.ExperimentPaths(prep.exp_dir(exp_id)), ids, calls)
     result = launcher._submit_slurm(prep, exp_id, ledger, scripts, slurm, report)
     by_chunk = {c.chunk: job for c, job in zip(chunks, result.job_ids)}
     job_ids: list[str | None] = []
@@ -314,6 +317,7 @@ def _write_calls(paths: layout.ExperimentPaths, run_ids: list[str], calls: Seque
 
     for rid, call in zip(run_ids, calls):
         path = paths.run(rid).call
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "wb") as fh:
             cloudpickle.dump({"function": call.function, "args": tuple(call.args),
