@@ -16,7 +16,7 @@ submitted: attempts are keyed by cluster + job id + submit time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,7 +100,3 @@ def stamp_submit_times(ledger: Ledger, scheduler: Any, outcomes: Iterable[ChunkO
             n += ledger.set_submission_submit_time(o.sub_id, submit_time)
     return n
 
-
-def pending_after(outcomes: Sequence[ChunkOutcome]) -> bool:
-    """Whether a submission was left for reconcile (the scheduler did not answer)."""
-    return any(o.status == UNANSWERED for o in outcomes)
