@@ -67,6 +67,9 @@ def test_test_only_messages():
     ("sacctmgr: error: slurmdbd: Sending PersistInit msg: Connection refused", "unavailable"),
     ("sbatch: error: Batch job submission failed: Zero Bytes were transmitted or received",
      "unavailable"),
+    # squeue on 24.11 while slurmctld restarted (CI, test_slurmctld_restart_mid_sweep_loses_nothing)
+    ((CAPTURED.parent / "24.11" / "squeue_ctld_restarting.txt").read_text(), "unavailable"),
+    ("squeue: fatal: Could not get cluster information", "unavailable"),
     (text("sbatch_test_only_refused_partition.txt"), "refused"),
     ("sbatch: error: Batch job submission failed: Invalid qos specification", "refused"),
 ])

@@ -48,6 +48,15 @@ _UNAVAILABLE_PATTERNS = (
     # no longer lists a controller for the cluster, so this is the controller being away;
     # a misspelt cluster name says the same and shows up as a cluster that never answers.
     "can't be reached now",
+    "could not get cluster information",
+    # A controller that is restarting accepts the connection and drops it (seen from squeue on
+    # 24.11 in CI: "slurm_load_jobs error: Connection reset by peer"); a link that drops does
+    # the same.
+    "connection reset by peer",
+    "broken pipe",
+    "connection timed out",
+    "no route to host",
+    "network is unreachable",
 )
 
 
