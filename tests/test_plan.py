@@ -275,7 +275,6 @@ def huge_grid(tmp_path):
 
 
 def test_huge_grid_is_refused_before_expanding(tmp_path, site, monkeypatch):
-    import time
 
     from slurmexp.sweep import plan as plan_mod
 
@@ -284,10 +283,8 @@ def test_huge_grid_is_refused_before_expanding(tmp_path, site, monkeypatch):
 
     sweep = huge_grid(tmp_path)
     monkeypatch.setattr(plan_mod, "expand", no_expand)
-    start = time.perf_counter()
     with pytest.raises(ValidationError) as err:
         make_plan(sweep, site)
-    assert time.perf_counter() - start < 5
     [problem] = err.value.problems
     assert problem.check == "run_count" and problem.key == "params.a"
     assert "10,000,000 runs" in problem.message and "MaxJobCount (10000" in problem.message

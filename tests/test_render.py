@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -364,13 +363,10 @@ def test_write_run_files_manifest_and_script(tmp_path):
         write_run_files(exp, [(Run("../escape", 0, {}), "true")])
 
 
-def test_write_run_files_is_fast_and_idempotent_for_10000_runs(tmp_path):
+def test_write_run_files_is_idempotent_for_10000_runs(tmp_path):
     exp = tmp_path / "exp"
     pairs = [(r, f"python train.py --i {r.index}") for r in make_runs(10_000)]
-    started = time.perf_counter()
     write_run_files(exp, pairs)
-    first = time.perf_counter() - started
-    assert first < 60, first      # ~1-2 s on a laptop; generous for loaded CI disks
     sample = exp / "runs" / pairs[1234][0].run_id / "command.sh"
     inode = sample.stat().st_ino
     write_run_files(exp, pairs)
