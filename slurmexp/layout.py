@@ -126,7 +126,7 @@ def script_names() -> dict[str, str]:
         "safe_name": SAFE_NAME, "stdout": STDOUT, "stderr": STDERR, "host": HOST,
         "started": STARTED, "ended": ENDED, "exit_code": EXIT_CODE,
         "wrapper_failed": WRAPPER_FAILED, "checkpoint": CHECKPOINT_DIR, "signalled": SIGNALLED,
-        "not_continued": NOT_CONTINUED, "log_out": log_name(SLURM_LOG_PATTERN, "out"),
+        "log_out": log_name(SLURM_LOG_PATTERN, "out"),
         "log_err": log_name(SLURM_LOG_PATTERN, "err"),
     }
 
