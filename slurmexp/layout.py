@@ -16,11 +16,15 @@ place and two readers never disagree about where a file is::
         params.json  command.sh      written at launch
         metrics.json  metrics.jsonl  written by the run (slurmexp.log_metrics)
         call.pkl  result.pkl         a Python-function run: the pickled call, its outcome
+        checkpoint/                  $SLURMEXP_CHECKPOINT_DIR: the run's own, kept across attempts
         attempts/<job>_<task>[.r<N>]/  one per attempt, written by the task script:
           stdout  stderr             the command's own output
           host  started  ended       where and when
           exit_code                  the command's exit code
           wrapper_failed             "<status> <phase>" when the script ended without one
+          signalled                  "<SIGNAL> <time>" per signal a [checkpoint] task received
+          not_continued              a reason, from a command that got the signal but must
+                                     not be continued (the function runner writes it)
 
 A requeued task keeps its job and task ids, and Slurm counts its restarts in
 SLURM_RESTART_COUNT; the task script appends ".r<count>" to the attempt folder from the first
@@ -59,6 +63,7 @@ METRICS_HISTORY_FILE = "metrics.jsonl"
 CALL_FILE = "call.pkl"             # a Python-function run's call (slurmexp.functions)
 RESULT_FILE = "result.pkl"         # its outcome, ("success", value) or ("error", traceback)
 ATTEMPTS_DIR = "attempts"
+CHECKPOINT_DIR = "checkpoint"      # $SLURMEXP_CHECKPOINT_DIR: one per run, kept across attempts
 RESTART_SUFFIX = ".r"
 
 # What the task script writes into an attempt folder.
@@ -69,8 +74,14 @@ STARTED = "started"
 ENDED = "ended"
 EXIT_CODE = "exit_code"
 WRAPPER_FAILED = "wrapper_failed"
+# A sweep with [checkpoint]: the task script writes one line per signal it received (the
+# checkpoint signal, or the SIGTERM of a preemption or a time limit); reconcile reads it to
+# continue the run. A command that got the signal but must not be continued writes its reason
+# into NOT_CONTINUED.
+SIGNALLED = "signalled"
+NOT_CONTINUED = "not_continued"
 ATTEMPT_OUTPUT_FILES = (STDOUT, STDERR)
-ATTEMPT_RECORD_FILES = (HOST, STARTED, ENDED, EXIT_CODE, WRAPPER_FAILED)
+ATTEMPT_RECORD_FILES = (HOST, STARTED, ENDED, EXIT_CODE, WRAPPER_FAILED, SIGNALLED, NOT_CONTINUED)
 
 # Slurm's log of a task, named as sbatch expands --output: %A = array job id, %a = task.
 SLURM_LOG_PATTERN = "%A_%a"
@@ -114,7 +125,8 @@ def script_names() -> dict[str, str]:
         "command": COMMAND_FILE, "attempts": ATTEMPTS_DIR, "restart_suffix": RESTART_SUFFIX,
         "safe_name": SAFE_NAME, "stdout": STDOUT, "stderr": STDERR, "host": HOST,
         "started": STARTED, "ended": ENDED, "exit_code": EXIT_CODE,
-        "wrapper_failed": WRAPPER_FAILED, "log_out": log_name(SLURM_LOG_PATTERN, "out"),
+        "wrapper_failed": WRAPPER_FAILED, "checkpoint": CHECKPOINT_DIR, "signalled": SIGNALLED,
+        "log_out": log_name(SLURM_LOG_PATTERN, "out"),
         "log_err": log_name(SLURM_LOG_PATTERN, "err"),
     }
 
@@ -166,6 +178,11 @@ class RunPaths:
     @property
     def attempts_dir(self) -> Path:
         return self.run_dir / ATTEMPTS_DIR
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """`$SLURMEXP_CHECKPOINT_DIR`: the run's own folder, the same for every attempt."""
+        return self.run_dir / CHECKPOINT_DIR
 
     def attempt(self, job_key: str, restart: int = 0) -> Path:
         """Where the task script writes attempt `restart` of job key `job_key`."""
@@ -268,6 +285,28 @@ class ExperimentPaths:
 
     def run(self, run_id: str) -> RunPaths:
         return RunPaths(self.run_dir(run_id))
+
+
+def signals_received(attempt: Path | None) -> list[str]:
+    """The signals an attempt's task script recorded (SIGNALLED), oldest first; [] when none."""
+    if attempt is None:
+        return []
+    try:
+        text = (Path(attempt) / SIGNALLED).read_text(errors="replace")
+    except OSError:
+        return []
+    return [line.split()[0] for line in text.splitlines() if line.split()]
+
+
+def not_continued(attempt: Path | None) -> str | None:
+    """Why an attempt that received the signal must not be continued (NOT_CONTINUED), if it said."""
+    if attempt is None:
+        return None
+    try:
+        text = (Path(attempt) / NOT_CONTINUED).read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return text or "the command asked not to be continued"
 
 
 def attempt_dir(run_dir: str | os.PathLike | None, job_key: str | None,

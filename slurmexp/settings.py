@@ -1,8 +1,9 @@
 """What an experiment keeps from its sweep and site so it can be retried without either file.
 
 Launch writes one `ExperimentSettings` into the ledger (`experiments.settings_json`); reconcile
-and `slurmexp retry` read it back. It holds the `[retry]` policy and, per resource group, the
-resources the group asked for and the limits of where it was placed, so a retry of a GPU chunk
+and `slurmexp retry` read it back. It holds the `[retry]` policy, the `[checkpoint]` table
+(whether a signalled attempt is continued) and, per resource group, the resources the group
+asked for and the limits of where it was placed, so a retry of a GPU chunk
 escalates within the GPU partition's limits and a retry of a CPU chunk within the CPU one's.
 The rendered scripts are never parsed for this: the settings are the one source.
 
@@ -28,6 +29,16 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class CheckpointSettings:
+    """The sweep's `[checkpoint]` table, as launched: which signal comes how many seconds before
+    the end, and whether an attempt that received it is continued as the run's next attempt."""
+
+    signal: str = "USR1"
+    before_s: int = 90
+    requeue: bool = False
+
+
+@dataclass(frozen=True)
 class GroupSettings:
     """One resource group: what its tasks asked for and the caps escalation must stay under."""
 
@@ -49,6 +60,7 @@ class GroupSettings:
 class ExperimentSettings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     groups: tuple[GroupSettings, ...] = ()
+    checkpoint: CheckpointSettings | None = None     # None: the sweep has no [checkpoint]
 
     def group_of(self, chunk: int | None) -> GroupSettings:
         """The group a chunk belongs to. Retries keep their run's chunk number, so this also
@@ -61,6 +73,8 @@ class ExperimentSettings:
     def to_json(self) -> str:
         data = {"version": SETTINGS_VERSION, "retry": asdict(self.retry),
                 "groups": [asdict(g) | {"chunks": list(g.chunks)} for g in self.groups]}
+        if self.checkpoint is not None:
+            data["checkpoint"] = asdict(self.checkpoint)
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -78,15 +92,18 @@ class ExperimentSettings:
         """Version 2 (`groups`), or the version-1 dict of older ledgers: `retry`, `limits` and
         `resources` of chunk 0, which then stand for every chunk."""
         retry = RetrySettings(**_known(RetrySettings, data.get("retry") or {}))
+        ckpt = data.get("checkpoint")
+        checkpoint = CheckpointSettings(**_known(CheckpointSettings, ckpt)) \
+            if isinstance(ckpt, dict) else None
         if "groups" in data:
             groups = tuple(GroupSettings(**(_known(GroupSettings, g)
                                             | {"chunks": tuple(int(c) for c in g.get("chunks") or ())}))
                            for g in data["groups"] or [] if isinstance(g, dict))
-            return cls(retry, groups)
+            return cls(retry, groups, checkpoint)
         limits, res = data.get("limits") or {}, data.get("resources") or {}
         if not limits and not res:
-            return cls(retry, ())
-        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),))
+            return cls(retry, (), checkpoint)
+        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),), checkpoint)
 
 
 def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:

@@ -88,11 +88,17 @@ INFRASTRUCTURE = "infrastructure"
 RESOURCES = "resources"
 USER = "user"
 UNKNOWN = "unknown"
-FAILURE_CLASSES = (INFRASTRUCTURE, RESOURCES, USER, UNKNOWN)
+# Not a failure: the attempt received its [checkpoint] signal (or a preemption's SIGTERM), the
+# sweep asked for `requeue`, and the run goes on from its checkpoint as its next attempt.
+CHECKPOINTED = "checkpointed"
+FAILURE_CLASSES = (INFRASTRUCTURE, RESOURCES, USER, UNKNOWN, CHECKPOINTED)
 
 INFRASTRUCTURE_STATES = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", LOST})
 RESOURCE_STATES = frozenset({"OUT_OF_MEMORY", "TIMEOUT"})
 USER_STATES = frozenset({"FAILED", "CANCELLED", "DEADLINE"})
+# How an attempt that received the checkpoint signal may end and still be continued: the time
+# limit, a preemption, or the command's own exit after saving. CANCELLED is a person's decision.
+CONTINUABLE_STATES = frozenset({"TIMEOUT", "PREEMPTED", "FAILED"})
 
 
 # ------------------------------------------------------------------------------------------

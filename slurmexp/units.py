@@ -206,3 +206,23 @@ def format_mem(mb: int) -> str:
     if mb and mb % 1024 == 0:
         return f"{mb // 1024}G"
     return f"{mb}M"
+
+
+# sbatch --signal=<sig>@<sig_time>: whole seconds, at most 65535 (Slurm keeps them in 16 bits).
+MAX_SIGNAL_TIME_S = 0xFFFF
+_DURATION = re.compile(r"([0-9]+)(s|m|min)\Z")
+
+
+def parse_duration_s(value: str) -> int:
+    """Seconds for "90s", "2m" or "2min" (a `[checkpoint] before` value); ValueError otherwise.
+
+    A bare number is refused: a reader would take "90" for minutes as often as for seconds."""
+    m = _DURATION.fullmatch(value.strip()) if isinstance(value, str) and value.isascii() else None
+    if m is None:
+        raise ValueError(f"bad duration {value!r}: write whole seconds or minutes with their "
+                         f"unit, e.g. \"90s\" or \"2m\"")
+    seconds = int(m.group(1)) * (1 if m.group(2) == "s" else 60)
+    if not 1 <= seconds <= MAX_SIGNAL_TIME_S:
+        raise ValueError(f"bad duration {value!r}: sbatch --signal takes 1 to "
+                         f"{MAX_SIGNAL_TIME_S} seconds")
+    return seconds

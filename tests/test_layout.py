@@ -81,7 +81,12 @@ def test_templates_take_every_name_from_layout(tmp_path, monkeypatch):
     names = layout.script_names()
     renamed = {k: (v if k == "safe_name" else "X" + v.replace("%", "")) for k, v in names.items()}
     monkeypatch.setattr(layout, "script_names", lambda: renamed)
+    from slurmexp.sweep.spec import CheckpointSpec
+
     text = render_script(_ctx(tmp_path / "exp", tmp_path))
+    ctx = _ctx(tmp_path / "exp", tmp_path)
+    ctx.checkpoint = CheckpointSpec()          # the [checkpoint] wrapper's names too
+    text += render_script(ctx)
     for key, value in names.items():
         if key in ("safe_name", "restart_suffix"):
             continue

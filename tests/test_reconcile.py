@@ -25,7 +25,7 @@ from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import match as rd
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.reconcile import policy as rt
-from slurmexp.settings import ExperimentSettings, GroupSettings, RetrySettings
+from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, RetrySettings
 from slurmexp.states import TERMINAL_STATES, classify, ledger_state
 from slurmexp.timeutil import utc_iso
 
@@ -991,3 +991,21 @@ def test_retry_spec_backoff_default():
     assert RetrySpec(backoff_s=0).backoff_s == 0
     with pytest.raises(pydantic.ValidationError):
         RetrySpec(backoff_s=-1)
+
+
+def test_checkpointed_attempt_is_continued_at_once_without_escalation_within_max_attempts():
+    settings = ExperimentSettings(RetrySettings(max_attempts=3, escalate=True, backoff_s=600),
+                                  (GroupSettings(time_min=10, max_time_min=60),),
+                                  CheckpointSettings("USR1", 90, requeue=True))
+    assert ExperimentSettings.from_json(settings.to_json()) == settings     # kept for retries
+    p = rt.RetryPolicy.for_chunk(settings, 0)
+    assert p.continue_checkpointed
+    now = datetime.now(timezone.utc)
+    d = rt.decide_retry(p, "TIMEOUT", "checkpointed", 1, [], now, now)
+    assert d.retry and d.due == now and d.note == "continue 2/3 from its checkpoint"
+    d = rt.decide_retry(p, "PREEMPTED", "checkpointed", 3, [], now, now)
+    assert not d.retry and "no attempts left" in d.note
+    # A later real TIMEOUT escalates from the request: the checkpointed one is not counted.
+    assert rt.decide_retry(p, "TIMEOUT", "resources", 2, ["TIMEOUT"], now, now).note.endswith(
+        "with time 00:20:00")
+    assert not rt.RetryPolicy.for_chunk(ExperimentSettings(), 0).continue_checkpointed

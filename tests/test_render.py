@@ -372,3 +372,45 @@ def test_write_run_files_is_idempotent_for_10000_runs(tmp_path):
     write_run_files(exp, pairs)
     assert sample.stat().st_ino == inode     # unchanged files are not rewritten
     assert len(os.listdir(exp / "runs")) == 10_000
+
+
+def test_checkpoint_signal_is_recorded_forwarded_to_the_command_and_waited_for(tmp_path):
+    """The [checkpoint] wrapper for real (bash, as under Slurm): SIGUSR1 to the script alone
+    reaches the command, which takes a second to save and exits 0; the script waits for it,
+    records the signal and exits with the command's own status. A second attempt of the run
+    sees SLURMEXP_ATTEMPT=2 and the same SLURMEXP_CHECKPOINT_DIR."""
+    import signal
+    import time
+
+    from slurmexp.sweep.spec import CheckpointSpec
+
+    ctx = make_ctx(tmp_path, chunk=make_chunk(1), checkpoint=CheckpointSpec(signal="USR1", before="45s"))
+    text = render_script(ctx)
+    bash_syntax_ok(text)
+    assert "#SBATCH --signal=B:USR1@45" in sbatch_lines(text)
+    command = ('echo "$SLURMEXP_ATTEMPT" >> "$SLURMEXP_CHECKPOINT_DIR/starts"; '
+               'trap \'sleep 1; echo saved > "$SLURMEXP_CHECKPOINT_DIR/state"; exit 0\' USR1; '
+               'touch "$SLURMEXP_ATTEMPT_DIR/ready"; while :; do sleep 0.1; done')
+    exp, chunk = ctx.exp_dir, ctx.chunk
+    write_run_files(exp, [(r, command) for r in chunk.runs])
+    write_manifest(exp, chunk)
+    script = write_script(exp, chunk.chunk, text)
+    run_dir = exp / "runs" / chunk.runs[0].run_id
+    for job in ("77", "78"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM", "SLURMEXP"))}
+        env.update(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_JOB_ID=job)
+        proc = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        attempt = run_dir / "attempts" / f"{job}_0"
+        deadline = time.monotonic() + 30
+        while not (attempt / "ready").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR1)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, (out, err)
+        assert (attempt / "exit_code").read_text().strip() == "0"
+        assert (attempt / "signalled").read_text().split()[0] == "USR1"
+        assert "received SIGUSR1" in out
+        assert (run_dir / "checkpoint" / "state").read_text() == "saved\n"
+    assert (run_dir / "checkpoint" / "starts").read_text().split() == ["1", "2"]

@@ -545,3 +545,41 @@ def test_provenance_table_is_not_part_of_the_fingerprint(tmp_path):
     assert other.provenance.secret_patterns == ["*.csv"]
     assert "provenance" not in plain.canonical() and plain.canonical() == other.canonical()
     by_key(problems(tmp_path, MINIMAL + '[provenance]\nsecret_patterns = [""]\n'), "provenance.secret_patterns[0]")
+
+
+CHECKPOINT_BASE = """
+name = "ck"
+command = "python train.py --lr {lr}"
+[params]
+lr = [0.1]
+[resources]
+time = "10"
+"""
+
+
+def test_checkpoint_table_loads_and_changes_the_fingerprint_only_when_present(tmp_path):
+    plain = load_sweep(write(tmp_path, CHECKPOINT_BASE, "plain.toml"))
+    assert plain.checkpoint is None and "checkpoint" not in plain.canonical()
+    sweep = load_sweep(write(tmp_path, CHECKPOINT_BASE + '[checkpoint]\nsignal = "USR2"\n'
+                             'before = "2m"\nrequeue = true\n', "ck.toml"))
+    assert (sweep.checkpoint.signal, sweep.checkpoint.before_s, sweep.checkpoint.requeue) == ("USR2", 120, True)
+    assert sweep.canonical()["checkpoint"]["before_s"] == 120
+    defaults = load_sweep(write(tmp_path, CHECKPOINT_BASE + "[checkpoint]\n", "d.toml")).checkpoint
+    assert (defaults.signal, defaults.before_s, defaults.requeue) == ("USR1", 90, False)
+
+
+def test_checkpoint_mistakes_each_get_a_fix(tmp_path):
+    probs = problems(tmp_path, CHECKPOINT_BASE + '[checkpoint]\nsignal = "SIGUSR1"\nbefor = "90s"\n')
+    assert by_key(probs, "checkpoint.signal").fix == 'signal = "USR1"'
+    assert "did you mean 'before'?" in by_key(probs, "checkpoint.befor").message
+    probs = problems(tmp_path, CHECKPOINT_BASE + '[checkpoint]\nsignal = "KILL"\nbefore = "90"\n'
+                     'requeue = "yes"\n')
+    assert "cannot be caught" in by_key(probs, "checkpoint.signal").message
+    assert by_key(probs, "checkpoint.before").fix == 'before = "90s"'
+    assert "true" in by_key(probs, "checkpoint.requeue").fix
+    probs = problems(tmp_path, CHECKPOINT_BASE + '[checkpoint]\nsignal = "USR3"\nbefore = "70000s"\n')
+    assert by_key(probs, "checkpoint.signal").fix in ('signal = "USR1"', 'signal = "USR2"')
+    assert "1 to 65535 seconds" in by_key(probs, "checkpoint.before").message
+    probs = problems(tmp_path, CHECKPOINT_BASE + '[checkpoint]\nbefore = "10m"\n')
+    p = by_key(probs, "checkpoint.before")
+    assert "not shorter than the time limit" in p.message and 'before = "150s"' in p.fix

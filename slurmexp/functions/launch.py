@@ -222,6 +222,7 @@ class CallsRequest:
     output_dir: Path | None = None
     python: str = sys.executable
     submitit_folder: Path | None = None
+    checkpoint: dict[str, Any] | None = None    # sweep.toml [checkpoint] keys
 
 
 @dataclass
@@ -252,7 +253,7 @@ def launch_calls(calls: Sequence[Any], req: CallsRequest, *, slurm=None) -> Call
             "workdir": str(Path(req.workdir).absolute()), "output_dir": str(output_dir),
             "resources": {k: v for k, v in req.resources.items() if v is not None},
             "env": {"setup": list(req.setup)} if req.setup else None,
-            "retry": req.retry or None}
+            "retry": req.retry or None, "checkpoint": req.checkpoint}
     text = sweep_toml(data)
     what = f"{req.name}: {len(calls)} call(s)"
     try:

@@ -17,6 +17,18 @@ value that is a mapping of numbers also becomes the run's metrics (metrics.json,
 process exits 1: Slurm records FAILED, and reconcile puts that stderr tail in the reason.
 
 Retries need nothing else: a resubmitted task finds the same RUN_DIR and the same pickle.
+
+submitit's checkpoint protocol, with the sweep's [checkpoint] (the drop-in always sets it:
+USR2, `slurm_signal_delay_s` before the limit, requeue): when the task script forwards the
+checkpoint signal ($SLURMEXP_CHECKPOINT_SIGNAL), or Slurm sends the SIGTERM of a preemption, a
+callable with a `checkpoint()` method (`submitit.helpers.Checkpointable`) is asked for its
+next call, `checkpoint(*args, **kwargs)`; the returned DelayedSubmission replaces call.pkl
+(and submitit's `<job id>_submitted.pkl`) and the process exits EXIT_CHECKPOINTED, so reconcile
+continues the run and the next attempt runs that call. `checkpoint()` returning None ends the
+run as submitit does (an UncompletedJobError result). A callable without `checkpoint()`
+keeps running on the checkpoint signal (it may still finish) and is not continued if the
+limit ends it: starting it again would redo the same work. Either refusal is written to the
+attempt's `not_continued` file, which reconcile reads.
 Imports stay few (stdlib, cloudpickle, submitit's small utils) so each task starts quickly.
 """
 from __future__ import annotations
@@ -37,6 +49,7 @@ from slurmexp import layout
 RESULT_FILE = layout.RESULT_FILE
 CALL_FILE = layout.CALL_FILE
 MODULE = "slurmexp.functions.runner"
+EXIT_CHECKPOINTED = 75     # EX_TEMPFAIL: the call was checkpointed; its next attempt goes on
 
 
 def runner_command(python: str, *, function: str | None = None,
@@ -126,6 +139,70 @@ def load_call(run_dir: Path, function: str | None, pickled: str | None = None) -
     return fn, (), params
 
 
+def _write_call(run_dir: Path, call: Any) -> None:
+    """A DelayedSubmission (what `checkpoint()` returns) as the run's call.pkl."""
+    _dump({"function": call.function, "args": tuple(call.args), "kwargs": dict(call.kwargs)},
+          layout.RunPaths(run_dir).call)
+
+
+def _not_continued(reason: str) -> None:
+    folder = os.environ.get("SLURMEXP_ATTEMPT_DIR")
+    if folder:
+        try:
+            Path(folder, layout.NOT_CONTINUED).write_text(reason + "\n")
+        except OSError:
+            pass
+
+
+class _Checkpointer:
+    """The signal handler of one call: submitit's checkpoint protocol (see the module doc)."""
+
+    def __init__(self, run_dir: Path, fn: Any, args: tuple, kwargs: dict,
+                 submitit_folder: str | None, job_id: str | None) -> None:
+        self.run_dir, self.fn, self.args, self.kwargs = run_dir, fn, args, kwargs
+        self.folder, self.job_id = submitit_folder, job_id
+        self.done = False
+
+    def install(self) -> None:
+        import signal
+
+        name = os.environ.get("SLURMEXP_CHECKPOINT_SIGNAL")
+        sig = getattr(signal, f"SIG{name}", None) if name else None
+        if sig is None:
+            return          # no [checkpoint]: signals keep their default meaning
+        signal.signal(sig, self.handle)
+        if callable(getattr(self.fn, "checkpoint", None)) and sig != signal.SIGTERM:
+            signal.signal(signal.SIGTERM, self.handle)        # a preemption
+
+    def handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.done:
+            return
+        self.done = True
+        name = signal.Signals(signum).name
+        print(f"slurmexp: {name} received", file=sys.stderr, flush=True)
+        if not callable(getattr(self.fn, "checkpoint", None)):
+            _not_continued(f"{name}: the callable has no checkpoint() method, so another "
+                           f"attempt would start it again from the beginning")
+            return          # it may still finish before the limit
+        following = self.fn.checkpoint(*self.args, **self.kwargs)
+        if following is None:
+            from submitit.core.utils import UncompletedJobError
+
+            _not_continued("checkpoint() returned None")
+            raise UncompletedJobError(f"Job not requeued because: checkpoint function returned "
+                                      f"None ({name}).")
+        _write_call(self.run_dir, following)
+        if self.folder and self.job_id:
+            from submitit.core.utils import JobPaths
+
+            following.dump(JobPaths(self.folder, job_id=self.job_id).submitted_pickle)
+        print(f"slurmexp: checkpointed on {name}; the next attempt runs checkpoint()'s call",
+              file=sys.stderr, flush=True)
+        sys.exit(EXIT_CHECKPOINTED)
+
+
 def run(run_dir: Path, function: str | None = None, submitit_folder: str | None = None,
         pickled: str | None = None) -> int:
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")     # submitit.JobEnvironment() works
@@ -137,6 +214,7 @@ def run(run_dir: Path, function: str | None = None, submitit_folder: str | None 
         sub_result.parent.mkdir(parents=True, exist_ok=True)
     try:
         fn, args, kwargs = load_call(run_dir, function, pickled)
+        _Checkpointer(run_dir, fn, args, kwargs, submitit_folder, job_id).install()
         value = fn(*args, **kwargs)
         outcome: tuple[str, Any] = ("success", value)
     except Exception:  # the function's own failure: recorded, then a non-zero exit

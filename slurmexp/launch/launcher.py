@@ -35,7 +35,7 @@ from slurmexp.launch.render import (
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkRequest, stamp_submit_times, submit_chunk
 from slurmexp.launch.validate import ValidationReport, validate
 from slurmexp.ledger import Ledger, provenance
-from slurmexp.settings import ExperimentSettings, GroupSettings, RetrySettings
+from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, RetrySettings
 from slurmexp.sites.model import Site, load_site
 from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, make_plan
 from slurmexp.sweep.spec import Sweep, load_sweep
@@ -111,7 +111,8 @@ def script_context(prep: Prepared, exp_id: str, chunk: ArrayChunk) -> ScriptCont
         manifest_path=paths.manifest(chunk.chunk),
         runs_dir=paths.runs_dir, job_name=job_name(exp_id, chunk.chunk), comment=job_comment(exp_id),
         env_setup=list(prep.sweep.env.setup), env_modules=list(prep.sweep.env.modules),
-        env_vars=dict(prep.sweep.env.vars), template=prep.template, cluster=prep.site.cluster)
+        env_vars=dict(prep.sweep.env.vars), template=prep.template, cluster=prep.site.cluster,
+        checkpoint=prep.sweep.checkpoint)
 
 
 def render_all(prep: Prepared, exp_id: str) -> list[str]:
@@ -121,10 +122,29 @@ def render_all(prep: Prepared, exp_id: str) -> list[str]:
 def dry_run_text(prep: Prepared, exp_id: str | None = None, *, scripts: bool = True) -> str:
     exp_id = exp_id or prep.base_id
     lines = [f"experiment: {exp_id}", f"runs: {len(prep.plan.runs)}", describe(prep.plan)]
+    if prep.sweep.checkpoint is not None:
+        lines += ["", checkpoint_text(prep)]
     if scripts:
         for chunk, text in zip(prep.plan.chunks, render_all(prep, exp_id)):
             lines += ["", f"# ---- chunk {chunk.chunk}: {job_name(exp_id, chunk.chunk)} "
                       f"(array {chunk.array_spec}) ----", text.rstrip()]
+    return "\n".join(lines)
+
+
+def checkpoint_text(prep: Prepared) -> str:
+    """The [checkpoint] table in words, for --dry-run and `slurmexp explain`."""
+    c, r = prep.sweep.checkpoint, prep.sweep.retry
+    assert c is not None
+    lines = [f"checkpoint: Slurm sends SIG{c.signal} {c.before_s}s before the time limit "
+             f"(sbatch --signal=B:{c.signal}@{c.before_s}; Slurm may send it up to a minute "
+             f"earlier); the task script forwards it to the command's process group and waits",
+             "  each run gets $SLURMEXP_CHECKPOINT_DIR (kept across attempts) and $SLURMEXP_ATTEMPT"]
+    if c.requeue:
+        lines.append(f"  requeue: an attempt that received it (or a preemption's SIGTERM) and did "
+                     f"not complete is continued as the next attempt, without escalation or "
+                     f"backoff, up to {r.max_attempts} attempts")
+    else:
+        lines.append("  requeue = false: a signalled attempt ends as Slurm says ([retry] decides)")
     return "\n".join(lines)
 
 
@@ -236,9 +256,10 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
             gpu_type=res.gpu_type, qos=res.qos, throttle=chunks[0].throttle,
             max_time_min=min(caps) if caps else None,
             max_mem_mb=max((n.mem_mb for n in nodes), default=None)))
-    r = prep.sweep.retry
+    r, c = prep.sweep.retry, prep.sweep.checkpoint
     return ExperimentSettings(RetrySettings(r.max_attempts, r.escalate, r.escalate_factor, r.backoff_s),
-                              tuple(out))
+                              tuple(out),
+                              CheckpointSettings(c.signal, c.before_s, c.requeue) if c else None)
 
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str, *,

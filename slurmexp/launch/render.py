@@ -56,6 +56,7 @@ class ScriptContext:
     env_vars: dict[str, str] = field(default_factory=dict)
     template: Path | None = None                           # a site's or sweep's own layer
     cluster: str = ""
+    checkpoint: Any = None                                 # the sweep's CheckpointSpec, if any
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,6 +198,16 @@ def _positive_int(value: Any, option: str = "#SBATCH") -> int:
     return value
 
 
+def _signal_name(value: Any) -> str:
+    """A [checkpoint] signal: one of the names the sweep schema allows, nothing else."""
+    from slurmexp.sweep.spec import CHECKPOINT_SIGNALS
+
+    text = _text(value, "--signal")
+    if text not in CHECKPOINT_SIGNALS:
+        _fail(f"--signal: {text!r} is not one of {', '.join(CHECKPOINT_SIGNALS)}")
+    return text
+
+
 def _shell_name(name: Any) -> str:
     text = _text(name, "environment variable")
     if not _SHELL_NAME.match(text):
@@ -237,6 +248,7 @@ def _environment(site_dir: str | None) -> jinja2.Environment:
         slurm_mem=_slurm_mem,
         positive_int=_positive_int,
         shell_name=_shell_name,
+        signal_name=_signal_name,
         shell_code=_shell_code,
     )
     env.globals["raise"] = _raise
@@ -318,6 +330,9 @@ def render_script(ctx: ScriptContext) -> str:
         "env_modules": list(ctx.env_modules),
         "env_vars": dict(ctx.env_vars),
         "cluster": ctx.cluster,
+        # {"signal": "USR1", "before_s": 90} or None: the --signal line and the forwarding wrapper
+        "checkpoint": ({"signal": ctx.checkpoint.signal, "before_s": ctx.checkpoint.before_s}
+                       if ctx.checkpoint is not None else None),
         "template_name": name,
         "files": layout.script_names(),
     }

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from slurmexp import units
 from slurmexp.settings import ExperimentSettings
+from slurmexp.states import CHECKPOINTED
 
 # ------------------------------------------------------------------------------------------
 # Policy and decisions
@@ -29,13 +30,15 @@ class RetryPolicy:
     max_mem_mb: int | None = None
     time_min: int | None = None          # what the group asked for: the base of escalation
     mem_mb: int | None = None
+    continue_checkpointed: bool = False  # [checkpoint] requeue
 
     @classmethod
     def for_chunk(cls, settings: ExperimentSettings, chunk: int | None) -> RetryPolicy:
         r, g = settings.retry, settings.group_of(chunk)
         return cls(max_attempts=r.max_attempts, escalate=r.escalate, escalate_factor=r.escalate_factor,
                    backoff_s=r.backoff_s, max_time_min=g.max_time_min, max_mem_mb=g.max_mem_mb,
-                   time_min=g.time_min, mem_mb=g.mem_mb)
+                   time_min=g.time_min, mem_mb=g.mem_mb,
+                   continue_checkpointed=bool(settings.checkpoint and settings.checkpoint.requeue))
 
     def backoff(self, attempt_no: int) -> float:
         return float(self.backoff_s) * 2 ** max(int(attempt_no) - 1, 0)
@@ -85,11 +88,20 @@ def decide_retry(policy: RetryPolicy, state: str, failure_class: str | None, att
                  history: Sequence[str], end: datetime | None, now: datetime) -> RetryDecision:
     """Whether a run whose newest attempt just ended in `state` gets another attempt.
 
-    `history` holds the states of all the run's attempts, this one included.
+    `history` holds the states of the run's attempts, this one included, less those that were
+    continued from a checkpoint (they say nothing about the time or memory a run needs).
+    A checkpointed attempt (`CHECKPOINTED`: it received the signal, requeue is on) is continued
+    at once: no backoff, no escalation, within max_attempts.
     """
     if failure_class in (None, "user", "unknown"):
         return RetryDecision(False, "")
     left = attempt_no < policy.max_attempts
+    if failure_class == CHECKPOINTED:
+        if not left:
+            return RetryDecision(False, f"not continued: no attempts left ({attempt_no} of "
+                                        f"{policy.max_attempts} attempts)")
+        return RetryDecision(True, f"continue {attempt_no + 1}/{policy.max_attempts} from its "
+                                   f"checkpoint", now)
     if failure_class == "infrastructure":
         if not left:
             return RetryDecision(False, f"no retries left ({attempt_no} of "

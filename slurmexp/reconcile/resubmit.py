@@ -2,7 +2,9 @@
 
 Failure classes (see `states.classify`) decide: infrastructure failures (NODE_FAIL, BOOT_FAIL,
 PREEMPTED, LOST) are retried with exponential backoff up to `retry.max_attempts` attempts per
-run; resource failures (TIMEOUT, OUT_OF_MEMORY) are final unless the sweep asked to escalate
+run; an attempt CHECKPOINTED (it received the sweep's [checkpoint] signal and `requeue` is on,
+see transitions) is continued at once, without escalation; resource failures (TIMEOUT,
+OUT_OF_MEMORY) are final unless the sweep asked to escalate
 (then time or memory grows by `escalate_factor` up to the partition's limit); user failures
 and unknown states are final.
 
@@ -38,6 +40,7 @@ from slurmexp.reconcile.policy import (
 )
 from slurmexp.settings import ExperimentSettings
 from slurmexp.states import (
+    CHECKPOINTED,
     FAILED_STATES,
     FINISHED_EXPERIMENT_STATES,
     LOST,
@@ -85,9 +88,20 @@ def _history(ledger: Ledger, exp_id: str, run_id: str) -> list[str]:
 # Deciding, as attempts end
 
 
+def _escalation_history(ledger: Ledger, exp_id: str, run_id: str, history: list[str]) -> list[str]:
+    """`history` less the attempts continued from a checkpoint: a TIMEOUT that saved its state
+    and went on says nothing about the time a run needs."""
+    kept = [x.failure_class != CHECKPOINTED for x in ledger.run_attempts(exp_id, run_id)]
+    if len(kept) != len(history):
+        return history
+    return [s for s, keep in zip(history, kept) if keep]
+
+
 def _decide(ctx: PassContext, a: ActiveAttempt, state: str, fclass: str | None,
             history: list[str], rec: SacctRow | None) -> RetryDecision:
     policy = policy_of(ctx, a.exp_id, a.run_chunk)
+    if policy.continue_checkpointed and fclass != CHECKPOINTED:
+        history = _escalation_history(ctx.ledger, a.exp_id, a.run_id, history)
     end = parse_ts(rec.end) if rec is not None else None
     return decide_retry(policy, state, fclass, int(a.attempt_no), history, end, ctx.now)
 
@@ -186,7 +200,8 @@ def _retry_items(ctx: PassContext, runs: list[PlannedRun],
             newest = attempts[-1] if attempts else None
             if newest is not None and newest.state not in TERMINAL_STATES:
                 continue        # still going (it cannot be PLANNED then; be safe)
-            n_timeouts = sum(1 for x in attempts if x.state == "TIMEOUT")
+            n_timeouts = sum(1 for x in attempts
+                             if x.state == "TIMEOUT" and x.failure_class != CHECKPOINTED)
             n_ooms = sum(1 for x in attempts if x.state == "OUT_OF_MEMORY")
             if newest is not None and newest.failure_class == "infrastructure" \
                     and not ignore_backoff:

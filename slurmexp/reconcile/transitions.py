@@ -21,8 +21,9 @@ from slurmexp.reconcile.match import (
     is_incomplete,
     row_key,
 )
+from slurmexp.reconcile.policy import RetryPolicy
 from slurmexp.reconcile.resubmit import preview_retry, schedule_retry
-from slurmexp.states import PROGRESS, TERMINAL_STATES, classify, ledger_state
+from slurmexp.states import CHECKPOINTED, CONTINUABLE_STATES, PROGRESS, TERMINAL_STATES, classify, ledger_state
 from slurmexp.timeutil import parse_ts, utc_iso
 
 # A job that left both sacct and squeue but whose task wrote its attempt files ran: wait this
@@ -101,6 +102,34 @@ def _tail_for(ctx: PassContext, a: ActiveAttempt) -> str:
     return stderr_tail(paths)
 
 
+def _checkpointed(ctx: PassContext, a: ActiveAttempt, fields: dict, reason: str | None
+                  ) -> tuple[str | None, str | None]:
+    """(failure class, reason) of an attempt that ended after its [checkpoint] signal.
+
+    With `requeue`, an attempt that ended TIMEOUT, PREEMPTED or FAILED after its task script
+    recorded a signal (layout.SIGNALLED) is CHECKPOINTED: the run continues from its checkpoint
+    as its next attempt (see policy.decide_retry), unless the command wrote why it must not
+    (layout.NOT_CONTINUED) or the run has no attempts left. Otherwise nothing changes."""
+    fclass = fields.get("failure_class")
+    exp = ctx.exps.get(a.exp_id)
+    ckpt = exp["settings"].checkpoint if exp else None
+    if ckpt is None or not ckpt.requeue or fields.get("state") not in CONTINUABLE_STATES:
+        return fclass, reason
+    folder = _attempt_dir(ctx.ledger, a)
+    signals = layout.signals_received(folder)
+    if not signals:
+        return fclass, reason
+    got = f"received SIG{signals[0]}"
+    refused = layout.not_continued(folder)
+    if refused:
+        return fclass, f"{reason}; {got}, not continued: {refused}" if reason else refused
+    policy = RetryPolicy.for_chunk(exp["settings"], a.run_chunk)
+    if int(a.attempt_no) >= policy.max_attempts:
+        return fclass, reason        # decide_retry says "no retries left" for the real class
+    fields["failure_class"] = CHECKPOINTED
+    return CHECKPOINTED, f"{reason}; {got}" if reason else got
+
+
 def _changed_under_us(ledger: Ledger, a: ActiveAttempt) -> bool:
     """Inside the write transaction: whether the attempt left the state this pass read."""
     return ledger.attempt_state(a.attempt_id) != a.state
@@ -164,6 +193,8 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
     if submit_time and not a.submit_time:
         fields["submit_time"] = submit_time
     state = fields["state"]
+    if state in TERMINAL_STATES and not later:
+        fclass, reason = _checkpointed(ctx, a, fields, reason)
     if state in PROGRESS and a.state in PROGRESS and PROGRESS[state] < PROGRESS[a.state]:
         # The same record cannot go back (a requeue is a new record): accounting lags.
         state = fields["state"] = a.state
@@ -264,6 +295,8 @@ def _record_requeue(ctx: PassContext, prev: ActiveAttempt, rec: SacctRow,
         fields, reason, fclass = _record_fields(
             ctx, new, rec, False, in_queue=row_key(rec) in queued_keys)
         fields.pop("submit_time", None)
+        if fields["state"] in TERMINAL_STATES:
+            fclass, reason = _checkpointed(ctx, new, fields, reason)
         ledger.update_attempt(new.attempt_id, reason=reason, **fields)
         if fields["state"] in TERMINAL_STATES:
             schedule_retry(ctx, new, fields["state"], fclass, reason, rec)

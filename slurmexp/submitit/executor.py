@@ -37,7 +37,7 @@ UNSUPPORTED = {
     "teardown": "put it in the function, or in the site template's footer block",
 }
 # Accepted and without effect here (logs, signals and job names are slurmexp's own).
-IGNORED = ("job_name", "signal_delay_s", "stderr_to_stdout", "wckey", "use_srun", "srun_args",
+IGNORED = ("job_name", "stderr_to_stdout", "wckey", "use_srun", "srun_args",
            "comment", "mail_type", "mail_user", "map_count")
 
 
@@ -84,6 +84,25 @@ def resources_from(params: dict[str, tp.Any], extra: dict[str, tp.Any]) -> tuple
         if extra.get(key) is not None:
             res[key] = extra[key]
     return res, list(params.get("setup") or []), problems
+
+
+def checkpoint_from(params: dict[str, tp.Any], resources: dict[str, tp.Any]) -> dict[str, tp.Any]:
+    """The [checkpoint] table of submitit's protocol: its signal (USR2, or
+    $SUBMITIT_PREEMPT_SIGNAL) `signal_delay_s` (90) before the limit, and requeue, so a
+    Checkpointable is continued from what its `checkpoint()` returned (functions.runner).
+
+    A delay that is not shorter than the time limit (submitit would signal at once) becomes a
+    quarter of it, so the call has time to work before it is asked to save."""
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    delay = int(params.get("signal_delay_s") or 90)
+    try:
+        limit_s = (units.parse_time(resources["time"]) or 0) * 60 if "time" in resources else 0
+    except ValueError:
+        limit_s = 0          # validation reports the time itself
+    if limit_s and delay >= limit_s:
+        delay = max(limit_s // 4, 1)
+    return {"signal": SlurmJobEnvironment.USR_SIG, "before": f"{max(delay, 1)}s", "requeue": True}
 
 
 class SlurmExecutor(_submitit.SlurmExecutor):
@@ -135,7 +154,7 @@ class SlurmExecutor(_submitit.SlurmExecutor):
             resources=resources, retry=dict(self.slurmexp.get("retry") or {}), setup=setup,
             site=self.slurmexp.get("site"), ledger=self.slurmexp.get("ledger"),
             output_dir=Path(output) if output else folder / "slurmexp", python=self.python,
-            submitit_folder=self.folder)
+            submitit_folder=self.folder, checkpoint=checkpoint_from(self.parameters, resources))
 
     def _internal_process_submissions(
             self, delayed_submissions: tp.List[utils.DelayedSubmission]) -> tp.List[core.Job[tp.Any]]:

@@ -227,6 +227,13 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
     if res is not None and res.gpu_type and not res.gpus:
         add("resources.gpu_type", f"gpu_type = {res.gpu_type!r} but gpus is {res.gpus or 0}",
             "set gpus = 1 (GPUs per task), or remove gpu_type")
+    ckpt = parts.get("checkpoint")
+    if ckpt is not None and res is not None and res.time_min is not None \
+            and ckpt.before_s >= res.time_min * 60:
+        add("checkpoint.before", f"before = {ckpt.before!r} is not shorter than the time limit "
+            f"({res.time}): the signal would come as each run starts",
+            f'before = "{max(res.time_min * 60 // 4, 1)}s" (Slurm may send it up to a minute '
+            f"early, so leave the run time to work)")
     env: EnvSpec | None = parts.get("env")
     if env is not None:
         for name in env.vars:

@@ -8,6 +8,7 @@ did validate. The strict-TOML machinery that does this, shared with `site.toml`,
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -40,9 +41,9 @@ from slurmexp.sweep.strict_toml import (
     toml_type,
 )
 
-__all__ = ["BUILTIN_PLACEHOLDERS", "QUOTE_FIX", "Distribution", "EnvSpec", "ProvenanceSpec",
-           "ResourceRequest", "RetrySpec", "SampleSpec", "Sweep", "check_sweep", "load_sweep",
-           "parse_sweep"]
+__all__ = ["BUILTIN_PLACEHOLDERS", "CHECKPOINT_SIGNALS", "QUOTE_FIX", "CheckpointSpec",
+           "Distribution", "EnvSpec", "ProvenanceSpec", "ResourceRequest", "RetrySpec",
+           "SampleSpec", "Sweep", "check_sweep", "load_sweep", "parse_sweep"]
 
 # ----------------------------------------------------------------------------------------
 # Field types of the sweep alone
@@ -105,11 +106,44 @@ def _function_ref(value: str) -> str:
     return value
 
 
+# Signals a task script can trap and forward (sbatch --signal takes the name without "SIG").
+# KILL and STOP cannot be caught; the others would end or stop a command that ignores them.
+CHECKPOINT_SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "QUIT", "ALRM", "URG", "XCPU",
+                      "CONT", "WINCH")
+
+
+def _signal_name(value: str) -> str:
+    if value in CHECKPOINT_SIGNALS:
+        return value
+    bare = value.strip().upper().removeprefix("SIG")
+    if bare in CHECKPOINT_SIGNALS:
+        raise FixError(f"{value!r}: write the signal's name as sbatch --signal takes it",
+                       suggest=bare)
+    if bare in ("KILL", "STOP"):
+        raise FixError(f"{value!r} cannot be caught, so no command could checkpoint on it",
+                       suggest="USR1")
+    close = difflib.get_close_matches(bare, CHECKPOINT_SIGNALS, n=1, cutoff=0.5)
+    raise FixError(f"{value!r} is not a signal slurmexp can forward; one of "
+                   f"{', '.join(CHECKPOINT_SIGNALS)}", suggest=close[0] if close else "USR1")
+
+
+def _duration(value: str) -> str:
+    try:
+        units.parse_duration_s(value)
+    except ValueError as exc:
+        digits = "".join(c for c in value if c.isdigit())
+        raise FixError(str(exc), suggest=f"{int(digits)}s" if digits and 0 < int(digits)
+                       <= units.MAX_SIGNAL_TIME_S else "90s") from None
+    return value
+
+
 Scalar = Annotated[Any, AfterValidator(_scalar)]
 FunctionRef = Annotated[str, Strict(), AfterValidator(_function_ref)]
 ParamValues = Annotated[Any, AfterValidator(_param_values)]
 Number = Annotated[Any, AfterValidator(_number)]
 NameStr = Annotated[str, Strict(), AfterValidator(_name)]
+SignalStr = Annotated[str, Strict(), AfterValidator(_signal_name)]
+DurationStr = Annotated[str, Strict(), AfterValidator(_duration)]
 
 
 # ----------------------------------------------------------------------------------------
@@ -172,6 +206,23 @@ class RetrySpec(StrictModel):
     backoff_s: Annotated[float, Field(ge=0)] = 60.0
 
 
+class CheckpointSpec(StrictModel):
+    """`[checkpoint]`: Slurm sends `signal` to the task script `before` the time limit (sbatch
+    --signal=B:SIG@SECONDS); the script records it and forwards it to the command's process
+    group. With `requeue`, an attempt that received it (or a preemption's SIGTERM) and did not
+    complete is continued as the run's next attempt: no escalation, no backoff, within
+    [retry] max_attempts."""
+
+    signal: SignalStr = "USR1"
+    before: DurationStr = "90s"
+    requeue: bool = False
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def before_s(self) -> int:
+        return units.parse_duration_s(self.before)
+
+
 def _default_secret_patterns() -> list[str]:
     from slurmexp.ledger.provenance import DEFAULT_SECRET_PATTERNS
     return list(DEFAULT_SECRET_PATTERNS)
@@ -203,6 +254,7 @@ class Sweep(StrictModel):
     resources: ResourceRequest = Field(default_factory=ResourceRequest)
     env: EnvSpec = Field(default_factory=EnvSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    checkpoint: CheckpointSpec | None = None
     provenance: ProvenanceSpec = Field(default_factory=ProvenanceSpec)
     # Filled in by the loader, never read from the file.
     path: Path
@@ -231,6 +283,9 @@ class Sweep(StrictModel):
     def canonical(self) -> dict[str, Any]:
         """A JSON-able, key-sorted view for fingerprinting: equal meaning gives equal dicts."""
         data = self.model_dump(mode="json", exclude={"path", "raw_text", "provenance"})
+        if data.get("checkpoint") is None:
+            # Absent, as before [checkpoint] existed: a sweep without it keeps its identity.
+            data.pop("checkpoint", None)
         return json.loads(json.dumps(data, sort_keys=True))
 
 
