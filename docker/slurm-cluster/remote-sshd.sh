@@ -14,7 +14,9 @@
 #
 # The client side (key, known_hosts) lives on the host in $ROOTS/trixie.sshd/, never inside the
 # root. The login is root on the root (Slurm's user there). Every session prints a banner and a
-# noisy shell profile (stdout and stderr), so slurmexp's output framing is always exercised.
+# noisy shell profile (stdout and stderr), so slurmexp's output framing is always exercised; the
+# profile also appends a line to the root's /var/log/slurmexp-sshd.commands per ssh command, so
+# tests count round trips on the server's side.
 # The remote experiment root, /srv/slurmexp, is a folder of the root's own: the host's /tmp and
 # repository are bound into the root for the matrix tests, but /srv is not, so a remote test
 # cannot pass by reading files the host wrote.
@@ -82,6 +84,10 @@ EOF
 if [ -n "${SSH_CONNECTION:-}" ] && [ -z "${SLURM_JOB_ID:-}" ]; then
     echo "profile: loading modules... done"
     echo "profile: quota ok" >&2
+    # One line per ssh command the node ran (each round trip starts a shell): tests count them.
+    # (bash started by that shell read this file again: count the outermost shell only)
+    [ -n "${SX_SSH_COUNTED:-}" ] || echo "$$" >>/var/log/slurmexp-sshd.commands
+    export SX_SSH_COUNTED=1
 fi
 EOF
 }

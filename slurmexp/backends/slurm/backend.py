@@ -25,7 +25,14 @@ from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitRes
 from slurmexp.backends.slurm import commands
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
-from slurmexp.transport.base import CommandNotFound, CommandResult, CommandTimeout, Transport, TransportError
+from slurmexp.transport.base import (
+    CommandNotFound,
+    CommandResult,
+    CommandTimeout,
+    Transport,
+    TransportError,
+    TransportUnreachable,
+)
 
 # Linux allows ~2 MB of arguments, but a single argument is capped at 128 KiB and some sites wrap
 # Slurm commands in shell scripts; a joined -j list stays well under both.
@@ -98,6 +105,10 @@ def run_slurm(argv: Sequence[str], *, timeout: float = 60, check: bool = True,
         raise SlurmUnavailable(
             f"{command} did not answer within {timeout:g}s; the Slurm controller or database "
             f"may be overloaded or down (this is not a job failure)") from None
+    except TransportUnreachable as exc:
+        # The cluster's machine could not be reached: nothing ran, nothing is known.
+        _record(command, started, None)
+        raise SlurmUnavailable(f"{exc} (this is not a job failure)") from None
     except TransportError:
         _record(command, started, None)
         raise
