@@ -119,6 +119,8 @@ class TransportUnreachable(TransportError):
     login trouble): nothing ran there, so nothing about the jobs is known. Reconcile treats it
     as Slurm being unavailable: the pass changes nothing and exits 3."""
 
+    exit_code = 3
+
     def __init__(self, transport: object, reason: str):
         from slurmexp.timeutil import utc_iso
 

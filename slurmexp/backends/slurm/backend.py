@@ -174,8 +174,24 @@ class SlurmBackend:
     def __init__(self, cluster: str | None = None, user: str | None = None,
                  transport: Transport | None = None):
         self.cluster = cluster or None
-        self.user = user or os.environ.get("USER") or getpass.getuser()
+        self._user = user or None
         self.transport = transport or default_transport()
+
+    @property
+    def user(self) -> str:
+        """Whose jobs these are (sacct -u, squeue -u): the login on the transport's machine.
+        Over SSH that is the cluster's user (asked once), never this machine's $USER."""
+        if self._user is None:
+            whoami = getattr(self.transport, "whoami", None)
+            if self.transport.name != "local" and whoami is not None:
+                self._user = whoami()
+            else:
+                self._user = os.environ.get("USER") or getpass.getuser()
+        return self._user
+
+    @user.setter
+    def user(self, value: str) -> None:
+        self._user = value
 
     @property
     def cluster_flag(self) -> str | None:
