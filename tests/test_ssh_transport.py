@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -37,7 +38,7 @@ def control_dir():
 def remote(remote_node, tmp_path, control_dir):
     """A transport rooted in a fresh folder on the node, closed (master ended) afterwards."""
     t = remote_node.transport(control_dir=control_dir,
-                              root=f"{remote_node.remote_root}/t-{tmp_path.name}")
+                              root=f"{remote_node.remote_root}/t-{uuid.uuid4().hex}")
     t.makedirs(t.root)
     yield t
     t.close()
