@@ -61,7 +61,8 @@ def _discover_remote(target: str, port: int | None, identity: str | None,
         home = transport.run(["printenv", "HOME"], timeout=30).stdout.strip() or "/tmp"
         remote_root = f"{home.rstrip('/')}/slurmexp"
     facts = scheduler_for("slurm", transport=transport).cluster_facts()
-    text = discover_site(facts) + remote_toml(host, user=user, port=port, identity_file=identity,
+    # The login's user is written even when ssh's config chose it: passes then need not ask.
+    text = discover_site(facts) + remote_toml(host, user=user or facts.user, port=port, identity_file=identity,
                                               ssh_options=ssh_options, root=remote_root)
     parse_site(text, "site.toml (discovered)")   # what is written must load
     transport.makedirs(remote_root)

@@ -135,6 +135,13 @@ def scheduler_for(kind: str, cluster: str | None = None,
         from slurmexp.transport.remote_site import transport_for_remote
 
         transport = transport_for_remote(site.remote)
+        sched: Any = getattr(importlib.import_module(entry.implementation.partition(":")[0]),
+                             entry.implementation.partition(":")[2])(cluster=cluster or None,
+                                                                     transport=transport)
+        # What discovery read on the login node: its own cluster (no --clusters needed) and the
+        # login's user, so a pass costs no extra round trip to ask again.
+        sched.assume_local_cluster(site.cluster, user=site.remote.user)
+        return sched
     module_name, _, class_name = entry.implementation.partition(":")
     cls: Any = getattr(importlib.import_module(module_name), class_name)
     return cls(cluster=cluster or None, transport=transport)

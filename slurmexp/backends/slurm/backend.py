@@ -193,6 +193,14 @@ class SlurmBackend:
     def user(self, value: str) -> None:
         self._user = value
 
+    def assume_local_cluster(self, name: str, *, user: str | None = None) -> None:
+        """Take `name` as the cluster the transport's slurm.conf names (and `user` as the login)
+        without asking: a `[remote]` site was discovered there, and over SSH asking costs a
+        round trip."""
+        self._local = name.lower()
+        if user:
+            self._user = user
+
     @property
     def cluster_flag(self) -> str | None:
         """The cluster to name with --clusters: ours unless it is the local one."""
