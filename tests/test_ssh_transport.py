@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -54,7 +55,15 @@ def test_the_node_is_noisy_and_has_no_host_files(remote_node, tmp_path):
     assert proc.stdout.startswith("profile: loading modules"), proc.stdout
     assert "Welcome to the slurmexp remote test node" in proc.stderr
     assert shutil.which("sbatch") is None
-    assert not (tmp_path.parent / remote_node.remote_root.lstrip("/")).exists()
+    # The remote root is the node's own folder, not one bound from this machine.
+    name = f"marker-{uuid.uuid4().hex}"
+    t = remote_node.transport(control_dir=tempfile.mkdtemp(prefix="sxcm", dir="/tmp"))
+    t.write_text(name, "on the node")
+    t.close()
+    assert (remote_node.fs_root / remote_node.remote_root.lstrip("/") / name).read_text() == "on the node"
+    assert not (Path(remote_node.remote_root) / name).exists()
+    assert remote_node.remote_root not in {line.split()[1].removeprefix(str(remote_node.fs_root))
+                                           for line in Path("/proc/mounts").read_text().splitlines()}
 
 
 def test_commands_and_files_through_noise(remote):

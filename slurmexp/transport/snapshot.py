@@ -18,7 +18,7 @@ from slurmexp.backends.slurm import commands
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
 from slurmexp.transport.base import TransportUnreachable
-from slurmexp.transport.ssh import _NO_PATH, Op, SshTransport
+from slurmexp.transport.ssh import Op, SshTransport
 
 # Bytes kept of an attempt's stderr (its tail is what reports need); other files are small.
 TAIL_BYTES = 4096
@@ -47,7 +47,10 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
                     for chunk in slurm_backend._chunks(ids)] if ids else []
     env = dict(slurm_backend.SLURM_ENV)
     ops = [Op("run", argv=tuple(a), env=env, timeout=timeout) for a in sacct_argvs + squeue_argvs]
-    ops += [Op("read", path=f) for f in files]
+    rel = [f for f in files if not f.startswith("/")]
+    absolute = [f for f in files if f.startswith("/")]
+    ops.append(transport.read_many_op(str(transport.root), rel))
+    ops += [Op("read", path=f) for f in absolute]
     try:
         results = transport.batch(ops)
     except TransportUnreachable as exc:
@@ -71,13 +74,14 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
             acct += sp.parse_sacct(res.stdout, sp.DELIMITER)
         else:
             queue += sp.parse_squeue(res.stdout)
+    n = len(sacct_argvs) + len(squeue_argvs)
+    found = transport.read_many_result(results[n], rel)
+    for path, res in zip(absolute, results[n + 1:]):
+        found[path] = None if res.returncode != 0 else res.stdout.encode("latin-1")
     texts: dict[str, str | None] = {}
-    for path, res in zip(files, results[len(sacct_argvs) + len(squeue_argvs):]):
-        if res.returncode == _NO_PATH:
-            texts[path] = None
-        else:
-            data = res.stdout.encode("latin-1")
-            if path.endswith("stderr"):
-                data = data[-TAIL_BYTES:]
-            texts[path] = data.decode("utf-8", errors="replace")
+    for path in files:
+        data = found.get(path)
+        if data is not None and path.endswith("stderr"):
+            data = data[-TAIL_BYTES:]
+        texts[path] = None if data is None else data.decode("utf-8", errors="replace")
     return Snapshot(acct, queue, texts)

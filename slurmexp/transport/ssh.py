@@ -74,7 +74,7 @@ __sx_frame() { # index rc
 class Op:
     """One operation of a batch: a command (`argv`) or a shell snippet for a file operation."""
 
-    kind: str                              # run, read, write, list, exists, mkdirs
+    kind: str                              # run, read, write, list, exists, mkdirs, read_many
     argv: tuple[str, ...] = ()
     path: str = ""
     data: bytes = b""
@@ -206,15 +206,7 @@ class SshTransport:
                     f">\"$__sx_out\" 2>\"$__sx_err\" {stdin}; rc=$?; fi; cd /")
         else:
             p = q(str(self.path(op.path)))
-            body = {
-                "read": f"if [ -f {p} ]; then cat -- {p} >\"$__sx_out\" 2>\"$__sx_err\"; rc=$?; "
-                        f"else rc={_NO_PATH}; fi",
-                "list": f"if [ -d {p} ]; then find {p} -mindepth 1 -maxdepth 1 -printf '%f\\0' "
-                        f">\"$__sx_out\" 2>\"$__sx_err\"; rc=$?; else rc={_NO_PATH}; fi",
-                "exists": f"if [ -e {p} ]; then rc=0; else rc=1; fi",
-                "mkdirs": f"mkdir -p -- {p} >\"$__sx_out\" 2>\"$__sx_err\"; rc=$?",
-                "write": _write_snippet(p, op.data),
-            }[op.kind]
+            body = _file_snippet(op, p)
         return f': >"$__sx_out"; : >"$__sx_err"\n{body}\n__sx_frame {i} "$rc"'
 
     # --- the Transport interface --------------------------------------------------------
@@ -274,9 +266,51 @@ class SshTransport:
     def makedirs(self, path: RemotePath) -> None:
         self._file(Op("mkdirs", path=os.fspath(path)))
 
+    @staticmethod
+    def read_many_op(base: str, paths: Sequence[str]) -> Op:
+        """One op reading many files under `base` (paths relative to it, no newlines)."""
+        bad = [p for p in paths if "\n" in p or p.startswith("/")]
+        if bad:
+            raise ValueError(f"read_many takes relative paths without newlines: {bad[:3]}")
+        return Op("read_many", path=base, data="\n".join(paths).encode())
+
+    @staticmethod
+    def read_many_result(res: CommandResult, paths: Sequence[str]) -> dict[str, bytes | None]:
+        """The files a read_many op found (None: absent or unreadable)."""
+        import io
+        import tarfile
+
+        found: dict[str, bytes | None] = dict.fromkeys(paths)
+        if res.returncode != 0 or not res.stdout:
+            return found
+        with tarfile.open(fileobj=io.BytesIO(res.stdout.encode("latin-1")), mode="r:") as tar:
+            for member in tar:
+                if member.isfile() and member.name in found:
+                    f = tar.extractfile(member)
+                    found[member.name] = f.read() if f is not None else None
+        return found
+
     def whoami(self) -> str:
         """The login's user name on the cluster (Slurm's -u), not this machine's $USER."""
         return self.run(["id", "-un"], timeout=30).stdout.strip()
+
+
+def _file_snippet(op: Op, p: str) -> str:
+    """The shell lines of a file operation on the quoted path `p` (only the one asked for is
+    built: a write's data is bytes, a read_many's a path list)."""
+    return {
+        "read": lambda: f"if [ -f {p} ]; then cat -- {p} >\"$__sx_out\" 2>\"$__sx_err\"; rc=$?; "
+                f"else rc={_NO_PATH}; fi",
+        "list": lambda: f"if [ -d {p} ]; then find {p} -mindepth 1 -maxdepth 1 -printf '%f\\0' "
+                f">\"$__sx_out\" 2>\"$__sx_err\"; rc=$?; else rc={_NO_PATH}; fi",
+        "exists": lambda: f"if [ -e {p} ]; then rc=0; else rc=1; fi",
+        "mkdirs": lambda: f"mkdir -p -- {p} >\"$__sx_out\" 2>\"$__sx_err\"; rc=$?",
+        "write": lambda: _write_snippet(p, op.data),
+        # Many small files as one tar stream: two processes, not a few per file.
+        "read_many": lambda: (f"if [ -d {p} ]; then tar -C {p} -cf - --ignore-failed-read "
+                      f"--verbatim-files-from -T - >\"$__sx_out\" 2>/dev/null <<'SXLIST'\n"
+                      f"{op.data.decode()}\nSXLIST\nrc=0; else rc={_NO_PATH}; fi"),
+    }[op.kind]()
 
 
 def _write_snippet(p: str, data: bytes) -> str:
@@ -327,7 +361,7 @@ def _parse(stdout: bytes, marker: str, ops: Sequence[Op]) -> list[CommandResult]
         o = base64.b64decode(b"".join(out))
         e = base64.b64decode(b"".join(err))
         # Commands' output is text; a file's bytes travel as latin-1 (a lossless byte<->str map).
-        text = o.decode("latin-1") if op.kind in ("read", "list") else o.decode(errors="replace")
+        text = o.decode("latin-1") if op.kind in ("read", "list", "read_many") else o.decode(errors="replace")
         results.append(CommandResult(tuple(argv), int(rc), text, e.decode(errors="replace")))
         i += 1
     return results
