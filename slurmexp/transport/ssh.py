@@ -130,6 +130,9 @@ class SshTransport:
         if self._control_dir is None:
             d = os.path.join(tempfile.gettempdir(), f"sx-ssh-{os.getuid()}")
             os.makedirs(d, mode=0o700, exist_ok=True)
+            if os.stat(d).st_uid != os.getuid():
+                raise TransportError(f"{d} belongs to another user: its ssh sockets are not "
+                                     f"private; remove it or set TMPDIR")
             os.chmod(d, 0o700)
             self._control_dir = d
         return self._control_dir
