@@ -9,6 +9,7 @@
 #   the Docker image           SX_DOCKER=1 (CI default): scripts/docker-test.sh builds the image,
 #                              runs it and the example sweep inside it
 #   the pytest plugin example  always: examples/pytest-plugin against the native cluster
+#   the remote tests           with 24.11 in SX_VERSIONS: over SSH to a sshd in the 24.11 root
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IN_CI=0
@@ -55,6 +56,17 @@ for v in ${SX_VERSIONS:-}; do
         failed+=("Slurm $v")
     fi
 done
+# The remote path: slurmexp on "a laptop" (no Slurm on PATH) driving the 24.11 root's cluster
+# through a real sshd inside that root (remote-sshd.sh; the root is up from the loop above).
+REMOTE_TESTS=(tests/test_ssh_transport.py tests/test_remote_site.py tests/test_remote_sources.py tests/test_remote_snapshot.py)
+case " ${SX_VERSIONS:-} " in
+*" 24.11 "*)
+    if ! timed "remote sshd up" bash docker/slurm-cluster/remote-sshd.sh up \
+        || ! timed "remote tests (ssh to Slurm 24.11)" python3 -m pytest -q -p no:cacheprovider "${REMOTE_TESTS[@]}"; then
+        failed+=("remote over SSH")
+    fi
+    ;;
+esac
 if [ "${SX_DOCKER:-0}" = 1 ]; then
     timed "Docker image" bash scripts/docker-test.sh || failed+=("Docker image")
 fi

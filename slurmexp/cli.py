@@ -62,7 +62,7 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
       0  done
       1  a command failed or refused its input (report options, --output); health: unhealthy
       2  the sweep or site file has problems, or validation refused it: nothing submitted
-      3  a Slurm daemon did not answer: nothing decided on its account
+      3  a Slurm daemon did not answer, or a [remote] cluster was unreachable: nothing decided
     """
     ctx.ensure_object(dict)
     ctx.obj["ledger_path"] = ledger_path

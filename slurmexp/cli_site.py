@@ -16,18 +16,57 @@ def site() -> None:
 
 @site.command("discover")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
-def site_discover(output: str | None) -> None:
-    """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr)."""
+@click.option("--remote", "remote", metavar="[USER@]HOST",
+              help="Discover a cluster reached over SSH and write its [remote] table.")
+@click.option("--port", type=click.IntRange(1, 65535), help="With --remote: the SSH port.")
+@click.option("--identity", type=click.Path(dir_okay=False), help="With --remote: the SSH key.")
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
+              help="With --remote: an ssh -o option (repeatable), e.g. ProxyJump=bastion.")
+@click.option("--remote-root", metavar="DIR",
+              help="With --remote: slurmexp's folder on the cluster (default: ~/slurmexp there).")
+def site_discover(output: str | None, remote: str | None, port: int | None, identity: str | None,
+                  ssh_options: tuple[str, ...], remote_root: str | None) -> None:
+    """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr), here or over SSH."""
     from slurmexp.sites.discover import discover_site
 
     if output:
         _check_output(output)
-    text = discover_site(_scheduler("slurm").cluster_facts())
+    if remote is None:
+        if port or identity or ssh_options or remote_root:
+            raise click.UsageError("--port, --identity, --ssh-option and --remote-root need --remote")
+        text = discover_site(_scheduler("slurm").cluster_facts())
+    else:
+        text = _discover_remote(remote, port, identity, list(ssh_options), remote_root)
     if output:
         _write_output(output, text)
         click.echo(f"wrote {output}; check it with `slurmexp site show --site {output}`", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _discover_remote(target: str, port: int | None, identity: str | None,
+                     ssh_options: list[str], remote_root: str | None) -> str:
+    """site.toml text for a cluster reached over SSH, with its `[remote]` table: every Slurm
+    query of discovery goes over one connection, and the user is the cluster's login."""
+    from slurmexp.backends.base import scheduler_for
+    from slurmexp.sites.discover import discover_site
+    from slurmexp.sites.model import parse_site
+    from slurmexp.transport.remote_site import parse_target, remote_toml
+    from slurmexp.transport.ssh import SshTransport
+
+    user, host = parse_target(target)
+    transport = SshTransport(host, user=user, port=port, identity_file=identity,
+                             ssh_options=ssh_options, root="/")
+    if remote_root is None:
+        home = transport.run(["printenv", "HOME"], timeout=30).stdout.strip() or "/tmp"
+        remote_root = f"{home.rstrip('/')}/slurmexp"
+    facts = scheduler_for("slurm", transport=transport).cluster_facts()
+    # The login's user is written even when ssh's config chose it: passes then need not ask.
+    text = discover_site(facts) + remote_toml(host, user=user or facts.user, port=port, identity_file=identity,
+                                              ssh_options=ssh_options, root=remote_root)
+    parse_site(text, "site.toml (discovered)")   # what is written must load
+    transport.makedirs(remote_root)
+    return text
 
 
 @site.command("show")

@@ -1,4 +1,5 @@
-"""Shared fixtures. The `cluster` fixture brings the real mini Slurm cluster up once per session.
+"""Shared fixtures. The `cluster` fixture brings the real mini Slurm cluster up once per session;
+`remote_node` the remote login node (sshd in the Slurm 24.11 root, tests/remotelib.py).
 
 Under CI=true a cluster that cannot be started is a test failure, never a skip: a skipped
 cluster test proves nothing about Slurm.
@@ -49,3 +50,27 @@ def cluster() -> Cluster:
             pytest.fail(str(exc))
         pytest.skip(str(exc))
     return c
+
+
+@pytest.fixture(scope="session")
+def remote_node():
+    """The remote login node (sshd in the Slurm 24.11 root); see tests/remotelib.py."""
+    from remotelib import RemoteNode, RemoteUnavailable
+
+    try:
+        return RemoteNode.up()
+    except RemoteUnavailable as exc:
+        if IN_CI:
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def no_local_slurm(tmp_path, monkeypatch):
+    """This test's PATH has no Slurm command: what runs on the cluster must go over SSH."""
+    import shutil
+
+    from remotelib import laptop_path
+
+    monkeypatch.setenv("PATH", laptop_path(tmp_path))
+    assert shutil.which("sbatch") is None and shutil.which("sacct") is None

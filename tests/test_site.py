@@ -194,3 +194,32 @@ def test_names_sbatch_would_split_are_refused_at_their_key(tmp_path):
     assert by_key(probs, "defaults.qos").fix.startswith('qos = "a" (')
     mixed = by_key(probs, "partitions.mixed,all")
     assert "comma" in mixed.message and mixed.fix.startswith("rename the table to [partitions.mixed]")
+
+
+def test_remote_table(tmp_path):
+    site = load_site(write(tmp_path, SMALL + """
+        [remote]
+        host = "login.example"
+        user = "alice"
+        port = 2222
+        identity_file = "~/.ssh/id_ed25519"
+        ssh_options = ["ProxyJump=bastion"]
+        root = "/scratch/alice/slurmexp"
+        """))
+    assert site.remote is not None and site.remote.host == "login.example" and site.remote.port == 2222
+    assert site.remote.ssh_options == ["ProxyJump=bastion"]
+    assert load_site(write(tmp_path, SMALL, "plain.toml")).remote is None
+    probs = problems(tmp_path, SMALL + """
+        [remote]
+        host = "login.example"
+        port = 0
+        identityfile = "k"
+        ssh_options = ["-v"]
+        root = "relative/dir"
+        """)
+    by_key(probs, "remote.port")
+    assert "'identity_file'" in by_key(probs, "remote.identityfile").fix
+    assert not [p for p in probs if p.key == "remote.host"]
+    probs = problems(tmp_path, SMALL + '[remote]\nhost = "h"\nroot = "relative"\n')
+    assert "absolute" in by_key(probs, "remote").message
+    by_key(problems(tmp_path, SMALL + '[remote]\nroot = "/x"\n'), "remote.host")

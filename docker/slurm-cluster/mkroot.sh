@@ -3,8 +3,8 @@
 # release (or a "remote login node" with sshd) on this machine without a container engine.
 #
 #   mkroot.sh create SUITE DIR [PACKAGE...]   debootstrap SUITE into DIR, install PACKAGEs there;
-#                                              idempotent: a finished root with the same packages
-#                                              is only (re)mounted, in well under a second
+#                                              idempotent: a finished root that has these packages
+#                                              (or more) is only (re)mounted, in well under a second
 #   mkroot.sh mount DIR                       mount /proc, bind /dev and /sys, copy resolv/hosts
 #   mkroot.sh umount DIR                      undo `mount` (the root's daemons must be stopped)
 #   mkroot.sh run DIR CMD...                  CMD inside the root, in the caller's directory when
@@ -53,12 +53,23 @@ cmd_umount() {
     done < <(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r)
 }
 
+has_all() {
+    # has_all "MARKER" SUITE PKG...: the marker names SUITE and every PKG (a root made with more
+    # packages, e.g. openssh-server for remote-sshd.sh, serves callers that ask for fewer).
+    local marker=" $1 " suite="$2" p
+    shift 2
+    case "$marker" in " $suite "*) ;; *) return 1 ;; esac
+    for p in "$@"; do
+        case "$marker" in *" $p "*) ;; *) return 1 ;; esac
+    done
+}
+
 cmd_create() {
     local suite="$1" dir="$2"
     shift 2
     local pkgs="$*" marker="$dir/.slurmexp-root"
     [ "$(id -u)" = 0 ] || die "run as root"
-    if [ -f "$marker" ] && [ "$(cat "$marker")" = "$suite $pkgs" ]; then
+    if [ -f "$marker" ] && has_all "$(cat "$marker")" "$suite" $pkgs; then
         cmd_mount "$dir"
         return
     fi

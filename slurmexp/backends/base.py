@@ -126,10 +126,22 @@ def backend_kind(kind: str | None, *, key: str = "backend") -> BackendKind:
 
 
 def scheduler_for(kind: str, cluster: str | None = None,
-                  transport: Transport | None = None) -> Scheduler:
+                  transport: Transport | None = None, *, site: Any = None) -> Scheduler:
     """The scheduler of backend `kind` for `cluster` (None: the default one), running its
-    commands through `transport` (None: this machine). The one place a scheduler is built."""
+    commands through `transport` (None: this machine, or the SSH transport of `site`'s
+    `[remote]` table when it has one). The one place a scheduler is built."""
     entry = backend_kind(kind)
+    if transport is None and getattr(site, "remote", None) is not None and entry.live_checks:
+        from slurmexp.transport.remote_site import transport_for_remote
+
+        transport = transport_for_remote(site.remote)
+        sched: Any = getattr(importlib.import_module(entry.implementation.partition(":")[0]),
+                             entry.implementation.partition(":")[2])(cluster=cluster or None,
+                                                                     transport=transport)
+        # What discovery read on the login node: its own cluster (no --clusters needed) and the
+        # login's user, so a pass costs no extra round trip to ask again.
+        sched.assume_local_cluster(site.cluster, user=site.remote.user)
+        return sched
     module_name, _, class_name = entry.implementation.partition(":")
     cls: Any = getattr(importlib.import_module(module_name), class_name)
     return cls(cluster=cluster or None, transport=transport)

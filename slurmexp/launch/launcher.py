@@ -202,6 +202,13 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
         return _already_launched(ledger, exp_id)
     if new:
         exp_id = exp_id + ledger.next_experiment_suffix(exp_id)
+    if prep.site.remote is not None and slurm is None:
+        # The SSH transport and `site discover --remote` exist; writing run files and syncing
+        # sources on the cluster does not yet. Refuse rather than submit local paths over SSH.
+        raise SlurmexpError(f"{prep.site.path}: launching over SSH ([remote] in site.toml) is "
+                            f"not supported yet", [Problem(str(prep.site.path), "remote",
+                                                           "launch handoff over SSH is not built yet",
+                                                           "run slurmexp on the login node itself for now")])
     scheduler = slurm if slurm is not None else scheduler_for(kind.kind, prep.site.cluster)
     report = check(prep, scheduler if kind.live_checks else None, exp_id=exp_id)
     if not report.ok:

@@ -125,6 +125,28 @@ class SiteDefaults(StrictModel):
         return minutes
 
 
+class Remote(StrictModel):
+    """`[remote]`: the cluster is reached over SSH (`transport.ssh`); every command then runs
+    from this machine exactly as on the login node. Only `host` and `root` are required."""
+
+    host: Text                          # anything ssh accepts, ~/.ssh/config aliases included
+    user: Text | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    identity_file: Text | None = None
+    ssh_options: list[Text] = Field(default_factory=list)   # each passed as `-o OPT`
+    root: Text                          # on the cluster: synced sources, experiment folders
+
+    @model_validator(mode="after")
+    def _check(self) -> Remote:
+        if not self.root.startswith("/"):
+            raise ValueError(f"root must be an absolute path on the cluster, got {self.root!r}")
+        for opt in self.ssh_options:
+            if "=" not in opt or opt.startswith("-"):
+                raise ValueError(f"ssh_options entries are ssh -o options as KEY=VALUE "
+                                 f"(e.g. \"ProxyJump=bastion\"), got {opt!r}")
+        return self
+
+
 class Site(StrictModel):
     cluster: Text
     account: SlurmName("account") | None = None
@@ -139,6 +161,7 @@ class Site(StrictModel):
     qos: dict[str, Qos] = Field(default_factory=dict)
     reservations: dict[str, Reservation] = Field(default_factory=dict)
     routing: Routing = Field(default_factory=Routing)
+    remote: Remote | None = None
     # Filled in by the loader, never read from the file.
     path: Path
     raw_text: str

@@ -112,3 +112,19 @@ class Transport(Protocol):
     def makedirs(self, path: RemotePath) -> None:
         """Create the directory and its parents; an existing directory is fine."""
         ...
+
+
+class TransportUnreachable(TransportError):
+    """The machine could not be reached at all (ssh exit 255, refused, timed out, host key or
+    login trouble): nothing ran there, so nothing about the jobs is known. Reconcile treats it
+    as Slurm being unavailable: the pass changes nothing and exits 3."""
+
+    exit_code = 3
+
+    def __init__(self, transport: object, reason: str):
+        from slurmexp.timeutil import utc_iso
+
+        self.target = getattr(transport, "target", getattr(transport, "name", "?"))
+        self.reason = reason
+        self.since = utc_iso()
+        super().__init__(f"cluster {self.target} unreachable since {self.since}: {reason}")

@@ -25,7 +25,14 @@ from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitRes
 from slurmexp.backends.slurm import commands
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
-from slurmexp.transport.base import CommandNotFound, CommandResult, CommandTimeout, Transport, TransportError
+from slurmexp.transport.base import (
+    CommandNotFound,
+    CommandResult,
+    CommandTimeout,
+    Transport,
+    TransportError,
+    TransportUnreachable,
+)
 
 # Linux allows ~2 MB of arguments, but a single argument is capped at 128 KiB and some sites wrap
 # Slurm commands in shell scripts; a joined -j list stays well under both.
@@ -98,6 +105,10 @@ def run_slurm(argv: Sequence[str], *, timeout: float = 60, check: bool = True,
         raise SlurmUnavailable(
             f"{command} did not answer within {timeout:g}s; the Slurm controller or database "
             f"may be overloaded or down (this is not a job failure)") from None
+    except TransportUnreachable as exc:
+        # The cluster's machine could not be reached: nothing ran, nothing is known.
+        _record(command, started, None)
+        raise SlurmUnavailable(f"{exc} (this is not a job failure)") from None
     except TransportError:
         _record(command, started, None)
         raise
@@ -163,8 +174,32 @@ class SlurmBackend:
     def __init__(self, cluster: str | None = None, user: str | None = None,
                  transport: Transport | None = None):
         self.cluster = cluster or None
-        self.user = user or os.environ.get("USER") or getpass.getuser()
+        self._user = user or None
         self.transport = transport or default_transport()
+
+    @property
+    def user(self) -> str:
+        """Whose jobs these are (sacct -u, squeue -u): the login on the transport's machine.
+        Over SSH that is the cluster's user (asked once), never this machine's $USER."""
+        if self._user is None:
+            whoami = getattr(self.transport, "whoami", None)
+            if self.transport.name != "local" and whoami is not None:
+                self._user = whoami()
+            else:
+                self._user = os.environ.get("USER") or getpass.getuser()
+        return self._user
+
+    @user.setter
+    def user(self, value: str) -> None:
+        self._user = value
+
+    def assume_local_cluster(self, name: str, *, user: str | None = None) -> None:
+        """Take `name` as the cluster the transport's slurm.conf names (and `user` as the login)
+        without asking: a `[remote]` site was discovered there, and over SSH asking costs a
+        round trip."""
+        self._local = name.lower()
+        if user:
+            self._user = user
 
     @property
     def cluster_flag(self) -> str | None:

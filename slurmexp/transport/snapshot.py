@@ -1,0 +1,87 @@
+"""One reconcile pass's reads from a cluster over SSH, in one round trip: sacct for the active
+jobs, squeue for them, and the small result files of attempts (exit_code, ended, host, metrics,
+stderr tail) — whatever the number of runs.
+
+Why: over SSH the cost of a pass is round trips, not commands; a pass that asked sacct, squeue
+and then each attempt's files separately would cost hundreds of trips per pass on a 500-task
+sweep. The commands are built and parsed by the same functions `SlurmBackend` uses
+(`backends.slurm.commands` and `parse`), and every one is recorded in `run_slurm`'s call log.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from slurmexp.backends.facts import SacctRow, SqueueRow
+from slurmexp.backends.slurm import backend as slurm_backend
+from slurmexp.backends.slurm import commands
+from slurmexp.backends.slurm import parse as sp
+from slurmexp.errors import SlurmCommandError, SlurmUnavailable
+from slurmexp.transport.base import TransportUnreachable
+from slurmexp.transport.ssh import Op, SshTransport
+
+# Bytes kept of an attempt's stderr (its tail is what reports need); other files are small.
+TAIL_BYTES = 4096
+
+
+@dataclass
+class Snapshot:
+    accounting: list[SacctRow]
+    queue: list[SqueueRow]
+    files: dict[str, str | None] = field(default_factory=dict)   # path -> text; None: absent
+
+
+def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str] = (),
+             timeout: float = 60) -> Snapshot:
+    """sacct + squeue for `job_ids` and the text of `files`, in one ssh round trip.
+
+    Raises SlurmUnavailable when the cluster cannot be reached or a daemon did not answer:
+    the caller changes nothing on such a pass."""
+    transport = backend.transport
+    if not isinstance(transport, SshTransport):
+        raise TypeError("snapshot() is for SSH transports; locally, the backend's calls are cheap")
+    ids = list(dict.fromkeys(str(j) for j in job_ids))
+    sacct_argvs = [commands.sacct(since=since, cluster=backend.cluster_flag, user=backend.user,
+                                  job_ids=chunk) for chunk in slurm_backend._chunks(ids)] if ids else []
+    squeue_argvs = [commands.squeue(cluster=backend.cluster_flag, job_ids=chunk)
+                    for chunk in slurm_backend._chunks(ids)] if ids else []
+    env = dict(slurm_backend.SLURM_ENV)
+    ops = [Op("run", argv=tuple(a), env=env, timeout=timeout) for a in sacct_argvs + squeue_argvs]
+    rel = [f for f in files if not f.startswith("/")]
+    absolute = [f for f in files if f.startswith("/")]
+    ops.append(transport.read_many_op(str(transport.root), rel))
+    ops += [Op("read", path=f) for f in absolute]
+    try:
+        results = transport.batch(ops)
+    except TransportUnreachable as exc:
+        raise SlurmUnavailable(f"{exc} (this is not a job failure)") from None
+    acct: list[SacctRow] = []
+    queue: list[SqueueRow] = []
+    for op, res in zip(ops[:len(sacct_argvs) + len(squeue_argvs)], results):
+        res = transport.check_run(res, timeout)
+        command = op.argv[0]
+        slurm_backend._record(command, 0.0, res.returncode)
+        if res.returncode != 0:
+            stderr = res.stderr.strip()
+            if command == "squeue" and "invalid job id" in stderr.lower():
+                continue
+            if sp.classify_error(stderr) == "unavailable":
+                raise SlurmUnavailable(f"{command} could not reach a Slurm daemon on "
+                                       f"{transport.target} (this is not a job failure): {stderr}")
+            raise SlurmCommandError(f"{command} failed on {transport.target} (exit "
+                                    f"{res.returncode}): {stderr or 'no message'}")
+        if command == "sacct":
+            acct += sp.parse_sacct(res.stdout, sp.DELIMITER)
+        else:
+            queue += sp.parse_squeue(res.stdout)
+    n = len(sacct_argvs) + len(squeue_argvs)
+    found = transport.read_many_result(results[n], rel)
+    for path, res in zip(absolute, results[n + 1:]):
+        found[path] = None if res.returncode != 0 else res.stdout.encode("latin-1")
+    texts: dict[str, str | None] = {}
+    for path in files:
+        data = found.get(path)
+        if data is not None and path.endswith("stderr"):
+            data = data[-TAIL_BYTES:]
+        texts[path] = None if data is None else data.decode("utf-8", errors="replace")
+    return Snapshot(acct, queue, texts)
