@@ -77,13 +77,14 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
 @sweep_argument
 @site_option
 @click.option("--offline", is_flag=True, help="Only the static checks (no cluster queries).")
+@click.option("--fresh", is_flag=True, help="Ask sacctmgr again rather than reuse QOS/associations read minutes ago.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def validate(sweep: str, site_path: str | None, offline: bool, fmt: str) -> None:
+def validate(sweep: str, site_path: str | None, offline: bool, fresh: bool, fmt: str) -> None:
     """Check SWEEP against site.toml and the live cluster; exit 2 on any problem."""
     from slurmexp.launch.launcher import check, prepare
 
     prep = prepare(sweep, site_path)
-    report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster))
+    report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster), fresh=fresh)
     if fmt == "json":
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems],
                                "skipped": report.skipped, "checked": report.checked}, indent=2))
@@ -131,16 +132,18 @@ def explain(sweep: str, site_path: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan and scripts; submit nothing.")
 @click.option("--new", is_flag=True, help="Launch again although this sweep was launched before.")
 @click.option("--max-parallel", type=int, help="Local backend: tasks at once (default: the throttle or CPUs).")
+@click.option("--fresh", is_flag=True, help="Ask sacctmgr again rather than reuse QOS/associations read minutes ago.")
 @click.pass_context
 def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, new: bool,
-           max_parallel: int | None) -> None:
+           max_parallel: int | None, fresh: bool) -> None:
     """Validate SWEEP, submit it as job arrays and record every run in the ledger."""
     from slurmexp.launch import launcher as launch_mod
 
     if dry_run:
         prep = launch_mod.prepare(sweep, site_path)
         kind = backend_kind(backend, key="--backend")
-        report = launch_mod.check(prep, _scheduler(kind.kind, prep.site.cluster) if kind.live_checks else None)
+        report = launch_mod.check(prep, _scheduler(kind.kind, prep.site.cluster) if kind.live_checks else None,
+                                  fresh=fresh)
         click.echo(launch_mod.dry_run_text(prep))
         for s in report.skipped:
             click.echo(f"skipped: {s}", err=True)
@@ -148,7 +151,7 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
             raise SlurmexpError_from(report, prep)
         return
     result = launch_mod.launch(sweep, site_path, backend=backend, ledger=_ledger(ctx), new=new,
-                               max_parallel=max_parallel)
+                               max_parallel=max_parallel, fresh=fresh)
     if result.message:
         click.echo(result.message, err=True)
     if result.submitted and result.job_ids:

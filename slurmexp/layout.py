@@ -328,3 +328,19 @@ def restart_numbers(attempts: Iterable[dict]) -> dict[int, int]:
         out[a["attempt_id"]] = seen.get(key, 0)
         seen[key] = out[a["attempt_id"]] + 1
     return out
+
+
+# --- the user's slurmexp home -----------------------------------------------------------
+
+CACHE_DIR = "cache"                # under the home: short-lived copies of cluster facts
+
+
+def home_dir() -> Path:
+    """$SLURMEXP_HOME, else ~/.slurmexp: the ledger, site.toml and caches of one user."""
+    home = os.environ.get("SLURMEXP_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".slurmexp"
+
+
+def facts_cache_file(key: str) -> Path:
+    """The cached sacctmgr answers of one cluster, user and command set (`key`: a hash)."""
+    return home_dir() / CACHE_DIR / f"facts-{key}.json"

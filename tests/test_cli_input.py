@@ -50,7 +50,7 @@ class CountingSlurm:
     def __init__(self):
         self.calls = []
 
-    def cluster_facts(self):
+    def cluster_facts(self, **kw):
         from slurmexp.backends.facts import ClusterFacts
         self.calls.append("cluster_facts")
         return ClusterFacts(cluster="minicluster", user="u", max_job_count=10000)

@@ -71,8 +71,10 @@ class Scheduler(Protocol):
     def cancel(self, job_ids: list[str], timeout: float = 60) -> None:
         ...
 
-    def cluster_facts(self, user: str | None = None, timeout: float = 60) -> ClusterFacts:
-        """Partitions, nodes, QOS, reservations, associations; unreadable parts in `skipped`."""
+    def cluster_facts(self, user: str | None = None, timeout: float = 60, *,
+                      max_age_s: float | None = None) -> ClusterFacts:
+        """Partitions, nodes, QOS, reservations, associations; unreadable parts in `skipped`.
+        Parts that change rarely may come from a cache no older than `max_age_s` (None: no cache)."""
         ...
 
 

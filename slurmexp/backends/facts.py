@@ -89,6 +89,9 @@ class ClusterFacts:
     associations: list[Association] | None = None
     skipped: list[str] = field(default_factory=list)
     slurm_version: str | None = None    # SLURM_VERSION from scontrol show config
+    # Seconds since QOS and associations were read, when they came from the facts cache
+    # (backends.slurm.facts_cache); None: everything was read just now.
+    cached_age_s: float | None = None
 
 
 @dataclass

@@ -354,6 +354,7 @@ class LocalBackend:
     def cancel(self, job_ids: list[str], timeout: float = 60) -> None:
         """Nothing to do: a local run is over when `submit` returns."""
 
-    def cluster_facts(self, user: str | None = None, timeout: float = 60) -> ClusterFacts:
+    def cluster_facts(self, user: str | None = None, timeout: float = 60, *,
+                      max_age_s: float | None = None) -> ClusterFacts:
         return ClusterFacts(cluster=self.cluster, user=user or self.user,
                             skipped=["local backend: there is no cluster to ask"])

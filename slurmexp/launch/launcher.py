@@ -21,6 +21,7 @@ from pathlib import Path
 from slurmexp import layout
 from slurmexp.backends.base import backend_kind, scheduler_for
 from slurmexp.backends.facts import SubmitResult
+from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch.experiment_files import (
     write_manifest,
@@ -33,7 +34,7 @@ from slurmexp.launch.render import (
     template_sha256,
 )
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkRequest, stamp_submit_times, submit_chunk
-from slurmexp.launch.validate import ValidationReport, validate
+from slurmexp.launch.validate import ValidationReport, live_problems, validate
 from slurmexp.ledger import Ledger, provenance
 from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, RetrySettings
 from slurmexp.sites.model import Site, load_site
@@ -153,19 +154,28 @@ def checkpoint_text(prep: Prepared) -> str:
 # ----------------------------------------------------------------------------------------
 
 
-def check(prep: Prepared, backend=None, *, exp_id: str | None = None) -> ValidationReport:
-    """All checks; live ones and sbatch --test-only only when a Slurm backend is given."""
+def check(prep: Prepared, backend=None, *, exp_id: str | None = None, fresh: bool = False) -> ValidationReport:
+    """All checks; live ones and sbatch --test-only only when a Slurm backend is given.
+
+    QOS and associations may come from the facts cache (unless `fresh`); a live check that
+    fails on cached facts is checked again on fresh ones, so nothing is refused on a copy."""
     facts = None
     test_only = None
     if backend is not None:
         try:
-            facts = backend.cluster_facts()
+            facts = backend.cluster_facts(max_age_s=0 if fresh else facts_cache.MAX_AGE_S)
+            if facts.cached_age_s is not None and _live_refusal(prep, facts):
+                facts = backend.cluster_facts(max_age_s=0)
         except SlurmUnavailable as exc:
             report = validate(prep.sweep, prep.site, prep.plan)
             report.skipped.append(f"live cluster checks: {exc.message}")
             return report
         test_only = lambda: _test_only(prep, backend, exp_id or prep.base_id)  # noqa: E731
     return validate(prep.sweep, prep.site, prep.plan, facts=facts, test_only=test_only)
+
+
+def _live_refusal(prep: Prepared, facts) -> bool:
+    return bool(live_problems(prep.sweep, prep.site, prep.plan, facts).problems)
 
 
 def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
@@ -188,7 +198,7 @@ def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
 
 def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backend: str = "slurm",
            ledger: Ledger | None = None, new: bool = False, slurm=None,
-           max_parallel: int | None = None) -> LaunchResult:
+           max_parallel: int | None = None, fresh: bool = False) -> LaunchResult:
     """Validate, record and submit a sweep with backend kind `backend` (see backends.base).
 
     `slurm` is a scheduler to use instead of the one the factory builds for the site's cluster
@@ -210,7 +220,7 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
                                                            "launch handoff over SSH is not built yet",
                                                            "run slurmexp on the login node itself for now")])
     scheduler = slurm if slurm is not None else scheduler_for(kind.kind, prep.site.cluster)
-    report = check(prep, scheduler if kind.live_checks else None, exp_id=exp_id)
+    report = check(prep, scheduler if kind.live_checks else None, exp_id=exp_id, fresh=fresh)
     if not report.ok:
         raise ValidationError(f"{prep.sweep.path}: {len(report.problems)} problem(s); nothing was submitted",
                               report.problems)

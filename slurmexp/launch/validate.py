@@ -260,7 +260,11 @@ def live_problems(sweep: Sweep, site: Site, plan: Plan, facts: ClusterFacts) -> 
     groups = {c.group: c.resources for c in plan.chunks}
     for res in groups.values():
         out += _live_resource_problems(file, res, facts, user, report)
-    report.checked.append("live cluster")
+    if facts.cached_age_s is None:
+        report.checked.append("live cluster")
+    else:
+        report.checked.append(f"live cluster (QOS and associations as sacctmgr printed them "
+                              f"{facts.cached_age_s:.0f} s ago; --fresh asks again)")
     return report
 
 

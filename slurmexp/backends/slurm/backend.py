@@ -16,13 +16,16 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Sequence
 
 from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitResult
-from slurmexp.backends.slurm import commands
+from slurmexp.backends.slurm import commands, facts_cache
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
 from slurmexp.transport.base import (
@@ -54,9 +57,15 @@ CALLS: list[CallRecord] = []
 CALL_COUNTS: dict[str, int] = {}
 _MAX_RECORDS = 1000
 _default_transport: Transport | None = None
+_CALLS_LOCK = threading.Lock()   # validation runs its fact queries in threads
 
 
 def _record(command: str, started: float, returncode: int | None) -> None:
+    with _CALLS_LOCK:
+        _record_locked(command, started, returncode)
+
+
+def _record_locked(command: str, started: float, returncode: int | None) -> None:
     CALL_COUNTS[command] = CALL_COUNTS.get(command, 0) + 1
     CALLS.append(CallRecord(command, time.monotonic() - started, returncode))
     if len(CALLS) > _MAX_RECORDS:
@@ -343,20 +352,43 @@ class SlurmBackend:
         return self.accounting(job_ids, **kw)
 
     # --- cluster facts ------------------------------------------------------------------
-    def cluster_facts(self, user: str | None = None, timeout: float = 60) -> ClusterFacts:
-        """Everything validation and `site discover` read, one command per part. A part whose
-        command fails is left None and named in `skipped`: a missing slurmdbd must not stop
-        validation from checking partitions."""
-        user = user or self.user
-        skipped: list[str] = []
+    def cluster_facts(self, user: str | None = None, timeout: float = 60, *,
+                      max_age_s: float | None = None) -> ClusterFacts:
+        """Everything validation and `site discover` read, one command per part, all at once
+        (they are independent; one after another they took twice as long). A part whose command
+        fails is left None and named in `skipped`: a missing slurmdbd must not stop validation
+        from checking partitions.
 
-        def attempt(what: str, argv: list[str]) -> str | None:
+        With `max_age_s` the sacctmgr parts (QOS, associations) may come from a cache no older
+        than that (`facts_cache`; `cached_age_s` then says how old they are), and what is read
+        fresh refills it; 0 reads fresh and refills. None (the default) leaves the cache alone."""
+        user = user or self.user
+        queries = commands.cluster_facts(user, self.cluster_flag)
+        cache_path = self._facts_cache_path(user)
+        cached = facts_cache.load(cache_path, queries, max_age_s) if max_age_s else None
+        texts: dict[str, str | None] = dict(cached[0]) if cached else {}
+        failures: dict[str, str] = {}
+
+        def attempt(what: str) -> str | None:
             try:
-                return self._run(argv, timeout=timeout).stdout
+                return self._run(queries[what], timeout=timeout).stdout
             except (SlurmUnavailable, SlurmCommandError) as exc:
-                skipped.append(f"{what}: {exc.message}")
+                failures[what] = f"{what}: {exc.message}"
                 return None
 
-        queries = commands.cluster_facts(user, self.cluster_flag)
-        texts = {what: attempt(what, argv) for what, argv in queries.items()}
-        return sp.cluster_facts_from(user=user, cluster=self.cluster, skipped=skipped, **texts)
+        todo = [what for what in queries if what not in texts]
+        with ThreadPoolExecutor(max_workers=len(todo) or 1) as pool:
+            texts.update(zip(todo, pool.map(attempt, todo)))
+        if cached is None and max_age_s is not None:   # only callers that use the cache fill it
+            facts_cache.store(cache_path, queries, texts)
+        skipped = [failures[what] for what in queries if what in failures]   # in command order
+        facts = sp.cluster_facts_from(user=user, cluster=self.cluster, skipped=skipped,
+                                      **{what: texts[what] for what in queries})
+        facts.cached_age_s = cached[1] if cached else None
+        return facts
+
+    def _facts_cache_path(self, user: str):
+        # Everything that decides which slurmdbd answers: the machine, the slurm.conf, the
+        # sacctmgr found on PATH (the test roots put their own first), the cluster and the user.
+        here = shutil.which("sacctmgr") if self.transport.name == "local" else None
+        return facts_cache.path_for(self.transport.name, os.environ.get("SLURM_CONF"), here, self.cluster, user)
