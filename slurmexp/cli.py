@@ -19,7 +19,6 @@ from slurmexp.cli_common import (
     _check_output,
     _emit,
     _ledger,
-    _rich_table,
     _scheduler,
     _write_output,
     site_option,
@@ -27,6 +26,7 @@ from slurmexp.cli_common import (
 )
 from slurmexp.cli_site import site
 from slurmexp.errors import SlurmexpError, SlurmexpWarning
+from slurmexp.report.refs import resolve_experiment
 
 
 class SlurmexpGroup(click.Group):
@@ -168,21 +168,17 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
 def status(ctx, experiment: str | None, fmt: str) -> None:
-    """Experiments and their runs' states, as the ledger has them."""
-    from slurmexp.report.status import experiment_summaries, run_statuses
+    """Experiments and their runs' states, as the ledger has them (fitted to the terminal).
+
+    EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment)."""
+    from slurmexp.report.status import experiment_summaries, format_experiments, format_runs, run_statuses
 
     ledger = _ledger(ctx)
     if experiment is None:
-        data = experiment_summaries(ledger)
-        _emit(data, fmt, lambda d: _rich_table("experiments", ["experiment", "state", "runs", "by state", "created"], [
-            [e["exp_id"], e["state"], e["n_runs"],
-             " ".join(f"{k}={v}" for k, v in sorted(e["runs_by_state"].items())), e["created"]] for e in d]))
+        _emit(experiment_summaries(ledger), fmt, lambda d: click.echo(format_experiments(d), nl=False))
         return
-    data = run_statuses(ledger, experiment)
-    columns = ["run", "params", "state", "attempts", "job", "node", "reason"]
-    _emit(data, fmt, lambda d: _rich_table(experiment, columns, [
-        [r["run_id"], " ".join(f"{k}={v}" for k, v in r["params"].items()), r["state"], r["attempts"],
-         r["job"], r["node"], r["reason"]] for r in d]))
+    exp_id = resolve_experiment(ledger, experiment)
+    _emit(run_statuses(ledger, exp_id), fmt, lambda d: click.echo(format_runs(exp_id, d), nl=False))
 
 
 @main.command()
@@ -216,7 +212,8 @@ def retry(ctx, experiment: str, which: str) -> None:
     """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs."""
     from slurmexp.reconcile.resubmit import retry_experiment
 
-    subs = retry_experiment(_ledger(ctx), None, experiment, which)
+    ledger = _ledger(ctx)
+    subs = retry_experiment(ledger, None, resolve_experiment(ledger, experiment), which)
     click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
 
 
@@ -228,7 +225,8 @@ def cancel(ctx, experiment: str, reason: str) -> None:
     """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
     from slurmexp.reconcile.cancel import cancel_experiment
 
-    n = cancel_experiment(_ledger(ctx), None, experiment, reason)
+    ledger = _ledger(ctx)
+    n = cancel_experiment(ledger, None, resolve_experiment(ledger, experiment), reason)
     click.echo(f"{n} run(s) cancelled")
 
 

@@ -8,9 +8,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from slurmexp.errors import Problem, SlurmexpError
-from slurmexp.report.frames import attempts_frame, resolve_experiments, run_table, runs_frame
+from slurmexp.report.frames import attempts_frame, run_table, runs_frame
 from slurmexp.report.metrics_files import _metrics_frame
 from slurmexp.report.model import FORMATS, Report, finite_float
+from slurmexp.report.refs import resolve_experiments
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

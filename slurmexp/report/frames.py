@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from slurmexp import units
-from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.states import FAILED_STATES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,30 +33,6 @@ RUN_COLUMNS = [
     "gpu_hours_wasted", "cpu_hours_wasted", "cpu_efficiency", "mem_efficiency",
     "max_rss_mib", "req_mem_mib", "seed", "run_dir",
 ]
-
-
-# --- experiments ------------------------------------------------------------------------
-
-def resolve_experiments(ledger: Ledger, refs: Iterable[str] | str | None) -> list[str]:
-    """Experiment ids for what the user typed (exact ids or unique prefixes); none = all."""
-    known = ledger.experiment_ids()
-    if isinstance(refs, str):
-        refs = [refs]
-    refs = [r for r in (refs or []) if r]
-    if not refs:
-        return known
-    out: list[str] = []
-    for ref in refs:
-        hits = [ref] if ref in known else [k for k in known if k.startswith(ref)]
-        if not hits:
-            ledger.get_experiment(ref, required=True)   # raises, with suggestions
-        if len(hits) > 1:
-            raise SlurmexpError(f"experiment {ref!r} is ambiguous", [Problem(
-                str(ledger.path), "experiments", f"{len(hits)} experiments start with {ref!r}",
-                fix=f"type more of the id: {', '.join(hits[:8])}")])
-        if hits[0] not in out:
-            out.append(hits[0])
-    return out
 
 
 # --- frames -----------------------------------------------------------------------------

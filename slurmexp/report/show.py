@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from slurmexp import layout
 from slurmexp.errors import Problem, SlurmexpError
+from slurmexp.report.refs import resolve_experiment
 
 if TYPE_CHECKING:  # pragma: no cover
     from slurmexp.ledger import Ledger
@@ -38,6 +39,11 @@ def resolve_run(ledger: Ledger, ref: str) -> dict:
         raise SlurmexpError(f"no run named in {ref!r}", [Problem(
             "", "RUN", "expected a run id, a prefix of one, or EXP:RUN",
             fix="copy a run id from `slurmexp report`")])
+    if exp_ref:
+        try:    # an experiment's full id or its name (its newest experiment)
+            exp_ref = resolve_experiment(ledger, exp_ref)
+        except SlurmexpError:
+            pass     # a prefix of several: the run part may still pick one
     rows = ledger.find_runs(run_ref, exp_ref or None)
     if exp_ref:
         exact_exp = [r for r in rows if r["exp_id"] == exp_ref]
