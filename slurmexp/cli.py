@@ -275,12 +275,18 @@ def health(ctx, max_age: float) -> None:
 @click.option("--by", help="Aggregate metrics over the other parameters, grouped by PARAM[,PARAM].")
 @click.option("--best", metavar="METRIC", help="Show the best runs by METRIC.")
 @click.option("--min/--max", "minimize", default=None, help="Direction for --best (default: guessed from the name).")
+@click.option("--columns", metavar="COL[,COL]",
+              help="Table/Markdown: the run table's columns (default: what fits the terminal).")
 @click.option("--excel-safe", is_flag=True,
               help="CSV for spreadsheets: prefix text cells starting with = + - @ (formulas) with '.")
 @click.pass_context
 def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best: str | None,
-           minimize: bool | None, excel_safe: bool) -> None:
-    """Tables of runs, states, accounting and metrics (default: every experiment)."""
+           minimize: bool | None, columns: str | None, excel_safe: bool) -> None:
+    """Tables of runs, states, accounting and metrics (default: every experiment).
+
+    EXPERIMENTS: ids, unique prefixes, or sweep names (their newest experiment). The table
+    fits the terminal ($COLUMNS) and names the columns it left out; CSV, JSON and HTML have
+    every column."""
     from slurmexp.report.build import build_report, render_report
 
     if minimize is not None and not best:
@@ -288,7 +294,8 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
     if output:
         _check_output(output)
     text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
-                                      minimize=minimize), fmt, excel_safe=excel_safe)
+                                      minimize=minimize), fmt, excel_safe=excel_safe,
+                         columns=columns)
     if output:
         _write_output(output, text)
         click.echo(f"wrote {output}", err=True)

@@ -341,7 +341,7 @@ def test_json_document(ledger):
 
 def test_table_and_markdown_for_people(ledger):
     rep = build_report(ledger, [EXP], by="lr", best="acc")
-    text = render_report(rep, "table")
+    text = render_report(rep, "table", width=200)
     assert "GPU hours    5 used, 1.5 wasted (30%)" in text
     assert "median 0:03:00, p95 0:04:48" in text
     assert "CPU 70.0%" in text
@@ -350,6 +350,49 @@ def test_table_and_markdown_for_people(ledger):
     md = render_report(rep, "markdown")
     assert "| run | lr | seed | state |" in md
     assert "## Runs (4)" in md
+
+
+def test_table_fits_80_columns_and_names_what_it_left_out(ledger, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    text = render_report(build_report(ledger, [EXP]), "table")
+    runs = text[text.index("Runs (4)"):].splitlines()[1:]
+    assert max(map(len, runs)) <= 80, text
+    assert runs[0].split() == ["run", "lr", "seed", "state", "attempts", "elapsed", "exit",
+                               "GPU", "h", "acc", "loss"]
+    assert runs[2].split() == ["rA0", "0.1", "0", "COMPLETED", "1", "1:00:00", "0:0", "1",
+                               "0.8", "0.5"]
+    assert " ".join(runs[-2:]) == (
+        "(left out to fit 80 columns: qos, partition, node, reason, wait, job ids; pick them "
+        "with --columns, or use --format csv/json/html)")
+    wide = render_report(build_report(ledger, [EXP]), "table", width=200)
+    assert "left out" not in wide and "1001_2,1002_0" in wide
+    # CSV keeps every column whatever the terminal
+    assert render_report(build_report(ledger, [EXP]), "csv").splitlines()[0].count(",") >= 30
+
+
+def test_columns_picks_the_run_table_and_keeps_them_whole(ledger):
+    rep = build_report(ledger, [EXP])
+    text = render_report(rep, "table", columns="job_ids,state,loss", width=40)
+    runs = text[text.index("Runs (4)"):].splitlines()[1:]
+    assert runs[0].split() == ["run", "job", "ids", "state", "loss"]
+    assert [r.split() for r in runs[2:]][2] == ["rB0", "1001_2,1002_0", "COMPLETED", "0.3"]
+    md = render_report(rep, "markdown", columns=["metric.acc"])
+    assert "| run | acc |" in md
+    with pytest.raises(SlurmexpError) as info:
+        render_report(rep, "table", columns="lossx")
+    assert info.value.problems[0].key == "--columns"
+    assert "pick from: run, lr, seed, state" in info.value.problems[0].fix
+    with pytest.raises(SlurmexpError) as info:
+        render_report(rep, "csv", columns="loss")
+    assert info.value.problems[0].fix == (
+        "drop --columns, or use --format table or --format markdown")
+
+
+def test_markdown_cells_with_newlines_stay_in_their_row(ledger):
+    ledger.set_run_state(EXP, ["rA1"], "FAILED", "line one\nline two | piped")
+    md = render_report(build_report(ledger, [EXP]), "markdown")
+    row = next(line for line in md.splitlines() if line.startswith("| rA1 "))
+    assert "line one<br>line two \\| piped" in row and row.endswith(" |")
 
 
 def test_unknown_format(report):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import textwrap
 from dataclasses import dataclass
 
 _NEWLINES = re.compile(r"\r\n|\r|\n")
@@ -116,7 +117,8 @@ def render_fitted(cols: list[Column], width: int | None = None, *,
     lines = ["  ".join(heads).rstrip(), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(row).rstrip() for row in zip(*body)]
     if dropped:
-        lines.append(f"(left out to fit {width} columns: "
-                     f"{', '.join(dropped)}{'; ' + left_out_hint if left_out_hint else ''})")
+        note = (f"(left out to fit {width} columns: "
+                f"{', '.join(dropped)}{'; ' + left_out_hint if left_out_hint else ''})")
+        lines += textwrap.wrap(note, max(width, 30), break_on_hyphens=False)
     cut = {c.header for c, w in zip(shown, widths) if w < c.natural()}
     return "\n".join(lines) + "\n", cut | set(dropped)
