@@ -551,6 +551,29 @@ def test_several_experiments(ledger, tmp_path):
     assert "http://" not in html and "https://" not in html and "rZ2" in html
 
 
+def test_integers_stay_integers_across_experiments(ledger, tmp_path):
+    other = add_second_experiment(ledger, tmp_path)
+    ledger.create_experiment(exp_id="noseed-1", name="noseed", fingerprint="fp3", cluster="mini",
+                             backend="slurm", exp_dir=tmp_path / "n", sweep_path=None,
+                             sweep_copy_path=None, site_path=None, site_hash=None,
+                             template_hash=None, provenance=None,
+                             runs=[dict(run_id="rN0", idx=0, params={"lr": 0.2}, chunk=None)])
+    rep = build_report(ledger, [EXP, other, "noseed-1"])
+    frame = pd.read_csv(io.StringIO(render_report(rep, "csv")), dtype=str,
+                        keep_default_na=False)
+    by_run = frame.set_index("run_id")
+    assert list(by_run.loc[["rA0", "rA1", "rZ2", "rN0"], "param.seed"]) == ["0", "1", "2", ""]
+    assert list(by_run.loc[["rA0", "rA1", "rZ2", "rZ1"], "gpus"]) == ["1", "2", "0", ""]
+    assert list(by_run.loc[["rA0", "rZ2", "rZ1"], "cpus"]) == ["4", "8", ""]
+    assert list(by_run.loc[["rA0", "rN0"], "param.lr"]) == ["0.1", "0.2"]
+    runs = {r["run_id"]: r for r in json.loads(render_report(rep, "json"))["runs"]}
+    assert runs["rA0"]["param.seed"] == 0 and isinstance(runs["rA0"]["param.seed"], int)
+    assert runs["rN0"]["param.seed"] is None and runs["rA1"]["gpus"] == 2
+    text = render_report(rep, "table", width=300)
+    row = next(line for line in text.splitlines() if line.startswith("noseed-1"))
+    assert "<NA>" not in text and "nan" not in row
+
+
 def test_failed_states_follow_the_ledger():
     from slurmexp import states
     from slurmexp.report import frames

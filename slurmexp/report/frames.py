@@ -46,9 +46,39 @@ def _records_frame(records: list[dict], index: pd.Index, prefix: str) -> pd.Data
     return frame[sorted(frame.columns)].add_prefix(prefix)
 
 
+def integers_stay_integers(s: pd.Series) -> pd.Series:
+    """`s` as pandas' nullable Int64 when every value it has is a whole number: a parameter
+    missing from one experiment, or a GPU count missing from an unreconciled run, would make
+    the column float, and CSV would write `param.seed` 0.0."""
+    from pandas.api.types import is_bool_dtype, is_float_dtype, is_integer_dtype, is_object_dtype
+    if is_bool_dtype(s) or is_integer_dtype(s):
+        return s
+    values = s.dropna()
+    if values.empty:
+        return s
+    if is_float_dtype(s):
+        whole = bool(((values % 1) == 0).all()) and bool((values.abs() < 2 ** 53).all())
+    elif is_object_dtype(s):
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    else:
+        return s
+    return s.astype("Int64") if whole else s
+
+
 def _params_frame(params_json: pd.Series) -> pd.DataFrame:
-    frame = _records_frame([json.loads(text) if text else {} for text in params_json],
-                           params_json.index, "param.")
+    """One `param.<name>` column per parameter; an int parameter stays int whatever the
+    other experiments in the table have (integers_stay_integers)."""
+    import pandas as pd
+    records = [json.loads(text) if text else {} for text in params_json]
+    frame = _records_frame(records, params_json.index, "param.")
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+    ints = {k for r in records for k, v in r.items() if is_int(v)}
+    others = {k for r in records for k, v in r.items() if not is_int(v)}
+    for name in ints - others:
+        col = f"param.{name}"
+        values = [r.get(name) for r in records]
+        frame[col] = pd.array(values, dtype="Int64")
     for col in frame.columns:
         if frame[col].dtype == object and any(isinstance(v, (dict, list)) for v in frame[col]):
             frame[col] = [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
@@ -194,7 +224,8 @@ def run_table(runs: pd.DataFrame, attempts: pd.DataFrame,
         "submit_time": _iso(last["submit_time"]), "start_time": _iso(last["start_time"]),
         "end_time": _iso(last["end_time"]), "elapsed_s": last["elapsed_s"],
         "wait_s": last["wait_s"], "exit_code": last["exit_code"],
-        "failure_class": last["failure_class"], "gpus": last["gpus"], "cpus": last["cpus"],
+        "failure_class": last["failure_class"], "gpus": integers_stay_integers(last["gpus"]),
+        "cpus": integers_stay_integers(last["cpus"]),
         "cpu_efficiency": last["cpu_efficiency"], "mem_efficiency": last["mem_efficiency"],
         "max_rss_mib": last["max_rss_mib"], "req_mem_mib": last["req_mem_mib"],
     }).join(totals)
