@@ -574,6 +574,25 @@ def test_integers_stay_integers_across_experiments(ledger, tmp_path):
     assert "<NA>" not in text and "nan" not in row
 
 
+def test_sample_seed_is_the_samplers_and_empty_without_sampling(ledger, tmp_path):
+    ledger.create_experiment(exp_id="smp-1", name="smp", fingerprint="fp4", cluster="mini",
+                             backend="slurm", exp_dir=tmp_path / "s", sweep_path=None,
+                             sweep_copy_path=None, site_path=None, site_hash=None,
+                             template_hash=None, provenance=None, runs=[
+                                 dict(run_id="rS0", idx=0, params={"lr": 0.3, "seed": 5},
+                                      seed=7, source="sample", chunk=None),
+                                 dict(run_id="rS1", idx=1, params={"lr": 0.4, "seed": 6},
+                                      source="extra", chunk=None)])
+    rep = build_report(ledger, [EXP, "smp-1"])
+    t = rep.runs.set_index("run_id")
+    assert "seed" not in rep.runs.columns          # only param.seed and sample_seed
+    assert t.loc["rS0", "sample_seed"] == 7 and t.loc["rS0", "param.seed"] == 5
+    # the demo ledger stored its seed parameter in runs.seed, as older versions did
+    assert t["sample_seed"].isna().tolist() == [True] * 4 + [False, True]
+    frame = pd.read_csv(io.StringIO(render_report(rep, "csv")), dtype=str, keep_default_na=False)
+    assert list(frame["sample_seed"]) == ["", "", "", "", "7", ""]
+
+
 def test_failed_states_follow_the_ledger():
     from slurmexp import states
     from slurmexp.report import frames

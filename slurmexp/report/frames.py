@@ -31,7 +31,7 @@ RUN_COLUMNS = [
     "partition", "qos", "submit_time", "start_time", "end_time", "elapsed_s", "wait_s",
     "exit_code", "failure_class", "gpus", "cpus", "gpu_hours", "cpu_hours",
     "gpu_hours_wasted", "cpu_hours_wasted", "cpu_efficiency", "mem_efficiency",
-    "max_rss_mib", "req_mem_mib", "seed", "run_dir",
+    "max_rss_mib", "req_mem_mib", "sample_seed", "run_dir",
 ]
 
 
@@ -230,6 +230,10 @@ def run_table(runs: pd.DataFrame, attempts: pd.DataFrame,
         "max_rss_mib": last["max_rss_mib"], "req_mem_mib": last["req_mem_mib"],
     }).join(totals)
     table = runs.rename(columns={"n_attempts": "attempts"}).join(per_run, on=keys)
+    # The sampler's seed ([sample] seed) of a sampled run; empty for grid and listed runs
+    # (older ledgers stored a `seed` parameter there too: that is param.seed).
+    table["sample_seed"] = integers_stay_integers(
+        pd.to_numeric(table["seed"].where(table["source"] == "sample"), errors="coerce"))
     for col in ("gpu_hours", "cpu_hours", "gpu_hours_wasted", "cpu_hours_wasted"):
         table[col] = table[col].fillna(0.0)
     params = [c for c in table.columns if c.startswith("param.")]
