@@ -152,8 +152,18 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     if result.message:
         click.echo(result.message, err=True)
     if result.submitted and result.job_ids:
-        click.echo(f"submitted: {', '.join(result.job_ids)}", err=True)
+        click.echo(submitted_line(_ledger(ctx), result.exp_id, result.job_ids), err=True)
     click.echo(result.exp_id)
+
+
+def submitted_line(ledger, exp_id: str, job_ids: list[str]) -> str:
+    """"submitted job 8 (8 tasks in 1 array)": a bare "submitted: 8" read as a count."""
+    subs = [s for s in ledger.submissions(exp_id) if s["job_id"] in job_ids]
+    tasks = sum(s["n_tasks"] or 0 for s in subs)
+    arrays = len(subs) or len(job_ids)
+    jobs = f"job {job_ids[0]}" if len(job_ids) == 1 else f"jobs {', '.join(job_ids)}"
+    return (f"submitted {jobs} ({tasks:,} task{'s' if tasks != 1 else ''} in {arrays} "
+            f"array{'s' if arrays != 1 else ''})")
 
 
 def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception it builds

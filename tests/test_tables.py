@@ -145,3 +145,14 @@ def test_values_with_newlines_stay_on_one_line():
     text = render([Column("a", ["one\ntwo", "x"]), Column("b", ["1", "2"])], 80)
     assert text.splitlines()[2] == "one ⏎ two  1"
     assert len(text.splitlines()) == 4
+
+
+def test_launch_says_the_job_ids_as_ids_and_counts_tasks_and_arrays(tmp_path):
+    from slurmexp.cli import submitted_line
+    led = _ledger(tmp_path)
+    s0 = led.record_intent(LONG, 0, "0-1249%6", 1250, tmp_path / "a.sbatch", "h", "minicluster")
+    s1 = led.record_intent(LONG, 1, "0-1249%6", 1250, tmp_path / "b.sbatch", "h", "minicluster")
+    led.record_submitted(s0, "8", "2026-12-02T10:00:00")
+    led.record_submitted(s1, "9", "2026-12-02T10:00:01")
+    assert submitted_line(led, LONG, ["8", "9"]) == "submitted jobs 8, 9 (2,500 tasks in 2 arrays)"
+    assert submitted_line(led, LONG, ["8"]) == "submitted job 8 (1,250 tasks in 1 array)"
