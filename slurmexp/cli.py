@@ -193,12 +193,13 @@ def status(ctx, experiment: str | None, fmt: str) -> None:
 
 @main.command()
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something needs attention (for cron).")
+@click.option("--verbose", "-v", is_flag=True, help="Also list every run's transition and every action.")
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing, submit nothing.")
 @click.option("--grace", "grace_s", type=float, default=300, show_default=True,
               help="Seconds a job may be missing from squeue and sacct before it counts as LOST.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.pass_context
-def reconcile(ctx, quiet: bool, dry_run: bool, grace_s: float, fmt: str) -> None:
+def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fmt: str) -> None:
     """One pass: bring the ledger in line with sacct (one batched query), retry what the
     infrastructure broke, adopt orphans. Exit 3 when Slurm did not answer (nothing changed)."""
     from slurmexp.reconcile.one_pass import reconcile_pass
@@ -208,7 +209,7 @@ def reconcile(ctx, quiet: bool, dry_run: bool, grace_s: float, fmt: str) -> None
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
     elif not quiet or not summary.ok or summary.error or getattr(summary, "flagged", None) \
             or getattr(summary, "warnings", None):
-        click.echo(summary.format(verbose=not quiet))
+        click.echo(summary.format(verbose=verbose or (dry_run and not quiet)))
     sys.exit(summary.exit_code)
 
 
