@@ -19,7 +19,6 @@ from slurmexp.cli_common import (
     _check_output,
     _emit,
     _ledger,
-    _rich_table,
     _scheduler,
     _write_output,
     site_option,
@@ -27,6 +26,7 @@ from slurmexp.cli_common import (
 )
 from slurmexp.cli_site import site
 from slurmexp.errors import SlurmexpError, SlurmexpWarning
+from slurmexp.report.refs import resolve_experiment
 
 
 class SlurmexpGroup(click.Group):
@@ -155,8 +155,18 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     if result.message:
         click.echo(result.message, err=True)
     if result.submitted and result.job_ids:
-        click.echo(f"submitted: {', '.join(result.job_ids)}", err=True)
+        click.echo(submitted_line(_ledger(ctx), result.exp_id, result.job_ids), err=True)
     click.echo(result.exp_id)
+
+
+def submitted_line(ledger, exp_id: str, job_ids: list[str]) -> str:
+    """"submitted job 8 (8 tasks in 1 array)": a bare "submitted: 8" read as a count."""
+    subs = [s for s in ledger.submissions(exp_id) if s["job_id"] in job_ids]
+    tasks = sum(s["n_tasks"] or 0 for s in subs)
+    arrays = len(subs) or len(job_ids)
+    jobs = f"job {job_ids[0]}" if len(job_ids) == 1 else f"jobs {', '.join(job_ids)}"
+    return (f"submitted {jobs} ({tasks:,} task{'s' if tasks != 1 else ''} in {arrays} "
+            f"array{'s' if arrays != 1 else ''})")
 
 
 def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception it builds
@@ -171,31 +181,28 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
 def status(ctx, experiment: str | None, fmt: str) -> None:
-    """Experiments and their runs' states, as the ledger has them."""
-    from slurmexp.report.status import experiment_summaries, run_statuses
+    """Experiments and their runs' states, as the ledger has them (fitted to the terminal).
+
+    EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment)."""
+    from slurmexp.report.status import experiment_summaries, format_experiments, format_runs, run_statuses
 
     ledger = _ledger(ctx)
     if experiment is None:
-        data = experiment_summaries(ledger)
-        _emit(data, fmt, lambda d: _rich_table("experiments", ["experiment", "state", "runs", "by state", "created"], [
-            [e["exp_id"], e["state"], e["n_runs"],
-             " ".join(f"{k}={v}" for k, v in sorted(e["runs_by_state"].items())), e["created"]] for e in d]))
+        _emit(experiment_summaries(ledger), fmt, lambda d: click.echo(format_experiments(d), nl=False))
         return
-    data = run_statuses(ledger, experiment)
-    columns = ["run", "params", "state", "attempts", "job", "node", "reason"]
-    _emit(data, fmt, lambda d: _rich_table(experiment, columns, [
-        [r["run_id"], " ".join(f"{k}={v}" for k, v in r["params"].items()), r["state"], r["attempts"],
-         r["job"], r["node"], r["reason"]] for r in d]))
+    exp_id = resolve_experiment(ledger, experiment)
+    _emit(run_statuses(ledger, exp_id), fmt, lambda d: click.echo(format_runs(exp_id, d), nl=False))
 
 
 @main.command()
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something needs attention (for cron).")
+@click.option("--verbose", "-v", is_flag=True, help="Also list every run's transition and every action.")
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing, submit nothing.")
 @click.option("--grace", "grace_s", type=float, default=300, show_default=True,
               help="Seconds a job may be missing from squeue and sacct before it counts as LOST.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.pass_context
-def reconcile(ctx, quiet: bool, dry_run: bool, grace_s: float, fmt: str) -> None:
+def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fmt: str) -> None:
     """One pass: bring the ledger in line with sacct (one batched query), retry what the
     infrastructure broke, adopt orphans. Exit 3 when Slurm did not answer (nothing changed)."""
     from slurmexp.reconcile.one_pass import reconcile_pass
@@ -205,7 +212,7 @@ def reconcile(ctx, quiet: bool, dry_run: bool, grace_s: float, fmt: str) -> None
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
     elif not quiet or not summary.ok or summary.error or getattr(summary, "flagged", None) \
             or getattr(summary, "warnings", None):
-        click.echo(summary.format(verbose=not quiet))
+        click.echo(summary.format(verbose=verbose or (dry_run and not quiet)))
     sys.exit(summary.exit_code)
 
 
@@ -219,7 +226,8 @@ def retry(ctx, experiment: str, which: str) -> None:
     """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs."""
     from slurmexp.reconcile.resubmit import retry_experiment
 
-    subs = retry_experiment(_ledger(ctx), None, experiment, which)
+    ledger = _ledger(ctx)
+    subs = retry_experiment(ledger, None, resolve_experiment(ledger, experiment), which)
     click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
 
 
@@ -231,7 +239,8 @@ def cancel(ctx, experiment: str, reason: str) -> None:
     """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
     from slurmexp.reconcile.cancel import cancel_experiment
 
-    n = cancel_experiment(_ledger(ctx), None, experiment, reason)
+    ledger = _ledger(ctx)
+    n = cancel_experiment(ledger, None, resolve_experiment(ledger, experiment), reason)
     click.echo(f"{n} run(s) cancelled")
 
 
@@ -280,12 +289,18 @@ def health(ctx, max_age: float) -> None:
 @click.option("--by", help="Aggregate metrics over the other parameters, grouped by PARAM[,PARAM].")
 @click.option("--best", metavar="METRIC", help="Show the best runs by METRIC.")
 @click.option("--min/--max", "minimize", default=None, help="Direction for --best (default: guessed from the name).")
+@click.option("--columns", metavar="COL[,COL]",
+              help="Table/Markdown: the run table's columns (default: what fits the terminal).")
 @click.option("--excel-safe", is_flag=True,
               help="CSV for spreadsheets: prefix text cells starting with = + - @ (formulas) with '.")
 @click.pass_context
 def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best: str | None,
-           minimize: bool | None, excel_safe: bool) -> None:
-    """Tables of runs, states, accounting and metrics (default: every experiment)."""
+           minimize: bool | None, columns: str | None, excel_safe: bool) -> None:
+    """Tables of runs, states, accounting and metrics (default: every experiment).
+
+    EXPERIMENTS: ids, unique prefixes, or sweep names (their newest experiment). The table
+    fits the terminal ($COLUMNS) and names the columns it left out; CSV, JSON and HTML have
+    every column."""
     from slurmexp.report.build import build_report, render_report
 
     if minimize is not None and not best:
@@ -293,7 +308,8 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
     if output:
         _check_output(output)
     text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
-                                      minimize=minimize), fmt, excel_safe=excel_safe)
+                                      minimize=minimize), fmt, excel_safe=excel_safe,
+                         columns=columns)
     if output:
         _write_output(output, text)
         click.echo(f"wrote {output}", err=True)

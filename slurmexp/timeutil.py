@@ -28,3 +28,23 @@ def utc_iso(value: datetime | None = None) -> str:
 def sacct_time(value: datetime) -> str:
     """A time as sacct -S reads it: local wall-clock time without offset."""
     return value.astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def display_time(text: str | None, *, seconds: bool = True) -> str:
+    """A ledger or Slurm time as people read it in tables: this host's local time, no
+    offset, no milliseconds ("2026-12-02 10:27:06"); "" when missing, the text when unreadable.
+
+    One convention for every human display, stated where it is shown (`local_zone()`), so a
+    ledger time (UTC) and a Slurm time (local) beside each other compare at a glance.
+    """
+    value = parse_ts(text)
+    if value is None:
+        return text or ""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def local_zone() -> str:
+    """This host's zone as a display names it: "UTC+01:00 (CET)"."""
+    now = datetime.now().astimezone()
+    offset = now.strftime("%z")
+    return f"UTC{offset[:3]}:{offset[3:]} ({now.tzname()})"

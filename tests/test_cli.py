@@ -48,6 +48,9 @@ def test_launch_local_records_every_run(tmp_path):
     result = run(tmp_path, "launch", str(sweep), "--site", SITE, "--backend", "local")
     exp_id = result.stdout.strip().splitlines()[-1]
     ledger = Ledger(tmp_path / "ledger.db")
+    (sub,) = ledger.submissions(exp_id)
+    # the job id, said as one: "submitted: 8" read as a count of 8
+    assert f"submitted job {sub['job_id']} (3 tasks in 1 array)\n" in result.stderr
     runs = {r["params"]["x"]: r for r in ledger.runs(exp_id)}
     assert {k: r["state"] for k, r in runs.items()} == {"a": "COMPLETED", "b": "COMPLETED", "fail": "FAILED"}
     assert runs["fail"]["reason"] == "exit code 3"

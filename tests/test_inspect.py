@@ -226,3 +226,30 @@ def test_prefixes_are_case_sensitive_and_literal(ledger):
         resolve_run(ledger, "RA0")
     with pytest.raises(SlurmexpError):
         resolve_run(ledger, "r_0")
+
+
+def test_show_times_share_one_stated_convention_and_events_align(ledger, monkeypatch):
+    # Ledger times are UTC with an offset and milliseconds, Slurm's are local and naive:
+    # show prints both as this host's local time to the second, and says so once.
+    import re
+    monkeypatch.setenv("TZ", "Asia/Kolkata")          # UTC+05:30: a mix-up would show
+    time.tzset()
+    try:
+        text = format_run(show_run(ledger, "rB0"))
+        from slurmexp.timeutil import display_time
+        assert display_time("2026-11-21T09:00:00.123+00:00") == "2026-11-21 14:30:00"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    lines = text.splitlines()
+    assert lines[1] == "times  local, UTC+05:30 (IST)"
+    assert "start_time    2026-11-21 14:44:00" in text        # Slurm's local time as it is
+    assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", text)) == 12
+    body = "\n".join(lines[2:])     # created, 2 x (submit, start, end), 5 events: no other form
+    assert not re.search(r"\d{4}-\d\d-\d\dT|:\d\d\.\d{3}|[+-]\d\d:\d\d\b", body)
+    events = lines[lines.index("events") + 1:]
+    assert len(events) == 5
+    arrows = {line.index("->") for line in events}
+    assert len(arrows) == 1                                   # one column for every event
+    assert {line.index("->") + 3 + len("SUBMITTED") + 2 for line in events if "job" in line} \
+        == {line.index("job") for line in events if "job" in line}

@@ -157,7 +157,7 @@ def test_sampling_is_reproducible_and_in_range(tmp_path):
         assert isinstance(r.params["depth"], int) and 2 <= r.params["depth"] <= 8
         assert r.params["opt"] in ("sgd", "adam")
         assert r.source == "sample"
-        assert r.seed == r.params["seed"]        # the seed parameter wins over sample.seed
+        assert r.seed == 0 and r.params["seed"] in (1, 2)   # the sampler's, not the param's
     combos = [tuple(sorted((k, v) for k, v in r.params.items() if k != "seed")) for r in a[:20]]
     assert len(set(combos)) == 20
     # loguniform spreads over decades instead of crowding near high
@@ -209,8 +209,8 @@ def test_explicit_runs_are_appended(tmp_path):
     runs = expand(sweep)
     assert [r.source for r in runs] == ["grid", "extra", "extra"]
     assert [r.index for r in runs] == [0, 1, 2]
-    assert runs[1].params == {"lr": 0.5, "seed": 9} and runs[1].seed == 9
-    assert runs[2].seed is None                  # not an int
+    assert runs[1].params == {"lr": 0.5, "seed": 9} and runs[1].seed is None   # not sampled
+    assert runs[2].seed is None
 
 
 def test_duplicate_values_in_grid(tmp_path):

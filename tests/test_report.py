@@ -341,7 +341,7 @@ def test_json_document(ledger):
 
 def test_table_and_markdown_for_people(ledger):
     rep = build_report(ledger, [EXP], by="lr", best="acc")
-    text = render_report(rep, "table")
+    text = render_report(rep, "table", width=200)
     assert "GPU hours    5 used, 1.5 wasted (30%)" in text
     assert "median 0:03:00, p95 0:04:48" in text
     assert "CPU 70.0%" in text
@@ -350,6 +350,49 @@ def test_table_and_markdown_for_people(ledger):
     md = render_report(rep, "markdown")
     assert "| run | lr | seed | state |" in md
     assert "## Runs (4)" in md
+
+
+def test_table_fits_80_columns_and_names_what_it_left_out(ledger, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    text = render_report(build_report(ledger, [EXP]), "table")
+    runs = text[text.index("Runs (4)"):].splitlines()[1:]
+    assert max(map(len, runs)) <= 80, text
+    assert runs[0].split() == ["run", "lr", "seed", "state", "attempts", "elapsed", "exit",
+                               "GPU", "h", "acc", "loss"]
+    assert runs[2].split() == ["rA0", "0.1", "0", "COMPLETED", "1", "1:00:00", "0:0", "1",
+                               "0.8", "0.5"]
+    assert " ".join(runs[-2:]) == (
+        "(left out to fit 80 columns: qos, partition, node, reason, wait, job ids; pick them "
+        "with --columns, or use --format csv/json/html)")
+    wide = render_report(build_report(ledger, [EXP]), "table", width=200)
+    assert "left out" not in wide and "1001_2,1002_0" in wide
+    # CSV keeps every column whatever the terminal
+    assert render_report(build_report(ledger, [EXP]), "csv").splitlines()[0].count(",") >= 30
+
+
+def test_columns_picks_the_run_table_and_keeps_them_whole(ledger):
+    rep = build_report(ledger, [EXP])
+    text = render_report(rep, "table", columns="job_ids,state,loss", width=40)
+    runs = text[text.index("Runs (4)"):].splitlines()[1:]
+    assert runs[0].split() == ["run", "job", "ids", "state", "loss"]
+    assert [r.split() for r in runs[2:]][2] == ["rB0", "1001_2,1002_0", "COMPLETED", "0.3"]
+    md = render_report(rep, "markdown", columns=["metric.acc"])
+    assert "| run | acc |" in md
+    with pytest.raises(SlurmexpError) as info:
+        render_report(rep, "table", columns="lossx")
+    assert info.value.problems[0].key == "--columns"
+    assert "pick from: run, lr, seed, state" in info.value.problems[0].fix
+    with pytest.raises(SlurmexpError) as info:
+        render_report(rep, "csv", columns="loss")
+    assert info.value.problems[0].fix == (
+        "drop --columns, or use --format table or --format markdown")
+
+
+def test_markdown_cells_with_newlines_stay_in_their_row(ledger):
+    ledger.set_run_state(EXP, ["rA1"], "FAILED", "line one\nline two | piped")
+    md = render_report(build_report(ledger, [EXP]), "markdown")
+    row = next(line for line in md.splitlines() if line.startswith("| rA1 "))
+    assert "line one<br>line two \\| piped" in row and row.endswith(" |")
 
 
 def test_unknown_format(report):
@@ -506,6 +549,48 @@ def test_several_experiments(ledger, tmp_path):
     assert list(frame["run_id"]) == ["rZ0", "rZ1", "rZ2"]
     html = render_report(rep, "html")
     assert "http://" not in html and "https://" not in html and "rZ2" in html
+
+
+def test_integers_stay_integers_across_experiments(ledger, tmp_path):
+    other = add_second_experiment(ledger, tmp_path)
+    ledger.create_experiment(exp_id="noseed-1", name="noseed", fingerprint="fp3", cluster="mini",
+                             backend="slurm", exp_dir=tmp_path / "n", sweep_path=None,
+                             sweep_copy_path=None, site_path=None, site_hash=None,
+                             template_hash=None, provenance=None,
+                             runs=[dict(run_id="rN0", idx=0, params={"lr": 0.2}, chunk=None)])
+    rep = build_report(ledger, [EXP, other, "noseed-1"])
+    frame = pd.read_csv(io.StringIO(render_report(rep, "csv")), dtype=str,
+                        keep_default_na=False)
+    by_run = frame.set_index("run_id")
+    assert list(by_run.loc[["rA0", "rA1", "rZ2", "rN0"], "param.seed"]) == ["0", "1", "2", ""]
+    assert list(by_run.loc[["rA0", "rA1", "rZ2", "rZ1"], "gpus"]) == ["1", "2", "0", ""]
+    assert list(by_run.loc[["rA0", "rZ2", "rZ1"], "cpus"]) == ["4", "8", ""]
+    assert list(by_run.loc[["rA0", "rN0"], "param.lr"]) == ["0.1", "0.2"]
+    runs = {r["run_id"]: r for r in json.loads(render_report(rep, "json"))["runs"]}
+    assert runs["rA0"]["param.seed"] == 0 and isinstance(runs["rA0"]["param.seed"], int)
+    assert runs["rN0"]["param.seed"] is None and runs["rA1"]["gpus"] == 2
+    text = render_report(rep, "table", width=300)
+    row = next(line for line in text.splitlines() if line.startswith("noseed-1"))
+    assert "<NA>" not in text and "nan" not in row
+
+
+def test_sample_seed_is_the_samplers_and_empty_without_sampling(ledger, tmp_path):
+    ledger.create_experiment(exp_id="smp-1", name="smp", fingerprint="fp4", cluster="mini",
+                             backend="slurm", exp_dir=tmp_path / "s", sweep_path=None,
+                             sweep_copy_path=None, site_path=None, site_hash=None,
+                             template_hash=None, provenance=None, runs=[
+                                 dict(run_id="rS0", idx=0, params={"lr": 0.3, "seed": 5},
+                                      seed=7, source="sample", chunk=None),
+                                 dict(run_id="rS1", idx=1, params={"lr": 0.4, "seed": 6},
+                                      source="extra", chunk=None)])
+    rep = build_report(ledger, [EXP, "smp-1"])
+    t = rep.runs.set_index("run_id")
+    assert "seed" not in rep.runs.columns          # only param.seed and sample_seed
+    assert t.loc["rS0", "sample_seed"] == 7 and t.loc["rS0", "param.seed"] == 5
+    # the demo ledger stored its seed parameter in runs.seed, as older versions did
+    assert t["sample_seed"].isna().tolist() == [True] * 4 + [False, True]
+    frame = pd.read_csv(io.StringIO(render_report(rep, "csv")), dtype=str, keep_default_na=False)
+    assert list(frame["sample_seed"]) == ["", "", "", "", "7", ""]
 
 
 def test_failed_states_follow_the_ledger():

@@ -48,6 +48,7 @@ class PassSummary:
     sbatch_s: float = 0.0
     active: int = 0                  # attempts looked at
     moved: dict[str, int] = field(default_factory=dict)   # new state -> attempts moved there
+    moved_by_experiment: dict[str, dict[str, int]] = field(default_factory=dict)
     requeued: int = 0                # new attempts from Slurm's own requeues
     adopted: int = 0                 # INTENT submissions whose job was found
     intents_failed: int = 0          # INTENT submissions proven never to have made a job
@@ -70,8 +71,11 @@ class PassSummary:
         elif len(self.actions) == MAX_ACTIONS_KEPT:
             self.actions.append("... (more actions not listed)")
 
-    def moved_to(self, state: str) -> None:
+    def moved_to(self, state: str, exp_id: str | None = None) -> None:
         self.moved[state] = self.moved.get(state, 0) + 1
+        if exp_id is not None:
+            per = self.moved_by_experiment.setdefault(exp_id, {})
+            per[state] = per.get(state, 0) + 1
 
     def to_dict(self, list_limit: int | None = None) -> dict[str, Any]:
         """Plain data (for --format json and the heartbeat); `list_limit` trims long lists."""
@@ -99,6 +103,11 @@ class PassSummary:
             lines += [f"{head}: {self.active} active attempt(s) checked in {self.seconds:.1f}s "
                       f"(sacct {self.sacct_s:.1f}s, squeue {self.squeue_s:.1f}s)",
                       f"  moved: {moved}"]
+            # One line per experiment, not per run: a 2,500-run sweep is one line.
+            for exp_id, per in sorted(self.moved_by_experiment.items()):
+                counts = ", ".join(f"{n:,} {s}" for s, n in sorted(per.items(),
+                                                                  key=lambda kv: -kv[1]))
+                lines.append(f"    {exp_id}: {counts}")
         extra = [(self.requeued, "requeued by Slurm (new attempts)"),
                  (self.adopted, "orphaned submission(s) adopted"),
                  (self.intents_failed, "dead intent(s) closed"),
@@ -116,8 +125,10 @@ class PassSummary:
             lines.append(f"  flagged: {text}")
         for text in self.warnings:
             lines.append(f"  warning: {text}")
-        if verbose or self.dry_run:
+        if verbose:
             lines += [f"  - {a}" for a in self.actions]
+        elif self.actions:
+            lines.append(f"  ({len(self.actions)} action(s) not listed; -v lists them)")
         return "\n".join(lines)
 
 

@@ -171,8 +171,9 @@ def _record_fields(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, superseded
                     f"LOST: sacct says {rec.state} but the controller has not listed the job "
                     f"since {utc_iso(since)} (a runaway record after a controller state loss?)",
                     "infrastructure")
-        reason = (f"sacct says {rec.state}, but the controller does not list the job "
-                  f"(since {utc_iso(since)})")
+        reason = (f"probably just ended: the controller no longer lists the job and sacct "
+                  f"still says {rec.state} (accounting lags; normal for a minute, LOST only "
+                  f"if it stays so, seen since {utc_iso(since)})")
     return {**fields, "state": state, "failure_class": fclass}, reason, fclass
 
 
@@ -207,7 +208,7 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
     if not changes and not later:
         return False
     if state != a.state:
-        summary.moved_to(state)
+        summary.moved_to(state, a.exp_id)
         summary.act(f"{a.exp_id} {a.run_id} job {key}: {a.state} -> {state}"
                     + (f" ({reason})" if reason else ""))
     if state == "LOST":
@@ -272,7 +273,7 @@ def _unmatched(ctx: PassContext, a: ActiveAttempt, later: list[SacctRow],
     reason = (f"LOST: job {a.job_key} is in neither sacct nor squeue {int(age)}s after "
               f"its submission" + (f" (it did start: {d})" if evidence else ""))
     summary.lost += 1
-    summary.moved_to("LOST")
+    summary.moved_to("LOST", a.exp_id)
     summary.act(f"{a.exp_id} {a.run_id} job {a.job_key}: {a.state} -> LOST")
     if ctx.dry_run:
         preview_retry(ctx, a, "LOST", "infrastructure", None)

@@ -8,9 +8,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from slurmexp.errors import Problem, SlurmexpError
-from slurmexp.report.frames import attempts_frame, resolve_experiments, run_table, runs_frame
+from slurmexp.report.frames import attempts_frame, run_table, runs_frame
 from slurmexp.report.metrics_files import _metrics_frame
 from slurmexp.report.model import FORMATS, Report, finite_float
+from slurmexp.report.refs import resolve_experiments
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -203,21 +204,31 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
 # --- rendering --------------------------------------------------------------------------
 
 def render_report(report: Report, fmt: str = "table", *, excel_safe: bool = False,
+                  columns: str | Sequence[str] | None = None, width: int | None = None,
                   **options: Any) -> str:
     """The report as text in `fmt` (one of FORMATS): HTML from report_html, the others from
     report_format. `excel_safe` (CSV only) neutralises cells a spreadsheet would run as
-    formulas. Options go to the HTML renderer (`max_rows`)."""
+    formulas. `columns` (table and Markdown: names or "a,b") picks the run table's columns;
+    `width` is the terminal's (table only; default $COLUMNS). Options go to the HTML
+    renderer (`max_rows`)."""
     from slurmexp.report import text as report_format
     if excel_safe and fmt != "csv":
         raise SlurmexpError("--excel-safe is for --format csv", [Problem(
             "", "--excel-safe", f"--format {fmt} is not opened by spreadsheets; JSON and the "
             "other formats stay exact", fix="use --format csv --excel-safe, or drop --excel-safe")])
+    picked = _split(columns)
+    if picked and fmt not in ("table", "markdown"):
+        raise SlurmexpError("--columns is for --format table or markdown", [Problem(
+            "", "--columns", f"--format {fmt} always has every column (its names are a "
+            "contract with scripts, docs/REPORT.md)",
+            fix="drop --columns, or use --format table or --format markdown")])
+    report.columns = picked or None
     if fmt == "csv":
         return report_format.render_csv(report, excel_safe_cells=excel_safe)
     if fmt == "json":
         return report_format.render_json(report)
     if fmt == "table":
-        return report_format.render_table(report)
+        return report_format.render_table(report, width)
     if fmt == "markdown":
         return report_format.render_markdown(report)
     if fmt == "html":

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from slurmexp import units
-from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.states import FAILED_STATES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,32 +31,8 @@ RUN_COLUMNS = [
     "partition", "qos", "submit_time", "start_time", "end_time", "elapsed_s", "wait_s",
     "exit_code", "failure_class", "gpus", "cpus", "gpu_hours", "cpu_hours",
     "gpu_hours_wasted", "cpu_hours_wasted", "cpu_efficiency", "mem_efficiency",
-    "max_rss_mib", "req_mem_mib", "seed", "run_dir",
+    "max_rss_mib", "req_mem_mib", "sample_seed", "run_dir",
 ]
-
-
-# --- experiments ------------------------------------------------------------------------
-
-def resolve_experiments(ledger: Ledger, refs: Iterable[str] | str | None) -> list[str]:
-    """Experiment ids for what the user typed (exact ids or unique prefixes); none = all."""
-    known = ledger.experiment_ids()
-    if isinstance(refs, str):
-        refs = [refs]
-    refs = [r for r in (refs or []) if r]
-    if not refs:
-        return known
-    out: list[str] = []
-    for ref in refs:
-        hits = [ref] if ref in known else [k for k in known if k.startswith(ref)]
-        if not hits:
-            ledger.get_experiment(ref, required=True)   # raises, with suggestions
-        if len(hits) > 1:
-            raise SlurmexpError(f"experiment {ref!r} is ambiguous", [Problem(
-                str(ledger.path), "experiments", f"{len(hits)} experiments start with {ref!r}",
-                fix=f"type more of the id: {', '.join(hits[:8])}")])
-        if hits[0] not in out:
-            out.append(hits[0])
-    return out
 
 
 # --- frames -----------------------------------------------------------------------------
@@ -71,9 +46,39 @@ def _records_frame(records: list[dict], index: pd.Index, prefix: str) -> pd.Data
     return frame[sorted(frame.columns)].add_prefix(prefix)
 
 
+def integers_stay_integers(s: pd.Series) -> pd.Series:
+    """`s` as pandas' nullable Int64 when every value it has is a whole number: a parameter
+    missing from one experiment, or a GPU count missing from an unreconciled run, would make
+    the column float, and CSV would write `param.seed` 0.0."""
+    from pandas.api.types import is_bool_dtype, is_float_dtype, is_integer_dtype, is_object_dtype
+    if is_bool_dtype(s) or is_integer_dtype(s):
+        return s
+    values = s.dropna()
+    if values.empty:
+        return s
+    if is_float_dtype(s):
+        whole = bool(((values % 1) == 0).all()) and bool((values.abs() < 2 ** 53).all())
+    elif is_object_dtype(s):
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    else:
+        return s
+    return s.astype("Int64") if whole else s
+
+
 def _params_frame(params_json: pd.Series) -> pd.DataFrame:
-    frame = _records_frame([json.loads(text) if text else {} for text in params_json],
-                           params_json.index, "param.")
+    """One `param.<name>` column per parameter; an int parameter stays int whatever the
+    other experiments in the table have (integers_stay_integers)."""
+    import pandas as pd
+    records = [json.loads(text) if text else {} for text in params_json]
+    frame = _records_frame(records, params_json.index, "param.")
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+    ints = {k for r in records for k, v in r.items() if is_int(v)}
+    others = {k for r in records for k, v in r.items() if not is_int(v)}
+    for name in ints - others:
+        col = f"param.{name}"
+        values = [r.get(name) for r in records]
+        frame[col] = pd.array(values, dtype="Int64")
     for col in frame.columns:
         if frame[col].dtype == object and any(isinstance(v, (dict, list)) for v in frame[col]):
             frame[col] = [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
@@ -219,11 +224,16 @@ def run_table(runs: pd.DataFrame, attempts: pd.DataFrame,
         "submit_time": _iso(last["submit_time"]), "start_time": _iso(last["start_time"]),
         "end_time": _iso(last["end_time"]), "elapsed_s": last["elapsed_s"],
         "wait_s": last["wait_s"], "exit_code": last["exit_code"],
-        "failure_class": last["failure_class"], "gpus": last["gpus"], "cpus": last["cpus"],
+        "failure_class": last["failure_class"], "gpus": integers_stay_integers(last["gpus"]),
+        "cpus": integers_stay_integers(last["cpus"]),
         "cpu_efficiency": last["cpu_efficiency"], "mem_efficiency": last["mem_efficiency"],
         "max_rss_mib": last["max_rss_mib"], "req_mem_mib": last["req_mem_mib"],
     }).join(totals)
     table = runs.rename(columns={"n_attempts": "attempts"}).join(per_run, on=keys)
+    # The sampler's seed ([sample] seed) of a sampled run; empty for grid and listed runs
+    # (older ledgers stored a `seed` parameter there too: that is param.seed).
+    table["sample_seed"] = integers_stay_integers(
+        pd.to_numeric(table["seed"].where(table["source"] == "sample"), errors="coerce"))
     for col in ("gpu_hours", "cpu_hours", "gpu_hours_wasted", "cpu_hours_wasted"):
         table[col] = table[col].fillna(0.0)
     params = [c for c in table.columns if c.startswith("param.")]

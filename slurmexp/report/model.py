@@ -31,6 +31,7 @@ class Report:
     best: pd.DataFrame | None = None        # the best run of each experiment (run-table rows)
     generated: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    columns: list[str] | None = None        # --columns: what the table/Markdown run table shows
 
 def finite_float(value: Any) -> float | None:
     """A float, or None for what is missing, not a number or infinite (JSON has no NaN)."""

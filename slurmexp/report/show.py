@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from slurmexp import layout
 from slurmexp.errors import Problem, SlurmexpError
+from slurmexp.report.refs import resolve_experiment
 
 if TYPE_CHECKING:  # pragma: no cover
     from slurmexp.ledger import Ledger
@@ -38,6 +39,11 @@ def resolve_run(ledger: Ledger, ref: str) -> dict:
         raise SlurmexpError(f"no run named in {ref!r}", [Problem(
             "", "RUN", "expected a run id, a prefix of one, or EXP:RUN",
             fix="copy a run id from `slurmexp report`")])
+    if exp_ref:
+        try:    # an experiment's full id or its name (its newest experiment)
+            exp_ref = resolve_experiment(ledger, exp_ref)
+        except SlurmexpError:
+            pass     # a prefix of several: the run part may still pick one
     rows = ledger.find_runs(run_ref, exp_ref or None)
     if exp_ref:
         exact_exp = [r for r in rows if r["exp_id"] == exp_ref]
@@ -104,7 +110,8 @@ def show_run(ledger: Ledger, ref: str, *, events: bool = True) -> dict:
         "ref": f"{run['exp_id']}:{run['run_id']}",
         "exp_id": run["exp_id"], "run_id": run["run_id"], "idx": run["idx"],
         "state": run["state"], "reason": run["reason"], "params": run["params"],
-        "seed": run["seed"], "source": run["source"], "n_attempts": run["n_attempts"],
+        "sample_seed": run["seed"] if run["source"] == "sample" else None,
+        "source": run["source"], "n_attempts": run["n_attempts"],
         "chunk": run["chunk"], "task_index": run["task_index"],
         "run_dir": str(run_dir.run_dir) if run_dir else None,
         "command_path": str(run_dir.command) if run_dir else None,
@@ -148,13 +155,15 @@ def _number(text: Any) -> Any:
 def format_run(info: dict) -> str:
     """show_run()'s dict as text for a terminal."""
     from slurmexp.report.text import fmt_duration, fmt_value
+    from slurmexp.timeutil import display_time, local_zone
     def block(title: str, pairs: list[tuple[str, Any]], indent: str = "  ") -> list[str]:
         width = max((len(k) for k, _ in pairs), default=0)
         return [title] + [f"{indent}{k:<{width}}  {'-' if v is None else v}" for k, v in pairs]
 
     exp = info["experiment"]
     lines = [f"run {info['ref']}  {info['state']}" + (f" ({info['reason']})"
-                                                      if info["reason"] else "")]
+                                                      if info["reason"] else ""),
+             f"times  local, {local_zone()}"]
     lines += block("parameters", list(info["params"].items()) or [("(none)", "")])
     lines += block("files", [("run dir", info["run_dir"]), ("command", info["command_path"]),
                              ("params", info["params_path"])])
@@ -162,7 +171,8 @@ def format_run(info: dict) -> str:
         lines += block("metrics", list(info["metrics"].items()))
     lines += block("experiment", [
         ("id", exp["exp_id"]), ("name", exp["name"]), ("backend", exp["backend"]),
-        ("cluster", exp["cluster"]), ("created", exp["created"]), ("exp dir", exp["exp_dir"]),
+        ("cluster", exp["cluster"]), ("created", display_time(exp["created"])),
+        ("exp dir", exp["exp_dir"]),
         ("sweep", exp["sweep_path"]), ("sweep copy", exp["sweep_copy_path"]),
         ("site", exp["site_path"]), ("template hash", exp["template_hash"])])
     lines += block("provenance", _flatten(exp.get("provenance") or {}) or [("(none)", "")])
@@ -171,6 +181,8 @@ def format_run(info: dict) -> str:
         if a["reason"]:
             head += f" ({a['reason']})"
         shown = {**a, "elapsed_s": fmt_duration(a["elapsed_s"]) or None,
+                 **{k: display_time(a[k]) or None for k in ("submit_time", "start_time",
+                                                            "end_time")},
                  "total_cpu_s": fmt_duration(a["total_cpu_s"]) or None,
                  "max_rss": f"{fmt_value(_number(a['max_rss']))} MiB" if a["max_rss"] else None}
         pairs = [(k.removesuffix("_s"), shown[k]) for k in (
@@ -183,10 +195,16 @@ def format_run(info: dict) -> str:
     if not info["attempts"]:
         lines.append("attempts  none yet")
     if info.get("events"):
+        events = info["events"]
+        kind_w = max(len(e["kind"]) for e in events)
+        from_w = max(len(e["from_state"] or "") for e in events)
+        to_w = max(len(e["to_state"] or "") for e in events)
         lines.append("events")
-        lines += [f"  {e['ts']}  {e['kind']:<14} {e['from_state'] or '':>9} -> "
-                  f"{e['to_state'] or ''}" + (f"  {e['reason']}" if e["reason"] else "")
-                  for e in info["events"]]
+        for e in events:
+            moved = f"{e['from_state'] or '':<{from_w}} -> {e['to_state'] or '':<{to_w}}"
+            reason = " ".join((e["reason"] or "").split())     # one line per event
+            lines.append(f"  {display_time(e['ts'])}  {e['kind']:<{kind_w}}  {moved}"
+                         f"  {reason}".rstrip())
     return "\n".join(lines) + "\n"
 
 

@@ -20,3 +20,47 @@ def run_statuses(ledger: Ledger, exp_id: str) -> list[dict]:
     """One row per run with its newest attempt's job, node and times (see `RunStatus`)."""
     ledger.get_experiment(exp_id, required=True)
     return [row.to_dict() for row in ledger.run_statuses(exp_id)]
+
+
+# --- as text: fitted to the terminal, never cutting an id or a state ---------------------
+
+def _counts(by_state: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(by_state.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def format_experiments(data: list[dict], width: int | None = None) -> str:
+    """The experiments table: id and state whole; `created` (local time, to the minute) is
+    the first column left out, then the cluster (`local` for the local backend); the run
+    counts ("3: COMPLETED=2 FAILED=1", total first) are cut last."""
+    from slurmexp.report.fit import Column, render
+    from slurmexp.timeutil import display_time
+    where = [e["cluster"] or "" if e["backend"] == "slurm" else e["backend"] for e in data]
+    return render([
+        Column("experiment", [e["exp_id"] for e in data], keep=True),
+        Column("state", [e["state"] for e in data], keep=True),
+        Column("runs", [f"{e['n_runs']}: {_counts(e['runs_by_state'])}".rstrip(": ")
+                        for e in data], shrink_to=8, priority=3),
+        Column("cluster", where, priority=2),
+        Column("created", [display_time(e["created"], seconds=False) for e in data]),
+    ], width, left_out_hint="see --format json")
+
+
+def format_runs(exp_id: str, data: list[dict], width: int | None = None) -> str:
+    """One experiment's runs: run ids and states whole; parameters and reasons cut to fit
+    (one line each; `slurmexp show RUN` has them whole)."""
+    from slurmexp.report.fit import Column, render_fitted
+    reasons = [(r["reason"] or "").splitlines()[0] if r["reason"] else "" for r in data]
+    cols = [
+        Column("run", [r["run_id"] for r in data], keep=True),
+        Column("params", [" ".join(f"{k}={v}" for k, v in r["params"].items()) for r in data],
+               shrink_to=12, priority=4),
+        Column("state", [r["state"] for r in data], keep=True),
+        Column("att", [str(r["attempts"]) for r in data], priority=2),
+        Column("job", [r["job"] or "" for r in data], priority=3),
+        Column("node", [r["node"] or "" for r in data], priority=1),
+        Column("reason", reasons, shrink_to=10, priority=0),
+    ]
+    text, cut = render_fitted(cols, width, left_out_hint="see --format json")
+    cut = "reason" in cut or any(r["reason"] and "\n" in r["reason"] for r in data)
+    note = "reasons cut to fit; `slurmexp show RUN` has them whole\n" if cut else ""
+    return f"experiment {exp_id}\n{text}{note}"

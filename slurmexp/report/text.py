@@ -98,6 +98,7 @@ def display_cells(frame: pd.DataFrame, columns: list[tuple[str, str]],
 
     Plain lists, formatted per dtype: at 100,000 runs this is most of a text report's time.
     """
+    from pandas import NA as pd_NA  # noqa: N812 - pandas' missing value
     from pandas.api.types import is_float_dtype, is_integer_dtype
     out = {}
     for col, header in columns:
@@ -106,8 +107,8 @@ def display_cells(frame: pd.DataFrame, columns: list[tuple[str, str]],
             cells = _duration_cells(s.tolist())
         elif is_float_dtype(s):
             cells = _float_cells(s.tolist())
-        elif is_integer_dtype(s):
-            cells = list(map(str, s.tolist()))
+        elif is_integer_dtype(s):      # Int64 (integers_stay_integers) has NA: ""
+            cells = ["" if v is None or v is pd_NA else str(v) for v in s.tolist()]
         else:
             cells = [fmt_value(v) for v in s.tolist()]
         if width:
@@ -141,8 +142,8 @@ def text_table(cells: dict[str, list[str]]) -> str:
 def markdown_table(cells: dict[str, list[str]]) -> str:
     if not cells or not next(iter(cells.values())):
         return "(none)\n"
-    def esc(text: str) -> str:
-        return text.replace("|", "\\|")
+    def esc(text: str) -> str:    # a newline would end the table row: <br> renders as one
+        return re.sub(r"\r\n|\r|\n", "<br>", text.replace("|", "\\|"))
     cols = [[esc(c) for c in col] for col in cells.values()]
     lines = ["| " + " | ".join(map(esc, cells)) + " |", "|" + "|".join("---" for _ in cells) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in zip(*cols)]
@@ -204,7 +205,8 @@ def best_line(report: Report, exp_id: str) -> str | None:
 def experiment_rows(report: Report, s: dict) -> list[tuple[str, str]]:
     """(label, value) pairs of one experiment's block: what it is, its summary, its best run."""
     meta = ", ".join(str(x) for x in (s["name"], s["backend"], s["cluster"]) if x)
-    rows = [("experiment", f"{meta}; state {s['state']}; created {s['created']}")]
+    from slurmexp.timeutil import display_time
+    rows = [("experiment", f"{meta}; state {s['state']}; created {display_time(s['created'])}")]
     rows += summary_lines(s)
     line = best_line(report, s["exp_id"])
     if line:
@@ -214,7 +216,55 @@ def experiment_rows(report: Report, s: dict) -> list[tuple[str, str]]:
 
 # --- the formats ------------------------------------------------------------------------
 
-def _sections(report: Report, table_fn, heading) -> list[str]:
+# How a terminal table is fitted (report.fit): ids and states whole; parameters and metrics
+# left out last, then wall time, GPU hours and exit; qos, node and partition first.
+_FIT = {"exp_id": (True, None, 0), "run_id": (True, None, 0), "state": (True, None, 0),
+        "reason": (False, 12, 1), "attempts": (False, None, 3), "job_ids": (False, 9, 2),
+        "node": (False, None, 1), "partition": (False, None, 1), "qos": (False, None, 0),
+        "elapsed_s": (False, None, 4), "wait_s": (False, None, 2),
+        "exit_code": (False, None, 3), "gpu_hours": (False, None, 4)}
+_LEFT_OUT_HINT = "pick them with --columns, or use --format csv/json/html"
+
+
+def pick_columns(columns: list[tuple[str, str]], names: list[str] | None
+                 ) -> list[tuple[str, str]]:
+    """The (column, header) pairs `--columns` names, in its order, after the id columns.
+    A name is a header ("lr", "job ids"), a column ("param.lr", "job_ids") or either form
+    of a metric ("loss", "metric.loss")."""
+    if not names:
+        return columns
+    from slurmexp.errors import Problem, SlurmexpError
+    index = {}
+    for col, header in columns:
+        index.setdefault(col, (col, header))
+        index.setdefault(header, (col, header))
+    missing = [n for n in names if n not in index]
+    if missing:
+        known = ", ".join(h for _, h in columns)
+        raise SlurmexpError(f"unknown column {', '.join(map(repr, missing))}", [Problem(
+            "", "--columns", f"the run table has no column {', '.join(missing)}",
+            fix=f"pick from: {known}")])
+    ids = [c for c in columns if c[0] in ("exp_id", "run_id")]
+    picked = ids + [index[n] for n in names if index[n] not in ids]
+    return list(dict.fromkeys(picked))
+
+
+def fitted_table(frame: pd.DataFrame, columns: list[tuple[str, str]], width: int | None,
+                 picked: bool = False) -> str:
+    """`frame` as a terminal table fitted to `width` (report.fit); picked columns (from
+    --columns) are all kept: the user asked for them."""
+    from slurmexp.report.fit import Column, render
+    cells = display_cells(frame, columns)
+    cols = []
+    for col, header in columns:
+        keep, shrink, priority = _FIT.get(col, (False, 8 if col.startswith("param.") else None,
+                                               6 if col.startswith("param.") else 5))
+        cols.append(Column(header, cells[header], keep=keep or picked, shrink_to=shrink,
+                           priority=priority))
+    return render(cols, width, left_out_hint=_LEFT_OUT_HINT)
+
+
+def _sections(report: Report, table_fn, heading, run_table_fn=None) -> list[str]:
     out = []
     for s in report.experiments:
         out.append(heading(1, f"Experiment {s['exp_id']}"))
@@ -222,19 +272,25 @@ def _sections(report: Report, table_fn, heading) -> list[str]:
     if report.by_table is not None:
         out.append(heading(2, f"Metrics by {', '.join(report.by)} "
                               "(mean, std, n over COMPLETED runs)"))
-        out.append(table_fn(display_cells(report.by_table, by_columns(report))))
+        out.append((run_table_fn or _cells_table(table_fn))(report.by_table,
+                                                            by_columns(report)))
     out.append(heading(2, f"Runs ({len(report.runs)})"))
-    out.append(table_fn(display_cells(report.runs, display_columns(report, report.runs),
-                                      width=60)))
+    columns = pick_columns(display_columns(report, report.runs), report.columns)
+    out.append((run_table_fn or _cells_table(table_fn))(report.runs, columns))
     return out
 
 
-def render_table(report: Report) -> str:
+def _cells_table(table_fn):
+    return lambda frame, columns: table_fn(display_cells(frame, columns, width=60))
+
+
+def render_table(report: Report, width: int | None = None) -> str:
+    """The report for a terminal `width` columns wide (default: $COLUMNS or the terminal's)."""
     def kv(rows):
-        if not isinstance(rows, list):
-            return text_table(rows)
         return "".join(f"  {k:<13}{v}\n" for k, v in rows)
-    return "\n".join(_sections(report, kv, lambda level, text: text))
+    return "\n".join(_sections(
+        report, kv, lambda level, text: text,
+        lambda frame, columns: fitted_table(frame, columns, width, bool(report.columns))))
 
 
 def render_markdown(report: Report) -> str:

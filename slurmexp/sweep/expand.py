@@ -168,9 +168,9 @@ def expand(sweep: Sweep) -> list[Run]:
                               f"({other.source}), so it would run twice",
                               "remove it from [[runs]]")
         seen[text] = index
-        seed = params.get("seed")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            seed = sweep.sample.seed if origin == "sample" and sweep.sample is not None else None
+        # The sampler's seed, so a report can tell which draw a run came from; a `seed`
+        # parameter is a parameter like any other (param.seed), never this.
+        seed = sweep.sample.seed if origin == "sample" and sweep.sample is not None else None
         runs.append(Run(run_id=run_id_for(params), index=index, params=params, seed=seed, source=origin))
     return runs
 
