@@ -11,6 +11,7 @@ commands go first on PATH for the whole session, tests and slurmexp's subprocess
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 from clusterlib import CURRENT, Cluster, ClusterUnavailable, slurm_installed
@@ -74,3 +75,18 @@ def no_local_slurm(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PATH", laptop_path(tmp_path))
     assert shutil.which("sbatch") is None and shutil.which("sacct") is None
+
+
+@pytest.fixture
+def cluster_ledger(tmp_path):
+    """A fresh ledger for a test that submits to the real cluster. Afterwards the jobs its
+    attempts still hold are cancelled (by id, never all of root's jobs: other tests and
+    sessions share the cluster), so a failing test does not leave sleepers on the nodes."""
+    from slurmexp.ledger import Ledger
+
+    led = Ledger(tmp_path / "home" / "ledger.db")
+    yield led
+    ids = [a["job_id"] for a in led.attempts(active_only=True) if a["job_id"]]
+    if ids:
+        subprocess.run(["scancel", *sorted(set(ids))], check=False, capture_output=True)
+    led.close()

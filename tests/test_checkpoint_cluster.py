@@ -27,7 +27,6 @@ import slurmexp
 import slurmexp.submitit as submitit
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.launch.launcher import launch
-from slurmexp.ledger import Ledger
 
 pytestmark = pytest.mark.cluster
 
@@ -51,23 +50,13 @@ echo "done at $n"
 
 
 @pytest.fixture
-def ledger(tmp_path):
-    led = Ledger(tmp_path / "home" / "ledger.db")
-    yield led
-    led.close()
+def ledger(cluster_ledger):
+    return cluster_ledger
 
 
 @pytest.fixture
 def backend(cluster):
     return SlurmBackend(cluster=CLUSTER)
-
-
-@pytest.fixture(autouse=True)
-def _cancel_leftovers(ledger):
-    yield
-    ids = [a["job_id"] for a in ledger.attempts(active_only=True) if a["job_id"]]
-    if ids:
-        subprocess.run(["scancel", *sorted(set(ids))], check=False, capture_output=True)
 
 
 def counting_sweep(base: Path, name: str, steps: int, *, partition: str, time_min: int,

@@ -16,20 +16,14 @@ import pytest
 from test_reconcile_cluster import CLUSTER, REPO, no_duplicates, reconcile_until, write_sweep
 
 from slurmexp.backends.slurm.backend import SlurmBackend
-from slurmexp.ledger import Ledger
 from slurmexp.reconcile import one_pass as rc
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
-def ledger(tmp_path):
-    led = Ledger(tmp_path / "home" / "ledger.db")
-    yield led
-    ids = [a["job_id"] for a in led.attempts(active_only=True) if a["job_id"]]
-    if ids:    # a failing test must not leave its jobs holding nodes
-        subprocess.run(["scancel", *sorted(set(ids))], check=False, capture_output=True)
-    led.close()
+def ledger(cluster_ledger):
+    return cluster_ledger
 
 
 @pytest.fixture

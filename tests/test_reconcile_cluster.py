@@ -190,24 +190,13 @@ def no_duplicates(ledger: Ledger, exp_id: str) -> None:
 
 
 @pytest.fixture
-def ledger(tmp_path):
-    led = Ledger(tmp_path / "home" / "ledger.db")
-    yield led
-    led.close()
+def ledger(cluster_ledger):
+    return cluster_ledger
 
 
 @pytest.fixture
 def backend(cluster):
     return SlurmBackend(cluster=CLUSTER)
-
-
-@pytest.fixture(autouse=True)
-def _cancel_leftovers(ledger):
-    yield
-    # A failing test must not leave its sleepers holding nodes for the next one.
-    ids = [a["job_id"] for a in ledger.attempts(active_only=True) if a["job_id"]]
-    if ids:
-        subprocess.run(["scancel", *sorted(set(ids))], check=False, capture_output=True)
 
 
 # --- failures and retries -------------------------------------------------------------------
