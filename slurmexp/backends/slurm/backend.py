@@ -62,14 +62,10 @@ _CALLS_LOCK = threading.Lock()   # validation runs its fact queries in threads
 
 def _record(command: str, started: float, returncode: int | None) -> None:
     with _CALLS_LOCK:
-        _record_locked(command, started, returncode)
-
-
-def _record_locked(command: str, started: float, returncode: int | None) -> None:
-    CALL_COUNTS[command] = CALL_COUNTS.get(command, 0) + 1
-    CALLS.append(CallRecord(command, time.monotonic() - started, returncode))
-    if len(CALLS) > _MAX_RECORDS:
-        del CALLS[: len(CALLS) - _MAX_RECORDS]
+        CALL_COUNTS[command] = CALL_COUNTS.get(command, 0) + 1
+        CALLS.append(CallRecord(command, time.monotonic() - started, returncode))
+        if len(CALLS) > _MAX_RECORDS:
+            del CALLS[: len(CALLS) - _MAX_RECORDS]
 
 
 def reset_call_log() -> None:
@@ -364,7 +360,8 @@ class SlurmBackend:
         fresh refills it; 0 reads fresh and refills. None (the default) leaves the cache alone."""
         user = user or self.user
         queries = commands.cluster_facts(user, self.cluster_flag)
-        cache_path = self._facts_cache_path(user)
+        # The cache's key (a PATH lookup among others) only when a caller uses the cache.
+        cache_path = self._facts_cache_path(user) if max_age_s is not None else None
         cached = facts_cache.load(cache_path, queries, max_age_s) if max_age_s else None
         texts: dict[str, str | None] = dict(cached[0]) if cached else {}
         failures: dict[str, str] = {}
