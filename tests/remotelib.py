@@ -96,3 +96,13 @@ def laptop_path(tmp: Path) -> str:
         if found and not (bin_dir / tool).exists():
             (bin_dir / tool).symlink_to(found)
     return str(bin_dir)
+
+
+def since(t0: float) -> str:
+    """An sacct -S window that starts just before monotonic time `t0` on the remote's clock.
+
+    The matrix tests reset the 24.11 controller's job ids, so "now-1hours" can also select an
+    older finished job with the same id; a window from the submission on leaves it out (as
+    reconcile's does, from the first submit time it tracks)."""
+    import time
+    return f"now-{int(time.monotonic() - t0) + 5}seconds"

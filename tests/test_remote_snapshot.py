@@ -3,10 +3,12 @@ root: sacct + squeue for a 500-task array and 500 result files, counted on the s
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 
 import pytest
 
+from remotelib import since
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.errors import SlurmUnavailable
 from slurmexp.transport.snapshot import snapshot
@@ -29,18 +31,26 @@ def test_500_task_pass_is_one_round_trip(remote, remote_node):
     backend.assume_local_cluster(remote_node.cluster, user="root")   # as a [remote] site does
     remote.write_text("job.sh", "#!/bin/bash\n#SBATCH --job-name=sx-test-snapshot\n#SBATCH --hold\n"
                                 "#SBATCH --array=0-499\n#SBATCH --output=/dev/null\n#SBATCH --partition=cpu\ntrue\n")
+    t0 = time.monotonic()
     sub = backend.submit("job.sh", cwd=remote.root)
     try:
+        # slurmdbd learns of a new job a moment after sbatch; wait for its record so the pass
+        # below has one to read (and never an older job that had the same id: see since()).
+        deadline = t0 + 60
+        while not [r for r in backend.accounting([sub.job_id], since=since(t0))
+                   if r.job_name == "sx-test-snapshot"] and time.monotonic() < deadline:
+            time.sleep(1)
         made = remote.batch([op for i in range(500) for op in (
             Op("mkdirs", path=f"r/{i}"), Op("write", path=f"r/{i}/exit_code", data=f"{i % 3}\n".encode()))])
         assert [r.returncode for r in made] == [0] * 1000
         files = [f"r/{i}/exit_code" for i in range(500)] + ["r/none/stderr"]
         trips, served = remote.round_trips, remote_node.commands_run()
-        snap = snapshot(backend, [sub.job_id], since="now-1hours", files=files)
+        snap = snapshot(backend, [sub.job_id], since=since(t0), files=files)
         assert remote.round_trips == trips + 1 and remote_node.commands_run() == served + 1
         assert len({r.job_id for r in snap.queue}) == 500
         assert {r.state for r in snap.queue} == {"PENDING"}
-        assert snap.accounting and all(r.state == "PENDING" for r in snap.accounting)
+        ours = [r for r in snap.accounting if r.job_name == "sx-test-snapshot"]
+        assert ours and all(r.state == "PENDING" for r in ours), snap.accounting
         assert [snap.files[f"r/{i}/exit_code"] for i in range(500)] == [f"{i % 3}\n" for i in range(500)]
         assert snap.files["r/none/stderr"] is None
     finally:
