@@ -7,8 +7,8 @@ import time
 import uuid
 
 import pytest
-
 from remotelib import since
+
 from slurmexp.backends.slurm.backend import SlurmBackend
 from slurmexp.errors import SlurmUnavailable
 from slurmexp.transport.snapshot import snapshot

@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from remotelib import since
+
 from slurmexp.backends.slurm.backend import SlurmBackend, run_slurm
 from slurmexp.errors import SlurmUnavailable
 from slurmexp.transport import (
