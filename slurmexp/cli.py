@@ -179,19 +179,24 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 @main.command()
 @click.argument("experiment", required=False)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--all", "all_runs", is_flag=True,
+              help="With EXPERIMENT: list every run (the table stops after the first 200; JSON has all).")
 @click.pass_context
-def status(ctx, experiment: str | None, fmt: str) -> None:
+def status(ctx, experiment: str | None, fmt: str, all_runs: bool) -> None:
     """Experiments and their runs' states, as the ledger has them (fitted to the terminal).
 
     EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment)."""
-    from slurmexp.report.status import experiment_summaries, format_experiments, format_runs, run_statuses
+    from slurmexp.report import status as st
 
     ledger = _ledger(ctx)
     if experiment is None:
-        _emit(experiment_summaries(ledger), fmt, lambda d: click.echo(format_experiments(d), nl=False))
+        _emit(st.experiment_summaries(ledger), fmt, lambda d: click.echo(st.format_experiments(d), nl=False))
         return
     exp_id = resolve_experiment(ledger, experiment)
-    _emit(run_statuses(ledger, exp_id), fmt, lambda d: click.echo(format_runs(exp_id, d), nl=False))
+    if fmt == "json":
+        _emit(st.run_statuses(ledger, exp_id), fmt, None)
+    else:
+        click.echo(st.runs_text(ledger, exp_id, all_runs=all_runs), nl=False)
 
 
 @main.command()
