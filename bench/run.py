@@ -245,7 +245,7 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; medians of {ns.repeats}, interleaved; "
           f"ours | peer | ratio", flush=True)
     try:
-        rows = ledger_rows(tmp, ns.repeats, only)
+        rows = ledger_rows(tmp, ns.repeats, only) if only & {"report-csv", "status-exp"} else []
         if only & {"launch-1k", "launch-8k"}:
             rows += launch_rows(tmp, site, ns.repeats, only)
         if only & {"reconcile-2k", "reconcile-history"}:
