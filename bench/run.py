@@ -41,10 +41,13 @@ class Side:
     env: dict = field(default_factory=dict)
     cwd: Path | None = None
     after: object = None         # called after each run (cancel what it queued)
+    before: object = None        # called before each run, untimed (wait for room in the queue)
     walls: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
 
     def run_once(self) -> None:
+        if self.before:
+            self.before()
         env = dict(os.environ, PYTHONPATH=str(REPO), **self.env)
         started = time.perf_counter()
         proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdout=subprocess.PIPE,
@@ -110,6 +113,25 @@ print(jobs[0].job_id.split("_")[0])
 """
 
 
+MAX_JOB_COUNT = 10_000      # the test cluster's (docker/slurm-cluster/conf/slurm.conf.in)
+
+
+def room_for(n: int):
+    """Wait until slurmctld holds fewer than MaxJobCount - n job records. Cancelled jobs keep
+    their record for MinJobAge (300 s on the test cluster) and count against MaxJobCount, so
+    back-to-back launches of 8,000 runs wait here (untimed) for the last ones to be purged."""
+    def before() -> None:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            held = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i"], check=True,
+                                  capture_output=True, text=True).stdout.count("\n")
+            if held + n < MAX_JOB_COUNT:
+                return
+            time.sleep(10)
+        raise SystemExit("the test cluster's queue did not empty in 15 minutes")
+    return before
+
+
 def scancel_printed(out: str) -> None:
     subprocess.run(["scancel", out.split()[-1]], check=True)
 
@@ -125,21 +147,22 @@ def launch_rows(tmp: Path, site: Path, repeats: int, only: set) -> list[dict]:
         (peer_dir / "peer.py").write_text(SUBMITIT_PEER.format(n=1000))
         rows.append(measure("launch-1k", "<= 1.0x",
                             Side("slurmexp launch 1k", sx("launch", str(s1k), "--new"), env,
-                                 tmp / "sweeps", cancel_experiment(home)),
+                                 tmp / "sweeps", cancel_experiment(home), room_for(1000)),
                             Side("submitit map_array 1k", [sys.executable, "peer.py"], {}, peer_dir,
-                                 scancel_printed), repeats))
+                                 scancel_printed, room_for(1000)), repeats))
     if "launch-8k" in only:
         rows.append(measure("launch-8k", "<= 1.5x",
                             Side("slurmexp launch 8k", sx("launch", str(s8k), "--new"), env,
-                                 tmp / "sweeps", cancel_experiment(home)),
+                                 tmp / "sweeps", cancel_experiment(home), room_for(8000)),
                             Side("slurmexp launch 1k", sx("launch", str(s1k), "--new"), env,
-                                 tmp / "sweeps", cancel_experiment(home)), repeats))
+                                 tmp / "sweeps", cancel_experiment(home), room_for(1000)), repeats))
     return rows
 
 
 def held_launch(tmp: Path, site: Path, home: Path, n: int) -> str:
     """A launch of n runs whose jobs stay PENDING (sbatch's SBATCH_HOLD), for reconcile rows."""
     sweep = write_sweep(tmp / "sweeps", f"bench-held-{n}", n)
+    room_for(n)()
     env = dict(os.environ, PYTHONPATH=str(REPO), SLURMEXP_HOME=str(home),
                SLURMEXP_SITE=str(site), SBATCH_HOLD="1")
     out = subprocess.run(sx("launch", str(sweep), "--new"), cwd=sweep.parent, env=env, check=True,
