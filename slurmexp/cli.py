@@ -60,9 +60,15 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
     \b
     Exit codes:
       0  done
-      1  a command failed or refused its input (report options, --output); health: unhealthy
+      1  a command failed or refused its input (report options, --output); health: unhealthy;
+         sbatch refused the first array (a queue limit: MaxJobCount, MaxSubmitJobs)
       2  the sweep or site file has problems, or validation refused it: nothing submitted
       3  a Slurm daemon did not answer, or a [remote] cluster was unreachable: nothing decided
+      5  launch/retry: part submitted, Slurm refused the rest; the runs not submitted are
+         named, `slurmexp retry EXP --unsubmitted` submits them
+      6  launch/retry: sbatch did not answer for an array; `slurmexp reconcile` adopts or
+         submits it (never twice)
+      7  a file or the ledger could not be written (disk full, quota, permissions)
     """
     ctx.ensure_object(dict)
     ctx.obj["ledger_path"] = ledger_path
@@ -150,13 +156,22 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
         if not report.ok:
             raise SlurmexpError_from(report, prep)
         return
+    from slurmexp.errors import PartlySubmitted, SlurmUnavailable, SubmissionUnknown
+
     result = launch_mod.launch(sweep, site_path, backend=backend, ledger=_ledger(ctx), new=new,
                                max_parallel=max_parallel, fresh=fresh)
-    if result.message:
-        click.echo(result.message, err=True)
     if result.submitted and result.job_ids:
         click.echo(submitted_line(_ledger(ctx), result.exp_id, result.job_ids), err=True)
     click.echo(result.exp_id)
+    # Not all of it is in the queue: never exit 0 (a script would take the sweep for launched).
+    if result.unsubmitted:
+        raise PartlySubmitted(result.message)
+    if result.pending_intents:
+        if result.unanswered is not None and not result.unanswered.timed_out:
+            raise SlurmUnavailable(result.message)      # sbatch said it reached no controller
+        raise SubmissionUnknown(result.message)
+    if result.message:
+        click.echo(result.message, err=True)
 
 
 def submitted_line(ledger, exp_id: str, job_ids: list[str]) -> str:
@@ -221,13 +236,20 @@ def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fm
 @click.option("--failed", "which", flag_value="failed", default=True, help="Runs that failed (default).")
 @click.option("--lost", "which", flag_value="lost", help="Runs that were lost.")
 @click.option("--all", "which", flag_value="all", help="Every run not COMPLETED.")
+@click.option("--unsubmitted", "which", flag_value="unsubmitted",
+              help="Runs never submitted (sbatch refused their array at launch: a queue limit).")
 @click.pass_context
 def retry(ctx, experiment: str, which: str) -> None:
-    """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs."""
+    """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs (past the
+    sweep's max_attempts if asked: it says so)."""
     from slurmexp.reconcile.resubmit import retry_experiment
 
     ledger = _ledger(ctx)
-    subs = retry_experiment(ledger, None, resolve_experiment(ledger, experiment), which)
+    notes: list[str] = []
+    subs = retry_experiment(ledger, None, resolve_experiment(ledger, experiment), which,
+                            notes=notes)
+    for note in notes:
+        click.echo(note, err=True)
     click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
 
 

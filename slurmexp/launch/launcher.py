@@ -23,6 +23,7 @@ from slurmexp.backends.base import backend_kind, scheduler_for
 from slurmexp.backends.facts import SubmitResult
 from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
+from slurmexp.launch.capacity import partly_submitted_message, with_queue_count
 from slurmexp.launch.experiment_files import (
     write_manifest,
     write_run_files,
@@ -67,6 +68,8 @@ class LaunchResult:
     message: str = ""
     report: ValidationReport | None = None
     pending_intents: int = 0      # chunks whose sbatch outcome is unknown (reconcile adopts them)
+    unsubmitted: list[str] = field(default_factory=list)   # runs of chunks sbatch refused
+    unanswered: SlurmUnavailable | None = None   # why sbatch's outcome is unknown (pending_intents)
 
 
 # ----------------------------------------------------------------------------------------
@@ -329,17 +332,44 @@ def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int
             # sbatch may have created the job although it timed out: the intent stays for
             # reconcile to adopt by tag, and nothing more is submitted now.
             result.pending_intents = sum(1 for c in prep.plan.chunks if c.chunk >= chunk.chunk)
-            result.message = (f"sbatch did not answer for chunk {chunk.chunk} ({outcome.message}); "
-                              "run `slurmexp reconcile` to adopt or resubmit it")
+            result.unanswered = outcome.error
+            what = ("did not answer; that array may or may not exist"
+                    if outcome.error.timed_out else "reached no Slurm controller")
+            result.message = (f"{exp_id}: sbatch {what} for chunk {chunk.chunk} "
+                              f"({outcome.message}); {len(result.job_ids)} of "
+                              f"{len(prep.plan.chunks)} array(s) are in the queue. Run "
+                              "`slurmexp reconcile` (cron does): it adopts that array if "
+                              "sbatch created it and submits what is missing, never twice")
             break
         if outcome.status == REFUSED:
-            ledger.set_experiment_state(exp_id, "FAILED", f"sbatch refused chunk {chunk.chunk}")
-            raise outcome.error
+            if not result.job_ids:
+                ledger.set_experiment_state(exp_id, "FAILED", f"sbatch refused chunk {chunk.chunk}")
+                raise with_queue_count(outcome.error, slurm)
+            _partly_submitted(prep, exp_id, ledger, result, chunk, outcome.error, slurm)
+            break
         result.job_ids.append(outcome.job_id)
     stamp_submit_times(ledger, slurm, outcomes)
     if not result.pending_intents:
-        ledger.set_experiment_state(exp_id, "SUBMITTED", f"{len(result.job_ids)} array job(s)")
+        ledger.set_experiment_state(exp_id, "SUBMITTED", f"{len(result.job_ids)} array job(s)"
+                                    + (f"; {len(result.unsubmitted)} run(s) refused by sbatch"
+                                       if result.unsubmitted else ""))
     return result
+
+
+def _partly_submitted(prep: Prepared, exp_id: str, ledger: Ledger, result: LaunchResult,
+                      refused: ArrayChunk, error: SlurmexpError, slurm) -> None:
+    """A later array was refused (a queue limit, usually): the arrays before it are queued and
+    stay; the refused one and those after it are not submitted. Their runs stay PLANNED with
+    the reason, and the result says which they are and how to submit them."""
+    rest = [c for c in prep.plan.chunks if c.chunk >= refused.chunk]
+    result.unsubmitted = [r.run_id for c in rest for r in c.runs]
+    later = [r.run_id for c in rest if c.chunk != refused.chunk for r in c.runs]
+    if later:
+        ledger.set_run_state(exp_id, later, "PLANNED",
+                             f"not submitted: sbatch refused chunk {refused.chunk} before it")
+    result.message = partly_submitted_message(
+        exp_id, result.job_ids, len(prep.plan.chunks), refused.chunk, [c.chunk for c in rest],
+        result.unsubmitted, error, slurm)
 
 
 class _LocalArrays:

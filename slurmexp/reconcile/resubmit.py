@@ -26,7 +26,14 @@ from typing import Any
 from slurmexp import arrays, layout
 from slurmexp.backends.base import backend_kind, kind_names
 from slurmexp.backends.facts import SacctRow
-from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
+from slurmexp.errors import (
+    PartlySubmitted,
+    Problem,
+    SlurmexpError,
+    SlurmQueueLimit,
+    SlurmUnavailable,
+    SubmissionUnknown,
+)
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome, ChunkRequest, stamp_submit_times, submit_chunk
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt, PlannedRun
@@ -212,8 +219,10 @@ def _retry_items(ctx: PassContext, runs: list[PlannedRun],
 
 
 def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff: bool = False,
-               sub_ids: list[int] | None = None) -> set[str]:
-    """Submit the PLANNED runs whose retry is due: one sbatch per (chunk, resources)."""
+               sub_ids: list[int] | None = None,
+               failures: list[ChunkOutcome] | None = None) -> set[str]:
+    """Submit the PLANNED runs whose retry is due: one sbatch per (chunk, resources).
+    `sub_ids` and `failures` collect the new submissions and the refused or unanswered ones."""
     ledger, summary = ctx.ledger, ctx.summary
     runs = resubmittable_runs(ctx) if runs is None else runs
     items = _retry_items(ctx, runs, ignore_backoff)
@@ -253,9 +262,13 @@ def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff:
             # The job may exist: the intent stays for the next pass to adopt (or close).
             summary.error = f"sbatch: {outcome.message}"
             summary.exit_code = outcome.error.exit_code
+            if failures is not None:
+                failures.append(outcome)
             summary.act(f"submit {label}: sbatch did not answer; intent {outcome.sub_id} left to adopt")
             break
         if outcome.status == REFUSED:
+            if failures is not None:
+                failures.append(outcome)
             _give_up(ctx, exp_id, group, f"retry refused by sbatch: {outcome.message}")
             summary.warnings.append(f"{label}: refused: {outcome.message}")
             continue
@@ -290,21 +303,54 @@ RETRY_WHICH = {
     "failed": FAILED_STATES - {LOST},
     "lost": frozenset({LOST}),
     "all": FAILED_STATES,
+    # Runs never submitted: sbatch refused their array at launch (a queue limit), so they
+    # are PLANNED with no attempt. Those an open intent covers are left to reconcile.
+    "unsubmitted": frozenset({"PLANNED"}),
 }
 
 
+def _unsubmitted(ledger: Ledger, exp_id: str) -> list[PlannedRun]:
+    covered = _open_intent_tasks(ledger)
+    out = []
+    for r in ledger.planned_runs(exp_id):
+        tasks = covered.get((r.exp_id, r.chunk), set())
+        if r.n_attempts or tasks is None or (r.task_index is not None and r.task_index in tasks):
+            continue
+        out.append(r)
+    return out
+
+
+def _over_max_attempts(ctx: PassContext, runs: list[PlannedRun]) -> list[str]:
+    """One line per resource group whose runs already had max_attempts attempts: a person may
+    go past the limit, but is told so."""
+    over: dict[int, list[str]] = defaultdict(list)
+    limits: dict[int, int] = {}
+    for r in runs:
+        policy = policy_of(ctx, r.exp_id, r.chunk)
+        if r.n_attempts >= policy.max_attempts:
+            over[r.n_attempts + 1].append(r.run_id)
+            limits[r.n_attempts + 1] = policy.max_attempts
+    return [f"{len(ids)} run(s) get attempt {n}, past max_attempts = {limits[n]} (asked for by "
+            f"hand): {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}"
+            for n, ids in sorted(over.items())]
+
+
 def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "failed", *,
-                     lock_wait_s: float = 120) -> list[int]:
+                     lock_wait_s: float = 120, notes: list[str] | None = None) -> list[int]:
     """Resubmit an experiment's finished-but-unsuccessful runs now (one sbatch per chunk).
 
-    which: "failed" (every final state but COMPLETED and LOST), "lost", or "all". Ignores the
-    backoff and the max_attempts limit (a person asked); escalation still applies. Returns the
-    new submissions' ids. Raises SlurmUnavailable when sbatch does not answer: the intent is
-    left for the next reconcile pass to adopt.
+    which: "failed" (every final state but COMPLETED and LOST), "lost", "all", or
+    "unsubmitted" (runs whose array sbatch refused at launch). Ignores the backoff and the
+    max_attempts limit (a person asked) but says so in `notes`, with which runs went out under
+    which job; escalation still applies. Returns the new submissions' ids. Raises
+    SlurmUnavailable when sbatch reached no controller and SubmissionUnknown when it did not
+    answer (the intent is left for the next reconcile pass to adopt); SlurmQueueLimit or
+    SlurmexpError when Slurm refused every array, PartlySubmitted when it refused some.
     """
     if which not in RETRY_WHICH:
         raise SlurmexpError(f"retry: unknown selection {which!r}",
-                            [Problem("", "which", f"{which!r}", "use failed, lost or all")])
+                            [Problem("", "which", f"{which!r}", "use failed, lost, all or unsubmitted")])
+    notes = notes if notes is not None else []
     exp = ledger.get_experiment(exp_id, required=True)
     if not backend_kind(exp["backend"]).retried:
         raise SlurmexpError(
@@ -319,23 +365,44 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
         ctx = PassContext(ledger, backend, summary, now, 0, False, kind=exp["backend"],
                           cluster=exp.get("cluster") or None)
         ctx.exps = tracked_experiments(ledger)
-        runs = ledger.runs(exp_id, state=RETRY_WHICH[which])
-        if not runs:
-            return []
-        if exp["state"] in STOPPED_EXPERIMENT_STATES | FINISHED_EXPERIMENT_STATES:
-            ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry ({which})")
-        ledger.set_run_state(exp_id, [r["run_id"] for r in runs], "PLANNED",
-                             f"manual retry ({which})")
-        wanted = {r["run_id"] for r in runs}
-        planned = [r for r in ledger.planned_runs(exp_id) if r.run_id in wanted]
+        if which == "unsubmitted":
+            planned = _unsubmitted(ledger, exp_id)
+            if not planned:
+                return []
+        else:
+            runs = ledger.runs(exp_id, state=RETRY_WHICH[which])
+            if not runs:
+                return []
+            if exp["state"] in STOPPED_EXPERIMENT_STATES | FINISHED_EXPERIMENT_STATES:
+                ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry ({which})")
+            ledger.set_run_state(exp_id, [r["run_id"] for r in runs], "PLANNED",
+                                 f"manual retry ({which})")
+            wanted = {r["run_id"] for r in runs}
+            planned = [r for r in ledger.planned_runs(exp_id) if r.run_id in wanted]
+        notes += _over_max_attempts(ctx, planned)
         sub_ids: list[int] = []
-        submit_due(ctx, planned, ignore_backoff=True, sub_ids=sub_ids)
+        failures: list[ChunkOutcome] = []
+        submit_due(ctx, planned, ignore_backoff=True, sub_ids=sub_ids, failures=failures)
+        notes += [a for a in summary.actions if a.startswith("submitted ")]
         if sub_ids:
-            ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry of {len(runs)} run(s)")
+            ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry of {len(planned)} run(s)")
         if summary.error:
-            raise SlurmUnavailable(f"retry of {exp_id}: {summary.error}; the submission intent "
-                                   f"was recorded, and `slurmexp reconcile` adopts or replaces it")
+            left = ("the submission intent was recorded, and `slurmexp reconcile` adopts or "
+                    "replaces it, never twice")
+            if any(f.status == UNANSWERED and f.error.timed_out for f in failures):
+                raise SubmissionUnknown(f"retry of {exp_id}: {summary.error}; {left}")
+            raise SlurmUnavailable(f"retry of {exp_id}: {summary.error}; {left}")
         if summary.warnings and not sub_ids:
+            refusals = [f.error for f in failures if f.status == REFUSED]
+            if refusals and all(isinstance(e, SlurmQueueLimit) for e in refusals):
+                raise SlurmQueueLimit(f"retry of {exp_id}: nothing submitted: "
+                                      f"{refusals[0].message}", limit=refusals[0].limit)
             raise SlurmexpError(f"retry of {exp_id} failed", [
                 Problem("", exp_id, w) for w in summary.warnings])
+        if summary.warnings:
+            raise PartlySubmitted(
+                f"retry of {exp_id}: {len(sub_ids)} array job(s) submitted, others refused: "
+                + "; ".join(summary.warnings) + "\n" + "\n".join(notes)
+                + f"\nsubmit the rest once the queue has room: `slurmexp retry {exp_id} "
+                f"--{which}`")
         return sub_ids

@@ -121,7 +121,9 @@ def check_size(sweep: Sweep, site: Site) -> int:
     total = count_runs(sweep)
     limits = [(MAX_RUNS, f"slurmexp's limit of {MAX_RUNS:,} runs per sweep", "")]
     if site.max_job_count:
-        limits.append((site.max_job_count, f"the cluster's MaxJobCount ({site.max_job_count}, "
+        # Slurm refuses an array once jobs + its tasks would reach MaxJobCount (`>=`), so at
+        # most MaxJobCount - 1 runs can ever be queued; MaxSubmitJobs refuses only past it.
+        limits.append((site.max_job_count - 1, f"the cluster's MaxJobCount ({site.max_job_count}, "
                        f"max_job_count in {site.path})", "or ask the admins to raise MaxJobCount"))
     if site.max_submit_jobs:
         limits.append((site.max_submit_jobs, f"MaxSubmitJobs per user ({site.max_submit_jobs}, "

@@ -27,7 +27,7 @@ from typing import Sequence
 from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitResult
 from slurmexp.backends.slurm import commands, facts_cache
 from slurmexp.backends.slurm import parse as sp
-from slurmexp.errors import SlurmCommandError, SlurmUnavailable
+from slurmexp.errors import SlurmCommandError, SlurmQueueLimit, SlurmUnavailable
 from slurmexp.transport.base import (
     CommandNotFound,
     CommandResult,
@@ -85,21 +85,24 @@ def default_transport() -> Transport:
 
 def run_slurm(argv: Sequence[str], *, timeout: float = 60, check: bool = True,
               cwd: str | PurePath | None = None, transport: Transport | None = None,
-              stdin: str | None = None) -> CommandResult:
+              stdin: str | None = None, stop_on: Sequence[str] = ()) -> CommandResult:
     """Run one Slurm command (argv, no shell) through `transport` (default: this machine),
     with ISO timestamps in its output.
 
     Raises SlurmUnavailable when the command is missing, times out, or says a daemon did not
-    answer; SlurmCommandError for any other non-zero exit when `check`; the transport's own
-    TransportError when it could not run the command at all (e.g. `cwd` does not exist).
+    answer; when `check`, SlurmQueueLimit for a queue limit (MaxJobCount, MaxSubmitJobs) and
+    SlurmCommandError for any other non-zero exit; the transport's own TransportError when it
+    could not run the command at all (e.g. `cwd` does not exist). `stop_on`: stderr phrases
+    at which the command is killed and judged on what it printed so far (`Transport.run`).
     """
     argv = list(argv)
     transport = transport or default_transport()
     command = os.path.basename(argv[0]) if argv else "?"
     where = "here" if transport.name == "local" else f"on {transport.name}"
     started = time.monotonic()
+    extra = {"stop_on": tuple(stop_on)} if stop_on else {}
     try:
-        proc = transport.run(argv, timeout=timeout, cwd=cwd, stdin=stdin, env=SLURM_ENV)
+        proc = transport.run(argv, timeout=timeout, cwd=cwd, stdin=stdin, env=SLURM_ENV, **extra)
     except CommandNotFound:
         _record(command, started, None)
         raise SlurmUnavailable(
@@ -107,9 +110,11 @@ def run_slurm(argv: Sequence[str], *, timeout: float = 60, check: bool = True,
             f"(this is not a job failure)") from None
     except CommandTimeout:
         _record(command, started, None)
-        raise SlurmUnavailable(
+        exc = SlurmUnavailable(
             f"{command} did not answer within {timeout:g}s; the Slurm controller or database "
-            f"may be overloaded or down (this is not a job failure)") from None
+            f"may be overloaded or down (this is not a job failure)")
+        exc.timed_out = True
+        raise exc from None
     except TransportUnreachable as exc:
         # The cluster's machine could not be reached: nothing ran, nothing is known.
         _record(command, started, None)
@@ -120,10 +125,23 @@ def run_slurm(argv: Sequence[str], *, timeout: float = 60, check: bool = True,
     _record(command, started, proc.returncode)
     if proc.returncode != 0:
         stderr = (proc.stderr or "").strip()
-        if sp.classify_error(stderr) == "unavailable":
+        kind = sp.classify_error(stderr)
+        if kind == "unavailable":
             raise SlurmUnavailable(
                 f"{command} could not reach a Slurm daemon (this is not a job failure): "
                 f"{stderr or 'no message'}")
+        if check and kind == "queue_full":
+            stopped = (f" ({command} was stopped at that answer instead of retrying for two "
+                       "minutes; nothing was created)") if getattr(proc, "stopped_on", None) else ""
+            raise SlurmQueueLimit(
+                f"{command}: Slurm refused the job because the cluster's queue is full "
+                f"(MaxJobCount reached; every array task counts){stopped}: {stderr}",
+                limit="MaxJobCount")
+        if check and kind == "submit_limit":
+            limit = sp.submit_limit_name(stderr) or "MaxSubmitJobs"
+            raise SlurmQueueLimit(f"{command}: Slurm refused the job: submit limit {limit} "
+                                  f"(jobs a user or account may have queued): {stderr}",
+                                  limit=limit)
         if check:
             raise SlurmCommandError(f"{command} failed (exit {proc.returncode}): "
                                     f"{stderr or (proc.stdout or '').strip() or 'no message'}")
@@ -231,7 +249,10 @@ class SlurmBackend:
         """sbatch --parsable. A timeout raises SlurmUnavailable although the job may exist:
         the caller finds it later by its tag (job name / comment) instead of submitting twice."""
         argv = commands.sbatch(script, cluster=self.cluster_flag, extra_args=extra_args)
-        proc = self._run(argv, timeout=timeout, cwd=cwd)
+        # sbatch retries a full queue by itself for two minutes (sleeping 1, 2, ... 15 s) with
+        # nothing to show for it; it is stopped at its first "sleeping and retrying", while it
+        # sleeps and before it asks again, so no job can have been created.
+        proc = self._run(argv, timeout=timeout, cwd=cwd, stop_on=sp.SBATCH_RETRYING)
         result = sp.parse_sbatch_parsable(proc.stdout)
         if result.cluster is None and self.cluster:
             result.cluster = self.cluster

@@ -72,4 +72,7 @@ def cluster_facts(user: str, cluster: str | None = None) -> dict[str, list[str]]
         # DefaultAccount, and this gets it in the same call.
         "associations": ["sacctmgr", "-n", "-P", "show", "user", user, "withassoc",
                          f"format={','.join(sp.ASSOC_FIELDS)}"],
+        # The user's queued jobs, one line per array task (-r), by QOS: what MaxJobCount and
+        # the submit limits already count before this sweep adds its runs.
+        "queued": ["squeue", "-h", "-r", *cluster_args(cluster), "-u", user, "-o", "%q"],
     }
