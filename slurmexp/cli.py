@@ -242,7 +242,7 @@ def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fm
 def retry(ctx, experiment: str, which: str) -> None:
     """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs (past the
     sweep's max_attempts if asked: it says so)."""
-    from slurmexp.reconcile.resubmit import retry_experiment
+    from slurmexp.reconcile.retry import retry_experiment
 
     ledger = _ledger(ctx)
     notes: list[str] = []

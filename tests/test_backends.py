@@ -19,7 +19,7 @@ from slurmexp.backends.slurm import parse as sp
 from slurmexp.backends.slurm.backend import SlurmBackend, run_slurm
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
 from slurmexp.ledger import Ledger
-from slurmexp.reconcile import cancel, resubmit
+from slurmexp.reconcile import cancel, retry
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.transport import CommandNotFound, CommandResult, CommandTimeout, LocalTransport, Transport
 
@@ -395,7 +395,7 @@ def test_retry_and_cancel_use_the_experiments_cluster(tmp_path, monkeypatch):
     t.calls.clear()
     # `slurmexp retry` / `cancel` pass no backend: the factory's, over the default transport.
     monkeypatch.setattr(slurm, "_default_transport", t)
-    assert len(resubmit.retry_experiment(ledger, None, "bb-00000002", "failed")) == 1
+    assert len(retry.retry_experiment(ledger, None, "bb-00000002", "failed")) == 1
     assert [c.clusters() for c in t.of("sbatch")] == [["beta"]]
     assert cancel.cancel_experiment(ledger, None, "bb-00000002") == 1
     [scancel] = t.of("scancel")

@@ -19,7 +19,7 @@ from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt
-from slurmexp.reconcile import cancel, cron, resubmit, transitions
+from slurmexp.reconcile import cancel, cron, retry, transitions
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import match as rd
@@ -877,8 +877,8 @@ def test_manual_retry_and_cancel(ledger, tmp_path, t0):
     fake.queued = [qrow("100_3", "RUNNING", t0)]
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     assert fake.submitted == []
-    assert resubmit.retry_experiment(ledger, fake, EXP, "lost") == []
-    subs = resubmit.retry_experiment(ledger, fake, EXP, "failed")
+    assert retry.retry_experiment(ledger, fake, EXP, "lost") == []
+    subs = retry.retry_experiment(ledger, fake, EXP, "failed")
     assert len(subs) == 1 and fake.submitted[0]["args"] == ["--array=0,2%2"]
     assert states(ledger) == {"r000": "SUBMITTED", "r001": "COMPLETED", "r002": "SUBMITTED",
                               "r003": "RUNNING"}
@@ -902,7 +902,7 @@ def test_cancel_local_experiment_only_marks(ledger, tmp_path):
     assert cancel.cancel_experiment(ledger, None, "loc-12345678") == 2
     assert set(states(ledger, "loc-12345678").values()) == {"CANCELLED"}
     with pytest.raises(SlurmexpError, match="local backend"):
-        resubmit.retry_experiment(ledger, None, "loc-12345678")
+        retry.retry_experiment(ledger, None, "loc-12345678")
 
 
 def test_retry_when_sbatch_is_down_leaves_an_intent(ledger, tmp_path, t0):
@@ -913,7 +913,7 @@ def test_retry_when_sbatch_is_down_leaves_an_intent(ledger, tmp_path, t0):
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     fake.unavailable = {"sbatch"}
     with pytest.raises(SlurmUnavailable, match="adopts or replaces"):
-        resubmit.retry_experiment(ledger, fake, EXP, "failed")
+        retry.retry_experiment(ledger, fake, EXP, "failed")
     assert ledger.submissions(EXP)[-1]["state"] == "INTENT"
 
 

@@ -8,15 +8,15 @@ Every array task counts as a job. Slurm refuses a new array when
 takes the user's queue (one squeue, by QOS, in `ClusterFacts.queued_by_qos`) off the limit. The
 user's queue is all that can be known cheaply: other users' jobs count against MaxJobCount too,
 which is why a later array can still be refused, and why launch then says which runs are not
-submitted and how to submit them (`partly_submitted_message`) instead of exiting 0.
+submitted and how to submit them (`record_partly_submitted`) instead of exiting 0.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from slurmexp.backends.facts import ClusterFacts
 from slurmexp.errors import Problem, SlurmexpError, SlurmQueueLimit
-from slurmexp.sweep.plan import Plan
+from slurmexp.sweep.plan import ArrayChunk, Plan
 
 
 def _default_qos(facts: ClusterFacts, account: str | None) -> str | None:
@@ -81,13 +81,21 @@ def with_queue_count(error: SlurmexpError, slurm) -> SlurmexpError:
         error.problems, limit=error.limit)
 
 
-def partly_submitted_message(exp_id: str, job_ids: list[str], n_chunks: int, refused: int,
-                             not_sent: Iterable[int], run_ids: list[str],
-                             error: SlurmexpError, slurm) -> str:
-    """What launch says when the arrays before `refused` are queued and the rest are not."""
+def record_partly_submitted(ledger, exp_id: str, chunks: Sequence[ArrayChunk], job_ids: list[str],
+                            refused: ArrayChunk, error: SlurmexpError, slurm) -> tuple[list[str], str]:
+    """A later array was refused (a queue limit, usually): the arrays before it are queued and
+    stay; the refused one and those after it are not submitted. Their runs stay PLANNED with
+    the reason; returns their ids and what launch says (which runs, how to submit them)."""
+    rest = [c for c in chunks if c.chunk >= refused.chunk]
+    run_ids = [r.run_id for c in rest for r in c.runs]
+    later = [r.run_id for c in rest if c.chunk != refused.chunk for r in c.runs]
+    if later:
+        ledger.set_run_state(exp_id, later, "PLANNED",
+                             f"not submitted: sbatch refused chunk {refused.chunk} before it")
     note = queued_note(slurm) if isinstance(error, SlurmQueueLimit) else ""
     shown = ", ".join(run_ids[:3]) + (f" ... {run_ids[-1]}" if len(run_ids) > 3 else "")
-    return (f"{exp_id}: {len(job_ids)} of {n_chunks} array(s) submitted ({', '.join(job_ids)}); "
-            f"sbatch refused chunk {refused}: {error.message}{note}. Not submitted: "
-            f"{len(run_ids)} run(s) in chunk(s) {', '.join(str(c) for c in not_sent)} ({shown}). "
-            f"Submit them once the queue has room: `slurmexp retry {exp_id} --unsubmitted`")
+    return run_ids, (
+        f"{exp_id}: {len(job_ids)} of {len(chunks)} array(s) submitted ({', '.join(job_ids)}); "
+        f"sbatch refused chunk {refused.chunk}: {error.message}{note}. Not submitted: "
+        f"{len(run_ids)} run(s) in chunk(s) {', '.join(str(c.chunk) for c in rest)} ({shown}). "
+        f"Submit them once the queue has room: `slurmexp retry {exp_id} --unsubmitted`")

@@ -23,7 +23,7 @@ from slurmexp.backends.base import backend_kind, scheduler_for
 from slurmexp.backends.facts import SubmitResult
 from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
-from slurmexp.launch.capacity import partly_submitted_message, with_queue_count
+from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
 from slurmexp.launch.experiment_files import (
     write_manifest,
     write_run_files,
@@ -39,7 +39,7 @@ from slurmexp.launch.validate import ValidationReport, live_problems, validate
 from slurmexp.ledger import Ledger, provenance
 from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, RetrySettings
 from slurmexp.sites.model import Site, load_site
-from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, make_plan
+from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, describe_checkpoint, make_plan
 from slurmexp.sweep.spec import Sweep, load_sweep
 from slurmexp.tags import job_comment, job_name
 from slurmexp.timeutil import sacct_time
@@ -127,28 +127,11 @@ def dry_run_text(prep: Prepared, exp_id: str | None = None, *, scripts: bool = T
     exp_id = exp_id or prep.base_id
     lines = [f"experiment: {exp_id}", f"runs: {len(prep.plan.runs)}", describe(prep.plan)]
     if prep.sweep.checkpoint is not None:
-        lines += ["", checkpoint_text(prep)]
+        lines += ["", describe_checkpoint(prep.sweep)]
     if scripts:
         for chunk, text in zip(prep.plan.chunks, render_all(prep, exp_id)):
             lines += ["", f"# ---- chunk {chunk.chunk}: {job_name(exp_id, chunk.chunk)} "
                       f"(array {chunk.array_spec}) ----", text.rstrip()]
-    return "\n".join(lines)
-
-
-def checkpoint_text(prep: Prepared) -> str:
-    """The [checkpoint] table in words, for --dry-run and `slurmexp explain`."""
-    c, r = prep.sweep.checkpoint, prep.sweep.retry
-    assert c is not None
-    lines = [f"checkpoint: Slurm sends SIG{c.signal} {c.before_s}s before the time limit "
-             f"(sbatch --signal=B:{c.signal}@{c.before_s}; Slurm may send it up to a minute "
-             f"earlier); the task script forwards it to the command's process group and waits",
-             "  each run gets $SLURMEXP_CHECKPOINT_DIR (kept across attempts) and $SLURMEXP_ATTEMPT"]
-    if c.requeue:
-        lines.append(f"  requeue: an attempt that received it (or a preemption's SIGTERM) and did "
-                     f"not complete is continued as the next attempt, without escalation or "
-                     f"backoff, up to {r.max_attempts} attempts")
-    else:
-        lines.append("  requeue = false: a signalled attempt ends as Slurm says ([retry] decides)")
     return "\n".join(lines)
 
 
@@ -345,7 +328,8 @@ def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int
             if not result.job_ids:
                 ledger.set_experiment_state(exp_id, "FAILED", f"sbatch refused chunk {chunk.chunk}")
                 raise with_queue_count(outcome.error, slurm)
-            _partly_submitted(prep, exp_id, ledger, result, chunk, outcome.error, slurm)
+            result.unsubmitted, result.message = record_partly_submitted(
+                ledger, exp_id, prep.plan.chunks, result.job_ids, chunk, outcome.error, slurm)
             break
         result.job_ids.append(outcome.job_id)
     stamp_submit_times(ledger, slurm, outcomes)
@@ -354,22 +338,6 @@ def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int
                                     + (f"; {len(result.unsubmitted)} run(s) refused by sbatch"
                                        if result.unsubmitted else ""))
     return result
-
-
-def _partly_submitted(prep: Prepared, exp_id: str, ledger: Ledger, result: LaunchResult,
-                      refused: ArrayChunk, error: SlurmexpError, slurm) -> None:
-    """A later array was refused (a queue limit, usually): the arrays before it are queued and
-    stay; the refused one and those after it are not submitted. Their runs stay PLANNED with
-    the reason, and the result says which they are and how to submit them."""
-    rest = [c for c in prep.plan.chunks if c.chunk >= refused.chunk]
-    result.unsubmitted = [r.run_id for c in rest for r in c.runs]
-    later = [r.run_id for c in rest if c.chunk != refused.chunk for r in c.runs]
-    if later:
-        ledger.set_run_state(exp_id, later, "PLANNED",
-                             f"not submitted: sbatch refused chunk {refused.chunk} before it")
-    result.message = partly_submitted_message(
-        exp_id, result.job_ids, len(prep.plan.chunks), refused.chunk, [c.chunk for c in rest],
-        result.unsubmitted, error, slurm)
 
 
 class _LocalArrays:

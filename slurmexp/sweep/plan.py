@@ -196,3 +196,20 @@ def describe(plan: Plan) -> str:
             lines.append(f"  chunk {c.chunk}: --array={c.array_spec}  runs {c.offset}-{c.offset + c.size - 1} "
                          f"of the group ({first.run_id} .. {last.run_id})")
     return "\n".join(lines)
+
+
+def describe_checkpoint(sweep: Sweep) -> str:
+    """The [checkpoint] table in words, for --dry-run and `slurmexp explain`."""
+    c, r = sweep.checkpoint, sweep.retry
+    assert c is not None
+    lines = [f"checkpoint: Slurm sends SIG{c.signal} {c.before_s}s before the time limit "
+             f"(sbatch --signal=B:{c.signal}@{c.before_s}; Slurm may send it up to a minute "
+             f"earlier); the task script forwards it to the command's process group and waits",
+             "  each run gets $SLURMEXP_CHECKPOINT_DIR (kept across attempts) and $SLURMEXP_ATTEMPT"]
+    if c.requeue:
+        lines.append(f"  requeue: an attempt that received it (or a preemption's SIGTERM) and did "
+                     f"not complete is continued as the next attempt, without escalation or "
+                     f"backoff, up to {r.max_attempts} attempts")
+    else:
+        lines.append("  requeue = false: a signalled attempt ends as Slurm says ([retry] decides)")
+    return "\n".join(lines)

@@ -25,9 +25,9 @@ from pathlib import PurePath
 from typing import Sequence
 
 from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitResult
-from slurmexp.backends.slurm import commands, facts_cache
+from slurmexp.backends.slurm import commands, facts_cache, failures
 from slurmexp.backends.slurm import parse as sp
-from slurmexp.errors import SlurmCommandError, SlurmQueueLimit, SlurmUnavailable
+from slurmexp.errors import SlurmCommandError, SlurmUnavailable
 from slurmexp.transport.base import (
     CommandNotFound,
     CommandResult,
@@ -124,27 +124,9 @@ def run_slurm(argv: Sequence[str], *, timeout: float = 60, check: bool = True,
         raise
     _record(command, started, proc.returncode)
     if proc.returncode != 0:
-        stderr = (proc.stderr or "").strip()
-        kind = sp.classify_error(stderr)
-        if kind == "unavailable":
-            raise SlurmUnavailable(
-                f"{command} could not reach a Slurm daemon (this is not a job failure): "
-                f"{stderr or 'no message'}")
-        if check and kind == "queue_full":
-            stopped = (f" ({command} was stopped at that answer instead of retrying for two "
-                       "minutes; nothing was created)") if getattr(proc, "stopped_on", None) else ""
-            raise SlurmQueueLimit(
-                f"{command}: Slurm refused the job because the cluster's queue is full "
-                f"(MaxJobCount reached; every array task counts){stopped}: {stderr}",
-                limit="MaxJobCount")
-        if check and kind == "submit_limit":
-            limit = sp.submit_limit_name(stderr) or "MaxSubmitJobs"
-            raise SlurmQueueLimit(f"{command}: Slurm refused the job: submit limit {limit} "
-                                  f"(jobs a user or account may have queued): {stderr}",
-                                  limit=limit)
-        if check:
-            raise SlurmCommandError(f"{command} failed (exit {proc.returncode}): "
-                                    f"{stderr or (proc.stdout or '').strip() or 'no message'}")
+        error = failures.error_for(command, proc, check=check)
+        if error is not None:
+            raise error
     return proc
 
 
