@@ -350,6 +350,19 @@ def test_set_submit_times_fills_only_missing(ledger):
     assert ledger.submissions("demo-abcdef12")[0]["submit_time"] == "2024-02-02T10:00:00"
 
 
+def test_an_attempt_learning_its_submit_time_fills_its_submission(ledger):
+    # A launch killed after recording the job and before stamping its submit time: reconcile
+    # learns the time per attempt (update_attempt); the submission must get it too.
+    make_exp(ledger)
+    sub_id, ids = submit_chunk(ledger, "demo-abcdef12", 0, "210")
+    _, other = submit_chunk(ledger, "demo-abcdef12", 1, "211")
+    ledger.update_attempt(ids[0], submit_time="2024-02-02T10:00:00", state="PENDING")
+    ledger.update_attempt(ids[1], submit_time="2024-02-02T10:00:05")
+    subs = {s["sub_id"]: s for s in ledger.submissions("demo-abcdef12")}
+    assert subs[sub_id]["submit_time"] == "2024-02-02T10:00:00"      # the first learned, kept
+    assert [s["submit_time"] for k, s in subs.items() if k != sub_id] == [None]
+
+
 def test_update_attempt_moves_run_and_logs_event(ledger):
     make_exp(ledger)
     _, ids = submit_chunk(ledger, "demo-abcdef12", 0, "300")
