@@ -8,6 +8,7 @@ the commands that need them, so `slurmexp --help` and `slurmexp status` stay fas
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import warnings
 
@@ -25,7 +26,7 @@ from slurmexp.cli_common import (
     sweep_argument,
 )
 from slurmexp.cli_site import site
-from slurmexp.errors import SlurmexpError, SlurmexpWarning
+from slurmexp.errors import SlurmexpError, SlurmexpWarning, StorageFull
 from slurmexp.report.refs import resolve_experiment
 
 
@@ -47,6 +48,18 @@ class SlurmexpGroup(click.Group):
             except SlurmexpError as exc:
                 click.echo(f"error: {exc.format()}", err=True)
                 ctx.exit(exc.exit_code)
+            except (OSError, sqlite3.OperationalError) as exc:
+                # A full disk anywhere (the ledger, a report, run files): a message and exit 7,
+                # never a traceback. What was committed before stays; reconcile finishes it.
+                from slurmexp.launch.submission import is_storage_full
+
+                if not is_storage_full(exc):
+                    raise
+                full = StorageFull(f"{getattr(exc, 'filename', None) or 'the ledger'}: {exc}; "
+                                   "free space (or raise the quota) and run the command again; "
+                                   "`slurmexp reconcile` finishes anything left half done")
+                click.echo(f"error: {full.format()}", err=True)
+                ctx.exit(full.exit_code)
 
 
 @click.group(cls=SlurmexpGroup)

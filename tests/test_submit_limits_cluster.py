@@ -201,3 +201,96 @@ def test_sbatch_timing_out_exits_6_and_reconcile_finishes_it_once(tmp_path, clus
     names = {r.array_job_id or r.job_id_raw for r in backend.sacct_rows(
         [], since="now-1hours", names=[f"sx.{exp_id}.000"])}
     assert len(names) == 1, names        # one array with the experiment's tag: never two
+
+
+# --- full disk (issue 9 item 5) --------------------------------------------------------------
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs of its own, unmounted afterwards (root only: the test cluster runs as root)."""
+    mounts = []
+
+    def mount(name: str, size: str = "1m") -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        sh("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounts):
+        sh("umount", "-l", str(path), check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a filler file until the file system is full; returns it (delete it to free)."""
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_full_output_disk_exits_7_and_nothing_is_recorded(tmp_path, cluster, small_tmpfs):
+    out = small_tmpfs("out", "256k")
+    sweep = write_sweep(tmp_path, "fullout", f"x = {list(range(300))}", command="true {x}")
+    sweep.write_text(sweep.read_text().replace("[params]", f"output_dir = {json.dumps(str(out))}\n[params]"))
+    result = cli(tmp_path, "launch", str(sweep), "--site", str(SITE))
+    assert result.exit_code == 7, result.output
+    assert "No space left on device" in result.stderr and "nothing was recorded or submitted" in result.stderr
+    assert "Traceback" not in result.output
+    assert Ledger(tmp_path / "ledger.db").experiments() == []
+
+
+HOOK = """
+import sys
+sys.path.insert(0, {repo!r})
+from slurmexp.backends.slurm import backend as _b
+_orig = _b.SlurmBackend.submit
+def _submit_then_fill(self, *a, **k):
+    result = _orig(self, *a, **k)
+    with open({filler!r}, "wb") as f:
+        try:
+            while True:
+                f.write(b"\\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return result
+_b.SlurmBackend.submit = _submit_then_fill
+"""
+
+
+def test_ledger_full_after_sbatch_exits_7_and_reconcile_adopts_the_job(tmp_path, cluster, small_tmpfs):
+    # The disk fills up the moment sbatch has answered (the real sbatch, a real tmpfs): the
+    # ledger cannot record the job, and "database or disk is full" must not lose it.
+    home = small_tmpfs("home", "16m")
+    filler = home / "filler"
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    repo = str(Path(__file__).resolve().parent.parent)
+    (hook / "sitecustomize.py").write_text(HOOK.format(repo=repo, filler=str(filler)))
+    sweep = write_sweep(tmp_path, "fullledger", f"x = {list(range(200))}", command="true {x}")
+    ledger_path = home / "ledger.db"
+    proc = subprocess.run(["python3", "-m", "slurmexp", "--ledger", str(ledger_path), "launch",
+                           str(sweep), "--site", str(SITE)], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "PYTHONPATH": f"{hook}:{repo}"})
+    print(f"\nlaunch: exit {proc.returncode}: {proc.stderr.strip()}")
+    assert proc.returncode == 7, proc.stderr
+    assert "Traceback" not in proc.stderr
+    job = re.search(r"sbatch accepted job (\d+)", proc.stderr)
+    assert job and "slurmexp reconcile" in proc.stderr, proc.stderr
+    filler.unlink()
+    ledger = Ledger(ledger_path)
+    (exp,) = ledger.experiments()
+    (sub,) = ledger.submissions(exp["exp_id"])
+    assert sub["state"] == "INTENT"
+    from slurmexp.reconcile.one_pass import reconcile_pass
+    reconcile_pass(ledger, SlurmBackend(cluster=CURRENT.name), grace_s=600)
+    (sub,) = ledger.submissions(exp["exp_id"])
+    assert sub["state"] == "ADOPTED" and sub["job_id"] == job.group(1)
+    ledger.close()

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
 from slurmexp.launch.experiment_files import (
+    files_full_error,
     write_manifest,
     write_run_files,
     write_script,
@@ -34,7 +36,15 @@ from slurmexp.launch.render import (
     render_script,
     template_sha256,
 )
-from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkRequest, stamp_submit_times, submit_chunk
+from slurmexp.launch.submission import (
+    REFUSED,
+    UNANSWERED,
+    ChunkRequest,
+    is_storage_full,
+    stamp_submit_times,
+    submit_chunk,
+    unanswered_message,
+)
 from slurmexp.launch.validate import ValidationReport, live_problems, validate
 from slurmexp.ledger import Ledger, provenance
 from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, RetrySettings
@@ -216,6 +226,10 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
         # relaunch) finishes, never an experiment nothing would ever submit.
         scripts = _write_experiment(prep, exp_id, ledger, kind.kind,
                                     first_state=None if kind.in_process else "SUBMITTING")
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not is_storage_full(exc):
+            raise
+        raise files_full_error(exc, prep.sweep.path, ledger.path) from None
     except ExperimentExists:
         if new:
             raise
@@ -316,13 +330,7 @@ def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int
             # reconcile to adopt by tag, and nothing more is submitted now.
             result.pending_intents = sum(1 for c in prep.plan.chunks if c.chunk >= chunk.chunk)
             result.unanswered = outcome.error
-            what = ("did not answer; that array may or may not exist"
-                    if outcome.error.timed_out else "reached no Slurm controller")
-            result.message = (f"{exp_id}: sbatch {what} for chunk {chunk.chunk} "
-                              f"({outcome.message}); {len(result.job_ids)} of "
-                              f"{len(prep.plan.chunks)} array(s) are in the queue. Run "
-                              "`slurmexp reconcile` (cron does): it adopts that array if "
-                              "sbatch created it and submits what is missing, never twice")
+            result.message = unanswered_message(outcome, len(result.job_ids), len(prep.plan.chunks))
             break
         if outcome.status == REFUSED:
             if not result.job_ids:
