@@ -20,6 +20,8 @@ from slurmexp.cli_common import (
     _check_output,
     _emit,
     _ledger,
+    _ledger_path,
+    _rich_table,
     _scheduler,
     _write_output,
     site_option,
@@ -48,18 +50,30 @@ class SlurmexpGroup(click.Group):
             except SlurmexpError as exc:
                 click.echo(f"error: {exc.format()}", err=True)
                 ctx.exit(exc.exit_code)
-            except (OSError, sqlite3.OperationalError) as exc:
-                # A full disk anywhere (the ledger, a report, run files): a message and exit 7,
-                # never a traceback. What was committed before stays; reconcile finishes it.
-                from slurmexp.launch.submission import is_storage_full
-
-                if not is_storage_full(exc):
+            except (OSError, sqlite3.Error) as exc:
+                error = _fault_error(exc, ctx)
+                if error is None:
                     raise
-                full = StorageFull(f"{getattr(exc, 'filename', None) or 'the ledger'}: {exc}; "
-                                   "free space (or raise the quota) and run the command again; "
-                                   "`slurmexp reconcile` finishes anything left half done")
-                click.echo(f"error: {full.format()}", err=True)
-                ctx.exit(full.exit_code)
+                click.echo(f"error: {error.format()}", err=True)
+                ctx.exit(error.exit_code)
+
+
+def _fault_error(exc: BaseException, ctx: click.Context) -> SlurmexpError | None:
+    """A full disk anywhere (the ledger, a report, run files) is StorageFull, exit 7: what was
+    committed before stays and reconcile finishes it. Any other SQLite error met after the
+    ledger opened (a page damaged deep in the file, a write refused) is a LedgerError naming
+    the file, exit 4. Never a traceback; None for anything else."""
+    from slurmexp.launch.submission import is_storage_full
+
+    if is_storage_full(exc):
+        return StorageFull(f"{getattr(exc, 'filename', None) or _ledger_path(ctx)}: {exc}; "
+                           "free space (or raise the quota) and run the command again; "
+                           "`slurmexp reconcile` finishes anything left half done")
+    if isinstance(exc, sqlite3.Error):
+        from slurmexp.ledger.opening import ledger_error
+
+        return ledger_error(exc, _ledger_path(ctx))
+    return None
 
 
 @click.group(cls=SlurmexpGroup)
@@ -77,6 +91,8 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
          sbatch refused the first array (a queue limit: MaxJobCount, MaxSubmitJobs)
       2  the sweep or site file has problems, or validation refused it: nothing submitted
       3  a Slurm daemon did not answer, or a [remote] cluster was unreachable: nothing decided
+      4  the ledger cannot be used (missing, empty, damaged, not a ledger, read-only for a
+         command that writes, newer schema): nothing changed; the message says the fix
       5  launch/retry: part submitted, Slurm refused the rest; the runs not submitted are
          named, `slurmexp retry EXP --unsubmitted` submits them
       6  launch/retry: sbatch did not answer for an array; `slurmexp reconcile` adopts or
@@ -171,10 +187,13 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
         return
     from slurmexp.errors import PartlySubmitted, SlurmUnavailable, SubmissionUnknown
 
-    result = launch_mod.launch(sweep, site_path, backend=backend, ledger=_ledger(ctx), new=new,
+    ledger = _ledger(ctx, "create")
+    if ledger.created:
+        click.echo(f"new ledger: {ledger.path}", err=True)
+    result = launch_mod.launch(sweep, site_path, backend=backend, ledger=ledger, new=new,
                                max_parallel=max_parallel, fresh=fresh)
     if result.submitted and result.job_ids:
-        click.echo(submitted_line(_ledger(ctx), result.exp_id, result.job_ids), err=True)
+        click.echo(submitted_line(_ledger(ctx, "create"), result.exp_id, result.job_ids), err=True)
     click.echo(result.exp_id)
     # Not all of it is in the queue: never exit 0 (a script would take the sweep for launched).
     if result.unsubmitted:
@@ -214,7 +233,7 @@ def status(ctx, experiment: str | None, fmt: str) -> None:
     EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment)."""
     from slurmexp.report.status import experiment_summaries, format_experiments, format_runs, run_statuses
 
-    ledger = _ledger(ctx)
+    ledger = _ledger(ctx, "read")
     if experiment is None:
         _emit(experiment_summaries(ledger), fmt, lambda d: click.echo(format_experiments(d), nl=False))
         return
@@ -235,7 +254,7 @@ def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fm
     infrastructure broke, adopt orphans. Exit 3 when Slurm did not answer (nothing changed)."""
     from slurmexp.reconcile.one_pass import reconcile_pass
 
-    summary = reconcile_pass(_ledger(ctx), dry_run=dry_run, grace_s=grace_s)
+    summary = reconcile_pass(_ledger(ctx, "write"), dry_run=dry_run, grace_s=grace_s)
     if fmt == "json":
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
     elif not quiet or not summary.ok or summary.error or getattr(summary, "flagged", None) \
@@ -257,7 +276,7 @@ def retry(ctx, experiment: str, which: str) -> None:
     sweep's max_attempts if asked: it says so)."""
     from slurmexp.reconcile.retry import retry_experiment
 
-    ledger = _ledger(ctx)
+    ledger = _ledger(ctx, "write")
     notes: list[str] = []
     subs = retry_experiment(ledger, None, resolve_experiment(ledger, experiment), which,
                             notes=notes)
@@ -274,7 +293,7 @@ def cancel(ctx, experiment: str, reason: str) -> None:
     """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
     from slurmexp.reconcile.cancel import cancel_experiment
 
-    ledger = _ledger(ctx)
+    ledger = _ledger(ctx, "write")
     n = cancel_experiment(ledger, None, resolve_experiment(ledger, experiment), reason)
     click.echo(f"{n} run(s) cancelled")
 
@@ -289,9 +308,11 @@ def cron(ctx, every: int, install: bool) -> None:
 
     from slurmexp.reconcile.cron import cron_line, install_cron
 
-    ledger = _ledger(ctx)
+    # The line runs `reconcile`, which needs the ledger: installing it makes one if none is
+    # there yet (and refuses a damaged one); printing it opens nothing.
+    path = _ledger(ctx, "create").path if install else _ledger_path(ctx)
     exe = shutil.which("slurmexp") or [sys.executable, "-m", "slurmexp"]
-    line = cron_line(every, ledger.path, exe)
+    line = cron_line(every, path, exe)
     if install:
         click.echo(install_cron(line))
     else:
@@ -306,7 +327,7 @@ def health(ctx, max_age: float) -> None:
     """Exit 1 when the last reconcile pass failed or is older than --max-age (for monitors)."""
     from slurmexp.reconcile.health import health as check_health
 
-    ok, message = check_health(_ledger(ctx), max_age)
+    ok, message = check_health(_ledger(ctx, "read"), max_age)
     click.echo(message)
     sys.exit(0 if ok else 1)
 
@@ -342,7 +363,7 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
         raise click.UsageError("--min/--max need --best METRIC")
     if output:
         _check_output(output)
-    text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
+    text = render_report(build_report(_ledger(ctx, "read"), list(experiments) or None, by=by, best=best,
                                       minimize=minimize), fmt, excel_safe=excel_safe,
                          columns=columns)
     if output:
@@ -359,7 +380,7 @@ def show(ctx, run: str) -> None:
     """A run's provenance, attempts, script and log paths (RUN or EXPERIMENT:RUN, prefixes ok)."""
     from slurmexp.report.show import format_run, show_run
 
-    click.echo(format_run(show_run(_ledger(ctx), run)), nl=False)
+    click.echo(format_run(show_run(_ledger(ctx, "read"), run)), nl=False)
 
 
 @main.command()
@@ -372,7 +393,7 @@ def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
     from slurmexp.report.show import ended_marker, log_path
     from slurmexp.report.show import follow as follow_file
 
-    path = log_path(_ledger(ctx), run, stderr, must_exist=not follow)
+    path = log_path(_ledger(ctx, "read"), run, stderr, must_exist=not follow)
     if follow:
         for text in follow_file(path, stop=ended_marker(path)):
             click.echo(text, nl=False)

@@ -90,6 +90,13 @@ class SlurmQueueLimit(SlurmCommandError):
         self.limit = limit
 
 
+class LedgerError(SlurmexpError):
+    """The ledger file cannot be used as asked: missing, empty, not a ledger, damaged, read-only,
+    or written by a newer slurmexp. Nothing was changed; the message names the file and the fix."""
+
+    exit_code = 4
+
+
 class PartlySubmitted(SlurmexpError):
     """Some of an experiment's arrays are in the queue and Slurm refused the others: the runs
     not submitted are named, with the command that submits them."""

@@ -72,7 +72,7 @@ def test_file_and_directory_are_private(tmp_path):
 
 def test_existing_world_readable_file_is_narrowed(tmp_path):
     path = tmp_path / "ledger.db"
-    path.touch()
+    Ledger(path).close()
     os.chmod(path, 0o644)
     Ledger(path).close()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
