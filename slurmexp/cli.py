@@ -19,16 +19,16 @@ from slurmexp.backends.base import DEFAULT_KIND, KINDS, backend_kind
 from slurmexp.cli_common import (
     _check_output,
     _emit,
+    _fault_error,
     _ledger,
     _ledger_path,
-    _rich_table,
     _scheduler,
     _write_output,
     site_option,
     sweep_argument,
 )
 from slurmexp.cli_site import site
-from slurmexp.errors import SlurmexpError, SlurmexpWarning, StorageFull
+from slurmexp.errors import SlurmexpError, SlurmexpWarning
 from slurmexp.report.refs import resolve_experiment
 
 
@@ -56,24 +56,6 @@ class SlurmexpGroup(click.Group):
                     raise
                 click.echo(f"error: {error.format()}", err=True)
                 ctx.exit(error.exit_code)
-
-
-def _fault_error(exc: BaseException, ctx: click.Context) -> SlurmexpError | None:
-    """A full disk anywhere (the ledger, a report, run files) is StorageFull, exit 7: what was
-    committed before stays and reconcile finishes it. Any other SQLite error met after the
-    ledger opened (a page damaged deep in the file, a write refused) is a LedgerError naming
-    the file, exit 4. Never a traceback; None for anything else."""
-    from slurmexp.launch.submission import is_storage_full
-
-    if is_storage_full(exc):
-        return StorageFull(f"{getattr(exc, 'filename', None) or _ledger_path(ctx)}: {exc}; "
-                           "free space (or raise the quota) and run the command again; "
-                           "`slurmexp reconcile` finishes anything left half done")
-    if isinstance(exc, sqlite3.Error):
-        from slurmexp.ledger.opening import ledger_error
-
-        return ledger_error(exc, _ledger_path(ctx))
-    return None
 
 
 @click.group(cls=SlurmexpGroup)

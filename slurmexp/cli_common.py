@@ -58,6 +58,27 @@ def _ledger_path(ctx: click.Context):
     return Path(path).expanduser() if path else default_ledger_path()
 
 
+def _fault_error(exc: BaseException, ctx: click.Context) -> SlurmexpError | None:
+    """A full disk anywhere (the ledger, a report, run files) is StorageFull, exit 7: what was
+    committed before stays and reconcile finishes it. Any other SQLite error met after the
+    ledger opened (a page damaged deep in the file, a write refused) is a LedgerError naming
+    the file, exit 4. Never a traceback; None for anything else."""
+    import sqlite3
+
+    from slurmexp.errors import StorageFull
+    from slurmexp.launch.submission import is_storage_full
+
+    if is_storage_full(exc):
+        return StorageFull(f"{getattr(exc, 'filename', None) or _ledger_path(ctx)}: {exc}; "
+                           "free space (or raise the quota) and run the command again; "
+                           "`slurmexp reconcile` finishes anything left half done")
+    if isinstance(exc, sqlite3.Error):
+        from slurmexp.ledger.opening import ledger_error
+
+        return ledger_error(exc, _ledger_path(ctx))
+    return None
+
+
 def _scheduler(kind: str = DEFAULT_KIND, cluster: str | None = None):
     """The scheduler of backend `kind` for `cluster` (None: the default cluster), from the one
     factory. Commands about an experiment pass none: the library builds it from the
