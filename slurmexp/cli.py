@@ -97,24 +97,28 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
 @click.option("--fresh", is_flag=True, help="Ask sacctmgr again rather than reuse QOS/associations read minutes ago.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def validate(sweep: str, site_path: str | None, offline: bool, fresh: bool, fmt: str) -> None:
-    """Check SWEEP against site.toml and the live cluster; exit 2 on any problem."""
+    """Check SWEEP against site.toml and the live cluster; exit 2 on any problem, 3 when Slurm
+    did not answer the live checks."""
     from slurmexp.launch.launcher import check, prepare
 
     prep = prepare(sweep, site_path)
     report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster), fresh=fresh)
     if fmt == "json":
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems],
-                               "skipped": report.skipped, "checked": report.checked}, indent=2))
+                               "skipped": report.skipped, "checked": report.checked,
+                               "unavailable": report.unavailable and report.unavailable.message}, indent=2))
     else:
         for p in report.problems:
             click.echo(f"problem: {p.format()}", err=True)
         for s in report.skipped:
             click.echo(f"skipped: {s}", err=True)
-        if report.ok:
+        if report.ok and report.unavailable is None:
             click.echo(f"ok: {len(prep.plan.runs)} runs in {len(prep.plan.chunks)} array(s); "
                        f"checked {', '.join(report.checked)}")
     if not report.ok:
         sys.exit(2)
+    if report.unavailable is not None:     # the static checks passed; the live ones could not run
+        raise report.unavailable
 
 
 @main.command()

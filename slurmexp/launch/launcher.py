@@ -25,12 +25,7 @@ from slurmexp.backends.facts import SubmitResult
 from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
-from slurmexp.launch.experiment_files import (
-    files_full_error,
-    write_manifest,
-    write_run_files,
-    write_script,
-)
+from slurmexp.launch.experiment_files import files_full_error, write_manifest, write_run_files, write_script
 from slurmexp.launch.render import (
     ScriptContext,
     render_script,
@@ -165,6 +160,7 @@ def check(prep: Prepared, backend=None, *, exp_id: str | None = None, fresh: boo
         except SlurmUnavailable as exc:
             report = validate(prep.sweep, prep.site, prep.plan)
             report.skipped.append(f"live cluster checks: {exc.message}")
+            report.unavailable = exc
             return report
         test_only = lambda: _test_only(prep, backend, exp_id or prep.base_id)  # noqa: E731
     return validate(prep.sweep, prep.site, prep.plan, facts=facts, test_only=test_only)

@@ -18,7 +18,7 @@ from typing import Callable
 
 from slurmexp import units
 from slurmexp.backends.facts import ClusterFacts
-from slurmexp.errors import Problem
+from slurmexp.errors import Problem, SlurmUnavailable
 from slurmexp.launch.capacity import capacity_problems
 from slurmexp.sites.model import Site
 from slurmexp.sweep.plan import Plan, Resources
@@ -36,6 +36,9 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)   # checks not run, with why
     checked: list[str] = field(default_factory=list)   # checks that ran
+    # Set when Slurm did not answer the live checks: `slurmexp validate` then exits 3 (could
+    # not decide) unless a problem already refuses the sweep (exit 2); launch goes on.
+    unavailable: SlurmUnavailable | None = None
 
     @property
     def ok(self) -> bool:

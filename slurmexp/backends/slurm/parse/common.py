@@ -59,6 +59,11 @@ _UNAVAILABLE_PATTERNS = (
     "connection timed out",
     "no route to host",
     "network is unreachable",
+    # No usable slurm.conf on this machine (22.05: SLURM_CONF naming a missing file, after 60 s
+    # of retries; no /etc/slurm/slurm.conf and no configless source, at once): no daemon can
+    # be asked from here.
+    "unable to process configuration file",
+    "could not establish a configuration source",
 )
 
 
