@@ -1028,3 +1028,17 @@ def test_checkpointed_attempt_is_continued_at_once_without_escalation_within_max
     assert rt.decide_retry(p, "TIMEOUT", "resources", 2, ["TIMEOUT"], now, now).note.endswith(
         "with time 00:20:00")
     assert not rt.RetryPolicy.for_chunk(ExperimentSettings(), 0).continue_checkpointed
+
+
+def test_a_full_disk_is_an_infrastructure_failure_not_the_command(tmp_path):
+    # Issue 9 item 5 (the real task script on a full tmpfs: test_submit_limits_cluster.py).
+    attempt = tmp_path / "attempts" / "7_0"
+    attempt.mkdir(parents=True)
+    wrapper = row("7_0", "FAILED", exit_code=98)
+    assert "could not write its files" in rd.storage_failure(wrapper, "", attempt)
+    (attempt / "exit_code").write_text("98\n")          # the command itself exited 98
+    assert rd.storage_failure(wrapper, "", attempt) is None
+    full = rd.storage_failure(row("7_0", "FAILED", exit_code=1), "OSError: [Errno 28] No space left on device", attempt)
+    assert full.startswith("exit code 1; stderr tail:") and "disk was full" in full
+    assert rd.storage_failure(row("7_0", "FAILED", exit_code=1), "ValueError: bad lr", attempt) is None
+    assert rd.storage_failure(row("7_0", "TIMEOUT", exit_code=0), "Disk quota exceeded", attempt) is None

@@ -294,3 +294,44 @@ def test_ledger_full_after_sbatch_exits_7_and_reconcile_adopts_the_job(tmp_path,
     (sub,) = ledger.submissions(exp["exp_id"])
     assert sub["state"] == "ADOPTED" and sub["job_id"] == job.group(1)
     ledger.close()
+
+
+def test_a_task_that_cannot_write_its_files_is_an_infrastructure_failure_and_retried(
+        tmp_path, cluster, small_tmpfs):
+    # Issue 9 item 5: the run folder's disk fills up while the task runs (its own setup line
+    # fills the 1 MiB tmpfs on the first attempt). The task script cannot write its files:
+    # that is the file system's failure (exit 98, infrastructure, retried), not a user failure.
+    out = small_tmpfs("runs", "1m")
+    filler = out / "filler"
+    sweep = write_sweep(tmp_path, "fulltask", "x = [1]", command="true {x}")
+    fill = (f'if [ "$SLURMEXP_ATTEMPT" = 1 ]; then head -c 2000000 /dev/zero > {filler} '
+            f'2>/dev/null || true; fi')
+    sweep.write_text(sweep.read_text().replace("[params]", f"output_dir = {json.dumps(str(out))}\n[params]")
+                     + f"[env]\nsetup = [{json.dumps(fill)}]\n[retry]\nmax_attempts = 2\nbackoff_s = 20\n")
+    result = cli(tmp_path, "launch", str(sweep), "--site", str(SITE))
+    assert result.exit_code == 0, result.output
+    exp_id = result.stdout.strip().splitlines()[-1]
+    ledger = Ledger(tmp_path / "ledger.db")
+    backend = SlurmBackend(cluster=CURRENT.name)
+    import time
+
+    from slurmexp.reconcile.one_pass import reconcile_pass
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        reconcile_pass(ledger, backend, grace_s=600)
+        first = ledger.attempts(exp_id)[0]
+        if first["state"] not in ("SUBMITTED", "PENDING", "RUNNING"):
+            break
+        time.sleep(1)
+    print(f"\nfirst attempt: {first['state']} exit {first['exit_code']} "
+          f"{first['failure_class']}: {first['reason']}")
+    assert first["state"] == "FAILED" and first["exit_code"] == 98, first
+    assert first["failure_class"] == "infrastructure", first
+    assert "could not write its files" in first["reason"] and "disk full" in first["reason"]
+    (run,) = ledger.runs(exp_id)
+    assert run["state"] == "PLANNED"                     # a retry is due, not a user failure
+    filler.unlink()                                      # space again: the retry completes
+    ledger = wait_done(tmp_path, exp_id)
+    assert ledger.counts_by_state(exp_id) == {"COMPLETED": 1}
+    assert [a["state"] for a in ledger.attempts(exp_id)] == ["FAILED", "COMPLETED"]
+    ledger.close()
