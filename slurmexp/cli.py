@@ -8,6 +8,7 @@ the commands that need them, so `slurmexp --help` and `slurmexp status` stay fas
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import warnings
 
@@ -18,7 +19,9 @@ from slurmexp.backends.base import DEFAULT_KIND, KINDS, backend_kind
 from slurmexp.cli_common import (
     _check_output,
     _emit,
+    _fault_error,
     _ledger,
+    _ledger_path,
     _scheduler,
     _write_output,
     site_option,
@@ -47,6 +50,12 @@ class SlurmexpGroup(click.Group):
             except SlurmexpError as exc:
                 click.echo(f"error: {exc.format()}", err=True)
                 ctx.exit(exc.exit_code)
+            except (OSError, sqlite3.Error) as exc:
+                error = _fault_error(exc, ctx)
+                if error is None:
+                    raise
+                click.echo(f"error: {error.format()}", err=True)
+                ctx.exit(error.exit_code)
 
 
 @click.group(cls=SlurmexpGroup)
@@ -60,9 +69,17 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
     \b
     Exit codes:
       0  done
-      1  a command failed or refused its input (report options, --output); health: unhealthy
+      1  a command failed or refused its input (report options, --output); health: unhealthy;
+         sbatch refused the first array (a queue limit: MaxJobCount, MaxSubmitJobs)
       2  the sweep or site file has problems, or validation refused it: nothing submitted
       3  a Slurm daemon did not answer, or a [remote] cluster was unreachable: nothing decided
+      4  the ledger cannot be used (missing, empty, damaged, not a ledger, read-only for a
+         command that writes, newer schema): nothing changed; the message says the fix
+      5  launch/retry: part submitted, Slurm refused the rest; the runs not submitted are
+         named, `slurmexp retry EXP --unsubmitted` submits them
+      6  launch/retry: sbatch did not answer for an array; `slurmexp reconcile` adopts or
+         submits it (never twice)
+      7  a file or the ledger could not be written (disk full, quota, permissions)
     """
     ctx.ensure_object(dict)
     ctx.obj["ledger_path"] = ledger_path
@@ -80,24 +97,28 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
 @click.option("--fresh", is_flag=True, help="Ask sacctmgr again rather than reuse QOS/associations read minutes ago.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def validate(sweep: str, site_path: str | None, offline: bool, fresh: bool, fmt: str) -> None:
-    """Check SWEEP against site.toml and the live cluster; exit 2 on any problem."""
+    """Check SWEEP against site.toml and the live cluster; exit 2 on any problem, 3 when Slurm
+    did not answer the live checks."""
     from slurmexp.launch.launcher import check, prepare
 
     prep = prepare(sweep, site_path)
     report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster), fresh=fresh)
     if fmt == "json":
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems],
-                               "skipped": report.skipped, "checked": report.checked}, indent=2))
+                               "skipped": report.skipped, "checked": report.checked,
+                               "unavailable": report.unavailable and report.unavailable.message}, indent=2))
     else:
         for p in report.problems:
             click.echo(f"problem: {p.format()}", err=True)
         for s in report.skipped:
             click.echo(f"skipped: {s}", err=True)
-        if report.ok:
+        if report.ok and report.unavailable is None:
             click.echo(f"ok: {len(prep.plan.runs)} runs in {len(prep.plan.chunks)} array(s); "
                        f"checked {', '.join(report.checked)}")
     if not report.ok:
         sys.exit(2)
+    if report.unavailable is not None:     # the static checks passed; the live ones could not run
+        raise report.unavailable
 
 
 @main.command()
@@ -150,13 +171,25 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
         if not report.ok:
             raise SlurmexpError_from(report, prep)
         return
-    result = launch_mod.launch(sweep, site_path, backend=backend, ledger=_ledger(ctx), new=new,
+    from slurmexp.errors import PartlySubmitted, SlurmUnavailable, SubmissionUnknown
+
+    ledger = _ledger(ctx, "create")
+    if ledger.created:
+        click.echo(f"new ledger: {ledger.path}", err=True)
+    result = launch_mod.launch(sweep, site_path, backend=backend, ledger=ledger, new=new,
                                max_parallel=max_parallel, fresh=fresh)
+    if result.submitted and result.job_ids:
+        click.echo(submitted_line(_ledger(ctx, "create"), result.exp_id, result.job_ids), err=True)
+    click.echo(result.exp_id)
+    # Not all of it is in the queue: never exit 0 (a script would take the sweep for launched).
+    if result.unsubmitted:
+        raise PartlySubmitted(result.message)
+    if result.pending_intents:
+        if result.unanswered is not None and not result.unanswered.timed_out:
+            raise SlurmUnavailable(result.message)      # sbatch said it reached no controller
+        raise SubmissionUnknown(result.message)
     if result.message:
         click.echo(result.message, err=True)
-    if result.submitted and result.job_ids:
-        click.echo(submitted_line(_ledger(ctx), result.exp_id, result.job_ids), err=True)
-    click.echo(result.exp_id)
 
 
 def submitted_line(ledger, exp_id: str, job_ids: list[str]) -> str:
@@ -188,7 +221,7 @@ def status(ctx, experiment: str | None, fmt: str, all_runs: bool) -> None:
     EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment)."""
     from slurmexp.report import status as st
 
-    ledger = _ledger(ctx)
+    ledger = _ledger(ctx, "read")
     if experiment is None:
         _emit(st.experiment_summaries(ledger), fmt, lambda d: click.echo(st.format_experiments(d), nl=False))
         return
@@ -212,7 +245,7 @@ def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fm
     infrastructure broke, adopt orphans. Exit 3 when Slurm did not answer (nothing changed)."""
     from slurmexp.reconcile.one_pass import reconcile_pass
 
-    summary = reconcile_pass(_ledger(ctx), dry_run=dry_run, grace_s=grace_s)
+    summary = reconcile_pass(_ledger(ctx, "write"), dry_run=dry_run, grace_s=grace_s)
     if fmt == "json":
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
     elif not quiet or not summary.ok or summary.error or getattr(summary, "flagged", None) \
@@ -226,13 +259,20 @@ def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fm
 @click.option("--failed", "which", flag_value="failed", default=True, help="Runs that failed (default).")
 @click.option("--lost", "which", flag_value="lost", help="Runs that were lost.")
 @click.option("--all", "which", flag_value="all", help="Every run not COMPLETED.")
+@click.option("--unsubmitted", "which", flag_value="unsubmitted",
+              help="Runs never submitted (sbatch refused their array at launch: a queue limit).")
 @click.pass_context
 def retry(ctx, experiment: str, which: str) -> None:
-    """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs."""
-    from slurmexp.reconcile.resubmit import retry_experiment
+    """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs (past the
+    sweep's max_attempts if asked: it says so)."""
+    from slurmexp.reconcile.retry import retry_experiment
 
-    ledger = _ledger(ctx)
-    subs = retry_experiment(ledger, None, resolve_experiment(ledger, experiment), which)
+    ledger = _ledger(ctx, "write")
+    notes: list[str] = []
+    subs = retry_experiment(ledger, None, resolve_experiment(ledger, experiment), which,
+                            notes=notes)
+    for note in notes:
+        click.echo(note, err=True)
     click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
 
 
@@ -244,7 +284,7 @@ def cancel(ctx, experiment: str, reason: str) -> None:
     """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
     from slurmexp.reconcile.cancel import cancel_experiment
 
-    ledger = _ledger(ctx)
+    ledger = _ledger(ctx, "write")
     n = cancel_experiment(ledger, None, resolve_experiment(ledger, experiment), reason)
     click.echo(f"{n} run(s) cancelled")
 
@@ -259,9 +299,11 @@ def cron(ctx, every: int, install: bool) -> None:
 
     from slurmexp.reconcile.cron import cron_line, install_cron
 
-    ledger = _ledger(ctx)
+    # The line runs `reconcile`, which needs the ledger: installing it makes one if none is
+    # there yet (and refuses a damaged one); printing it opens nothing.
+    path = _ledger(ctx, "create").path if install else _ledger_path(ctx)
     exe = shutil.which("slurmexp") or [sys.executable, "-m", "slurmexp"]
-    line = cron_line(every, ledger.path, exe)
+    line = cron_line(every, path, exe)
     if install:
         click.echo(install_cron(line))
     else:
@@ -276,7 +318,7 @@ def health(ctx, max_age: float) -> None:
     """Exit 1 when the last reconcile pass failed or is older than --max-age (for monitors)."""
     from slurmexp.reconcile.health import health as check_health
 
-    ok, message = check_health(_ledger(ctx), max_age)
+    ok, message = check_health(_ledger(ctx, "read"), max_age)
     click.echo(message)
     sys.exit(0 if ok else 1)
 
@@ -312,7 +354,7 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
         raise click.UsageError("--min/--max need --best METRIC")
     if output:
         _check_output(output)
-    text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
+    text = render_report(build_report(_ledger(ctx, "read"), list(experiments) or None, by=by, best=best,
                                       minimize=minimize), fmt, excel_safe=excel_safe,
                          columns=columns)
     if output:
@@ -329,7 +371,7 @@ def show(ctx, run: str) -> None:
     """A run's provenance, attempts, script and log paths (RUN or EXPERIMENT:RUN, prefixes ok)."""
     from slurmexp.report.show import format_run, show_run
 
-    click.echo(format_run(show_run(_ledger(ctx), run)), nl=False)
+    click.echo(format_run(show_run(_ledger(ctx, "read"), run)), nl=False)
 
 
 @main.command()
@@ -342,7 +384,7 @@ def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
     from slurmexp.report.show import ended_marker, log_path
     from slurmexp.report.show import follow as follow_file
 
-    path = log_path(_ledger(ctx), run, stderr, must_exist=not follow)
+    path = log_path(_ledger(ctx, "read"), run, stderr, must_exist=not follow)
     if follow:
         for text in follow_file(path, stop=ended_marker(path)):
             click.echo(text, nl=False)

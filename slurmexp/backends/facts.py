@@ -92,6 +92,9 @@ class ClusterFacts:
     # Seconds since QOS and associations were read, when they came from the facts cache
     # (backends.slurm.facts_cache); None: everything was read just now.
     cached_age_s: float | None = None
+    # The user's jobs in the queue now (array tasks one by one), by QOS: MaxJobCount and the
+    # QOS submit limits count them before a sweep's runs. None: squeue did not answer.
+    queued_by_qos: dict[str, int] | None = None
 
 
 @dataclass

@@ -18,7 +18,8 @@ from typing import Callable
 
 from slurmexp import units
 from slurmexp.backends.facts import ClusterFacts
-from slurmexp.errors import Problem
+from slurmexp.errors import Problem, SlurmUnavailable
+from slurmexp.launch.capacity import capacity_problems
 from slurmexp.sites.model import Site
 from slurmexp.sweep.plan import Plan, Resources
 from slurmexp.sweep.spec import Sweep
@@ -35,6 +36,9 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)   # checks not run, with why
     checked: list[str] = field(default_factory=list)   # checks that ran
+    # Set when Slurm did not answer the live checks: `slurmexp validate` then exits 3 (could
+    # not decide) unless a problem already refuses the sweep (exit 2); launch goes on.
+    unavailable: SlurmUnavailable | None = None
 
     @property
     def ok(self) -> bool:
@@ -75,8 +79,8 @@ def static_problems(sweep: Sweep, site: Site, plan: Plan) -> list[Problem]:
             out += _placement_problems(file, sweep, site, res, placement.excluded)
         out += _qos_problems(file, site, res)
     total = len(plan.runs)
-    if site.max_job_count and total > site.max_job_count:
-        out.append(Problem(file, "params", f"{total} runs exceed the cluster's MaxJobCount "
+    if site.max_job_count and total >= site.max_job_count:     # Slurm refuses at >=
+        out.append(Problem(file, "params", f"{total} runs reach the cluster's MaxJobCount "
                            f"({site.max_job_count}): the tasks could never all be queued",
                            "split the sweep into several sweeps, or ask the admins", "max_job_count"))
     if site.max_submit_jobs and total > site.max_submit_jobs:
@@ -254,9 +258,7 @@ def live_problems(sweep: Sweep, site: Site, plan: Plan, facts: ClusterFacts) -> 
         out.append(Problem(str(site.path), "max_array_size", f"site.toml says {site.max_array_size}, the cluster's "
                            f"MaxArraySize is {facts.max_array_size}", f"set max_array_size = {facts.max_array_size}",
                            "live"))
-    if facts.max_job_count is not None and len(plan.runs) > facts.max_job_count:
-        out.append(Problem(file, "params", f"{len(plan.runs)} runs exceed MaxJobCount {facts.max_job_count}",
-                           "split the sweep", "live"))
+    out += capacity_problems(file, plan, facts)
     groups = {c.group: c.resources for c in plan.chunks}
     for res in groups.values():
         out += _live_resource_problems(file, res, facts, user, report)

@@ -94,6 +94,11 @@ class AttemptsMixin:
                     "UPDATE runs SET reason = ?, updated = ? WHERE exp_id = ? AND run_id = ? "
                     "AND n_attempts = ?",
                     [changed["reason"], now, old["exp_id"], old["run_id"], old["attempt_no"]])
+            if changed.get("submit_time") and old["sub_id"] is not None:
+                # The submission's own time, when its launch died before stamping it: the
+                # attempts learn it from sacct, and their submission is keyed by it too.
+                self.db.execute("UPDATE submissions SET submit_time = ? WHERE sub_id = ? AND "
+                                "submit_time IS NULL", [changed["submit_time"], old["sub_id"]])
             return {**old, **changed}
 
     def _attempt_columns(self) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import slurmexp.ledger.opening as opening
 from slurmexp.errors import Problem, SlurmexpError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -134,6 +135,15 @@ def schema_version(db: sqlite_utils.Database) -> int:
     return int(row[0]) if row else 0
 
 
+def build_new(db: sqlite_utils.Database) -> None:
+    """The current schema in an empty database that nobody else sees yet (a new ledger's
+    temporary file): every migration in order, as an old ledger would have got them."""
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value)")
+    for migration in MIGRATIONS:
+        migration(db)
+    db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", [str(len(MIGRATIONS))])
+
+
 def migrate(ledger: LedgerConnection) -> None:
     # The version is re-read inside each transaction: another process may have migrated
     # while this one waited for the lock.
@@ -160,11 +170,7 @@ def migrate(ledger: LedgerConnection) -> None:
             if rebuild:
                 ledger.db.execute("PRAGMA foreign_keys = ON")
     if ledger.schema_version > len(MIGRATIONS):
-        raise SlurmexpError(
-            f"ledger {ledger.path} has schema version {ledger.schema_version}, newer than "
-            f"this slurmexp understands ({len(MIGRATIONS)})",
-            [Problem(str(ledger.path), "meta.schema_version", "written by a newer slurmexp",
-                     fix="upgrade slurmexp, or set SLURMEXP_HOME to use another ledger")])
+        raise opening.newer(ledger.path, ledger.schema_version, len(MIGRATIONS))
 
 
 def _foreign_key_violations(ledger: LedgerConnection) -> set[tuple]:

@@ -20,6 +20,7 @@ from slurmexp.reconcile.match import (
     failure_reason,
     is_incomplete,
     row_key,
+    storage_failure,
 )
 from slurmexp.reconcile.policy import RetryPolicy
 from slurmexp.reconcile.resubmit import preview_retry, schedule_retry
@@ -160,6 +161,9 @@ def _record_fields(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, superseded
     fclass = classify(rec.state, rec.exit_code)
     tail = _tail_for(ctx, a) if rec.state in ("FAILED", "OUT_OF_MEMORY") else ""
     reason = failure_reason(rec, tail)
+    full = storage_failure(rec, tail, _attempt_dir(ctx.ledger, a)) if rec.state == "FAILED" else None
+    if full:                       # a full disk failed it, not the command: retried
+        fclass, reason = "infrastructure", full
     if state in ("PENDING", "RUNNING", "SUSPENDED") and not in_queue and ctx.queue_ok \
             and not superseded and not is_incomplete(rec):
         # sacct says it is going, the controller does not know it: it either just ended

@@ -121,7 +121,9 @@ def check_size(sweep: Sweep, site: Site) -> int:
     total = count_runs(sweep)
     limits = [(MAX_RUNS, f"slurmexp's limit of {MAX_RUNS:,} runs per sweep", "")]
     if site.max_job_count:
-        limits.append((site.max_job_count, f"the cluster's MaxJobCount ({site.max_job_count}, "
+        # Slurm refuses an array once jobs + its tasks would reach MaxJobCount (`>=`), so at
+        # most MaxJobCount - 1 runs can ever be queued; MaxSubmitJobs refuses only past it.
+        limits.append((site.max_job_count - 1, f"the cluster's MaxJobCount ({site.max_job_count}, "
                        f"max_job_count in {site.path})", "or ask the admins to raise MaxJobCount"))
     if site.max_submit_jobs:
         limits.append((site.max_submit_jobs, f"MaxSubmitJobs per user ({site.max_submit_jobs}, "
@@ -193,4 +195,21 @@ def describe(plan: Plan) -> str:
             first, last = c.runs[0], c.runs[-1]
             lines.append(f"  chunk {c.chunk}: --array={c.array_spec}  runs {c.offset}-{c.offset + c.size - 1} "
                          f"of the group ({first.run_id} .. {last.run_id})")
+    return "\n".join(lines)
+
+
+def describe_checkpoint(sweep: Sweep) -> str:
+    """The [checkpoint] table in words, for --dry-run and `slurmexp explain`."""
+    c, r = sweep.checkpoint, sweep.retry
+    assert c is not None
+    lines = [f"checkpoint: Slurm sends SIG{c.signal} {c.before_s}s before the time limit "
+             f"(sbatch --signal=B:{c.signal}@{c.before_s}; Slurm may send it up to a minute "
+             f"earlier); the task script forwards it to the command's process group and waits",
+             "  each run gets $SLURMEXP_CHECKPOINT_DIR (kept across attempts) and $SLURMEXP_ATTEMPT"]
+    if c.requeue:
+        lines.append(f"  requeue: an attempt that received it (or a preemption's SIGTERM) and did "
+                     f"not complete is continued as the next attempt, without escalation or "
+                     f"backoff, up to {r.max_attempts} attempts")
+    else:
+        lines.append("  requeue = false: a signalled attempt ends as Slurm says ([retry] decides)")
     return "\n".join(lines)
