@@ -17,13 +17,24 @@ from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.match import (
     Match,
     attempt_fields,
+    closed_after_state_loss,
     failure_reason,
     is_incomplete,
     row_key,
+    state_loss_reason,
 )
 from slurmexp.reconcile.policy import RetryPolicy
 from slurmexp.reconcile.resubmit import preview_retry, schedule_retry
-from slurmexp.states import CHECKPOINTED, CONTINUABLE_STATES, PROGRESS, TERMINAL_STATES, classify, ledger_state
+from slurmexp.states import (
+    CHECKPOINTED,
+    CONTINUABLE_STATES,
+    INFRASTRUCTURE,
+    LOST,
+    PROGRESS,
+    TERMINAL_STATES,
+    classify,
+    ledger_state,
+)
 from slurmexp.timeutil import parse_ts, utc_iso
 
 # A job that left both sacct and squeue but whose task wrote its attempt files ran: wait this
@@ -156,6 +167,10 @@ def _record_fields(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, superseded
         state = rec.state
         reason = f"unknown Slurm state {rec.state_raw or rec.state}; kept and watched"
         return {**fields, "state": state, "failure_class": "unknown"}, reason, "unknown"
+    if closed_after_state_loss(rec):
+        fields.pop("exit_code", None)           # it never ran
+        return ({**fields, "state": LOST, "failure_class": INFRASTRUCTURE},
+                state_loss_reason(rec), INFRASTRUCTURE)
     state = ledger_state(rec.state)
     fclass = classify(rec.state, rec.exit_code)
     tail = _tail_for(ctx, a) if rec.state in ("FAILED", "OUT_OF_MEMORY") else ""

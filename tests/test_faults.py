@@ -1,0 +1,68 @@
+"""Faults that used to lose or mislabel runs (issue 9), without a cluster: what reconcile and
+cancel do with records captured from the real cluster (tests/data/captured/) and a fake backend
+(test_reconcile.py's). The same faults on the real cluster: test_faults_cluster.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from test_reconcile import (  # noqa: F401  (ledger: the fixture)
+    CLUSTER,
+    FakeBackend,
+    ledger,
+    make_exp,
+    states,
+    submit,
+)
+
+from slurmexp.backends.slurm import parse as sp
+from slurmexp.reconcile import match as rd
+from slurmexp.reconcile import one_pass as rc
+
+CAPTURED = Path(__file__).parent / "data" / "captured"
+SEP = "\x1f"
+
+
+def captured(version: str, name: str) -> list:
+    folder = CAPTURED / version
+    fields = (folder / "sacct_fields.txt").read_text().strip().split(",")
+    rows = sp.parse_sacct((folder / name).read_text(), SEP, fields)
+    return [dataclasses.replace(r, cluster=CLUSTER) for r in rows]
+
+
+def local_ts(text: str) -> datetime:
+    """A timestamp as sacct printed it (local, naive) as an aware datetime."""
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+# --- item 2: pending runs whose job id was taken after a controller state loss -------------
+
+def test_captured_state_loss_record_is_recognised_and_a_persons_cancel_is_not():
+    old, new = captured("22.05", "sacct_pending_state_loss.txt")
+    assert (old.job_id, old.state_raw, old.start, old.pending_tasks) == ("2_[0-1]", "CANCELLED", None, [0, 1])
+    assert new.job_id == "2" and new.submit >= old.end       # the job that took the id
+    assert rd.closed_after_state_loss(old) and not rd.closed_after_state_loss(new)
+    for version in ("22.05", "24.11", "26.05"):             # scancel of a pending array, a job
+        for name in ("sacct_cancelled_pending_array.txt", "sacct_cancelled.txt"):
+            for r in captured(version, name):
+                assert r.state == "CANCELLED" and not rd.closed_after_state_loss(r), (version, r)
+
+
+def test_state_loss_while_pending_is_lost_and_retried(ledger, tmp_path):  # noqa: F811
+    old, new = captured("22.05", "sacct_pending_state_loss.txt")
+    scripts = make_exp(ledger, tmp_path, n=2)
+    submit(ledger, scripts, "2", submit_time=local_ts(old.submit))
+    fake = FakeBackend()
+    fake.rows = [old, new]
+    now = local_ts(new.end) + timedelta(seconds=30)
+    s = rc.reconcile_pass(ledger, fake, now=now, grace_s=3600)
+    assert s.ok and s.lost == 2, s.format(verbose=True)
+    first = [a for a in ledger.attempts() if a["attempt_no"] == 1]
+    assert {(a["state"], a["failure_class"]) for a in first} == {("LOST", "infrastructure")}
+    assert all("controller lost its state" in a["reason"] and a["exit_code"] is None for a in first)
+    # retried by the policy (backoff 0): one sbatch for both tasks
+    assert len(fake.submitted) == 1 and fake.submitted[0]["args"] == ["--array=0-1%2"]
+    assert set(states(ledger).values()) == {"SUBMITTED"}
+
