@@ -10,14 +10,19 @@ from pathlib import Path
 
 from test_reconcile import (  # noqa: F401  (ledger: the fixture)
     CLUSTER,
+    EXP,
     FakeBackend,
     ledger,
     make_exp,
+    qrow,
+    row,
+    snapshot,
     states,
     submit,
 )
 
 from slurmexp.backends.slurm import parse as sp
+from slurmexp.reconcile import cancel
 from slurmexp.reconcile import match as rd
 from slurmexp.reconcile import one_pass as rc
 
@@ -65,4 +70,44 @@ def test_state_loss_while_pending_is_lost_and_retried(ledger, tmp_path):  # noqa
     # retried by the policy (backoff 0): one sbatch for both tasks
     assert len(fake.submitted) == 1 and fake.submitted[0]["args"] == ["--array=0-1%2"]
     assert set(states(ledger).values()) == {"SUBMITTED"}
+
+
+# --- item 3: cancel right after some tasks ended -------------------------------------------
+
+def test_cancel_stops_only_what_the_queue_holds_and_sacct_says_how_the_rest_ended(ledger, tmp_path):  # noqa: F811
+    t0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=2)
+    scripts = make_exp(ledger, tmp_path, n=5)
+    submit(ledger, scripts, "100", submit_time=t0)
+    fake = FakeBackend()
+    # Tasks 0-2 ended before the cancel (no pass has seen them yet); 3 and 4 still run.
+    fake.rows = [row("100_0", "COMPLETED", t0), row("100_1", "FAILED", t0, exit_code=3),
+                 row("100_2", "NODE_FAIL", t0)]
+    fake.queued = [qrow(f"100_{i}", "RUNNING", t0) for i in (3, 4)]
+    assert cancel.cancel_experiment(ledger, fake, EXP, reason="cancelled by test") == 2
+    assert fake.cancelled == [["100"]]
+    assert states(ledger) == {"r000": "SUBMITTED", "r001": "SUBMITTED", "r002": "SUBMITTED",
+                              "r003": "CANCELLED", "r004": "CANCELLED"}
+    assert ledger.get_experiment(EXP)["state"] == "CANCELLED"
+    fake.queued = []
+    fake.rows += [row(f"100_{i}", "CANCELLED by 0", t0) for i in (3, 4)]
+    s = rc.reconcile_pass(ledger, fake, grace_s=60)
+    assert s.ok, s.format(verbose=True)
+    assert states(ledger) == {"r000": "COMPLETED", "r001": "FAILED", "r002": "NODE_FAIL",
+                              "r003": "CANCELLED", "r004": "CANCELLED"}
+    # the cancelled experiment stays cancelled, and the node failure is not retried in it
+    assert ledger.get_experiment(EXP)["state"] == "CANCELLED" and fake.submitted == []
+    assert ledger.runs(EXP)[3]["reason"] == "cancelled by test"
+
+
+def test_cancelling_a_finished_experiment_changes_nothing(ledger, tmp_path):  # noqa: F811
+    t0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=2)
+    scripts = make_exp(ledger, tmp_path, n=2)
+    submit(ledger, scripts, "100", submit_time=t0)
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "COMPLETED", t0), row("100_1", "FAILED", t0, exit_code=1)]
+    rc.reconcile_pass(ledger, fake, grace_s=60)
+    assert ledger.get_experiment(EXP)["state"] == "FINISHED_WITH_FAILURES"
+    before = snapshot(ledger)
+    assert cancel.cancel_experiment(ledger, fake, EXP) == 0
+    assert fake.cancelled == [] and snapshot(ledger) == before
 

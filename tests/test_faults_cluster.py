@@ -14,6 +14,7 @@ from clusterlib import CURRENT
 from test_reconcile_cluster import launch_exp, no_duplicates, reconcile_until
 
 from slurmexp.backends.slurm.backend import SlurmBackend
+from slurmexp.reconcile import cancel
 from slurmexp.states import TERMINAL_STATES
 
 pytestmark = pytest.mark.cluster
@@ -105,3 +106,44 @@ def test_pending_runs_whose_job_id_is_taken_after_a_controller_state_loss_are_lo
     assert all(r["n_attempts"] == 2 for r in ledger.runs(exp.exp_id))
     assert ledger.get_experiment(exp.exp_id)["state"] == "FINISHED"
     no_duplicates(ledger, exp.exp_id)
+
+
+# --- cancel right after some tasks ended (item 3) -------------------------------------------
+
+def test_cancel_right_after_some_tasks_ended_cancels_only_the_rest(ledger, backend, cluster, tmp_path):
+    """Tasks 0 and 1 end at once (COMPLETED, FAILED), 2 and 3 sleep; `slurmexp cancel` comes
+    before any reconcile pass has seen the first two end. Only the sleepers are cancelled; the
+    next pass records sacct's COMPLETED and FAILED for the others, and the experiment stays
+    CANCELLED. Cancelling a FINISHED experiment leaves it FINISHED."""
+    exp = launch_exp(ledger, tmp_path, "cancelrace", ["true", "exit 3", "sleep 120", "sleep 120"])
+    job = exp.job_id
+    keys = [f"{job}_{i}" for i in range(4)]
+    since = ledger.attempts(exp.exp_id)[0]["submit_time"]
+    assert since
+    _wait("tasks 0 and 1 to end and 2 and 3 to run", lambda: (
+        {r["jobid"]: r["state"].split()[0] for r in cluster.sacct([job], "jobid,state", since=since)}
+        .items() >= {(keys[0], "COMPLETED"), (keys[1], "FAILED")}
+        and len([q for q in backend.squeue_rows([job]) if q.state == "RUNNING"]) == 2), timeout=90)
+    assert {a["state"] for a in ledger.attempts(exp.exp_id)} == {"SUBMITTED"}   # no pass yet
+
+    assert cancel.cancel_experiment(ledger, backend, exp.exp_id) == 2
+    by_key = {a["job_key"]: a for a in ledger.attempts(exp.exp_id)}
+    assert [by_key[k]["state"] for k in keys] == ["SUBMITTED", "SUBMITTED", "CANCELLED", "CANCELLED"]
+    assert ledger.get_experiment(exp.exp_id)["state"] == "CANCELLED"
+    cluster.wait_states([job], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=60, expect_rows=4)
+
+    reconcile_until(ledger, backend, [exp.exp_id], timeout=60)
+    by_key = {a["job_key"]: a for a in ledger.attempts(exp.exp_id)}
+    assert [by_key[k]["state"] for k in keys] == ["COMPLETED", "FAILED", "CANCELLED", "CANCELLED"]
+    assert by_key[keys[1]]["exit_code"] == 3 and by_key[keys[2]]["reason"] == "cancelled by user"
+    assert [r["state"] for r in ledger.runs(exp.exp_id)] == ["COMPLETED", "FAILED", "CANCELLED",
+                                                             "CANCELLED"]
+    assert ledger.get_experiment(exp.exp_id)["state"] == "CANCELLED"
+    assert len(ledger.submissions(exp.exp_id)) == 1          # nothing retried
+
+    done = launch_exp(ledger, tmp_path, "cancelfinished", ["true"])
+    reconcile_until(ledger, backend, [done.exp_id], timeout=60)
+    assert ledger.get_experiment(done.exp_id)["state"] == "FINISHED"
+    assert cancel.cancel_experiment(ledger, backend, done.exp_id) == 0
+    assert ledger.get_experiment(done.exp_id)["state"] == "FINISHED"
+    assert [r["state"] for r in ledger.runs(done.exp_id)] == ["COMPLETED"]

@@ -113,6 +113,8 @@ def schedule_retry(ctx: PassContext, a: ActiveAttempt, state: str, fclass: str |
     n_attempts = ledger.run_n_attempts(a.exp_id, a.run_id)
     if n_attempts is None or n_attempts != int(a.attempt_no):
         return          # a newer attempt (a requeue, a retry) already carries the run
+    if ledger.experiment_state(a.exp_id) in STOPPED_EXPERIMENT_STATES:
+        return          # cancelled (or refused): a run that ended meanwhile is not retried
     decision = _decide(ctx, a, state, fclass, _history(ledger, a.exp_id, a.run_id), rec)
     if decision.retry:
         why = f"{decision.note} after {reason or state}"
