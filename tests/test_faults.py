@@ -111,3 +111,92 @@ def test_cancelling_a_finished_experiment_changes_nothing(ledger, tmp_path):  # 
     assert cancel.cancel_experiment(ledger, fake, EXP) == 0
     assert fake.cancelled == [] and snapshot(ledger) == before
 
+
+# --- item 4: TIMEOUT after a slurmctld outage for a job whose batch script exited 0 ---------
+
+VERSIONS = ("22.05", "24.11", "26.05")
+
+
+def test_batch_step_state_and_exit_code_are_read_from_captured_output():
+    for version in VERSIONS:
+        timeout = captured(version, "sacct_timeout.txt")[0]      # a real time limit
+        assert (timeout.state, timeout.batch_state, timeout.batch_exit_code, timeout.batch_signal) \
+            == ("TIMEOUT", "CANCELLED", 0, 15), version
+        failed = captured(version, "sacct_failed.txt")[0]
+        assert (failed.batch_state, failed.batch_exit_code) == ("FAILED", 3), version
+        tasks = captured(version, "sacct_completed_array.txt")
+        assert tasks and {(t.batch_state, t.batch_exit_code, t.batch_signal) for t in tasks} == \
+            {("COMPLETED", 0, 0)}, version
+        (pending, *_) = captured(version, "sacct_pending_array.txt")
+        assert pending.batch_state is None                     # no step yet
+
+
+def outage_timeout(version: str) -> list:
+    """The captured TIMEOUT job's allocation row with its batch step as a slurmctld outage
+    leaves it: the batch step's state and exit code are those of a script that exited 0
+    (`COMPLETED 0:0`, as every captured completed job's batch step reads), the rest as captured."""
+    folder = CAPTURED / version
+    alloc, batch = (folder / "sacct_timeout.txt").read_text().splitlines()[:2]
+    cols = batch.split(SEP)
+    assert (cols[2], cols[7]) == ("CANCELLED", "0:15")
+    cols[2], cols[7] = "COMPLETED", "0:0"
+    fields = (folder / "sacct_fields.txt").read_text().strip().split(",")
+    (rec,) = sp.parse_sacct(alloc + "\n" + SEP.join(cols) + "\n", SEP, fields)
+    return [dataclasses.replace(rec, cluster=CLUSTER, job_id="100_0", array_job_id="100",
+                                array_task=0)]
+
+
+def _timeout_attempt(ledger, tmp_path, rec, exit_code: str | None, signalled: bool = False):  # noqa: F811
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=local_ts(rec.submit), spec="0")
+    run_dir = Path(ledger.runs(EXP)[0]["run_dir"])
+    folder = run_dir / "attempts" / "100_0"
+    folder.mkdir(parents=True)
+    if exit_code is not None:
+        (folder / "exit_code").write_text(exit_code + "\n")
+    if signalled:
+        (folder / "signalled").write_text("TERM 2026-12-02T03:43:17Z\n")
+    fake = FakeBackend()
+    fake.rows = [rec]
+    s = rc.reconcile_pass(ledger, fake, now=local_ts(rec.end) + timedelta(seconds=30), grace_s=60)
+    assert s.ok, s.format(verbose=True)
+    (a,) = ledger.attempts(EXP)
+    return a
+
+
+def test_timeout_whose_batch_step_and_exit_code_file_say_0_is_completed(ledger, tmp_path):  # noqa: F811
+    (rec,) = outage_timeout("22.05")
+    a = _timeout_attempt(ledger, tmp_path, rec, "0")
+    assert (a["state"], a["exit_code"], a["failure_class"]) == ("COMPLETED", 0, None), a
+    assert "batch step is COMPLETED 0:0" in a["reason"] and "exit_code file says 0" in a["reason"]
+    assert ledger.runs(EXP)[0]["state"] == "COMPLETED"
+    assert ledger.get_experiment(EXP)["state"] == "FINISHED"
+
+
+def test_outage_timeout_of_every_version_is_read_alike():
+    for version in VERSIONS:
+        (rec,) = outage_timeout(version)
+        assert (rec.state, rec.batch_state, rec.batch_exit_code, rec.batch_signal) == (
+            "TIMEOUT", "COMPLETED", 0, 0), version
+
+
+def test_timeout_stays_timeout_without_both_witnesses(ledger, tmp_path):  # noqa: F811
+    (rec,) = outage_timeout("22.05")
+    assert _timeout_attempt(ledger, tmp_path / "a", rec, None)["state"] == "TIMEOUT"
+
+
+def test_timeout_stays_timeout_when_the_exit_code_file_says_otherwise(ledger, tmp_path):  # noqa: F811
+    (rec,) = outage_timeout("22.05")
+    assert _timeout_attempt(ledger, tmp_path, rec, "143")["state"] == "TIMEOUT"
+
+
+def test_real_timeout_stays_timeout(ledger, tmp_path):  # noqa: F811
+    real = captured("22.05", "sacct_timeout.txt")[0]             # batch step CANCELLED 0:15
+    rec = dataclasses.replace(real, job_id="100_0", array_job_id="100", array_task=0)
+    a = _timeout_attempt(ledger, tmp_path, rec, "0")
+    assert (a["state"], a["failure_class"]) == ("TIMEOUT", "resources")
+
+
+def test_signalled_attempt_is_not_read_as_completed(ledger, tmp_path):  # noqa: F811
+    (rec,) = outage_timeout("22.05")
+    assert _timeout_attempt(ledger, tmp_path, rec, "0", signalled=True)["state"] == "TIMEOUT"

@@ -27,6 +27,7 @@ from slurmexp.reconcile.policy import RetryPolicy
 from slurmexp.reconcile.resubmit import preview_retry, schedule_retry
 from slurmexp.states import (
     CHECKPOINTED,
+    COMPLETED,
     CONTINUABLE_STATES,
     INFRASTRUCTURE,
     LOST,
@@ -37,6 +38,9 @@ from slurmexp.states import (
 )
 from slurmexp.timeutil import parse_ts, utc_iso
 
+# Allocation states a slurmctld outage can give a job that had ended by itself: the batch step
+# and the attempt's own exit_code file win over them when both say it succeeded.
+CONTRADICTED_STATES = frozenset({"TIMEOUT", "NODE_FAIL"})
 # A job that left both sacct and squeue but whose task wrote its attempt files ran: wait this
 # many grace periods for accounting before calling it lost.
 EVIDENCE_FACTOR = 12
@@ -171,6 +175,16 @@ def _record_fields(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, superseded
         fields.pop("exit_code", None)           # it never ran
         return ({**fields, "state": LOST, "failure_class": INFRASTRUCTURE},
                 state_loss_reason(rec), INFRASTRUCTURE)
+    if rec.state in CONTRADICTED_STATES and rec.batch_state == COMPLETED \
+            and rec.batch_exit_code == 0 and not rec.batch_signal:
+        folder = _attempt_dir(ctx.ledger, a)
+        if layout.exit_code_written(folder) == 0 and not layout.signals_received(folder):
+            # After a slurmctld outage the controller can close a job that had ended by itself
+            # (its batch script exited 0, and so did the command) as TIMEOUT or NODE_FAIL.
+            return ({**fields, "state": COMPLETED, "exit_code": 0, "failure_class": None},
+                    f"sacct says {rec.state_raw or rec.state} for the allocation, but its batch "
+                    f"step is COMPLETED 0:0 and the attempt's exit_code file says 0 (a "
+                    f"controller outage?): recorded as COMPLETED", None)
     state = ledger_state(rec.state)
     fclass = classify(rec.state, rec.exit_code)
     tail = _tail_for(ctx, a) if rec.state in ("FAILED", "OUT_OF_MEMORY") else ""
