@@ -112,6 +112,35 @@ def test_cancelling_a_finished_experiment_changes_nothing(ledger, tmp_path):  # 
     assert fake.cancelled == [] and snapshot(ledger) == before
 
 
+
+def test_a_task_that_ended_between_squeue_and_scancel_keeps_sacct_state(ledger, tmp_path):  # noqa: F811
+    """The queue still listed both tasks when cancel asked, but task 0 had ended by the time
+    the scancel came: cancel marked both CANCELLED, and reconcile gives task 0 sacct's state."""
+    t0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=2)
+    scripts = make_exp(ledger, tmp_path, n=2)
+    submit(ledger, scripts, "100", submit_time=t0)
+    fake = FakeBackend()
+    fake.queued = [qrow(f"100_{i}", "RUNNING", t0) for i in (0, 1)]
+    assert cancel.cancel_experiment(ledger, fake, EXP, reason="cancelled by test") == 2
+    assert set(states(ledger).values()) == {"CANCELLED"}
+    fake.queued = []
+    # accounting lags: still RUNNING; a tiny grace period must not make it LOST
+    fake.rows = [row("100_0", "RUNNING", t0), row("100_1", "RUNNING", t0)]
+    assert rc.reconcile_pass(ledger, fake, grace_s=1).ok
+    assert set(states(ledger).values()) == {"CANCELLED"}
+    fake.rows = [row("100_0", "COMPLETED", t0), row("100_1", "CANCELLED by 0", t0)]
+    s = rc.reconcile_pass(ledger, fake, grace_s=1)
+    assert s.ok and s.moved == {"COMPLETED": 1}, s.format(verbose=True)
+    first, second = (ledger.attempts(EXP, run_id=r)[0] for r in ("r000", "r001"))
+    assert states(ledger) == {"r000": "COMPLETED", "r001": "CANCELLED"}
+    assert first["exit_code"] == 0 and "ended before `slurmexp cancel`" in first["reason"]
+    assert second["reason"] == "cancelled by test" and second["end_time"]
+    assert ledger.get_experiment(EXP)["state"] == "CANCELLED" and fake.submitted == []
+    # both confirmed: nothing is watched any more
+    fake.calls.clear()
+    assert rc.reconcile_pass(ledger, fake).ok and fake.calls == {}
+
+
 # --- item 4: TIMEOUT after a slurmctld outage for a job whose batch script exited 0 ---------
 
 VERSIONS = ("22.05", "24.11", "26.05")

@@ -44,6 +44,9 @@ CONTRADICTED_STATES = frozenset({"TIMEOUT", "NODE_FAIL"})
 # A job that left both sacct and squeue but whose task wrote its attempt files ran: wait this
 # many grace periods for accounting before calling it lost.
 EVIDENCE_FACTOR = 12
+# An attempt `slurmexp cancel` marked CANCELLED is watched this long (at least) for its final
+# record: a task that ended by itself before the scancel reached it keeps sacct's state.
+CANCEL_WATCH_S = 3600
 STDERR_TAIL_LINES = 5
 STDERR_TAIL_CHARS = 400
 
@@ -150,9 +153,40 @@ def _changed_under_us(ledger: Ledger, a: ActiveAttempt) -> bool:
     return ledger.attempt_state(a.attempt_id) != a.state
 
 
+def cancel_watch_s(grace_s: float) -> float:
+    return max(CANCEL_WATCH_S, grace_s * EVIDENCE_FACTOR)
+
+
+def _confirm_cancel(ctx: PassContext, a: ActiveAttempt, rec: SacctRow | None) -> bool:
+    """An attempt `slurmexp cancel` marked CANCELLED, once its final record is in. A CANCELLED
+    record fills in its columns (the cancel's reason stays); any other final state means the
+    task had ended by itself before the scancel reached it, and sacct's state wins (not
+    retried: the experiment is cancelled). Until then: wait, never LOST."""
+    if rec is None or not rec.known_state or rec.state not in TERMINAL_STATES \
+            or is_incomplete(rec):
+        return False
+    if rec.state == "CANCELLED":
+        fields, reason = attempt_fields(rec), None
+    else:
+        fields, reason, _ = _record_fields(ctx, a, rec, False, in_queue=False)
+        reason = (f"{reason}; " if reason else "") + "it had ended before `slurmexp cancel` reached it"
+        ctx.summary.moved_to(fields["state"], a.exp_id)
+        ctx.summary.act(f"{a.exp_id} {a.run_id} job {a.job_key}: CANCELLED -> {fields['state']} "
+                        f"(sacct: it had ended before the cancel)")
+    if ctx.dry_run:
+        return True
+    with ctx.ledger.transaction():
+        if _changed_under_us(ctx.ledger, a):
+            return False
+        ctx.ledger.update_attempt(a.attempt_id, reason=reason, **fields)
+    return True
+
+
 def _transition(ctx: PassContext, a: ActiveAttempt, match: Match, queued_keys: set[str]) -> bool:
     """Apply what Slurm says about one attempt (and its requeues) in one transaction."""
     rec = match.rows.get(a.attempt_id)
+    if a.state == "CANCELLED":           # marked by `slurmexp cancel`, not yet confirmed
+        return _confirm_cancel(ctx, a, rec)
     later = match.requeues.get(a.attempt_id, [])
     if rec is None:
         return _unmatched(ctx, a, later, queued_keys)
