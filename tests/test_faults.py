@@ -45,10 +45,12 @@ def local_ts(text: str) -> datetime:
 # --- item 2: pending runs whose job id was taken after a controller state loss -------------
 
 def test_captured_state_loss_record_is_recognised_and_a_persons_cancel_is_not():
-    old, new = captured("22.05", "sacct_pending_state_loss.txt")
-    assert (old.job_id, old.state_raw, old.start, old.pending_tasks) == ("2_[0-1]", "CANCELLED", None, [0, 1])
-    assert new.job_id == "2" and new.submit >= old.end       # the job that took the id
-    assert rd.closed_after_state_loss(old) and not rd.closed_after_state_loss(new)
+    for version in ("22.05", "24.11"):
+        old, new = captured(version, "sacct_pending_state_loss.txt")
+        assert (old.job_id, old.state_raw, old.start, old.pending_tasks) == (
+            "2_[0-1]", "CANCELLED", None, [0, 1]), version
+        assert new.job_id == "2" and new.submit >= old.end   # the job that took the id
+        assert rd.closed_after_state_loss(old) and not rd.closed_after_state_loss(new)
     for version in ("22.05", "24.11", "26.05"):             # scancel of a pending array, a job
         for name in ("sacct_cancelled_pending_array.txt", "sacct_cancelled.txt"):
             for r in captured(version, name):
