@@ -281,7 +281,8 @@ def retry(ctx, experiment: str, which: str) -> None:
 @click.option("--reason", default="cancelled by user", show_default=True)
 @click.pass_context
 def cancel(ctx, experiment: str, reason: str) -> None:
-    """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
+    """scancel EXPERIMENT's queued and running jobs (one call) and mark those runs CANCELLED
+    with REASON; tasks that had already ended keep the state sacct gives them."""
     from slurmexp.reconcile.cancel import cancel_experiment
 
     ledger = _ledger(ctx, "write")

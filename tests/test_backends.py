@@ -397,6 +397,15 @@ def test_retry_and_cancel_use_the_experiments_cluster(tmp_path, monkeypatch):
     monkeypatch.setattr(slurm, "_default_transport", t)
     assert len(retry.retry_experiment(ledger, None, "bb-00000002", "failed")) == 1
     assert [c.clusters() for c in t.of("sbatch")] == [["beta"]]
+    # cancel stops what the queue holds: the controller lists the retry's job 300
+    plain = t.answer
+
+    def queued(call):
+        if call.command == "squeue" and "-j" not in call.argv:
+            return plain(Call([*call.argv, "-j", "300"], call.cwd, call.env, call.stdin))
+        return plain(call)
+
+    t.answer = queued
     assert cancel.cancel_experiment(ledger, None, "bb-00000002") == 1
     [scancel] = t.of("scancel")
     assert scancel.clusters() == ["beta"] and scancel.argv[-1] == "300"

@@ -133,6 +133,12 @@ class SacctRow:
     # for seconds after short jobs end). State, times, node and exit code are already right;
     # anything matched by name or comment must wait for the next query.
     incomplete: bool = False
+    # The job's batch step ("<id>.batch"), when sacct printed one: its state word and exit code.
+    # After a slurmctld outage the allocation can say TIMEOUT while the batch script had
+    # exited 0 (COMPLETED 0:0); reconcile weighs the two (with the attempt's own exit_code).
+    batch_state: str | None = None
+    batch_exit_code: int | None = None
+    batch_signal: int | None = None
 
 
 @dataclass

@@ -140,6 +140,25 @@ class AttemptsMixin:
             "LEFT JOIN submissions s ON s.sub_id = a.sub_id "
             f"WHERE {' AND '.join(where)} ORDER BY a.attempt_id", params))
 
+    def unconfirmed_cancels(self, since: str, backend: str | Iterable[str] | None = None
+                            ) -> list[ActiveAttempt]:
+        """Attempts `slurmexp cancel` marked CANCELLED since `since` (a ledger timestamp) whose
+        final accounting record has not been seen yet (no end time): a task can end by itself
+        between the squeue and the scancel of a cancel, and then sacct's state wins. Only the
+        run's newest attempt, oldest first."""
+        where, params = ["a.state = 'CANCELLED'", "a.end_time IS NULL", "a.job_id IS NOT NULL",
+                         "a.updated >= ?", "a.attempt_no = r.n_attempts"], [since]
+        if backend is not None:
+            clause, kinds = _in_list("e.backend", backend)
+            where.append(clause)
+            params += kinds
+        return ActiveAttempt.from_cursor(self.db.execute(
+            f"SELECT {ActiveAttempt.select_list('a')} FROM attempts a "
+            "JOIN experiments e ON e.exp_id = a.exp_id "
+            "JOIN runs r ON r.exp_id = a.exp_id AND r.run_id = a.run_id "
+            "LEFT JOIN submissions s ON s.sub_id = a.sub_id "
+            f"WHERE {' AND '.join(where)} ORDER BY a.attempt_id", params))
+
     def attempt_state(self, attempt_id: int) -> str | None:
         """The attempt's state now (None if there is no such attempt): inside a write
         transaction, whether another writer moved it since it was read."""

@@ -252,6 +252,25 @@ def storage_failure(row: SacctRow, tail: str, attempt_dir: Path | None) -> str |
     if any(w in tail.lower() for w in _FULL_WORDS):
         return f"{failure_reason(row, tail)}; the disk was full or over quota: an infrastructure failure"
     return None
+def closed_after_state_loss(row: SacctRow) -> bool:
+    """Whether a record is slurmdbd's close of a job the controller forgot.
+
+    When slurmctld loses its state while a job is pending and a new job then gets its id,
+    slurmdbd closes the old record as "CANCELLED" (no requester: a person's or an admin's
+    cancel reads "CANCELLED by <uid>"), never started, ended when the new job was submitted
+    (tests/data/captured/22.05/sacct_pending_state_loss.txt). Nobody cancelled it: the job was
+    lost with the controller's state.
+    """
+    if isinstance(row, QueueRecord) or row.state != "CANCELLED":
+        return False
+    return (row.state_raw or "").split() == ["CANCELLED"] and row.start is None \
+        and row.end is not None
+
+
+def state_loss_reason(row: SacctRow) -> str:
+    return (f"LOST: the controller lost its state while the job was pending (slurmdbd closed "
+            f"the record as {row.state_raw or row.state} at {row.end}, never started, when "
+            f"another job was given its id); nobody cancelled it")
 
 
 def failure_reason(row: SacctRow, tail: str = "") -> str | None:

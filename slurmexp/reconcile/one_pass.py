@@ -44,7 +44,7 @@ from slurmexp.reconcile.adopt import _resolve_intents
 from slurmexp.reconcile.context import EXIT_ERROR, PassContext, PassSummary, pass_lock
 from slurmexp.reconcile.match import expand_rows, match_rows, queue_record, row_key
 from slurmexp.reconcile.resubmit import resubmittable_runs, submit_due, tracked_experiments
-from slurmexp.reconcile.transitions import _transition, chunk_job_name
+from slurmexp.reconcile.transitions import _transition, cancel_watch_s, chunk_job_name
 from slurmexp.states import FINISHED_EXPERIMENT_STATES, STOPPED_EXPERIMENT_STATES, TERMINAL_STATES
 from slurmexp.timeutil import parse_ts, sacct_time, utc_iso
 
@@ -58,9 +58,16 @@ SINCE_MARGIN_S = 300
 # Reading the ledger
 
 
-def _active_attempts(ledger: Ledger, cluster: str | None) -> list[ActiveAttempt]:
+def _active_attempts(ledger: Ledger, cluster: str | None,
+                     cancelled_since: str | None = None) -> list[ActiveAttempt]:
+    """The attempts a pass asks Slurm about: every active one, and those `slurmexp cancel`
+    marked since `cancelled_since` whose final record has not been seen (transitions)."""
     out = []
-    for a in ledger.active_attempts(kind_names(reconciled=True)):
+    kinds = kind_names(reconciled=True)
+    found = ledger.active_attempts(kinds)
+    if cancelled_since:
+        found += ledger.unconfirmed_cancels(cancelled_since, kinds)
+    for a in found:
         if cluster and a.cluster and a.cluster != cluster:
             continue
         # A record Slurm replaced by a requeue is final once its successor exists.
@@ -233,7 +240,8 @@ def _reconcile_cluster(ctx: PassContext) -> None:
 
 
 def _cluster_active(ctx: PassContext) -> list[ActiveAttempt]:
-    return [a for a in _active_attempts(ctx.ledger, ctx.cluster) if a.exp_id in ctx.exps]
+    since = utc_iso(ctx.now - timedelta(seconds=cancel_watch_s(ctx.grace_s)))
+    return [a for a in _active_attempts(ctx.ledger, ctx.cluster, since) if a.exp_id in ctx.exps]
 
 
 def _since(times: Iterable[datetime | None], now: datetime) -> str:

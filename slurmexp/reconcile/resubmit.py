@@ -40,6 +40,7 @@ from slurmexp.reconcile.policy import (
 from slurmexp.settings import ExperimentSettings
 from slurmexp.states import (
     CHECKPOINTED,
+    STOPPED_EXPERIMENT_STATES,
     TERMINAL_STATES,
 )
 from slurmexp.timeutil import parse_ts, utc_iso
@@ -108,6 +109,8 @@ def schedule_retry(ctx: PassContext, a: ActiveAttempt, state: str, fclass: str |
     n_attempts = ledger.run_n_attempts(a.exp_id, a.run_id)
     if n_attempts is None or n_attempts != int(a.attempt_no):
         return          # a newer attempt (a requeue, a retry) already carries the run
+    if ledger.experiment_state(a.exp_id) in STOPPED_EXPERIMENT_STATES:
+        return          # cancelled (or refused): a run that ended meanwhile is not retried
     decision = _decide(ctx, a, state, fclass, _history(ledger, a.exp_id, a.run_id), rec)
     if decision.retry:
         why = f"{decision.note} after {reason or state}"
