@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from slurmexp import units
@@ -73,6 +75,18 @@ def _default_account(facts: ClusterFacts) -> str | None:
             return assoc.account
     accounts = {a.account for a in assocs}
     return accounts.pop() if len(accounts) == 1 else None
+
+
+def refuse_overwrite(output: str, argv: list[str]) -> None:
+    """Refuse to replace an existing file: a site.toml is reviewed and edited after discovery,
+    and discovering again would silently throw that away. The fix compares, then forces."""
+    if not Path(output).expanduser().exists():
+        return
+    command, out = shlex.join(argv), shlex.quote(output)
+    raise SlurmexpError(f"{output} exists; discover does not overwrite it", [Problem(
+        output, "", "it may hold edits made since it was discovered",
+        f"compare first: diff {out} <({command}); then replace it: {command} -o {out} --force",
+        check="overwrite")])
 
 
 def discover_site(facts: ClusterFacts, *, now: datetime | None = None) -> str:
