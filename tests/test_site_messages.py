@@ -78,3 +78,104 @@ def test_discover_overwrite_fix_lines_work(cluster, tmp_path):
     assert f'cluster = "{cluster.name}"' in out.read_text()
     shown = run(tmp_path, "site", "show", "--site", str(out))
     assert shown.exit_code == 0, shown.output
+
+
+# ---------------------------------------------------------------- item 1: explicit defaults
+
+def captured(**override):
+    from test_discover import captured_facts
+
+    return captured_facts(**override)
+
+
+def apply_set_fix(sweep: Path, fix: str) -> None:
+    """Apply a fix of the form `set KEY = VALUE in [TABLE]` as a user would, in the editor."""
+    key, value, table = re.match(r"set (\w+) = (.+?) in \[(\w+)\]", fix).groups()
+    lines = sweep.read_text().splitlines()
+    lines = [line for line in lines if not line.startswith(f"{key} =")]
+    at = lines.index(f"[{table}]") + 1 if f"[{table}]" in lines else len(lines)
+    if f"[{table}]" not in lines:
+        lines.append(f"[{table}]")
+        at += 1
+    lines.insert(at, f"{key} = {value}")
+    sweep.write_text("\n".join(lines) + "\n")
+
+
+def test_discover_writes_defaults_from_the_cluster(tmp_path):
+    from slurmexp.sites.discover import discover_site
+    from slurmexp.sites.model import parse_site
+
+    facts = captured()
+    assert facts.def_mem_per_cpu_mb == 250 and facts.partitions["cpu"].default_time_min == 10
+    text = discover_site(facts)
+    site = parse_site(text, tmp_path / "site.toml")
+    assert (site.defaults.cpus, site.defaults.mem_per_cpu, site.defaults.time) == (1, "250M", "00:10:00")
+    assert "# the cluster's DefMemPerCPU" in text and "# partition cpu's DefaultTime" in text
+    assert site.defaults.mem_mb_for(4) == 1000
+
+
+def test_discover_without_cluster_defaults_writes_sensible_ones(tmp_path):
+    from test_discover import CAPTURED
+
+    from slurmexp.sites.discover import discover_site
+    from slurmexp.sites.model import parse_site
+
+    config = "\n".join(line for line in (CAPTURED / "scontrol_config.txt").read_text().splitlines()
+                       if not line.startswith("DefMemPerCPU"))
+    partitions = re.sub(r"DefaultTime=\S+", "DefaultTime=NONE", (CAPTURED / "scontrol_partition.txt").read_text())
+    facts = captured(config=config, partitions=partitions)
+    assert facts.def_mem_per_cpu_mb is None and facts.partitions["cpu"].default_time_min is None
+    text = discover_site(facts)
+    site = parse_site(text, tmp_path / "site.toml")
+    # c1-c3: 4 CPUs and 3900 MiB each; cpu's MaxTime is a day, so an hour.
+    assert (site.defaults.mem_per_cpu, site.defaults.time) == ("975M", "01:00:00")
+    assert "sets no DefMemPerCPU" in text and "has no DefaultTime" in text
+
+
+def test_mem_and_mem_per_cpu_together_are_refused(tmp_path):
+    from slurmexp.errors import SpecError
+    from slurmexp.sites.model import load_site
+
+    path = tmp_path / "site.toml"
+    path.write_text(SITE.read_text().replace('mem = "500M"\n', 'mem = "500M"\nmem_per_cpu = "1G"\n', 1))
+    with pytest.raises(SpecError) as info:
+        load_site(path)
+    assert "not both" in info.value.format() and "defaults" in info.value.format()
+
+
+def sweep_file(tmp_path: Path, resources: str = "") -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(f'name = "t"\ncommand = "echo {{x}}"\n[params]\nx = [1, 2]\n[resources]\n{resources}')
+    return path
+
+
+def test_explain_marks_what_came_from_site_toml(tmp_path):
+    result = run(tmp_path, "explain", str(sweep_file(tmp_path, "cpus = 2\n")), "--site", str(SITE))
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if "resources:" in x)
+    assert "cpus 2," in line and "mem 500M*" in line and "time 00:10:00*" in line and "qos normal*" in line
+    assert "(* from site.toml, [defaults] or account: not set in the sweep's [resources])" in result.output
+
+
+def test_mem_per_cpu_default_scales_with_cpus(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.read_text().replace('mem = "500M"\n', 'mem_per_cpu = "300M"\n', 1)
+                    .replace("templates/", f"{REPO}/templates/"))
+    result = run(tmp_path, "render", str(sweep_file(tmp_path, "cpus = 4\n")), "--site", str(site))
+    assert result.exit_code == 0, result.output
+    assert "#SBATCH --mem=1200M" in result.output and "mem 1200M*" in result.output
+
+
+def test_an_error_about_a_default_says_so_and_its_fix_passes(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.read_text().replace('time = "00:10:00"', 'time = "01:00:00"', 1)
+                    .replace("templates/", f"{REPO}/templates/"))
+    sweep = sweep_file(tmp_path, 'partition = "debug"\n')
+    result = run(tmp_path, "validate", "--offline", str(sweep), "--site", str(site))
+    assert result.exit_code == 2, result.output
+    assert "time 01:00:00 (from site.toml [defaults]) over max_time 00:05:00" in result.output
+    fix = fix_of(result.output)
+    assert fix.startswith('set time = "00:05:00" in [resources]')
+    apply_set_fix(sweep, fix)
+    result = run(tmp_path, "validate", "--offline", str(sweep), "--site", str(site))
+    assert result.exit_code == 0, result.output

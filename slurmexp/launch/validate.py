@@ -9,23 +9,22 @@ not run (sacctmgr not readable, controller down) is named in `skipped`, never gu
 from __future__ import annotations
 
 import getpass
-import shlex
-import string
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Callable
 
 from slurmexp import units
 from slurmexp.backends.facts import ClusterFacts
 from slurmexp.errors import Problem
+from slurmexp.launch.file_checks import file_problems, function_problems, script_named
+from slurmexp.sites.discover import toml_value
 from slurmexp.sites.model import Site
 from slurmexp.sweep.plan import Plan, Resources
 from slurmexp.sweep.spec import Sweep
 
-# Interpreters whose first non-option argument is the script the command runs.
-INTERPRETERS = {"python", "python3", "bash", "sh", "zsh", "Rscript", "julia", "perl", "ruby", "node",
-                "torchrun", "accelerate", "srun", "mpirun", "apptainer", "singularity", "uv", "time"}
+__all__ = ["ValidationReport", "file_problems", "function_problems", "live_problems", "script_named",
+           "set_line", "static_problems", "validate"]
+
 # A reservation that starts within this window counts as "starts soon".
 RESERVATION_SOON = timedelta(hours=24)
 
@@ -51,6 +50,15 @@ _ROUTE_KEYS = [("reservation", "resources.reservation"), ("GPU type", "resources
                ("GPUs", "resources.gpus"), ("time ", "resources.time"), ("qos", "resources.qos"),
                ("cpus", "resources.cpus"), ("mem ", "resources.mem"), ("constraint", "resources.constraint"),
                ("nodes ", "resources.nodes"), ("partition", "resources.partition")]
+
+
+def set_line(key: str, value, table: str = "resources") -> str:
+    """A fix that is one TOML line to write into the sweep: `set time = "00:05:00" in [resources]`."""
+    return f"set {key} = {toml_value(value)} in [{table}]"
+
+
+def _time(res: Resources) -> str:
+    return res.shown("time", f"time {units.format_time(res.time_min)}")
 
 
 def _route_key(message: str) -> str:
@@ -106,7 +114,7 @@ def _placement_problems(file: str, sweep: Sweep, site: Site, res: Resources,
 def _route_fix(key: str, site: Site, res: Resources, partition: str) -> str:
     if key == "resources.time":
         part = site.partitions.get(partition)
-        return f"ask for at most {part.max_time} or pick a partition with a longer max_time" if part else ""
+        return f"{set_line('time', part.max_time)}, or pick a partition with a longer max_time" if part else ""
     if key == "resources.gpu_type":
         kinds = sorted({k for n in site.nodes.values() for k in n.gpus})
         return f"use one of the GPU types the site has: {', '.join(kinds) or 'none'}"
@@ -133,9 +141,8 @@ def _qos_problems(file: str, site: Site, res: Resources) -> list[Problem]:
                         f"use one of: {', '.join(site.qos)}", "qos")]
     out = []
     if qos.max_wall_min is not None and res.time_min > qos.max_wall_min:
-        out.append(Problem(file, "resources.time", f"time {units.format_time(res.time_min)} over QOS "
-                           f"{res.qos} MaxWall {qos.max_wall}",
-                           f"ask for at most {qos.max_wall} or use another QOS", "qos"))
+        out.append(Problem(file, "resources.time", f"{_time(res)} over QOS {res.qos} MaxWall {qos.max_wall}",
+                           f"{set_line('time', qos.max_wall)}, or use another QOS", "qos"))
     for limits, what in ((qos.max_tres_pu, "MaxTRESPerUser"), (qos.max_tres_pj, "MaxTRESPerJob")):
         out += _tres_problems(file, res, limits, f"QOS {res.qos} {what}")
     return out
@@ -153,88 +160,6 @@ def _tres_problems(file: str, res: Resources, limits: dict[str, int], what: str)
         out.append(Problem(file, "resources.cpus", f"{res.cpus} cpus per task over {what} cpu={cpu_cap}",
                            f"ask for at most {cpu_cap} cpus", "qos"))
     return out
-
-
-def _command_words(command: str) -> list[str]:
-    # Placeholders stand for one quoted word each; replace them before tokenising.
-    parts = []
-    for literal, name, _spec, _conv in string.Formatter().parse(command):
-        parts.append(literal)
-        if name is not None:
-            parts.append("PLACEHOLDER")
-    try:
-        return shlex.split("".join(parts), comments=True)
-    except ValueError:
-        return []
-
-
-def script_named(command: str) -> str | None:
-    """The script file a command runs (`python train.py`, `./run.sh`), or None."""
-    words = _command_words(command)
-    while words and "=" in words[0] and not words[0].startswith(("/", ".")):
-        words = words[1:]  # leading VAR=value assignments
-    if not words:
-        return None
-    first = words[0]
-    if Path(first).name in INTERPRETERS or Path(first).name.startswith("python"):
-        for word in words[1:]:
-            if word in ("-m", "-c", "exec", "run"):
-                return None  # a module or inline code: nothing to check on disk
-            if word.startswith("-") or word in INTERPRETERS:
-                continue
-            if word == "PLACEHOLDER":
-                return None
-            return word if ("/" in word or "." in word) else None
-        return None
-    if "/" in first and "PLACEHOLDER" not in first:
-        return first
-    return None
-
-
-def file_problems(sweep: Sweep) -> list[Problem]:
-    file = str(sweep.path)
-    out: list[Problem] = []
-    workdir = Path(sweep.workdir)
-    if not workdir.is_dir():
-        out.append(Problem(file, "workdir", f"workdir {workdir} does not exist",
-                           "create it or fix the path (relative to the sweep file)", "file"))
-        return out
-    script = script_named(sweep.command) if sweep.command else None
-    if sweep.function:
-        out += function_problems(file, sweep.function, workdir)
-    if script and "$" not in script:
-        path = (workdir / Path(script).expanduser())
-        if not path.exists():
-            out.append(Problem(file, "command", f"the command runs {script}, which does not exist in {workdir}",
-                               "fix the path (relative to workdir) or create the script", "file"))
-    for i, line in enumerate(sweep.env.setup):
-        words = _command_words(line)
-        if len(words) >= 2 and words[0] in ("source", ".") and "$" not in words[1]:
-            path = workdir / Path(words[1]).expanduser()
-            if not path.exists():
-                out.append(Problem(file, f"env.setup[{i}]", f"{words[1]} does not exist (looked in {workdir})",
-                                   "fix the path (relative to workdir) or create the file", "file"))
-    return out
-
-
-def function_problems(file: str, ref: str, workdir: Path) -> list[Problem]:
-    """`function = "module:callable"`: the module must be findable from workdir (found, not
-    imported: importing a training script here could start the training)."""
-    import importlib.util
-    import sys
-
-    top = ref.partition(":")[0].split(".")[0]
-    sys.path.insert(0, str(workdir))
-    try:
-        found = importlib.util.find_spec(top) is not None
-    except (ImportError, ValueError):
-        found = False
-    finally:
-        sys.path.remove(str(workdir))
-    if found:
-        return []
-    return [Problem(file, "function", f"module {top!r} of {ref!r} is not in {workdir} nor importable here",
-                    f"create {top}.py in workdir, fix the name, or install the package", "file")]
 
 
 # ----------------------------------------------------------------------------------------
@@ -281,9 +206,9 @@ def _live_resource_problems(file: str, res: Resources, facts: ClusterFacts, user
                 out.append(Problem(file, "resources.partition", f"partition {res.partition} is {part.state}",
                                    "wait for it to come back or pick another partition", "live"))
             if part.max_time_min is not None and res.time_min > part.max_time_min:
-                out.append(Problem(file, "resources.time", f"time {units.format_time(res.time_min)} over partition "
+                out.append(Problem(file, "resources.time", f"{_time(res)} over partition "
                                    f"{res.partition} MaxTime {units.format_time(part.max_time_min)}",
-                                   f"ask for at most {units.format_time(part.max_time_min)}", "live"))
+                                   set_line("time", units.format_time(part.max_time_min)), "live"))
             if part.allow_qos is not None and res.qos and res.qos not in part.allow_qos:
                 out.append(Problem(file, "resources.qos", f"partition {res.partition} does not allow QOS {res.qos}",
                                    f"use one of: {', '.join(part.allow_qos)}", "live"))
@@ -296,9 +221,10 @@ def _live_resource_problems(file: str, res: Resources, facts: ClusterFacts, user
                                f"use one of: {', '.join(facts.qos)}", "live"))
         else:
             if qos.max_wall_min is not None and res.time_min > qos.max_wall_min:
-                out.append(Problem(file, "resources.time", f"time {units.format_time(res.time_min)} over QOS "
+                out.append(Problem(file, "resources.time", f"{_time(res)} over QOS "
                                    f"{res.qos} MaxWall {units.format_time(qos.max_wall_min)}",
-                                   "ask for less time or use another QOS", "live"))
+                                   f"{set_line('time', units.format_time(qos.max_wall_min))}, or use another QOS",
+                                   "live"))
             out += _tres_problems(file, res, qos.max_tres_pu, f"QOS {res.qos} MaxTRESPerUser")
             out += _tres_problems(file, res, qos.max_tres_pj, f"QOS {res.qos} MaxTRESPerJob")
     if facts.associations is not None:

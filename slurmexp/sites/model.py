@@ -107,15 +107,31 @@ class Routing(StrictModel):
 
 
 class SiteDefaults(StrictModel):
+    """What a sweep gets for each [resources] key it leaves out (`mem_per_cpu` is memory per
+    CPU asked, as Slurm's DefMemPerCPU; `mem` a fixed amount per task: one of the two)."""
+
     cpus: Annotated[int, Field(ge=1)] = 1
     mem: MemStr | None = None
+    mem_per_cpu: MemStr | None = None
     time: RunTimeStr = "01:00:00"
     qos: SlurmName("qos") | None = None
+
+    @model_validator(mode="after")
+    def _one_mem(self) -> SiteDefaults:
+        if self.mem is not None and self.mem_per_cpu is not None:
+            raise ValueError("set mem (per task) or mem_per_cpu (per CPU), not both")
+        return self
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def mem_mb(self) -> int | None:
         return units.parse_mem(self.mem) if self.mem is not None else None
+
+    def mem_mb_for(self, cpus: int) -> int | None:
+        """The default memory of a task asking for `cpus` CPUs (None: Slurm's own default)."""
+        if self.mem_per_cpu is not None:
+            return units.parse_mem(self.mem_per_cpu) * cpus
+        return self.mem_mb
 
     @computed_field  # type: ignore[prop-decorator]
     @property
