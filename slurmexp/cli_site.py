@@ -30,12 +30,12 @@ def site_discover(output: str | None, remote: str | None, port: int | None, iden
     """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr), here or over SSH.
 
     An existing --output file (reviewed, maybe edited) is kept unless --force is given."""
-    from slurmexp.sites.discover import discover_site, refuse_overwrite
+    from slurmexp.sites.discover import discover_argv, discover_site, refuse_overwrite
 
     if output:
         _check_output(output)
         if not force:
-            refuse_overwrite(output, _discover_argv(remote, port, identity, ssh_options, remote_root))
+            refuse_overwrite(output, discover_argv(remote, port, identity, ssh_options, remote_root))
     if remote is None:
         if port or identity or ssh_options or remote_root:
             raise click.UsageError("--port, --identity, --ssh-option and --remote-root need --remote")
@@ -47,19 +47,6 @@ def site_discover(output: str | None, remote: str | None, port: int | None, iden
         click.echo(f"wrote {output}; check it with `slurmexp site show --site {output}`", err=True)
     else:
         click.echo(text, nl=False)
-
-
-def _discover_argv(remote: str | None, port: int | None, identity: str | None,
-                   ssh_options: tuple[str, ...], remote_root: str | None) -> list[str]:
-    """This discover command as a user would type it again, without --output."""
-    argv = ["slurmexp", "site", "discover"]
-    for flag, value in (("--remote", remote), ("--port", port), ("--identity", identity),
-                        ("--remote-root", remote_root)):
-        if value is not None:
-            argv += [flag, str(value)]
-    for opt in ssh_options:
-        argv += ["--ssh-option", opt]
-    return argv
 
 
 def _discover_remote(target: str, port: int | None, identity: str | None,

@@ -179,3 +179,67 @@ def test_an_error_about_a_default_says_so_and_its_fix_passes(tmp_path):
     apply_set_fix(sweep, fix)
     result = run(tmp_path, "validate", "--offline", str(sweep), "--site", str(site))
     assert result.exit_code == 0, result.output
+
+
+# ---------------------------------------------------------------- item 2: a stale site.toml
+
+def stale_site(tmp_path: Path, cluster_name: str = "minicluster") -> Path:
+    """The repository's site.toml after the admins renamed partition gpu and swapped g1's GPUs:
+    it still routes GPU runs to `oldgpu` and believes g1 has h100s."""
+    text = (SITE.read_text().replace('cluster = "minicluster"', f'cluster = "{cluster_name}"')
+            .replace("templates/", f"{REPO}/templates/")
+            .replace("gpus = { a100 = 2 }", "gpus = { h100 = 2 }")
+            .replace('gpu = ["gpu"]', 'gpu = ["oldgpu", "gpu"]'))
+    text += '\n[partitions.oldgpu]\nnodes = ["g1", "g2"]\nmax_time = "2-00:00:00"\n'
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    return path
+
+
+def site_facts():
+    from test_validate import facts  # the cluster as the repository's site.toml describes it
+
+    return facts()
+
+
+def test_a_stale_site_is_one_problem_naming_site_toml_and_its_keys(tmp_path):
+    from slurmexp.launch.launcher import prepare
+    from slurmexp.launch.validate import validate
+
+    prep = prepare(sweep_file(tmp_path), SITE)
+    assert validate(prep.sweep, prep.site, prep.plan, facts=site_facts()).ok   # the site agrees
+    site = stale_site(tmp_path)
+    for resources in ("gpus = 1\n", 'gpus = 1\ngpu_type = "a100"\n'):
+        prep = prepare(sweep_file(tmp_path, resources), site)
+        report = validate(prep.sweep, prep.site, prep.plan, facts=site_facts())
+        # Neither "[resources.partition] partition 'oldgpu' does not exist" for a sweep that names
+        # none, nor the static "a100 on no node here" that the live check would contradict.
+        assert [(p.file, p.key) for p in report.problems] == [(str(site), "partitions.oldgpu, nodes.g1.gpus")], \
+            report.format()
+        problem = report.problems[0]
+        assert problem.fix.startswith("re-run `slurmexp site discover`: compare first: ")
+        assert "node g1 has GPUs a100 x2, site.toml says h100 x2" in problem.message
+        assert any("no longer matches" in s for s in report.skipped)
+
+
+@pytest.mark.cluster
+def test_a_stale_site_fix_line_makes_validation_pass(cluster, tmp_path):
+    site = stale_site(tmp_path, cluster.name)
+    sweep = sweep_file(tmp_path, 'gpus = 1\ntime = "00:05:00"\nmem = "100M"\n')
+    result = run(tmp_path, "validate", str(sweep), "--site", str(site), "--fresh")
+    assert result.exit_code == 2, result.output
+    problems = [line for line in result.output.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1, result.output
+    assert all(line.startswith(f"problem: {site}: [") for line in problems)
+    assert "[resources" not in result.output
+    fixes = {line.split("fix: ", 1)[1] for line in result.output.splitlines() if "fix: " in line}
+    assert len(fixes) == 1, fixes          # one fix for the whole disagreement
+    diff, force = re.fullmatch(r"re-run `slurmexp site discover`: compare first: (.*); then replace it: (.*)",
+                               fixes.pop()).groups()
+    env = user_shell(tmp_path)
+    shown = subprocess.run(["bash", "-c", diff], capture_output=True, text=True, env=env, timeout=120)
+    assert shown.returncode == 1 and "oldgpu" in shown.stdout, shown.stderr
+    forced = subprocess.run(["bash", "-c", force], capture_output=True, text=True, env=env, timeout=120)
+    assert forced.returncode == 0, forced.stderr
+    result = run(tmp_path, "validate", str(sweep), "--site", str(site))
+    assert result.exit_code == 0, result.output

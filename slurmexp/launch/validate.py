@@ -19,6 +19,7 @@ from slurmexp.errors import Problem
 from slurmexp.launch.file_checks import file_problems, function_problems, script_named
 from slurmexp.sites.discover import toml_value
 from slurmexp.sites.model import Site
+from slurmexp.sites.stale import rediscover_fix, stale_problems
 from slurmexp.sweep.plan import Plan, Resources
 from slurmexp.sweep.spec import Sweep
 
@@ -55,6 +56,10 @@ _ROUTE_KEYS = [("reservation", "resources.reservation"), ("GPU type", "resources
 def set_line(key: str, value, table: str = "resources") -> str:
     """A fix that is one TOML line to write into the sweep: `set time = "00:05:00" in [resources]`."""
     return f"set {key} = {toml_value(value)} in [{table}]"
+
+
+# Problems that follow from where routing placed the runs, which a stale site.toml decided.
+_PLACEMENT_KEYS = {"resources", "resources.partition", "resources.gpu_type", "resources.gpus"}
 
 
 def _time(res: Resources) -> str:
@@ -174,7 +179,9 @@ def live_problems(sweep: Sweep, site: Site, plan: Plan, facts: ClusterFacts) -> 
     user = facts.user or getpass.getuser()
     if facts.cluster and facts.cluster != site.cluster:
         out.append(Problem(str(site.path), "cluster", f"site.toml describes cluster {site.cluster!r} but "
-                           f"this is {facts.cluster!r}", "run `slurmexp site discover > site.toml` here", "live"))
+                           f"this is {facts.cluster!r}", rediscover_fix(site), "live"))
+    else:
+        out += stale_problems(site, facts)
     if facts.max_array_size is not None and site.max_array_size > facts.max_array_size:
         out.append(Problem(str(site.path), "max_array_size", f"site.toml says {site.max_array_size}, the cluster's "
                            f"MaxArraySize is {facts.max_array_size}", f"set max_array_size = {facts.max_array_size}",
@@ -182,9 +189,12 @@ def live_problems(sweep: Sweep, site: Site, plan: Plan, facts: ClusterFacts) -> 
     if facts.max_job_count is not None and len(plan.runs) > facts.max_job_count:
         out.append(Problem(file, "params", f"{len(plan.runs)} runs exceed MaxJobCount {facts.max_job_count}",
                            "split the sweep", "live"))
+    stale = bool(out) and any(p.check == "stale_site" for p in out)
     groups = {c.group: c.resources for c in plan.chunks}
     for res in groups.values():
-        out += _live_resource_problems(file, res, facts, user, report)
+        # Placed by a stale site.toml: what the partition and its GPUs would say follows from that.
+        out += [p for p in _live_resource_problems(file, res, facts, user, report)
+                if not (stale and p.key in _PLACEMENT_KEYS)]
     if facts.cached_age_s is None:
         report.checked.append("live cluster")
     else:
@@ -309,6 +319,9 @@ def validate(sweep: Sweep, site: Site, plan: Plan, *, facts: ClusterFacts | None
         report.skipped.append("live cluster checks (no cluster: --backend local or --offline)")
     else:
         live = live_problems(sweep, site, plan, facts)
+        if any(p.check == "stale_site" for p in live.problems):
+            report.problems = [p for p in report.problems if p.check != "route"]
+            report.skipped.append("routing against site.toml (it no longer matches the cluster)")
         report.problems += live.problems
         report.skipped += live.skipped
         report.checked += live.checked

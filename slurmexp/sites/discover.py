@@ -109,15 +109,32 @@ def _defaults(facts: ClusterFacts, default: PartitionFacts, nodes: dict[str, Nod
     return lines
 
 
+def discover_argv(remote: str | None = None, port: int | None = None, identity: str | None = None,
+                  ssh_options: tuple[str, ...] | list[str] = (), remote_root: str | None = None) -> list[str]:
+    """`slurmexp site discover` as a user would type it again, without --output."""
+    argv = ["slurmexp", "site", "discover"]
+    for flag, value in (("--remote", remote), ("--port", port), ("--identity", identity),
+                        ("--remote-root", remote_root)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for opt in ssh_options:
+        argv += ["--ssh-option", opt]
+    return argv
+
+
+def rediscover_fix(path: str, argv: list[str] | None = None) -> str:
+    """The fix for a site file to write again: compare, then replace (discover keeps a file)."""
+    command, out = shlex.join(argv or discover_argv()), shlex.quote(str(path))
+    return f"compare first: diff {out} <({command}); then replace it: {command} -o {out} --force"
+
+
 def refuse_overwrite(output: str, argv: list[str]) -> None:
     """Refuse to replace an existing file: a site.toml is reviewed and edited after discovery,
     and discovering again would silently throw that away. The fix compares, then forces."""
     if not Path(output).expanduser().exists():
         return
-    command, out = shlex.join(argv), shlex.quote(output)
     raise SlurmexpError(f"{output} exists; discover does not overwrite it", [Problem(
-        output, "", "it may hold edits made since it was discovered",
-        f"compare first: diff {out} <({command}); then replace it: {command} -o {out} --force",
+        output, "", "it may hold edits made since it was discovered", rediscover_fix(output, argv),
         check="overwrite")])
 
 
