@@ -243,3 +243,21 @@ def test_a_stale_site_fix_line_makes_validation_pass(cluster, tmp_path):
     assert forced.returncode == 0, forced.stderr
     result = run(tmp_path, "validate", str(sweep), "--site", str(site))
     assert result.exit_code == 0, result.output
+
+
+# ---------------------------------------------------------------- item 4: site show says it all
+
+def test_site_show_lists_reservations_routing_and_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run(tmp_path, "site", "show", "--site", str(SITE))
+    assert result.exit_code == 0, result.output
+    rows = {cells[0]: cells for cells in
+            ([c.strip() for c in line.split("│")[1:-1]] for line in result.stdout.splitlines()
+             if line.startswith("│"))}
+    assert rows["resv1"] == ["resv1", "c3", "root", "", "", ""]
+    assert rows["normal"][2] == "gres/gpu=4"
+    assert rows["gpu"] == ["gpu", "gpu"]                       # routing: the last row of that key
+    assert "partitions tried in order" in result.stdout
+    assert rows["time"] == ["time", "00:10:00"] and rows["mem"] == ["mem", "500M"]
+    assert rows["qos"] == ["qos", "normal"]
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80

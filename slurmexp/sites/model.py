@@ -208,6 +208,22 @@ class Site(StrictModel):
         return hashlib.sha256(self.raw_text.encode("utf-8")).hexdigest()
 
 
+def describe_site(site: Site) -> dict[str, Any]:
+    """What `slurmexp site show` prints: plain data, the same for its table and JSON."""
+    d = site.defaults
+    defaults = {"cpus": d.cpus, "mem": d.mem, "mem_per_cpu": d.mem_per_cpu, "time": d.time, "qos": d.qos}
+    return {
+        "cluster": site.cluster, "path": str(site.path),
+        "partitions": [{"partition": name, "max_time": p.max_time, "nodes": ",".join(p.nodes),
+                        "gpus": ",".join(f"{k}:{v}" for k, v in site.gpu_types(name).items()),
+                        "default": name == site.default_partition} for name, p in site.partitions.items()],
+        "qos": {k: q.model_dump() for k, q in site.qos.items()},
+        "reservations": {k: r.model_dump() for k, r in site.reservations.items()},
+        "routing": {"cpu": list(site.routing.cpu or []), "gpu": list(site.routing.gpu or [])},
+        "defaults": {k: v for k, v in defaults.items() if v is not None},
+    }
+
+
 def _names(data: dict[str, Any], key: str) -> dict[str, Any]:
     # Defined names come from the raw file: an entry with a bad value is still defined.
     table = data.get(key)
