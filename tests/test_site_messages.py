@@ -261,3 +261,25 @@ def test_site_show_lists_reservations_routing_and_defaults(tmp_path, monkeypatch
     assert rows["time"] == ["time", "00:10:00"] and rows["mem"] == ["mem", "500M"]
     assert rows["qos"] == ["qos", "normal"]
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+# ---------------------------------------------------------------- item 5: reserved nodes
+
+def test_explain_does_not_count_nodes_held_by_another_reservation(tmp_path):
+    result = run(tmp_path, "explain", str(sweep_file(tmp_path)), "--site", str(SITE))
+    assert result.exit_code == 0, result.output
+    assert "fit on c1, c2; not c3 (reservation resv1)" in result.output    # resv1 holds c3
+    sweep = sweep_file(tmp_path, 'reservation = "resv1"\n')
+    result = run(tmp_path, "explain", str(sweep), "--site", str(SITE))
+    assert "fit on c3\n" in result.output and "reservation resv1 has nodes here" in result.output
+
+
+def test_explain_when_every_fitting_node_is_reserved(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.read_text().replace("templates/", f"{REPO}/templates/")
+                    .replace('[reservations.resv1]\nnodes = ["c3"]',
+                             '[reservations.resv1]\nnodes = ["c1", "c2", "c3"]\nend = "2030-01-01T08:00:00"'))
+    result = run(tmp_path, "explain", str(sweep_file(tmp_path)), "--site", str(site))
+    assert result.exit_code == 0, result.output
+    assert ("fit on no node outside a reservation (the runs wait for it to end); not "
+            "c1 (reservation resv1 until 2030-01-01 08:00:00)") in result.output

@@ -170,9 +170,25 @@ def route_problems(res: Resources, site: Site, partition: str | None = None) -> 
     return problems
 
 
+def _held(site: Site, res: Resources) -> dict[str, str]:
+    """Node -> the reservation holding it, for the reservations this request does not use: a
+    job outside a reservation does not run on its nodes while it lasts."""
+    held: dict[str, str] = {}
+    for name, resv in site.reservations.items():
+        if name != res.reservation:
+            for node in resv.nodes:
+                held.setdefault(node, name + (f" until {resv.end.isoformat(sep=' ')}" if resv.end else ""))
+    return held
+
+
 def _fit_reasons(res: Resources, site: Site, partition: str) -> list[str]:
     part = site.partitions[partition]
-    fitting = ", ".join(n.name for n in _pool(res, site, partition) if _node_fits(n, res))
+    fits = [n.name for n in _pool(res, site, partition) if _node_fits(n, res)]
+    held = _held(site, res)
+    free = [n for n in fits if n not in held]
+    fitting = ", ".join(free) or "no node outside a reservation (the runs wait for it to end)"
+    if len(free) < len(fits):
+        fitting += "; not " + ", ".join(f"{n} (reservation {held[n]})" for n in fits if n in held)
     if res.gpus:
         reasons = [f"GPU run: {res.gpu_type or 'gpu'} x{res.gpus} found on {fitting}"]
     else:
