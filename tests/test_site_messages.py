@@ -283,3 +283,66 @@ def test_explain_when_every_fitting_node_is_reserved(tmp_path):
     assert result.exit_code == 0, result.output
     assert ("fit on no node outside a reservation (the runs wait for it to end); not "
             "c1 (reservation resv1 until 2030-01-01 08:00:00)") in result.output
+
+
+# ---------------------------------------------------------------- item 6: fixes that work
+
+def apply_fix(sweep: Path, fix: str) -> None:
+    """Make the edit a fix line asks for, as a user would: its first alternative, literally."""
+    first = re.split(r", or | \(", fix, maxsplit=1)[0]
+    lines = sweep.read_text().splitlines()
+    tables = [i for i, line in enumerate(lines) if line.startswith("[")]
+
+    def table_range(table: str | None) -> tuple[int, int]:
+        if table is None:
+            return 0, tables[0] if tables else len(lines)
+        start = lines.index(f"[{table}]") + 1
+        return start, next((i for i in tables if i >= start), len(lines))
+
+    def put(key: str, value: str, table: str | None) -> None:
+        start, end = table_range(table)
+        kept = [i for i in range(start, end) if not lines[i].startswith(f"{key} =")]
+        body = [lines[i] for i in kept]
+        lines[start:end] = body + [f"{key} = {value}"]
+
+    if m := re.fullmatch(r"set (\w+) = (.+) in \[(\w+)\]", first):
+        put(m[1], m[2], m[3])
+    elif m := re.fullmatch(r"set (\w+) = (.+) at the top of the sweep file", first):
+        put(m[1], m[2], None)
+    elif m := re.fullmatch(r"remove (\w+) from \[(\w+)\]", first):
+        start, end = table_range(m[2])
+        lines[start:end] = [x for x in lines[start:end] if not x.startswith(f"{m[1]} =")]
+    elif m := re.fullmatch(r"create it: (mkdir -p .+)", first):
+        subprocess.run(first.split(": ", 1)[1], shell=True, check=True)
+    elif m := re.fullmatch(r"(?:write .* e\.g\. |write the number without quotes: )?(\w+) = (.+)", first):
+        put(m[1], m[2], "resources")
+    else:
+        raise AssertionError(f"not a fix a user can apply: {fix!r}")
+    sweep.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("resources, top", [
+    ('gpus = "one"', ""), ('gpus = "2"', ""), ('time = "-1"', ""), ('time = "UNLIMITED"', ""),
+    ('gpus = 1\npartition = "cpu"', ""),               # GPUs on a CPU partition
+    ('reservation = "resv1"\npartition = "debug"', ""),  # a reservation on the wrong partition
+    ('reservation = "resv9"', ""), ("nodes = 9", ""), ('constraint = "fast"', ""),
+    ('gpus = 1\ngpu_type = "h100"', ""), ("gpus = 3", ""), ("cpus = 99", ""), ('mem = "64G"', ""),
+    ('qos = "gold"', ""), ('partition = "cpus"', ""), ('partition = "debug"\ntime = "00:30:00"', ""),
+    ('qos = "high"\ntime = "10:00:00"', ""),
+    ("", 'workdir = "afile"'), ("", 'workdir = "nodir/sub"'),
+])
+def test_every_fix_line_applied_makes_validation_pass(tmp_path, resources, top):
+    (tmp_path / "afile").write_text("not a folder\n")
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'name = "t"\ncommand = "echo {{x}}"\n{top}\n[params]\nx = [1, 2]\n[resources]\n{resources}\n')
+    for _round in range(4):
+        result = run(tmp_path, "validate", "--offline", str(sweep), "--site", str(SITE))
+        if result.exit_code == 0:
+            break
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        fixes = [line.split("fix: ", 1)[1] for line in result.output.splitlines() if "fix: " in line]
+        assert fixes, result.output              # every problem has a fix line
+        for fix in fixes:
+            apply_fix(sweep, fix)
+    assert result.exit_code == 0, (sweep.read_text(), result.output)
+    assert _round <= 1, sweep.read_text()       # one round of fixes, two for a fix then a default

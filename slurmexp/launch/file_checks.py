@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import json
 import shlex
 import string
 from pathlib import Path
@@ -57,9 +58,15 @@ def file_problems(sweep: Sweep) -> list[Problem]:
     file = str(sweep.path)
     out: list[Problem] = []
     workdir = Path(sweep.workdir)
+    if workdir.exists() and not workdir.is_dir():
+        out.append(Problem(file, "workdir", f"workdir {workdir} is a file, not a folder",
+                           f"set workdir = {json.dumps(str(workdir.parent))} at the top of the sweep file "
+                           "(the folder the command runs in)", "file"))
+        return out
     if not workdir.is_dir():
         out.append(Problem(file, "workdir", f"workdir {workdir} does not exist",
-                           "create it or fix the path (relative to the sweep file)", "file"))
+                           f"create it: mkdir -p {shlex.quote(str(workdir))} (or fix the path, relative "
+                           "to the sweep file)", "file"))
         return out
     script = script_named(sweep.command) if sweep.command else None
     if sweep.function:

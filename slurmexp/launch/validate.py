@@ -17,7 +17,7 @@ from slurmexp import units
 from slurmexp.backends.facts import ClusterFacts
 from slurmexp.errors import Problem
 from slurmexp.launch.file_checks import file_problems, function_problems, script_named
-from slurmexp.sites.discover import toml_value
+from slurmexp.launch.fixes import one_of, remove_line, route_fix, set_line
 from slurmexp.sites.model import Site
 from slurmexp.sites.stale import rediscover_fix, stale_problems
 from slurmexp.sweep.plan import Plan, Resources
@@ -51,11 +51,6 @@ _ROUTE_KEYS = [("reservation", "resources.reservation"), ("GPU type", "resources
                ("GPUs", "resources.gpus"), ("time ", "resources.time"), ("qos", "resources.qos"),
                ("cpus", "resources.cpus"), ("mem ", "resources.mem"), ("constraint", "resources.constraint"),
                ("nodes ", "resources.nodes"), ("partition", "resources.partition")]
-
-
-def set_line(key: str, value, table: str = "resources") -> str:
-    """A fix that is one TOML line to write into the sweep: `set time = "00:05:00" in [resources]`."""
-    return f"set {key} = {toml_value(value)} in [{table}]"
 
 
 # Problems that follow from where routing placed the runs, which a stale site.toml decided.
@@ -107,32 +102,13 @@ def _placement_problems(file: str, sweep: Sweep, site: Site, res: Resources,
     for partition, why in excluded.items():
         for message in why.split("; "):
             key = _route_key(message)
-            fix = _route_fix(key, site, res, partition)
+            fix = route_fix(key, message, site, res, partition)
             where = f"partition {partition}" if asked else f"routed candidate {partition}"
             out.append(Problem(file, key, f"{where}: {message}", fix, "route"))
     if not asked and len(excluded) > 1:
         out.insert(0, Problem(file, "resources", "no partition of the site can take these runs",
                               "see each candidate below", "route"))
     return out
-
-
-def _route_fix(key: str, site: Site, res: Resources, partition: str) -> str:
-    if key == "resources.time":
-        part = site.partitions.get(partition)
-        return f"{set_line('time', part.max_time)}, or pick a partition with a longer max_time" if part else ""
-    if key == "resources.gpu_type":
-        kinds = sorted({k for n in site.nodes.values() for k in n.gpus})
-        return f"use one of the GPU types the site has: {', '.join(kinds) or 'none'}"
-    if key == "resources.gpus":
-        most = max((n.gpu_count for n in site.nodes.values()), default=0)
-        return f"ask for at most {most} GPUs per task (one task runs on one node)"
-    if key == "resources.partition":
-        return f"use one of: {', '.join(site.partitions)}"
-    if key == "resources.reservation":
-        return f"use one of: {', '.join(site.reservations) or 'no reservations defined'}"
-    if key == "resources.cpus" or key == "resources.mem":
-        return "ask for less per task, or pick a partition with bigger nodes"
-    return ""
 
 
 def _qos_problems(file: str, site: Site, res: Resources) -> list[Problem]:
@@ -143,7 +119,7 @@ def _qos_problems(file: str, site: Site, res: Resources) -> list[Problem]:
         if not site.qos:
             return []  # the site file lists no QOS at all: leave it to the live check
         return [Problem(file, "resources.qos", f"QOS {res.qos!r} is not defined in {site.path}",
-                        f"use one of: {', '.join(site.qos)}", "qos")]
+                        one_of("qos", list(site.qos), res.qos), "qos")]
     out = []
     if qos.max_wall_min is not None and res.time_min > qos.max_wall_min:
         out.append(Problem(file, "resources.time", f"{_time(res)} over QOS {res.qos} MaxWall {qos.max_wall}",
@@ -210,7 +186,8 @@ def _live_resource_problems(file: str, res: Resources, facts: ClusterFacts, user
         part = facts.partitions.get(res.partition)
         if part is None:
             out.append(Problem(file, "resources.partition", f"partition {res.partition!r} does not exist on "
-                               f"cluster {facts.cluster}", f"use one of: {', '.join(facts.partitions)}", "live"))
+                               f"cluster {facts.cluster}", one_of("partition", list(facts.partitions), res.partition),
+                               "live"))
         else:
             if part.state.upper() != "UP":
                 out.append(Problem(file, "resources.partition", f"partition {res.partition} is {part.state}",
@@ -221,14 +198,14 @@ def _live_resource_problems(file: str, res: Resources, facts: ClusterFacts, user
                                    set_line("time", units.format_time(part.max_time_min)), "live"))
             if part.allow_qos is not None and res.qos and res.qos not in part.allow_qos:
                 out.append(Problem(file, "resources.qos", f"partition {res.partition} does not allow QOS {res.qos}",
-                                   f"use one of: {', '.join(part.allow_qos)}", "live"))
+                                   one_of("qos", list(part.allow_qos), res.qos), "live"))
             if facts.nodes is not None and res.gpus:
                 out += _live_gpu_problems(file, res, [facts.nodes[n] for n in part.nodes if n in facts.nodes])
     if facts.qos is not None and res.qos:
         qos = facts.qos.get(res.qos)
         if qos is None:
             out.append(Problem(file, "resources.qos", f"QOS {res.qos!r} does not exist on cluster {facts.cluster}",
-                               f"use one of: {', '.join(facts.qos)}", "live"))
+                               one_of("qos", list(facts.qos), res.qos), "live"))
         else:
             if qos.max_wall_min is not None and res.time_min > qos.max_wall_min:
                 out.append(Problem(file, "resources.time", f"{_time(res)} over QOS "
@@ -250,12 +227,14 @@ def _live_gpu_problems(file: str, res: Resources, nodes: list) -> list[Problem]:
         kinds = sorted({k for n in nodes for k in n.gres if k})
         if most == 0:
             return [Problem(file, "resources.gpu_type", f"no node of partition {res.partition} has GPU type "
-                            f"{res.gpu_type}", f"use one of: {', '.join(kinds) or 'no GPUs here'}", "live")]
+                            f"{res.gpu_type}", one_of("gpu_type", kinds, res.gpu_type, none=remove_line("gpus")),
+                            "live")]
     else:
         most = max((sum(n.gres.values()) for n in nodes), default=0)
     if most < res.gpus:
         return [Problem(file, "resources.gpus", f"{res.gpus} GPUs per task, but no node of partition "
-                        f"{res.partition} has more than {most}", f"ask for at most {most}", "live")]
+                        f"{res.partition} has more than {most}",
+                        set_line("gpus", most) if most else remove_line("gpus"), "live")]
     return []
 
 
@@ -268,14 +247,14 @@ def _association_problems(file: str, res: Resources, facts: ClusterFacts, user: 
         accounts = [a for a in mine if a.account == res.account]
         if not accounts:
             return [Problem(file, "resources.account", f"user {user} has no association with account "
-                            f"{res.account!r}", f"use one of: {', '.join(sorted({a.account for a in mine}))}",
+                            f"{res.account!r}", one_of("account", sorted({a.account for a in mine}), res.account),
                             "live")]
         mine = accounts
     if res.qos and not any(res.qos in a.qos for a in mine if a.qos):
         allowed = sorted({q for a in mine for q in a.qos})
         if allowed:
             return [Problem(file, "resources.qos", f"QOS {res.qos} is not allowed for user {user} in account "
-                            f"{res.account or mine[0].account}", f"use one of: {', '.join(allowed)}", "live")]
+                            f"{res.account or mine[0].account}", one_of("qos", allowed, res.qos), "live")]
     return []
 
 
@@ -283,7 +262,7 @@ def _reservation_problems(file: str, res: Resources, facts: ClusterFacts, user: 
     resv = facts.reservations.get(res.reservation)
     if resv is None:
         return [Problem(file, "resources.reservation", f"reservation {res.reservation!r} does not exist",
-                        f"use one of: {', '.join(facts.reservations) or 'none exists now'} "
+                        one_of("reservation", list(facts.reservations), res.reservation) + " "
                         "(scontrol show reservation)", "live")]
     out = []
     now = datetime.now()

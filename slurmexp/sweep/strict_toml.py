@@ -175,7 +175,11 @@ def _type_fix(last: str | None, expected: str, value: Any) -> str:
         text = "true" if value is True else "false" if value is False else repr(value)
         return f'put it in quotes: {lhs}"{text}"'
     if expected in ("an integer", "a number") and isinstance(value, str):
-        return f"write the number without quotes: {lhs}{value.strip()}"
+        try:
+            number = int(value.strip()) if expected == "an integer" else float(value.strip())
+        except ValueError:  # "one", "1.5" for an integer: no number to unquote; give one
+            return f"write a {'whole ' if expected == 'an integer' else ''}number without quotes, e.g. {lhs}1"
+        return f"write the number without quotes: {lhs}{number!r}"
     if expected == "true or false" and isinstance(value, str):
         return f"write {lhs}true or {lhs}false, without quotes"
     if expected == "an array" and last and not isinstance(value, (list, dict)):
@@ -334,10 +338,15 @@ def _slurm_time(value: str) -> str:
 
 
 def _finite_time(value: str) -> str:
-    minutes = units.parse_time(value)
+    formats = '"MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM" or "D-HH:MM:SS"'
+    try:
+        minutes = units.parse_time(value)
+    except ValueError as exc:   # its list of formats ends in UNLIMITED, which a run may not ask for
+        raise FixError(str(exc).replace(units.TIME_FORMATS, formats), f"a finite time: {formats}",
+                       suggest="01:00:00") from None
     if minutes is None:
-        raise ValueError(f"{value!r}: a run must ask for a finite time so Slurm can schedule it "
-                         f"(e.g. \"1-00:00:00\")")
+        raise FixError(f"{value!r}: a run must ask for a finite time so Slurm can schedule it",
+                       suggest="1-00:00:00")
     if minutes == 0:
         raise ValueError(f"{value!r} is zero minutes (Slurm would read it as no limit); "
                          f"give the time the run needs")
