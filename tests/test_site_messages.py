@@ -346,3 +346,45 @@ def test_every_fix_line_applied_makes_validation_pass(tmp_path, resources, top):
             apply_fix(sweep, fix)
     assert result.exit_code == 0, (sweep.read_text(), result.output)
     assert _round <= 1, sweep.read_text()       # one round of fixes, two for a fix then a default
+
+
+# ---------------------------------------------------------------- item 7: one problem, one message
+
+@pytest.mark.parametrize("resources, key", [
+    ('qos = "gold"', "resources.qos"),                     # site.toml, the cluster, the associations
+    ('gpus = 1\npartition = "cpu"', "resources.gpus"),      # "at most 2" and "at most 0"
+    ('gpus = 1\ngpu_type = "h100"', "resources.gpu_type"),
+])
+def test_one_problem_is_one_message(tmp_path, resources, key):
+    from slurmexp.launch.launcher import prepare
+    from slurmexp.launch.validate import validate
+
+    prep = prepare(sweep_file(tmp_path, resources + "\n"), SITE)
+    report = validate(prep.sweep, prep.site, prep.plan, facts=site_facts())
+    assert [p.key for p in report.problems] == [key], report.format()
+    assert "not allowed" not in report.format()
+
+
+def test_a_qos_missing_only_on_the_cluster_is_not_also_not_allowed(tmp_path):
+    from slurmexp.launch.launcher import prepare
+    from slurmexp.launch.validate import validate
+
+    prep = prepare(sweep_file(tmp_path, 'qos = "low"\n'), SITE)       # in site.toml, gone live
+    report = validate(prep.sweep, prep.site, prep.plan, facts=site_facts())
+    assert [p.message for p in report.problems] == ["QOS 'low' does not exist on cluster minicluster"]
+    assert report.problems[0].fix.startswith('set qos = "normal" in [resources]')
+
+
+@pytest.mark.cluster
+def test_a_qos_typo_on_the_live_cluster_is_one_problem(cluster, tmp_path):
+    sweep = sweep_file(tmp_path, 'qos = "gold"\ntime = "00:05:00"\nmem = "100M"\n')
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.read_text().replace('cluster = "minicluster"', f'cluster = "{cluster.name}"')
+                    .replace("templates/", f"{REPO}/templates/"))
+    result = run(tmp_path, "validate", str(sweep), "--site", str(site), "--fresh")
+    assert result.exit_code == 2, result.output
+    problems = [line for line in result.output.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and "[resources.qos]" in problems[0], result.output
+    apply_fix(sweep, fix_of(result.output))
+    result = run(tmp_path, "validate", str(sweep), "--site", str(site))
+    assert result.exit_code == 0, result.output

@@ -250,6 +250,8 @@ def _association_problems(file: str, res: Resources, facts: ClusterFacts, user: 
                             f"{res.account!r}", one_of("account", sorted({a.account for a in mine}), res.account),
                             "live")]
         mine = accounts
+    if res.qos and facts.qos is not None and res.qos not in facts.qos:
+        return []   # a QOS that does not exist is reported as that, not as "not allowed"
     if res.qos and not any(res.qos in a.qos for a in mine if a.qos):
         allowed = sorted({q for a in mine for q in a.qos})
         if allowed:
@@ -286,6 +288,18 @@ def _reservation_problems(file: str, res: Resources, facts: ClusterFacts, user: 
 # ----------------------------------------------------------------------------------------
 
 
+def _once(static: list[Problem], live: list[Problem]) -> list[Problem]:
+    """One problem, one message: a live problem at a key a static one already reports (the same
+    QOS typo seen in site.toml, on the cluster and in the associations) is the same problem."""
+    seen = {(p.file, p.key) for p in static}
+    out = []
+    for problem in live:
+        if (problem.file, problem.key) not in seen:
+            seen.add((problem.file, problem.key))
+            out.append(problem)
+    return out
+
+
 def validate(sweep: Sweep, site: Site, plan: Plan, *, facts: ClusterFacts | None = None,
              test_only: Callable[[], list[tuple[str, str]]] | None = None) -> ValidationReport:
     """Static checks, then live ones when `facts` is given, then `sbatch --test-only`.
@@ -301,7 +315,7 @@ def validate(sweep: Sweep, site: Site, plan: Plan, *, facts: ClusterFacts | None
         if any(p.check == "stale_site" for p in live.problems):
             report.problems = [p for p in report.problems if p.check != "route"]
             report.skipped.append("routing against site.toml (it no longer matches the cluster)")
-        report.problems += live.problems
+        report.problems += _once(report.problems, live.problems)
         report.skipped += live.skipped
         report.checked += live.checked
     if test_only is not None:
