@@ -388,3 +388,65 @@ def test_a_qos_typo_on_the_live_cluster_is_one_problem(cluster, tmp_path):
     apply_fix(sweep, fix_of(result.output))
     result = run(tmp_path, "validate", str(sweep), "--site", str(site))
     assert result.exit_code == 0, result.output
+
+
+# ---------------------------------------------------------------- item 8: [sample] at once
+
+SAMPLE = """\
+name = "t"
+command = "echo {lr} {x}"
+[params]
+x = [1, 2]
+[sample]
+n = 4
+[sample.params.lr]
+dist = "loguniform"
+low = 0.1
+[sample.params.drop]
+dist = "normal"
+low = 0
+high = 1
+[sample.params.k]
+dist = "int"
+low = 5
+high = 1
+"""
+
+
+def apply_sample_fix(text: str, key: str, fix: str) -> str:
+    """The edits the [sample] fixes ask for, made in the file's text as a user would."""
+    table = key.rsplit(".", 1)[0] if key.count(".") >= 3 or key == "sample.seed" else key
+    lines = text.splitlines()
+    if m := re.fullmatch(r"add (\w+) = (.+) under \[(.+)\]", fix):
+        lines.insert(lines.index(f"[{m[3]}]") + 1, f"{m[1]} = {m[2]}")
+    elif m := re.fullmatch(r"(\w+) = (.+)", fix):
+        start = lines.index(f"[{table}]")
+        at = next(i for i in range(start, len(lines)) if lines[i].startswith(f"{m[1]} ="))
+        lines[at] = fix
+    elif fix == "swap them":
+        start = lines.index(f"[{key}]")
+        low = next(i for i in range(start, len(lines)) if lines[i].startswith("low ="))
+        high = next(i for i in range(start, len(lines)) if lines[i].startswith("high ="))
+        lines[low], lines[high] = "low" + lines[high][4:], "high" + lines[low][3:]
+    elif m := re.fullmatch(r"use \{(\w+)\} in command, .*", fix):
+        lines[1] = lines[1][:-1] + f" {{{m[1]}}}\""
+    else:
+        raise AssertionError(f"not a fix a user can apply: {fix!r}")
+    return "\n".join(lines) + "\n"
+
+
+def test_sample_problems_are_reported_at_once_and_their_fixes_pass(tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(SAMPLE)
+    result = run(tmp_path, "validate", "--offline", str(sweep), "--site", str(SITE))
+    assert result.exit_code == 2, result.output
+    found = re.findall(r"\[(sample[\w.]*)\] (.*)\n    fix: (.*)", result.output)
+    keys = [key for key, _, _ in found]
+    assert keys == ["sample.seed", "sample.params.drop.dist", "sample.params.lr.high", "sample.params.k",
+                    "sample.params.drop", "sample.params.k"], result.output
+    text = SAMPLE
+    for key, _message, fix in found:
+        text = apply_sample_fix(text, key, fix)
+    sweep.write_text(text)
+    result = run(tmp_path, "validate", "--offline", str(sweep), "--site", str(SITE))
+    assert result.exit_code == 0, (text, result.output)       # one round was enough

@@ -129,6 +129,13 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
+def _example(model: type[BaseModel] | None, key: str) -> str:
+    """A value a missing key could take, as TOML ("..." when its type says nothing)."""
+    field = model.model_fields.get(key) if model is not None else None
+    tp = _unwrap(field.annotation) if field is not None else None
+    return {int: "1", float: "1.0", bool: "true"}.get(tp, "...")
+
+
 def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
@@ -201,9 +208,10 @@ def problems_from_error(err: ValidationError, root: Any, file: str, prefix: tupl
             problems.append(unknown_key_problem(file, loc[:-1], str(loc[-1]), allowed))
             continue
         if kind == "missing":
+            example = _example(_model_at(root, tuple(e["loc"])[:-1]), last)
             problems.append(Problem(file, key, f"required key {last!r} is missing",
-                                    f"add {last} = ... under [{key_path(*loc[:-1])}]" if loc[:-1]
-                                    else f"add {last} = ... at the top of the file",
+                                    f"add {last} = {example} under [{key_path(*loc[:-1])}]" if loc[:-1]
+                                    else f"add {last} = {example} at the top of the file",
                                     check="missing_key"))
             continue
         if kind in _EXPECTED:
@@ -230,6 +238,11 @@ def problems_from_error(err: ValidationError, root: Any, file: str, prefix: tupl
             message = f"{last} must not be empty"
         elif kind == "literal_error":
             message = f"{last} must be one of {ctx.get('expected')}, got {value!r}"
+            choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+            if choices and isinstance(loc[-1], str):
+                best = difflib.get_close_matches(str(value), choices, n=1, cutoff=0) or choices
+                problems.append(Problem(file, key, message, f"{last} = {toml_value(best[0])}", check="value"))
+                continue
         else:
             message = f"{last}: {e['msg']}"
         problems.append(Problem(file, key, message, check="value"))
