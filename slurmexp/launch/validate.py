@@ -196,15 +196,18 @@ def _live_resource_problems(file: str, res: Resources, facts: ClusterFacts, user
                 out.append(Problem(file, "resources.time", f"{_time(res)} over partition "
                                    f"{res.partition} MaxTime {units.format_time(part.max_time_min)}",
                                    set_line("time", units.format_time(part.max_time_min)), "live"))
-            if part.allow_qos is not None and res.qos and res.qos not in part.allow_qos:
-                out.append(Problem(file, "resources.qos", f"partition {res.partition} does not allow QOS {res.qos}",
+            exists = facts.qos is None or res.qos in facts.qos   # else: reported as not existing
+            if part.allow_qos is not None and res.qos and exists and res.qos not in part.allow_qos:
+                out.append(Problem(file, "resources.qos", f"partition {res.partition} does not allow "
+                                   f"{res.shown('qos', f'QOS {res.qos}')}",
                                    one_of("qos", list(part.allow_qos), res.qos), "live"))
             if facts.nodes is not None and res.gpus:
                 out += _live_gpu_problems(file, res, [facts.nodes[n] for n in part.nodes if n in facts.nodes])
     if facts.qos is not None and res.qos:
         qos = facts.qos.get(res.qos)
         if qos is None:
-            out.append(Problem(file, "resources.qos", f"QOS {res.qos!r} does not exist on cluster {facts.cluster}",
+            out.append(Problem(file, "resources.qos", f"{res.shown('qos', f'QOS {res.qos!r}')} does not exist on "
+                               f"cluster {facts.cluster}",
                                one_of("qos", list(facts.qos), res.qos), "live"))
         else:
             if qos.max_wall_min is not None and res.time_min > qos.max_wall_min:
@@ -255,8 +258,9 @@ def _association_problems(file: str, res: Resources, facts: ClusterFacts, user: 
     if res.qos and not any(res.qos in a.qos for a in mine if a.qos):
         allowed = sorted({q for a in mine for q in a.qos})
         if allowed:
-            return [Problem(file, "resources.qos", f"QOS {res.qos} is not allowed for user {user} in account "
-                            f"{res.account or mine[0].account}", one_of("qos", allowed, res.qos), "live")]
+            return [Problem(file, "resources.qos", f"{res.shown('qos', f'QOS {res.qos}')} is not allowed for "
+                            f"user {user} in account {res.account or mine[0].account}",
+                            one_of("qos", allowed, res.qos), "live")]
     return []
 
 
