@@ -394,7 +394,7 @@ def test_cpu_run_goes_to_cpu(tmp_path, site):
     res, placement = resolve_resources(grid(tmp_path), site)
     assert res.partition == placement.partition == "cpu"
     assert placement.excluded == {}
-    assert any("CPU run" in r and "c1, c2, c3" in r for r in placement.reasons)
+    assert any("CPU run" in r and "c1, c2; not c3 (reservation resv1)" in r for r in placement.reasons)
     assert "time 00:10:00 within max_time 1-00:00:00" in placement.reasons
 
 

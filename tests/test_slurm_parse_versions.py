@@ -102,8 +102,10 @@ def test_discover_from_every_release(cap, tmp_path):
         user="root", config=cap.text("scontrol_config.txt"), partitions=cap.text("scontrol_partition.txt"),
         nodes=cap.text("scontrol_node.txt"), reservations=cap.text("scontrol_reservation.txt"),
         qos=cap.text("sacctmgr_qos.txt"), associations=cap.text("sacctmgr_assoc.txt"))
+    assert facts.def_mem_per_cpu_mb == 250      # slurm.conf's DefMemPerCPU
     site = parse_site(discover_site(facts), tmp_path / "site.toml")
     assert site.cluster == cap.cluster and site.account == "research"
+    assert (site.defaults.mem_per_cpu, site.defaults.time) == ("250M", "00:10:00")
     assert site.gpu_types("gpu") == {"a100": 2, "v100": 2}
     assert site.reservations["resv1"].nodes == ["c3"] and site.qos["high"].preempt == ["low"]
 

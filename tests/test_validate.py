@@ -102,9 +102,11 @@ def test_script_named(command, script):
 def facts(**over) -> ClusterFacts:
     f = ClusterFacts(
         cluster="minicluster", user="alice", max_array_size=1001, max_job_count=10000,
-        partitions={"cpu": PartitionFacts("cpu", "UP", 1440, ["c1"], True),
-                    "gpu": PartitionFacts("gpu", "UP", 2880, ["g1", "g2"])},
-        nodes={"c1": NodeFacts("c1", "idle", 4, 3900, {}, ["cpu"]),
+        # As the repository's site.toml describes them (else it would be a stale site.toml).
+        partitions={"cpu": PartitionFacts("cpu", "UP", 1440, ["c1", "c2", "c3"], True),
+                    "gpu": PartitionFacts("gpu", "UP", 2880, ["g1", "g2"]),
+                    "debug": PartitionFacts("debug", "UP", 5, ["c1", "c2"])},
+        nodes={**{n: NodeFacts(n, "idle", 16, 8000, {}, ["cpu"]) for n in ("c1", "c2", "c3")},
                "g1": NodeFacts("g1", "idle", 8, 7900, {"a100": 2}, ["gpu"]),
                "g2": NodeFacts("g2", "idle", 8, 7900, {"v100": 2}, ["gpu"])},
         reservations={"resv1": ReservationFacts("resv1", "ACTIVE", ["c3"], ["root"], [],

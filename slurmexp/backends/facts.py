@@ -33,6 +33,7 @@ class PartitionFacts:
     allow_qos: list[str] | None = None  # None: ALL
     default_time_min: int | None = None  # DefaultTime; None: not set (the job gets MaxTime)
     qos: str | None = None              # the partition QOS, whose limits apply on top
+    def_mem_per_cpu_mb: int | None = None  # the partition's own DefMemPerCPU, over the cluster's
 
 
 @dataclass
@@ -89,6 +90,9 @@ class ClusterFacts:
     associations: list[Association] | None = None
     skipped: list[str] = field(default_factory=list)
     slurm_version: str | None = None    # SLURM_VERSION from scontrol show config
+    # DefMemPerCPU from scontrol show config (MiB); None: not set, and a job that asks for no
+    # memory gets DefMemPerNode, UNLIMITED by default: a whole node's memory.
+    def_mem_per_cpu_mb: int | None = None
     # Seconds since QOS and associations were read, when they came from the facts cache
     # (backends.slurm.facts_cache); None: everything was read just now.
     cached_age_s: float | None = None

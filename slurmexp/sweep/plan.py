@@ -159,16 +159,19 @@ def make_plan(sweep: Sweep, site: Site) -> Plan:
 
 
 def _resources_line(res: Resources) -> str:
-    parts = [f"cpus {res.cpus}"]
-    if res.mem_mb is not None:
-        parts.append(f"mem {units.format_mem(res.mem_mb)}")
-    parts.append(f"time {units.format_time(res.time_min)}")
+    def mark(name: str, text: str) -> str:
+        return f"{text}*" if name in res.defaulted else text
+
+    parts = [mark("cpus", f"cpus {res.cpus}")]
+    parts.append(mark("mem", f"mem {units.format_mem(res.mem_mb)}") if res.mem_mb is not None
+                 else "mem unset (Slurm's DefMemPerCPU, or a whole node)")
+    parts.append(mark("time", f"time {units.format_time(res.time_min)}"))
     if res.gres:
         parts.append(f"gres {res.gres}")
     parts.append(f"nodes {res.nodes}")
     for name in ("qos", "account", "reservation", "constraint"):
         if getattr(res, name):
-            parts.append(f"{name} {getattr(res, name)}")
+            parts.append(mark(name, f"{name} {getattr(res, name)}"))
     return ", ".join(parts)
 
 
@@ -183,6 +186,8 @@ def describe(plan: Plan) -> str:
         lines += ["", f"group {number}: {size} run{'s' * (size != 1)} -> partition {placement.partition}"]
         if chunks:
             lines.append(f"  resources: {_resources_line(chunks[0].resources)}")
+            if chunks[0].resources.defaulted:
+                lines.append("    (* from site.toml, [defaults] or account: not set in the sweep's [resources])")
         if placement.partition in placement.excluded:
             lines.append("  NO PARTITION CAN TAKE THESE RUNS (validation will refuse this plan)")
         if placement.reasons:

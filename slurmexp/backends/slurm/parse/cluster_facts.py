@@ -36,6 +36,7 @@ def cluster_facts_from(*, user: str, cluster: str | None = None, config: str | N
         facts.max_array_size = _int(conf.get("MaxArraySize"))
         facts.max_job_count = _int(conf.get("MaxJobCount"))
         facts.slurm_version = _opt(conf.get("SLURM_VERSION"))
+        facts.def_mem_per_cpu_mb = _int(conf.get("DefMemPerCPU")) or None
     if partitions is not None:
         facts.partitions = partitions_from(parse_scontrol_records(partitions))
     if nodes is not None:
