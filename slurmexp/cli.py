@@ -181,14 +181,22 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.option("--all", "all_runs", is_flag=True,
               help="With EXPERIMENT: list every run (the table stops after the first 200; JSON has all).")
+@click.option("--refresh", is_flag=True, help="Run one reconcile pass first, so the states are Slurm's of now.")
 @click.pass_context
-def status(ctx, experiment: str | None, fmt: str, all_runs: bool) -> None:
+def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool) -> None:
     """Experiments and their runs' states, as the ledger has them (fitted to the terminal).
 
-    EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment)."""
+    EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment).
+    Without --refresh (or a reconcile pass from cron, scrontab or `reconcile --loop`) the
+    states are those of the last pass."""
     from slurmexp.report import status as st
 
     ledger = _ledger(ctx)
+    if refresh:
+        from slurmexp.reconcile.one_pass import refresh_pass
+
+        for line in refresh_pass(ledger):
+            click.echo(f"warning: {line}", err=True)
     if experiment is None:
         _emit(st.experiment_summaries(ledger), fmt, lambda d: click.echo(st.format_experiments(d), nl=False))
         return
@@ -206,18 +214,35 @@ def status(ctx, experiment: str | None, fmt: str, all_runs: bool) -> None:
 @click.option("--grace", "grace_s", type=float, default=300, show_default=True,
               help="Seconds a job may be missing from squeue and sacct before it counts as LOST.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--loop", "loop_s", type=float, metavar="SECONDS",
+              help="A pass every SECONDS in the foreground until SIGINT/SIGTERM (where there is no cron).")
 @click.pass_context
-def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fmt: str) -> None:
+def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fmt: str,
+              loop_s: float | None) -> None:
     """One pass: bring the ledger in line with sacct (one batched query), retry what the
-    infrastructure broke, adopt orphans. Exit 3 when Slurm did not answer (nothing changed)."""
+    infrastructure broke, adopt orphans. Exit 3 when Slurm did not answer (nothing changed).
+
+    With --loop SECONDS: passes until SIGINT/SIGTERM (then exit 0), under the same lock as a
+    cron pass; a failed pass is printed and the next one runs on time."""
     from slurmexp.reconcile.one_pass import reconcile_pass
 
+    def report(summary, stamp: bool = False) -> None:
+        if fmt == "json":
+            click.echo(json.dumps(summary.to_dict(), default=str, **({} if stamp else {"indent": 2})))
+        elif not quiet or not summary.ok or summary.error or getattr(summary, "flagged", None) \
+                or getattr(summary, "warnings", None):
+            text = summary.format(verbose=verbose or (dry_run and not quiet))
+            click.echo(f"[{summary.started}] {text}" if stamp else text)
+
+    if loop_s is not None:
+        from slurmexp.reconcile.loop import run_loop
+
+        n = run_loop(_ledger(ctx), loop_s, report=lambda s: report(s, stamp=True),
+                     dry_run=dry_run, grace_s=grace_s, announce=lambda t: click.echo(t, err=True))
+        click.echo(f"reconcile: stopped after {n} pass(es)", err=True)
+        return
     summary = reconcile_pass(_ledger(ctx), dry_run=dry_run, grace_s=grace_s)
-    if fmt == "json":
-        click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
-    elif not quiet or not summary.ok or summary.error or getattr(summary, "flagged", None) \
-            or getattr(summary, "warnings", None):
-        click.echo(summary.format(verbose=verbose or (dry_run and not quiet)))
+    report(summary)
     sys.exit(summary.exit_code)
 
 
@@ -252,20 +277,41 @@ def cancel(ctx, experiment: str, reason: str) -> None:
 @main.command()
 @click.option("--every", type=int, default=5, show_default=True, help="Minutes between passes.")
 @click.option("--install", is_flag=True, help="Install the line in your crontab (replacing an older one).")
+@click.option("--remove", is_flag=True, help="Take slurmexp's line out of your crontab (with --scrontab: scrontab).")
+@click.option("--scrontab", is_flag=True,
+              help="Slurm's own crontab (scrontab, ScronParameters=enable) instead of cron: install it there.")
+@click.option("--scron-option", "scron_options", multiple=True, metavar="OPT",
+              help="With --scrontab: an sbatch option for the pass's job, e.g. --partition=debug (repeatable).")
 @click.pass_context
-def cron(ctx, every: int, install: bool) -> None:
-    """Print (or --install) the crontab line that runs `slurmexp reconcile` every N minutes."""
+def cron(ctx, every: int, install: bool, remove: bool, scrontab: bool, scron_options: tuple[str, ...]) -> None:
+    """Print (or --install, --remove) the crontab line that runs `slurmexp reconcile` every N
+    minutes. With --scrontab the pass is installed as an entry of Slurm's scrontab (a batch job
+    every N minutes; its output in reconcile.log beside the ledger); with --scrontab --remove
+    it is taken out again. Other entries of either table are kept."""
     import shutil
 
-    from slurmexp.reconcile.cron import cron_line, install_cron
+    from slurmexp.reconcile import cron as cron_mod
 
     ledger = _ledger(ctx)
     exe = shutil.which("slurmexp") or [sys.executable, "-m", "slurmexp"]
-    line = cron_line(every, ledger.path, exe)
-    if install:
-        click.echo(install_cron(line))
+    if scron_options and not scrontab:
+        raise click.UsageError("--scron-option needs --scrontab")
+    if scrontab:
+        from slurmexp.reconcile import scron
+
+        if remove:
+            click.echo("removed slurmexp's scrontab entry" if scron.remove_scron() else "no slurmexp scrontab entry")
+        else:
+            click.echo(scron.install_scron(scron.scron_entry(every, ledger.path, exe, options=scron_options)),
+                       nl=False)
+            click.echo(f"installed: Slurm runs `slurmexp reconcile` every {every} minute(s) as job "
+                       f"{scron.SCRON_JOB_NAME}", err=True)
+    elif remove:
+        click.echo("removed slurmexp's crontab line" if cron_mod.remove_cron() else "no slurmexp crontab line")
+    elif install:
+        click.echo(cron_mod.install_cron(cron_mod.cron_line(every, ledger.path, exe)))
     else:
-        click.echo(line)
+        click.echo(cron_mod.cron_line(every, ledger.path, exe))
 
 
 @main.command()
