@@ -29,6 +29,7 @@ class Resources:
     reservation: str | None = None
     constraint: str | None = None
     nodes: int = 1
+    sbatch: tuple[str, ...] = ()        # [resources] sbatch: raw options, as written
 
     @property
     def gres(self) -> str | None:
@@ -67,6 +68,7 @@ def requested_resources(sweep: Sweep, site: Site) -> Resources:
         reservation=asked.reservation,
         constraint=asked.constraint,
         nodes=asked.nodes or 1,
+        sbatch=tuple(asked.sbatch),
     )
 
 

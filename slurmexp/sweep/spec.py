@@ -28,6 +28,7 @@ from slurmexp.sweep.checks import (
     check_sweep,
     output_dir_problem,
 )
+from slurmexp.sweep.sbatch_options import SbatchOption
 from slurmexp.sweep.slurm_names import SlurmName
 from slurmexp.sweep.strict_toml import (
     FixError,
@@ -181,6 +182,9 @@ class ResourceRequest(StrictModel):
     constraint: SlurmName("constraint") | None = None
     nodes: Annotated[int, Field(ge=1)] | None = None
     array_parallelism: Annotated[int, Field(ge=1)] | None = None
+    # Raw sbatch options for every chunk, e.g. ["--exclusive", "--mail-type=END"]
+    # (sweep.sbatch_options: refused when slurmexp writes the option itself).
+    sbatch: list[SbatchOption] = Field(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -286,6 +290,8 @@ class Sweep(StrictModel):
         if data.get("checkpoint") is None:
             # Absent, as before [checkpoint] existed: a sweep without it keeps its identity.
             data.pop("checkpoint", None)
+        if not data["resources"].get("sbatch"):
+            data["resources"].pop("sbatch", None)       # the same, for [resources] sbatch
         return json.loads(json.dumps(data, sort_keys=True))
 
 
