@@ -24,6 +24,7 @@ from slurmexp.cli_common import (
     site_option,
     sweep_argument,
 )
+from slurmexp.cli_cron import cron
 from slurmexp.cli_site import site
 from slurmexp.errors import SlurmexpError, SlurmexpWarning
 from slurmexp.report.refs import resolve_experiment
@@ -275,46 +276,6 @@ def cancel(ctx, experiment: str, reason: str) -> None:
 
 
 @main.command()
-@click.option("--every", type=int, default=5, show_default=True, help="Minutes between passes.")
-@click.option("--install", is_flag=True, help="Install the line in your crontab (replacing an older one).")
-@click.option("--remove", is_flag=True, help="Take slurmexp's line out of your crontab (with --scrontab: scrontab).")
-@click.option("--scrontab", is_flag=True,
-              help="Slurm's own crontab (scrontab, ScronParameters=enable) instead of cron: install it there.")
-@click.option("--scron-option", "scron_options", multiple=True, metavar="OPT",
-              help="With --scrontab: an sbatch option for the pass's job, e.g. --partition=debug (repeatable).")
-@click.pass_context
-def cron(ctx, every: int, install: bool, remove: bool, scrontab: bool, scron_options: tuple[str, ...]) -> None:
-    """Print (or --install, --remove) the crontab line that runs `slurmexp reconcile` every N
-    minutes. With --scrontab the pass is installed as an entry of Slurm's scrontab (a batch job
-    every N minutes; its output in reconcile.log beside the ledger); with --scrontab --remove
-    it is taken out again. Other entries of either table are kept."""
-    import shutil
-
-    from slurmexp.reconcile import cron as cron_mod
-
-    ledger = _ledger(ctx)
-    exe = shutil.which("slurmexp") or [sys.executable, "-m", "slurmexp"]
-    if scron_options and not scrontab:
-        raise click.UsageError("--scron-option needs --scrontab")
-    if scrontab:
-        from slurmexp.reconcile import scron
-
-        if remove:
-            click.echo("removed slurmexp's scrontab entry" if scron.remove_scron() else "no slurmexp scrontab entry")
-        else:
-            click.echo(scron.install_scron(scron.scron_entry(every, ledger.path, exe, options=scron_options)),
-                       nl=False)
-            click.echo(f"installed: Slurm runs `slurmexp reconcile` every {every} minute(s) as job "
-                       f"{scron.SCRON_JOB_NAME}", err=True)
-    elif remove:
-        click.echo("removed slurmexp's crontab line" if cron_mod.remove_cron() else "no slurmexp crontab line")
-    elif install:
-        click.echo(cron_mod.install_cron(cron_mod.cron_line(every, ledger.path, exe)))
-    else:
-        click.echo(cron_mod.cron_line(every, ledger.path, exe))
-
-
-@main.command()
 @click.option("--max-age", "max_age", type=float, default=30, show_default=True,
               help="Minutes since the last successful reconcile pass.")
 @click.pass_context
@@ -397,6 +358,7 @@ def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
 
 
 main.add_command(site)
+main.add_command(cron)
 
 
 if __name__ == "__main__":
