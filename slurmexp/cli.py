@@ -134,9 +134,12 @@ def explain(sweep: str, site_path: str | None) -> None:
 @click.option("--new", is_flag=True, help="Launch again although this sweep was launched before.")
 @click.option("--max-parallel", type=int, help="Local backend: tasks at once (default: the throttle or CPUs).")
 @click.option("--fresh", is_flag=True, help="Ask sacctmgr again rather than reuse QOS/associations read minutes ago.")
+@click.option("--tag", "tags", multiple=True, callback=lambda _c, _p, v: _check_tags(v),
+              help="Tag the experiment (repeatable; with [meta] tags); `status --tag` filters on it.")
+@click.option("--note", help="A note on the experiment (instead of [meta] description), shown by status --format json.")
 @click.pass_context
 def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, new: bool,
-           max_parallel: int | None, fresh: bool) -> None:
+           max_parallel: int | None, fresh: bool, tags: tuple[str, ...], note: str | None) -> None:
     """Validate SWEEP, submit it as job arrays and record every run in the ledger."""
     from slurmexp.launch import launcher as launch_mod
 
@@ -152,12 +155,22 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
             raise SlurmexpError_from(report, prep)
         return
     result = launch_mod.launch(sweep, site_path, backend=backend, ledger=_ledger(ctx), new=new,
-                               max_parallel=max_parallel, fresh=fresh)
+                               max_parallel=max_parallel, fresh=fresh, tags=tags, note=note)
     if result.message:
         click.echo(result.message, err=True)
     if result.submitted and result.job_ids:
         click.echo(submitted_line(_ledger(ctx), result.exp_id, result.job_ids), err=True)
     click.echo(result.exp_id)
+
+
+def _check_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    from slurmexp.sweep.spec import check_tag
+
+    for tag in tags:
+        problem = check_tag(tag)
+        if problem:
+            raise click.BadParameter(problem, param_hint="--tag")
+    return tags
 
 
 def submitted_line(ledger, exp_id: str, job_ids: list[str]) -> str:
@@ -183,15 +196,22 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 @click.option("--all", "all_runs", is_flag=True,
               help="With EXPERIMENT: list every run (the table stops after the first 200; JSON has all).")
 @click.option("--refresh", is_flag=True, help="Run one reconcile pass first, so the states are Slurm's of now.")
+@click.option("--state", "states", multiple=True, help="Only experiments in STATE (repeatable, or A,B).")
+@click.option("--since", help="Only experiments created since an age (30m, 12h, 2d, 1w) or a date (2026-12-01).")
+@click.option("--name", "names", multiple=True, metavar="PATTERN", help="Only names or ids matching, e.g. 'lr-*'.")
+@click.option("--tag", "tags", multiple=True, help="Only experiments with TAG (repeatable: every one).")
 @click.pass_context
-def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool) -> None:
+def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool, states: tuple[str, ...],
+           since: str | None, names: tuple[str, ...], tags: tuple[str, ...]) -> None:
     """Experiments and their runs' states, as the ledger has them (fitted to the terminal).
 
     EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment).
     Without --refresh (or a reconcile pass from cron, scrontab or `reconcile --loop`) the
     states are those of the last pass."""
     from slurmexp.report import status as st
+    from slurmexp.report.filters import ExperimentFilter
 
+    keep = ExperimentFilter.from_options(states, since, names, tags)
     ledger = _ledger(ctx)
     if refresh:
         from slurmexp.reconcile.one_pass import refresh_pass
@@ -199,8 +219,13 @@ def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool)
         for line in refresh_pass(ledger):
             click.echo(f"warning: {line}", err=True)
     if experiment is None:
-        _emit(st.experiment_summaries(ledger), fmt, lambda d: click.echo(st.format_experiments(d), nl=False))
+        if fmt == "json":
+            _emit(st.experiment_summaries(ledger, keep), fmt, None)
+        else:
+            click.echo(st.experiments_text(ledger, keep), nl=False)
         return
+    if keep:
+        raise click.UsageError("--state, --since, --name and --tag choose experiments: give them without EXPERIMENT")
     exp_id = resolve_experiment(ledger, experiment)
     if fmt == "json":
         _emit(st.run_statuses(ledger, exp_id), fmt, None)

@@ -77,6 +77,7 @@ class ExperimentsMixin:
     @staticmethod
     def _experiment_dict(row: dict) -> dict:
         row["provenance"] = json.loads(row["provenance_json"] or "{}")
+        row["tags"] = json.loads(row.get("tags_json") or "[]")
         return row
 
     def get_experiment(self, exp_id: str, required: bool = False) -> dict | None:
@@ -153,6 +154,14 @@ class ExperimentsMixin:
             self.get_experiment(exp_id, required=True)
             self.db.execute("UPDATE experiments SET settings_json = ? WHERE exp_id = ?",
                             [settings.to_json(), exp_id])
+
+    def set_experiment_meta(self, exp_id: str, tags: Iterable[str] = (), note: str | None = None) -> None:
+        """The experiment's tags (kept in the order given, once each) and note."""
+        tags = list(dict.fromkeys(tags))
+        with self.transaction():
+            self.get_experiment(exp_id, required=True)
+            self.db.execute("UPDATE experiments SET tags_json = ?, note = ? WHERE exp_id = ?",
+                            [json.dumps(tags), note, exp_id])
 
     def set_experiment_state(self, exp_id: str, state: str, reason: str | None = None) -> None:
         with self.transaction():
