@@ -25,6 +25,7 @@ from slurmexp.cli_common import (
     sweep_argument,
 )
 from slurmexp.cli_cron import cron
+from slurmexp.cli_manage import archive, rm
 from slurmexp.cli_site import site
 from slurmexp.errors import SlurmexpError, SlurmexpWarning
 from slurmexp.report.refs import resolve_experiment
@@ -200,9 +201,10 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 @click.option("--since", help="Only experiments created since an age (30m, 12h, 2d, 1w) or a date (2026-12-01).")
 @click.option("--name", "names", multiple=True, metavar="PATTERN", help="Only names or ids matching, e.g. 'lr-*'.")
 @click.option("--tag", "tags", multiple=True, help="Only experiments with TAG (repeatable: every one).")
+@click.option("--archived", is_flag=True, help="Also the experiments `slurmexp archive` hid.")
 @click.pass_context
 def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool, states: tuple[str, ...],
-           since: str | None, names: tuple[str, ...], tags: tuple[str, ...]) -> None:
+           since: str | None, names: tuple[str, ...], tags: tuple[str, ...], archived: bool) -> None:
     """Experiments and their runs' states, as the ledger has them (fitted to the terminal).
 
     EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment).
@@ -211,7 +213,7 @@ def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool,
     from slurmexp.report import status as st
     from slurmexp.report.filters import ExperimentFilter
 
-    keep = ExperimentFilter.from_options(states, since, names, tags)
+    keep = ExperimentFilter.from_options(states, since, names, tags, archived)
     ledger = _ledger(ctx)
     if refresh:
         from slurmexp.reconcile.one_pass import refresh_pass
@@ -384,6 +386,8 @@ def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
 
 main.add_command(site)
 main.add_command(cron)
+main.add_command(archive)
+main.add_command(rm)
 
 
 if __name__ == "__main__":

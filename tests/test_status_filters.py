@@ -112,3 +112,61 @@ def test_parse_since():
     with pytest.raises(SlurmexpError):
         parse_since("2 days")
     assert not ExperimentFilter.from_options()
+
+
+# --- archive and rm ---------------------------------------------------------------------------
+
+def test_archive_hides_and_undo_shows_again(tmp_path, three):
+    a, b, c = three
+    result = cli(tmp_path, "archive", a)
+    assert result.exit_code == 0 and "archived" in result.output
+    assert ids(tmp_path) == [b, c]
+    assert ids(tmp_path, "--archived") == [a, b, c]
+    assert ids(tmp_path, "--archived", "--tag", "baseline") == [a]
+    text = cli(tmp_path, "status").stdout
+    assert a not in text and "1 archived experiment(s) not listed" in text
+    assert "archived" in cli(tmp_path, "status", "--archived").stdout
+    assert cli(tmp_path, "status", a).exit_code == 0          # still there by its id
+    assert cli(tmp_path, "archive", a, "--undo").exit_code == 0
+    assert ids(tmp_path) == [a, b, c]
+
+
+def test_rm_asks_removes_rows_and_only_its_own_folder(tmp_path, three):
+    a, b, c = three
+    led = Ledger(tmp_path / "ledger.db")
+    folder = Path(led.get_experiment(b)["exp_dir"])
+    led.close()
+    result = CliRunner().invoke(main, ["--ledger", str(tmp_path / "ledger.db"), "rm", b], input="n\n")
+    assert result.exit_code == 1 and ids(tmp_path) == [a, b, c]
+    result = CliRunner().invoke(main, ["--ledger", str(tmp_path / "ledger.db"), "rm", b], input="y\n")
+    assert result.exit_code == 0 and "folder" in result.output and "kept" in result.output
+    assert ids(tmp_path) == [a, c] and folder.is_dir()
+    led = Ledger(tmp_path / "ledger.db")
+    for table in ("runs", "submissions", "attempts", "events"):
+        assert led.db.execute(f"SELECT COUNT(*) FROM {table} WHERE exp_id = ?", [b]).fetchone()[0] == 0
+    assert led.db.execute("SELECT COUNT(*) FROM runs WHERE exp_id = ?", [a]).fetchone()[0] == 2
+    c_folder = Path(led.get_experiment(c)["exp_dir"])
+    led.close()
+    result = cli(tmp_path, "rm", c, "--yes", "--files")
+    assert result.exit_code == 0 and not c_folder.exists()
+    # A folder that is not the experiment's own is never deleted.
+    led = Ledger(tmp_path / "ledger.db")
+    led.db.execute("UPDATE experiments SET exp_dir = ? WHERE exp_id = ?", [str(tmp_path), a])
+    led.db.conn.commit()
+    led.close()
+    result = cli(tmp_path, "rm", a, "--yes", "--files")
+    assert result.exit_code == 1 and "left alone" in result.output
+    assert tmp_path.is_dir() and ids(tmp_path) == [a]
+
+
+def test_rm_refuses_an_active_experiment(tmp_path):
+    led = Ledger(tmp_path / "ledger.db")
+    runs = [dict(run_id=f"r{i}", idx=i, params={"i": i}, run_dir=f"/exp/r{i}", chunk=0, task_index=i)
+            for i in range(2)]
+    led.create_experiment("live-00000001", "live", "fp", "mini", "slurm", None, None, None, None,
+                          None, None, {}, runs)
+    led.close()
+    result = cli(tmp_path, "rm", "live-00000001", "--yes")
+    assert result.exit_code == 1 and "still active; nothing removed" in result.output
+    assert "2 PLANNED" in result.output and "slurmexp cancel live-00000001" in result.output
+    assert ids(tmp_path) == ["live-00000001"]

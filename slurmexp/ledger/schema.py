@@ -124,9 +124,10 @@ def _migration_4(db: sqlite_utils.Database) -> None:
 
 def _migration_5(db: sqlite_utils.Database) -> None:
     # An experiment's tags (a JSON list, `launch --tag`, [meta] tags) and note (`launch --note`,
-    # [meta] description), which `status --tag` filters on.
+    # [meta] description), which `status --tag` filters on; when `slurmexp archive` hid it.
     db.execute("ALTER TABLE experiments ADD COLUMN tags_json TEXT")
     db.execute("ALTER TABLE experiments ADD COLUMN note TEXT")
+    db.execute("ALTER TABLE experiments ADD COLUMN archived TEXT")
 
 
 # Version N is MIGRATIONS[N-1]. Append only: a released migration never changes.

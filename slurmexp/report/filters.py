@@ -56,17 +56,22 @@ class ExperimentFilter:
     since: datetime | None = None
     names: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    archived: bool = False          # also the experiments `slurmexp archive` hid
 
     @classmethod
     def from_options(cls, states: Sequence[str] = (), since: str | None = None,
-                     names: Sequence[str] = (), tags: Sequence[str] = ()) -> ExperimentFilter:
+                     names: Sequence[str] = (), tags: Sequence[str] = (),
+                     archived: bool = False) -> ExperimentFilter:
         return cls(tuple(check_states(states)), parse_since(since) if since else None,
-                   tuple(names), tuple(tags))
+                   tuple(names), tuple(tags), archived)
 
     def __bool__(self) -> bool:
+        """Whether a filter chooses experiments (--archived alone does not)."""
         return bool(self.states or self.since or self.names or self.tags)
 
     def keeps(self, exp: dict) -> bool:
+        if exp.get("archived") and not self.archived:
+            return False
         if self.states and exp["state"] not in self.states:
             return False
         if self.since is not None:

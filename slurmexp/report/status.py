@@ -6,6 +6,8 @@ stays fast and is safe to run in a loop. To bring it up to date, run
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slurmexp.ledger import Ledger
 from slurmexp.report.filters import ExperimentFilter
 
@@ -15,16 +17,21 @@ def experiment_summaries(ledger: Ledger, keep: ExperimentFilter | None = None) -
     counts = ledger.run_counts_by_experiment()
     return [{"exp_id": e["exp_id"], "name": e["name"], "created": e["created"], "backend": e["backend"],
              "cluster": e["cluster"], "state": e["state"], "n_runs": e["n_runs"],
-             "runs_by_state": counts.get(e["exp_id"], {}), "tags": e["tags"], "note": e.get("note")}
-            for e in ledger.experiments() if keep is None or keep.keeps(e)]
+             "runs_by_state": counts.get(e["exp_id"], {}), "tags": e["tags"], "note": e.get("note"),
+             "archived": e.get("archived")}
+            for e in ledger.experiments() if (keep if keep is not None else ExperimentFilter()).keeps(e)]
 
 
 def experiments_text(ledger: Ledger, keep: ExperimentFilter | None = None) -> str:
     """`status` as text; with filters that keep nothing, a line that says which."""
+    keep = keep if keep is not None else ExperimentFilter()
     data = experiment_summaries(ledger, keep)
-    if keep and not data:
-        return f"no experiment matches: {keep.describe()}\n"
-    return format_experiments(data)
+    text = f"no experiment matches: {keep.describe()}\n" if keep and not data else format_experiments(data)
+    if not keep.archived:
+        hidden = len(experiment_summaries(ledger, replace(keep, archived=True))) - len(data)
+        if hidden:
+            text += f"({hidden} archived experiment(s) not listed; --archived lists them)\n"
+    return text
 
 
 # How many runs `status EXPERIMENT` lists before it summarises the rest: a table of 100,000
@@ -71,6 +78,8 @@ def format_experiments(data: list[dict], width: int | None = None) -> str:
         *([Column("tags", [",".join(e.get("tags") or []) for e in data], shrink_to=8, priority=1)]
           if any(e.get("tags") for e in data) else []),
         Column("created", [display_time(e["created"], seconds=False) for e in data]),
+        *([Column("archived", [display_time(e["archived"], seconds=False) if e.get("archived") else ""
+                               for e in data], priority=1)] if any(e.get("archived") for e in data) else []),
     ], width, left_out_hint="see --format json")
 
 

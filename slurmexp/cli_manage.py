@@ -1,0 +1,36 @@
+"""`slurmexp archive` and `slurmexp rm`: hiding and removing experiments."""
+from __future__ import annotations
+
+import click
+
+from slurmexp.cli_common import _ledger
+from slurmexp.report.refs import resolve_experiment
+
+
+@click.command()
+@click.argument("experiment")
+@click.option("--undo", is_flag=True, help="Show it in `slurmexp status` again.")
+@click.pass_context
+def archive(ctx, experiment: str, undo: bool) -> None:
+    """Hide EXPERIMENT from `slurmexp status` (kept whole; `status --archived` lists it)."""
+    from slurmexp.manage import archive_experiment
+
+    ledger = _ledger(ctx)
+    click.echo(archive_experiment(ledger, resolve_experiment(ledger, experiment), undo))
+
+
+@click.command()
+@click.argument("experiment")
+@click.option("--files", is_flag=True, help="Also delete the experiment's folder (runs, logs, scripts).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@click.pass_context
+def rm(ctx, experiment: str, files: bool, yes: bool) -> None:
+    """Delete EXPERIMENT from the ledger (refused while it has active runs); --files: its folder too."""
+    from slurmexp.manage import remove_experiment
+
+    ledger = _ledger(ctx)
+    exp_id = resolve_experiment(ledger, experiment)
+    if not yes:
+        click.confirm(f"remove {exp_id} from {ledger.path}{' and delete its folder' if files else ''}?",
+                      abort=True, err=True)
+    click.echo(remove_experiment(ledger, exp_id, files=files))
