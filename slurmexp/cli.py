@@ -25,7 +25,7 @@ from slurmexp.cli_common import (
     sweep_argument,
 )
 from slurmexp.cli_cron import cron
-from slurmexp.cli_manage import archive, rm
+from slurmexp.cli_manage import archive, diff, rm
 from slurmexp.cli_site import site
 from slurmexp.errors import SlurmexpError, SlurmexpWarning
 from slurmexp.report.refs import resolve_experiment
@@ -388,6 +388,7 @@ main.add_command(site)
 main.add_command(cron)
 main.add_command(archive)
 main.add_command(rm)
+main.add_command(diff)
 
 
 if __name__ == "__main__":

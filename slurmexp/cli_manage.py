@@ -1,9 +1,9 @@
-"""`slurmexp archive` and `slurmexp rm`: hiding and removing experiments."""
+"""`slurmexp archive`, `slurmexp rm` and `slurmexp diff`: hiding, removing and comparing experiments."""
 from __future__ import annotations
 
 import click
 
-from slurmexp.cli_common import _ledger
+from slurmexp.cli_common import _emit, _ledger
 from slurmexp.report.refs import resolve_experiment
 
 
@@ -34,3 +34,17 @@ def rm(ctx, experiment: str, files: bool, yes: bool) -> None:
         click.confirm(f"remove {exp_id} from {ledger.path}{' and delete its folder' if files else ''}?",
                       abort=True, err=True)
     click.echo(remove_experiment(ledger, exp_id, files=files))
+
+
+@click.command()
+@click.argument("experiment_a")
+@click.argument("experiment_b")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def diff(ctx, experiment_a: str, experiment_b: str, fmt: str) -> None:
+    """What changed from EXPERIMENT_A to EXPERIMENT_B: sweep, site, resources, provenance."""
+    from slurmexp.report.diff import diff_experiments, format_diff
+
+    ledger = _ledger(ctx)
+    data = diff_experiments(ledger, resolve_experiment(ledger, experiment_a), resolve_experiment(ledger, experiment_b))
+    _emit(data, fmt, lambda d: click.echo(format_diff(d), nl=False))

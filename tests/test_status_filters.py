@@ -170,3 +170,35 @@ def test_rm_refuses_an_active_experiment(tmp_path):
     assert result.exit_code == 1 and "still active; nothing removed" in result.output
     assert "2 PLANNED" in result.output and "slurmexp cancel live-00000001" in result.output
     assert ids(tmp_path) == ["live-00000001"]
+
+
+# --- diff --------------------------------------------------------------------------------------
+
+def test_diff_names_what_changed(tmp_path):
+    a = launch(tmp_path, sweep(tmp_path, "lr-d", '[resources]\ntime = "00:10:00"\n'))
+    site2 = tmp_path / "site2.toml"
+    site2.write_text(Path(SITE).read_text().replace("[defaults]\ncpus = 1", "[defaults]\ncpus = 2", 1)
+                     .replace('template = "templates/', f'template = "{REPO}/templates/'))
+    path = tmp_path / "lr-d2.toml"
+    path.write_text('name = "lr-d"\ncommand = "echo {x}"\n[params]\nx = [0, 1, 5]\n'
+                    '[resources]\ntime = "00:20:00"\n')
+    result = cli(tmp_path, "launch", str(path), "--site", str(site2), "--backend", "local")
+    assert result.exit_code == 0, result.output
+    b = result.stdout.strip().splitlines()[-1]
+    led = Ledger(tmp_path / "ledger.db")
+    env = Path(led.get_experiment(b)["exp_dir"]) / "provenance" / "environment.txt"
+    led.close()
+    env.write_text(env.read_text() + "made-up-dist==9.9\n")
+    data = json.loads(cli(tmp_path, "diff", a, b, "--format", "json").stdout)
+    sweep_keys = {r["key"]: r for r in data["sections"]["sweep"]}
+    assert sweep_keys["params.x"] == {"key": "params.x", "a": [0, 1], "b": [0, 1, 5]}
+    assert sweep_keys["resources.time"]["b"] == "00:20:00"
+    assert {r["key"] for r in data["sections"]["site"]} == {"defaults.cpus", "template"}
+    res = {r["key"]: r for r in data["sections"]["resources"]}
+    assert res["group 0.time_min"] == {"key": "group 0.time_min", "a": 10, "b": 20}
+    assert res["group 0.cpus"]["b"] == 2
+    assert {"key": "distribution.made-up-dist", "b": "9.9"} in data["sections"]["provenance"]
+    text = cli(tmp_path, "diff", a, b).stdout
+    assert "~ params.x: [0, 1] -> [0, 1, 5]" in text and "+ distribution.made-up-dist = 9.9" in text
+    same = cli(tmp_path, "diff", a, a).stdout
+    assert "sweep: same" in same and "provenance: same" in same
