@@ -240,3 +240,35 @@ def test_cli_scrontab_disabled_or_missing_says_what_to_do(tmp_path, monkeypatch)
     assert "cron --install" in result.output
     result = cli(tmp_path / "ledger.db", "cron", "--scron-option", "-p debug")
     assert result.exit_code == 2 and "--scron-option needs --scrontab" in result.output
+
+
+def test_loop_process_goes_on_when_sacct_is_missing(tmp_path):
+    """A real loop whose Slurm commands are not on PATH (SlurmUnavailable, exit 3 for a single
+    pass): each pass is printed as FAILED with its time, the loop keeps going, SIGTERM ends it."""
+    led = Ledger(tmp_path / "home" / "ledger.db")
+    submit(led, make_exp(led, tmp_path), "100")
+    led.close()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO), PATH=str(empty))
+    proc = subprocess.Popen([sys.executable, "-m", "slurmexp", "--ledger", str(tmp_path / "home" / "ledger.db"),
+                             "reconcile", "--loop", "5"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 40     # two passes, 5 s apart: two (failed) heartbeats
+        beats = 0
+        while beats < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            led = Ledger(tmp_path / "home" / "ledger.db")
+            beats = led.db.execute("SELECT COUNT(*) FROM heartbeats WHERE ok = 0").fetchone()[0]
+            led.close()
+        assert beats == 2 and proc.poll() is None, proc.poll()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    failed = [ln for ln in out.splitlines() if "reconcile: FAILED" in ln]
+    assert len(failed) == 2 and all(ln.startswith("[") for ln in failed), out
+    assert "sacct: command not found" in out and "stopped after 2 pass(es)" in err
