@@ -21,12 +21,14 @@ from slurmexp.cli_common import (
     _emit,
     _fault_error,
     _ledger,
-    _ledger_path,
     _scheduler,
     _write_output,
     site_option,
     sweep_argument,
 )
+from slurmexp.cli_cron import cron
+from slurmexp.cli_manage import archive, diff, rm
+from slurmexp.cli_reconcile import cancel, health, reconcile, retry
 from slurmexp.cli_site import site
 from slurmexp.errors import SlurmexpError, SlurmexpWarning
 from slurmexp.report.refs import resolve_experiment
@@ -154,9 +156,12 @@ def explain(sweep: str, site_path: str | None) -> None:
 @click.option("--new", is_flag=True, help="Launch again although this sweep was launched before.")
 @click.option("--max-parallel", type=int, help="Local backend: tasks at once (default: the throttle or CPUs).")
 @click.option("--fresh", is_flag=True, help="Ask sacctmgr again rather than reuse QOS/associations read minutes ago.")
+@click.option("--tag", "tags", multiple=True, callback=lambda _c, _p, v: _check_tags(v),
+              help="Tag the experiment (repeatable; with [meta] tags); `status --tag` filters on it.")
+@click.option("--note", help="A note on the experiment (instead of [meta] description), shown by status --format json.")
 @click.pass_context
 def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, new: bool,
-           max_parallel: int | None, fresh: bool) -> None:
+           max_parallel: int | None, fresh: bool, tags: tuple[str, ...], note: str | None) -> None:
     """Validate SWEEP, submit it as job arrays and record every run in the ledger."""
     from slurmexp.launch import launcher as launch_mod
 
@@ -177,7 +182,7 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     if ledger.created:
         click.echo(f"new ledger: {ledger.path}", err=True)
     result = launch_mod.launch(sweep, site_path, backend=backend, ledger=ledger, new=new,
-                               max_parallel=max_parallel, fresh=fresh)
+                               max_parallel=max_parallel, fresh=fresh, tags=tags, note=note)
     if result.submitted and result.job_ids:
         click.echo(submitted_line(_ledger(ctx, "create"), result.exp_id, result.job_ids), err=True)
     click.echo(result.exp_id)
@@ -190,6 +195,16 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
         raise SubmissionUnknown(result.message)
     if result.message:
         click.echo(result.message, err=True)
+
+
+def _check_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    from slurmexp.sweep.spec import check_tag
+
+    for tag in tags:
+        problem = check_tag(tag)
+        if problem:
+            raise click.BadParameter(problem, param_hint="--tag")
+    return tags
 
 
 def submitted_line(ledger, exp_id: str, job_ids: list[str]) -> str:
@@ -214,114 +229,43 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.option("--all", "all_runs", is_flag=True,
               help="With EXPERIMENT: list every run (the table stops after the first 200; JSON has all).")
+@click.option("--refresh", is_flag=True, help="Run one reconcile pass first, so the states are Slurm's of now.")
+@click.option("--state", "states", multiple=True, help="Only experiments in STATE (repeatable, or A,B).")
+@click.option("--since", help="Only experiments created since an age (30m, 12h, 2d, 1w) or a date (2026-12-01).")
+@click.option("--name", "names", multiple=True, metavar="PATTERN", help="Only names or ids matching, e.g. 'lr-*'.")
+@click.option("--tag", "tags", multiple=True, help="Only experiments with TAG (repeatable: every one).")
+@click.option("--archived", is_flag=True, help="Also the experiments `slurmexp archive` hid.")
 @click.pass_context
-def status(ctx, experiment: str | None, fmt: str, all_runs: bool) -> None:
+def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool, states: tuple[str, ...],
+           since: str | None, names: tuple[str, ...], tags: tuple[str, ...], archived: bool) -> None:
     """Experiments and their runs' states, as the ledger has them (fitted to the terminal).
 
-    EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment)."""
+    EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment).
+    Without --refresh (or a reconcile pass from cron, scrontab or `reconcile --loop`) the
+    states are those of the last pass."""
     from slurmexp.report import status as st
+    from slurmexp.report.filters import ExperimentFilter
 
-    ledger = _ledger(ctx, "read")
+    keep = ExperimentFilter.from_options(states, since, names, tags, archived)
+    ledger = _ledger(ctx, "write" if refresh else "read")
+    if refresh:
+        from slurmexp.reconcile.one_pass import refresh_pass
+
+        for line in refresh_pass(ledger):
+            click.echo(f"warning: {line}", err=True)
     if experiment is None:
-        _emit(st.experiment_summaries(ledger), fmt, lambda d: click.echo(st.format_experiments(d), nl=False))
+        if fmt == "json":
+            _emit(st.experiment_summaries(ledger, keep), fmt, None)
+        else:
+            click.echo(st.experiments_text(ledger, keep), nl=False)
         return
+    if keep:
+        raise click.UsageError("--state, --since, --name and --tag choose experiments: give them without EXPERIMENT")
     exp_id = resolve_experiment(ledger, experiment)
     if fmt == "json":
         _emit(st.run_statuses(ledger, exp_id), fmt, None)
     else:
         click.echo(st.runs_text(ledger, exp_id, all_runs=all_runs), nl=False)
-
-
-@main.command()
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something needs attention (for cron).")
-@click.option("--verbose", "-v", is_flag=True, help="Also list every run's transition and every action.")
-@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing, submit nothing.")
-@click.option("--grace", "grace_s", type=float, default=300, show_default=True,
-              help="Seconds a job may be missing from squeue and sacct before it counts as LOST.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@click.pass_context
-def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fmt: str) -> None:
-    """One pass: bring the ledger in line with sacct (one batched query), retry what the
-    infrastructure broke, adopt orphans. Exit 3 when Slurm did not answer (nothing changed)."""
-    from slurmexp.reconcile.one_pass import reconcile_pass
-
-    summary = reconcile_pass(_ledger(ctx, "write"), dry_run=dry_run, grace_s=grace_s)
-    if fmt == "json":
-        click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
-    elif not quiet or not summary.ok or summary.error or getattr(summary, "flagged", None) \
-            or getattr(summary, "warnings", None):
-        click.echo(summary.format(verbose=verbose or (dry_run and not quiet)))
-    sys.exit(summary.exit_code)
-
-
-@main.command()
-@click.argument("experiment")
-@click.option("--failed", "which", flag_value="failed", default=True, help="Runs that failed (default).")
-@click.option("--lost", "which", flag_value="lost", help="Runs that were lost.")
-@click.option("--all", "which", flag_value="all", help="Every run not COMPLETED.")
-@click.option("--unsubmitted", "which", flag_value="unsubmitted",
-              help="Runs never submitted (sbatch refused their array at launch: a queue limit).")
-@click.pass_context
-def retry(ctx, experiment: str, which: str) -> None:
-    """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs (past the
-    sweep's max_attempts if asked: it says so)."""
-    from slurmexp.reconcile.retry import retry_experiment
-
-    ledger = _ledger(ctx, "write")
-    notes: list[str] = []
-    subs = retry_experiment(ledger, None, resolve_experiment(ledger, experiment), which,
-                            notes=notes)
-    for note in notes:
-        click.echo(note, err=True)
-    click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
-
-
-@main.command()
-@click.argument("experiment")
-@click.option("--reason", default="cancelled by user", show_default=True)
-@click.pass_context
-def cancel(ctx, experiment: str, reason: str) -> None:
-    """scancel EXPERIMENT's queued and running jobs (one call) and mark those runs CANCELLED
-    with REASON; tasks that had already ended keep the state sacct gives them."""
-    from slurmexp.reconcile.cancel import cancel_experiment
-
-    ledger = _ledger(ctx, "write")
-    n = cancel_experiment(ledger, None, resolve_experiment(ledger, experiment), reason)
-    click.echo(f"{n} run(s) cancelled")
-
-
-@main.command()
-@click.option("--every", type=int, default=5, show_default=True, help="Minutes between passes.")
-@click.option("--install", is_flag=True, help="Install the line in your crontab (replacing an older one).")
-@click.pass_context
-def cron(ctx, every: int, install: bool) -> None:
-    """Print (or --install) the crontab line that runs `slurmexp reconcile` every N minutes."""
-    import shutil
-
-    from slurmexp.reconcile.cron import cron_line, install_cron
-
-    # The line runs `reconcile`, which needs the ledger: installing it makes one if none is
-    # there yet (and refuses a damaged one); printing it opens nothing.
-    path = _ledger(ctx, "create").path if install else _ledger_path(ctx)
-    exe = shutil.which("slurmexp") or [sys.executable, "-m", "slurmexp"]
-    line = cron_line(every, path, exe)
-    if install:
-        click.echo(install_cron(line))
-    else:
-        click.echo(line)
-
-
-@main.command()
-@click.option("--max-age", "max_age", type=float, default=30, show_default=True,
-              help="Minutes since the last successful reconcile pass.")
-@click.pass_context
-def health(ctx, max_age: float) -> None:
-    """Exit 1 when the last reconcile pass failed or is older than --max-age (for monitors)."""
-    from slurmexp.reconcile.health import health as check_health
-
-    ok, message = check_health(_ledger(ctx, "read"), max_age)
-    click.echo(message)
-    sys.exit(0 if ok else 1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -394,6 +338,12 @@ def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
 
 
 main.add_command(site)
+for _command in (reconcile, retry, cancel, health):
+    main.add_command(_command)
+main.add_command(cron)
+main.add_command(archive)
+main.add_command(rm)
+main.add_command(diff)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import shutil
 import socket
 import sqlite3
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -190,8 +191,10 @@ def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
 
 def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backend: str = "slurm",
            ledger: Ledger | None = None, new: bool = False, slurm=None,
-           max_parallel: int | None = None, fresh: bool = False) -> LaunchResult:
-    """Validate, record and submit a sweep with backend kind `backend` (see backends.base).
+           max_parallel: int | None = None, fresh: bool = False, tags: Sequence[str] = (),
+           note: str | None = None) -> LaunchResult:
+    """Validate, record and submit a sweep with backend kind `backend` (see backends.base);
+    `tags` and `note` go with [meta]'s onto the experiment.
 
     `slurm` is a scheduler to use instead of the one the factory builds for the site's cluster
     (for tests)."""
@@ -220,7 +223,7 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
         # A reconciled kind's experiment is born SUBMITTING, in the transaction that records it
         # with its runs and settings: a launch killed right after leaves work reconcile (or a
         # relaunch) finishes, never an experiment nothing would ever submit.
-        scripts = _write_experiment(prep, exp_id, ledger, kind.kind,
+        scripts = _write_experiment(prep, exp_id, ledger, kind.kind, tags=tags, note=note,
                                     first_state=None if kind.in_process else "SUBMITTING")
     except (OSError, sqlite3.OperationalError) as exc:
         if not is_storage_full(exc):
@@ -276,7 +279,8 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
 
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str, *,
-                      first_state: str | None = None) -> dict[int, Path]:
+                      first_state: str | None = None, tags: Sequence[str] = (),
+                      note: str | None = None) -> dict[int, Path]:
     """Run files, manifests, scripts and provenance on disk, then the ledger rows."""
     paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     exp_dir = paths.exp_dir
@@ -305,6 +309,8 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
             prep.sweep.path, sweep_copy, prep.site.path, prep.site.hash(), template_sha256(prep.template),
             prov, runs)
         ledger.set_experiment_settings(exp_id, settings_for(prep))
+        meta = prep.sweep.meta
+        ledger.set_experiment_meta(exp_id, [*meta.tags, *tags], note or meta.description)
         if first_state:
             ledger.set_experiment_state(exp_id, first_state, "launch: submitting its arrays")
     return scripts

@@ -123,9 +123,17 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX experiments_fingerprint ON experiments (fingerprint)")
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    # An experiment's tags (a JSON list, `launch --tag`, [meta] tags) and note (`launch --note`,
+    # [meta] description), which `status --tag` filters on; when `slurmexp archive` hid it.
+    db.execute("ALTER TABLE experiments ADD COLUMN tags_json TEXT")
+    db.execute("ALTER TABLE experiments ADD COLUMN note TEXT")
+    db.execute("ALTER TABLE experiments ADD COLUMN archived TEXT")
+
+
 # Version N is MIGRATIONS[N-1]. Append only: a released migration never changes.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _migration_1, _migration_2, _migration_3, _migration_4]
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

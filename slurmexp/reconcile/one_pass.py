@@ -131,6 +131,18 @@ def reconcile_pass(ledger: Ledger, backend: Any = None, *, dry_run: bool = False
     return summary
 
 
+def refresh_pass(ledger: Ledger) -> list[str]:
+    """`slurmexp status --refresh`: one pass before the table is shown. Returns what the user
+    should be told (a pass that did not run or failed): the table is shown all the same."""
+    summary = reconcile_pass(ledger)
+    if summary.skipped:
+        return ["refresh: another reconcile pass is running; the states are those it left so far"]
+    if summary.error:
+        return [f"refresh: the reconcile pass failed: {summary.error}; the states are those of "
+                f"the last pass that did not"]
+    return []
+
+
 def _run_pass(ctx: PassContext) -> None:
     """Each (backend kind, cluster) in turn, asked once; an error of one does not stop the others."""
     groups = _scheduler_groups(ctx, tracked_experiments(ctx.ledger))

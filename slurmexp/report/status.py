@@ -6,14 +6,32 @@ stays fast and is safe to run in a loop. To bring it up to date, run
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slurmexp.ledger import Ledger
+from slurmexp.report.filters import ExperimentFilter
 
 
-def experiment_summaries(ledger: Ledger) -> list[dict]:
+def experiment_summaries(ledger: Ledger, keep: ExperimentFilter | None = None) -> list[dict]:
+    """Every experiment (those `keep` keeps) with its runs counted by state, tags and note."""
     counts = ledger.run_counts_by_experiment()
     return [{"exp_id": e["exp_id"], "name": e["name"], "created": e["created"], "backend": e["backend"],
              "cluster": e["cluster"], "state": e["state"], "n_runs": e["n_runs"],
-             "runs_by_state": counts.get(e["exp_id"], {})} for e in ledger.experiments()]
+             "runs_by_state": counts.get(e["exp_id"], {}), "tags": e["tags"], "note": e.get("note"),
+             "archived": e.get("archived")}
+            for e in ledger.experiments() if (keep if keep is not None else ExperimentFilter()).keeps(e)]
+
+
+def experiments_text(ledger: Ledger, keep: ExperimentFilter | None = None) -> str:
+    """`status` as text; with filters that keep nothing, a line that says which."""
+    keep = keep if keep is not None else ExperimentFilter()
+    data = experiment_summaries(ledger, keep)
+    text = f"no experiment matches: {keep.describe()}\n" if keep and not data else format_experiments(data)
+    if not keep.archived:
+        hidden = len(experiment_summaries(ledger, replace(keep, archived=True))) - len(data)
+        if hidden:
+            text += f"({hidden} archived experiment(s) not listed; --archived lists them)\n"
+    return text
 
 
 # How many runs `status EXPERIMENT` lists before it summarises the rest: a table of 100,000
@@ -45,8 +63,9 @@ def _counts(by_state: dict) -> str:
 
 def format_experiments(data: list[dict], width: int | None = None) -> str:
     """The experiments table: id and state whole; `created` (local time, to the minute) is
-    the first column left out, then the cluster (`local` for the local backend); the run
-    counts ("3: COMPLETED=2 FAILED=1", total first) are cut last."""
+    the first column left out, then the tags (a column only when some experiment has one),
+    the cluster (`local` for the local backend); the run counts ("3: COMPLETED=2 FAILED=1",
+    total first) are cut last."""
     from slurmexp.report.fit import Column, render
     from slurmexp.timeutil import display_time
     where = [e["cluster"] or "" if e["backend"] == "slurm" else e["backend"] for e in data]
@@ -56,7 +75,11 @@ def format_experiments(data: list[dict], width: int | None = None) -> str:
         Column("runs", [f"{e['n_runs']}: {_counts(e['runs_by_state'])}".rstrip(": ")
                         for e in data], shrink_to=8, priority=3),
         Column("cluster", where, priority=2),
+        *([Column("tags", [",".join(e.get("tags") or []) for e in data], shrink_to=8, priority=1)]
+          if any(e.get("tags") for e in data) else []),
         Column("created", [display_time(e["created"], seconds=False) for e in data]),
+        *([Column("archived", [display_time(e["archived"], seconds=False) if e.get("archived") else ""
+                               for e in data], priority=1)] if any(e.get("archived") for e in data) else []),
     ], width, left_out_hint="see --format json")
 
 

@@ -253,6 +253,13 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
         add("resources.gpu_type", f"gpu_type = {res.gpu_type!r} but gpus is {res.gpus or 0}",
             "set gpus = 1 (GPUs per task), or remove gpu_type")
     ckpt = parts.get("checkpoint")
+    if ckpt is not None and res is not None:
+        from slurmexp.sweep.sbatch_options import SIGNAL, option_name
+
+        for i, item in enumerate(res.sbatch):
+            if "signal".startswith(option_name(item)):
+                add(f"resources.sbatch[{i}]", f"{item!r} sets --signal, which slurmexp owns here: "
+                    f"{SIGNAL[0]}", SIGNAL[1])
     if ckpt is not None and res is not None and res.time_min is not None \
             and ckpt.before_s >= res.time_min * 60:
         add("checkpoint.before", f"before = {ckpt.before!r} is not shorter than the time limit "

@@ -172,6 +172,8 @@ def _resources_line(res: Resources) -> str:
     for name in ("qos", "account", "reservation", "constraint"):
         if getattr(res, name):
             parts.append(mark(name, f"{name} {getattr(res, name)}"))
+    if res.sbatch:
+        parts.append(f"sbatch {' '.join(res.sbatch)}")
     return ", ".join(parts)
 
 

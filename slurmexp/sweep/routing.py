@@ -29,6 +29,7 @@ class Resources:
     reservation: str | None = None
     constraint: str | None = None
     nodes: int = 1
+    sbatch: tuple[str, ...] = ()        # [resources] sbatch: raw options, as written
     # The names above the sweep left out and site.toml's [defaults] filled in ("time", "mem",
     # "cpus", "qos", "account"): messages say where such a value came from.
     defaulted: frozenset[str] = field(default=frozenset(), compare=False)
@@ -82,6 +83,7 @@ def requested_resources(sweep: Sweep, site: Site) -> Resources:
         reservation=asked.reservation,
         constraint=asked.constraint,
         nodes=asked.nodes or 1,
+        sbatch=tuple(asked.sbatch),
         defaulted=frozenset(k for k, v in filled.items() if v),
     )
 
