@@ -450,3 +450,16 @@ def test_sample_problems_are_reported_at_once_and_their_fixes_pass(tmp_path):
     sweep.write_text(text)
     result = run(tmp_path, "validate", "--offline", str(sweep), "--site", str(SITE))
     assert result.exit_code == 0, (text, result.output)       # one round was enough
+
+
+def test_live_reservation_fixes_are_edits_that_pass(tmp_path):
+    from slurmexp.launch.launcher import prepare
+    from slurmexp.launch.validate import validate
+
+    sweep = sweep_file(tmp_path, 'reservation = "resv1"\n')
+    prep = prepare(sweep, SITE)
+    report = validate(prep.sweep, prep.site, prep.plan, facts=site_facts())   # resv1 admits root only
+    assert [p.key for p in report.problems] == ["resources.reservation"], report.format()
+    apply_fix(sweep, report.problems[0].fix)
+    prep = prepare(sweep, SITE)
+    assert validate(prep.sweep, prep.site, prep.plan, facts=site_facts()).ok

@@ -277,15 +277,16 @@ def _reservation_problems(file: str, res: Resources, facts: ClusterFacts, user: 
     if resv.state.upper() != "ACTIVE":
         if resv.start is None or resv.start - now > RESERVATION_SOON:
             out.append(Problem(file, "resources.reservation", f"reservation {res.reservation} is not active "
-                               f"(starts {resv.start})", "wait, or drop the reservation", "live"))
+                               f"(starts {resv.start})", f"{remove_line('reservation')}, or wait for it to start",
+                               "live"))
     if resv.end is not None and resv.end < now:
         out.append(Problem(file, "resources.reservation", f"reservation {res.reservation} ended at {resv.end}",
-                           "drop the reservation", "live"))
+                           remove_line("reservation"), "live"))
     admitted = (user in resv.users) or (res.account is not None and res.account in resv.accounts)
     if (resv.users or resv.accounts) and not admitted:
         out.append(Problem(file, "resources.reservation", f"reservation {res.reservation} does not admit user "
                            f"{user}" + (f" or account {res.account}" if res.account else ""),
-                           "ask the reservation's owner to add you", "live"))
+                           f"{remove_line('reservation')}, or ask the reservation's owner to add you", "live"))
     return out
 
 
