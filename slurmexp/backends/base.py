@@ -150,5 +150,12 @@ def scheduler_for(kind: str, cluster: str | None = None,
 
 
 def scheduler_for_experiment(exp: Mapping[str, Any], transport: Transport | None = None) -> Scheduler:
-    """The scheduler an experiment's jobs went to: its row's `backend` and `cluster`."""
+    """The scheduler an experiment's jobs went to: its row's `backend` and `cluster`, through
+    the login node its settings name when it was launched over SSH."""
+    if transport is None and exp.get("settings_json") and backend_kind(exp["backend"]).live_checks:
+        from slurmexp.backends.slurm.remote import remote_settings_of, scheduler_for_remote
+
+        remote = remote_settings_of(exp)
+        if remote is not None:
+            return scheduler_for_remote(remote, exp.get("cluster"), [(exp["exp_dir"], remote)])
     return scheduler_for(exp["backend"], exp.get("cluster"), transport)

@@ -30,7 +30,7 @@ from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome, ChunkRequest, stamp_submit_times, submit_chunk
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt, PlannedRun
-from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, require_lock
+from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, remote_key, require_lock
 from slurmexp.reconcile.policy import (
     Escalation,
     RetryDecision,
@@ -318,7 +318,10 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
         # Without a backend given, the scheduler of the experiment's own kind and cluster.
         ctx = PassContext(ledger, backend, summary, now, 0, False, kind=exp["backend"],
                           cluster=exp.get("cluster") or None)
-        ctx.exps = tracked_experiments(ledger)
+        tracked = tracked_experiments(ledger)
+        mine = remote_key(tracked[exp_id]["settings"].remote)
+        # The experiments reached the same way (this machine's Slurm, or one login node).
+        ctx.exps = {k: e for k, e in tracked.items() if remote_key(e["settings"].remote) == mine}
         runs = ledger.runs(exp_id, state=RETRY_WHICH[which])
         if not runs:
             return []

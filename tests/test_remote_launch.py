@@ -1,0 +1,101 @@
+"""Launch, reconcile and report over SSH against the real sshd in the Slurm 24.11 root
+(tests/remotelib.py), with no Slurm command on the local PATH: the sweep's command runs a script
+that exists only on this machine, so the run can only succeed if the sources were synced."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slurmexp.ledger import Ledger
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("no_local_slurm")]
+
+TRAIN = """#!/bin/bash
+# Exists only on the host: the run finds it in the synced sources on the cluster.
+set -e
+echo "training x=$1 on $(hostname)"
+echo "a warning for x=$1" >&2
+printf '{"loss": %s, "x": %s}\\n' "$(( $1 * 10 ))" "$1" >"$2/metrics.json"
+"""
+
+
+def sx(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slurmexp", "--ledger", str(tmp_path / "l.db"), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+
+
+@pytest.fixture
+def remote_sweep(remote_node, tmp_path):
+    """A [remote] site (discovered over SSH) and a sweep whose script is only on the host."""
+    site = tmp_path / "site.toml"
+    root = f"{remote_node.remote_root}/launch-{tmp_path.name}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "slurmexp", "site", "discover", "-o", str(site), "--remote",
+         f"{remote_node.user}@{remote_node.host}", "--port", str(remote_node.port),
+         "--identity", remote_node.identity_file,
+         *[a for opt in remote_node.ssh_options for a in ("--ssh-option", opt)], "--remote-root", root],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.sh").write_text(TRAIN)
+    sweep = project / "sweep.toml"
+    sweep.write_text('name = "remote"\ncommand = "bash train.sh {x} {run_dir}"\nworkdir = "."\n'
+                     '[params]\nx = [1, 2, 3]\n[resources]\ntime = "00:05:00"\n')
+    return sweep, site, root
+
+
+def launch(tmp_path, sweep, site) -> str:
+    proc = sx(tmp_path, "launch", str(sweep), "--site", str(site))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def reconcile_until_finished(tmp_path, exp_id: str, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        proc = sx(tmp_path, "reconcile")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        state = Ledger(tmp_path / "l.db").get_experiment(exp_id, required=True)["state"]
+        if state.startswith("FINISHED"):
+            return state
+        time.sleep(3)
+    return state
+
+
+def test_a_sweep_of_host_only_code_runs_on_the_remote_cluster(remote_node, remote_sweep, tmp_path):
+    sweep, site, root = remote_sweep
+    exp_id = launch(tmp_path, sweep, site)
+    ledger = Ledger(tmp_path / "l.db")
+    exp = ledger.get_experiment(exp_id, required=True)
+    sources = json.loads(exp["provenance_json"])["sources"]
+    node_root = remote_node.fs_root / root.lstrip("/")
+    # The sources went to root/src/<hash>/ on the node (and nowhere on the host's side of it).
+    assert sources["remote_dir"].startswith(f"{root}/src/") and len(sources["hash"]) == 64
+    assert (remote_node.fs_root / sources["remote_dir"].lstrip("/") / "train.sh").read_text() == TRAIN
+    assert not Path(root).exists()
+    # The run files and scripts are on the cluster under root/experiments/<id>/.
+    remote_exp = node_root / "experiments" / exp_id
+    assert len(list((remote_exp / "runs").iterdir())) == 3
+    script = next((remote_exp / "scripts").iterdir()).read_text()
+    assert sources["remote_dir"] in script and str(tmp_path) not in script
+    # The ledger stays here, with the submission recorded as locally.
+    subs = ledger.submissions(exp_id)
+    assert [s["state"] for s in subs] == ["SUBMITTED"] and subs[0]["job_id"]
+
+    assert reconcile_until_finished(tmp_path, exp_id) == "FINISHED", sx(tmp_path, "status", exp_id).stdout
+    runs = ledger.runs(exp_id)
+    assert {r["state"] for r in runs} == {"COMPLETED"}
+    for r in runs:
+        remote_run = remote_exp / "runs" / r["run_id"]
+        assert (remote_run / "metrics.json").is_file()       # written there by the run
+    # Launching the same sweep again submits nothing, and the unchanged sources are not resent.
+    again = sx(tmp_path, "launch", str(sweep), "--site", str(site))
+    assert again.returncode == 0 and "already launched" in again.stdout + again.stderr
