@@ -99,3 +99,61 @@ def test_a_sweep_of_host_only_code_runs_on_the_remote_cluster(remote_node, remot
     # Launching the same sweep again submits nothing, and the unchanged sources are not resent.
     again = sx(tmp_path, "launch", str(sweep), "--site", str(site))
     assert again.returncode == 0 and "already launched" in again.stdout + again.stderr
+
+
+def test_reconcile_is_one_round_trip_and_report_works_with_sshd_down(remote_node, remote_sweep, tmp_path):
+    sweep, site, root = remote_sweep
+    text = sweep.read_text().replace('command = "bash train.sh {x} {run_dir}"',
+                                     'command = "sleep 12 && bash train.sh {x} {run_dir}"')
+    sweep.write_text(text)
+    exp_id = launch(tmp_path, sweep, site)
+    ledger = Ledger(tmp_path / "l.db")
+    # Every pass while the runs are active costs one command on the node: sacct, squeue and
+    # the attempts' files together.
+    served = remote_node.commands_run()
+    proc = sx(tmp_path, "reconcile")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert remote_node.commands_run() == served + 1
+    assert {a["state"] for a in ledger.attempts()} & {"PENDING", "RUNNING", "SUBMITTED"}
+
+    # sshd stopped: the pass changes nothing and exits 3 with ssh's reason.
+    before = [tuple(sorted(a.items())) for a in ledger.attempts()]
+    states = {r["run_id"]: r["state"] for r in ledger.runs(exp_id)}
+    remote_node.down()
+    try:
+        proc = sx(tmp_path, "reconcile")
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert "unreachable since" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+        assert [tuple(sorted(a.items())) for a in ledger.attempts()] == before
+        assert {r["run_id"]: r["state"] for r in ledger.runs(exp_id)} == states
+        health = sx(tmp_path, "health")
+        assert health.returncode == 1 and "unreachable" in health.stdout + health.stderr, health
+    finally:
+        remote_node.restart()
+
+    # Back: the next passes finish the runs, each one round trip.
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        served = remote_node.commands_run()
+        proc = sx(tmp_path, "reconcile")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert remote_node.commands_run() == served + 1
+        if ledger.get_experiment(exp_id, required=True)["state"].startswith("FINISHED"):
+            break
+        time.sleep(3)
+    assert ledger.get_experiment(exp_id, required=True)["state"] == "FINISHED"
+    # The result files are mirrored here: report, show and status need no connection.
+    remote_node.down()
+    try:
+        proc = sx(tmp_path, "report", exp_id, "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        runs = json.loads(proc.stdout)["runs"]
+        assert sorted(v for r in runs for k, v in r.items() if k.endswith("loss")) == [10, 20, 30], runs
+        run_id = ledger.runs(exp_id)[0]["run_id"]
+        proc = sx(tmp_path, "show", run_id)
+        assert proc.returncode == 0 and "COMPLETED" in proc.stdout, proc.stdout + proc.stderr
+        assert "file host" in proc.stdout and "file exit_code  0" in proc.stdout, proc.stdout   # mirrored
+        proc = sx(tmp_path, "status", exp_id)
+        assert proc.returncode == 0 and proc.stdout.count("COMPLETED") == 3, proc.stdout
+    finally:
+        remote_node.restart()

@@ -43,6 +43,7 @@ from slurmexp.ledger.rows import ActiveAttempt, Submission
 from slurmexp.reconcile.adopt import _resolve_intents
 from slurmexp.reconcile.context import EXIT_ERROR, PassContext, PassSummary, pass_lock, remote_key
 from slurmexp.reconcile.match import expand_rows, match_rows, queue_record, row_key
+from slurmexp.reconcile.remote_reads import is_remote, read_remote
 from slurmexp.reconcile.resubmit import resubmittable_runs, submit_due, tracked_experiments
 from slurmexp.reconcile.transitions import _transition, chunk_job_name
 from slurmexp.states import FINISHED_EXPERIMENT_STATES, STOPPED_EXPERIMENT_STATES, TERMINAL_STATES
@@ -186,7 +187,17 @@ def _reconcile_cluster(ctx: PassContext) -> None:
     rows: list[SacctRow] = []
     name_rows: list[SacctRow] = []
     queue: list[Any] = []
-    if active:
+    if is_remote(backend) and (active or intents):
+        # Over SSH: sacct, squeue and the attempts' files in one round trip, mirrored here.
+        names = sorted({n for s in intents if (n := chunk_job_name(s.exp_id, s.chunk))})
+        t = time.monotonic()
+        rows, name_rows, queue = read_remote(
+            ctx, backend, active, intents,
+            since=_since([parse_ts(a.submit_time) or parse_ts(a.created) for a in active], ctx.now)
+            if active else None,
+            names=names, names_since=_since([parse_ts(s.created) for s in intents], ctx.now) if intents else None)
+        summary.sacct_s += time.monotonic() - t
+    elif active:
         since = _since([parse_ts(a.submit_time) or parse_ts(a.created) for a in active],
                        ctx.now)
         job_ids = sorted({str(a.job_id) for a in active if a.job_id})
@@ -194,14 +205,14 @@ def _reconcile_cluster(ctx: PassContext) -> None:
         t = time.monotonic()
         rows = backend.accounting(job_ids, since=since, array_ids=array_ids)
         summary.sacct_s += time.monotonic() - t
-    if intents:
+    if intents and not is_remote(backend):
         since = _since([parse_ts(s.created) for s in intents], ctx.now)
         names = sorted({n for s in intents if (n := chunk_job_name(s.exp_id, s.chunk))})
         if names:
             t = time.monotonic()
             name_rows = backend.accounting([], since=since, names=names)
             summary.sacct_s += time.monotonic() - t
-    if active or intents:
+    if (active or intents) and not is_remote(backend):
         t = time.monotonic()
         try:
             queue = backend.queue()
