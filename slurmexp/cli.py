@@ -334,9 +334,15 @@ def show(ctx, run: str) -> None:
 @click.pass_context
 def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
     """Print the newest attempt's output of RUN."""
+    from slurmexp.report.remote_logs import remote_logs
     from slurmexp.report.show import ended_marker, log_path
     from slurmexp.report.show import follow as follow_file
 
+    over_ssh = remote_logs(_ledger(ctx), run, stderr, follow)     # launched with [remote]
+    if over_ssh is not None:
+        for text in over_ssh:
+            click.echo(text, nl=False)
+        return
     path = log_path(_ledger(ctx), run, stderr, must_exist=not follow)
     if follow:
         for text in follow_file(path, stop=ended_marker(path)):

@@ -90,12 +90,25 @@ def test_a_sweep_of_host_only_code_runs_on_the_remote_cluster(remote_node, remot
     subs = ledger.submissions(exp_id)
     assert [s["state"] for s in subs] == ["SUBMITTED"] and subs[0]["job_id"]
 
+    # logs --follow over SSH, before any pass: waits for the output on the cluster, ends with it.
+    first = ledger.runs(exp_id)[0]["run_id"]
+    proc = sx(tmp_path, "logs", first, "--follow", timeout=180)
+    assert proc.returncode == 0 and "training x=" in proc.stdout, proc.stdout + proc.stderr
+
     assert reconcile_until_finished(tmp_path, exp_id) == "FINISHED", sx(tmp_path, "status", exp_id).stdout
     runs = ledger.runs(exp_id)
     assert {r["state"] for r in runs} == {"COMPLETED"}
     for r in runs:
         remote_run = remote_exp / "runs" / r["run_id"]
         assert (remote_run / "metrics.json").is_file()       # written there by the run
+    # logs reads the full output on the cluster: only the small files are mirrored here.
+    for r in runs:
+        x = r["params"]["x"]
+        out = sx(tmp_path, "logs", r["run_id"])
+        assert out.returncode == 0 and out.stdout.startswith(f"training x={x} on "), out.stdout + out.stderr
+        err = sx(tmp_path, "logs", r["run_id"], "--stderr")
+        assert err.returncode == 0 and err.stdout == f"a warning for x={x}\n", err.stdout + err.stderr
+        assert not list((Path(r["run_dir"]) / "attempts").glob("*/stdout"))   # not mirrored
     # Launching the same sweep again submits nothing, and the unchanged sources are not resent.
     again = sx(tmp_path, "launch", str(sweep), "--site", str(site))
     assert again.returncode == 0 and "already launched" in again.stdout + again.stderr
