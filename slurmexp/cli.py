@@ -84,7 +84,7 @@ def validate(sweep: str, site_path: str | None, offline: bool, fresh: bool, fmt:
     from slurmexp.launch.launcher import check, prepare
 
     prep = prepare(sweep, site_path)
-    report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster), fresh=fresh)
+    report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster, site=prep.site), fresh=fresh)
     if fmt == "json":
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems],
                                "skipped": report.skipped, "checked": report.checked}, indent=2))
@@ -142,8 +142,8 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     if dry_run:
         prep = launch_mod.prepare(sweep, site_path)
         kind = backend_kind(backend, key="--backend")
-        report = launch_mod.check(prep, _scheduler(kind.kind, prep.site.cluster) if kind.live_checks else None,
-                                  fresh=fresh)
+        live = _scheduler(kind.kind, prep.site.cluster, site=prep.site) if kind.live_checks else None
+        report = launch_mod.check(prep, live, fresh=fresh)
         click.echo(launch_mod.dry_run_text(prep))
         for s in report.skipped:
             click.echo(f"skipped: {s}", err=True)

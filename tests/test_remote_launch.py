@@ -72,6 +72,10 @@ def reconcile_until_finished(tmp_path, exp_id: str, timeout: float = 180) -> str
 
 def test_a_sweep_of_host_only_code_runs_on_the_remote_cluster(remote_node, remote_sweep, tmp_path):
     sweep, site, root = remote_sweep
+    # validate's live checks and sbatch --test-only go over SSH too (the script copied there).
+    proc = sx(tmp_path, "validate", str(sweep), "--site", str(site), "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["skipped"] == [], proc.stdout
     exp_id = launch(tmp_path, sweep, site)
     ledger = Ledger(tmp_path / "l.db")
     exp = ledger.get_experiment(exp_id, required=True)
@@ -170,3 +174,31 @@ def test_reconcile_is_one_round_trip_and_report_works_with_sshd_down(remote_node
         assert proc.returncode == 0 and proc.stdout.count("COMPLETED") == 3, proc.stdout
     finally:
         remote_node.restart()
+
+
+def test_a_launch_that_dies_after_the_remote_sbatch_is_adopted_not_resubmitted(
+        remote_node, remote_sweep, tmp_path, monkeypatch):
+    """sbatch ran on the cluster but its answer never reached the ledger (the launch died, or
+    sbatch's answer was lost): the intent stays, and reconcile adopts the tagged job over SSH."""
+    from slurmexp.backends.slurm.remote import RemoteScheduler
+    from slurmexp.errors import SlurmUnavailable
+    from slurmexp.launch.launcher import launch as launch_sweep
+
+    sweep, site, _root = remote_sweep
+    real_submit = RemoteScheduler.submit
+
+    def submit_then_lose_the_answer(self, script, **kw):
+        real_submit(self, script, **kw)
+        raise SlurmUnavailable("sbatch's answer was lost (test)")
+
+    monkeypatch.setattr(RemoteScheduler, "submit", submit_then_lose_the_answer)
+    result = launch_sweep(sweep, site, ledger=Ledger(tmp_path / "l.db"))
+    monkeypatch.undo()
+    assert result.pending_intents == 1 and not result.job_ids
+    ledger = Ledger(tmp_path / "l.db")
+    assert [s["state"] for s in ledger.submissions(result.exp_id)] == ["INTENT"]
+    assert reconcile_until_finished(tmp_path, result.exp_id) == "FINISHED"
+    subs = ledger.submissions(result.exp_id)
+    assert [s["state"] for s in subs] == ["ADOPTED"], subs
+    assert len(ledger.attempts(result.exp_id)) == 3           # one job, never a second sbatch
+    assert {r["state"] for r in ledger.runs(result.exp_id)} == {"COMPLETED"}

@@ -143,7 +143,9 @@ def scheduler_for(kind: str, cluster: str | None = None,
         # What discovery read on the login node: its own cluster (no --clusters needed) and the
         # login's user, so a pass costs no extra round trip to ask again.
         sched.assume_local_cluster(site.cluster, user=site.remote.user)
-        return sched
+        from slurmexp.backends.slurm.remote import RemoteScheduler
+
+        return RemoteScheduler(sched)     # --test-only of a script rendered here copies it there
     module_name, _, class_name = entry.implementation.partition(":")
     cls: Any = getattr(importlib.import_module(module_name), class_name)
     return cls(cluster=cluster or None, transport=transport)
