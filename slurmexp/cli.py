@@ -104,7 +104,7 @@ def validate(sweep: str, site_path: str | None, offline: bool, fresh: bool, fmt:
     from slurmexp.launch.launcher import check, prepare
 
     prep = prepare(sweep, site_path)
-    report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster), fresh=fresh)
+    report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster, site=prep.site), fresh=fresh)
     if fmt == "json":
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems],
                                "skipped": report.skipped, "checked": report.checked,
@@ -168,8 +168,8 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     if dry_run:
         prep = launch_mod.prepare(sweep, site_path)
         kind = backend_kind(backend, key="--backend")
-        report = launch_mod.check(prep, _scheduler(kind.kind, prep.site.cluster) if kind.live_checks else None,
-                                  fresh=fresh)
+        live = _scheduler(kind.kind, prep.site.cluster, site=prep.site) if kind.live_checks else None
+        report = launch_mod.check(prep, live, fresh=fresh)
         click.echo(launch_mod.dry_run_text(prep))
         for s in report.skipped:
             click.echo(f"skipped: {s}", err=True)
@@ -326,9 +326,15 @@ def show(ctx, run: str) -> None:
 @click.pass_context
 def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
     """Print the newest attempt's output of RUN."""
+    from slurmexp.report.remote_logs import remote_logs
     from slurmexp.report.show import ended_marker, log_path
     from slurmexp.report.show import follow as follow_file
 
+    over_ssh = remote_logs(_ledger(ctx, "read"), run, stderr, follow)     # launched with [remote]
+    if over_ssh is not None:
+        for text in over_ssh:
+            click.echo(text, nl=False)
+        return
     path = log_path(_ledger(ctx, "read"), run, stderr, must_exist=not follow)
     if follow:
         for text in follow_file(path, stop=ended_marker(path)):
