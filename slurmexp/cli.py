@@ -81,7 +81,7 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
          named, `slurmexp retry EXP --unsubmitted` submits them
       6  launch/retry: sbatch did not answer for an array; `slurmexp reconcile` adopts or
          submits it (never twice)
-      7  a file or the ledger could not be written (disk full, quota, permissions)
+      7  a file or the ledger could not be written for want of space (disk full, quota)
     """
     ctx.ensure_object(dict)
     ctx.obj["ledger_path"] = ledger_path

@@ -226,6 +226,8 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
     if not report.ok:
         raise ValidationError(f"{prep.sweep.path}: {len(report.problems)} problem(s); nothing was submitted",
                               report.problems)
+    if report.unavailable is not None:      # the controller did not answer: nothing written
+        raise report.unavailable
     try:
         # A reconciled kind's experiment is born SUBMITTING, in the transaction that records it
         # with its runs and settings: a launch killed right after leaves work reconcile (or a
