@@ -264,3 +264,49 @@ def test_completion_functions_swallow_every_error(tmp_path, monkeypatch):
     assert complete_run(ctx, None, "nosuch:") == []        # an unknown experiment: an error, swallowed
     monkeypatch.setattr(Ledger, "experiments", lambda self: 1 / 0)
     assert complete_experiment(ctx, None, "") == []
+
+
+def test_the_readme_lines_enable_completion_and_the_ledger_option_is_followed(tmp_path):
+    for shell, marker in (("bash", "complete -o nosort -F _slurmexp_completion slurmexp"),
+                          ("zsh", "compdef _slurmexp_completion slurmexp"),
+                          ("fish", "complete --no-files --command slurmexp")):
+        result = CliRunner().invoke(main, [], prog_name="slurmexp",
+                                    env={"_SLURMEXP_COMPLETE": f"{shell}_source"})
+        assert result.exit_code == 0 and marker in result.output, (shell, result.output)
+        assert f"_SLURMEXP_COMPLETE={shell}_source slurmexp" in (REPO / "README.md").read_text()
+    path = tmp_path / "other.db"
+    _make_ledger(path)
+    words = f"slurmexp --ledger {path} rm zip-"
+    result = CliRunner().invoke(main, [], prog_name="slurmexp", env={
+        "_SLURMEXP_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": "4",
+        "SLURMEXP_LEDGER": str(tmp_path / "none.db")})
+    assert result.output.split() == ["plain,zip-cccc3333"]
+
+
+def test_bash_completes_from_the_ledger_with_the_readme_line(tmp_path):
+    # The real thing: bash sources the README's line and its completion function fills COMPREPLY.
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    wrapper = tmp_path / "bin" / "slurmexp"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m slurmexp "$@"\n')
+    wrapper.chmod(0o755)
+    _make_ledger(tmp_path / "ledger.db")
+    script = ('eval "$(_SLURMEXP_COMPLETE=bash_source slurmexp)"\n'
+              'COMP_WORDS=(slurmexp status lr); COMP_CWORD=2; _slurmexp_completion slurmexp\n'
+              'printf "%s\\n" "${COMPREPLY[@]}"; COMPREPLY=()\n'
+              'COMP_WORDS=(slurmexp logs z0); COMP_CWORD=2; _slurmexp_completion slurmexp\n'
+              'printf "%s\\n" "${COMPREPLY[@]}"\n')
+    env = dict(os.environ, PATH=f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}",
+               SLURMEXP_LEDGER=str(tmp_path / "ledger.db"),
+               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.run(["bash", "--norc", "--noprofile", "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["lr-sweep-bbbb2222", "lr-sweep-aaaa1111", "lr-sweep", "z000-3333"]
+    assert proc.stderr == ""
