@@ -9,7 +9,7 @@ page's introduction. A `None` example: the key is a table, its keys are listed b
 from __future__ import annotations
 
 TIME = 'a Slurm time ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM" or "D-HH:MM:SS")'
-MEM = 'a number with a unit K, M, G or T ("500M", "4G"), not zero'
+MEM = 'a whole number with a unit K, M, G or T ("500M", "4G"; no unit: M), not zero'
 NAME = "one name as Slurm lists it (no whitespace, quotes, backslash, '#' or comma)"
 
 SWEEP = {
@@ -22,7 +22,7 @@ SWEEP = {
              "letters, digits, `.`, `_` and `-` only."),
     "command": ('"python3 train.py --lr {lr} --seed {seed}"', "The shell command of one run. `{param}` "
                 "placeholders are filled in and shell-quoted by slurmexp (do not quote them); "
-                "`{run_id}`, `{run_dir}` and the other built-ins too. Exactly one of `command` and "
+                "`{run_id}`, `{run_dir}` and `{experiment_id}` too. Exactly one of `command` and "
                 "`function`."),
     "function": ('"train:main"', "Instead of `command`: a Python callable, `module:callable`, called with "
                  "each run's parameters as keyword arguments; its module is found (not imported) in "
@@ -31,8 +31,8 @@ SWEEP = {
     "output_dir": ('"slurmexp-runs"', "Where experiment folders are written (run folders, logs, scripts, "
                    "provenance). A relative path must stay inside the sweep's project (its git work tree, "
                    "or the sweep's folder); an absolute path (scratch space) is taken as written."),
-    "template": ('"templates/my-layer.sh.j2"', "A jinja2 layer over the site's and the package's job script "
-                 "templates (`{% extends %}` and blocks)."),
+    "template": ('"templates/my-layer.sh.j2"', "A jinja2 layer over the package's job script templates "
+                 "(`{% extends %}` and blocks), used instead of site.toml's `template`."),
     "allow_unused": ('["notes"]', "Parameters the command does not use as `{placeholders}` (otherwise that is "
                      "refused as a likely typo)."),
     "params": ('{ lr = [0.1, 0.01], seed = [0, 1, 2] }', "The grid: every combination of the values "
@@ -78,7 +78,7 @@ SWEEP = {
     "retry.escalate": ("true", "Give a run that ran out of time or memory more of it on the next attempt."),
     "retry.escalate_factor": ("2.0", "How much more, per escalation (capped by the partition's and QOS's "
                               "limits)."),
-    "retry.backoff_s": ("60.0", "Seconds to wait before a retry."),
+    "retry.backoff_s": ("60.0", "Seconds to wait before the first retry, doubled for each later one."),
     "checkpoint": (None, "Signal the command before its time limit and, with `requeue`, continue it as its "
                    "next attempt. Runs get `$SLURMEXP_CHECKPOINT_DIR` and `$SLURMEXP_ATTEMPT`."),
     "checkpoint.signal": ('"USR1"', "The signal sent to the task script and forwarded to the command "
@@ -107,7 +107,7 @@ SITE = {
     "default_partition": ('"cpu"', "The partition of CPU runs when `[routing] cpu` is not given; must be "
                           "defined under `[partitions]`."),
     "template": ('"templates/site.sh.j2"', "A jinja2 layer over the package's job script templates, for every "
-                 "sweep on this cluster."),
+                 "sweep on this cluster (a sweep's own `template` replaces it)."),
     "max_array_size": ("1001", "Slurm's MaxArraySize: arrays are split so that no index reaches it."),
     "max_job_count": ("10000", "Slurm's MaxJobCount: a sweep with more runs is refused before expansion."),
     "max_submit_jobs": ("500", "MaxSubmitJobs per user; 0: no limit."),
