@@ -310,3 +310,18 @@ def test_bash_completes_from_the_ledger_with_the_readme_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["lr-sweep-bbbb2222", "lr-sweep-aaaa1111", "lr-sweep", "z000-3333"]
     assert proc.stderr == ""
+
+
+def test_the_starters_commented_examples_are_real_keys():
+    # Uncommented in place, every `# key = value` and `# [table]` line of the starter still
+    # makes a sweep the schema accepts: no commented example names a key that does not exist.
+    import re
+
+    lines = starter_text("demo").splitlines()
+    shown = [re.sub(r"\s+#.*$", "", line[2:]) if re.match(r"# (\[|[a-z_]+ = )", line) else line
+             for line in lines]
+    assert sum(a != b for a, b in zip(lines, shown)) >= 15
+    data = tomllib.loads("\n".join(shown))
+    assert {"zip", "runs", "env", "checkpoint", "meta"} <= set(data) and data["resources"]["gpus"] == 1
+    errors = [e.message for e in _validator(docsgen.json_schema("sweep")).iter_errors(data)]
+    assert not errors, errors
