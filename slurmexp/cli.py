@@ -27,9 +27,11 @@ from slurmexp.cli_common import (
     sweep_argument,
 )
 from slurmexp.cli_cron import cron
+from slurmexp.cli_docs import init, schema
 from slurmexp.cli_manage import archive, diff, rm
 from slurmexp.cli_reconcile import cancel, health, reconcile, retry
 from slurmexp.cli_site import site
+from slurmexp.completion import complete_experiment, complete_run
 from slurmexp.errors import SlurmexpError, SlurmexpWarning
 from slurmexp.report.refs import resolve_experiment
 
@@ -225,7 +227,7 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 
 
 @main.command()
-@click.argument("experiment", required=False)
+@click.argument("experiment", required=False, shell_complete=complete_experiment)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.option("--all", "all_runs", is_flag=True,
               help="With EXPERIMENT: list every run (the table stops after the first 200; JSON has all).")
@@ -274,7 +276,7 @@ def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool,
 
 
 @main.command()
-@click.argument("experiments", nargs=-1)
+@click.argument("experiments", nargs=-1, shell_complete=complete_experiment)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown", "html"]),
               default="table", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
@@ -310,7 +312,7 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
 
 
 @main.command()
-@click.argument("run")
+@click.argument("run", shell_complete=complete_run)
 @click.pass_context
 def show(ctx, run: str) -> None:
     """A run's provenance, attempts, script and log paths (RUN or EXPERIMENT:RUN, prefixes ok)."""
@@ -320,7 +322,7 @@ def show(ctx, run: str) -> None:
 
 
 @main.command()
-@click.argument("run")
+@click.argument("run", shell_complete=complete_run)
 @click.option("--stderr", is_flag=True, help="The standard error instead of the output.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing as the run writes.")
 @click.pass_context
@@ -350,6 +352,8 @@ main.add_command(cron)
 main.add_command(archive)
 main.add_command(rm)
 main.add_command(diff)
+main.add_command(init)
+main.add_command(schema)
 
 
 if __name__ == "__main__":

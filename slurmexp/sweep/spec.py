@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, Strict, ValidationInfo, computed_field
+from pydantic import AfterValidator, Field, Strict, ValidationInfo, WithJsonSchema, computed_field
 
 from slurmexp import units
 from slurmexp.errors import SlurmexpWarning
@@ -42,7 +42,7 @@ from slurmexp.sweep.strict_toml import (
     toml_type,
 )
 
-__all__ = ["BUILTIN_PLACEHOLDERS", "CHECKPOINT_SIGNALS", "QUOTE_FIX", "CheckpointSpec",
+__all__ = ["BUILTIN_PLACEHOLDERS", "CHECKPOINT_SIGNALS", "QUOTE_FIX", "CheckpointSpec", "check_name",
            "Distribution", "EnvSpec", "ProvenanceSpec", "ResourceRequest", "RetrySpec",
            "SampleSpec", "Sweep", "check_sweep", "load_sweep", "parse_sweep"]
 
@@ -99,6 +99,15 @@ def _safe_name(text: str) -> str:
     return re.sub(r"^[^A-Za-z0-9]+", "", re.sub(r"[^A-Za-z0-9._-]+", "-", text))
 
 
+def check_name(value: str) -> str | None:
+    """Why `value` cannot be a sweep name (with the fix), or None (for `init --name`)."""
+    if _NAME.fullmatch(value):
+        return None
+    suggest = _safe_name(value)
+    return (f"{value!r}: a name starts with a letter or digit and has only letters, digits, '.', "
+            f"'_' and '-'" + (f"; write {suggest!r}" if suggest else ""))
+
+
 def _function_ref(value: str) -> str:
     module, sep, attr = value.partition(":")
     if not sep or not all(p.isidentifier() for p in module.split(".")) \
@@ -138,10 +147,13 @@ def _duration(value: str) -> str:
     return value
 
 
-Scalar = Annotated[Any, AfterValidator(_scalar)]
+# What `slurmexp schema sweep` says of the types checked by hand (pydantic sees `Any`).
+_SCALAR_SCHEMA = {"type": ["string", "number", "boolean"]}
+Scalar = Annotated[Any, AfterValidator(_scalar), WithJsonSchema(_SCALAR_SCHEMA)]
 FunctionRef = Annotated[str, Strict(), AfterValidator(_function_ref)]
-ParamValues = Annotated[Any, AfterValidator(_param_values)]
-Number = Annotated[Any, AfterValidator(_number)]
+ParamValues = Annotated[Any, AfterValidator(_param_values), WithJsonSchema({"anyOf": [
+    _SCALAR_SCHEMA, {"type": "array", "items": _SCALAR_SCHEMA, "minItems": 1}]})]
+Number = Annotated[Any, AfterValidator(_number), WithJsonSchema({"type": "number"})]
 NameStr = Annotated[str, Strict(), AfterValidator(_name)]
 SignalStr = Annotated[str, Strict(), AfterValidator(_signal_name)]
 DurationStr = Annotated[str, Strict(), AfterValidator(_duration)]
