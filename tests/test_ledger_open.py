@@ -307,3 +307,26 @@ def test_old_schema_on_a_read_only_ledger(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr
     with Ledger(ledger, mode="read") as led:
         assert led.schema_version == len(schema.MIGRATIONS)
+
+
+@pytest.mark.parametrize("journal", ["DELETE", "WAL"])   # DELETE: NFS; there the lock is on the file
+def test_a_second_ledger_on_the_file_keeps_the_first_ones_locks(tmp_path, monkeypatch, journal):
+    # Closing any descriptor of a file drops every POSIX lock the process holds on it, so the
+    # second Ledger must not open and close the file behind the first one's back: its write
+    # lock has to hold against another process (it did not, in DELETE mode, before).
+    monkeypatch.setenv("SLURMEXP_JOURNAL_MODE", journal)
+    path = tmp_path / "ledger.db"
+    first = Ledger(path)
+    first.db.conn.execute("BEGIN IMMEDIATE")           # the first holds SQLite's write lock
+    try:
+        second = Ledger(path)
+        probe = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0, "
+                 "isolation_level=None)\ntry:\n    c.execute('BEGIN IMMEDIATE')\n"
+                 "except sqlite3.OperationalError as e:\n    print(e)\nelse:\n    print('got the lock')")
+        out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert out == "database is locked", out
+        second.close()
+    finally:
+        first.db.conn.execute("ROLLBACK")
+        first.close()

@@ -194,6 +194,18 @@ def create_ledger_file(path: Path) -> bool:
 # --- the connection ----------------------------------------------------------------------
 
 
+# (st_dev, st_ino) of the ledger files this process has open -> how many Ledgers hold each.
+_OPEN_FILES: dict[tuple[int, int], int] = {}
+
+
+def _file_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class LedgerConnection:
     """One SQLite ledger file. Not shared across threads or forks: open one per process.
 
@@ -213,7 +225,12 @@ class LedgerConnection:
         self._attempt_cols: list[str] | None = None
         # Whether this call made the file (launch says so: a mistyped path shows at once).
         self.created = mode == opening.CREATE and create_ledger_file(self.path)
-        opening.check_file(self.path, mode)
+        # The raw header read opens and closes the file, and closing any descriptor of a file
+        # drops every POSIX lock this process holds on it: a Ledger already open here (in a
+        # transaction) would lose its locks to another writer. So only the first Ledger of a
+        # file in a process reads the header; later ones rely on that check and on SQLite's.
+        self._key: tuple[int, int] | None = None
+        opening.check_file(self.path, mode, read_header=not _OPEN_FILES.get(_file_key(self.path)))
         self.fs_type = detect_fs_type(self.path.parent)
         wanted = choose_journal_mode(
             self.fs_type, journal_mode or os.environ.get("SLURMEXP_JOURNAL_MODE"))
@@ -232,6 +249,9 @@ class LedgerConnection:
         except BaseException:
             self.db.close()
             raise
+        self._key = _file_key(self.path)
+        if self._key is not None:
+            _OPEN_FILES[self._key] = _OPEN_FILES.get(self._key, 0) + 1
 
     def _set_up(self, conn: sqlite3.Connection, wanted: str, can_write: bool) -> None:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
@@ -264,6 +284,9 @@ class LedgerConnection:
 
     def close(self) -> None:
         self.db.close()
+        if self._key is not None:
+            _OPEN_FILES[self._key] -= 1
+            self._key = None
 
     def __enter__(self) -> Self:
         return self

@@ -149,8 +149,11 @@ def header_problem(head: bytes, size: int) -> str | None:
     return None
 
 
-def check_file(path: Path, mode: str) -> None:
+def check_file(path: Path, mode: str, *, read_header: bool = True) -> None:
     """Raise the LedgerError that says why `path` cannot be opened in `mode`; nothing else.
+
+    `read_header=False` when this process already has the file open (the caller knows): the
+    header read would open and close the file, dropping that connection's POSIX locks.
 
     A missing file is an error here in every mode: `create` makes it before calling this.
     The truncation check is skipped while a journal or WAL file exists: a writer may then be
@@ -162,6 +165,11 @@ def check_file(path: Path, mode: str) -> None:
         raise LedgerError(f"ledger {path} is a folder", [Problem(
             str(path), "", "a ledger is one file", fix=f"give its file, e.g. --ledger "
             f"{_q(path / 'ledger.db')}", check="ledger-folder")])
+    if not read_header:
+        why = _not_writable(path) if mode != READ else None
+        if why:
+            raise read_only(path, why)
+        return
     try:
         with open(path, "rb") as f:
             head = f.read(HEADER_SIZE)
