@@ -35,7 +35,7 @@ timed "pytest plugin example" python3 -m pytest -q -p no:cacheprovider -p slurme
 # What every Slurm release must pass: submit, arrays, GPUs by type, partition/QOS limits,
 # reservations, preemption, node failure, live sacct/squeue/scontrol/sacctmgr parsing, job-id
 # reuse after a controller reset, site discover, reconcile through a controller restart and a
-# slurmdbd outage.
+# slurmdbd outage, `slurmexp cron --scrontab` (22.05 has no scrontab).
 MATRIX_TESTS=(
     tests/test_cluster.py
     tests/test_slurm_backend.py
@@ -47,6 +47,7 @@ MATRIX_TESTS=(
     tests/test_reconcile_cluster.py::test_preempted_with_requeue_is_a_new_attempt_of_the_same_job
     tests/test_reconcile_cluster.py::test_slurmctld_restart_mid_sweep_loses_nothing
     tests/test_reconcile_cluster.py::test_slurmdbd_down_changes_nothing_then_catches_up
+    tests/test_scron_cluster.py
 )
 failed=()
 for v in ${SX_VERSIONS:-}; do

@@ -8,6 +8,7 @@ the commands that need them, so `slurmexp --help` and `slurmexp status` stay fas
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import warnings
 
@@ -18,12 +19,16 @@ from slurmexp.backends.base import DEFAULT_KIND, KINDS, backend_kind
 from slurmexp.cli_common import (
     _check_output,
     _emit,
+    _fault_error,
     _ledger,
     _scheduler,
     _write_output,
     site_option,
     sweep_argument,
 )
+from slurmexp.cli_cron import cron
+from slurmexp.cli_manage import archive, diff, rm
+from slurmexp.cli_reconcile import cancel, health, reconcile, retry
 from slurmexp.cli_site import site
 from slurmexp.errors import SlurmexpError, SlurmexpWarning
 from slurmexp.report.refs import resolve_experiment
@@ -47,6 +52,12 @@ class SlurmexpGroup(click.Group):
             except SlurmexpError as exc:
                 click.echo(f"error: {exc.format()}", err=True)
                 ctx.exit(exc.exit_code)
+            except (OSError, sqlite3.Error) as exc:
+                error = _fault_error(exc, ctx)
+                if error is None:
+                    raise
+                click.echo(f"error: {error.format()}", err=True)
+                ctx.exit(error.exit_code)
 
 
 @click.group(cls=SlurmexpGroup)
@@ -60,9 +71,17 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
     \b
     Exit codes:
       0  done
-      1  a command failed or refused its input (report options, --output); health: unhealthy
+      1  a command failed or refused its input (report options, --output); health: unhealthy;
+         sbatch refused the first array (a queue limit: MaxJobCount, MaxSubmitJobs)
       2  the sweep or site file has problems, or validation refused it: nothing submitted
       3  a Slurm daemon did not answer, or a [remote] cluster was unreachable: nothing decided
+      4  the ledger cannot be used (missing, empty, damaged, not a ledger, read-only for a
+         command that writes, newer schema): nothing changed; the message says the fix
+      5  launch/retry: part submitted, Slurm refused the rest; the runs not submitted are
+         named, `slurmexp retry EXP --unsubmitted` submits them
+      6  launch/retry: sbatch did not answer for an array; `slurmexp reconcile` adopts or
+         submits it (never twice)
+      7  a file or the ledger could not be written (disk full, quota, permissions)
     """
     ctx.ensure_object(dict)
     ctx.obj["ledger_path"] = ledger_path
@@ -80,24 +99,28 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
 @click.option("--fresh", is_flag=True, help="Ask sacctmgr again rather than reuse QOS/associations read minutes ago.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def validate(sweep: str, site_path: str | None, offline: bool, fresh: bool, fmt: str) -> None:
-    """Check SWEEP against site.toml and the live cluster; exit 2 on any problem."""
+    """Check SWEEP against site.toml and the live cluster; exit 2 on any problem, 3 when Slurm
+    did not answer the live checks."""
     from slurmexp.launch.launcher import check, prepare
 
     prep = prepare(sweep, site_path)
     report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster, site=prep.site), fresh=fresh)
     if fmt == "json":
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems],
-                               "skipped": report.skipped, "checked": report.checked}, indent=2))
+                               "skipped": report.skipped, "checked": report.checked,
+                               "unavailable": report.unavailable and report.unavailable.message}, indent=2))
     else:
         for p in report.problems:
             click.echo(f"problem: {p.format()}", err=True)
         for s in report.skipped:
             click.echo(f"skipped: {s}", err=True)
-        if report.ok:
+        if report.ok and report.unavailable is None:
             click.echo(f"ok: {len(prep.plan.runs)} runs in {len(prep.plan.chunks)} array(s); "
                        f"checked {', '.join(report.checked)}")
     if not report.ok:
         sys.exit(2)
+    if report.unavailable is not None:     # the static checks passed; the live ones could not run
+        raise report.unavailable
 
 
 @main.command()
@@ -133,9 +156,12 @@ def explain(sweep: str, site_path: str | None) -> None:
 @click.option("--new", is_flag=True, help="Launch again although this sweep was launched before.")
 @click.option("--max-parallel", type=int, help="Local backend: tasks at once (default: the throttle or CPUs).")
 @click.option("--fresh", is_flag=True, help="Ask sacctmgr again rather than reuse QOS/associations read minutes ago.")
+@click.option("--tag", "tags", multiple=True, callback=lambda _c, _p, v: _check_tags(v),
+              help="Tag the experiment (repeatable; with [meta] tags); `status --tag` filters on it.")
+@click.option("--note", help="A note on the experiment (instead of [meta] description), shown by status --format json.")
 @click.pass_context
 def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, new: bool,
-           max_parallel: int | None, fresh: bool) -> None:
+           max_parallel: int | None, fresh: bool, tags: tuple[str, ...], note: str | None) -> None:
     """Validate SWEEP, submit it as job arrays and record every run in the ledger."""
     from slurmexp.launch import launcher as launch_mod
 
@@ -150,13 +176,35 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
         if not report.ok:
             raise SlurmexpError_from(report, prep)
         return
-    result = launch_mod.launch(sweep, site_path, backend=backend, ledger=_ledger(ctx), new=new,
-                               max_parallel=max_parallel, fresh=fresh)
+    from slurmexp.errors import PartlySubmitted, SlurmUnavailable, SubmissionUnknown
+
+    ledger = _ledger(ctx, "create")
+    if ledger.created:
+        click.echo(f"new ledger: {ledger.path}", err=True)
+    result = launch_mod.launch(sweep, site_path, backend=backend, ledger=ledger, new=new,
+                               max_parallel=max_parallel, fresh=fresh, tags=tags, note=note)
+    if result.submitted and result.job_ids:
+        click.echo(submitted_line(_ledger(ctx, "create"), result.exp_id, result.job_ids), err=True)
+    click.echo(result.exp_id)
+    # Not all of it is in the queue: never exit 0 (a script would take the sweep for launched).
+    if result.unsubmitted:
+        raise PartlySubmitted(result.message)
+    if result.pending_intents:
+        if result.unanswered is not None and not result.unanswered.timed_out:
+            raise SlurmUnavailable(result.message)      # sbatch said it reached no controller
+        raise SubmissionUnknown(result.message)
     if result.message:
         click.echo(result.message, err=True)
-    if result.submitted and result.job_ids:
-        click.echo(submitted_line(_ledger(ctx), result.exp_id, result.job_ids), err=True)
-    click.echo(result.exp_id)
+
+
+def _check_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    from slurmexp.sweep.spec import check_tag
+
+    for tag in tags:
+        problem = check_tag(tag)
+        if problem:
+            raise click.BadParameter(problem, param_hint="--tag")
+    return tags
 
 
 def submitted_line(ledger, exp_id: str, job_ids: list[str]) -> str:
@@ -179,101 +227,45 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 @main.command()
 @click.argument("experiment", required=False)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--all", "all_runs", is_flag=True,
+              help="With EXPERIMENT: list every run (the table stops after the first 200; JSON has all).")
+@click.option("--refresh", is_flag=True, help="Run one reconcile pass first, so the states are Slurm's of now.")
+@click.option("--state", "states", multiple=True, help="Only experiments in STATE (repeatable, or A,B).")
+@click.option("--since", help="Only experiments created since an age (30m, 12h, 2d, 1w) or a date (2026-12-01).")
+@click.option("--name", "names", multiple=True, metavar="PATTERN", help="Only names or ids matching, e.g. 'lr-*'.")
+@click.option("--tag", "tags", multiple=True, help="Only experiments with TAG (repeatable: every one).")
+@click.option("--archived", is_flag=True, help="Also the experiments `slurmexp archive` hid.")
 @click.pass_context
-def status(ctx, experiment: str | None, fmt: str) -> None:
+def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool, states: tuple[str, ...],
+           since: str | None, names: tuple[str, ...], tags: tuple[str, ...], archived: bool) -> None:
     """Experiments and their runs' states, as the ledger has them (fitted to the terminal).
 
-    EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment)."""
-    from slurmexp.report.status import experiment_summaries, format_experiments, format_runs, run_statuses
+    EXPERIMENT: an id, a unique prefix of one, or a sweep's name (its newest experiment).
+    Without --refresh (or a reconcile pass from cron, scrontab or `reconcile --loop`) the
+    states are those of the last pass."""
+    from slurmexp.report import status as st
+    from slurmexp.report.filters import ExperimentFilter
 
-    ledger = _ledger(ctx)
+    keep = ExperimentFilter.from_options(states, since, names, tags, archived)
+    ledger = _ledger(ctx, "write" if refresh else "read")
+    if refresh:
+        from slurmexp.reconcile.one_pass import refresh_pass
+
+        for line in refresh_pass(ledger):
+            click.echo(f"warning: {line}", err=True)
     if experiment is None:
-        _emit(experiment_summaries(ledger), fmt, lambda d: click.echo(format_experiments(d), nl=False))
+        if fmt == "json":
+            _emit(st.experiment_summaries(ledger, keep), fmt, None)
+        else:
+            click.echo(st.experiments_text(ledger, keep), nl=False)
         return
+    if keep:
+        raise click.UsageError("--state, --since, --name and --tag choose experiments: give them without EXPERIMENT")
     exp_id = resolve_experiment(ledger, experiment)
-    _emit(run_statuses(ledger, exp_id), fmt, lambda d: click.echo(format_runs(exp_id, d), nl=False))
-
-
-@main.command()
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something needs attention (for cron).")
-@click.option("--verbose", "-v", is_flag=True, help="Also list every run's transition and every action.")
-@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing, submit nothing.")
-@click.option("--grace", "grace_s", type=float, default=300, show_default=True,
-              help="Seconds a job may be missing from squeue and sacct before it counts as LOST.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@click.pass_context
-def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fmt: str) -> None:
-    """One pass: bring the ledger in line with sacct (one batched query), retry what the
-    infrastructure broke, adopt orphans. Exit 3 when Slurm did not answer (nothing changed)."""
-    from slurmexp.reconcile.one_pass import reconcile_pass
-
-    summary = reconcile_pass(_ledger(ctx), dry_run=dry_run, grace_s=grace_s)
     if fmt == "json":
-        click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
-    elif not quiet or not summary.ok or summary.error or getattr(summary, "flagged", None) \
-            or getattr(summary, "warnings", None):
-        click.echo(summary.format(verbose=verbose or (dry_run and not quiet)))
-    sys.exit(summary.exit_code)
-
-
-@main.command()
-@click.argument("experiment")
-@click.option("--failed", "which", flag_value="failed", default=True, help="Runs that failed (default).")
-@click.option("--lost", "which", flag_value="lost", help="Runs that were lost.")
-@click.option("--all", "which", flag_value="all", help="Every run not COMPLETED.")
-@click.pass_context
-def retry(ctx, experiment: str, which: str) -> None:
-    """Resubmit terminal runs of EXPERIMENT now, as new attempts of the same runs."""
-    from slurmexp.reconcile.resubmit import retry_experiment
-
-    ledger = _ledger(ctx)
-    subs = retry_experiment(ledger, None, resolve_experiment(ledger, experiment), which)
-    click.echo(f"{len(subs)} array job(s) submitted" if subs else "nothing to retry")
-
-
-@main.command()
-@click.argument("experiment")
-@click.option("--reason", default="cancelled by user", show_default=True)
-@click.pass_context
-def cancel(ctx, experiment: str, reason: str) -> None:
-    """scancel every job of EXPERIMENT (one call) and mark its runs CANCELLED with REASON."""
-    from slurmexp.reconcile.cancel import cancel_experiment
-
-    ledger = _ledger(ctx)
-    n = cancel_experiment(ledger, None, resolve_experiment(ledger, experiment), reason)
-    click.echo(f"{n} run(s) cancelled")
-
-
-@main.command()
-@click.option("--every", type=int, default=5, show_default=True, help="Minutes between passes.")
-@click.option("--install", is_flag=True, help="Install the line in your crontab (replacing an older one).")
-@click.pass_context
-def cron(ctx, every: int, install: bool) -> None:
-    """Print (or --install) the crontab line that runs `slurmexp reconcile` every N minutes."""
-    import shutil
-
-    from slurmexp.reconcile.cron import cron_line, install_cron
-
-    ledger = _ledger(ctx)
-    exe = shutil.which("slurmexp") or [sys.executable, "-m", "slurmexp"]
-    line = cron_line(every, ledger.path, exe)
-    if install:
-        click.echo(install_cron(line))
+        _emit(st.run_statuses(ledger, exp_id), fmt, None)
     else:
-        click.echo(line)
-
-
-@main.command()
-@click.option("--max-age", "max_age", type=float, default=30, show_default=True,
-              help="Minutes since the last successful reconcile pass.")
-@click.pass_context
-def health(ctx, max_age: float) -> None:
-    """Exit 1 when the last reconcile pass failed or is older than --max-age (for monitors)."""
-    from slurmexp.reconcile.health import health as check_health
-
-    ok, message = check_health(_ledger(ctx), max_age)
-    click.echo(message)
-    sys.exit(0 if ok else 1)
+        click.echo(st.runs_text(ledger, exp_id, all_runs=all_runs), nl=False)
 
 
 # ----------------------------------------------------------------------------------------
@@ -307,7 +299,7 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
         raise click.UsageError("--min/--max need --best METRIC")
     if output:
         _check_output(output)
-    text = render_report(build_report(_ledger(ctx), list(experiments) or None, by=by, best=best,
+    text = render_report(build_report(_ledger(ctx, "read"), list(experiments) or None, by=by, best=best,
                                       minimize=minimize), fmt, excel_safe=excel_safe,
                          columns=columns)
     if output:
@@ -324,7 +316,7 @@ def show(ctx, run: str) -> None:
     """A run's provenance, attempts, script and log paths (RUN or EXPERIMENT:RUN, prefixes ok)."""
     from slurmexp.report.show import format_run, show_run
 
-    click.echo(format_run(show_run(_ledger(ctx), run)), nl=False)
+    click.echo(format_run(show_run(_ledger(ctx, "read"), run)), nl=False)
 
 
 @main.command()
@@ -338,12 +330,12 @@ def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
     from slurmexp.report.show import ended_marker, log_path
     from slurmexp.report.show import follow as follow_file
 
-    over_ssh = remote_logs(_ledger(ctx), run, stderr, follow)     # launched with [remote]
+    over_ssh = remote_logs(_ledger(ctx, "read"), run, stderr, follow)     # launched with [remote]
     if over_ssh is not None:
         for text in over_ssh:
             click.echo(text, nl=False)
         return
-    path = log_path(_ledger(ctx), run, stderr, must_exist=not follow)
+    path = log_path(_ledger(ctx, "read"), run, stderr, must_exist=not follow)
     if follow:
         for text in follow_file(path, stop=ended_marker(path)):
             click.echo(text, nl=False)
@@ -352,6 +344,12 @@ def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
 
 
 main.add_command(site)
+for _command in (reconcile, retry, cancel, health):
+    main.add_command(_command)
+main.add_command(cron)
+main.add_command(archive)
+main.add_command(rm)
+main.add_command(diff)
 
 
 if __name__ == "__main__":

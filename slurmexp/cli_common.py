@@ -15,13 +15,68 @@ from slurmexp.backends.base import DEFAULT_KIND, scheduler_for
 from slurmexp.errors import Problem, SlurmexpError
 
 
-def _ledger(ctx: click.Context):
+def _ledger(ctx: click.Context, mode: str):
+    """The ledger this command uses, opened once per command in `mode` (ledger.opening):
+    "read" for the commands that only look (they never create or change a file), "write" for
+    reconcile, retry and cancel, "create" for launch and `cron --install`."""
+    from slurmexp.errors import LedgerError
     from slurmexp.ledger import Ledger
 
-    obj = ctx.find_root().obj
+    root = ctx.find_root()
+    obj = root.obj
     if obj.get("ledger_obj") is None:
-        obj["ledger_obj"] = Ledger(obj.get("ledger_path"))
+        try:
+            obj["ledger_obj"] = Ledger(obj.get("ledger_path"), mode=mode)
+        except LedgerError as exc:
+            exc.problems.append(Problem("", "", f"the path came from {_ledger_origin(root)}"))
+            raise
     return obj["ledger_obj"]
+
+
+def _ledger_origin(root: click.Context) -> str:
+    """Where the ledger path came from, for an error about it (a mistyped path shows)."""
+    source = root.get_parameter_source("ledger_path")
+    if source is click.core.ParameterSource.COMMANDLINE:
+        return "--ledger"
+    if source is click.core.ParameterSource.ENVIRONMENT:
+        return "$SLURMEXP_LEDGER"
+    import os
+
+    if os.environ.get("SLURMEXP_HOME"):
+        return "$SLURMEXP_HOME (its ledger.db)"
+    return "the default (~/.slurmexp/ledger.db; --ledger, $SLURMEXP_LEDGER or $SLURMEXP_HOME move it)"
+
+
+def _ledger_path(ctx: click.Context):
+    """The ledger's path without opening it (for `cron` and for errors)."""
+    from slurmexp.ledger.connection import default_ledger_path
+
+    obj = ctx.find_root().obj or {}
+    if obj.get("ledger_obj") is not None:
+        return obj["ledger_obj"].path
+    path = obj.get("ledger_path")
+    return Path(path).expanduser() if path else default_ledger_path()
+
+
+def _fault_error(exc: BaseException, ctx: click.Context) -> SlurmexpError | None:
+    """A full disk anywhere (the ledger, a report, run files) is StorageFull, exit 7: what was
+    committed before stays and reconcile finishes it. Any other SQLite error met after the
+    ledger opened (a page damaged deep in the file, a write refused) is a LedgerError naming
+    the file, exit 4. Never a traceback; None for anything else."""
+    import sqlite3
+
+    from slurmexp.errors import StorageFull
+    from slurmexp.launch.submission import is_storage_full
+
+    if is_storage_full(exc):
+        return StorageFull(f"{getattr(exc, 'filename', None) or _ledger_path(ctx)}: {exc}; "
+                           "free space (or raise the quota) and run the command again; "
+                           "`slurmexp reconcile` finishes anything left half done")
+    if isinstance(exc, sqlite3.Error):
+        from slurmexp.ledger.opening import ledger_error
+
+        return ledger_error(exc, _ledger_path(ctx))
+    return None
 
 
 def _scheduler(kind: str = DEFAULT_KIND, cluster: str | None = None, site=None):

@@ -24,13 +24,18 @@ def site() -> None:
               help="With --remote: an ssh -o option (repeatable), e.g. ProxyJump=bastion.")
 @click.option("--remote-root", metavar="DIR",
               help="With --remote: slurmexp's folder on the cluster (default: ~/slurmexp there).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
 def site_discover(output: str | None, remote: str | None, port: int | None, identity: str | None,
-                  ssh_options: tuple[str, ...], remote_root: str | None) -> None:
-    """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr), here or over SSH."""
-    from slurmexp.sites.discover import discover_site
+                  ssh_options: tuple[str, ...], remote_root: str | None, force: bool) -> None:
+    """Write a site.toml from the live cluster (sinfo/scontrol/sacctmgr), here or over SSH.
+
+    An existing --output file (reviewed, maybe edited) is kept unless --force is given."""
+    from slurmexp.sites.discover import discover_argv, discover_site, refuse_overwrite
 
     if output:
         _check_output(output)
+        if not force:
+            refuse_overwrite(output, discover_argv(remote, port, identity, ssh_options, remote_root))
     if remote is None:
         if port or identity or ssh_options or remote_root:
             raise click.UsageError("--port, --identity, --ssh-option and --remote-root need --remote")
@@ -73,22 +78,26 @@ def _discover_remote(target: str, port: int | None, identity: str | None,
 @site_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 def site_show(site_path: str | None, fmt: str) -> None:
-    """Show the partitions, GPUs, QOS and reservations a site.toml describes."""
+    """Show the partitions, GPUs, QOS, reservations, routing and defaults a site.toml describes."""
     from slurmexp.launch.launcher import find_site
-    from slurmexp.sites.model import load_site
+    from slurmexp.sites.model import describe_site, load_site
 
-    s = load_site(find_site(Path.cwd() / "sweep.toml", site_path))
-    rows = [{"partition": name, "max_time": p.max_time, "nodes": ",".join(p.nodes),
-             "gpus": ",".join(f"{k}:{v}" for k, v in s.gpu_types(name).items()),
-             "default": name == s.default_partition} for name, p in s.partitions.items()]
+    d = describe_site(load_site(find_site(Path.cwd() / "sweep.toml", site_path)))
     if fmt == "json":
-        click.echo(json.dumps({"cluster": s.cluster, "path": str(s.path), "partitions": rows,
-                               "qos": {k: q.model_dump() for k, q in s.qos.items()},
-                               "reservations": list(s.reservations)}, indent=2, default=str))
+        click.echo(json.dumps(d, indent=2, default=str))
         return
-    _rich_table(f"{s.cluster} ({s.path})", ["partition", "max_time", "nodes", "gpus", "default"],
+    _rich_table(f"{d['cluster']} ({d['path']})", ["partition", "max_time", "nodes", "gpus", "default"],
                 [[r["partition"], r["max_time"], r["nodes"], r["gpus"], "*" if r["default"] else ""]
-                 for r in rows])
-    if s.qos:
+                 for r in d["partitions"]])
+    if d["qos"]:
         _rich_table("QOS", ["qos", "max_wall", "max_tres_pu", "preempt"],
-                    [[k, q.max_wall, q.max_tres_pu, ",".join(q.preempt)] for k, q in s.qos.items()])
+                    [[k, q["max_wall"], ",".join(f"{t}={n}" for t, n in q["max_tres_pu"].items()),
+                      ",".join(q["preempt"])] for k, q in d["qos"].items()])
+    if d["reservations"]:
+        _rich_table("reservations", ["reservation", "nodes", "users", "accounts", "start", "end"],
+                    [[k, ",".join(r["nodes"]), ",".join(r["users"]), ",".join(r["accounts"]),
+                      r["start"], r["end"]] for k, r in d["reservations"].items()])
+    _rich_table("routing", ["runs", "partitions tried in order"],
+                [[kind, ", ".join(parts) or "none"] for kind, parts in d["routing"].items()])
+    _rich_table("defaults", ["key", "value when the sweep has none"],
+                [[k, v] for k, v in d["defaults"].items()])

@@ -63,12 +63,56 @@ class ExperimentExists(SlurmexpError):
 
 
 class SlurmUnavailable(SlurmexpError):
-    """A Slurm daemon did not answer (slurmctld or slurmdbd). Not a job failure."""
+    """A Slurm daemon did not answer (slurmctld or slurmdbd). Not a job failure.
+
+    `timed_out`: the command was killed at its timeout, so a request it had sent (an sbatch)
+    may have been carried out; otherwise the command itself said it reached no daemon."""
 
     exit_code = 3
+    timed_out = False
 
 
 class SlurmCommandError(SlurmexpError):
     """A Slurm command ran and refused what we asked."""
 
     exit_code = 1
+
+
+class SlurmQueueLimit(SlurmCommandError):
+    """Slurm refused a job for a queue limit: the cluster's MaxJobCount (its queue is full) or
+    a QOS/association submit limit (MaxSubmitJobs). Nothing was created; the job can be
+    submitted once enough queued jobs have ended. `limit` names the limit."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, problems: list[Problem] | None = None, *, limit: str = ""):
+        super().__init__(message, problems)
+        self.limit = limit
+
+
+class LedgerError(SlurmexpError):
+    """The ledger file cannot be used as asked: missing, empty, not a ledger, damaged, read-only,
+    or written by a newer slurmexp. Nothing was changed; the message names the file and the fix."""
+
+    exit_code = 4
+
+
+class PartlySubmitted(SlurmexpError):
+    """Some of an experiment's arrays are in the queue and Slurm refused the others: the runs
+    not submitted are named, with the command that submits them."""
+
+    exit_code = 5
+
+
+class SubmissionUnknown(SlurmexpError):
+    """sbatch did not answer for an array (timed out, daemon away): the job may exist. The
+    intent is in the ledger; `slurmexp reconcile` adopts the job or submits the runs."""
+
+    exit_code = 6
+
+
+class StorageFull(SlurmexpError):
+    """A file or the ledger could not be written: the disk (or quota) is full, or the folder
+    is not writable. What was already submitted is recorded or left for reconcile."""
+
+    exit_code = 7

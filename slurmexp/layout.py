@@ -298,6 +298,17 @@ def signals_received(attempt: Path | None) -> list[str]:
     return [line.split()[0] for line in text.splitlines() if line.split()]
 
 
+def exit_code_written(attempt: Path | None) -> int | None:
+    """The command's exit code as the task script wrote it (EXIT_CODE); None when it did not."""
+    if attempt is None:
+        return None
+    try:
+        text = (Path(attempt) / EXIT_CODE).read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def not_continued(attempt: Path | None) -> str | None:
     """Why an attempt that received the signal must not be continued (NOT_CONTINUED), if it said."""
     if attempt is None:

@@ -13,13 +13,13 @@ import re
 
 UNLIMITED_WORDS = ("UNLIMITED", "INFINITE")
 
-_TIME_FORMATS = '"MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS" or "UNLIMITED"'
+TIME_FORMATS = '"MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS" or "UNLIMITED"'
 
 
 def _field(text: str, original: str) -> int:
     # int() alone would accept " 5", "+5" and "٥"; sbatch does not.
     if not text or not text.isascii() or not text.isdigit():
-        raise ValueError(f"bad time {original!r}: {text!r} is not a whole number; use {_TIME_FORMATS}")
+        raise ValueError(f"bad time {original!r}: {text!r} is not a whole number; use {TIME_FORMATS}")
     return int(text)
 
 
@@ -45,7 +45,7 @@ def parse_time(value: str | int) -> int | None:
     original = value
     text = value.strip()
     if not text:
-        raise ValueError(f"bad time {original!r}: empty; use {_TIME_FORMATS}")
+        raise ValueError(f"bad time {original!r}: empty; use {TIME_FORMATS}")
     if text.upper() in UNLIMITED_WORDS:
         return None
 
@@ -55,7 +55,7 @@ def parse_time(value: str | int) -> int | None:
         days = _field(day_text, original)
         parts = rest.split(":")
         if len(parts) > 3:
-            raise ValueError(f"bad time {original!r}: too many ':' fields; use {_TIME_FORMATS}")
+            raise ValueError(f"bad time {original!r}: too many ':' fields; use {TIME_FORMATS}")
         nums = [_field(p, original) for p in parts]
         hours = _bounded(nums[0], 24, "hours after a day count", original)
         minutes = _bounded(nums[1], 60, "minutes", original) if len(nums) > 1 else 0
@@ -72,7 +72,7 @@ def parse_time(value: str | int) -> int | None:
             minutes = _bounded(nums[1], 60, "minutes", original)
             seconds = _bounded(nums[2], 60, "seconds", original)
         else:
-            raise ValueError(f"bad time {original!r}: too many ':' fields; use {_TIME_FORMATS}")
+            raise ValueError(f"bad time {original!r}: too many ':' fields; use {TIME_FORMATS}")
     return days * 1440 + hours * 60 + minutes + math.ceil(seconds / 60)
 
 

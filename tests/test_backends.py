@@ -19,7 +19,7 @@ from slurmexp.backends.slurm import parse as sp
 from slurmexp.backends.slurm.backend import SlurmBackend, run_slurm
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
 from slurmexp.ledger import Ledger
-from slurmexp.reconcile import cancel, resubmit
+from slurmexp.reconcile import cancel, retry
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.transport import CommandNotFound, CommandResult, CommandTimeout, LocalTransport, Transport
 
@@ -56,7 +56,7 @@ class FakeTransport:
     def root(self) -> PurePosixPath:
         return PurePosixPath("/remote")
 
-    def run(self, argv, *, timeout, stdin=None, cwd=None, env=None) -> CommandResult:
+    def run(self, argv, *, timeout, stdin=None, cwd=None, env=None, stop_on=()) -> CommandResult:
         call = Call(list(argv), cwd, dict(env or {}), stdin)
         self.calls.append(call)
         out = self.answer(call) if self.answer else None
@@ -186,7 +186,7 @@ def test_a_backend_for_cluster_x_passes_clusters_x_to_every_command(tmp_path):
     assert b.submit_times(["4242"]) == {"4242": "2026-01-01T00:00:00"}
     b.cancel(["4242"])
     b.cluster_facts()
-    assert len(t.calls) == 14        # submit_times found the job in squeue: no sacct
+    assert len(t.calls) == 15        # submit_times found the job in squeue: no sacct
     for call in t.calls:
         expect = [] if call.command == "sacctmgr" else ["alpha"]
         assert call.clusters() == expect, call.argv
@@ -395,8 +395,17 @@ def test_retry_and_cancel_use_the_experiments_cluster(tmp_path, monkeypatch):
     t.calls.clear()
     # `slurmexp retry` / `cancel` pass no backend: the factory's, over the default transport.
     monkeypatch.setattr(slurm, "_default_transport", t)
-    assert len(resubmit.retry_experiment(ledger, None, "bb-00000002", "failed")) == 1
+    assert len(retry.retry_experiment(ledger, None, "bb-00000002", "failed")) == 1
     assert [c.clusters() for c in t.of("sbatch")] == [["beta"]]
+    # cancel stops what the queue holds: the controller lists the retry's job 300
+    plain = t.answer
+
+    def queued(call):
+        if call.command == "squeue" and "-j" not in call.argv:
+            return plain(Call([*call.argv, "-j", "300"], call.cwd, call.env, call.stdin))
+        return plain(call)
+
+    t.answer = queued
     assert cancel.cancel_experiment(ledger, None, "bb-00000002") == 1
     [scancel] = t.of("scancel")
     assert scancel.clusters() == ["beta"] and scancel.argv[-1] == "300"

@@ -106,6 +106,8 @@ def test_dry_run_prints_plan_and_scripts(tmp_path):
 
 def test_help_and_status_do_not_import_pandas(tmp_path):
     # `slurmexp --help` and `slurmexp status` must stay fast: pandas is for `report` only.
+    # status reads an existing ledger only (it never creates one): make it first.
+    Ledger(tmp_path / "l.db").close()
     code = ("import sys; from click.testing import CliRunner; from slurmexp.cli import main; "
             f"r = CliRunner().invoke(main, ['--ledger', {str(tmp_path / 'l.db')!r}, 'status']); "
             "assert r.exit_code == 0, r.output; assert 'pandas' not in sys.modules, 'pandas imported'; "

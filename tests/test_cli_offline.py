@@ -153,7 +153,9 @@ def test_site_show_json_of_the_repository_site(tmp_path):
     assert parts["debug"]["max_time"] == "00:05:00"
     assert set(data["qos"]) == {"normal", "high", "low"}
     assert data["qos"]["high"]["preempt"] == ["low"]
-    assert data["reservations"] == ["resv1"]
+    assert data["reservations"]["resv1"]["nodes"] == ["c3"]
+    assert data["routing"] == {"cpu": ["cpu"], "gpu": ["gpu"]}
+    assert data["defaults"] == {"cpus": 1, "mem": "500M", "time": "00:10:00", "qos": "normal"}
 
 
 def test_site_show_table_finds_site_toml_in_the_cwd(tmp_path, monkeypatch):
@@ -178,9 +180,12 @@ def test_site_show_table_finds_site_toml_in_the_cwd(tmp_path, monkeypatch):
     assert rows["main"] == ["main", "12:00:00", "n1,n2", "l40s:2", "*"]
     assert rows["short"] == ["short", "00:30:00", "n2", "l40s:2", ""]
     assert "QOS" not in out              # no [qos] in this site: no QOS table
+    assert "reservation" not in out      # nor reservations
+    assert rows["cpu"] == ["cpu", "main"] and rows["gpu"] == ["gpu", "main, short"]   # routing
+    assert rows["time"] == ["time", "01:00:00"] and rows["cpus"] == ["cpus", "1"]    # defaults
 
     data = json.loads(cli(tmp_path, "site", "show", "--format", "json").stdout)
-    assert data["cluster"] == "tiny" and data["qos"] == {} and data["reservations"] == []
+    assert data["cluster"] == "tiny" and data["qos"] == {} and data["reservations"] == {}
 
 
 @pytest.mark.parametrize("fmt", ["table", "json"])

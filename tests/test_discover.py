@@ -92,6 +92,7 @@ def test_discover_from_live_cluster(cluster, tmp_path):
     text = discover_site(facts)
     site = parse_site(text, tmp_path / "site.toml")
     check_minicluster(site, c1_cpus=16, name=cluster.name)
+    assert facts.def_mem_per_cpu_mb == 250 and site.defaults.mem_per_cpu == "250M"  # slurm.conf.in
     assert site.account == cluster.account
     # What discover finds agrees with the repository's hand-written site.toml.
     written = load_site(cluster.site_toml)

@@ -41,6 +41,8 @@ class CapturedTransport:
             return CommandResult(tuple(argv), 0, text, "")
         if argv[0] == "sbatch":
             return CommandResult(tuple(argv), 0, "", (CAPTURED / "sbatch_test_only_ok.txt").read_text())
+        if argv[0] == "squeue":                      # the user's queue by QOS: empty
+            return CommandResult(tuple(argv), 0, "", "")
         what = next(w for w in FILES if w in argv)
         return CommandResult(tuple(argv), 0, (CAPTURED / FILES[what]).read_text(), "")
 
@@ -63,19 +65,19 @@ def test_qos_and_associations_are_reused_within_their_age_only(home):
     t = CapturedTransport()
     b = SlurmBackend(cluster="minicluster", user="root", transport=t)
     first = b.cluster_facts(max_age_s=300)
-    assert sorted(t.commands()) == ["sacctmgr"] * 2 + ["scontrol"] * 4
+    assert sorted(t.commands()) == ["sacctmgr"] * 2 + ["scontrol"] * 4 + ["squeue"]
     assert first.cached_age_s is None and set(first.qos) == {"normal", "low", "high"}
     assert len(list((home / "cache").glob("facts-*.json"))) == 1
 
     again = b.cluster_facts(max_age_s=300)
-    assert sorted(t.commands()) == ["scontrol"] * 4            # no slurmdbd round trip
+    assert sorted(t.commands()) == ["scontrol"] * 4 + ["squeue"]   # no slurmdbd round trip
     assert again.cached_age_s is not None and again.cached_age_s >= 0
     assert again.qos == first.qos and again.associations == first.associations
     assert again.partitions == first.partitions                # scontrol is always asked
 
     # The default (site discover, tests) and max_age_s=0 (--fresh) always ask sacctmgr.
     assert b.cluster_facts().cached_age_s is None
-    assert sorted(t.commands()) == ["sacctmgr"] * 2 + ["scontrol"] * 4
+    assert sorted(t.commands()) == ["sacctmgr"] * 2 + ["scontrol"] * 4 + ["squeue"]
     assert b.cluster_facts(max_age_s=0).cached_age_s is None
     assert t.commands().count("sacctmgr") == 2
 

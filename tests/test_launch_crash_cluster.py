@@ -45,6 +45,8 @@ POINTS = {
     "settings": ("slurmexp.ledger.experiments", "_m.ExperimentsMixin", "set_experiment_settings"),
     # after that transaction, before the first intent
     "first_submit": ("slurmexp.launch.launcher", "_m", "submit_chunk"),
+    # after every job is recorded, before their submit times are stamped (one squeue)
+    "stamp": ("slurmexp.launch.launcher", "_m", "stamp_submit_times"),
 }
 
 
@@ -99,4 +101,19 @@ def test_killed_before_the_first_sbatch_is_finished_by_reconcile(ledger, backend
     reconcile_until(ledger, backend, [exp_id], timeout=150)
     assert {r["state"] for r in ledger.runs(exp_id)} == {"COMPLETED"}
     assert len(ledger.submissions(exp_id)) == 1
+    no_duplicates(ledger, exp_id)
+
+
+def test_killed_before_stamping_submit_times_reconcile_fills_the_submission(ledger, backend, tmp_path):
+    # Issue 9 item 13: the attempts learned their submit time from sacct, the submission kept NULL.
+    sweep, site, argv = launch_killed_at(ledger, tmp_path, "stamp")
+    (exp,) = ledger.experiments()
+    exp_id = exp["exp_id"]
+    (sub,) = ledger.submissions(exp_id)
+    assert sub["state"] == "SUBMITTED" and sub["job_id"] and sub["submit_time"] is None
+    reconcile_until(ledger, backend, [exp_id], timeout=150)
+    (sub,) = ledger.submissions(exp_id)
+    times = {a["submit_time"] for a in ledger.attempts(exp_id)}
+    assert len(times) == 1 and None not in times, times
+    assert sub["submit_time"] == times.pop()
     no_duplicates(ledger, exp_id)

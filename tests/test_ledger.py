@@ -72,7 +72,7 @@ def test_file_and_directory_are_private(tmp_path):
 
 def test_existing_world_readable_file_is_narrowed(tmp_path):
     path = tmp_path / "ledger.db"
-    path.touch()
+    Ledger(path).close()
     os.chmod(path, 0o644)
     Ledger(path).close()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -348,6 +348,19 @@ def test_set_submit_times_fills_only_missing(ledger):
     assert ledger.set_submit_times("mini", "200", "2099-01-01T00:00:00") == 0
     assert {a["submit_time"] for a in ledger.attempts("demo-abcdef12")} == {"2024-02-02T10:00:00"}
     assert ledger.submissions("demo-abcdef12")[0]["submit_time"] == "2024-02-02T10:00:00"
+
+
+def test_an_attempt_learning_its_submit_time_fills_its_submission(ledger):
+    # A launch killed after recording the job and before stamping its submit time: reconcile
+    # learns the time per attempt (update_attempt); the submission must get it too.
+    make_exp(ledger)
+    sub_id, ids = submit_chunk(ledger, "demo-abcdef12", 0, "210")
+    _, other = submit_chunk(ledger, "demo-abcdef12", 1, "211")
+    ledger.update_attempt(ids[0], submit_time="2024-02-02T10:00:00", state="PENDING")
+    ledger.update_attempt(ids[1], submit_time="2024-02-02T10:00:05")
+    subs = {s["sub_id"]: s for s in ledger.submissions("demo-abcdef12")}
+    assert subs[sub_id]["submit_time"] == "2024-02-02T10:00:00"      # the first learned, kept
+    assert [s["submit_time"] for k, s in subs.items() if k != sub_id] == [None]
 
 
 def test_update_attempt_moves_run_and_logs_event(ledger):

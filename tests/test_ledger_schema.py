@@ -64,7 +64,10 @@ def test_migrating_a_version_2_ledger_keeps_data_indexes_and_foreign_keys(monkey
         assert led.schema_version == len(schema.MIGRATIONS) >= 4
         after = _tables(led)
         assert {r.pop("unlisted_since") for r in after["attempts"]} == {None}
+        assert {(r.pop("tags_json"), r.pop("note"), r.pop("archived")) for r in after["experiments"]} == {
+            (None, None, None)}
         assert after == before
+        assert led.get_experiment("a-00000001")["tags"] == []          # schema 5, read as none
         assert _indexes(led) == indexes
         assert _foreign_keys(led) == fks
         assert ("experiments", "exp_id", "exp_id") in fks["runs"]

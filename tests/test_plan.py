@@ -288,7 +288,7 @@ def test_huge_grid_is_refused_before_expanding(tmp_path, site, monkeypatch):
     [problem] = err.value.problems
     assert problem.check == "run_count" and problem.key == "params.a"
     assert "10,000,000 runs" in problem.message and "MaxJobCount (10000" in problem.message
-    assert "at most 10,000 runs" in problem.fix and "params.a" in problem.fix
+    assert "at most 9,999 runs" in problem.fix and "params.a" in problem.fix
     # Without a MaxJobCount in site.toml, slurmexp's own limit still refuses it unexpanded.
     no_limit = site.model_copy(update={"max_job_count": None})
     with pytest.raises(ValidationError) as err:
@@ -298,8 +298,14 @@ def test_huge_grid_is_refused_before_expanding(tmp_path, site, monkeypatch):
 
 
 def test_sweep_at_the_limit_is_planned(tmp_path, site):
-    sweep = sweep_from(tmp_path, f'name = "s"\ncommand = "x {{a}}"\n[params]\na = {list(range(10000))}\n')
-    assert len(make_plan(sweep, site).runs) == 10000 == site.max_job_count
+    # Slurm refuses a new array when the jobs it holds plus the array's tasks reach
+    # MaxJobCount (>=, slurmctld's _create_job_record): 9,999 runs can be queued, 10,000 never.
+    sweep = sweep_from(tmp_path, f'name = "s"\ncommand = "x {{a}}"\n[params]\na = {list(range(9999))}\n')
+    assert len(make_plan(sweep, site).runs) == 9999 == site.max_job_count - 1
+    at_limit = sweep_from(tmp_path, f'name = "s"\ncommand = "x {{a}}"\n[params]\na = {list(range(10000))}\n')
+    with pytest.raises(ValidationError) as err:
+        make_plan(at_limit, site)
+    assert "10,000 runs" in err.value.problems[0].message
 
 
 # ---------------------------------------------------------------- chunks
@@ -388,7 +394,7 @@ def test_cpu_run_goes_to_cpu(tmp_path, site):
     res, placement = resolve_resources(grid(tmp_path), site)
     assert res.partition == placement.partition == "cpu"
     assert placement.excluded == {}
-    assert any("CPU run" in r and "c1, c2, c3" in r for r in placement.reasons)
+    assert any("CPU run" in r and "c1, c2; not c3 (reservation resv1)" in r for r in placement.reasons)
     assert "time 00:10:00 within max_time 1-00:00:00" in placement.reasons
 
 

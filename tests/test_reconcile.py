@@ -19,7 +19,7 @@ from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt
-from slurmexp.reconcile import cancel, cron, resubmit, transitions
+from slurmexp.reconcile import cancel, cron, retry, transitions
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import match as rd
@@ -877,8 +877,8 @@ def test_manual_retry_and_cancel(ledger, tmp_path, t0):
     fake.queued = [qrow("100_3", "RUNNING", t0)]
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     assert fake.submitted == []
-    assert resubmit.retry_experiment(ledger, fake, EXP, "lost") == []
-    subs = resubmit.retry_experiment(ledger, fake, EXP, "failed")
+    assert retry.retry_experiment(ledger, fake, EXP, "lost") == []
+    subs = retry.retry_experiment(ledger, fake, EXP, "failed")
     assert len(subs) == 1 and fake.submitted[0]["args"] == ["--array=0,2%2"]
     assert states(ledger) == {"r000": "SUBMITTED", "r001": "COMPLETED", "r002": "SUBMITTED",
                               "r003": "RUNNING"}
@@ -902,7 +902,7 @@ def test_cancel_local_experiment_only_marks(ledger, tmp_path):
     assert cancel.cancel_experiment(ledger, None, "loc-12345678") == 2
     assert set(states(ledger, "loc-12345678").values()) == {"CANCELLED"}
     with pytest.raises(SlurmexpError, match="local backend"):
-        resubmit.retry_experiment(ledger, None, "loc-12345678")
+        retry.retry_experiment(ledger, None, "loc-12345678")
 
 
 def test_retry_when_sbatch_is_down_leaves_an_intent(ledger, tmp_path, t0):
@@ -913,7 +913,7 @@ def test_retry_when_sbatch_is_down_leaves_an_intent(ledger, tmp_path, t0):
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
     fake.unavailable = {"sbatch"}
     with pytest.raises(SlurmUnavailable, match="adopts or replaces"):
-        resubmit.retry_experiment(ledger, fake, EXP, "failed")
+        retry.retry_experiment(ledger, fake, EXP, "failed")
     assert ledger.submissions(EXP)[-1]["state"] == "INTENT"
 
 
@@ -1028,3 +1028,17 @@ def test_checkpointed_attempt_is_continued_at_once_without_escalation_within_max
     assert rt.decide_retry(p, "TIMEOUT", "resources", 2, ["TIMEOUT"], now, now).note.endswith(
         "with time 00:20:00")
     assert not rt.RetryPolicy.for_chunk(ExperimentSettings(), 0).continue_checkpointed
+
+
+def test_a_full_disk_is_an_infrastructure_failure_not_the_command(tmp_path):
+    # Issue 9 item 5 (the real task script on a full tmpfs: test_submit_limits_cluster.py).
+    attempt = tmp_path / "attempts" / "7_0"
+    attempt.mkdir(parents=True)
+    wrapper = row("7_0", "FAILED", exit_code=98)
+    assert "could not write its files" in rd.storage_failure(wrapper, "", attempt)
+    (attempt / "exit_code").write_text("98\n")          # the command itself exited 98
+    assert rd.storage_failure(wrapper, "", attempt) is None
+    full = rd.storage_failure(row("7_0", "FAILED", exit_code=1), "OSError: [Errno 28] No space left on device", attempt)
+    assert full.startswith("exit code 1; stderr tail:") and "disk was full" in full
+    assert rd.storage_failure(row("7_0", "FAILED", exit_code=1), "ValueError: bad lr", attempt) is None
+    assert rd.storage_failure(row("7_0", "TIMEOUT", exit_code=0), "Disk quota exceeded", attempt) is None

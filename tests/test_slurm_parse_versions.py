@@ -102,8 +102,10 @@ def test_discover_from_every_release(cap, tmp_path):
         user="root", config=cap.text("scontrol_config.txt"), partitions=cap.text("scontrol_partition.txt"),
         nodes=cap.text("scontrol_node.txt"), reservations=cap.text("scontrol_reservation.txt"),
         qos=cap.text("sacctmgr_qos.txt"), associations=cap.text("sacctmgr_assoc.txt"))
+    assert facts.def_mem_per_cpu_mb == 250      # slurm.conf's DefMemPerCPU
     site = parse_site(discover_site(facts), tmp_path / "site.toml")
     assert site.cluster == cap.cluster and site.account == "research"
+    assert (site.defaults.mem_per_cpu, site.defaults.time) == ("250M", "00:10:00")
     assert site.gpu_types("gpu") == {"a100": 2, "v100": 2}
     assert site.reservations["resv1"].nodes == ["c3"] and site.qos["high"].preempt == ["low"]
 
@@ -184,3 +186,30 @@ def test_ctld_down_is_unavailable(cap):
     assert files
     for f in files:
         assert sp.classify_error(f.read_text()) == "unavailable", f.name
+
+
+# Captured with `capture.sh limits` (and `ctlddown` for sbatch on 24.11); 26.05 not yet.
+LIMITS_CAPTURED = ("22.05", "24.11")
+
+
+@pytest.mark.parametrize("version", LIMITS_CAPTURED)
+def test_queue_limits_are_refusals_not_an_unavailable_daemon(version):
+    cap = Captured(version)
+    # MaxJobCount reached: sbatch retried for two minutes, then "Resource temporarily
+    # unavailable" (EAGAIN). The controller answered: a refusal, not "could not reach".
+    full = cap.text("sbatch_queue_full.txt")
+    assert "Resource temporarily unavailable" in full
+    assert sp.classify_error(full) == "queue_full"
+    # The first line alone is where the backend stops sbatch's retry loop.
+    first = full.splitlines()[0]
+    assert any(p in first.lower() for p in sp.SBATCH_RETRYING)
+    assert sp.classify_error(first) == "queue_full"
+    limit = cap.text("sbatch_max_submit_refused.txt")
+    assert sp.classify_error(limit) == "submit_limit"
+    assert sp.submit_limit_name(limit) == "QOSMaxSubmitJobPerUserLimit"
+
+
+def test_sbatch_with_ctld_down_is_unavailable():
+    cap = Captured("24.11")
+    for name in ("sbatch_clusters_ctld_down.txt", "sbatch_ctld_down.txt"):
+        assert sp.classify_error(cap.text(name)) == "unavailable", name

@@ -156,3 +156,32 @@ def test_launch_says_the_job_ids_as_ids_and_counts_tasks_and_arrays(tmp_path):
     led.record_submitted(s1, "9", "2026-12-02T10:00:01")
     assert submitted_line(led, LONG, ["8", "9"]) == "submitted jobs 8, 9 (2,500 tasks in 2 arrays)"
     assert submitted_line(led, LONG, ["8"]) == "submitted job 8 (1,250 tasks in 1 array)"
+
+
+def test_status_of_a_large_experiment_lists_the_first_runs_and_counts_all(tmp_path):
+    from slurmexp.report.status import STATUS_ROWS
+    n = STATUS_ROWS + 50
+    led = Ledger(tmp_path / "ledger.db")
+    led.create_experiment(
+        exp_id="big-0001", name="big", fingerprint="big", cluster="minicluster", backend="slurm",
+        exp_dir=tmp_path / "big", sweep_path=None, sweep_copy_path=None, site_path=None,
+        site_hash=None, template_hash=None, provenance=None,
+        runs=[dict(run_id=f"r{i:04d}", idx=i, params={"seed": i}, seed=None, source="grid",
+                   run_dir=tmp_path / "runs" / f"r{i:04d}", chunk=0, task_index=i) for i in range(n)])
+    led.set_run_state("big-0001", [f"r{i:04d}" for i in range(n - 7, n)], "FAILED", "exit 1")
+    led.close()
+
+    lines = cli(tmp_path, "status", "big-0001").stdout.splitlines()
+    assert lines[1] == f"{n} runs: PLANNED={n - 7} FAILED=7"      # every run counted, by SQL
+    listed = [line.split()[0] for line in lines if re.match(r"r\d{4} ", line)]
+    assert listed == [f"r{i:04d}" for i in range(STATUS_ROWS)]       # the first ones, by index
+    assert " ".join(lines[-2:]) == (f"the first {STATUS_ROWS} of {n} runs, by index; `slurmexp "
+                                    "status big-0001 --all` lists every run, `--format json` "
+                                    "gives them to programs")
+    assert max(map(len, lines)) <= 80
+
+    every = cli(tmp_path, "status", "big-0001", "--all").stdout
+    assert len(re.findall(r"^r\d{4} ", every, re.M)) == n and "--all" not in every
+    data = json.loads(cli(tmp_path, "status", "big-0001", "--format", "json").stdout)
+    assert [r["run_id"] for r in data] == [f"r{i:04d}" for i in range(n)]
+    assert data[-1]["state"] == "FAILED" and data[3]["params"] == {"seed": 3}

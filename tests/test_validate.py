@@ -102,9 +102,11 @@ def test_script_named(command, script):
 def facts(**over) -> ClusterFacts:
     f = ClusterFacts(
         cluster="minicluster", user="alice", max_array_size=1001, max_job_count=10000,
-        partitions={"cpu": PartitionFacts("cpu", "UP", 1440, ["c1"], True),
-                    "gpu": PartitionFacts("gpu", "UP", 2880, ["g1", "g2"])},
-        nodes={"c1": NodeFacts("c1", "idle", 4, 3900, {}, ["cpu"]),
+        # As the repository's site.toml describes them (else it would be a stale site.toml).
+        partitions={"cpu": PartitionFacts("cpu", "UP", 1440, ["c1", "c2", "c3"], True),
+                    "gpu": PartitionFacts("gpu", "UP", 2880, ["g1", "g2"]),
+                    "debug": PartitionFacts("debug", "UP", 5, ["c1", "c2"])},
+        nodes={**{n: NodeFacts(n, "idle", 16, 8000, {}, ["cpu"]) for n in ("c1", "c2", "c3")},
                "g1": NodeFacts("g1", "idle", 8, 7900, {"a100": 2}, ["gpu"]),
                "g2": NodeFacts("g2", "idle", 8, 7900, {"v100": 2}, ["gpu"])},
         reservations={"resv1": ReservationFacts("resv1", "ACTIVE", ["c3"], ["root"], [],
@@ -155,3 +157,42 @@ def test_live_unreadable_sacctmgr_is_skipped_not_failed(tmp_path):
 def test_live_max_array_size_smaller_than_site(tmp_path):
     report, keys = live_keys(tmp_path, "", max_array_size=500)
     assert "max_array_size" in keys
+
+
+# --- room in the queue (issue 9 item 6) ------------------------------------------------------
+
+def _capacity_facts(**kw) -> ClusterFacts:
+    base = dict(cluster="minicluster", user="root", max_job_count=None, qos={}, associations=[
+        Association(account="research", user="root", qos=["normal", "high", "low"],
+                    default_qos="normal", is_default_account=True)])
+    base.update(kw)
+    return ClusterFacts(**base)
+
+
+def test_max_job_count_is_reached_at_equal_counting_what_is_queued(tmp_path):
+    from slurmexp.launch.capacity import capacity_problems
+
+    plan = prepare(write_sweep(tmp_path), SITE).plan      # 2 runs
+    file = str(tmp_path / "sweep.toml")
+    # Slurm refuses when jobs + tasks >= MaxJobCount: 2 runs against MaxJobCount 2 never fit.
+    assert capacity_problems(file, plan, _capacity_facts(max_job_count=3)) == []
+    [p] = capacity_problems(file, plan, _capacity_facts(max_job_count=2))
+    assert "MaxJobCount (2" in p.message and "at most 1 fit" in p.message
+    # 7 queued jobs of the user's own count too.
+    queued = {"normal": 5, "high": 2}
+    [p] = capacity_problems(file, plan, _capacity_facts(max_job_count=9, queued_by_qos=queued))
+    assert "plus the 7 job(s) you have queued" in p.message and p.fix
+    assert capacity_problems(file, plan, _capacity_facts(max_job_count=10, queued_by_qos=queued)) == []
+
+
+def test_qos_submit_limit_counts_the_users_jobs_in_that_qos(tmp_path):
+    from slurmexp.launch.capacity import capacity_problems
+
+    plan = prepare(write_sweep(tmp_path), SITE).plan      # 2 runs, default QOS normal
+    file = str(tmp_path / "sweep.toml")
+    qos = {"normal": QosFacts(name="normal", max_submit_pu=3)}
+    # MaxSubmitJobsPerUser refuses past the limit (>): 2 runs + 1 queued = 3 fit.
+    assert capacity_problems(file, plan, _capacity_facts(qos=qos, queued_by_qos={"normal": 1})) == []
+    [p] = capacity_problems(file, plan, _capacity_facts(qos=qos, queued_by_qos={"normal": 2, "high": 50}))
+    assert p.key == "resources.qos" and "QOS normal plus the 2 you have queued" in p.message
+    assert "MaxSubmitJobsPerUser (3)" in p.message and "at most 1 fit" in p.message

@@ -91,6 +91,11 @@ render_conf() {
     local names=(slurm.conf gres.conf slurmdbd.conf)
     # Slurm 24.11 and later need a cgroup.conf here (see conf/cgroup.conf.in); 22.05 has none.
     [ "$(slurm_major)" -ge 24 ] && names+=(cgroup.conf)
+    # scrontab (`slurmexp cron --scrontab`) where this Slurm has the command: the 24.11/26.05
+    # roots. Debian 12's 22.05 packages ship none, so the native cluster's slurm.conf has no
+    # ScronParameters line (and is unchanged by it, so `up` does not restart it).
+    local scron='/^#@SCRON@/d'
+    command -v scrontab >/dev/null && scron='s|^#@SCRON@||'
     for name in "${names[@]}"; do
         src="$HERE/conf/$name.in"
         dst="/etc/slurm/$name"
@@ -100,7 +105,7 @@ render_conf() {
             -e "s|@PORT_C1@|$((PORT_BASE + 1))|g" -e "s|@PORT_C2@|$((PORT_BASE + 2))|g" \
             -e "s|@PORT_C3@|$((PORT_BASE + 3))|g" -e "s|@PORT_G1@|$((PORT_BASE + 11))|g" \
             -e "s|@PORT_G2@|$((PORT_BASE + 12))|g" -e "s|@DB_HOST@|$DB_HOST|g" -e "s|@DB_PORT@|$DB_PORT|g" \
-            -e "s|@DB_USER@|$DB_USER|g" -e "s|@DB_NAME@|$DB_NAME|g" "$src" >"$tmp"
+            -e "s|@DB_USER@|$DB_USER|g" -e "s|@DB_NAME@|$DB_NAME|g" -e "$scron" "$src" >"$tmp"
         if ! cmp -s "$tmp" "$dst" 2>/dev/null; then
             install -m 644 "$tmp" "$dst"
             changed=0

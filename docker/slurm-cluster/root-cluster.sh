@@ -29,7 +29,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 ROOTS="${SX_ROOTS:-/var/lib/slurmexp-roots}"
 PKGS="slurm-wlm slurmdbd munge mariadb-client procps python3 openssh-server"
-COMMANDS="sbatch squeue sacct scontrol sacctmgr scancel sinfo srun salloc sstat sprio sshare sreport sdiag"
+COMMANDS="sbatch squeue sacct scontrol sacctmgr scancel sinfo srun salloc sstat sprio sshare sreport sdiag scrontab"
 
 say() { printf '[root-cluster] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }

@@ -33,6 +33,7 @@ class PartitionFacts:
     allow_qos: list[str] | None = None  # None: ALL
     default_time_min: int | None = None  # DefaultTime; None: not set (the job gets MaxTime)
     qos: str | None = None              # the partition QOS, whose limits apply on top
+    def_mem_per_cpu_mb: int | None = None  # the partition's own DefMemPerCPU, over the cluster's
 
 
 @dataclass
@@ -89,9 +90,15 @@ class ClusterFacts:
     associations: list[Association] | None = None
     skipped: list[str] = field(default_factory=list)
     slurm_version: str | None = None    # SLURM_VERSION from scontrol show config
+    # DefMemPerCPU from scontrol show config (MiB); None: not set, and a job that asks for no
+    # memory gets DefMemPerNode, UNLIMITED by default: a whole node's memory.
+    def_mem_per_cpu_mb: int | None = None
     # Seconds since QOS and associations were read, when they came from the facts cache
     # (backends.slurm.facts_cache); None: everything was read just now.
     cached_age_s: float | None = None
+    # The user's jobs in the queue now (array tasks one by one), by QOS: MaxJobCount and the
+    # QOS submit limits count them before a sweep's runs. None: squeue did not answer.
+    queued_by_qos: dict[str, int] | None = None
 
 
 @dataclass
@@ -130,6 +137,12 @@ class SacctRow:
     # for seconds after short jobs end). State, times, node and exit code are already right;
     # anything matched by name or comment must wait for the next query.
     incomplete: bool = False
+    # The job's batch step ("<id>.batch"), when sacct printed one: its state word and exit code.
+    # After a slurmctld outage the allocation can say TIMEOUT while the batch script had
+    # exited 0 (COMPLETED 0:0); reconcile weighs the two (with the attempt's own exit_code).
+    batch_state: str | None = None
+    batch_exit_code: int | None = None
+    batch_signal: int | None = None
 
 
 @dataclass

@@ -118,7 +118,7 @@ class Experiment:
         return cancel_experiment(self.ledger, base.scheduler_for_experiment(self.info), self.id, reason)
 
     def retry(self, which: str = "failed") -> list[int]:
-        from slurmexp.reconcile.resubmit import retry_experiment
+        from slurmexp.reconcile.retry import retry_experiment
 
         return retry_experiment(self.ledger, base.scheduler_for_experiment(self.info), self.id, which)
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from slurmexp import layout
-from slurmexp.errors import Problem, SpecError
+from slurmexp.errors import Problem, SpecError, StorageFull
 from slurmexp.sweep.plan import ArrayChunk, Run
 
 
@@ -119,3 +119,14 @@ def write_script(exp_dir: Path, chunk_no: int, text: str) -> Path:
     paths.logs_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, text, 0o777)
     return path
+
+
+def files_full_error(exc: BaseException, sweep_path: str | Path, ledger_path: str | Path) -> StorageFull:
+    """Run files (or the ledger's first transaction) that could not be written for want of
+    space, before anything was recorded or submitted: the file and the fix, exit 7."""
+    where = getattr(exc, "filename", None) or ledger_path
+    return StorageFull(f"{sweep_path}: cannot write {where}: {getattr(exc, 'strerror', None) or exc}; "
+                       "nothing was recorded or submitted", [Problem(
+                           str(sweep_path), "output_dir", f"no space left for {where}",
+                           "free space (or raise the quota), then launch again: the files "
+                           "already written are reused")])

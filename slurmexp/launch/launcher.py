@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,23 +23,28 @@ from slurmexp.backends.base import backend_kind, scheduler_for
 from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch import remote
-from slurmexp.launch.experiment_files import (
-    write_manifest,
-    write_run_files,
-    write_script,
-)
+from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
+from slurmexp.launch.experiment_files import files_full_error, write_manifest, write_run_files, write_script
 from slurmexp.launch.local_run import run_local
 from slurmexp.launch.render import (
     ScriptContext,
     render_script,
     template_sha256,
 )
-from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkRequest, stamp_submit_times, submit_chunk
+from slurmexp.launch.submission import (
+    REFUSED,
+    UNANSWERED,
+    ChunkRequest,
+    is_storage_full,
+    stamp_submit_times,
+    submit_chunk,
+    unanswered_message,
+)
 from slurmexp.launch.validate import ValidationReport, live_problems, validate
 from slurmexp.ledger import Ledger, provenance
 from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, RemoteSettings, RetrySettings
 from slurmexp.sites.model import Site, load_site
-from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, make_plan
+from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, describe_checkpoint, make_plan
 from slurmexp.sweep.spec import Sweep, load_sweep
 from slurmexp.tags import job_comment, job_name
 
@@ -74,6 +81,8 @@ class LaunchResult:
     message: str = ""
     report: ValidationReport | None = None
     pending_intents: int = 0      # chunks whose sbatch outcome is unknown (reconcile adopts them)
+    unsubmitted: list[str] = field(default_factory=list)   # runs of chunks sbatch refused
+    unanswered: SlurmUnavailable | None = None   # why sbatch's outcome is unknown (pending_intents)
 
 
 # ----------------------------------------------------------------------------------------
@@ -131,28 +140,11 @@ def dry_run_text(prep: Prepared, exp_id: str | None = None, *, scripts: bool = T
     exp_id = exp_id or prep.base_id
     lines = [f"experiment: {exp_id}", f"runs: {len(prep.plan.runs)}", describe(prep.plan)]
     if prep.sweep.checkpoint is not None:
-        lines += ["", checkpoint_text(prep)]
+        lines += ["", describe_checkpoint(prep.sweep)]
     if scripts:
         for chunk, text in zip(prep.plan.chunks, render_all(prep, exp_id)):
             lines += ["", f"# ---- chunk {chunk.chunk}: {job_name(exp_id, chunk.chunk)} "
                       f"(array {chunk.array_spec}) ----", text.rstrip()]
-    return "\n".join(lines)
-
-
-def checkpoint_text(prep: Prepared) -> str:
-    """The [checkpoint] table in words, for --dry-run and `slurmexp explain`."""
-    c, r = prep.sweep.checkpoint, prep.sweep.retry
-    assert c is not None
-    lines = [f"checkpoint: Slurm sends SIG{c.signal} {c.before_s}s before the time limit "
-             f"(sbatch --signal=B:{c.signal}@{c.before_s}; Slurm may send it up to a minute "
-             f"earlier); the task script forwards it to the command's process group and waits",
-             "  each run gets $SLURMEXP_CHECKPOINT_DIR (kept across attempts) and $SLURMEXP_ATTEMPT"]
-    if c.requeue:
-        lines.append(f"  requeue: an attempt that received it (or a preemption's SIGTERM) and did "
-                     f"not complete is continued as the next attempt, without escalation or "
-                     f"backoff, up to {r.max_attempts} attempts")
-    else:
-        lines.append("  requeue = false: a signalled attempt ends as Slurm says ([retry] decides)")
     return "\n".join(lines)
 
 
@@ -176,6 +168,7 @@ def check(prep: Prepared, backend=None, *, exp_id: str | None = None, fresh: boo
         except SlurmUnavailable as exc:
             report = validate(prep.sweep, prep.site, prep.plan)
             report.skipped.append(f"live cluster checks: {exc.message}")
+            report.unavailable = exc
             return report
         test_only = lambda: _test_only(prep, backend, exp_id or prep.base_id)  # noqa: E731
     return validate(prep.sweep, prep.site, prep.plan, facts=facts, test_only=test_only)
@@ -205,8 +198,10 @@ def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
 
 def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backend: str = "slurm",
            ledger: Ledger | None = None, new: bool = False, slurm=None,
-           max_parallel: int | None = None, fresh: bool = False) -> LaunchResult:
-    """Validate, record and submit a sweep with backend kind `backend` (see backends.base).
+           max_parallel: int | None = None, fresh: bool = False, tags: Sequence[str] = (),
+           note: str | None = None) -> LaunchResult:
+    """Validate, record and submit a sweep with backend kind `backend` (see backends.base);
+    `tags` and `note` go with [meta]'s onto the experiment.
 
     `slurm` is a scheduler to use instead of the one the factory builds for the site's cluster
     (for tests)."""
@@ -235,8 +230,12 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
         # A reconciled kind's experiment is born SUBMITTING, in the transaction that records it
         # with its runs and settings: a launch killed right after leaves work reconcile (or a
         # relaunch) finishes, never an experiment nothing would ever submit.
-        scripts = _write_experiment(prep, exp_id, ledger, kind.kind,
+        scripts = _write_experiment(prep, exp_id, ledger, kind.kind, tags=tags, note=note,
                                     first_state=None if kind.in_process else "SUBMITTING")
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not is_storage_full(exc):
+            raise
+        raise files_full_error(exc, prep.sweep.path, ledger.path) from None
     except ExperimentExists:
         if new:
             raise
@@ -289,7 +288,8 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
 
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str, *,
-                      first_state: str | None = None) -> dict[int, Path]:
+                      first_state: str | None = None, tags: Sequence[str] = (),
+                      note: str | None = None) -> dict[int, Path]:
     """Run files, manifests, scripts and provenance on disk, then the ledger rows."""
     paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     exp_dir = paths.exp_dir
@@ -323,6 +323,8 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
             prep.sweep.path, sweep_copy, prep.site.path, prep.site.hash(), template_sha256(prep.template),
             prov, runs)
         ledger.set_experiment_settings(exp_id, settings_for(prep))
+        meta = prep.sweep.meta
+        ledger.set_experiment_meta(exp_id, [*meta.tags, *tags], note or meta.description)
         if first_state:
             ledger.set_experiment_state(exp_id, first_state, "launch: submitting its arrays")
     return scripts
@@ -343,14 +345,20 @@ def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int
             # sbatch may have created the job although it timed out: the intent stays for
             # reconcile to adopt by tag, and nothing more is submitted now.
             result.pending_intents = sum(1 for c in prep.plan.chunks if c.chunk >= chunk.chunk)
-            result.message = (f"sbatch did not answer for chunk {chunk.chunk} ({outcome.message}); "
-                              "run `slurmexp reconcile` to adopt or resubmit it")
+            result.unanswered = outcome.error
+            result.message = unanswered_message(outcome, len(result.job_ids), len(prep.plan.chunks))
             break
         if outcome.status == REFUSED:
-            ledger.set_experiment_state(exp_id, "FAILED", f"sbatch refused chunk {chunk.chunk}")
-            raise outcome.error
+            if not result.job_ids:
+                ledger.set_experiment_state(exp_id, "FAILED", f"sbatch refused chunk {chunk.chunk}")
+                raise with_queue_count(outcome.error, slurm)
+            result.unsubmitted, result.message = record_partly_submitted(
+                ledger, exp_id, prep.plan.chunks, result.job_ids, chunk, outcome.error, slurm)
+            break
         result.job_ids.append(outcome.job_id)
     stamp_submit_times(ledger, slurm, outcomes)
     if not result.pending_intents:
-        ledger.set_experiment_state(exp_id, "SUBMITTED", f"{len(result.job_ids)} array job(s)")
+        ledger.set_experiment_state(exp_id, "SUBMITTED", f"{len(result.job_ids)} array job(s)"
+                                    + (f"; {len(result.unsubmitted)} run(s) refused by sbatch"
+                                       if result.unsubmitted else ""))
     return result

@@ -15,13 +15,15 @@ submitted: attempts are keyed by cluster + job id + submit time.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slurmexp.errors import SlurmexpError, SlurmUnavailable
+from slurmexp.errors import SlurmexpError, SlurmUnavailable, StorageFull
 
 if TYPE_CHECKING:  # pragma: no cover
     from slurmexp.ledger import Ledger
@@ -68,8 +70,16 @@ def submit_chunk(ledger: Ledger, scheduler: Any, req: ChunkRequest) -> ChunkOutc
     `scheduler.submit(script, extra_args=..., cwd=...)` returns a `SubmitResult`; it raises
     `SlurmUnavailable` when it got no answer and another `SlurmexpError` when it was refused.
     """
-    sub_id = ledger.record_intent(req.exp_id, req.chunk, req.array_spec, req.n_tasks, req.script,
-                                  script_sha256(req.script), req.cluster)
+    what = f"{req.exp_id} chunk {req.chunk}"
+    try:
+        sub_id = ledger.record_intent(req.exp_id, req.chunk, req.array_spec, req.n_tasks,
+                                      req.script, script_sha256(req.script), req.cluster)
+    except (sqlite3.OperationalError, OSError) as exc:
+        if not is_storage_full(exc):
+            raise
+        raise StorageFull(f"{what}: the ledger {ledger.path} could not record the submission "
+                          f"intent ({exc}); nothing was submitted for it. Free space, then run "
+                          "`slurmexp reconcile`, which submits what is missing") from None
     try:
         result = scheduler.submit(req.script, extra_args=list(req.extra_args), cwd=req.cwd)
     except SlurmUnavailable as exc:
@@ -77,8 +87,38 @@ def submit_chunk(ledger: Ledger, scheduler: Any, req: ChunkRequest) -> ChunkOutc
     except SlurmexpError as exc:
         ledger.record_submit_failed(sub_id, exc.message)
         return ChunkOutcome(req, sub_id, REFUSED, error=exc)
-    ledger.record_submitted(sub_id, result.job_id, getattr(result, "submit_time", None))
+    try:
+        ledger.record_submitted(sub_id, result.job_id, getattr(result, "submit_time", None))
+    except (sqlite3.OperationalError, OSError) as exc:
+        if not is_storage_full(exc):
+            raise
+        # sbatch has run: the job exists, and its intent (committed before sbatch) is what
+        # reconcile adopts it by. Nothing is lost and nothing is submitted again.
+        raise StorageFull(f"{what}: sbatch accepted job {result.job_id}, but the ledger "
+                          f"{ledger.path} could not record it ({exc}). Its submission intent "
+                          f"{sub_id} is in the ledger: free space, then run `slurmexp "
+                          f"reconcile`, which adopts job {result.job_id} (never submits it "
+                          "twice) and submits what is missing") from None
     return ChunkOutcome(req, sub_id, SUBMITTED, job_id=str(result.job_id))
+
+
+def unanswered_message(outcome: ChunkOutcome, n_queued: int, n_chunks: int) -> str:
+    """What launch says when sbatch did not answer for a chunk (its intent is left)."""
+    req = outcome.request
+    what = ("did not answer; that array may or may not exist"
+            if getattr(outcome.error, "timed_out", False) else "reached no Slurm controller")
+    return (f"{req.exp_id}: sbatch {what} for chunk {req.chunk} ({outcome.message}); "
+            f"{n_queued} of {n_chunks} array(s) are in the queue. Run `slurmexp reconcile` "
+            "(cron does): it adopts that array if sbatch created it and submits what is "
+            "missing, never twice")
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """A write that failed for want of space: ENOSPC/EDQUOT, or SQLite's "database or disk is
+    full" (SQLITE_FULL)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "full" in str(exc).lower()
 
 
 def stamp_submit_times(ledger: Ledger, scheduler: Any, outcomes: Iterable[ChunkOutcome]) -> int:

@@ -94,6 +94,11 @@ class AttemptsMixin:
                     "UPDATE runs SET reason = ?, updated = ? WHERE exp_id = ? AND run_id = ? "
                     "AND n_attempts = ?",
                     [changed["reason"], now, old["exp_id"], old["run_id"], old["attempt_no"]])
+            if changed.get("submit_time") and old["sub_id"] is not None:
+                # The submission's own time, when its launch died before stamping it: the
+                # attempts learn it from sacct, and their submission is keyed by it too.
+                self.db.execute("UPDATE submissions SET submit_time = ? WHERE sub_id = ? AND "
+                                "submit_time IS NULL", [changed["submit_time"], old["sub_id"]])
             return {**old, **changed}
 
     def _attempt_columns(self) -> list[str]:
@@ -122,12 +127,26 @@ class AttemptsMixin:
     def active_attempts(self, backend: str | Iterable[str] | None = None) -> list[ActiveAttempt]:
         """Every attempt not in a final state, oldest first, with its run's and submission's
         context; only experiments of `backend` (a kind or several) when given."""
-        where, params = [f"a.state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})"], \
-            sorted(TERMINAL_STATES)
+        return self._attempts_in_context(
+            [f"a.state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})"], sorted(TERMINAL_STATES),
+            backend)
+
+    def unconfirmed_cancels(self, since: str, backend: str | Iterable[str] | None = None
+                            ) -> list[ActiveAttempt]:
+        """Attempts `slurmexp cancel` marked CANCELLED since `since` (a ledger timestamp) whose
+        final accounting record has not been seen yet (no end time): a task can end by itself
+        between the squeue and the scancel of a cancel, and then sacct's state wins. Only the
+        run's newest attempt, oldest first."""
+        return self._attempts_in_context(
+            ["a.state = 'CANCELLED'", "a.end_time IS NULL", "a.job_id IS NOT NULL",
+             "a.updated >= ?", "a.attempt_no = r.n_attempts"], [since], backend)
+
+    def _attempts_in_context(self, where: list[str], params: list, backend) -> list[ActiveAttempt]:
+        """Attempts matching `where` with their run's and submission's context, oldest first;
+        only experiments of `backend` (a kind or several) when given."""
         if backend is not None:
             clause, kinds = _in_list("e.backend", backend)
-            where.append(clause)
-            params += kinds
+            where, params = [*where, clause], [*params, *kinds]
         return ActiveAttempt.from_cursor(self.db.execute(
             f"SELECT {ActiveAttempt.select_list('a')} FROM attempts a "
             "JOIN experiments e ON e.exp_id = a.exp_id "

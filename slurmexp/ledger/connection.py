@@ -14,13 +14,16 @@ import os
 import posixpath
 import re
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Self
 
+import slurmexp.ledger.opening as opening
+import slurmexp.ledger.schema as schema
 from slurmexp.errors import Problem, SlurmexpError
-from slurmexp.ledger.schema import migrate, schema_version
+from slurmexp.ledger.schema import build_new, migrate, schema_version
 
 
 def _import_sqlite_utils():
@@ -135,45 +138,129 @@ def choose_journal_mode(fs_type: str | None, override: str | None = None) -> str
     return "DELETE" if is_network_fs(fs_type) else "WAL"
 
 
+# --- making a new ledger file ------------------------------------------------------------
+
+
+def _private(path: Path) -> None:
+    """Ledger, WAL and shared-memory files 0600: sweeps and provenance can be private."""
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(OSError):
+            if p.stat().st_mode & 0o077:
+                os.chmod(p, 0o600)
+
+
+def create_ledger_file(path: Path) -> bool:
+    """Make a complete, empty ledger at `path` if no file is there; True when this call did.
+
+    The schema is built in a private temporary file beside it and hard-linked into place, so
+    the path holds either nothing or a whole ledger, never an empty file a crash left (an
+    empty file at the path therefore means lost content, and is refused). The link also
+    settles a race: when two launches create the same ledger, the one whose link fails uses
+    the other's.
+    """
+    if os.path.lexists(path):
+        return False
+    parent = path.parent
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=parent)  # 0600
+    except OSError as exc:
+        raise opening.cannot_create(path, exc) from None
+    os.close(fd)
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db = sqlite_utils.Database(conn, execute_plugins=False)
+            build_new(db)
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:
+            # A file system without hard links: rename, unless someone was faster.
+            if os.path.lexists(path):
+                return False
+            os.replace(tmp, path)
+        return True
+    except (sqlite3.Error, OSError) as exc:
+        raise opening.cannot_create(path, exc) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 # --- the connection ----------------------------------------------------------------------
 
 
 class LedgerConnection:
-    """One SQLite ledger file. Not shared across threads or forks: open one per process."""
+    """One SQLite ledger file. Not shared across threads or forks: open one per process.
 
-    def __init__(self, path: str | os.PathLike | None = None, *, journal_mode: str | None = None):
+    `mode` (see ledger.opening): "read" never creates or changes anything and works on a
+    ledger this process cannot write; "write" needs an existing, writable ledger; "create"
+    (the default, for the library) also makes a new one where no file exists. A file that is
+    not a whole slurmexp ledger is refused in every mode with a `LedgerError`.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, journal_mode: str | None = None,
+                 mode: str = opening.CREATE):
+        if mode not in opening.MODES:
+            raise ValueError(f"mode must be one of {opening.MODES}, not {mode!r}")
         self.path = Path(path).expanduser() if path is not None else default_ledger_path()
+        self.mode = mode
         self._depth = 0
         self._attempt_cols: list[str] | None = None
-        self._create_file()
+        # Whether this call made the file (launch says so: a mistyped path shows at once).
+        self.created = mode == opening.CREATE and create_ledger_file(self.path)
+        opening.check_file(self.path, mode)
         self.fs_type = detect_fs_type(self.path.parent)
         wanted = choose_journal_mode(
             self.fs_type, journal_mode or os.environ.get("SLURMEXP_JOURNAL_MODE"))
-        # isolation_level=None: no implicit transactions; every write transaction is ours.
-        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-        self.journal_mode = conn.execute(f"PRAGMA journal_mode = {wanted}").fetchone()[0].upper()
-        sync = "NORMAL" if self.journal_mode == "WAL" else "FULL"
-        conn.execute(f"PRAGMA synchronous = {sync}")
-        conn.execute("PRAGMA foreign_keys = ON")
+        uri, can_write = opening.uri(self.path, mode)
         try:
-            migrate(self)
+            # isolation_level=None: no implicit transactions; every write transaction is ours.
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise opening.ledger_error(exc, self.path) from None
+        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        try:
+            self._set_up(conn, wanted, can_write)
+        except sqlite3.Error as exc:
+            self.db.close()
+            raise opening.ledger_error(exc, self.path) from None
         except BaseException:
             self.db.close()
             raise
 
-    def _create_file(self) -> None:
-        # Created by us with 0600 before SQLite sees it: sweeps and provenance can be private.
-        parent = self.path.parent
-        if not parent.exists():
-            os.makedirs(parent, mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-        for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-            with contextlib.suppress(OSError):
-                if p.stat().st_mode & 0o077:
-                    os.chmod(p, 0o600)
+    def _set_up(self, conn: sqlite3.Connection, wanted: str, can_write: bool) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        version = self.schema_version  # the first read: SQLite's own check of the file
+        known = len(schema.MIGRATIONS)
+        if version == 0:
+            tables = [r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            # Only an SQLite file with nothing in it that launch was pointed at becomes a
+            # ledger; never another program's database.
+            if tables or self.mode != opening.CREATE:
+                raise opening.not_a_ledger(self.path, tables)
+        if version > known:
+            raise opening.newer(self.path, version, known)
+        if self.mode == opening.READ:
+            if version < known:
+                if not can_write:
+                    raise opening.older_read_only(self.path, version, known)
+                conn.execute("PRAGMA foreign_keys = ON")
+                migrate(self)  # an upgrade is the one write a read makes, as any newer code would
+            self.journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0].upper()
+            conn.execute("PRAGMA query_only = ON")
+            return
+        self.journal_mode = conn.execute(f"PRAGMA journal_mode = {wanted}").fetchone()[0].upper()
+        sync = "NORMAL" if self.journal_mode == "WAL" else "FULL"
+        conn.execute(f"PRAGMA synchronous = {sync}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate(self)
+        _private(self.path)
 
     def close(self) -> None:
         self.db.close()

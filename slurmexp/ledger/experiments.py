@@ -77,6 +77,7 @@ class ExperimentsMixin:
     @staticmethod
     def _experiment_dict(row: dict) -> dict:
         row["provenance"] = json.loads(row["provenance_json"] or "{}")
+        row["tags"] = json.loads(row.get("tags_json") or "[]")
         return row
 
     def get_experiment(self, exp_id: str, required: bool = False) -> dict | None:
@@ -153,6 +154,31 @@ class ExperimentsMixin:
             self.get_experiment(exp_id, required=True)
             self.db.execute("UPDATE experiments SET settings_json = ? WHERE exp_id = ?",
                             [settings.to_json(), exp_id])
+
+    def set_experiment_meta(self, exp_id: str, tags: Iterable[str] = (), note: str | None = None) -> None:
+        """The experiment's tags (kept in the order given, once each) and note."""
+        tags = list(dict.fromkeys(tags))
+        with self.transaction():
+            self.get_experiment(exp_id, required=True)
+            self.db.execute("UPDATE experiments SET tags_json = ?, note = ? WHERE exp_id = ?",
+                            [json.dumps(tags), note, exp_id])
+
+    def set_experiment_archived(self, exp_id: str, archived: bool) -> None:
+        """Hide the experiment from `status` (its time), or show it again (NULL)."""
+        with self.transaction():
+            self.get_experiment(exp_id, required=True)
+            self.db.execute("UPDATE experiments SET archived = ? WHERE exp_id = ?",
+                            [_now() if archived else None, exp_id])
+            self._event("archived" if archived else "unarchived", exp_id)
+
+    def delete_experiment(self, exp_id: str) -> int:
+        """The experiment and everything of it (runs, submissions, attempts, events) in one
+        transaction; returns the number of runs it had."""
+        with self.transaction():
+            n = self.get_experiment(exp_id, required=True)["n_runs"]
+            for table in ("events", "attempts", "submissions", "runs", "experiments"):
+                self.db.execute(f"DELETE FROM {table} WHERE exp_id = ?", [exp_id])
+        return n
 
     def set_experiment_state(self, exp_id: str, state: str, reason: str | None = None) -> None:
         with self.transaction():

@@ -168,14 +168,33 @@ def collect_git(workdir: Path, out_dir: Path,
 
 
 def distributions() -> list[str]:
-    """Sorted name==version of importable distributions; the first on sys.path wins."""
+    """Sorted name==version of importable distributions; the first on sys.path wins.
+
+    Read from the metadata folders' names (`name-version.dist-info`, as wheels install them)
+    rather than by parsing each METADATA file: a launch in an environment of 350 packages spent
+    0.6 s in the email parser for this list. Only folders whose name does not carry both (old
+    `name.egg-info` of a develop install) have their metadata read."""
     seen: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"] if dist.metadata else None
-        if not name:
+    for entry in sys.path:
+        try:
+            names = sorted(os.listdir(entry or "."))
+        except OSError:
             continue
-        key = re.sub(r"[-_.]+", "-", name).lower()
-        seen.setdefault(key, f"{name}=={dist.version}")
+        for folder in names:
+            if not folder.endswith((".dist-info", ".egg-info")):
+                continue
+            stem = folder.rsplit(".", 1)[0]
+            parts = stem.split("-")
+            if folder.endswith(".dist-info") and len(parts) == 2 and all(parts):
+                name, version = parts[0].replace("_", "-"), parts[1]
+            else:
+                meta = importlib.metadata.PathDistribution(Path(entry or ".", folder))
+                name = (meta.metadata or {}).get("Name") if meta.metadata else None
+                version = meta.version
+                if not name or not version:
+                    continue
+            key = re.sub(r"[-_.]+", "-", name).lower()
+            seen.setdefault(key, f"{name}=={version}")
     return sorted(seen.values(), key=str.lower)
 
 

@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Self
 
 from slurmexp import tags
 
+_FIELDS: dict[type, tuple[str, ...]] = {}   # field names per row class, computed once
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -38,7 +40,7 @@ class Row:
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return _FIELDS.get(cls) or _FIELDS.setdefault(cls, tuple(f.name for f in dataclasses.fields(cls)))
 
     @classmethod
     def select_list(cls, alias: str) -> str:
@@ -62,7 +64,14 @@ class Row:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Not dataclasses.asdict: it deep-copies every value recursively, which was most of
+        # `status EXP --format json` on 100,000 runs. A row's values are scalars or one level
+        # of dict/list (params), copied here so the caller may change them.
+        return {name: _copy(getattr(self, name)) for name in self.fields()}
+
+
+def _copy(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import slurmexp.ledger.opening as opening
 from slurmexp.errors import Problem, SlurmexpError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,9 +123,17 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX experiments_fingerprint ON experiments (fingerprint)")
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    # An experiment's tags (a JSON list, `launch --tag`, [meta] tags) and note (`launch --note`,
+    # [meta] description), which `status --tag` filters on; when `slurmexp archive` hid it.
+    db.execute("ALTER TABLE experiments ADD COLUMN tags_json TEXT")
+    db.execute("ALTER TABLE experiments ADD COLUMN note TEXT")
+    db.execute("ALTER TABLE experiments ADD COLUMN archived TEXT")
+
+
 # Version N is MIGRATIONS[N-1]. Append only: a released migration never changes.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _migration_1, _migration_2, _migration_3, _migration_4]
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
@@ -132,6 +141,15 @@ def schema_version(db: sqlite_utils.Database) -> int:
         return 0
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
+
+
+def build_new(db: sqlite_utils.Database) -> None:
+    """The current schema in an empty database that nobody else sees yet (a new ledger's
+    temporary file): every migration in order, as an old ledger would have got them."""
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value)")
+    for migration in MIGRATIONS:
+        migration(db)
+    db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", [str(len(MIGRATIONS))])
 
 
 def migrate(ledger: LedgerConnection) -> None:
@@ -160,11 +178,7 @@ def migrate(ledger: LedgerConnection) -> None:
             if rebuild:
                 ledger.db.execute("PRAGMA foreign_keys = ON")
     if ledger.schema_version > len(MIGRATIONS):
-        raise SlurmexpError(
-            f"ledger {ledger.path} has schema version {ledger.schema_version}, newer than "
-            f"this slurmexp understands ({len(MIGRATIONS)})",
-            [Problem(str(ledger.path), "meta.schema_version", "written by a newer slurmexp",
-                     fix="upgrade slurmexp, or set SLURMEXP_HOME to use another ledger")])
+        raise opening.newer(ledger.path, ledger.schema_version, len(MIGRATIONS))
 
 
 def _foreign_key_violations(ledger: LedgerConnection) -> set[tuple]:

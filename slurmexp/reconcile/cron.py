@@ -29,6 +29,29 @@ def _cron_escape(text: str) -> str:
     return text.replace("%", "\\%")
 
 
+def _pass_command(ledger_path: str | os.PathLike,
+                  slurmexp_executable: str | os.PathLike | Sequence[str], *,
+                  path_env: str | None = None) -> tuple[Path, str]:
+    """(absolute ledger path, the `env ... slurmexp --ledger L reconcile --quiet` command)."""
+    ledger_path = Path(ledger_path).expanduser().absolute()
+    # The executable, or an argv such as [python, "-m", "slurmexp"] when no console script exists.
+    argv = ([slurmexp_executable] if isinstance(slurmexp_executable, (str, os.PathLike))
+            else list(slurmexp_executable))
+    exe = Path(argv[0]).expanduser()
+    exe = exe if exe.is_absolute() else exe.absolute()
+    words = " ".join(shlex.quote(str(w)) for w in [exe, *argv[1:]])
+    home = os.environ.get("SLURMEXP_HOME") or str(ledger_path.parent)
+    env = [f"PATH={shlex.quote(path_env or os.environ.get('PATH') or '/usr/bin:/bin')}",
+           f"SLURMEXP_HOME={shlex.quote(home)}"]
+    if os.environ.get("SLURM_CONF"):
+        env.append(f"SLURM_CONF={shlex.quote(os.environ['SLURM_CONF'])}")
+    if len(argv) > 1 and os.environ.get("PYTHONPATH"):
+        # `python -m slurmexp` (no console script): the slurmexp it imports is this shell's.
+        env.append(f"PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}")
+    return ledger_path, (f"{' '.join(env)} {words} --ledger {shlex.quote(str(ledger_path))} "
+                         f"reconcile --quiet")
+
+
 def cron_line(every_minutes: int, ledger_path: str | os.PathLike,
               slurmexp_executable: str | os.PathLike | Sequence[str], *, log_path: str | os.PathLike | None = None,
               path_env: str | None = None) -> str:
@@ -38,21 +61,9 @@ def cron_line(every_minutes: int, ledger_path: str | os.PathLike,
     path, and appends its output to `<ledger dir>/reconcile.log`. No flock wrapper: the pass
     takes its own lock, and a pass that finds it held exits 0.
     """
-    ledger_path = Path(ledger_path).expanduser().absolute()
-    # The executable, or an argv such as [python, "-m", "slurmexp"] when no console script exists.
-    argv = ([slurmexp_executable] if isinstance(slurmexp_executable, (str, os.PathLike))
-            else list(slurmexp_executable))
-    exe = Path(argv[0]).expanduser()
-    exe = exe if exe.is_absolute() else exe.absolute()
-    words = " ".join(shlex.quote(str(w)) for w in [exe, *argv[1:]])
+    ledger_path, command = _pass_command(ledger_path, slurmexp_executable, path_env=path_env)
     log = Path(log_path).expanduser().absolute() if log_path else ledger_path.parent / "reconcile.log"
-    home = os.environ.get("SLURMEXP_HOME") or str(ledger_path.parent)
-    env = [f"PATH={shlex.quote(path_env or os.environ.get('PATH') or '/usr/bin:/bin')}",
-           f"SLURMEXP_HOME={shlex.quote(home)}"]
-    if os.environ.get("SLURM_CONF"):
-        env.append(f"SLURM_CONF={shlex.quote(os.environ['SLURM_CONF'])}")
-    command = (f"{' '.join(env)} {words} --ledger {shlex.quote(str(ledger_path))} "
-               f"reconcile --quiet >> {shlex.quote(str(log))} 2>&1")
+    command = f"{command} >> {shlex.quote(str(log))} 2>&1"
     return f"{_schedule(every_minutes)} {_cron_escape(command)} {CRON_MARKER}"
 
 
@@ -90,3 +101,24 @@ def install_cron(line: str, *, crontab: str = "crontab") -> str:
         raise SlurmexpError(f"cron: `crontab -` refused the new table: "
                             f"{(proc.stderr or '').strip()}")
     return text
+
+
+def remove_cron(*, crontab: str = "crontab") -> bool:
+    """Take slurmexp's reconcile line out of the user's crontab; the other lines stay.
+
+    Returns whether there was one."""
+    try:
+        proc = subprocess.run([crontab, "-l"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        return False
+    if proc.returncode != 0:
+        return False
+    lines = proc.stdout.splitlines()
+    kept = [ln for ln in lines if not _is_ours(ln)]
+    if len(kept) == len(lines):
+        return False
+    text = "\n".join(kept) + "\n" if kept else ""
+    proc = subprocess.run([crontab, "-"], input=text, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise SlurmexpError(f"cron: `crontab -` refused the new table: {(proc.stderr or '').strip()}")
+    return True

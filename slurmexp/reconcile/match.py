@@ -13,9 +13,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
-from slurmexp import units
+from slurmexp import layout, units
 from slurmexp.arrays import task_key
 from slurmexp.backends.facts import SacctRow
 from slurmexp.ledger.rows import ActiveAttempt
@@ -229,6 +230,47 @@ def match_rows(attempts: Sequence[ActiveAttempt], rows: Iterable[SacctRow],
 def hms(seconds: float | int | None) -> str:
     """Elapsed seconds as Slurm prints them: "HH:MM:SS", "D-HH:MM:SS"; "?" when unknown."""
     return "?" if seconds is None else units.format_seconds(int(seconds))
+
+
+# base.sh.j2's exit status when it could not write its own files (attempt folder, host,
+# started) and so never ran the command.
+WRAPPER_CANNOT_WRITE = 98
+_FULL_WORDS = ("no space left on device", "disk quota exceeded")
+
+
+def storage_failure(row: SacctRow, tail: str, attempt_dir: Path | None) -> str | None:
+    """Why a FAILED attempt is the file system's failure, not the command's, or None: its task
+    script exited 98 without an exit_code file of the command's (it could not write its files),
+    or its stderr tail says the disk was full or over quota."""
+    if row.state != "FAILED":
+        return None
+    if row.exit_code == WRAPPER_CANNOT_WRITE and not (
+            attempt_dir is not None and (attempt_dir / layout.EXIT_CODE).exists()):
+        where = f" in {attempt_dir}" if attempt_dir is not None else ""
+        return (f"exit code 98: the task script could not write its files{where} (disk full "
+                "or over quota?) and did not run the command; an infrastructure failure")
+    if any(w in tail.lower() for w in _FULL_WORDS):
+        return f"{failure_reason(row, tail)}; the disk was full or over quota: an infrastructure failure"
+    return None
+def closed_after_state_loss(row: SacctRow) -> bool:
+    """Whether a record is slurmdbd's close of a job the controller forgot.
+
+    When slurmctld loses its state while a job is pending and a new job then gets its id,
+    slurmdbd closes the old record as "CANCELLED" (no requester: a person's or an admin's
+    cancel reads "CANCELLED by <uid>"), never started, ended when the new job was submitted
+    (tests/data/captured/22.05/sacct_pending_state_loss.txt). Nobody cancelled it: the job was
+    lost with the controller's state.
+    """
+    if isinstance(row, QueueRecord) or row.state != "CANCELLED":
+        return False
+    return (row.state_raw or "").split() == ["CANCELLED"] and row.start is None \
+        and row.end is not None
+
+
+def state_loss_reason(row: SacctRow) -> str:
+    return (f"LOST: the controller lost its state while the job was pending (slurmdbd closed "
+            f"the record as {row.state_raw or row.state} at {row.end}, never started, when "
+            f"another job was given its id); nobody cancelled it")
 
 
 def failure_reason(row: SacctRow, tail: str = "") -> str | None:

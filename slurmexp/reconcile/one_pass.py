@@ -45,7 +45,7 @@ from slurmexp.reconcile.context import EXIT_ERROR, PassContext, PassSummary, pas
 from slurmexp.reconcile.match import expand_rows, match_rows, queue_record, row_key
 from slurmexp.reconcile.remote_reads import is_remote, read_remote
 from slurmexp.reconcile.resubmit import resubmittable_runs, submit_due, tracked_experiments
-from slurmexp.reconcile.transitions import _transition, chunk_job_name
+from slurmexp.reconcile.transitions import _transition, cancel_watch_s, chunk_job_name
 from slurmexp.states import FINISHED_EXPERIMENT_STATES, STOPPED_EXPERIMENT_STATES, TERMINAL_STATES
 from slurmexp.timeutil import parse_ts, sacct_time, utc_iso
 
@@ -59,9 +59,16 @@ SINCE_MARGIN_S = 300
 # Reading the ledger
 
 
-def _active_attempts(ledger: Ledger, cluster: str | None) -> list[ActiveAttempt]:
+def _active_attempts(ledger: Ledger, cluster: str | None,
+                     cancelled_since: str | None = None) -> list[ActiveAttempt]:
+    """The attempts a pass asks Slurm about: every active one, and those `slurmexp cancel`
+    marked since `cancelled_since` whose final record has not been seen (transitions)."""
     out = []
-    for a in ledger.active_attempts(kind_names(reconciled=True)):
+    kinds = kind_names(reconciled=True)
+    found = ledger.active_attempts(kinds)
+    if cancelled_since:
+        found += ledger.unconfirmed_cancels(cancelled_since, kinds)
+    for a in found:
         if cluster and a.cluster and a.cluster != cluster:
             continue
         # A record Slurm replaced by a requeue is final once its successor exists.
@@ -123,6 +130,18 @@ def reconcile_pass(ledger: Ledger, backend: Any = None, *, dry_run: bool = False
         if not dry_run:
             ledger.record_heartbeat(HEARTBEAT_KIND, summary.ok, summary.to_dict(HEARTBEAT_LIST_LIMIT))
     return summary
+
+
+def refresh_pass(ledger: Ledger) -> list[str]:
+    """`slurmexp status --refresh`: one pass before the table is shown. Returns what the user
+    should be told (a pass that did not run or failed): the table is shown all the same."""
+    summary = reconcile_pass(ledger)
+    if summary.skipped:
+        return ["refresh: another reconcile pass is running; the states are those it left so far"]
+    if summary.error:
+        return [f"refresh: the reconcile pass failed: {summary.error}; the states are those of "
+                f"the last pass that did not"]
+    return []
 
 
 def _run_pass(ctx: PassContext) -> None:
@@ -247,7 +266,8 @@ def _reconcile_cluster(ctx: PassContext) -> None:
 
 
 def _cluster_active(ctx: PassContext) -> list[ActiveAttempt]:
-    return [a for a in _active_attempts(ctx.ledger, ctx.cluster) if a.exp_id in ctx.exps]
+    since = utc_iso(ctx.now - timedelta(seconds=cancel_watch_s(ctx.grace_s)))
+    return [a for a in _active_attempts(ctx.ledger, ctx.cluster, since) if a.exp_id in ctx.exps]
 
 
 def _since(times: Iterable[datetime | None], now: datetime) -> str:

@@ -12,25 +12,24 @@ A retry is decided inside the transaction that records the failed attempt (the r
 to PLANNED with the reason), and submitted later, when its backoff is over: only the affected
 tasks, one sbatch per chunk and resources, intent -> sbatch -> record as launch does. So a
 process killed in between leaves a PLANNED run or an INTENT, both of which the next reconcile
-pass finishes. `retry_experiment` is the same submission asked for by a person.
+pass finishes. `reconcile.retry` is the same submission asked for by a person.
 """
 from __future__ import annotations
 
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from slurmexp import arrays, layout
-from slurmexp.backends.base import backend_kind, kind_names
+from slurmexp.backends.base import kind_names
 from slurmexp.backends.facts import SacctRow
-from slurmexp.errors import Problem, SlurmexpError, SlurmUnavailable
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome, ChunkRequest, stamp_submit_times, submit_chunk
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt, PlannedRun
-from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, remote_key, require_lock
+from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.policy import (
     Escalation,
     RetryDecision,
@@ -41,9 +40,6 @@ from slurmexp.reconcile.policy import (
 from slurmexp.settings import ExperimentSettings
 from slurmexp.states import (
     CHECKPOINTED,
-    FAILED_STATES,
-    FINISHED_EXPERIMENT_STATES,
-    LOST,
     STOPPED_EXPERIMENT_STATES,
     TERMINAL_STATES,
 )
@@ -113,6 +109,8 @@ def schedule_retry(ctx: PassContext, a: ActiveAttempt, state: str, fclass: str |
     n_attempts = ledger.run_n_attempts(a.exp_id, a.run_id)
     if n_attempts is None or n_attempts != int(a.attempt_no):
         return          # a newer attempt (a requeue, a retry) already carries the run
+    if ledger.experiment_state(a.exp_id) in STOPPED_EXPERIMENT_STATES:
+        return          # cancelled (or refused): a run that ended meanwhile is not retried
     decision = _decide(ctx, a, state, fclass, _history(ledger, a.exp_id, a.run_id), rec)
     if decision.retry:
         why = f"{decision.note} after {reason or state}"
@@ -142,7 +140,7 @@ def preview_retry(ctx: PassContext, a: ActiveAttempt, state: str, fclass: str | 
 # Submitting what is due
 
 
-def _open_intent_tasks(ledger: Ledger) -> dict[tuple[str, Any], set[int] | None]:
+def open_intent_tasks(ledger: Ledger) -> dict[tuple[str, Any], set[int] | None]:
     """(exp, chunk) -> task indices covered by INTENT submissions (None: the whole chunk)."""
     out: dict[tuple[str, Any], set[int] | None] = {}
     for s in ledger.intents():
@@ -162,7 +160,7 @@ def resubmittable_runs(ctx: PassContext, only_exp: str | None = None) -> list[Pl
     SUBMITTING and nothing was written for it for `grace_s` (sbatch gives up after 60 s).
     """
     ledger = ctx.ledger
-    covered = _open_intent_tasks(ledger)
+    covered = open_intent_tasks(ledger)
     out = []
     for r in ledger.resubmittable_runs(kind_names(retried=True)):
         if only_exp and r.exp_id != only_exp:
@@ -212,8 +210,10 @@ def _retry_items(ctx: PassContext, runs: list[PlannedRun],
 
 
 def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff: bool = False,
-               sub_ids: list[int] | None = None) -> set[str]:
-    """Submit the PLANNED runs whose retry is due: one sbatch per (chunk, resources)."""
+               sub_ids: list[int] | None = None,
+               failures: list[ChunkOutcome] | None = None) -> set[str]:
+    """Submit the PLANNED runs whose retry is due: one sbatch per (chunk, resources).
+    `sub_ids` and `failures` collect the new submissions and the refused or unanswered ones."""
     ledger, summary = ctx.ledger, ctx.summary
     runs = resubmittable_runs(ctx) if runs is None else runs
     items = _retry_items(ctx, runs, ignore_backoff)
@@ -253,9 +253,13 @@ def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff:
             # The job may exist: the intent stays for the next pass to adopt (or close).
             summary.error = f"sbatch: {outcome.message}"
             summary.exit_code = outcome.error.exit_code
+            if failures is not None:
+                failures.append(outcome)
             summary.act(f"submit {label}: sbatch did not answer; intent {outcome.sub_id} left to adopt")
             break
         if outcome.status == REFUSED:
+            if failures is not None:
+                failures.append(outcome)
             _give_up(ctx, exp_id, group, f"retry refused by sbatch: {outcome.message}")
             summary.warnings.append(f"{label}: refused: {outcome.message}")
             continue
@@ -280,65 +284,3 @@ def _give_up(ctx: PassContext, exp_id: str, group: list[_RetryItem], why: str) -
             run_id = item.run["run_id"]
             history = _history(ledger, exp_id, run_id)
             ledger.set_run_state(exp_id, [run_id], history[-1] if history else "PLANNED", why)
-
-
-# ------------------------------------------------------------------------------------------
-# Manual retry
-
-
-RETRY_WHICH = {
-    "failed": FAILED_STATES - {LOST},
-    "lost": frozenset({LOST}),
-    "all": FAILED_STATES,
-}
-
-
-def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "failed", *,
-                     lock_wait_s: float = 120) -> list[int]:
-    """Resubmit an experiment's finished-but-unsuccessful runs now (one sbatch per chunk).
-
-    which: "failed" (every final state but COMPLETED and LOST), "lost", or "all". Ignores the
-    backoff and the max_attempts limit (a person asked); escalation still applies. Returns the
-    new submissions' ids. Raises SlurmUnavailable when sbatch does not answer: the intent is
-    left for the next reconcile pass to adopt.
-    """
-    if which not in RETRY_WHICH:
-        raise SlurmexpError(f"retry: unknown selection {which!r}",
-                            [Problem("", "which", f"{which!r}", "use failed, lost or all")])
-    exp = ledger.get_experiment(exp_id, required=True)
-    if not backend_kind(exp["backend"]).retried:
-        raise SlurmexpError(
-            f"retry: {exp_id} ran with the {exp['backend']} backend",
-            [Problem("", exp_id, "only Slurm experiments are retried by slurmexp",
-                     fix="launch the sweep again with --new to run it locally once more")])
-    now = datetime.now(timezone.utc)
-    summary = PassSummary(started=utc_iso(now))
-    with pass_lock(ledger, wait_s=lock_wait_s) as got:
-        require_lock(got, ledger, "retry")
-        # Without a backend given, the scheduler of the experiment's own kind and cluster.
-        ctx = PassContext(ledger, backend, summary, now, 0, False, kind=exp["backend"],
-                          cluster=exp.get("cluster") or None)
-        tracked = tracked_experiments(ledger)
-        mine = remote_key(tracked[exp_id]["settings"].remote)
-        # The experiments reached the same way (this machine's Slurm, or one login node).
-        ctx.exps = {k: e for k, e in tracked.items() if remote_key(e["settings"].remote) == mine}
-        runs = ledger.runs(exp_id, state=RETRY_WHICH[which])
-        if not runs:
-            return []
-        if exp["state"] in STOPPED_EXPERIMENT_STATES | FINISHED_EXPERIMENT_STATES:
-            ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry ({which})")
-        ledger.set_run_state(exp_id, [r["run_id"] for r in runs], "PLANNED",
-                             f"manual retry ({which})")
-        wanted = {r["run_id"] for r in runs}
-        planned = [r for r in ledger.planned_runs(exp_id) if r.run_id in wanted]
-        sub_ids: list[int] = []
-        submit_due(ctx, planned, ignore_backoff=True, sub_ids=sub_ids)
-        if sub_ids:
-            ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry of {len(runs)} run(s)")
-        if summary.error:
-            raise SlurmUnavailable(f"retry of {exp_id}: {summary.error}; the submission intent "
-                                   f"was recorded, and `slurmexp reconcile` adopts or replaces it")
-        if summary.warnings and not sub_ids:
-            raise SlurmexpError(f"retry of {exp_id} failed", [
-                Problem("", exp_id, w) for w in summary.warnings])
-        return sub_ids

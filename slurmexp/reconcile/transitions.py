@@ -17,18 +17,37 @@ from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.match import (
     Match,
     attempt_fields,
+    closed_after_state_loss,
     failure_reason,
     is_incomplete,
     row_key,
+    state_loss_reason,
+    storage_failure,
 )
 from slurmexp.reconcile.policy import RetryPolicy
 from slurmexp.reconcile.resubmit import preview_retry, schedule_retry
-from slurmexp.states import CHECKPOINTED, CONTINUABLE_STATES, PROGRESS, TERMINAL_STATES, classify, ledger_state
+from slurmexp.states import (
+    CHECKPOINTED,
+    COMPLETED,
+    CONTINUABLE_STATES,
+    INFRASTRUCTURE,
+    LOST,
+    PROGRESS,
+    TERMINAL_STATES,
+    classify,
+    ledger_state,
+)
 from slurmexp.timeutil import parse_ts, utc_iso
 
+# Allocation states a slurmctld outage can give a job that had ended by itself: the batch step
+# and the attempt's own exit_code file win over them when both say it succeeded.
+CONTRADICTED_STATES = frozenset({"TIMEOUT", "NODE_FAIL"})
 # A job that left both sacct and squeue but whose task wrote its attempt files ran: wait this
 # many grace periods for accounting before calling it lost.
 EVIDENCE_FACTOR = 12
+# An attempt `slurmexp cancel` marked CANCELLED is watched this long (at least) for its final
+# record: a task that ended by itself before the scancel reached it keeps sacct's state.
+CANCEL_WATCH_S = 3600
 STDERR_TAIL_LINES = 5
 STDERR_TAIL_CHARS = 400
 
@@ -135,9 +154,40 @@ def _changed_under_us(ledger: Ledger, a: ActiveAttempt) -> bool:
     return ledger.attempt_state(a.attempt_id) != a.state
 
 
+def cancel_watch_s(grace_s: float) -> float:
+    return max(CANCEL_WATCH_S, grace_s * EVIDENCE_FACTOR)
+
+
+def _confirm_cancel(ctx: PassContext, a: ActiveAttempt, rec: SacctRow | None) -> bool:
+    """An attempt `slurmexp cancel` marked CANCELLED, once its final record is in. A CANCELLED
+    record fills in its columns (the cancel's reason stays); any other final state means the
+    task had ended by itself before the scancel reached it, and sacct's state wins (not
+    retried: the experiment is cancelled). Until then: wait, never LOST."""
+    if rec is None or not rec.known_state or rec.state not in TERMINAL_STATES \
+            or is_incomplete(rec):
+        return False
+    if rec.state == "CANCELLED":
+        fields, reason = attempt_fields(rec), None
+    else:
+        fields, reason, _ = _record_fields(ctx, a, rec, False, in_queue=False)
+        reason = (f"{reason}; " if reason else "") + "it had ended before `slurmexp cancel` reached it"
+        ctx.summary.moved_to(fields["state"], a.exp_id)
+        ctx.summary.act(f"{a.exp_id} {a.run_id} job {a.job_key}: CANCELLED -> {fields['state']} "
+                        f"(sacct: it had ended before the cancel)")
+    if ctx.dry_run:
+        return True
+    with ctx.ledger.transaction():
+        if _changed_under_us(ctx.ledger, a):
+            return False
+        ctx.ledger.update_attempt(a.attempt_id, reason=reason, **fields)
+    return True
+
+
 def _transition(ctx: PassContext, a: ActiveAttempt, match: Match, queued_keys: set[str]) -> bool:
     """Apply what Slurm says about one attempt (and its requeues) in one transaction."""
     rec = match.rows.get(a.attempt_id)
+    if a.state == "CANCELLED":           # marked by `slurmexp cancel`, not yet confirmed
+        return _confirm_cancel(ctx, a, rec)
     later = match.requeues.get(a.attempt_id, [])
     if rec is None:
         return _unmatched(ctx, a, later, queued_keys)
@@ -156,10 +206,27 @@ def _record_fields(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, superseded
         state = rec.state
         reason = f"unknown Slurm state {rec.state_raw or rec.state}; kept and watched"
         return {**fields, "state": state, "failure_class": "unknown"}, reason, "unknown"
+    if closed_after_state_loss(rec):
+        fields.pop("exit_code", None)           # it never ran
+        return ({**fields, "state": LOST, "failure_class": INFRASTRUCTURE},
+                state_loss_reason(rec), INFRASTRUCTURE)
+    if rec.state in CONTRADICTED_STATES and rec.batch_state == COMPLETED \
+            and rec.batch_exit_code == 0 and not rec.batch_signal:
+        folder = _attempt_dir(ctx.ledger, a)
+        if layout.exit_code_written(folder) == 0 and not layout.signals_received(folder):
+            # After a slurmctld outage the controller can close a job that had ended by itself
+            # (its batch script exited 0, and so did the command) as TIMEOUT or NODE_FAIL.
+            return ({**fields, "state": COMPLETED, "exit_code": 0, "failure_class": None},
+                    f"sacct says {rec.state_raw or rec.state} for the allocation, but its batch "
+                    f"step is COMPLETED 0:0 and the attempt's exit_code file says 0 (a "
+                    f"controller outage?): recorded as COMPLETED", None)
     state = ledger_state(rec.state)
     fclass = classify(rec.state, rec.exit_code)
     tail = _tail_for(ctx, a) if rec.state in ("FAILED", "OUT_OF_MEMORY") else ""
     reason = failure_reason(rec, tail)
+    full = storage_failure(rec, tail, _attempt_dir(ctx.ledger, a)) if rec.state == "FAILED" else None
+    if full:                       # a full disk failed it, not the command: retried
+        fclass, reason = "infrastructure", full
     if state in ("PENDING", "RUNNING", "SUSPENDED") and not in_queue and ctx.queue_ok \
             and not superseded and not is_incomplete(rec):
         # sacct says it is going, the controller does not know it: it either just ended

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from slurmexp import units
@@ -73,6 +75,67 @@ def _default_account(facts: ClusterFacts) -> str | None:
             return assoc.account
     accounts = {a.account for a in assocs}
     return accounts.pop() if len(accounts) == 1 else None
+
+
+# The time a sweep gets when neither it nor the default partition's DefaultTime says.
+FALLBACK_TIME_MIN = 60
+
+
+def _defaults(facts: ClusterFacts, default: PartitionFacts, nodes: dict[str, NodeFacts]) -> list[str]:
+    """An explicit [defaults]: what a sweep gets for the [resources] keys it leaves out, each
+    line saying where its value came from, so nothing hidden shows up in an error later."""
+    lines = ["", "# What a sweep gets for each [resources] key it leaves out (explain marks them).",
+             "[defaults]", "cpus = 1"]
+    per_cpu = default.def_mem_per_cpu_mb or facts.def_mem_per_cpu_mb
+    if per_cpu:
+        where = f"partition {default.name}'s" if default.def_mem_per_cpu_mb else "the cluster's"
+        lines += [f"# {where} DefMemPerCPU: memory per CPU asked, as Slurm itself would give",
+                  f"mem_per_cpu = {toml_value(units.format_mem(per_cpu))}"]
+    else:
+        pool = [nodes[n] for n in default.nodes if n in nodes]
+        share = min(n.mem_mb // n.cpus for n in pool)
+        lines += ["# the cluster sets no DefMemPerCPU: a job asking for no memory would get a whole",
+                  f"# node's, one task per node. This is one CPU's share of the smallest node of {default.name}.",
+                  f"mem_per_cpu = {toml_value(units.format_mem(share))}"]
+    if default.default_time_min is not None:
+        minutes = default.default_time_min
+        lines.append(f"# partition {default.name}'s DefaultTime")
+    else:
+        cap = default.max_time_min
+        minutes = FALLBACK_TIME_MIN if cap is None else min(FALLBACK_TIME_MIN, cap)
+        lines.append(f"# partition {default.name} has no DefaultTime (Slurm would give its MaxTime, "
+                     f"{units.format_time(cap)}); at most one hour")
+    lines.append(f"time = {toml_value(units.format_time(minutes))}")
+    return lines
+
+
+def discover_argv(remote: str | None = None, port: int | None = None, identity: str | None = None,
+                  ssh_options: tuple[str, ...] | list[str] = (), remote_root: str | None = None) -> list[str]:
+    """`slurmexp site discover` as a user would type it again, without --output."""
+    argv = ["slurmexp", "site", "discover"]
+    for flag, value in (("--remote", remote), ("--port", port), ("--identity", identity),
+                        ("--remote-root", remote_root)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for opt in ssh_options:
+        argv += ["--ssh-option", opt]
+    return argv
+
+
+def rediscover_fix(path: str, argv: list[str] | None = None) -> str:
+    """The fix for a site file to write again: compare, then replace (discover keeps a file)."""
+    command, out = shlex.join(argv or discover_argv()), shlex.quote(str(path))
+    return f"compare first: diff {out} <({command}); then replace it: {command} -o {out} --force"
+
+
+def refuse_overwrite(output: str, argv: list[str]) -> None:
+    """Refuse to replace an existing file: a site.toml is reviewed and edited after discovery,
+    and discovering again would silently throw that away. The fix compares, then forces."""
+    if not Path(output).expanduser().exists():
+        return
+    raise SlurmexpError(f"{output} exists; discover does not overwrite it", [Problem(
+        output, "", "it may hold edits made since it was discovered", rediscover_fix(output, argv),
+        check="overwrite")])
 
 
 def discover_site(facts: ClusterFacts, *, now: datetime | None = None) -> str:
@@ -142,6 +205,8 @@ def discover_site(facts: ClusterFacts, *, now: datetime | None = None) -> str:
         out.append(f"max_array_size = {facts.max_array_size}")
     if facts.max_job_count:
         out.append(f"max_job_count = {facts.max_job_count}")
+
+    out += _defaults(facts, default, nodes)
 
     for name, node in nodes.items():
         out += _table(["nodes", name], {

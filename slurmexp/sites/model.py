@@ -107,15 +107,31 @@ class Routing(StrictModel):
 
 
 class SiteDefaults(StrictModel):
+    """What a sweep gets for each [resources] key it leaves out (`mem_per_cpu` is memory per
+    CPU asked, as Slurm's DefMemPerCPU; `mem` a fixed amount per task: one of the two)."""
+
     cpus: Annotated[int, Field(ge=1)] = 1
     mem: MemStr | None = None
+    mem_per_cpu: MemStr | None = None
     time: RunTimeStr = "01:00:00"
     qos: SlurmName("qos") | None = None
+
+    @model_validator(mode="after")
+    def _one_mem(self) -> SiteDefaults:
+        if self.mem is not None and self.mem_per_cpu is not None:
+            raise ValueError("set mem (per task) or mem_per_cpu (per CPU), not both")
+        return self
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def mem_mb(self) -> int | None:
         return units.parse_mem(self.mem) if self.mem is not None else None
+
+    def mem_mb_for(self, cpus: int) -> int | None:
+        """The default memory of a task asking for `cpus` CPUs (None: Slurm's own default)."""
+        if self.mem_per_cpu is not None:
+            return units.parse_mem(self.mem_per_cpu) * cpus
+        return self.mem_mb
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -190,6 +206,22 @@ class Site(StrictModel):
     def hash(self) -> str:
         """sha256 of the file text: part of the experiment fingerprint."""
         return hashlib.sha256(self.raw_text.encode("utf-8")).hexdigest()
+
+
+def describe_site(site: Site) -> dict[str, Any]:
+    """What `slurmexp site show` prints: plain data, the same for its table and JSON."""
+    d = site.defaults
+    defaults = {"cpus": d.cpus, "mem": d.mem, "mem_per_cpu": d.mem_per_cpu, "time": d.time, "qos": d.qos}
+    return {
+        "cluster": site.cluster, "path": str(site.path),
+        "partitions": [{"partition": name, "max_time": p.max_time, "nodes": ",".join(p.nodes),
+                        "gpus": ",".join(f"{k}:{v}" for k, v in site.gpu_types(name).items()),
+                        "default": name == site.default_partition} for name, p in site.partitions.items()],
+        "qos": {k: q.model_dump() for k, q in site.qos.items()},
+        "reservations": {k: r.model_dump() for k, r in site.reservations.items()},
+        "routing": {"cpu": list(site.routing.cpu or []), "gpu": list(site.routing.gpu or [])},
+        "defaults": {k: v for k, v in defaults.items() if v is not None},
+    }
 
 
 def _names(data: dict[str, Any], key: str) -> dict[str, Any]:

@@ -97,9 +97,14 @@ def _check_distribution(file: str, name: str, d: Distribution) -> list[Problem]:
         return out
     if d.values is not None:
         bad("values", f"values has no meaning for dist = {d.dist!r}", "remove values, use low/high")
-    for sub in ("low", "high"):
+    for sub, other, example in (("low", d.high, 0), ("high", d.low, 1)):
         if getattr(d, sub) is None:
-            bad(sub, f"dist = {d.dist!r} needs {sub}", f"add {sub} = ...")
+            if other is not None:   # a value on the right side of the other bound
+                example = (other / 10 if sub == "low" else other * 10) if d.dist == "loguniform" and other > 0 \
+                    else other - 1 if sub == "low" else other + 1
+            elif d.dist == "loguniform":
+                example = 1e-5 if sub == "low" else 1.0
+            bad(sub, f"dist = {d.dist!r} needs {sub}", f"add {sub} = {example!r} under [{key}]")
     if d.low is None or d.high is None:
         return out
     if d.dist == "int":
@@ -113,6 +118,22 @@ def _check_distribution(file: str, name: str, d: Distribution) -> list[Problem]:
             bad("", f"low {d.low} must be below high {d.high}", "swap them or widen the range")
         if d.dist == "loguniform" and d.low <= 0:
             bad("low", f"loguniform needs low > 0, got {d.low}", "use e.g. low = 1e-5")
+    return out
+
+
+def _raw_distributions(data: dict[str, Any]) -> list[tuple[str, Distribution]]:
+    from pydantic import ValidationError as PydanticValidationError
+
+    from slurmexp.sweep.spec import Distribution
+
+    sample = data.get("sample")
+    params = sample.get("params") if isinstance(sample, dict) else None
+    out = []
+    for name, raw in (params.items() if isinstance(params, dict) else []):
+        try:
+            out.append((name, Distribution.model_validate(raw)))
+        except PydanticValidationError:
+            pass
     return out
 
 
@@ -199,6 +220,10 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
             add("sample.params", "[sample] has no parameters", "add [sample.params] entries or remove [sample]")
         for name, dist in sample.params.items():
             out += _check_distribution(file, name, dist)
+    else:
+        # [sample] did not validate (a missing seed, one bad dist): its schema problems are
+        # reported already; check each distribution that did validate now, not next round.
+        out += [p for name, dist in _raw_distributions(data) for p in _check_distribution(file, name, dist)]
     for name, keys in defined.items():
         for key in keys[1:]:
             add(key, f"parameter {name!r} is defined in more than one place: {', '.join(keys)}",
@@ -228,6 +253,13 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
         add("resources.gpu_type", f"gpu_type = {res.gpu_type!r} but gpus is {res.gpus or 0}",
             "set gpus = 1 (GPUs per task), or remove gpu_type")
     ckpt = parts.get("checkpoint")
+    if ckpt is not None and res is not None:
+        from slurmexp.sweep.sbatch_options import SIGNAL, option_name
+
+        for i, item in enumerate(res.sbatch):
+            if "signal".startswith(option_name(item)):
+                add(f"resources.sbatch[{i}]", f"{item!r} sets --signal, which slurmexp owns here: "
+                    f"{SIGNAL[0]}", SIGNAL[1])
     if ckpt is not None and res is not None and res.time_min is not None \
             and ckpt.before_s >= res.time_min * 60:
         add("checkpoint.before", f"before = {ckpt.before!r} is not shorter than the time limit "

@@ -121,7 +121,9 @@ def check_size(sweep: Sweep, site: Site) -> int:
     total = count_runs(sweep)
     limits = [(MAX_RUNS, f"slurmexp's limit of {MAX_RUNS:,} runs per sweep", "")]
     if site.max_job_count:
-        limits.append((site.max_job_count, f"the cluster's MaxJobCount ({site.max_job_count}, "
+        # Slurm refuses an array once jobs + its tasks would reach MaxJobCount (`>=`), so at
+        # most MaxJobCount - 1 runs can ever be queued; MaxSubmitJobs refuses only past it.
+        limits.append((site.max_job_count - 1, f"the cluster's MaxJobCount ({site.max_job_count}, "
                        f"max_job_count in {site.path})", "or ask the admins to raise MaxJobCount"))
     if site.max_submit_jobs:
         limits.append((site.max_submit_jobs, f"MaxSubmitJobs per user ({site.max_submit_jobs}, "
@@ -157,16 +159,21 @@ def make_plan(sweep: Sweep, site: Site) -> Plan:
 
 
 def _resources_line(res: Resources) -> str:
-    parts = [f"cpus {res.cpus}"]
-    if res.mem_mb is not None:
-        parts.append(f"mem {units.format_mem(res.mem_mb)}")
-    parts.append(f"time {units.format_time(res.time_min)}")
+    def mark(name: str, text: str) -> str:
+        return f"{text}*" if name in res.defaulted else text
+
+    parts = [mark("cpus", f"cpus {res.cpus}")]
+    parts.append(mark("mem", f"mem {units.format_mem(res.mem_mb)}") if res.mem_mb is not None
+                 else "mem unset (Slurm's DefMemPerCPU, or a whole node)")
+    parts.append(mark("time", f"time {units.format_time(res.time_min)}"))
     if res.gres:
         parts.append(f"gres {res.gres}")
     parts.append(f"nodes {res.nodes}")
     for name in ("qos", "account", "reservation", "constraint"):
         if getattr(res, name):
-            parts.append(f"{name} {getattr(res, name)}")
+            parts.append(mark(name, f"{name} {getattr(res, name)}"))
+    if res.sbatch:
+        parts.append(f"sbatch {' '.join(res.sbatch)}")
     return ", ".join(parts)
 
 
@@ -181,6 +188,8 @@ def describe(plan: Plan) -> str:
         lines += ["", f"group {number}: {size} run{'s' * (size != 1)} -> partition {placement.partition}"]
         if chunks:
             lines.append(f"  resources: {_resources_line(chunks[0].resources)}")
+            if chunks[0].resources.defaulted:
+                lines.append("    (* from site.toml, [defaults] or account: not set in the sweep's [resources])")
         if placement.partition in placement.excluded:
             lines.append("  NO PARTITION CAN TAKE THESE RUNS (validation will refuse this plan)")
         if placement.reasons:
@@ -193,4 +202,21 @@ def describe(plan: Plan) -> str:
             first, last = c.runs[0], c.runs[-1]
             lines.append(f"  chunk {c.chunk}: --array={c.array_spec}  runs {c.offset}-{c.offset + c.size - 1} "
                          f"of the group ({first.run_id} .. {last.run_id})")
+    return "\n".join(lines)
+
+
+def describe_checkpoint(sweep: Sweep) -> str:
+    """The [checkpoint] table in words, for --dry-run and `slurmexp explain`."""
+    c, r = sweep.checkpoint, sweep.retry
+    assert c is not None
+    lines = [f"checkpoint: Slurm sends SIG{c.signal} {c.before_s}s before the time limit "
+             f"(sbatch --signal=B:{c.signal}@{c.before_s}; Slurm may send it up to a minute "
+             f"earlier); the task script forwards it to the command's process group and waits",
+             "  each run gets $SLURMEXP_CHECKPOINT_DIR (kept across attempts) and $SLURMEXP_ATTEMPT"]
+    if c.requeue:
+        lines.append(f"  requeue: an attempt that received it (or a preemption's SIGTERM) and did "
+                     f"not complete is continued as the next attempt, without escalation or "
+                     f"backoff, up to {r.max_attempts} attempts")
+    else:
+        lines.append("  requeue = false: a signalled attempt ends as Slurm says ([retry] decides)")
     return "\n".join(lines)

@@ -29,6 +29,16 @@ class Resources:
     reservation: str | None = None
     constraint: str | None = None
     nodes: int = 1
+    sbatch: tuple[str, ...] = ()        # [resources] sbatch: raw options, as written
+    # The names above the sweep left out and site.toml's [defaults] filled in ("time", "mem",
+    # "cpus", "qos", "account"): messages say where such a value came from.
+    defaulted: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def shown(self, name: str, text: str) -> str:
+        """`text` (e.g. "time 01:00:00"), saying so when the value is site.toml's default."""
+        if name not in self.defaulted:
+            return text
+        return f"{text} (from site.toml {'account' if name == 'account' else '[defaults]'})"
 
     @property
     def gres(self) -> str | None:
@@ -55,11 +65,17 @@ class Placement:
 def requested_resources(sweep: Sweep, site: Site) -> Resources:
     """The sweep's request with site defaults filled in; partition is "" unless asked for."""
     asked, defaults = sweep.resources, site.defaults
+    cpus = asked.cpus or defaults.cpus
+    mem_mb = asked.mem_mb if asked.mem_mb is not None else defaults.mem_mb_for(cpus)
+    filled = {"time": asked.time_min is None, "cpus": not asked.cpus,
+              "mem": asked.mem_mb is None and mem_mb is not None,
+              "qos": not asked.qos and defaults.qos is not None,
+              "account": not asked.account and site.account is not None}
     return Resources(
         partition=asked.partition or "",
         time_min=asked.time_min if asked.time_min is not None else defaults.time_min,
-        cpus=asked.cpus or defaults.cpus,
-        mem_mb=asked.mem_mb if asked.mem_mb is not None else defaults.mem_mb,
+        cpus=cpus,
+        mem_mb=mem_mb,
         gpus=asked.gpus or 0,
         gpu_type=asked.gpu_type,
         qos=asked.qos or defaults.qos,
@@ -67,6 +83,8 @@ def requested_resources(sweep: Sweep, site: Site) -> Resources:
         reservation=asked.reservation,
         constraint=asked.constraint,
         nodes=asked.nodes or 1,
+        sbatch=tuple(asked.sbatch),
+        defaulted=frozenset(k for k, v in filled.items() if v),
     )
 
 
@@ -103,9 +121,11 @@ def route_problems(res: Resources, site: Site, partition: str | None = None) -> 
     part = site.partitions[partition]
     problems: list[str] = []
     if part.max_time_min is not None and res.time_min > part.max_time_min:
-        problems.append(f"time {units.format_time(res.time_min)} over max_time {part.max_time}")
+        problems.append(f"{res.shown('time', f'time {units.format_time(res.time_min)}')} "
+                        f"over max_time {part.max_time}")
     if res.qos and part.allow_qos and res.qos not in part.allow_qos:
-        problems.append(f"qos {res.qos} not allowed here (allow_qos: {', '.join(part.allow_qos)})")
+        problems.append(f"{res.shown('qos', f'qos {res.qos}')} not allowed here "
+                        f"(allow_qos: {', '.join(part.allow_qos)})")
     pool = site.partition_nodes(partition)
     if res.reservation:
         resv = site.reservations.get(res.reservation)
@@ -137,10 +157,10 @@ def route_problems(res: Resources, site: Site, partition: str | None = None) -> 
                 problems.append(f"not enough GPUs on any one node: asked {res.gpus}, at most {most} per node")
     most_cpus = max(n.cpus for n in pool)
     if res.cpus > most_cpus:
-        problems.append(f"cpus {res.cpus} over every node (at most {most_cpus} per node)")
+        problems.append(f"{res.shown('cpus', f'cpus {res.cpus}')} over every node (at most {most_cpus} per node)")
     most_mem = max(n.mem_mb for n in pool)
     if res.mem_mb is not None and res.mem_mb > most_mem:
-        problems.append(f"mem {units.format_mem(res.mem_mb)} over every node "
+        problems.append(f"{res.shown('mem', f'mem {units.format_mem(res.mem_mb)}')} over every node "
                         f"(at most {units.format_mem(most_mem)} per node)")
     need = _features(res.constraint)
     if need and not any(need <= set(n.features) for n in pool):
@@ -152,9 +172,25 @@ def route_problems(res: Resources, site: Site, partition: str | None = None) -> 
     return problems
 
 
+def _held(site: Site, res: Resources) -> dict[str, str]:
+    """Node -> the reservation holding it, for the reservations this request does not use: a
+    job outside a reservation does not run on its nodes while it lasts."""
+    held: dict[str, str] = {}
+    for name, resv in site.reservations.items():
+        if name != res.reservation:
+            for node in resv.nodes:
+                held.setdefault(node, name + (f" until {resv.end.isoformat(sep=' ')}" if resv.end else ""))
+    return held
+
+
 def _fit_reasons(res: Resources, site: Site, partition: str) -> list[str]:
     part = site.partitions[partition]
-    fitting = ", ".join(n.name for n in _pool(res, site, partition) if _node_fits(n, res))
+    fits = [n.name for n in _pool(res, site, partition) if _node_fits(n, res)]
+    held = _held(site, res)
+    free = [n for n in fits if n not in held]
+    fitting = ", ".join(free) or "no node outside a reservation (the runs wait for it to end)"
+    if len(free) < len(fits):
+        fitting += "; not " + ", ".join(f"{n} (reservation {held[n]})" for n in fits if n in held)
     if res.gpus:
         reasons = [f"GPU run: {res.gpu_type or 'gpu'} x{res.gpus} found on {fitting}"]
     else:

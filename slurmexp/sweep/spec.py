@@ -28,6 +28,7 @@ from slurmexp.sweep.checks import (
     check_sweep,
     output_dir_problem,
 )
+from slurmexp.sweep.sbatch_options import SbatchOption
 from slurmexp.sweep.slurm_names import SlurmName
 from slurmexp.sweep.strict_toml import (
     FixError,
@@ -181,6 +182,9 @@ class ResourceRequest(StrictModel):
     constraint: SlurmName("constraint") | None = None
     nodes: Annotated[int, Field(ge=1)] | None = None
     array_parallelism: Annotated[int, Field(ge=1)] | None = None
+    # Raw sbatch options for every chunk, e.g. ["--exclusive", "--mail-type=END"]
+    # (sweep.sbatch_options: refused when slurmexp writes the option itself).
+    sbatch: list[SbatchOption] = Field(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -237,6 +241,33 @@ class ProvenanceSpec(StrictModel):
     secret_patterns: list[Text] = Field(default_factory=_default_secret_patterns)
 
 
+def _tag(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}", value):
+        kept = re.sub(r"[^A-Za-z0-9_.:+-]+", "-", value).strip("-_.:+")[:64]
+        raise FixError(f"tag {value!r}: letters, digits and _ . : + - only, starting with a letter "
+                       f"or digit, 64 at most", suggest=kept or None)
+    return value
+
+
+TagStr = Annotated[str, Strict(), AfterValidator(_tag)]
+
+
+def check_tag(value: str) -> str | None:
+    """Why `value` cannot be a tag (with the fix), or None (for `launch --tag`)."""
+    try:
+        _tag(value)
+    except FixError as exc:
+        return f"{exc}" + (f"; write {exc.suggest!r}" if exc.suggest else "")
+    return None
+
+
+class MetaSpec(StrictModel):
+    """`[meta]`: what `slurmexp status` shows and filters on. Not part of the fingerprint."""
+
+    tags: list[TagStr] = Field(default_factory=list)
+    description: Annotated[str, Strict()] | None = None
+
+
 class Sweep(StrictModel):
     name: NameStr
     # One of command and function (check_sweep says so). A blank command is refused there too.
@@ -256,6 +287,7 @@ class Sweep(StrictModel):
     retry: RetrySpec = Field(default_factory=RetrySpec)
     checkpoint: CheckpointSpec | None = None
     provenance: ProvenanceSpec = Field(default_factory=ProvenanceSpec)
+    meta: MetaSpec = Field(default_factory=MetaSpec)
     # Filled in by the loader, never read from the file.
     path: Path
     raw_text: str
@@ -282,10 +314,12 @@ class Sweep(StrictModel):
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able, key-sorted view for fingerprinting: equal meaning gives equal dicts."""
-        data = self.model_dump(mode="json", exclude={"path", "raw_text", "provenance"})
+        data = self.model_dump(mode="json", exclude={"path", "raw_text", "provenance", "meta"})
         if data.get("checkpoint") is None:
             # Absent, as before [checkpoint] existed: a sweep without it keeps its identity.
             data.pop("checkpoint", None)
+        if not data["resources"].get("sbatch"):
+            data["resources"].pop("sbatch", None)       # the same, for [resources] sbatch
         return json.loads(json.dumps(data, sort_keys=True))
 
 

@@ -129,6 +129,13 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
+def _example(model: type[BaseModel] | None, key: str) -> str:
+    """A value a missing key could take, as TOML ("..." when its type says nothing)."""
+    field = model.model_fields.get(key) if model is not None else None
+    tp = _unwrap(field.annotation) if field is not None else None
+    return {int: "1", float: "1.0", bool: "true"}.get(tp, "...")
+
+
 def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
@@ -175,7 +182,11 @@ def _type_fix(last: str | None, expected: str, value: Any) -> str:
         text = "true" if value is True else "false" if value is False else repr(value)
         return f'put it in quotes: {lhs}"{text}"'
     if expected in ("an integer", "a number") and isinstance(value, str):
-        return f"write the number without quotes: {lhs}{value.strip()}"
+        try:
+            number = int(value.strip()) if expected == "an integer" else float(value.strip())
+        except ValueError:  # "one", "1.5" for an integer: no number to unquote; give one
+            return f"write a {'whole ' if expected == 'an integer' else ''}number without quotes, e.g. {lhs}1"
+        return f"write the number without quotes: {lhs}{number!r}"
     if expected == "true or false" and isinstance(value, str):
         return f"write {lhs}true or {lhs}false, without quotes"
     if expected == "an array" and last and not isinstance(value, (list, dict)):
@@ -197,9 +208,10 @@ def problems_from_error(err: ValidationError, root: Any, file: str, prefix: tupl
             problems.append(unknown_key_problem(file, loc[:-1], str(loc[-1]), allowed))
             continue
         if kind == "missing":
+            example = _example(_model_at(root, tuple(e["loc"])[:-1]), last)
             problems.append(Problem(file, key, f"required key {last!r} is missing",
-                                    f"add {last} = ... under [{key_path(*loc[:-1])}]" if loc[:-1]
-                                    else f"add {last} = ... at the top of the file",
+                                    f"add {last} = {example} under [{key_path(*loc[:-1])}]" if loc[:-1]
+                                    else f"add {last} = {example} at the top of the file",
                                     check="missing_key"))
             continue
         if kind in _EXPECTED:
@@ -226,6 +238,11 @@ def problems_from_error(err: ValidationError, root: Any, file: str, prefix: tupl
             message = f"{last} must not be empty"
         elif kind == "literal_error":
             message = f"{last} must be one of {ctx.get('expected')}, got {value!r}"
+            choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+            if choices and isinstance(loc[-1], str):
+                best = difflib.get_close_matches(str(value), choices, n=1, cutoff=0) or choices
+                problems.append(Problem(file, key, message, f"{last} = {toml_value(best[0])}", check="value"))
+                continue
         else:
             message = f"{last}: {e['msg']}"
         problems.append(Problem(file, key, message, check="value"))
@@ -334,10 +351,15 @@ def _slurm_time(value: str) -> str:
 
 
 def _finite_time(value: str) -> str:
-    minutes = units.parse_time(value)
+    formats = '"MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM" or "D-HH:MM:SS"'
+    try:
+        minutes = units.parse_time(value)
+    except ValueError as exc:   # its list of formats ends in UNLIMITED, which a run may not ask for
+        raise FixError(str(exc).replace(units.TIME_FORMATS, formats), f"a finite time: {formats}",
+                       suggest="01:00:00") from None
     if minutes is None:
-        raise ValueError(f"{value!r}: a run must ask for a finite time so Slurm can schedule it "
-                         f"(e.g. \"1-00:00:00\")")
+        raise FixError(f"{value!r}: a run must ask for a finite time so Slurm can schedule it",
+                       suggest="1-00:00:00")
     if minutes == 0:
         raise ValueError(f"{value!r} is zero minutes (Slurm would read it as no limit); "
                          f"give the time the run needs")

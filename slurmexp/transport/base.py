@@ -63,6 +63,9 @@ class CommandResult:
     stdout: str
     stderr: str
     seconds: float = 0.0
+    # The stderr line that made the transport stop the command (see `Transport.run`'s
+    # `stop_on`); None when it ran to its end.
+    stopped_on: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,10 +84,15 @@ class Transport(Protocol):
         ...
 
     def run(self, argv: Sequence[str], *, timeout: float, stdin: str | None = None,
-            cwd: RemotePath | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
+            cwd: RemotePath | None = None, env: Mapping[str, str] | None = None,
+            stop_on: Sequence[str] = ()) -> CommandResult:
         """Run argv (no shell) and wait for it. `env` is added to the environment; `stdin` is
         sent as its input (else it reads nothing). Raises CommandTimeout, CommandNotFound, or
-        TransportError (e.g. `cwd` does not exist); a non-zero exit status is not an error."""
+        TransportError (e.g. `cwd` does not exist); a non-zero exit status is not an error.
+
+        `stop_on`: lower-case phrases; as soon as a line of the command's stderr contains one,
+        the command is killed and the result (returncode -9) carries that line in `stopped_on`.
+        sbatch's own retry loop is cut short this way (see the Slurm backend's `submit`)."""
         ...
 
     def read_text(self, path: RemotePath) -> str:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
@@ -68,7 +69,8 @@ class LocalTransport:
 
     # --- commands -----------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, timeout: float, stdin: str | None = None,
-            cwd: RemotePath | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
+            cwd: RemotePath | None = None, env: Mapping[str, str] | None = None,
+            stop_on: Sequence[str] = ()) -> CommandResult:
         args = _argv(argv)
         exe = os.path.basename(args[0])
         workdir = self.path(cwd) if cwd is not None else self._root
@@ -88,6 +90,8 @@ class LocalTransport:
             raise CommandNotFound(f"{exe}: not executable here (permission denied)", exe) from None
         except OSError as exc:
             raise TransportError(f"{exe}: could not be started: {exc.strerror or exc}") from exc
+        if stop_on:
+            return _watch(proc, args, stdin, timeout, tuple(p.lower() for p in stop_on), started)
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -164,6 +168,58 @@ class LocalTransport:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TransportError(f"cannot create {p}: {exc.strerror or exc}") from exc
+
+
+def _watch(proc: subprocess.Popen, args: list[str], stdin: str | None, timeout: float,
+           stop_on: tuple[str, ...], started: float) -> CommandResult:
+    """`run` reading stderr line by line: the group is killed the moment a line contains one of
+    `stop_on` (or at the timeout). stdout is read by a thread of its own, so neither pipe can
+    fill up and block the command."""
+    out: list[str] = []
+    err: list[str] = []
+    hit: list[str] = []
+    done = threading.Event()
+
+    def read_out() -> None:
+        with contextlib.suppress(Exception):
+            out.append(proc.stdout.read())
+
+    def read_err() -> None:
+        with contextlib.suppress(Exception):
+            for line in proc.stderr:
+                err.append(line)
+                if any(p in line.lower() for p in stop_on):
+                    hit.append(line.strip())
+                    break
+        done.set()
+
+    readers = [threading.Thread(target=read_out, daemon=True),
+               threading.Thread(target=read_err, daemon=True)]
+    for t in readers:
+        t.start()
+    try:
+        if proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(stdin or "")
+                proc.stdin.close()
+        finished = done.wait(timeout)
+        if not hit:
+            # stderr closed: the command is ending; wait for it within what is left of the time.
+            proc.wait(max(timeout - (time.monotonic() - started), 0.1) if finished else 0)
+        else:
+            _kill_group(proc)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        exe = os.path.basename(args[0])
+        raise CommandTimeout(f"{exe} did not finish within {timeout:g}s and was killed",
+                             exe, timeout) from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    for t in readers:
+        t.join(1)
+    return CommandResult(tuple(args), -9 if hit else proc.returncode, "".join(out), "".join(err),
+                         time.monotonic() - started, stopped_on=hit[0] if hit else None)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

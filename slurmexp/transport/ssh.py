@@ -214,7 +214,10 @@ class SshTransport:
 
     # --- the Transport interface --------------------------------------------------------
     def run(self, argv: Sequence[str], *, timeout: float, stdin: str | None = None,
-            cwd: RemotePath | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
+            cwd: RemotePath | None = None, env: Mapping[str, str] | None = None,
+            stop_on: Sequence[str] = ()) -> CommandResult:
+        # `stop_on` is accepted but not applied: the remote command's stderr comes back only
+        # when it ends, so over SSH it runs to its end or its timeout.
         args = tuple(_argv(argv))
         started = time.monotonic()
         res = self.batch([Op("run", argv=args, cwd=None if cwd is None else str(cwd),

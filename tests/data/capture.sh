@@ -5,7 +5,7 @@
 # find; nothing here resets or stops the cluster, but `fail-node c2` briefly takes c2 down.
 #
 #   bash tests/data/capture.sh [SECTION...]      (default: all sections, in this order)
-#   sections: version static sbatch pending array simple nodefail preempt timeout; and, only
+#   sections: version static sbatch pending array simple nodefail preempt timeout limits; and, only
 #   when named, ctlddown (stops and restarts slurmctld: never on the shared native cluster)
 #   SX_CAPTURE_OUT=DIR overrides the output folder (default: tests/data/captured/<version>, the
 #                      Slurm release sinfo reports, e.g. 22.05)
@@ -95,7 +95,37 @@ sec_ctlddown() {
     bash "${CLUSTER_SH[@]}" stop-ctld
     squeue "--clusters=$cluster" -h >/dev/null 2>"$OUT/squeue_clusters_ctld_down.txt" || true
     squeue -h >/dev/null 2>"$OUT/squeue_ctld_down.txt" || true
+    sbatch "--clusters=$cluster" --parsable --output=/dev/null --job-name=sx-test-cap-down --wrap true \
+        >/dev/null 2>"$OUT/sbatch_clusters_ctld_down.txt" || true
+    sbatch --parsable --output=/dev/null --job-name=sx-test-cap-down --wrap true \
+        >/dev/null 2>"$OUT/sbatch_ctld_down.txt" || true
     bash "${CLUSTER_SH[@]}" restart-ctld
+}
+
+sec_limits() {
+    # sbatch refused by a submit limit, and by a full queue. A QOS of its own with
+    # MaxSubmitJobsPerUser=1 (removed again at the end) gives the first without touching
+    # anybody else's limits; the second fills the controller up to MaxJobCount with held
+    # arrays (each task counts) for the ~2 minutes sbatch spends retrying, then cancels them.
+    say "sbatch refused by MaxSubmitJobsPerUser, and by MaxJobCount"
+    local max_count max_array size held=() i job
+    sacctmgr -i add qos sxcaplimit MaxSubmitJobsPerUser=1 >/dev/null
+    sacctmgr -i modify user root where account=research set qos+=sxcaplimit >/dev/null
+    sleep 2  # slurmdbd pushes the new QOS and association to slurmctld
+    sbatch --parsable --output=/dev/null --job-name=sx-test-cap-limit --qos=sxcaplimit --hold \
+        --array=0-3 --wrap true >/dev/null 2>"$OUT/sbatch_max_submit_refused.txt" || true
+    sacctmgr -i modify user root where account=research set qos-=sxcaplimit >/dev/null
+    sacctmgr -i delete qos sxcaplimit >/dev/null
+    max_count="$(scontrol show config | awk '$1 == "MaxJobCount" {print $3}')"
+    max_array="$(scontrol show config | awk '$1 == "MaxArraySize" {print $3}')"
+    size=$((max_array - 1))
+    for i in $(seq $((max_count / size + 1))); do
+        job="$(sbatch --parsable --output=/dev/null --job-name=sx-test-cap-fill --hold \
+            "--array=0-$((size - 1))" --wrap true 2>"$OUT/sbatch_queue_full.txt")" || break
+        held+=("${job%%;*}")
+    done
+    say "queue filled with ${#held[@]} held arrays of $size; sbatch retried until it gave up"
+    [ ${#held[@]} -gt 0 ] && scancel "${held[@]}"
 }
 
 sec_static() {
@@ -239,7 +269,7 @@ sec_timeout() {
 }
 
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(version static sbatch pending array simple nodefail preempt timeout)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(version static sbatch pending array simple nodefail preempt timeout limits)
 for s in "${SECTIONS[@]}"; do "sec_$s"; done
 
 cat "$OUT"/sacct_{completed_array,failed,cancelled,gpu,node_fail,preempted,timeout}.txt \

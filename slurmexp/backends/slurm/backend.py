@@ -6,7 +6,7 @@ does not answer looks like (SlurmUnavailable: retry later, never a job failure),
 looks like (SlurmCommandError with Slurm's own words), and which time format the output is in;
 it also keeps the call log (`CALLS`, `CALL_COUNTS`) that tests and diagnostics read. The command
 itself runs wherever the backend's transport runs it: this machine (`LocalTransport`, the
-default) or, later, a login node over SSH.
+default) or a login node over SSH.
 
 Queries are batched: one sacct/squeue call for all the jobs asked about, since a login node
 shared by hundreds of users is where per-job polling hurts the scheduler most.
@@ -25,7 +25,7 @@ from pathlib import PurePath
 from typing import Sequence
 
 from slurmexp.backends.facts import ClusterFacts, SacctRow, SqueueRow, SubmitResult
-from slurmexp.backends.slurm import commands, facts_cache
+from slurmexp.backends.slurm import commands, facts_cache, failures
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
 from slurmexp.transport.base import (
@@ -85,21 +85,26 @@ def default_transport() -> Transport:
 
 def run_slurm(argv: Sequence[str], *, timeout: float = 60, check: bool = True,
               cwd: str | PurePath | None = None, transport: Transport | None = None,
-              stdin: str | None = None) -> CommandResult:
+              stdin: str | None = None, stop_on: Sequence[str] = ()) -> CommandResult:
     """Run one Slurm command (argv, no shell) through `transport` (default: this machine),
     with ISO timestamps in its output.
 
     Raises SlurmUnavailable when the command is missing, times out, or says a daemon did not
-    answer; SlurmCommandError for any other non-zero exit when `check`; the transport's own
-    TransportError when it could not run the command at all (e.g. `cwd` does not exist).
+    answer; when `check`, SlurmQueueLimit for a queue limit (MaxJobCount, MaxSubmitJobs) and
+    SlurmCommandError for any other non-zero exit; the transport's own TransportError when it
+    could not run the command at all (e.g. `cwd` does not exist). `stop_on`: stderr phrases
+    at which the command is killed and judged on what it printed so far (`Transport.run`).
     """
     argv = list(argv)
     transport = transport or default_transport()
     command = os.path.basename(argv[0]) if argv else "?"
     where = "here" if transport.name == "local" else f"on {transport.name}"
+    if transport.name == "local":
+        failures.check_slurm_conf(command)
     started = time.monotonic()
+    extra = {"stop_on": tuple(stop_on)} if stop_on else {}
     try:
-        proc = transport.run(argv, timeout=timeout, cwd=cwd, stdin=stdin, env=SLURM_ENV)
+        proc = transport.run(argv, timeout=timeout, cwd=cwd, stdin=stdin, env=SLURM_ENV, **extra)
     except CommandNotFound:
         _record(command, started, None)
         raise SlurmUnavailable(
@@ -107,9 +112,11 @@ def run_slurm(argv: Sequence[str], *, timeout: float = 60, check: bool = True,
             f"(this is not a job failure)") from None
     except CommandTimeout:
         _record(command, started, None)
-        raise SlurmUnavailable(
+        exc = SlurmUnavailable(
             f"{command} did not answer within {timeout:g}s; the Slurm controller or database "
-            f"may be overloaded or down (this is not a job failure)") from None
+            f"may be overloaded or down (this is not a job failure)")
+        exc.timed_out = True
+        raise exc from None
     except TransportUnreachable as exc:
         # The cluster's machine could not be reached: nothing ran, nothing is known.
         _record(command, started, None)
@@ -119,32 +126,14 @@ def run_slurm(argv: Sequence[str], *, timeout: float = 60, check: bool = True,
         raise
     _record(command, started, proc.returncode)
     if proc.returncode != 0:
-        stderr = (proc.stderr or "").strip()
-        if sp.classify_error(stderr) == "unavailable":
-            raise SlurmUnavailable(
-                f"{command} could not reach a Slurm daemon (this is not a job failure): "
-                f"{stderr or 'no message'}")
-        if check:
-            raise SlurmCommandError(f"{command} failed (exit {proc.returncode}): "
-                                    f"{stderr or (proc.stdout or '').strip() or 'no message'}")
+        error = failures.error_for(command, proc, check=check)
+        if error is not None:
+            raise error
     return proc
 
 
-def _chunks(ids: Sequence[str], limit: int | None = None) -> list[list[str]]:
-    limit = limit or MAX_ARG_BYTES
-    chunks: list[list[str]] = []
-    current: list[str] = []
-    size = 0
-    for job in ids:
-        extra = len(job) + 1
-        if current and size + extra > limit:
-            chunks.append(current)
-            current, size = [], 0
-        current.append(job)
-        size += extra
-    if current:
-        chunks.append(current)
-    return chunks
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    return commands.split_ids(ids, MAX_ARG_BYTES)
 
 
 def _unique(ids: Sequence[str]) -> list[str]:
@@ -231,7 +220,10 @@ class SlurmBackend:
         """sbatch --parsable. A timeout raises SlurmUnavailable although the job may exist:
         the caller finds it later by its tag (job name / comment) instead of submitting twice."""
         argv = commands.sbatch(script, cluster=self.cluster_flag, extra_args=extra_args)
-        proc = self._run(argv, timeout=timeout, cwd=cwd)
+        # sbatch retries a full queue by itself for two minutes (sleeping 1, 2, ... 15 s) with
+        # nothing to show for it; it is stopped at its first "sleeping and retrying", while it
+        # sleeps and before it asks again, so no job can have been created.
+        proc = self._run(argv, timeout=timeout, cwd=cwd, stop_on=sp.SBATCH_RETRYING)
         result = sp.parse_sbatch_parsable(proc.stdout)
         if result.cluster is None and self.cluster:
             result.cluster = self.cluster
@@ -357,28 +349,35 @@ class SlurmBackend:
 
         With `max_age_s` the sacctmgr parts (QOS, associations) may come from a cache no older
         than that (`facts_cache`; `cached_age_s` then says how old they are), and what is read
-        fresh refills it; 0 reads fresh and refills. None (the default) leaves the cache alone."""
+        fresh refills it; 0 reads fresh and refills. None (the default) leaves the cache alone.
+        A controller not answering (scontrol, squeue) raises SlurmUnavailable naming the first
+        such command: nothing more is asked. slurmdbd's (sacctmgr) only skips QOS and assocs."""
         user = user or self.user
         queries = commands.cluster_facts(user, self.cluster_flag)
         # The cache's key (a PATH lookup among others) only when a caller uses the cache.
         cache_path = self._facts_cache_path(user) if max_age_s is not None else None
         cached = facts_cache.load(cache_path, queries, max_age_s) if max_age_s else None
         texts: dict[str, str | None] = dict(cached[0]) if cached else {}
-        failures: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        down: dict[str, SlurmUnavailable] = {}            # the controller's, by query
 
         def attempt(what: str) -> str | None:
             try:
                 return self._run(queries[what], timeout=timeout).stdout
             except (SlurmUnavailable, SlurmCommandError) as exc:
-                failures[what] = f"{what}: {exc.message}"
+                if isinstance(exc, SlurmUnavailable) and queries[what][0] != "sacctmgr":
+                    down[what] = exc
+                failed[what] = f"{what}: {exc.message}"
                 return None
 
         todo = [what for what in queries if what not in texts]
         with ThreadPoolExecutor(max_workers=len(todo) or 1) as pool:
             texts.update(zip(todo, pool.map(attempt, todo)))
+        if down:                                          # the first in command order
+            raise next(down[what] for what in queries if what in down)
         if cached is None and max_age_s is not None:   # only callers that use the cache fill it
             facts_cache.store(cache_path, queries, texts)
-        skipped = [failures[what] for what in queries if what in failures]   # in command order
+        skipped = [failed[what] for what in queries if what in failed]   # in command order
         facts = sp.cluster_facts_from(user=user, cluster=self.cluster, skipped=skipped,
                                       **{what: texts[what] for what in queries})
         facts.cached_age_s = cached[1] if cached else None

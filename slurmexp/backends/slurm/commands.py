@@ -1,6 +1,6 @@
 """The argv of every Slurm command slurmexp runs, built by pure functions.
 
-The backend chooses what to ask and splits long id lists; these functions only say how the
+The backend chooses what to ask (`split_ids` cuts long id lists); these functions only say how the
 command line reads, so the exact flags (-u and -S for sacct, --clusters, the field lists the
 parsers expect) can be tested without running anything. Each returns a fresh list.
 """
@@ -72,4 +72,24 @@ def cluster_facts(user: str, cluster: str | None = None) -> dict[str, list[str]]
         # DefaultAccount, and this gets it in the same call.
         "associations": ["sacctmgr", "-n", "-P", "show", "user", user, "withassoc",
                          f"format={','.join(sp.ASSOC_FIELDS)}"],
+        # The user's queued jobs, one line per array task (-r), by QOS: what MaxJobCount and
+        # the submit limits already count before this sweep adds its runs.
+        "queued": ["squeue", "-h", "-r", *cluster_args(cluster), "-u", user, "-o", "%q"],
     }
+
+
+def split_ids(ids: Sequence[str], limit: int) -> list[list[str]]:
+    """`ids` in lists of at most `limit` bytes of arguments each (one command per list)."""
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for job in ids:
+        extra = len(job) + 1
+        if current and size + extra > limit:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(job)
+        size += extra
+    if current:
+        chunks.append(current)
+    return chunks

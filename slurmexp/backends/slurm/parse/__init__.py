@@ -6,8 +6,10 @@ from slurmexp.backends.slurm.parse.cluster_facts import (  # noqa: F401
 )
 from slurmexp.backends.slurm.parse.common import (  # noqa: F401
     DELIMITER,
+    SBATCH_RETRYING,
     classify_error,
     expand_hostlist,
+    submit_limit_name,
 )
 from slurmexp.backends.slurm.parse.sacct import (  # noqa: F401
     SACCT_FIELDS,

@@ -8,6 +8,8 @@ depends on their order.
 """
 from __future__ import annotations
 
+import re
+
 from slurmexp.errors import SlurmexpError
 
 # `sacct -P` and `squeue -o` do no escaping at all: a "|" in a job name or comment would shift
@@ -57,14 +59,58 @@ _UNAVAILABLE_PATTERNS = (
     "connection timed out",
     "no route to host",
     "network is unreachable",
+    # No usable slurm.conf on this machine (22.05: SLURM_CONF naming a missing file, after 60 s
+    # of retries; no /etc/slurm/slurm.conf and no configless source, at once): no daemon can
+    # be asked from here.
+    "unable to process configuration file",
+    "could not establish a configuration source",
 )
 
 
+# sbatch's words when slurmctld answered EAGAIN: MaxJobCount is reached (every array task
+# counts, `job_count + tasks >= MaxJobCount`) or the job queue is full. The controller did
+# answer: it is a refusal of this job for now, not a daemon that is away. sbatch prints the
+# first line, sleeps and retries (15 times, 1+2+...+15 s: two minutes), then the second line;
+# captured in tests/data/captured/22.05/sbatch_queue_full.txt. These phrases are also where
+# the Slurm backend stops sbatch's retry loop (`SBATCH_RETRYING`).
+SBATCH_RETRYING = (
+    "temporarily unable to accept job, sleeping and retrying",
+    "job queue full, sleeping and retrying",
+)
+_QUEUE_FULL_PATTERNS = (
+    *SBATCH_RETRYING,
+    "batch job submission failed: resource temporarily unavailable",
+    "maxjobcount",
+)
+# A submit limit of the QOS or the association (MaxSubmitJobs / MaxSubmitJobsPerUser /
+# GrpSubmitJobs ...): "sbatch: error: QOSMaxSubmitJobPerUserLimit" then "Batch job submission
+# failed: Job violates accounting/QOS policy (job submit limit, ...)"
+# (captured/22.05/sbatch_max_submit_refused.txt).
+_SUBMIT_LIMIT_RE = re.compile(r"\b((?:QOS|Assoc)\w*SubmitJob\w*Limit)\b", re.IGNORECASE)
+
+
 def classify_error(stderr: str) -> str:
-    """"unavailable" when a daemon did not answer (retry later, the job is not at fault),
-    "refused" when Slurm understood the request and said no."""
+    """What a failed Slurm command's stderr means:
+
+    "queue_full"   slurmctld refused new jobs for now (MaxJobCount reached, queue full);
+    "submit_limit" a QOS or association submit limit (MaxSubmitJobs...) refused the job;
+    "unavailable"  a daemon did not answer (retry later, the job is not at fault);
+    "refused"      Slurm understood the request and said no for another reason.
+    The first two are refusals too: nothing was created, and waiting for the queue to drain
+    (not for a daemon to come back) is what helps.
+    """
     low = (stderr or "").lower()
+    if any(p in low for p in _QUEUE_FULL_PATTERNS):
+        return "queue_full"
+    if _SUBMIT_LIMIT_RE.search(stderr or "") or "job submit limit" in low:
+        return "submit_limit"
     return "unavailable" if any(p in low for p in _UNAVAILABLE_PATTERNS) else "refused"
+
+
+def submit_limit_name(stderr: str) -> str | None:
+    """The limit Slurm named in a submit-limit refusal, e.g. "QOSMaxSubmitJobPerUserLimit"."""
+    m = _SUBMIT_LIMIT_RE.search(stderr or "")
+    return m.group(1) if m else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = S
                 array_ids: Iterable[str] = ()) -> list[SacctRow]:
     """Allocation rows of `sacct -n -P --delimiter=D -D -o <fields>` (no -X), steps folded in.
 
-    Steps ("123.batch", "123_4.0", "123.extern") follow their allocation row in sacct's output;
+    Steps ("123.batch", "123_4.0", "123.extern") follow their allocation row in sacct's output
+    (their peak RSS and CPU time are folded in; the batch step's state and exit code are kept);
     with -D a requeued job prints each of its records with its own steps, so a step belongs to
     the latest allocation row seen with the same JobID, not to every row of that id.
 
@@ -130,6 +131,9 @@ def parse_sacct(text: str, delimiter: str = DELIMITER, fields: Sequence[str] = S
             if parent is None:
                 continue
             key = id(parent)
+            if job_id.endswith(".batch"):
+                parent.batch_state = state_word((get(values, "state") or "").strip())
+                parent.batch_exit_code, parent.batch_signal = _exit_code(get(values, "exitcode"))
             rss = parse_mem_mb(get(values, "maxrss"))
             if rss is not None:
                 step_rss[key] = max(step_rss.get(key, 0.0), rss)

@@ -176,6 +176,7 @@ def partitions_from(records: Iterable[dict[str, str]]) -> dict[str, PartitionFac
             allow_qos=None if allow.upper() == "ALL" else _list(allow),
             default_time_min=_minutes(rec.get("DefaultTime")),
             qos=_opt(rec.get("QoS")),
+            def_mem_per_cpu_mb=_int(rec.get("DefMemPerCPU")) or None,
         )
     return parts
 

@@ -1,0 +1,284 @@
+"""Every row of the performance table, side by side, in one command (see bench/README.md).
+
+    flock -o /tmp/cluster.lock env PYTHONPATH=$PWD python3 bench/run.py [--repeats 5] [--only ROW...]
+
+Each row is a pair of whole processes (slurmexp and its peer or floor) run interleaved,
+`--repeats` times each; it prints the median wall time and the peak memory (max RSS, from the
+kernel's rusage of that process) of each side and their ratio. Machines are noisy, so only the
+ratios of one run mean much. Rows that launch submit to the bundled test cluster (the CPU
+partition) and cancel what they queued, by job id; the ledger, sweeps and run folders live in a
+temporary folder removed at the end (`--keep DIR` keeps and reuses them).
+
+Rows:
+  launch-1k          `slurmexp launch` of 1,000 runs vs submitit `map_array` of 1,000 (to queued)
+  launch-8k          `slurmexp launch` of 8,000 runs vs of 1,000 (launch time per run flat?)
+  reconcile-2k       a pass over 2,000 pending runs vs the same sacct argv alone
+  reconcile-history  the same pass with 100,000 finished runs in the ledger vs with 1,000
+  report-csv         `report --format csv` of 100,000 runs vs `pandas.read_sql` of the runs table
+  status-exp         `status EXP` of 100,000 runs vs `status EXP --format json`
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Side:
+    label: str
+    argv: list[str]
+    env: dict = field(default_factory=dict)
+    cwd: Path | None = None
+    after: object = None         # called after each run (cancel what it queued)
+    before: object = None        # called before each run, untimed (wait for room in the queue)
+    walls: list[float] = field(default_factory=list)
+    rss_mib: list[float] = field(default_factory=list)
+
+    def run_once(self) -> None:
+        if self.before:
+            self.before()
+        env = dict(os.environ, PYTHONPATH=str(REPO), **self.env)
+        started = time.perf_counter()
+        proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{self.label} failed ({' '.join(self.argv)}):\n{out.decode()[-3000:]}")
+        self.walls.append(wall)
+        self.rss_mib.append(usage.ru_maxrss / 1024)
+        if self.after:
+            self.after(out.decode())
+
+
+def measure(name: str, goal: str, ours: Side, peer: Side, repeats: int) -> dict:
+    for _ in range(repeats):
+        for side in (ours, peer):
+            side.run_once()
+    a, b = statistics.median(ours.walls), statistics.median(peer.walls)
+    row = {"row": name, "ours": ours.label, "peer": peer.label, "ours_s": round(a, 3),
+           "peer_s": round(b, 3), "ratio": round(a / b, 2), "goal": goal,
+           "ours_rss_mib": round(max(ours.rss_mib)), "peer_rss_mib": round(max(peer.rss_mib))}
+    print(f"{name:18s} {a:7.3f} s {row['ours_rss_mib']:5d} MiB | {b:7.3f} s "
+          f"{row['peer_rss_mib']:5d} MiB | {row['ratio']:5.2f}x  (goal {goal}; {ours.label} vs "
+          f"{peer.label})", flush=True)
+    return row
+
+
+# --- the cluster rows -----------------------------------------------------------------------
+
+def sx(*args: str) -> list[str]:
+    return [sys.executable, "-m", "slurmexp", *args]
+
+
+def write_sweep(folder: Path, name: str, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(f'name = "{name}"\ncommand = "true {{seed}}"\nworkdir = "."\n'
+                    f'[params]\nseed = {list(range(n))}\n'
+                    f'[resources]\npartition = "cpu"\ncpus = 1\nmem = "100M"\ntime = "00:05:00"\n')
+    return path
+
+
+def cancel_experiment(home: Path):
+    def after(out: str) -> None:
+        exp_id = out.split()[-1]
+        subprocess.run(sx("cancel", exp_id), env=dict(os.environ, PYTHONPATH=str(REPO),
+                                                      SLURMEXP_HOME=str(home)),
+                       check=True, capture_output=True)
+    return after
+
+
+SUBMITIT_PEER = """\
+import submitit
+def square(x):
+    return x * x
+ex = submitit.AutoExecutor(folder="log/%j")
+ex.update_parameters(timeout_min=5, slurm_partition="cpu", slurm_array_parallelism={n},
+                     name="sx-bench-submitit", mem_gb=0.1, cpus_per_task=1)
+jobs = ex.map_array(square, range({n}))
+print(jobs[0].job_id.split("_")[0])
+"""
+
+
+MAX_JOB_COUNT = 10_000      # the test cluster's (docker/slurm-cluster/conf/slurm.conf.in)
+
+
+def room_for(n: int):
+    """Wait until slurmctld holds fewer than MaxJobCount - n job records. Cancelled jobs keep
+    their record for MinJobAge (300 s on the test cluster) and count against MaxJobCount, so
+    back-to-back launches of 8,000 runs wait here (untimed) for the last ones to be purged."""
+    def before() -> None:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            held = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i"], check=True,
+                                  capture_output=True, text=True).stdout.count("\n")
+            if held + n < MAX_JOB_COUNT:
+                return
+            time.sleep(10)
+        raise SystemExit("the test cluster's queue did not empty in 15 minutes")
+    return before
+
+
+def scancel_printed(out: str) -> None:
+    subprocess.run(["scancel", out.split()[-1]], check=True)
+
+
+def launch_rows(tmp: Path, site: Path, repeats: int, only: set) -> list[dict]:
+    home = tmp / "home-launch"
+    env = {"SLURMEXP_HOME": str(home), "SLURMEXP_SITE": str(site)}
+    rows = []
+    s1k, s8k = write_sweep(tmp / "sweeps", "bench-1k", 1000), write_sweep(tmp / "sweeps", "bench-8k", 8000)
+    if "launch-1k" in only:
+        peer_dir = tmp / "submitit"
+        peer_dir.mkdir(exist_ok=True)
+        (peer_dir / "peer.py").write_text(SUBMITIT_PEER.format(n=1000))
+        rows.append(measure("launch-1k", "<= 1.0x",
+                            Side("slurmexp launch 1k", sx("launch", str(s1k), "--new"), env,
+                                 tmp / "sweeps", cancel_experiment(home), room_for(1000)),
+                            Side("submitit map_array 1k", [sys.executable, "peer.py"], {}, peer_dir,
+                                 scancel_printed, room_for(1000)), repeats))
+    if "launch-8k" in only:
+        rows.append(measure("launch-8k", "<= 1.5x",
+                            Side("slurmexp launch 8k", sx("launch", str(s8k), "--new"), env,
+                                 tmp / "sweeps", cancel_experiment(home), room_for(8000)),
+                            Side("slurmexp launch 1k", sx("launch", str(s1k), "--new"), env,
+                                 tmp / "sweeps", cancel_experiment(home), room_for(1000)), repeats))
+    return rows
+
+
+def held_launch(tmp: Path, site: Path, home: Path, n: int) -> str:
+    """A launch of n runs whose jobs stay PENDING (sbatch's SBATCH_HOLD), for reconcile rows."""
+    sweep = write_sweep(tmp / "sweeps", f"bench-held-{n}", n)
+    room_for(n)()
+    env = dict(os.environ, PYTHONPATH=str(REPO), SLURMEXP_HOME=str(home),
+               SLURMEXP_SITE=str(site), SBATCH_HOLD="1")
+    out = subprocess.run(sx("launch", str(sweep), "--new"), cwd=sweep.parent, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return out.split()[-1]
+
+
+def sacct_argv_of_a_pass(tmp: Path, env: dict) -> list[str]:
+    """The sacct argv a reconcile pass runs, caught by a PATH shim that logs and passes on."""
+    shim = tmp / "shim"
+    shim.mkdir(exist_ok=True)
+    log = tmp / "sacct-argv.json"
+    real = shutil.which("sacct")
+    (shim / "sacct").write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                                f"open({str(log)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+                                f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n")
+    (shim / "sacct").chmod(0o755)
+    full = dict(os.environ, PYTHONPATH=str(REPO), **env, PATH=f"{shim}:{os.environ['PATH']}")
+    subprocess.run(sx("reconcile", "-q"), env=full, check=True)
+    return [real, *json.loads(log.read_text())]
+
+
+def make_ledger(root: Path, n: int, metrics: bool) -> None:
+    """bench_report's synthetic ledger, made in a child process: this one stays small, because a
+    child's max RSS counts the memory of the process it was forked from (Linux rusage)."""
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); "
+                    f"from bench_report import make_ledger; "
+                    f"make_ledger(__import__('pathlib').Path({str(root)!r}), {n}, {metrics})"],
+                   env=dict(os.environ, PYTHONPATH=str(REPO)), check=True)
+
+
+def reconcile_rows(tmp: Path, site: Path, repeats: int, only: set) -> list[dict]:
+    rows, exps = [], []
+    home = tmp / "home-reconcile"
+    env = {"SLURMEXP_HOME": str(home), "SLURMEXP_SITE": str(site)}
+    try:
+        exps.append((home, held_launch(tmp, site, home, 2000)))
+        if "reconcile-2k" in only:
+            sacct = sacct_argv_of_a_pass(tmp, env)
+            rows.append(measure("reconcile-2k", "<= 1.2x",
+                                Side("reconcile pass, 2,000 pending", sx("reconcile", "-q"), env),
+                                Side("its sacct alone", sacct, {"SLURM_TIME_FORMAT": "standard"}),
+                                repeats))
+        if "reconcile-history" in only:
+            sides = []
+            for n in (1000, 100_000):
+                h = tmp / f"home-history-{n}"
+                if not (h / "ledger.db").exists():
+                    make_ledger(h, n, metrics=False)     # n finished runs (another experiment)
+                exps.append((h, held_launch(tmp, site, h, 200)))
+                subprocess.run(sx("reconcile", "-q"), check=True,     # the one-off work, untimed
+                               env=dict(os.environ, PYTHONPATH=str(REPO), SLURMEXP_HOME=str(h)))
+                sides.append(Side(f"pass, {n:,} finished in history", sx("reconcile", "-q"),
+                                  {"SLURMEXP_HOME": str(h), "SLURMEXP_SITE": str(site)}))
+            rows.append(measure("reconcile-history", "<= 1.05x", sides[1], sides[0], repeats))
+    finally:
+        for h, exp_id in exps:
+            subprocess.run(sx("cancel", exp_id), env=dict(os.environ, PYTHONPATH=str(REPO),
+                                                          SLURMEXP_HOME=str(h)), capture_output=True)
+    return rows
+
+
+# --- the ledger-only rows -------------------------------------------------------------------
+
+EXP = "bench-0123abcd"      # bench_report's experiment
+
+
+def ledger_rows(tmp: Path, repeats: int, only: set) -> list[dict]:
+    root = tmp / "report"
+    if not (root / "ledger.db").exists():
+        make_ledger(root, 100_000, metrics=True)
+    led = str(root / "ledger.db")
+    rows = []
+    if "report-csv" in only:
+        read_sql = ("import sqlite3, pandas; c = sqlite3.connect(%r); "
+                    "print(len(pandas.read_sql('SELECT * FROM runs', c)))" % led)
+        rows.append(measure("report-csv", "<= 2x",
+                            Side("report --format csv", sx("--ledger", led, "report", EXP, "--format",
+                                                           "csv", "-o", str(tmp / "r.csv"))),
+                            Side("pandas.read_sql of runs", [sys.executable, "-c", read_sql]), repeats))
+    if "status-exp" in only:
+        rows.append(measure("status-exp", "<= 1 s",
+                            Side("status EXP", sx("--ledger", led, "status", EXP)),
+                            Side("status EXP --format json", sx("--ledger", led, "status", EXP,
+                                                                "--format", "json")), repeats))
+    return rows
+
+
+ROWS = ["launch-1k", "launch-8k", "reconcile-2k", "reconcile-history", "report-csv", "status-exp"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="+", choices=ROWS, default=ROWS)
+    parser.add_argument("--keep", type=Path, help="keep the ledgers and sweeps here (and reuse them)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    ns = parser.parse_args()
+    only = set(ns.only)
+    tmp = ns.keep or Path(tempfile.mkdtemp(prefix="sx-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    site = REPO / "site.toml"
+    print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; medians of {ns.repeats}, interleaved; "
+          f"ours | peer | ratio", flush=True)
+    try:
+        rows = ledger_rows(tmp, ns.repeats, only) if only & {"report-csv", "status-exp"} else []
+        if only & {"launch-1k", "launch-8k"}:
+            rows += launch_rows(tmp, site, ns.repeats, only)
+        if only & {"reconcile-2k", "reconcile-history"}:
+            rows += reconcile_rows(tmp, site, ns.repeats, only)
+    finally:
+        if not ns.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if ns.json:
+        ns.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
