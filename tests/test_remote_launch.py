@@ -57,13 +57,15 @@ def launch(tmp_path, sweep, site) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def reconcile_until_finished(tmp_path, exp_id: str, timeout: float = 180) -> str:
+def reconcile_until_finished(tmp_path, ledger: Ledger, exp_id: str, timeout: float = 180) -> str:
+    # One Ledger per test process: opening a second one on the same file (an fd opened and
+    # closed) drops the first connection's POSIX locks while the CLI writes.
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
         proc = sx(tmp_path, "reconcile")
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        state = Ledger(tmp_path / "l.db").get_experiment(exp_id, required=True)["state"]
+        state = ledger.get_experiment(exp_id, required=True)["state"]
         if state.startswith("FINISHED"):
             return state
         time.sleep(3)
@@ -99,7 +101,7 @@ def test_a_sweep_of_host_only_code_runs_on_the_remote_cluster(remote_node, remot
     proc = sx(tmp_path, "logs", first, "--follow", timeout=180)
     assert proc.returncode == 0 and "training x=" in proc.stdout, proc.stdout + proc.stderr
 
-    assert reconcile_until_finished(tmp_path, exp_id) == "FINISHED", sx(tmp_path, "status", exp_id).stdout
+    assert reconcile_until_finished(tmp_path, ledger, exp_id) == "FINISHED", sx(tmp_path, "status", exp_id).stdout
     runs = ledger.runs(exp_id)
     assert {r["state"] for r in runs} == {"COMPLETED"}
     for r in runs:
@@ -192,13 +194,47 @@ def test_a_launch_that_dies_after_the_remote_sbatch_is_adopted_not_resubmitted(
         raise SlurmUnavailable("sbatch's answer was lost (test)")
 
     monkeypatch.setattr(RemoteScheduler, "submit", submit_then_lose_the_answer)
-    result = launch_sweep(sweep, site, ledger=Ledger(tmp_path / "l.db"))
+    ledger = Ledger(tmp_path / "l.db")
+    result = launch_sweep(sweep, site, ledger=ledger)
     monkeypatch.undo()
     assert result.pending_intents == 1 and not result.job_ids
-    ledger = Ledger(tmp_path / "l.db")
     assert [s["state"] for s in ledger.submissions(result.exp_id)] == ["INTENT"]
-    assert reconcile_until_finished(tmp_path, result.exp_id) == "FINISHED"
+    assert reconcile_until_finished(tmp_path, ledger, result.exp_id) == "FINISHED"
     subs = ledger.submissions(result.exp_id)
     assert [s["state"] for s in subs] == ["ADOPTED"], subs
     assert len(ledger.attempts(result.exp_id)) == 3           # one job, never a second sbatch
     assert {r["state"] for r in ledger.runs(result.exp_id)} == {"COMPLETED"}
+
+
+def test_retry_and_cancel_go_to_the_remote_cluster(remote_node, remote_sweep, tmp_path):
+    sweep, site, _root = remote_sweep
+    sweep.write_text(sweep.read_text().replace(
+        'command = "bash train.sh {x} {run_dir}"',
+        'command = "if [ {x} = 2 ]; then echo broken >&2; exit 3; fi; bash train.sh {x} {run_dir}"'))
+    exp_id = launch(tmp_path, sweep, site)
+    ledger = Ledger(tmp_path / "l.db")
+    assert reconcile_until_finished(tmp_path, ledger, exp_id) == "FINISHED_WITH_FAILURES"
+    failed = [r for r in ledger.runs(exp_id) if r["state"] != "COMPLETED"]
+    assert [r["params"]["x"] for r in failed] == [2] and "broken" in (failed[0]["reason"] or "")
+    # retry resubmits the failed task over SSH (the mirror's script path, sent as the cluster's).
+    proc = sx(tmp_path, "retry", exp_id)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert reconcile_until_finished(tmp_path, ledger, exp_id) == "FINISHED_WITH_FAILURES"
+    again = next(r for r in ledger.runs(exp_id) if r["run_id"] == failed[0]["run_id"])
+    assert again["n_attempts"] == 2 and len(ledger.submissions(exp_id)) == 2
+
+    # cancel: scancel over SSH for every job of an experiment still running.
+    sweep.write_text(sweep.read_text().replace('name = "remote"', 'name = "remote-cancel"')
+                     .replace('command = "if', 'command = "sleep 300; if'))
+    exp2 = launch(tmp_path, sweep, site)
+    proc = sx(tmp_path, "cancel", exp2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {r["state"] for r in ledger.runs(exp2)} == {"CANCELLED"}
+    # What Slurm says of the jobs (read over SSH by the next passes): cancelled there too.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert sx(tmp_path, "reconcile").returncode == 0
+        if {a["state"] for a in ledger.attempts(exp2)} == {"CANCELLED"}:
+            break
+        time.sleep(3)
+    assert {a["state"] for a in ledger.attempts(exp2)} == {"CANCELLED"}, ledger.attempts(exp2)
