@@ -6,7 +6,9 @@ click (the ledger, rich and the factory's schedulers are imported when first use
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import click
@@ -76,7 +78,28 @@ def _fault_error(exc: BaseException, ctx: click.Context) -> SlurmexpError | None
         from slurmexp.ledger.opening import ledger_error
 
         return ledger_error(exc, _ledger_path(ctx))
+    if isinstance(exc, OSError) and exc.errno in _FS_FIXES:
+        # A folder that is not writable, a read-only file system, a path that vanished: what
+        # the system refused and where, with what to do, not a traceback (exit 1). Like a
+        # full disk, what was committed before stays for reconcile.
+        where = exc.filename or "a file"
+        return SlurmexpError(f"{where}: {exc.strerror or exc}", [Problem(
+            str(where), "", exc.strerror or str(exc), fix=_FS_FIXES[exc.errno].format(
+                where=where, parent=os.path.dirname(str(where)) or "."), check="filesystem")])
     return None
+
+
+_FS_FIXES = {
+    errno.EACCES: "check the permissions of {where} and its folder (ls -ld {parent}), or choose "
+                  "another place (output_dir in sweep.toml, --ledger, -o)",
+    errno.EPERM: "check the permissions of {where} and its folder (ls -ld {parent})",
+    errno.EROFS: "{parent} is on a read-only file system: choose another place (output_dir in "
+                 "sweep.toml, --ledger, -o)",
+    errno.ENOENT: "{parent} does not exist (or was removed meanwhile): create it, or choose "
+                  "another place",
+    errno.ENOTDIR: "a part of {where} is a file, not a folder: choose another place",
+    errno.EISDIR: "{where} is a folder: give a file's path",
+}
 
 
 def _scheduler(kind: str = DEFAULT_KIND, cluster: str | None = None, site=None):

@@ -3,7 +3,9 @@ their output, their exit codes, and that they write nothing; and what `retry` an
 when there is nothing on a cluster to act on (tests/test_cli_cluster.py has them on one)."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -232,3 +234,27 @@ def test_retry_of_a_local_experiment_is_refused(tmp_path):
     assert "ran with the local backend" in result.stderr and "--new" in result.stderr
     assert len(ledger.submissions(exp_id)) == 1
     assert [r["n_attempts"] for r in ledger.runs(exp_id)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("err, fix", [
+    (errno.EACCES, "check the permissions of"), (errno.EROFS, "read-only file system"),
+    (errno.ENOENT, "does not exist")])
+def test_a_file_system_refusal_is_a_clear_error_not_a_traceback(tmp_path, monkeypatch, err, fix):
+    # A folder that is not writable (or a read-only file system) while launch writes the run
+    # files: exit 1 naming the file and what to do, never a Python traceback.
+    from slurmexp.launch import launcher
+
+    target = tmp_path / "out" / "runs" / "r0" / "params.json"
+
+    def refuse(*args, **kwargs):
+        raise OSError(err, os.strerror(err), str(target))
+
+    monkeypatch.setattr(launcher, "write_run_files", refuse)
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('name = "fs"\ncommand = "echo {x}"\n[params]\nx = [1, 2]\n'
+                     '[resources]\ncpus = 1\nmem = "100M"\ntime = "00:01:00"\n')
+    result = CliRunner().invoke(main, ["--ledger", str(tmp_path / "l.db"), "launch", str(sweep),
+                                       "--site", str(SITE), "--backend", "local"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert str(target) in result.output and fix in result.output
