@@ -39,6 +39,18 @@ class CheckpointSettings:
 
 
 @dataclass(frozen=True)
+class LivenessSettings:
+    """The sweep's `[liveness]` table (or its defaults), as launched: how often the task script
+    writes its heartbeat, after how long without output a run is STALLED (None: never), and
+    whether a STALLED job is only shown ("flag") or cancelled and retried ("requeue").
+    Experiments launched before liveness existed have none: their scripts write no heartbeat."""
+
+    heartbeat_s: int = 30
+    stall_after_s: int | None = None
+    stall_action: str = "flag"
+
+
+@dataclass(frozen=True)
 class GroupSettings:
     """One resource group: what its tasks asked for and the caps escalation must stay under."""
 
@@ -61,6 +73,7 @@ class ExperimentSettings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     groups: tuple[GroupSettings, ...] = ()
     checkpoint: CheckpointSettings | None = None     # None: the sweep has no [checkpoint]
+    liveness: LivenessSettings | None = None         # None: launched before [liveness] existed
 
     def group_of(self, chunk: int | None) -> GroupSettings:
         """The group a chunk belongs to. Retries keep their run's chunk number, so this also
@@ -75,6 +88,8 @@ class ExperimentSettings:
                 "groups": [asdict(g) | {"chunks": list(g.chunks)} for g in self.groups]}
         if self.checkpoint is not None:
             data["checkpoint"] = asdict(self.checkpoint)
+        if self.liveness is not None:
+            data["liveness"] = asdict(self.liveness)
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -95,15 +110,17 @@ class ExperimentSettings:
         ckpt = data.get("checkpoint")
         checkpoint = CheckpointSettings(**_known(CheckpointSettings, ckpt)) \
             if isinstance(ckpt, dict) else None
+        live = data.get("liveness")
+        liveness = LivenessSettings(**_known(LivenessSettings, live)) if isinstance(live, dict) else None
         if "groups" in data:
             groups = tuple(GroupSettings(**(_known(GroupSettings, g)
                                             | {"chunks": tuple(int(c) for c in g.get("chunks") or ())}))
                            for g in data["groups"] or [] if isinstance(g, dict))
-            return cls(retry, groups, checkpoint)
+            return cls(retry, groups, checkpoint, liveness)
         limits, res = data.get("limits") or {}, data.get("resources") or {}
         if not limits and not res:
-            return cls(retry, (), checkpoint)
-        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),), checkpoint)
+            return cls(retry, (), checkpoint, liveness)
+        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),), checkpoint, liveness)
 
 
 def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:

@@ -27,11 +27,7 @@ from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
 from slurmexp.launch.experiment_files import files_full_error, write_manifest, write_run_files, write_script
-from slurmexp.launch.render import (
-    ScriptContext,
-    render_script,
-    template_sha256,
-)
+from slurmexp.launch.render import ScriptContext, render_script, template_sha256
 from slurmexp.launch.submission import (
     REFUSED,
     UNANSWERED,
@@ -43,7 +39,7 @@ from slurmexp.launch.submission import (
 )
 from slurmexp.launch.validate import ValidationReport, live_problems, validate
 from slurmexp.ledger import Ledger, provenance
-from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, RetrySettings
+from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, LivenessSettings, RetrySettings
 from slurmexp.sites.model import Site, load_site
 from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, describe_checkpoint, make_plan
 from slurmexp.sweep.spec import Sweep, load_sweep
@@ -122,7 +118,7 @@ def script_context(prep: Prepared, exp_id: str, chunk: ArrayChunk) -> ScriptCont
         runs_dir=paths.runs_dir, job_name=job_name(exp_id, chunk.chunk), comment=job_comment(exp_id),
         env_setup=list(prep.sweep.env.setup), env_modules=list(prep.sweep.env.modules),
         env_vars=dict(prep.sweep.env.vars), template=prep.template, cluster=prep.site.cluster,
-        checkpoint=prep.sweep.checkpoint)
+        checkpoint=prep.sweep.checkpoint, heartbeat_s=prep.sweep.live.heartbeat_s)
 
 
 def render_all(prep: Prepared, exp_id: str) -> list[str]:
@@ -272,10 +268,11 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
             gpu_type=res.gpu_type, qos=res.qos, throttle=chunks[0].throttle,
             max_time_min=min(caps) if caps else None,
             max_mem_mb=max((n.mem_mb for n in nodes), default=None)))
-    r, c = prep.sweep.retry, prep.sweep.checkpoint
+    r, c, v = prep.sweep.retry, prep.sweep.checkpoint, prep.sweep.live
     return ExperimentSettings(RetrySettings(r.max_attempts, r.escalate, r.escalate_factor, r.backoff_s),
                               tuple(out),
-                              CheckpointSettings(c.signal, c.before_s, c.requeue) if c else None)
+                              CheckpointSettings(c.signal, c.before_s, c.requeue) if c else None,
+                              LivenessSettings(v.heartbeat_s, v.stall_after_s, v.stall_action))
 
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str, *,
