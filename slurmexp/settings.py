@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SETTINGS_VERSION = 2
+# [liveness]: a heartbeat this many beats old is stale (reconcile.liveness).
+STALE_BEATS = 10
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ class LivenessSettings:
     heartbeat_s: int = 30
     stall_after_s: int | None = None
     stall_action: str = "flag"
+
+    @property
+    def stale_after_s(self) -> int:
+        """A heartbeat older than this is stale: STALE_BEATS beats were missed, not one late."""
+        return self.heartbeat_s * STALE_BEATS
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,21 @@ def test_liveness_table(tmp_path):
             parse_interval_s(bad)
 
 
+def test_explain_says_the_table(tmp_path):
+    from slurmexp.sweep.plan import describe_tables
+    base = 'name = "x"\ncommand = "true"\n'
+    assert describe_tables(parse_sweep(base, tmp_path / "sweep.toml")) == []
+    (text,) = describe_tables(parse_sweep(base + '[liveness]\nheartbeat = "1m"\nstall_after = "2h"\n'
+                                          'stall_action = "requeue"\n[retry]\nmax_attempts = 4\n',
+                                          tmp_path / "sweep.toml"))
+    assert text.splitlines() == [
+        "liveness: the task script writes a heartbeat every 1m; a RUNNING run whose heartbeat is "
+        "10m old is STALLED",
+        "  stall_after: also STALLED when its stdout, stderr and metrics have not changed for 2h",
+        '  stall_action = "requeue": a STALLED job is cancelled and retried (infrastructure), up to '
+        "4 attempts"]
+
+
 def test_settings_keep_liveness():
     s = ExperimentSettings(liveness=LivenessSettings(5, 20, "requeue"))
     assert ExperimentSettings.from_json(s.to_json()) == s

@@ -41,7 +41,7 @@ from slurmexp.launch.validate import ValidationReport, live_problems, validate
 from slurmexp.ledger import Ledger, provenance
 from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, LivenessSettings, RetrySettings
 from slurmexp.sites.model import Site, load_site
-from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, describe_checkpoint, make_plan
+from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, describe_tables, make_plan
 from slurmexp.sweep.spec import Sweep, load_sweep
 from slurmexp.tags import job_comment, job_name
 from slurmexp.timeutil import sacct_time
@@ -128,8 +128,7 @@ def render_all(prep: Prepared, exp_id: str) -> list[str]:
 def dry_run_text(prep: Prepared, exp_id: str | None = None, *, scripts: bool = True) -> str:
     exp_id = exp_id or prep.base_id
     lines = [f"experiment: {exp_id}", f"runs: {len(prep.plan.runs)}", describe(prep.plan)]
-    if prep.sweep.checkpoint is not None:
-        lines += ["", describe_checkpoint(prep.sweep)]
+    lines += [x for text in describe_tables(prep.sweep) for x in ("", text)]
     if scripts:
         for chunk, text in zip(prep.plan.chunks, render_all(prep, exp_id)):
             lines += ["", f"# ---- chunk {chunk.chunk}: {job_name(exp_id, chunk.chunk)} "

@@ -6,7 +6,7 @@ limit. The task script (`launch/templates/base.sh.j2`) writes the time into the 
 `layout.HEARTBEAT` file every `[liveness] heartbeat` (30 s by default) while the command runs.
 A pass calls the attempt STALLED (`states.STALLED`, an attempt state, so the run shows it) when
 
-- its heartbeat is older than `STALE_BEATS` beats: "no heartbeat since T: the job may be hung or
+- its heartbeat is older than `settings.STALE_BEATS` beats: "no heartbeat since T: the job may be hung or
   its node lost" (the script itself no longer runs, or cannot write);
 - with `[liveness] stall_after`, its stdout, stderr and the run's metrics files have not changed
   for that long (the command is alive but silent: a deadlock, a wait on a dead peer).
@@ -41,8 +41,6 @@ from slurmexp.states import CANCELLED, INFRASTRUCTURE, RUNNING, STALLED
 from slurmexp.timeutil import parse_ts
 from slurmexp.units import format_interval
 
-# A heartbeat older than this many beats is stale: beats were missed, not one late write.
-STALE_BEATS = 10
 # Judged only when the ledger already had the attempt in one of these (see the module doc).
 JUDGED_STATES = frozenset({RUNNING, STALLED})
 
@@ -75,10 +73,6 @@ def _when(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def stale_after_s(settings: LivenessSettings) -> int:
-    return settings.heartbeat_s * STALE_BEATS
-
-
 def judge(settings: LivenessSettings | None, signs: Signs, now: datetime) -> Stall | None:
     """Why a running attempt is STALLED, or None when it shows life (or cannot be judged)."""
     if settings is None or signs.ended is not None:
@@ -88,7 +82,7 @@ def judge(settings: LivenessSettings | None, signs: Signs, now: datetime) -> Sta
         return None
     requeue = settings.stall_action == "requeue"
     beat = parse_ts(signs.heartbeat)
-    if beat is not None and (now - beat).total_seconds() > stale_after_s(settings):
+    if beat is not None and (now - beat).total_seconds() > settings.stale_after_s:
         return Stall(f"no heartbeat since {_when(beat)}: the job may be hung or its node lost",
                      requeue)
     if settings.stall_after_s:
