@@ -59,7 +59,7 @@ for v in ${SX_VERSIONS:-}; do
 done
 # The remote path: slurmexp on "a laptop" (no Slurm on PATH) driving the 24.11 root's cluster
 # through a real sshd inside that root (remote-sshd.sh; the root is up from the loop above).
-REMOTE_TESTS=(tests/test_ssh_transport.py tests/test_remote_site.py tests/test_remote_sources.py tests/test_remote_snapshot.py)
+REMOTE_TESTS=(tests/test_ssh_transport.py tests/test_remote_site.py tests/test_remote_sources.py tests/test_remote_snapshot.py tests/test_remote_launch.py)
 case " ${SX_VERSIONS:-} " in
 *" 24.11 "*)
     if ! timed "remote sshd up" bash docker/slurm-cluster/remote-sshd.sh up \

@@ -27,9 +27,11 @@ from slurmexp.cli_common import (
     sweep_argument,
 )
 from slurmexp.cli_cron import cron
+from slurmexp.cli_docs import init, schema
 from slurmexp.cli_manage import archive, diff, rm
 from slurmexp.cli_reconcile import cancel, health, reconcile, retry
 from slurmexp.cli_site import site
+from slurmexp.completion import complete_experiment, complete_run
 from slurmexp.errors import SlurmexpError, SlurmexpWarning
 from slurmexp.report.refs import resolve_experiment
 
@@ -81,7 +83,7 @@ def main(ctx: click.Context, ledger_path: str | None) -> None:
          named, `slurmexp retry EXP --unsubmitted` submits them
       6  launch/retry: sbatch did not answer for an array; `slurmexp reconcile` adopts or
          submits it (never twice)
-      7  a file or the ledger could not be written (disk full, quota, permissions)
+      7  a file or the ledger could not be written for want of space (disk full, quota)
     """
     ctx.ensure_object(dict)
     ctx.obj["ledger_path"] = ledger_path
@@ -104,7 +106,7 @@ def validate(sweep: str, site_path: str | None, offline: bool, fresh: bool, fmt:
     from slurmexp.launch.launcher import check, prepare
 
     prep = prepare(sweep, site_path)
-    report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster), fresh=fresh)
+    report = check(prep, None if offline else _scheduler(cluster=prep.site.cluster, site=prep.site), fresh=fresh)
     if fmt == "json":
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems],
                                "skipped": report.skipped, "checked": report.checked,
@@ -168,8 +170,8 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     if dry_run:
         prep = launch_mod.prepare(sweep, site_path)
         kind = backend_kind(backend, key="--backend")
-        report = launch_mod.check(prep, _scheduler(kind.kind, prep.site.cluster) if kind.live_checks else None,
-                                  fresh=fresh)
+        live = _scheduler(kind.kind, prep.site.cluster, site=prep.site) if kind.live_checks else None
+        report = launch_mod.check(prep, live, fresh=fresh)
         click.echo(launch_mod.dry_run_text(prep))
         for s in report.skipped:
             click.echo(f"skipped: {s}", err=True)
@@ -225,7 +227,7 @@ def SlurmexpError_from(report, prep):  # noqa: N802 - reads like the exception i
 
 
 @main.command()
-@click.argument("experiment", required=False)
+@click.argument("experiment", required=False, shell_complete=complete_experiment)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.option("--all", "all_runs", is_flag=True,
               help="With EXPERIMENT: list every run (the table stops after the first 200; JSON has all).")
@@ -274,7 +276,7 @@ def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool,
 
 
 @main.command()
-@click.argument("experiments", nargs=-1)
+@click.argument("experiments", nargs=-1, shell_complete=complete_experiment)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown", "html"]),
               default="table", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
@@ -310,7 +312,7 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
 
 
 @main.command()
-@click.argument("run")
+@click.argument("run", shell_complete=complete_run)
 @click.pass_context
 def show(ctx, run: str) -> None:
     """A run's provenance, attempts, script and log paths (RUN or EXPERIMENT:RUN, prefixes ok)."""
@@ -320,15 +322,21 @@ def show(ctx, run: str) -> None:
 
 
 @main.command()
-@click.argument("run")
+@click.argument("run", shell_complete=complete_run)
 @click.option("--stderr", is_flag=True, help="The standard error instead of the output.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing as the run writes.")
 @click.pass_context
 def logs(ctx, run: str, stderr: bool, follow: bool) -> None:
     """Print the newest attempt's output of RUN."""
+    from slurmexp.report.remote_logs import remote_logs
     from slurmexp.report.show import ended_marker, log_path
     from slurmexp.report.show import follow as follow_file
 
+    over_ssh = remote_logs(_ledger(ctx, "read"), run, stderr, follow)     # launched with [remote]
+    if over_ssh is not None:
+        for text in over_ssh:
+            click.echo(text, nl=False)
+        return
     path = log_path(_ledger(ctx, "read"), run, stderr, must_exist=not follow)
     if follow:
         for text in follow_file(path, stop=ended_marker(path)):
@@ -344,6 +352,8 @@ main.add_command(cron)
 main.add_command(archive)
 main.add_command(rm)
 main.add_command(diff)
+main.add_command(init)
+main.add_command(schema)
 
 
 if __name__ == "__main__":

@@ -79,11 +79,11 @@ def _fault_error(exc: BaseException, ctx: click.Context) -> SlurmexpError | None
     return None
 
 
-def _scheduler(kind: str = DEFAULT_KIND, cluster: str | None = None):
+def _scheduler(kind: str = DEFAULT_KIND, cluster: str | None = None, site=None):
     """The scheduler of backend `kind` for `cluster` (None: the default cluster), from the one
-    factory. Commands about an experiment pass none: the library builds it from the
-    experiment's own row (backend and cluster)."""
-    return scheduler_for(kind, cluster)
+    factory (over SSH when `site` has a `[remote]` table). Commands about an experiment pass
+    none: the library builds it from the experiment's own row (backend and cluster)."""
+    return scheduler_for(kind, cluster, site=site)
 
 
 def _emit(data, fmt: str, table) -> None:

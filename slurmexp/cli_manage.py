@@ -4,11 +4,12 @@ from __future__ import annotations
 import click
 
 from slurmexp.cli_common import _emit, _ledger
+from slurmexp.completion import complete_experiment
 from slurmexp.report.refs import resolve_experiment
 
 
 @click.command()
-@click.argument("experiment")
+@click.argument("experiment", shell_complete=complete_experiment)
 @click.option("--undo", is_flag=True, help="Show it in `slurmexp status` again.")
 @click.pass_context
 def archive(ctx, experiment: str, undo: bool) -> None:
@@ -20,7 +21,7 @@ def archive(ctx, experiment: str, undo: bool) -> None:
 
 
 @click.command()
-@click.argument("experiment")
+@click.argument("experiment", shell_complete=complete_experiment)
 @click.option("--files", is_flag=True, help="Also delete the experiment's folder (runs, logs, scripts).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask.")
 @click.pass_context
@@ -37,8 +38,8 @@ def rm(ctx, experiment: str, files: bool, yes: bool) -> None:
 
 
 @click.command()
-@click.argument("experiment_a")
-@click.argument("experiment_b")
+@click.argument("experiment_a", shell_complete=complete_experiment)
+@click.argument("experiment_b", shell_complete=complete_experiment)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.pass_context
 def diff(ctx, experiment_a: str, experiment_b: str, fmt: str) -> None:

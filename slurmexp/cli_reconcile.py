@@ -8,6 +8,7 @@ import sys
 import click
 
 from slurmexp.cli_common import _ledger
+from slurmexp.completion import complete_experiment
 from slurmexp.report.refs import resolve_experiment
 
 
@@ -52,7 +53,7 @@ def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fm
 
 
 @click.command()
-@click.argument("experiment")
+@click.argument("experiment", shell_complete=complete_experiment)
 @click.option("--failed", "which", flag_value="failed", default=True, help="Runs that failed (default).")
 @click.option("--lost", "which", flag_value="lost", help="Runs that were lost.")
 @click.option("--all", "which", flag_value="all", help="Every run not COMPLETED.")
@@ -74,7 +75,7 @@ def retry(ctx, experiment: str, which: str) -> None:
 
 
 @click.command()
-@click.argument("experiment")
+@click.argument("experiment", shell_complete=complete_experiment)
 @click.option("--reason", default="cancelled by user", show_default=True)
 @click.pass_context
 def cancel(ctx, experiment: str, reason: str) -> None:

@@ -112,7 +112,7 @@ class SubmissionUnknown(SlurmexpError):
 
 
 class StorageFull(SlurmexpError):
-    """A file or the ledger could not be written: the disk (or quota) is full, or the folder
-    is not writable. What was already submitted is recorded or left for reconcile."""
+    """A file or the ledger could not be written for want of space: the disk (or quota) is
+    full. What was already submitted is recorded or left for reconcile."""
 
     exit_code = 7

@@ -76,10 +76,30 @@ class GroupSettings:
 
 
 @dataclass(frozen=True)
+class RemoteSettings:
+    """Where an experiment launched over SSH lives: the site's `[remote]` table as launched
+    (so reconcile, retry, cancel and logs reach the same login node without the site file),
+    the experiment's folder and synced sources on the cluster, and the sweep's workdir here.
+    The ledger's paths name the local mirror; `exp_dir` and `src_dir` are their cluster side."""
+
+    host: str = ""
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    root: str = ""
+    exp_dir: str = ""                    # <root>/experiments/<experiment id>
+    src_dir: str = ""                    # <root>/src/<content hash>: where the runs execute
+    src_hash: str = ""
+    local_workdir: str = ""              # the sweep's workdir on this machine
+
+
+@dataclass(frozen=True)
 class ExperimentSettings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     groups: tuple[GroupSettings, ...] = ()
     checkpoint: CheckpointSettings | None = None     # None: the sweep has no [checkpoint]
+    remote: RemoteSettings | None = None             # None: launched on this machine's Slurm
     liveness: LivenessSettings | None = None         # None: launched before [liveness] existed
 
     def group_of(self, chunk: int | None) -> GroupSettings:
@@ -97,6 +117,8 @@ class ExperimentSettings:
             data["checkpoint"] = asdict(self.checkpoint)
         if self.liveness is not None:
             data["liveness"] = asdict(self.liveness)
+        if self.remote is not None:
+            data["remote"] = asdict(self.remote) | {"ssh_options": list(self.remote.ssh_options)}
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -119,15 +141,19 @@ class ExperimentSettings:
             if isinstance(ckpt, dict) else None
         live = data.get("liveness")
         liveness = LivenessSettings(**_known(LivenessSettings, live)) if isinstance(live, dict) else None
+        rem = data.get("remote")
+        remote = RemoteSettings(**(_known(RemoteSettings, rem) | {
+            "ssh_options": tuple(str(o) for o in rem.get("ssh_options") or ())})) \
+            if isinstance(rem, dict) else None
         if "groups" in data:
             groups = tuple(GroupSettings(**(_known(GroupSettings, g)
                                             | {"chunks": tuple(int(c) for c in g.get("chunks") or ())}))
                            for g in data["groups"] or [] if isinstance(g, dict))
-            return cls(retry, groups, checkpoint, liveness)
+            return cls(retry, groups, checkpoint, remote, liveness)
         limits, res = data.get("limits") or {}, data.get("resources") or {}
         if not limits and not res:
-            return cls(retry, (), checkpoint, liveness)
-        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),), checkpoint, liveness)
+            return cls(retry, (), checkpoint, remote, liveness)
+        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),), checkpoint, remote, liveness)
 
 
 def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +161,7 @@ def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:
     (a settings row written by hand or by an older version may hold "3" or 3.0)."""
     out: dict[str, Any] = {}
     for name, f in kind.__dataclass_fields__.items():
-        if name not in values or values[name] is None or name == "chunks":
+        if name not in values or values[name] is None or name in ("chunks", "ssh_options"):
             continue
         value = values[name]
         kind_name = str(f.type)

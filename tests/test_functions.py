@@ -19,7 +19,7 @@ import slurmexp
 import slurmexp.submitit as sx_submitit
 from slurmexp.backends import base
 from slurmexp.backends.facts import SubmitResult
-from slurmexp.errors import SlurmUnavailable, SpecError, ValidationError
+from slurmexp.errors import SpecError, ValidationError
 from slurmexp.functions import calls, launch, runner, waiting
 from slurmexp.ledger import Ledger
 from slurmexp.submitit.executor import resources_from
@@ -30,7 +30,8 @@ SITE = REPO / "site.toml"
 
 
 class FakeScheduler:
-    """sbatch that answers with a job id; no live facts (live checks are skipped)."""
+    """sbatch that answers with a job id; no live facts (each part skipped, as Slurm skips a
+    part whose command failed) and --test-only accepts."""
 
     cluster = "minicluster"
 
@@ -40,7 +41,11 @@ class FakeScheduler:
         self.sacct_calls = 0
 
     def cluster_facts(self, *a, **k):
-        raise SlurmUnavailable("fake: no live facts")
+        from slurmexp.backends.facts import ClusterFacts
+        return ClusterFacts(cluster=self.cluster, user="u", skipped=["fake: no live facts"])
+
+    def test_only(self, script, extra_args=()):
+        return True, "fake: --test-only accepted"
 
     def submit(self, script, *, extra_args=(), cwd=None, timeout=60):
         text = Path(script).read_text()

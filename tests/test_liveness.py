@@ -252,12 +252,11 @@ def ledger(tmp_path):
     led.close()
 
 
-def settings(stall_after_s=None, action="flag", max_attempts=3, live=True):
+def settings(stall_after_s=None, action="flag", max_attempts=3, live=True, remote=None):
     return ExperimentSettings(
         RetrySettings(max_attempts=max_attempts, backoff_s=0),
         (GroupSettings(chunks=(0,), partition="cpu", time_min=10, mem_mb=500, throttle=2),),
-        None,
-        LivenessSettings(30, stall_after_s, action) if live else None)
+        remote=remote, liveness=LivenessSettings(30, stall_after_s, action) if live else None)
 
 
 def running(ledger, tmp_path, t0, **kw):
@@ -331,6 +330,19 @@ def test_launched_before_liveness_is_never_judged(ledger, tmp_path, t0):
     fake, folder = running(ledger, tmp_path, t0, live=False)
     rc.reconcile_pass(ledger, fake, now=t0 + timedelta(hours=2), grace_s=60)
     assert states(ledger) == {"r000": "RUNNING"}
+
+
+def test_over_ssh_only_the_heartbeat_is_judged(ledger, tmp_path, t0):
+    """The mirror of a remote attempt has its heartbeat but not its output files' times."""
+    from slurmexp.settings import RemoteSettings
+    fake, folder = running(ledger, tmp_path, t0, stall_after_s=600, action="requeue",
+                           remote=RemoteSettings(host="login", root="/r"))
+    now = t0 + timedelta(hours=2)
+    (folder / "heartbeat").write_text(iso(now) + "\n")
+    rc.reconcile_pass(ledger, fake, now=now, grace_s=60)
+    assert states(ledger) == {"r000": "RUNNING"} and fake.cancelled == []
+    rc.reconcile_pass(ledger, fake, now=now + timedelta(minutes=6), grace_s=60)
+    assert fake.cancelled == [["100_0"]] and "no heartbeat since" in ledger.attempts(EXP)[0]["reason"]
 
 
 def test_suspended_is_not_judged_nor_the_first_pass_after(ledger, tmp_path, t0):

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from slurmexp.backends.base import scheduler_for
-from slurmexp.ledger import Ledger
 from slurmexp.sites.model import load_site
 from slurmexp.transport.ssh import SshTransport
 
@@ -60,20 +59,3 @@ def test_discover_over_ssh_unreachable_exits_3(remote_node, tmp_path):
     assert proc.returncode == 3, (proc.returncode, proc.stderr)
     assert "unreachable since" in proc.stderr and "Connection refused" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_launch_to_a_remote_site_is_refused_until_handoff_exists(remote_node, tmp_path):
-    """Launch handoff over SSH (sources and run files on the cluster) is not built yet: a
-    [remote] site must be refused with the reason, never submitted with this machine's paths."""
-    site = tmp_path / "site.toml"
-    proc = discover(remote_node, site, "--remote-root", f"{remote_node.remote_root}/l-{tmp_path.name}")
-    assert proc.returncode == 0, proc.stderr
-    (tmp_path / "sweep.toml").write_text('name = "r"\ncommand = "echo {x}"\nworkdir = "."\n'
-                                         '[params]\nx = [1, 2]\n')
-    proc = subprocess.run([sys.executable, "-m", "slurmexp", "--ledger", str(tmp_path / "l.db"), "launch",
-                           str(tmp_path / "sweep.toml"), "--site", str(site)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr
-    assert "[remote]" in proc.stderr and "not supported yet" in proc.stderr and "Traceback" not in proc.stderr
-    ledger = tmp_path / "l.db"
-    assert not ledger.exists() or Ledger(ledger).experiment_ids() == []

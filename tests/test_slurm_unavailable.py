@@ -117,3 +117,15 @@ def test_a_controller_nobody_answers_stops_validation_at_its_first_command(tmp_p
     assert "error: scontrol could not reach a Slurm daemon" in result.stderr, result.stderr
     assert "ok:" not in result.stderr
     assert "sbatch" not in slurm_backend.CALL_COUNTS     # --test-only was not tried after it
+
+
+def test_launch_with_slurm_conf_at_nothing_exits_3_and_writes_nothing(tmp_path):
+    proc, seconds = slurmexp(tmp_path, "launch", str(sweep_file(tmp_path)), "--site", SITE,
+                             conf="/nonexistent")
+    assert proc.returncode == 3, proc.stderr
+    assert seconds < 15 and "SLURM_CONF=/nonexistent does not exist" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    from slurmexp.ledger import Ledger
+    if (tmp_path / "ledger.db").exists():
+        assert Ledger(tmp_path / "ledger.db", mode="read").experiments() == []
+    assert not (tmp_path / "slurmexp-runs").exists(), "run files were written"

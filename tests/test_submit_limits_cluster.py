@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,23 @@ def _config(name: str) -> int:
     return int(re.search(rf"(?m)^{name}\s*=\s*(\d+)", out).group(1))
 
 
+def _jobs_held() -> int:
+    """Jobs (array tasks) the controller holds now, ended ones it has not purged included."""
+    return len(sh("squeue", "-h", "-r", "-t", "all", "-o", "%i").stdout.split())
+
+
 @pytest.fixture
 def full_queue(cluster):
     """The controller filled with held arrays until one more array of MaxArraySize - 1 tasks
-    would reach MaxJobCount; cancelled afterwards."""
+    would reach MaxJobCount; cancelled afterwards. Cancelled jobs still count until the
+    controller purges them (MinJobAge, 300 s here), so the fixture waits for that: the shared
+    cluster must take a 2,500-run sweep again when it hands it back."""
     size = _config("MaxArraySize") - 1
+    # Jobs that ended less than MinJobAge ago still count (a 2,500-run test just before this
+    # one): wait until the controller holds fewer than one array's worth.
+    deadline = time.monotonic() + _config("MinJobAge") + 120
+    while (before := _jobs_held()) >= size and time.monotonic() < deadline:
+        time.sleep(5)
     held: list[str] = []
     try:
         for _ in range(_config("MaxJobCount") // size - 1):
@@ -55,8 +68,12 @@ def full_queue(cluster):
     finally:
         if held:
             sh("scancel", *held, check=False)
+            deadline = time.monotonic() + _config("MinJobAge") + 120
+            while _jobs_held() > before + size and time.monotonic() < deadline:
+                time.sleep(5)
 
 
+@pytest.mark.destructive          # the queue stays full for MinJobAge after it: runs last
 def test_a_full_queue_is_refused_at_once_and_named(tmp_path, cluster, full_queue):
     # Validation counts the user's queued jobs against MaxJobCount (item 6): exit 2.
     sweep = write_sweep(tmp_path, "fullq", f"x = {list(range(full_queue))}", command="true {x}")
@@ -77,6 +94,10 @@ def test_a_full_queue_is_refused_at_once_and_named(tmp_path, cluster, full_queue
     assert "could not reach" not in err.value.message
     names = sh("squeue", "-h", "-o", "%j").stdout.split()
     assert "sx-test-fullq" not in names
+    # sbatch --test-only on the full queue (validation's last check) answers "allocation
+    # failure: Resource temporarily unavailable" at once: a full queue, not a daemon away.
+    ok, message = SlurmBackend().test_only(script)
+    assert not ok and "queue is full" in message, message
 
 
 @pytest.fixture
@@ -177,7 +198,6 @@ class _ImpatientSlurm(SlurmBackend):
 
 
 def test_sbatch_timing_out_exits_6_and_reconcile_finishes_it_once(tmp_path, cluster, monkeypatch):
-    import time
 
     from slurmexp.launch import launcher
     from slurmexp.reconcile.one_pass import reconcile_pass
@@ -225,11 +245,11 @@ def small_tmpfs(tmp_path):
 def fill(folder: Path) -> Path:
     """Write a filler file until the file system is full; returns it (delete it to free)."""
     filler = folder / "filler"
-    with open(filler, "wb") as f:
+    # Unbuffered: a buffered file would raise ENOSPC again when `with` closes it.
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler
@@ -253,11 +273,10 @@ from slurmexp.backends.slurm import backend as _b
 _orig = _b.SlurmBackend.submit
 def _submit_then_fill(self, *a, **k):
     result = _orig(self, *a, **k)
-    with open({filler!r}, "wb") as f:
+    with open({filler!r}, "wb", buffering=0) as f:   # unbuffered: closing it cannot raise ENOSPC
         try:
             while True:
                 f.write(b"\\0" * 65536)
-                f.flush()
         except OSError:
             pass
     return result
@@ -313,7 +332,6 @@ def test_a_task_that_cannot_write_its_files_is_an_infrastructure_failure_and_ret
     exp_id = result.stdout.strip().splitlines()[-1]
     ledger = Ledger(tmp_path / "ledger.db")
     backend = SlurmBackend(cluster=CURRENT.name)
-    import time
 
     from slurmexp.reconcile.one_pass import reconcile_pass
     deadline = time.monotonic() + 120

@@ -143,12 +143,21 @@ def scheduler_for(kind: str, cluster: str | None = None,
         # What discovery read on the login node: its own cluster (no --clusters needed) and the
         # login's user, so a pass costs no extra round trip to ask again.
         sched.assume_local_cluster(site.cluster, user=site.remote.user)
-        return sched
+        from slurmexp.backends.slurm.remote import RemoteScheduler
+
+        return RemoteScheduler(sched)     # --test-only of a script rendered here copies it there
     module_name, _, class_name = entry.implementation.partition(":")
     cls: Any = getattr(importlib.import_module(module_name), class_name)
     return cls(cluster=cluster or None, transport=transport)
 
 
 def scheduler_for_experiment(exp: Mapping[str, Any], transport: Transport | None = None) -> Scheduler:
-    """The scheduler an experiment's jobs went to: its row's `backend` and `cluster`."""
+    """The scheduler an experiment's jobs went to: its row's `backend` and `cluster`, through
+    the login node its settings name when it was launched over SSH."""
+    if transport is None and exp.get("settings_json") and backend_kind(exp["backend"]).live_checks:
+        from slurmexp.backends.slurm.remote import remote_settings_of, scheduler_for_remote
+
+        remote = remote_settings_of(exp)
+        if remote is not None:
+            return scheduler_for_remote(remote, exp.get("cluster"), [(exp["exp_dir"], remote)])
     return scheduler_for(exp["backend"], exp.get("cluster"), transport)

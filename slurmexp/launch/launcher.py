@@ -12,21 +12,20 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from slurmexp import layout
 from slurmexp.backends.base import backend_kind, scheduler_for
-from slurmexp.backends.facts import SubmitResult
 from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
+from slurmexp.launch import remote
 from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
 from slurmexp.launch.experiment_files import files_full_error, write_manifest, write_run_files, write_script
+from slurmexp.launch.local_run import run_local
 from slurmexp.launch.render import ScriptContext, render_script, template_sha256
 from slurmexp.launch.submission import (
     REFUSED,
@@ -39,12 +38,18 @@ from slurmexp.launch.submission import (
 )
 from slurmexp.launch.validate import ValidationReport, live_problems, validate
 from slurmexp.ledger import Ledger, provenance
-from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, LivenessSettings, RetrySettings
+from slurmexp.settings import (
+    CheckpointSettings,
+    ExperimentSettings,
+    GroupSettings,
+    LivenessSettings,
+    RemoteSettings,
+    RetrySettings,
+)
 from slurmexp.sites.model import Site, load_site
 from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, describe_tables, make_plan
 from slurmexp.sweep.spec import Sweep, load_sweep
 from slurmexp.tags import job_comment, job_name
-from slurmexp.timeutil import sacct_time
 
 
 @dataclass
@@ -57,9 +62,18 @@ class Prepared:
     fingerprint: str
     base_id: str
     template: Path | None
+    remote: RemoteSettings | None = None     # [remote]: where it goes on the cluster (set by launch)
+    sources: dict | None = None              # [remote]: the synced sources, for the provenance
 
     def exp_dir(self, exp_id: str) -> Path:
         return layout.ExperimentPaths.under(self.sweep.output_dir, exp_id).exp_dir
+
+    def job_paths(self, exp_id: str) -> layout.ExperimentPaths:
+        """The experiment's folder as its jobs see it: here, or its copy on the [remote] cluster."""
+        return layout.ExperimentPaths(self.remote.exp_dir if self.remote else self.exp_dir(exp_id))
+
+    def job_workdir(self) -> Path:
+        return Path(self.remote.src_dir) if self.remote and self.remote.src_dir else Path(self.sweep.workdir)
 
 
 @dataclass
@@ -111,9 +125,9 @@ def prepare(sweep_path: str | Path, site_path: str | Path | None = None) -> Prep
 
 
 def script_context(prep: Prepared, exp_id: str, chunk: ArrayChunk) -> ScriptContext:
-    paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
+    paths = prep.job_paths(exp_id)
     return ScriptContext(
-        experiment_id=exp_id, chunk=chunk, exp_dir=paths.exp_dir, workdir=Path(prep.sweep.workdir),
+        experiment_id=exp_id, chunk=chunk, exp_dir=paths.exp_dir, workdir=prep.job_workdir(),
         manifest_path=paths.manifest(chunk.chunk),
         runs_dir=paths.runs_dir, job_name=job_name(exp_id, chunk.chunk), comment=job_comment(exp_id),
         env_setup=list(prep.sweep.env.setup), env_modules=list(prep.sweep.env.modules),
@@ -202,18 +216,20 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
         return _already_launched(ledger, exp_id)
     if new:
         exp_id = exp_id + ledger.next_experiment_suffix(exp_id)
-    if prep.site.remote is not None and slurm is None:
-        # The SSH transport and `site discover --remote` exist; writing run files and syncing
-        # sources on the cluster does not yet. Refuse rather than submit local paths over SSH.
-        raise SlurmexpError(f"{prep.site.path}: launching over SSH ([remote] in site.toml) is "
-                            f"not supported yet", [Problem(str(prep.site.path), "remote",
-                                                           "launch handoff over SSH is not built yet",
-                                                           "run slurmexp on the login node itself for now")])
+    if prep.site.remote is not None and kind.live_checks:
+        # Over SSH (launch.remote): sources to <root>/src/<hash>/, the runs' paths the cluster's.
+        sync = remote.sync_workdir(prep.site, Path(prep.sweep.workdir), Path(prep.sweep.output_dir))
+        prep.remote = remote.remote_of_site(prep.site, exp_id, Path(prep.sweep.workdir), sync)
+        prep.sources = remote.provenance_entry(prep.remote, sync)
+        if slurm is None:
+            slurm = remote.scheduler(prep.remote, prep.site.cluster, prep.exp_dir(exp_id))
     scheduler = slurm if slurm is not None else scheduler_for(kind.kind, prep.site.cluster)
     report = check(prep, scheduler if kind.live_checks else None, exp_id=exp_id, fresh=fresh)
     if not report.ok:
         raise ValidationError(f"{prep.sweep.path}: {len(report.problems)} problem(s); nothing was submitted",
                               report.problems)
+    if report.unavailable is not None:      # the controller did not answer: nothing written
+        raise report.unavailable
     try:
         # A reconciled kind's experiment is born SUBMITTING, in the transaction that records it
         # with its runs and settings: a launch killed right after leaves work reconcile (or a
@@ -229,7 +245,8 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
             raise
         return _already_launched(ledger, exp_id)     # a concurrent launch of the same sweep won
     if kind.in_process:
-        return _run_local(prep, exp_id, ledger, scripts, max_parallel, report, scheduler)
+        return run_local(prep, exp_id, ledger, scripts, max_parallel,
+                         LaunchResult(exp_id, True, report=report), scheduler)
     return _submit_slurm(prep, exp_id, ledger, scripts, scheduler, report)
 
 
@@ -271,6 +288,7 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
     return ExperimentSettings(RetrySettings(r.max_attempts, r.escalate, r.escalate_factor, r.backoff_s),
                               tuple(out),
                               CheckpointSettings(c.signal, c.before_s, c.requeue) if c else None,
+                              prep.remote,
                               LivenessSettings(v.heartbeat_s, v.stall_after_s, v.stall_action))
 
 
@@ -286,7 +304,10 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
     shutil.copyfile(prep.site.path, paths.site_copy)
     prov = provenance.collect(Path(prep.sweep.workdir), paths.provenance_dir,
                               prep.sweep.provenance.secret_patterns)
-    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, paths.run_dir(run.run_id), exp_id))
+    if prep.remote is not None:
+        prov["sources"] = prep.sources
+    job_paths = prep.job_paths(exp_id)
+    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, job_paths.run_dir(run.run_id), exp_id))
                               for run in prep.plan.runs])
     scripts: dict[int, Path] = {}
     where: dict[str, tuple[int, int]] = {}
@@ -299,6 +320,8 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
     runs = [{"run_id": r.run_id, "idx": r.index, "params": r.params, "seed": r.seed, "source": r.source,
              "run_dir": str(paths.run_dir(r.run_id)), "chunk": where[r.run_id][0],
              "task_index": where[r.run_id][1]} for r in prep.plan.runs]
+    if prep.remote is not None:
+        remote.publish(prep.remote, exp_dir)     # on the cluster before the ledger names it
     with ledger.transaction():
         ledger.create_experiment(
             exp_id, prep.sweep.name, prep.fingerprint, prep.site.cluster, backend, exp_dir,
@@ -344,55 +367,3 @@ def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int
                                     + (f"; {len(result.unsubmitted)} run(s) refused by sbatch"
                                        if result.unsubmitted else ""))
     return result
-
-
-class _LocalArrays:
-    """The local backend's answer to a submission: a fresh array id of `local`, submitted now.
-    The tasks then run here, in `_run_local`, through the same ledger rows."""
-
-    def __init__(self, local):
-        self.local = local
-
-    def submit(self, script: Path, *, extra_args=(), cwd=None) -> SubmitResult:
-        return SubmitResult(self.local.new_job_id(), self.local.cluster, submit_time=_now())
-
-
-def _run_local(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int, Path],
-               max_parallel: int | None, report: ValidationReport, local) -> LaunchResult:
-    """Run every chunk here, now, through the same ledger states as on Slurm (`local`: an
-    in-process scheduler, the local backend's)."""
-    parallel = max_parallel or prep.sweep.resources.array_parallelism or os.cpu_count() or 1
-    ledger.set_experiment_state(exp_id, "RUNNING", f"local backend, {parallel} at once")
-    host = socket.gethostname()
-    result = LaunchResult(exp_id, True, report=report)
-    failed = 0
-    for chunk in prep.plan.chunks:
-        script = scripts[chunk.chunk]
-        outcome = submit_chunk(ledger, _LocalArrays(local), ChunkRequest(
-            exp_id, chunk.chunk, chunk.array_spec, chunk.size, script, local.cluster))
-        array_id = outcome.job_id
-        attempt_of = {a["task_index"]: a["attempt_id"] for a in ledger.attempts(sub_id=outcome.sub_id)}
-        result.job_ids.append(array_id)
-
-        def on_event(task: int, event: str, info: dict, attempt_of=attempt_of) -> None:
-            nonlocal failed
-            if event == "RUNNING":
-                ledger.update_attempt(attempt_of[task], state="RUNNING", start_time=_now(), node=host)
-                return
-            failed += event != "COMPLETED"
-            reason = None if event == "COMPLETED" else f"exit code {info.get('exit_code')}"
-            ledger.update_attempt(attempt_of[task], state=event, end_time=_now(),
-                                  exit_code=info.get("exit_code"), elapsed_s=info.get("elapsed_s"),
-                                  reason=reason, failure_class=None if event == "COMPLETED" else "user")
-
-        local.run_array(script, chunk.size, parallel, on_event=on_event, array_job_id=array_id,
-                        log_dir=layout.ExperimentPaths(prep.exp_dir(exp_id)).logs_dir)
-    state = "FINISHED" if not failed else "FINISHED_WITH_FAILURES"
-    ledger.set_experiment_state(exp_id, state, f"{failed} run(s) failed" if failed else None)
-    result.message = f"{len(prep.plan.runs)} runs finished locally, {failed} failed"
-    return result
-
-
-def _now() -> str:
-    """Local wall-clock time in the form Slurm prints, so local attempts read like Slurm's."""
-    return sacct_time(datetime.now().astimezone())

@@ -36,8 +36,8 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)   # checks not run, with why
     checked: list[str] = field(default_factory=list)   # checks that ran
-    # Set when Slurm did not answer the live checks: `slurmexp validate` then exits 3 (could
-    # not decide) unless a problem already refuses the sweep (exit 2); launch goes on.
+    # Set when Slurm did not answer the live checks: validate and launch then exit 3 (could
+    # not decide; launch writes nothing) unless a problem already refuses the sweep (exit 2).
     unavailable: SlurmUnavailable | None = None
 
     @property

@@ -127,18 +127,9 @@ class AttemptsMixin:
     def active_attempts(self, backend: str | Iterable[str] | None = None) -> list[ActiveAttempt]:
         """Every attempt not in a final state, oldest first, with its run's and submission's
         context; only experiments of `backend` (a kind or several) when given."""
-        where, params = [f"a.state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})"], \
-            sorted(TERMINAL_STATES)
-        if backend is not None:
-            clause, kinds = _in_list("e.backend", backend)
-            where.append(clause)
-            params += kinds
-        return ActiveAttempt.from_cursor(self.db.execute(
-            f"SELECT {ActiveAttempt.select_list('a')} FROM attempts a "
-            "JOIN experiments e ON e.exp_id = a.exp_id "
-            "JOIN runs r ON r.exp_id = a.exp_id AND r.run_id = a.run_id "
-            "LEFT JOIN submissions s ON s.sub_id = a.sub_id "
-            f"WHERE {' AND '.join(where)} ORDER BY a.attempt_id", params))
+        return self._attempts_in_context(
+            [f"a.state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})"], sorted(TERMINAL_STATES),
+            backend)
 
     def unconfirmed_cancels(self, since: str, backend: str | Iterable[str] | None = None
                             ) -> list[ActiveAttempt]:
@@ -146,12 +137,16 @@ class AttemptsMixin:
         final accounting record has not been seen yet (no end time): a task can end by itself
         between the squeue and the scancel of a cancel, and then sacct's state wins. Only the
         run's newest attempt, oldest first."""
-        where, params = ["a.state = 'CANCELLED'", "a.end_time IS NULL", "a.job_id IS NOT NULL",
-                         "a.updated >= ?", "a.attempt_no = r.n_attempts"], [since]
+        return self._attempts_in_context(
+            ["a.state = 'CANCELLED'", "a.end_time IS NULL", "a.job_id IS NOT NULL",
+             "a.updated >= ?", "a.attempt_no = r.n_attempts"], [since], backend)
+
+    def _attempts_in_context(self, where: list[str], params: list, backend) -> list[ActiveAttempt]:
+        """Attempts matching `where` with their run's and submission's context, oldest first;
+        only experiments of `backend` (a kind or several) when given."""
         if backend is not None:
             clause, kinds = _in_list("e.backend", backend)
-            where.append(clause)
-            params += kinds
+            where, params = [*where, clause], [*params, *kinds]
         return ActiveAttempt.from_cursor(self.db.execute(
             f"SELECT {ActiveAttempt.select_list('a')} FROM attempts a "
             "JOIN experiments e ON e.exp_id = a.exp_id "

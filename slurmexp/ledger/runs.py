@@ -78,6 +78,18 @@ class RunsMixin:
             r["params"] = json.loads(r["params_json"] or "{}")
         return rows
 
+    def run_ids_starting(self, prefix: str, exp_id: str | None = None,
+                         limit: int = 200) -> list[tuple[str, str]]:
+        """(exp_id, run_id) of at most `limit` runs whose id starts with `prefix` (of `exp_id`
+        when given), by experiment, then index: what shell completion offers."""
+        sql = "SELECT exp_id, run_id FROM runs WHERE substr(run_id, 1, ?) = ?"
+        params: list[Any] = [len(prefix), prefix]
+        if exp_id is not None:
+            sql += " AND exp_id = ?"
+            params.append(exp_id)
+        rows = self.db.execute(sql + " ORDER BY exp_id, idx LIMIT ?", [*params, limit])
+        return [(r[0], r[1]) for r in rows]
+
     # --- Python-function experiments (slurmexp.functions, slurmexp.submitit) ------------
 
     def run_extent(self, exp_id: str) -> tuple[int, int]:

@@ -185,6 +185,14 @@ def require_lock(got: bool, ledger: Ledger, what: str) -> None:
 # Context
 
 
+def remote_key(remote: Any) -> tuple | None:
+    """Which login node an experiment's settings say it went through (None: this machine's
+    Slurm); experiments of one cluster reached two ways are asked about separately."""
+    if remote is None:
+        return None
+    return (remote.host, remote.user, remote.port, remote.root)
+
+
 @dataclass
 class PassContext:
     """What one pass (or manual retry) works with.
@@ -205,16 +213,23 @@ class PassContext:
     kind: str = DEFAULT_KIND
     cluster: str | None = None
     transport: Any = None
-    schedulers: dict[tuple[str, str | None], Any] = field(default_factory=dict)
+    schedulers: dict[tuple, Any] = field(default_factory=dict)
 
     def scheduler(self) -> Any:
         """The scheduler of the experiments worked on now, made on first use (most passes never
         call Slurm)."""
         if self.backend is not None:
             return self.backend
-        key = (self.kind, self.cluster)
+        remotes = [(e["exp_dir"], e["settings"].remote) for e in self.exps.values()
+                   if e.get("settings") is not None and e["settings"].remote is not None]
+        key = (self.kind, self.cluster, remote_key(remotes[0][1]) if remotes else None)
         if key not in self.schedulers:
-            self.schedulers[key] = scheduler_for(self.kind, self.cluster, self.transport)
+            if remotes:   # launched over SSH: that login node, with each experiment's paths
+                from slurmexp.backends.slurm.remote import scheduler_for_remote
+
+                self.schedulers[key] = scheduler_for_remote(remotes[0][1], self.cluster, remotes)
+            else:
+                self.schedulers[key] = scheduler_for(self.kind, self.cluster, self.transport)
         return self.schedulers[key]
 
     def slurm(self) -> Any:

@@ -22,11 +22,15 @@ recorded CANCELLED with failure class infrastructure, so the run is retried like
 within `[retry] max_attempts`. Experiments launched before liveness existed have no
 `LivenessSettings` and are never judged (their scripts write no heartbeat).
 
-What is read comes in one `Signs` value, so a pass that mirrors attempt files from another
-machine can hand them in the same way (`judge` reads nothing itself).
+What is read comes in one `Signs` value (`judge` reads nothing itself). Over SSH the pass
+mirrors the attempt's small files (`reconcile.remote_reads`, `heartbeat` among them) before
+the transitions, so the heartbeat is judged there too; `stall_after` is not yet (the mirror
+does not carry the output files' modification times), so a remote run is never STALLED for
+silence alone.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -107,6 +111,10 @@ def apply_liveness(ctx: PassContext, a: ActiveAttempt, fields: dict, reason: str
     settings = exp["settings"].liveness if exp else None
     if settings is None or a.state not in JUDGED_STATES:
         return reason, fields.get("failure_class")
+    if exp["settings"].remote is not None and settings.stall_after_s:
+        # Over SSH the mirror (reconcile.remote_reads) has the heartbeat but not the output
+        # files' own times (no stdout, the stderr tail rewritten): judge the heartbeat only.
+        settings = dataclasses.replace(settings, stall_after_s=None)
     stall = judge(settings, Signs.read(folder, a.run_dir), ctx.now)
     if stall is None:
         return reason, fields.get("failure_class")

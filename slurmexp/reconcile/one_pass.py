@@ -41,8 +41,9 @@ from slurmexp.errors import SlurmexpError, SlurmUnavailable
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt, Submission
 from slurmexp.reconcile.adopt import _resolve_intents
-from slurmexp.reconcile.context import EXIT_ERROR, PassContext, PassSummary, pass_lock
+from slurmexp.reconcile.context import EXIT_ERROR, PassContext, PassSummary, pass_lock, remote_key
 from slurmexp.reconcile.match import expand_rows, match_rows, queue_record, row_key
+from slurmexp.reconcile.remote_reads import is_remote, read_remote
 from slurmexp.reconcile.resubmit import resubmittable_runs, submit_due, tracked_experiments
 from slurmexp.reconcile.transitions import _transition, cancel_watch_s, chunk_job_name
 from slurmexp.states import FINISHED_EXPERIMENT_STATES, STOPPED_EXPERIMENT_STATES, TERMINAL_STATES
@@ -148,7 +149,7 @@ def _run_pass(ctx: PassContext) -> None:
     groups = _scheduler_groups(ctx, tracked_experiments(ctx.ledger))
     summary = ctx.summary
     errors: list[str] = []
-    for (kind, cluster), exps in groups:
+    for (kind, cluster, _remote), exps in groups:
         ctx.kind, ctx.cluster, ctx.exps, ctx.queue_ok = kind, cluster, exps, True
         summary.error = None
         try:
@@ -161,14 +162,15 @@ def _run_pass(ctx: PassContext) -> None:
     summary.error = "; ".join(errors) or None
 
 
-def _scheduler_groups(ctx: PassContext, exps: dict[str, dict]) -> list[tuple[tuple[str, str | None], dict]]:
-    """The experiments by the (kind, cluster) asked about them, for kinds that are reconciled.
+def _scheduler_groups(ctx: PassContext, exps: dict[str, dict]) -> list[tuple[tuple, dict]]:
+    """The experiments by the (kind, cluster, login node) asked about them, for kinds that are
+    reconciled (the login node: `[remote]` as launched, None for this machine's Slurm).
 
     A scheduler given to the pass asks its own cluster: experiments of another cluster are left
     for a pass that asks theirs; one that names no cluster is asked about every experiment."""
     given = ctx.backend
     only = getattr(given, "cluster", None) if given is not None else None
-    groups: dict[tuple[str, str | None], dict[str, dict]] = defaultdict(dict)
+    groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for exp_id, exp in exps.items():
         kind = find_kind(exp.get("backend"))
         if kind is None:
@@ -181,8 +183,10 @@ def _scheduler_groups(ctx: PassContext, exps: dict[str, dict]) -> list[tuple[tup
             if only and cluster and cluster != only:
                 continue
             cluster = only
-        groups[(kind.kind, cluster)][exp_id] = exp
-    return sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+        settings = exp.get("settings")
+        remote = remote_key(settings.remote if settings is not None and given is None else None)
+        groups[(kind.kind, cluster, remote)][exp_id] = exp
+    return sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", str(kv[0][2] or "")))
 
 
 def _reconcile_cluster(ctx: PassContext) -> None:
@@ -202,7 +206,17 @@ def _reconcile_cluster(ctx: PassContext) -> None:
     rows: list[SacctRow] = []
     name_rows: list[SacctRow] = []
     queue: list[Any] = []
-    if active:
+    if is_remote(backend) and (active or intents):
+        # Over SSH: sacct, squeue and the attempts' files in one round trip, mirrored here.
+        names = sorted({n for s in intents if (n := chunk_job_name(s.exp_id, s.chunk))})
+        t = time.monotonic()
+        rows, name_rows, queue = read_remote(
+            ctx, backend, active, intents,
+            since=_since([parse_ts(a.submit_time) or parse_ts(a.created) for a in active], ctx.now)
+            if active else None,
+            names=names, names_since=_since([parse_ts(s.created) for s in intents], ctx.now) if intents else None)
+        summary.sacct_s += time.monotonic() - t
+    elif active:
         since = _since([parse_ts(a.submit_time) or parse_ts(a.created) for a in active],
                        ctx.now)
         job_ids = sorted({str(a.job_id) for a in active if a.job_id})
@@ -210,14 +224,14 @@ def _reconcile_cluster(ctx: PassContext) -> None:
         t = time.monotonic()
         rows = backend.accounting(job_ids, since=since, array_ids=array_ids)
         summary.sacct_s += time.monotonic() - t
-    if intents:
+    if intents and not is_remote(backend):
         since = _since([parse_ts(s.created) for s in intents], ctx.now)
         names = sorted({n for s in intents if (n := chunk_job_name(s.exp_id, s.chunk))})
         if names:
             t = time.monotonic()
             name_rows = backend.accounting([], since=since, names=names)
             summary.sacct_s += time.monotonic() - t
-    if active or intents:
+    if (active or intents) and not is_remote(backend):
         t = time.monotonic()
         try:
             queue = backend.queue()

@@ -23,7 +23,7 @@ from slurmexp.errors import (
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import PlannedRun
-from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, require_lock
+from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, remote_key, require_lock
 from slurmexp.reconcile.resubmit import open_intent_tasks, policy_of, submit_due, tracked_experiments
 from slurmexp.states import FAILED_STATES, FINISHED_EXPERIMENT_STATES, LOST, STOPPED_EXPERIMENT_STATES
 from slurmexp.timeutil import utc_iso
@@ -93,7 +93,10 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
         # Without a backend given, the scheduler of the experiment's own kind and cluster.
         ctx = PassContext(ledger, backend, summary, now, 0, False, kind=exp["backend"],
                           cluster=exp.get("cluster") or None)
-        ctx.exps = tracked_experiments(ledger)
+        tracked = tracked_experiments(ledger)
+        mine = remote_key(tracked[exp_id]["settings"].remote)
+        # The experiments reached the same way (this machine's Slurm, or one login node).
+        ctx.exps = {k: e for k, e in tracked.items() if remote_key(e["settings"].remote) == mine}
         if which == "unsubmitted":
             planned = _unsubmitted(ledger, exp_id)
             if not planned:

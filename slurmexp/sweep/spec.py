@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, Strict, ValidationInfo, computed_field
+from pydantic import AfterValidator, Field, Strict, ValidationInfo, WithJsonSchema, computed_field
 
 from slurmexp import units
 from slurmexp.errors import SlurmexpWarning
@@ -43,7 +43,7 @@ from slurmexp.sweep.strict_toml import (
     toml_type,
 )
 
-__all__ = ["BUILTIN_PLACEHOLDERS", "CHECKPOINT_SIGNALS", "QUOTE_FIX", "CheckpointSpec",
+__all__ = ["BUILTIN_PLACEHOLDERS", "CHECKPOINT_SIGNALS", "QUOTE_FIX", "CheckpointSpec", "check_name",
            "Distribution", "EnvSpec", "LivenessSpec", "ProvenanceSpec", "ResourceRequest", "RetrySpec",
            "SampleSpec", "Sweep", "check_sweep", "load_sweep", "parse_sweep"]
 
@@ -98,6 +98,15 @@ def _name(value: str, info: ValidationInfo) -> str:
 
 def _safe_name(text: str) -> str:
     return re.sub(r"^[^A-Za-z0-9]+", "", re.sub(r"[^A-Za-z0-9._-]+", "-", text))
+
+
+def check_name(value: str) -> str | None:
+    """Why `value` cannot be a sweep name (with the fix), or None (for `init --name`)."""
+    if _NAME.fullmatch(value):
+        return None
+    suggest = _safe_name(value)
+    return (f"{value!r}: a name starts with a letter or digit and has only letters, digits, '.', "
+            f"'_' and '-'" + (f"; write {suggest!r}" if suggest else ""))
 
 
 def _function_ref(value: str) -> str:
@@ -156,10 +165,13 @@ def _stall_action(value: str) -> str:
     return value
 
 
-Scalar = Annotated[Any, AfterValidator(_scalar)]
+# What `slurmexp schema sweep` says of the types checked by hand (pydantic sees `Any`).
+_SCALAR_SCHEMA = {"type": ["string", "number", "boolean"]}
+Scalar = Annotated[Any, AfterValidator(_scalar), WithJsonSchema(_SCALAR_SCHEMA)]
 FunctionRef = Annotated[str, Strict(), AfterValidator(_function_ref)]
-ParamValues = Annotated[Any, AfterValidator(_param_values)]
-Number = Annotated[Any, AfterValidator(_number)]
+ParamValues = Annotated[Any, AfterValidator(_param_values), WithJsonSchema({"anyOf": [
+    _SCALAR_SCHEMA, {"type": "array", "items": _SCALAR_SCHEMA, "minItems": 1}]})]
+Number = Annotated[Any, AfterValidator(_number), WithJsonSchema({"type": "number"})]
 NameStr = Annotated[str, Strict(), AfterValidator(_name)]
 SignalStr = Annotated[str, Strict(), AfterValidator(_signal_name)]
 DurationStr = Annotated[str, Strict(), AfterValidator(_duration)]
@@ -248,11 +260,8 @@ class CheckpointSpec(StrictModel):
 
 
 class LivenessSpec(StrictModel):
-    """`[liveness]`: the task script writes a heartbeat every `heartbeat` while the command runs;
-    reconcile shows a RUNNING attempt whose heartbeat is stale (10 beats missed) as STALLED. With
-    `stall_after`, one whose stdout, stderr and metrics have not changed for that long is
-    STALLED too. `stall_action = "requeue"` cancels a STALLED job and retries it as an
-    infrastructure failure (within [retry] max_attempts); "flag" only shows it."""
+    """`[liveness]`: a heartbeat every `heartbeat` while the command runs; STALLED when it is stale
+    or (`stall_after`) the output has not changed; `stall_action` (reconcile.liveness)."""
 
     heartbeat: IntervalStr = "30s"
     stall_after: IntervalStr | None = None
@@ -336,8 +345,7 @@ class Sweep(StrictModel):
     raw_text: str
 
     @property
-    def live(self) -> LivenessSpec:
-        """`[liveness]` as written, or its defaults (every task script writes a heartbeat)."""
+    def live(self) -> LivenessSpec:      # [liveness] as written, or its defaults
         return self.liveness or LivenessSpec()
 
     def product_param_names(self) -> list[str]:

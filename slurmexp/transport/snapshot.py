@@ -29,11 +29,17 @@ class Snapshot:
     accounting: list[SacctRow]
     queue: list[SqueueRow]
     files: dict[str, str | None] = field(default_factory=dict)   # path -> text; None: absent
+    by_name: list[SacctRow] = field(default_factory=list)        # sacct --name=<names>
 
 
 def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str] = (),
-             timeout: float = 60) -> Snapshot:
+             timeout: float = 60, names: Sequence[str] = (), names_since: str | None = None,
+             user_queue: bool = False, array_ids: Sequence[str] = ()) -> Snapshot:
     """sacct + squeue for `job_ids` and the text of `files`, in one ssh round trip.
+
+    With `names`, a second sacct selects by job name from `names_since` (a launch's orphans);
+    `user_queue` lists the user's pending and running jobs instead of squeue by job id (what
+    a reconcile pass asks: orphans are not among its ids).
 
     Raises SlurmUnavailable when the cluster cannot be reached or a daemon did not answer:
     the caller changes nothing on such a pass."""
@@ -43,8 +49,16 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
     ids = list(dict.fromkeys(str(j) for j in job_ids))
     sacct_argvs = [commands.sacct(since=since, cluster=backend.cluster_flag, user=backend.user,
                                   job_ids=chunk) for chunk in slurm_backend._chunks(ids)] if ids else []
-    squeue_argvs = [commands.squeue(cluster=backend.cluster_flag, job_ids=chunk)
-                    for chunk in slurm_backend._chunks(ids)] if ids else []
+    name_list = list(dict.fromkeys(names))
+    n_by_id = len(sacct_argvs)
+    sacct_argvs += [commands.sacct(since=names_since or since, cluster=backend.cluster_flag,
+                                   user=backend.user, names=chunk)
+                    for chunk in slurm_backend._chunks(name_list)] if name_list else []
+    if user_queue:
+        squeue_argvs = [commands.squeue(cluster=backend.cluster_flag, user=backend.user)]
+    else:
+        squeue_argvs = [commands.squeue(cluster=backend.cluster_flag, job_ids=chunk)
+                        for chunk in slurm_backend._chunks(ids)] if ids else []
     env = dict(slurm_backend.SLURM_ENV)
     ops = [Op("run", argv=tuple(a), env=env, timeout=timeout) for a in sacct_argvs + squeue_argvs]
     rel = [f for f in files if not f.startswith("/")]
@@ -56,8 +70,9 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
     except TransportUnreachable as exc:
         raise SlurmUnavailable(f"{exc} (this is not a job failure)") from None
     acct: list[SacctRow] = []
+    by_name: list[SacctRow] = []
     queue: list[SqueueRow] = []
-    for op, res in zip(ops[:len(sacct_argvs) + len(squeue_argvs)], results):
+    for i, (op, res) in enumerate(zip(ops[:len(sacct_argvs) + len(squeue_argvs)], results)):
         res = transport.check_run(res, timeout)
         command = op.argv[0]
         slurm_backend._record(command, 0.0, res.returncode)
@@ -71,7 +86,10 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
             raise SlurmCommandError(f"{command} failed on {transport.target} (exit "
                                     f"{res.returncode}): {stderr or 'no message'}")
         if command == "sacct":
-            acct += sp.parse_sacct(res.stdout, sp.DELIMITER)
+            if i < n_by_id:
+                acct += sp.parse_sacct(res.stdout, sp.DELIMITER, array_ids=array_ids)
+            else:
+                by_name += sp.parse_sacct(res.stdout, sp.DELIMITER)
         else:
             queue += sp.parse_squeue(res.stdout)
     n = len(sacct_argvs) + len(squeue_argvs)
@@ -84,4 +102,4 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
         if data is not None and path.endswith("stderr"):
             data = data[-TAIL_BYTES:]
         texts[path] = None if data is None else data.decode("utf-8", errors="replace")
-    return Snapshot(acct, queue, texts)
+    return Snapshot(acct, queue, texts, by_name)

@@ -242,6 +242,9 @@ class SlurmBackend:
             return True, message
         if proc.returncode == 0:
             return True, message or (proc.stdout or "").strip()
+        if sp.classify_error(message) == "queue_full":
+            message = ("the cluster's queue is full (MaxJobCount reached; every job the controller "
+                       f"holds counts, other users' and those ended in the last MinJobAge too): {message}")
         return False, message or f"sbatch --test-only exited {proc.returncode}"
 
     def cancel(self, job_ids: list[str], timeout: float = 60) -> None:

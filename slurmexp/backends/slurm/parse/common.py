@@ -80,6 +80,8 @@ SBATCH_RETRYING = (
 _QUEUE_FULL_PATTERNS = (
     *SBATCH_RETRYING,
     "batch job submission failed: resource temporarily unavailable",
+    # `sbatch --test-only` on a full queue (22.05): the same EAGAIN, said at once.
+    "allocation failure: resource temporarily unavailable",
     "maxjobcount",
 )
 # A submit limit of the QOS or the association (MaxSubmitJobs / MaxSubmitJobsPerUser /

@@ -1,0 +1,86 @@
+"""A pass's reads from a cluster reached over SSH: one round trip, then a local mirror.
+
+For experiments launched with a `[remote]` site the pass asks sacct (by id, and by name for
+open intents), squeue and the small result files of every active attempt in one
+`transport.snapshot` (so a 500-task pass costs one SSH round trip), and writes those files into
+the experiment's local folder, where the ledger's paths point. The transitions then read them
+as on a login node, and `status`, `report` and `show` keep working when the cluster cannot be
+reached. A cluster that does not answer raises SlurmUnavailable before anything is written.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from slurmexp import layout
+from slurmexp.ledger.rows import ActiveAttempt, Submission
+from slurmexp.transport.snapshot import snapshot
+
+# The attempt folder's small files a pass (and show/report) reads; stderr comes as its tail.
+ATTEMPT_FILES = (*layout.ATTEMPT_RECORD_FILES, layout.STDERR)
+RUN_FILES = (layout.METRICS_FILE,)
+
+
+def is_remote(backend: Any) -> bool:
+    """A scheduler of experiments launched over SSH (`backends.slurm.remote.RemoteScheduler`)."""
+    return getattr(backend, "remote", None) is not None and hasattr(backend, "to_remote")
+
+
+def wanted_files(ledger: Any, backend: Any, active: Sequence[ActiveAttempt]) -> dict[str, Path]:
+    """The cluster files to fetch (relative to the transport's root) -> their local mirror."""
+    root = PurePosixPath(str(backend.transport.root))
+    out: dict[str, Path] = {}
+
+    def want(local: Path) -> None:
+        remote = backend.to_remote(local)
+        if remote.is_relative_to(root) and remote != PurePosixPath(os.fspath(local)):
+            out[str(remote.relative_to(root))] = Path(local)
+
+    for a in active:
+        if not a.run_dir or not a.job_key:
+            continue
+        run = layout.RunPaths(a.run_dir)
+        folder = run.find_attempt(a.job_key, ledger.restarts_before(a.sub_id, a.job_key, a.attempt_id))
+        for name in ATTEMPT_FILES:
+            want(folder / name)
+        for name in RUN_FILES:
+            want(run.run_dir / name)
+        if a.exp_dir:
+            want(layout.ExperimentPaths(a.exp_dir).log(a.job_key, "err"))
+    return out
+
+
+def read_remote(ctx: Any, backend: Any, active: Sequence[ActiveAttempt], intents: Sequence[Submission],
+                *, since: str | None, names: Sequence[str], names_since: str | None):
+    """(sacct rows by id, sacct rows by name, squeue rows) in one round trip; the attempts'
+    files mirrored locally on the way."""
+    job_ids = sorted({str(a.job_id) for a in active if a.job_id})
+    array_ids = sorted({str(a.job_id) for a in active if a.task_index is not None})
+    files = wanted_files(ctx.ledger, backend, active)
+    snap = snapshot(backend.backend, job_ids, since=since or names_since or "now-7days",
+                    files=sorted(files), names=names, names_since=names_since, user_queue=True,
+                    array_ids=array_ids)
+    mirror(files, snap.files)
+    return snap.accounting, snap.by_name, snap.queue
+
+
+def mirror(files: dict[str, Path], texts: dict[str, str | None]) -> int:
+    """Write the fetched files into their local places (only what changed; atomically)."""
+    written = 0
+    for rel, local in files.items():
+        text = texts.get(rel)
+        if text is None:
+            continue
+        try:
+            if local.read_text(errors="replace") == text:
+                continue
+        except OSError:
+            pass
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.sx-mirror")
+        tmp.write_text(text)
+        os.replace(tmp, local)
+        written += 1
+    return written

@@ -1,0 +1,204 @@
+"""Launch, reconcile and report over SSH against the real sshd in the Slurm 24.11 root
+(tests/remotelib.py), with no Slurm command on the local PATH: the sweep's command runs a script
+that exists only on this machine, so the run can only succeed if the sources were synced."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slurmexp.ledger import Ledger
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("no_local_slurm")]
+
+TRAIN = """#!/bin/bash
+# Exists only on the host: the run finds it in the synced sources on the cluster.
+set -e
+echo "training x=$1 on $(hostname)"
+echo "a warning for x=$1" >&2
+printf '{"loss": %s, "x": %s}\\n' "$(( $1 * 10 ))" "$1" >"$2/metrics.json"
+"""
+
+
+def sx(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slurmexp", "--ledger", str(tmp_path / "l.db"), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+
+
+@pytest.fixture
+def remote_sweep(remote_node, tmp_path):
+    """A [remote] site (discovered over SSH) and a sweep whose script is only on the host."""
+    site = tmp_path / "site.toml"
+    root = f"{remote_node.remote_root}/launch-{tmp_path.name}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "slurmexp", "site", "discover", "-o", str(site), "--remote",
+         f"{remote_node.user}@{remote_node.host}", "--port", str(remote_node.port),
+         "--identity", remote_node.identity_file,
+         *[a for opt in remote_node.ssh_options for a in ("--ssh-option", opt)], "--remote-root", root],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.sh").write_text(TRAIN)
+    sweep = project / "sweep.toml"
+    sweep.write_text('name = "remote"\ncommand = "bash train.sh {x} {run_dir}"\nworkdir = "."\n'
+                     '[params]\nx = [1, 2, 3]\n[resources]\ntime = "00:05:00"\n')
+    return sweep, site, root
+
+
+def launch(tmp_path, sweep, site) -> str:
+    proc = sx(tmp_path, "launch", str(sweep), "--site", str(site))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def reconcile_until_finished(tmp_path, exp_id: str, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        proc = sx(tmp_path, "reconcile")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        state = Ledger(tmp_path / "l.db").get_experiment(exp_id, required=True)["state"]
+        if state.startswith("FINISHED"):
+            return state
+        time.sleep(3)
+    return state
+
+
+def test_a_sweep_of_host_only_code_runs_on_the_remote_cluster(remote_node, remote_sweep, tmp_path):
+    sweep, site, root = remote_sweep
+    # validate's live checks and sbatch --test-only go over SSH too (the script copied there).
+    proc = sx(tmp_path, "validate", str(sweep), "--site", str(site), "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["skipped"] == [], proc.stdout
+    exp_id = launch(tmp_path, sweep, site)
+    ledger = Ledger(tmp_path / "l.db")
+    exp = ledger.get_experiment(exp_id, required=True)
+    sources = json.loads(exp["provenance_json"])["sources"]
+    node_root = remote_node.fs_root / root.lstrip("/")
+    # The sources went to root/src/<hash>/ on the node (and nowhere on the host's side of it).
+    assert sources["remote_dir"].startswith(f"{root}/src/") and len(sources["hash"]) == 64
+    assert (remote_node.fs_root / sources["remote_dir"].lstrip("/") / "train.sh").read_text() == TRAIN
+    assert not Path(root).exists()
+    # The run files and scripts are on the cluster under root/experiments/<id>/.
+    remote_exp = node_root / "experiments" / exp_id
+    assert len(list((remote_exp / "runs").iterdir())) == 3
+    script = next((remote_exp / "scripts").iterdir()).read_text()
+    assert sources["remote_dir"] in script and str(tmp_path) not in script
+    # The ledger stays here, with the submission recorded as locally.
+    subs = ledger.submissions(exp_id)
+    assert [s["state"] for s in subs] == ["SUBMITTED"] and subs[0]["job_id"]
+
+    # logs --follow over SSH, before any pass: waits for the output on the cluster, ends with it.
+    first = ledger.runs(exp_id)[0]["run_id"]
+    proc = sx(tmp_path, "logs", first, "--follow", timeout=180)
+    assert proc.returncode == 0 and "training x=" in proc.stdout, proc.stdout + proc.stderr
+
+    assert reconcile_until_finished(tmp_path, exp_id) == "FINISHED", sx(tmp_path, "status", exp_id).stdout
+    runs = ledger.runs(exp_id)
+    assert {r["state"] for r in runs} == {"COMPLETED"}
+    for r in runs:
+        remote_run = remote_exp / "runs" / r["run_id"]
+        assert (remote_run / "metrics.json").is_file()       # written there by the run
+    # logs reads the full output on the cluster: only the small files are mirrored here.
+    for r in runs:
+        x = r["params"]["x"]
+        out = sx(tmp_path, "logs", r["run_id"])
+        assert out.returncode == 0 and out.stdout.startswith(f"training x={x} on "), out.stdout + out.stderr
+        err = sx(tmp_path, "logs", r["run_id"], "--stderr")
+        assert err.returncode == 0 and err.stdout == f"a warning for x={x}\n", err.stdout + err.stderr
+        assert not list((Path(r["run_dir"]) / "attempts").glob("*/stdout"))   # not mirrored
+    # Launching the same sweep again submits nothing, and the unchanged sources are not resent.
+    again = sx(tmp_path, "launch", str(sweep), "--site", str(site))
+    assert again.returncode == 0 and "already launched" in again.stdout + again.stderr
+
+
+def test_reconcile_is_one_round_trip_and_report_works_with_sshd_down(remote_node, remote_sweep, tmp_path):
+    sweep, site, root = remote_sweep
+    text = sweep.read_text().replace('command = "bash train.sh {x} {run_dir}"',
+                                     'command = "sleep 12 && bash train.sh {x} {run_dir}"')
+    sweep.write_text(text)
+    exp_id = launch(tmp_path, sweep, site)
+    ledger = Ledger(tmp_path / "l.db")
+    # Every pass while the runs are active costs one command on the node: sacct, squeue and
+    # the attempts' files together.
+    served = remote_node.commands_run()
+    proc = sx(tmp_path, "reconcile")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert remote_node.commands_run() == served + 1
+    assert {a["state"] for a in ledger.attempts()} & {"PENDING", "RUNNING", "SUBMITTED"}
+
+    # sshd stopped: the pass changes nothing and exits 3 with ssh's reason.
+    before = [tuple(sorted(a.items())) for a in ledger.attempts()]
+    states = {r["run_id"]: r["state"] for r in ledger.runs(exp_id)}
+    remote_node.down()
+    try:
+        proc = sx(tmp_path, "reconcile")
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert "unreachable since" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+        assert [tuple(sorted(a.items())) for a in ledger.attempts()] == before
+        assert {r["run_id"]: r["state"] for r in ledger.runs(exp_id)} == states
+        health = sx(tmp_path, "health")
+        assert health.returncode == 1 and "unreachable" in health.stdout + health.stderr, health
+    finally:
+        remote_node.restart()
+
+    # Back: the next passes finish the runs, each one round trip.
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        served = remote_node.commands_run()
+        proc = sx(tmp_path, "reconcile")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert remote_node.commands_run() == served + 1
+        if ledger.get_experiment(exp_id, required=True)["state"].startswith("FINISHED"):
+            break
+        time.sleep(3)
+    assert ledger.get_experiment(exp_id, required=True)["state"] == "FINISHED"
+    # The result files are mirrored here: report, show and status need no connection.
+    remote_node.down()
+    try:
+        proc = sx(tmp_path, "report", exp_id, "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        runs = json.loads(proc.stdout)["runs"]
+        assert sorted(v for r in runs for k, v in r.items() if k.endswith("loss")) == [10, 20, 30], runs
+        run_id = ledger.runs(exp_id)[0]["run_id"]
+        proc = sx(tmp_path, "show", run_id)
+        assert proc.returncode == 0 and "COMPLETED" in proc.stdout, proc.stdout + proc.stderr
+        assert "file host" in proc.stdout and "file exit_code  0" in proc.stdout, proc.stdout   # mirrored
+        proc = sx(tmp_path, "status", exp_id)
+        assert proc.returncode == 0 and proc.stdout.count("COMPLETED") == 3, proc.stdout
+    finally:
+        remote_node.restart()
+
+
+def test_a_launch_that_dies_after_the_remote_sbatch_is_adopted_not_resubmitted(
+        remote_node, remote_sweep, tmp_path, monkeypatch):
+    """sbatch ran on the cluster but its answer never reached the ledger (the launch died, or
+    sbatch's answer was lost): the intent stays, and reconcile adopts the tagged job over SSH."""
+    from slurmexp.backends.slurm.remote import RemoteScheduler
+    from slurmexp.errors import SlurmUnavailable
+    from slurmexp.launch.launcher import launch as launch_sweep
+
+    sweep, site, _root = remote_sweep
+    real_submit = RemoteScheduler.submit
+
+    def submit_then_lose_the_answer(self, script, **kw):
+        real_submit(self, script, **kw)
+        raise SlurmUnavailable("sbatch's answer was lost (test)")
+
+    monkeypatch.setattr(RemoteScheduler, "submit", submit_then_lose_the_answer)
+    result = launch_sweep(sweep, site, ledger=Ledger(tmp_path / "l.db"))
+    monkeypatch.undo()
+    assert result.pending_intents == 1 and not result.job_ids
+    ledger = Ledger(tmp_path / "l.db")
+    assert [s["state"] for s in ledger.submissions(result.exp_id)] == ["INTENT"]
+    assert reconcile_until_finished(tmp_path, result.exp_id) == "FINISHED"
+    subs = ledger.submissions(result.exp_id)
+    assert [s["state"] for s in subs] == ["ADOPTED"], subs
+    assert len(ledger.attempts(result.exp_id)) == 3           # one job, never a second sbatch
+    assert {r["state"] for r in ledger.runs(result.exp_id)} == {"COMPLETED"}
