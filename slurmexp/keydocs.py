@@ -87,6 +87,15 @@ SWEEP = {
                           '`[resources] time`.'),
     "checkpoint.requeue": ("true", "Continue a signalled or preempted attempt that did not complete as the "
                            "run's next attempt (no backoff, no escalation), within `[retry] max_attempts`."),
+    "liveness": (None, "Find runs Slurm calls RUNNING that show no life: the task script writes a "
+                 "heartbeat while the command runs, and reconcile shows a run whose heartbeat is 10 beats "
+                 "old (or, with `stall_after`, whose output has not changed) as STALLED."),
+    "liveness.heartbeat": ('"30s"', 'How often the task script writes the attempt\'s `heartbeat` file '
+                           '("20s", "30m", "2h").'),
+    "liveness.stall_after": ('"30m"', "Also STALLED when the run's stdout, stderr and metrics files have not "
+                             "changed for this long. Left out: never."),
+    "liveness.stall_action": ('"requeue"', '"flag" shows a STALLED run; "requeue" also cancels its job and '
+                              "retries it as an infrastructure failure, within `[retry] max_attempts`."),
     "provenance": (None, "What a launch records about the code. Not part of the fingerprint."),
     "provenance.secret_patterns": ('[".env*", "*.pem", "credentials.json"]', "Changed tracked files matching "
                                    "one of these (name or path, any case) are left out of `git.diff`; only "

@@ -22,6 +22,8 @@ place and two readers never disagree about where a file is::
           host  started  ended       where and when
           exit_code                  the command's exit code
           wrapper_failed             "<status> <phase>" when the script ended without one
+          heartbeat                  the time of the task script's last heartbeat (every
+                                     [liveness] heartbeat while the command runs)
           signalled                  "<SIGNAL> <time>" per signal a [checkpoint] task received
           not_continued              a reason, from a command that got the signal but must
                                      not be continued (the function runner writes it)
@@ -74,6 +76,10 @@ STARTED = "started"
 ENDED = "ended"
 EXIT_CODE = "exit_code"
 WRAPPER_FAILED = "wrapper_failed"
+# The time of the last heartbeat ("%Y-%m-%dT%H:%M:%SZ", replaced by rename): the task script
+# writes it every [liveness] heartbeat while the command runs; reconcile calls a RUNNING attempt
+# whose heartbeat is stale STALLED (reconcile.liveness).
+HEARTBEAT = "heartbeat"
 # A sweep with [checkpoint]: the task script writes one line per signal it received (the
 # checkpoint signal, or the SIGTERM of a preemption or a time limit); reconcile reads it to
 # continue the run. A command that got the signal but must not be continued writes its reason
@@ -81,7 +87,8 @@ WRAPPER_FAILED = "wrapper_failed"
 SIGNALLED = "signalled"
 NOT_CONTINUED = "not_continued"
 ATTEMPT_OUTPUT_FILES = (STDOUT, STDERR)
-ATTEMPT_RECORD_FILES = (HOST, STARTED, ENDED, EXIT_CODE, WRAPPER_FAILED, SIGNALLED, NOT_CONTINUED)
+ATTEMPT_RECORD_FILES = (HOST, STARTED, ENDED, EXIT_CODE, WRAPPER_FAILED, HEARTBEAT, SIGNALLED,
+                        NOT_CONTINUED)
 
 # Slurm's log of a task, named as sbatch expands --output: %A = array job id, %a = task.
 SLURM_LOG_PATTERN = "%A_%a"
@@ -126,6 +133,7 @@ def script_names() -> dict[str, str]:
         "safe_name": SAFE_NAME, "stdout": STDOUT, "stderr": STDERR, "host": HOST,
         "started": STARTED, "ended": ENDED, "exit_code": EXIT_CODE,
         "wrapper_failed": WRAPPER_FAILED, "checkpoint": CHECKPOINT_DIR, "signalled": SIGNALLED,
+        "heartbeat": HEARTBEAT,
         "log_out": log_name(SLURM_LOG_PATTERN, "out"),
         "log_err": log_name(SLURM_LOG_PATTERN, "err"),
     }
@@ -318,6 +326,33 @@ def not_continued(attempt: Path | None) -> str | None:
     except OSError:
         return None
     return text or "the command asked not to be continued"
+
+
+def time_written(attempt: Path | None, name: str) -> str | None:
+    """The first line of a time file the task script writes (STARTED, ENDED, HEARTBEAT), as
+    written; None when it is missing, unreadable or empty."""
+    if attempt is None:
+        return None
+    try:
+        text = (Path(attempt) / name).read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return text.splitlines()[0] if text else None
+
+
+def last_output(attempt: Path | None, run_dir: str | os.PathLike | None) -> float | None:
+    """The newest modification time (epoch seconds) of what a running command writes: the
+    attempt's stdout and stderr and the run's metrics files; None when none of them exists."""
+    paths = [Path(attempt) / n for n in ATTEMPT_OUTPUT_FILES] if attempt is not None else []
+    if run_dir:
+        paths += [RunPaths(run_dir).metrics, RunPaths(run_dir).metrics_history]
+    times = []
+    for path in paths:
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:
+            continue
+    return max(times, default=None)
 
 
 def attempt_dir(run_dir: str | os.PathLike | None, job_key: str | None,

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SETTINGS_VERSION = 2
+# [liveness]: a heartbeat this many beats old is stale (reconcile.liveness).
+STALE_BEATS = 10
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,23 @@ class CheckpointSettings:
     signal: str = "USR1"
     before_s: int = 90
     requeue: bool = False
+
+
+@dataclass(frozen=True)
+class LivenessSettings:
+    """The sweep's `[liveness]` table (or its defaults), as launched: how often the task script
+    writes its heartbeat, after how long without output a run is STALLED (None: never), and
+    whether a STALLED job is only shown ("flag") or cancelled and retried ("requeue").
+    Experiments launched before liveness existed have none: their scripts write no heartbeat."""
+
+    heartbeat_s: int = 30
+    stall_after_s: int | None = None
+    stall_action: str = "flag"
+
+    @property
+    def stale_after_s(self) -> int:
+        """A heartbeat older than this is stale: STALE_BEATS beats were missed, not one late."""
+        return self.heartbeat_s * STALE_BEATS
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,7 @@ class ExperimentSettings:
     groups: tuple[GroupSettings, ...] = ()
     checkpoint: CheckpointSettings | None = None     # None: the sweep has no [checkpoint]
     remote: RemoteSettings | None = None             # None: launched on this machine's Slurm
+    liveness: LivenessSettings | None = None         # None: launched before [liveness] existed
 
     def group_of(self, chunk: int | None) -> GroupSettings:
         """The group a chunk belongs to. Retries keep their run's chunk number, so this also
@@ -95,6 +115,8 @@ class ExperimentSettings:
                 "groups": [asdict(g) | {"chunks": list(g.chunks)} for g in self.groups]}
         if self.checkpoint is not None:
             data["checkpoint"] = asdict(self.checkpoint)
+        if self.liveness is not None:
+            data["liveness"] = asdict(self.liveness)
         if self.remote is not None:
             data["remote"] = asdict(self.remote) | {"ssh_options": list(self.remote.ssh_options)}
         return json.dumps(data, sort_keys=True)
@@ -117,6 +139,8 @@ class ExperimentSettings:
         ckpt = data.get("checkpoint")
         checkpoint = CheckpointSettings(**_known(CheckpointSettings, ckpt)) \
             if isinstance(ckpt, dict) else None
+        live = data.get("liveness")
+        liveness = LivenessSettings(**_known(LivenessSettings, live)) if isinstance(live, dict) else None
         rem = data.get("remote")
         remote = RemoteSettings(**(_known(RemoteSettings, rem) | {
             "ssh_options": tuple(str(o) for o in rem.get("ssh_options") or ())})) \
@@ -125,11 +149,11 @@ class ExperimentSettings:
             groups = tuple(GroupSettings(**(_known(GroupSettings, g)
                                             | {"chunks": tuple(int(c) for c in g.get("chunks") or ())}))
                            for g in data["groups"] or [] if isinstance(g, dict))
-            return cls(retry, groups, checkpoint, remote)
+            return cls(retry, groups, checkpoint, remote, liveness)
         limits, res = data.get("limits") or {}, data.get("resources") or {}
         if not limits and not res:
-            return cls(retry, (), checkpoint, remote)
-        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),), checkpoint, remote)
+            return cls(retry, (), checkpoint, remote, liveness)
+        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),), checkpoint, remote, liveness)
 
 
 def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,8 @@ Three kinds of things have states, each with its own words:
   job states as the ledger stores them. Slurm has more words for "still going" than the ledger
   needs (`ACTIVE_ALIASES` maps them), prints final words as they are ("CANCELLED by 123": the
   first word counts), and slurmexp adds LOST (in neither sacct nor squeue after the grace
-  period). A word nobody here knows is kept as it is, flagged, and watched: never read as
-  success, never as final.
+  period) and STALLED (Slurm says RUNNING, but the attempt shows no life). A word nobody here
+  knows is kept as it is, flagged, and watched: never read as success, never as final.
 
 Final states fall into failure classes, the retry policy's input: infrastructure failures are
 retried, resource failures escalate when the sweep asks, user failures are final.
@@ -70,16 +70,27 @@ NO_STATE = "UNKNOWN"
 PLANNED = "PLANNED"
 SUBMITTED = "SUBMITTED"
 COMPLETED = "COMPLETED"
+CANCELLED = "CANCELLED"
 # In neither sacct nor squeue for the grace period (or a runaway record): slurmexp's word.
 LOST = "LOST"
-ACTIVE_STATES = frozenset({PLANNED, SUBMITTED, *ACTIVE_ALIASES.values()})
+RUNNING = "RUNNING"
+# slurmexp's word for an attempt Slurm calls RUNNING that shows no life (`reconcile.liveness`):
+# its task heartbeat is stale (the job may be hung or its node lost) or, with [liveness]
+# stall_after, its stdout, stderr and metrics have not changed for that long. An attempt state,
+# stored with its event and reason (so the run shows it too), and still active: a fresh
+# heartbeat or new output moves it back to RUNNING, a final record ends it as any other; with
+# stall_action = "requeue" reconcile cancels the job and records it CANCELLED, infrastructure.
+STALLED = "STALLED"
+# What [liveness] stall_action may say: only show STALLED, or also cancel and retry the job.
+STALL_ACTIONS = ("flag", "requeue")
+ACTIVE_STATES = frozenset({PLANNED, SUBMITTED, STALLED, *ACTIVE_ALIASES.values()})
 TERMINAL_STATES = SLURM_FINAL_STATES | {LOST}
 # Every way an attempt can end without its run's result.
 FAILED_STATES = TERMINAL_STATES - {COMPLETED}
 # How far along a run that is still going is; a record never moves an attempt backwards
 # (a placeholder record can say PENDING for a job squeue already shows RUNNING).
 PROGRESS = {"PLANNED": 0, "SUBMITTED": 0, "PENDING": 1, "REQUEUED": 1, "RUNNING": 2,
-            "SUSPENDED": 2}
+            "SUSPENDED": 2, STALLED: 2}
 
 # ------------------------------------------------------------------------------------------
 # Failure classes

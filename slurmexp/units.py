@@ -226,3 +226,25 @@ def parse_duration_s(value: str) -> int:
         raise ValueError(f"bad duration {value!r}: sbatch --signal takes 1 to "
                          f"{MAX_SIGNAL_TIME_S} seconds")
     return seconds
+
+
+_INTERVAL = re.compile(r"([0-9]+)(s|m|min|h)\Z")
+_INTERVAL_S = {"s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_interval_s(value: str) -> int:
+    """Seconds for "20s", "30m", "30min" or "2h" (a `[liveness]` value); ValueError otherwise.
+
+    As for `parse_duration_s`, a bare number is refused, and so is zero."""
+    m = _INTERVAL.fullmatch(value.strip()) if isinstance(value, str) and value.isascii() else None
+    if m is None or int(m.group(1)) == 0:
+        raise ValueError(f"bad interval {value!r}: write a whole number of seconds, minutes or "
+                         f"hours with its unit, e.g. \"30s\", \"30m\" or \"2h\"")
+    return int(m.group(1)) * _INTERVAL_S[m.group(2)]
+
+
+def format_interval(seconds: float) -> str:
+    """"20s", "30m", "2h", "1h30m": how a `[liveness]` interval is said back."""
+    h, rest = divmod(int(seconds), 3600)
+    m, s = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((h, "h"), (m, "m"), (s, "s")) if n) or "0s"

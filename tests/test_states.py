@@ -26,7 +26,7 @@ def test_slurm_words_are_pinned():
         "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
         "PREEMPTED", "BOOT_FAIL", "DEADLINE", "LOST"}
     assert states.ACTIVE_STATES == {"PLANNED", "SUBMITTED", "PENDING", "RUNNING", "REQUEUED",
-                                    "SUSPENDED"}
+                                    "SUSPENDED", "STALLED"}
 
 
 def test_the_sets_fit_together():
@@ -58,6 +58,7 @@ def test_first_word_counts(text, word):
 def test_unknown_words_are_kept_and_flagged():
     assert is_known("CANCELLED by 0") and is_known("REQUEUE_HOLD")
     assert not is_known("WEIRD_NEW_STATE extra") and not is_known("LOST")   # LOST is ours
+    assert not is_known("STALLED") and states.STALLED not in states.SLURM_STATES       # so is STALLED
     assert ledger_state("WEIRD_NEW_STATE") == "WEIRD_NEW_STATE"
     assert ledger_state("CANCELLED by 123") == "CANCELLED"
     assert ledger_state("REQUEUE_HOLD") == "REQUEUED" and ledger_state("STOPPED") == "SUSPENDED"

@@ -26,11 +26,7 @@ from slurmexp.launch import remote
 from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
 from slurmexp.launch.experiment_files import files_full_error, write_manifest, write_run_files, write_script
 from slurmexp.launch.local_run import run_local
-from slurmexp.launch.render import (
-    ScriptContext,
-    render_script,
-    template_sha256,
-)
+from slurmexp.launch.render import ScriptContext, render_script, template_sha256
 from slurmexp.launch.submission import (
     REFUSED,
     UNANSWERED,
@@ -42,9 +38,16 @@ from slurmexp.launch.submission import (
 )
 from slurmexp.launch.validate import ValidationReport, live_problems, validate
 from slurmexp.ledger import Ledger, provenance
-from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, RemoteSettings, RetrySettings
+from slurmexp.settings import (
+    CheckpointSettings,
+    ExperimentSettings,
+    GroupSettings,
+    LivenessSettings,
+    RemoteSettings,
+    RetrySettings,
+)
 from slurmexp.sites.model import Site, load_site
-from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, describe_checkpoint, make_plan
+from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, describe_tables, make_plan
 from slurmexp.sweep.spec import Sweep, load_sweep
 from slurmexp.tags import job_comment, job_name
 
@@ -129,7 +132,7 @@ def script_context(prep: Prepared, exp_id: str, chunk: ArrayChunk) -> ScriptCont
         runs_dir=paths.runs_dir, job_name=job_name(exp_id, chunk.chunk), comment=job_comment(exp_id),
         env_setup=list(prep.sweep.env.setup), env_modules=list(prep.sweep.env.modules),
         env_vars=dict(prep.sweep.env.vars), template=prep.template, cluster=prep.site.cluster,
-        checkpoint=prep.sweep.checkpoint)
+        checkpoint=prep.sweep.checkpoint, heartbeat_s=prep.sweep.live.heartbeat_s)
 
 
 def render_all(prep: Prepared, exp_id: str) -> list[str]:
@@ -139,8 +142,7 @@ def render_all(prep: Prepared, exp_id: str) -> list[str]:
 def dry_run_text(prep: Prepared, exp_id: str | None = None, *, scripts: bool = True) -> str:
     exp_id = exp_id or prep.base_id
     lines = [f"experiment: {exp_id}", f"runs: {len(prep.plan.runs)}", describe(prep.plan)]
-    if prep.sweep.checkpoint is not None:
-        lines += ["", describe_checkpoint(prep.sweep)]
+    lines += [x for text in describe_tables(prep.sweep) for x in ("", text)]
     if scripts:
         for chunk, text in zip(prep.plan.chunks, render_all(prep, exp_id)):
             lines += ["", f"# ---- chunk {chunk.chunk}: {job_name(exp_id, chunk.chunk)} "
@@ -282,11 +284,12 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
             gpu_type=res.gpu_type, qos=res.qos, throttle=chunks[0].throttle,
             max_time_min=min(caps) if caps else None,
             max_mem_mb=max((n.mem_mb for n in nodes), default=None)))
-    r, c = prep.sweep.retry, prep.sweep.checkpoint
+    r, c, v = prep.sweep.retry, prep.sweep.checkpoint, prep.sweep.live
     return ExperimentSettings(RetrySettings(r.max_attempts, r.escalate, r.escalate_factor, r.backoff_s),
                               tuple(out),
                               CheckpointSettings(c.signal, c.before_s, c.requeue) if c else None,
-                              prep.remote)
+                              prep.remote,
+                              LivenessSettings(v.heartbeat_s, v.stall_after_s, v.stall_action))
 
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str, *,

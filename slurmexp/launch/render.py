@@ -57,6 +57,7 @@ class ScriptContext:
     template: Path | None = None                           # a site's or sweep's own layer
     cluster: str = ""
     checkpoint: Any = None                                 # the sweep's CheckpointSpec, if any
+    heartbeat_s: int = 30                                  # [liveness] heartbeat, in seconds
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,6 +334,7 @@ def render_script(ctx: ScriptContext) -> str:
         # {"signal": "USR1", "before_s": 90} or None: the --signal line and the forwarding wrapper
         "checkpoint": ({"signal": ctx.checkpoint.signal, "before_s": ctx.checkpoint.before_s}
                        if ctx.checkpoint is not None else None),
+        "heartbeat_s": max(1, int(ctx.heartbeat_s)),
         "template_name": name,
         "files": layout.script_names(),
     }

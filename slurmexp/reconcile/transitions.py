@@ -1,6 +1,7 @@
 """What one attempt's records do to it: its new state, columns and reason, Slurm's own requeue as
 a new attempt of the run, LOST once a job has been in neither sacct nor squeue for the grace
-period. Each attempt's change, its event and its run's retry decision are one transaction.
+period, STALLED when a RUNNING one shows no life (`liveness`). Each attempt's change, its event
+and its run's retry decision are one transaction.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from slurmexp.backends.facts import SacctRow
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt
 from slurmexp.reconcile.context import PassContext
+from slurmexp.reconcile.liveness import apply_liveness
 from slurmexp.reconcile.match import (
     Match,
     attempt_fields,
@@ -33,6 +35,7 @@ from slurmexp.states import (
     INFRASTRUCTURE,
     LOST,
     PROGRESS,
+    RUNNING,
     TERMINAL_STATES,
     classify,
     ledger_state,
@@ -268,6 +271,9 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
         state = fields["state"] = a.state
         reason = a.reason
         fields["unlisted_since"] = a.unlisted_since
+    if state == RUNNING and not later and not fields.get("unlisted_since"):
+        reason, fclass = apply_liveness(ctx, a, fields, reason, _attempt_dir(ledger, a))
+        state = fields["state"]
     if not rec.known_state:
         summary.flagged.append(f"{a.exp_id} {a.run_id} job {key}: {reason}")
     old_cols = {k: getattr(a, k) for k in fields}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from slurmexp import arrays, units
 from slurmexp.errors import Problem, ValidationError
+from slurmexp.settings import STALE_BEATS
 from slurmexp.sweep.expand import (
     Run,
     command_for,
@@ -220,3 +221,24 @@ def describe_checkpoint(sweep: Sweep) -> str:
     else:
         lines.append("  requeue = false: a signalled attempt ends as Slurm says ([retry] decides)")
     return "\n".join(lines)
+
+
+def describe_liveness(sweep: Sweep) -> str:
+    """The [liveness] table in words, for --dry-run and `slurmexp explain`."""
+    v = sweep.live
+    every, stale = units.format_interval(v.heartbeat_s), units.format_interval(v.heartbeat_s * STALE_BEATS)
+    lines = [f"liveness: the task script writes a heartbeat every {every}; a RUNNING run whose "
+             f"heartbeat is {stale} old is STALLED"]
+    if v.stall_after_s:
+        lines.append(f"  stall_after: also STALLED when its stdout, stderr and metrics have not "
+                     f"changed for {units.format_interval(v.stall_after_s)}")
+    lines.append("  stall_action = \"requeue\": a STALLED job is cancelled and retried (infrastructure), "
+                 f"up to {sweep.retry.max_attempts} attempts" if v.stall_action == "requeue"
+                 else "  stall_action = \"flag\": a STALLED run is shown, not cancelled")
+    return "\n".join(lines)
+
+
+def describe_tables(sweep: Sweep) -> list[str]:
+    """The [checkpoint] and [liveness] tables in words, those the sweep has."""
+    return ([describe_checkpoint(sweep)] if sweep.checkpoint is not None else []) + \
+        ([describe_liveness(sweep)] if sweep.liveness is not None else [])

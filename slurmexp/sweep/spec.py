@@ -21,6 +21,7 @@ from pydantic import AfterValidator, Field, Strict, ValidationInfo, WithJsonSche
 
 from slurmexp import units
 from slurmexp.errors import SlurmexpWarning
+from slurmexp.states import STALL_ACTIONS
 from slurmexp.sweep.checks import (
     BUILTIN_PLACEHOLDERS,
     QUOTE_FIX,
@@ -43,7 +44,7 @@ from slurmexp.sweep.strict_toml import (
 )
 
 __all__ = ["BUILTIN_PLACEHOLDERS", "CHECKPOINT_SIGNALS", "QUOTE_FIX", "CheckpointSpec", "check_name",
-           "Distribution", "EnvSpec", "ProvenanceSpec", "ResourceRequest", "RetrySpec",
+           "Distribution", "EnvSpec", "LivenessSpec", "ProvenanceSpec", "ResourceRequest", "RetrySpec",
            "SampleSpec", "Sweep", "check_sweep", "load_sweep", "parse_sweep"]
 
 # ----------------------------------------------------------------------------------------
@@ -147,6 +148,23 @@ def _duration(value: str) -> str:
     return value
 
 
+def _interval(value: str) -> str:
+    try:
+        units.parse_interval_s(value)
+    except ValueError as exc:
+        digits = "".join(c for c in value if c.isdigit()).lstrip("0")
+        raise FixError(str(exc), suggest=f"{digits}s" if digits else None) from None
+    return value
+
+
+def _stall_action(value: str) -> str:
+    if value not in STALL_ACTIONS:
+        close = difflib.get_close_matches(value.strip().lower(), STALL_ACTIONS, n=1, cutoff=0.5)
+        raise FixError(f"{value!r} is not a stall action; one of {', '.join(STALL_ACTIONS)}",
+                       suggest=close[0] if close else "flag")
+    return value
+
+
 # What `slurmexp schema sweep` says of the types checked by hand (pydantic sees `Any`).
 _SCALAR_SCHEMA = {"type": ["string", "number", "boolean"]}
 Scalar = Annotated[Any, AfterValidator(_scalar), WithJsonSchema(_SCALAR_SCHEMA)]
@@ -157,6 +175,8 @@ Number = Annotated[Any, AfterValidator(_number), WithJsonSchema({"type": "number
 NameStr = Annotated[str, Strict(), AfterValidator(_name)]
 SignalStr = Annotated[str, Strict(), AfterValidator(_signal_name)]
 DurationStr = Annotated[str, Strict(), AfterValidator(_duration)]
+IntervalStr = Annotated[str, Strict(), AfterValidator(_interval)]
+StallActionStr = Annotated[str, Strict(), AfterValidator(_stall_action)]
 
 
 # ----------------------------------------------------------------------------------------
@@ -239,6 +259,25 @@ class CheckpointSpec(StrictModel):
         return units.parse_duration_s(self.before)
 
 
+class LivenessSpec(StrictModel):
+    """`[liveness]`: a heartbeat every `heartbeat` while the command runs; STALLED when it is stale
+    or (`stall_after`) the output has not changed; `stall_action` (reconcile.liveness)."""
+
+    heartbeat: IntervalStr = "30s"
+    stall_after: IntervalStr | None = None
+    stall_action: StallActionStr = "flag"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def heartbeat_s(self) -> int:
+        return units.parse_interval_s(self.heartbeat)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def stall_after_s(self) -> int | None:
+        return units.parse_interval_s(self.stall_after) if self.stall_after else None
+
+
 def _default_secret_patterns() -> list[str]:
     from slurmexp.ledger.provenance import DEFAULT_SECRET_PATTERNS
     return list(DEFAULT_SECRET_PATTERNS)
@@ -298,11 +337,16 @@ class Sweep(StrictModel):
     env: EnvSpec = Field(default_factory=EnvSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     checkpoint: CheckpointSpec | None = None
+    liveness: LivenessSpec | None = None
     provenance: ProvenanceSpec = Field(default_factory=ProvenanceSpec)
     meta: MetaSpec = Field(default_factory=MetaSpec)
     # Filled in by the loader, never read from the file.
     path: Path
     raw_text: str
+
+    @property
+    def live(self) -> LivenessSpec:      # [liveness] as written, or its defaults
+        return self.liveness or LivenessSpec()
 
     def product_param_names(self) -> list[str]:
         """Parameters every grid/zip/sample run has, in file order (grid, zip, sample)."""
@@ -327,9 +371,10 @@ class Sweep(StrictModel):
     def canonical(self) -> dict[str, Any]:
         """A JSON-able, key-sorted view for fingerprinting: equal meaning gives equal dicts."""
         data = self.model_dump(mode="json", exclude={"path", "raw_text", "provenance", "meta"})
-        if data.get("checkpoint") is None:
-            # Absent, as before [checkpoint] existed: a sweep without it keeps its identity.
-            data.pop("checkpoint", None)
+        for table in ("checkpoint", "liveness"):
+            if data.get(table) is None:
+                # Absent, as before the table existed: a sweep without it keeps its identity.
+                data.pop(table, None)
         if not data["resources"].get("sbatch"):
             data["resources"].pop("sbatch", None)       # the same, for [resources] sbatch
         return json.loads(json.dumps(data, sort_keys=True))
