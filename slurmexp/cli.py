@@ -160,10 +160,13 @@ def explain(sweep: str, site_path: str | None) -> None:
 @click.option("--fresh", is_flag=True, help="Ask sacctmgr again rather than reuse QOS/associations read minutes ago.")
 @click.option("--tag", "tags", multiple=True, callback=lambda _c, _p, v: _check_tags(v),
               help="Tag the experiment (repeatable; with [meta] tags); `status --tag` filters on it.")
+@click.option("--skip-completed", is_flag=True,
+              help="Reuse runs that COMPLETED in another experiment with the same command and resources.")
 @click.option("--note", help="A note on the experiment (instead of [meta] description), shown by status --format json.")
 @click.pass_context
 def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, new: bool,
-           max_parallel: int | None, fresh: bool, tags: tuple[str, ...], note: str | None) -> None:
+           max_parallel: int | None, fresh: bool, tags: tuple[str, ...], note: str | None,
+           skip_completed: bool) -> None:
     """Validate SWEEP, submit it as job arrays and record every run in the ledger."""
     from slurmexp.launch import launcher as launch_mod
 
@@ -184,7 +187,10 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     if ledger.created:
         click.echo(f"new ledger: {ledger.path}", err=True)
     result = launch_mod.launch(sweep, site_path, backend=backend, ledger=ledger, new=new,
-                               max_parallel=max_parallel, fresh=fresh, tags=tags, note=note)
+                               max_parallel=max_parallel, fresh=fresh, tags=tags, note=note,
+                               skip_completed=skip_completed)
+    if result.reuse_message:
+        click.echo(result.reuse_message, err=True)
     if result.submitted and result.job_ids:
         click.echo(submitted_line(_ledger(ctx, "create"), result.exp_id, result.job_ids), err=True)
     click.echo(result.exp_id)

@@ -280,6 +280,38 @@ class MetaSpec(StrictModel):
     description: Annotated[str, Strict()] | None = None
 
 
+MAX_NOTIFY_TIMEOUT_S = 3600
+
+
+def _notify_timeout(value: str) -> str:
+    m = re.fullmatch(r"\s*(\d+)\s*(s|m|min)\s*", value) if value.isascii() else None
+    seconds = int(m.group(1)) * (1 if m.group(2) == "s" else 60) if m else 0
+    if not 1 <= seconds <= MAX_NOTIFY_TIMEOUT_S:
+        raise FixError(f"bad timeout {value!r}: whole seconds or minutes with their unit, 1s to "
+                       f"{MAX_NOTIFY_TIMEOUT_S // 60}m", suggest="60s")
+    return value
+
+
+def _notify_command(value: str) -> str:
+    if not value.strip():
+        raise FixError("the command is blank", suggest="echo $SLURMEXP_EXPERIMENT $SLURMEXP_STATE")
+    return value
+
+
+class NotifySpec(StrictModel):
+    """`[notify]`: a shell command reconcile runs once when the experiment finishes, with the
+    summary in SLURMEXP_* variables (reconcile.notify). Not part of the fingerprint."""
+
+    command: Annotated[str, Strict(), AfterValidator(_notify_command)]
+    timeout: Annotated[str, Strict(), AfterValidator(_notify_timeout)] = "60s"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def timeout_s(self) -> int:
+        m = re.fullmatch(r"\s*(\d+)\s*(s|m|min)\s*", self.timeout)
+        return int(m.group(1)) * (1 if m and m.group(2) == "s" else 60) if m else 60
+
+
 class Sweep(StrictModel):
     name: NameStr
     # One of command and function (check_sweep says so). A blank command is refused there too.
@@ -300,6 +332,7 @@ class Sweep(StrictModel):
     checkpoint: CheckpointSpec | None = None
     provenance: ProvenanceSpec = Field(default_factory=ProvenanceSpec)
     meta: MetaSpec = Field(default_factory=MetaSpec)
+    notify: NotifySpec | None = None
     # Filled in by the loader, never read from the file.
     path: Path
     raw_text: str
@@ -326,7 +359,8 @@ class Sweep(StrictModel):
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able, key-sorted view for fingerprinting: equal meaning gives equal dicts."""
-        data = self.model_dump(mode="json", exclude={"path", "raw_text", "provenance", "meta"})
+        data = self.model_dump(mode="json", exclude={"path", "raw_text", "provenance", "meta",
+                                                          "notify"})
         if data.get("checkpoint") is None:
             # Absent, as before [checkpoint] existed: a sweep without it keeps its identity.
             data.pop("checkpoint", None)
