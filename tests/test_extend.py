@@ -233,3 +233,28 @@ def test_python_sweep_skip_completed(tmp_path, monkeypatch):
     ext = slurmexp.sweep(metric_fn, params={"lr": [0.1, 0.01, 0.001]}, skip_completed=True, **kw)
     assert fake.submitted[-1]["array"] == "0"          # one task: lr = 0.001
     assert ext.status() == {"COMPLETED": 2, "SUBMITTED": 1}
+
+
+def test_reconcile_prints_a_failed_notify_as_a_warning(tmp_path, site):
+    db = tmp_path / "cli.db"
+    with Ledger(db) as led:
+        exp = launcher.launch(notify_sweep(tmp_path, "exit 4"), site, backend="local", ledger=led)
+    res = CliRunner().invoke(main, ["--ledger", str(db), "reconcile"])
+    assert res.exit_code == 0, res.output
+    assert f"warning: {exp.exp_id}: [notify] command exit 4; it is not run again" in res.output
+    again = CliRunner().invoke(main, ["--ledger", str(db), "reconcile"])
+    assert again.exit_code == 0 and "notify" not in again.output
+
+
+def test_python_sweep_notify_keyword(tmp_path, monkeypatch):
+    from test_functions import SITE, FakeScheduler, metric_fn, use_scheduler
+
+    import slurmexp
+
+    use_scheduler(monkeypatch, FakeScheduler())
+    exp = slurmexp.sweep(metric_fn, params={"lr": [0.1]}, site=SITE, ledger=tmp_path / "l.db",
+                         workdir=tmp_path, notify={"command": "echo done", "timeout": "5s"})
+    with Ledger(tmp_path / "l.db") as led:
+        assert led.notification(exp.id)[0] == "pending"
+        notify = led.experiment_settings(exp.id).notify
+        assert (notify.command, notify.timeout_s, notify.workdir) == ("echo done", 5, str(tmp_path))

@@ -280,7 +280,7 @@ class MetaSpec(StrictModel):
     description: Annotated[str, Strict()] | None = None
 
 
-MAX_NOTIFY_TIMEOUT_S = 3600
+MAX_NOTIFY_TIMEOUT_S = 600      # the pass holds its lock while the command runs
 
 
 def _notify_timeout(value: str) -> str:
