@@ -172,6 +172,12 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
 
     if dry_run:
         prep = launch_mod.prepare(sweep, site_path)
+        if skip_completed:        # the plan as launch would submit it
+            from slurmexp.launch.reuse import plan_reuse
+
+            total, prep = len(prep.plan.runs), plan_reuse(prep, _ledger(ctx, "read"), skip=True)
+            click.echo(prep.message(total) or "no run completed before: all would run", err=True)
+            prep = prep.prep
         kind = backend_kind(backend, key="--backend")
         live = _scheduler(kind.kind, prep.site.cluster, site=prep.site) if kind.live_checks else None
         report = launch_mod.check(prep, live, fresh=fresh)

@@ -258,3 +258,16 @@ def test_python_sweep_notify_keyword(tmp_path, monkeypatch):
         assert led.notification(exp.id)[0] == "pending"
         notify = led.experiment_settings(exp.id).notify
         assert (notify.command, notify.timeout_s, notify.workdir) == ("echo done", 5, str(tmp_path))
+
+
+def test_dry_run_shows_the_plan_without_the_reused_runs(tmp_path, site):
+    db = str(tmp_path / "cli.db")
+    runner = CliRunner()
+    assert runner.invoke(main, ["--ledger", db, "launch", str(write_sweep(tmp_path, [1, 2])),
+                                "--site", str(site), "--backend", "local"]).exit_code == 0
+    res = runner.invoke(main, ["--ledger", db, "launch", str(write_sweep(tmp_path, [1, 2, 3])),
+                               "--site", str(site), "--backend", "local", "--dry-run", "--skip-completed"])
+    assert res.exit_code == 0, res.output
+    assert "reused 2 of 3 run(s)" in res.stderr and "runs: 1" in res.stdout
+    with Ledger(tmp_path / "cli.db") as led:
+        assert len(led.experiments()) == 1          # nothing recorded

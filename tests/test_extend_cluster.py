@@ -80,6 +80,15 @@ def test_extending_a_completed_sweep_submits_only_the_new_run(tmp_path, cluster,
     assert sorted(r["metric.score"] for r in runs) == [10.0, 20.0, 30.0]
     assert sorted(r["reused_from"] or "" for r in runs) == ["", first, first]
 
+    # Every run done before (2 by the first experiment, 3 by the second): nothing is submitted,
+    # live checks and all, and the experiment is FINISHED at once.
+    res = cli(ledger, "launch", str(write_sweep(tmp_path, [2, 3])), "--site", site, "--skip-completed")
+    last = res.stdout.split()[-1]
+    assert ledger.get_experiment(last)["state"] == "FINISHED" and not ledger.submissions(last)
+    assert {r["run_id"]: r["reused_from"] for r in ledger.runs(last)} == {
+        r["run_id"]: first if r["reused_from"] else ext for r in ledger.runs(ext)
+        if json.loads(r["params_json"])["x"] in (2, 3)}
+
 
 def test_notify_runs_once_after_the_sweep_finished(tmp_path, cluster, cluster_ledger):
     ledger = cluster_ledger
