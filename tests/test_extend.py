@@ -271,3 +271,17 @@ def test_dry_run_shows_the_plan_without_the_reused_runs(tmp_path, site):
     assert "reused 2 of 3 run(s)" in res.stderr and "runs: 1" in res.stdout
     with Ledger(tmp_path / "cli.db") as led:
         assert len(led.experiments()) == 1          # nothing recorded
+
+
+def test_a_run_of_another_cluster_is_not_reused(tmp_path, site, ledger):
+    from slurmexp.launch.reuse import plan_reuse
+
+    launcher.launch(write_sweep(tmp_path, [1, 2]), site, backend="local", ledger=ledger)
+    sweep = write_sweep(tmp_path, [1, 2, 3])
+    assert plan_reuse(launcher.prepare(sweep, site), ledger, skip=False).skippable == 2
+    other = tmp_path / "other-site.toml"
+    text = site.read_text()
+    other.write_text(text.replace(f'cluster = "{launcher.prepare(sweep, site).site.cluster}"',
+                                  'cluster = "elsewhere"', 1))
+    assert other.read_text() != text
+    assert plan_reuse(launcher.prepare(sweep, other), ledger, skip=True).reused == []

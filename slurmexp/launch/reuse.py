@@ -2,7 +2,7 @@
 
 Every run is recorded with a reuse key: a hash of what decides its outcome, the command (the
 sweep's command template, or the function's runner, with its parameters), the workdir, the
-environment and the resources of its group (partition, time, memory, CPUs, GPUs, QOS, ...).
+environment, the cluster and the resources of its group (partition, time, memory, CPUs, GPUs, QOS, ...).
 A run of a new launch whose run id and reuse key match a COMPLETED run of another experiment
 (one that ran it, not one that reused it in turn) can be reused: with the flag it is left out
 of the arrays and recorded COMPLETED in the new experiment, marked reused with the source
@@ -56,7 +56,7 @@ class Reuse:
 def reuse_key(prep: Prepared, resources: Resources, run: Run) -> str:
     sweep = prep.sweep
     data = {"command": command_text(sweep), "params": run.params, "workdir": str(sweep.workdir),
-            "env": sweep.env.model_dump(mode="json"),
+            "env": sweep.env.model_dump(mode="json"), "cluster": prep.site.cluster,
             "resources": {f: getattr(resources, f) for f in _RESOURCE_FIELDS}}
     text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
