@@ -53,19 +53,29 @@ class Reuse:
         return ""
 
 
-def reuse_key(prep: Prepared, resources: Resources, run: Run) -> str:
+def _group_part(prep: Prepared, resources: Resources) -> str:
+    """What every run of a resource group shares in its key, as one canonical text."""
     sweep = prep.sweep
-    data = {"command": command_text(sweep), "params": run.params, "workdir": str(sweep.workdir),
+    data = {"command": command_text(sweep), "workdir": str(sweep.workdir),
             "env": sweep.env.model_dump(mode="json"), "cluster": prep.site.cluster,
             "resources": {f: getattr(resources, f) for f in _RESOURCE_FIELDS}}
-    text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def reuse_key(prep: Prepared, resources: Resources, run: Run, group: str | None = None) -> str:
+    params = json.dumps(run.params, sort_keys=True, default=str, separators=(",", ":"))
+    text = (group if group is not None else _group_part(prep, resources)) + "\n" + params
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def reuse_keys(prep: Prepared) -> dict[str, str]:
-    """Run id -> reuse key, for every run of the plan's chunks."""
-    return {run.run_id: reuse_key(prep, chunk.resources, run)
-            for chunk in prep.plan.chunks for run in chunk.runs}
+    """Run id -> reuse key, for every run of the plan's chunks (the group's part once)."""
+    keys: dict[str, str] = {}
+    for chunk in prep.plan.chunks:
+        group = _group_part(prep, chunk.resources)
+        for run in chunk.runs:
+            keys[run.run_id] = reuse_key(prep, chunk.resources, run, group)
+    return keys
 
 
 def plan_reuse(prep: Prepared, ledger: Ledger, *, skip: bool, exp_id: str | None = None) -> Reuse:
