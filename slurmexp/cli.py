@@ -160,15 +160,24 @@ def explain(sweep: str, site_path: str | None) -> None:
 @click.option("--fresh", is_flag=True, help="Ask sacctmgr again rather than reuse QOS/associations read minutes ago.")
 @click.option("--tag", "tags", multiple=True, callback=lambda _c, _p, v: _check_tags(v),
               help="Tag the experiment (repeatable; with [meta] tags); `status --tag` filters on it.")
+@click.option("--skip-completed", is_flag=True,
+              help="Reuse runs that COMPLETED in another experiment with the same command and resources.")
 @click.option("--note", help="A note on the experiment (instead of [meta] description), shown by status --format json.")
 @click.pass_context
 def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, new: bool,
-           max_parallel: int | None, fresh: bool, tags: tuple[str, ...], note: str | None) -> None:
+           max_parallel: int | None, fresh: bool, tags: tuple[str, ...], note: str | None,
+           skip_completed: bool) -> None:
     """Validate SWEEP, submit it as job arrays and record every run in the ledger."""
     from slurmexp.launch import launcher as launch_mod
 
     if dry_run:
         prep = launch_mod.prepare(sweep, site_path)
+        if skip_completed:        # the plan as launch would submit it
+            from slurmexp.launch.reuse import plan_reuse
+
+            total, prep = len(prep.plan.runs), plan_reuse(prep, _ledger(ctx, "read"), skip=True)
+            click.echo(prep.message(total) or "no run completed before: all would run", err=True)
+            prep = prep.prep
         kind = backend_kind(backend, key="--backend")
         live = _scheduler(kind.kind, prep.site.cluster, site=prep.site) if kind.live_checks else None
         report = launch_mod.check(prep, live, fresh=fresh)
@@ -184,7 +193,10 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     if ledger.created:
         click.echo(f"new ledger: {ledger.path}", err=True)
     result = launch_mod.launch(sweep, site_path, backend=backend, ledger=ledger, new=new,
-                               max_parallel=max_parallel, fresh=fresh, tags=tags, note=note)
+                               max_parallel=max_parallel, fresh=fresh, tags=tags, note=note,
+                               skip_completed=skip_completed)
+    if result.reuse_message:
+        click.echo(result.reuse_message, err=True)
     if result.submitted and result.job_ids:
         click.echo(submitted_line(_ledger(ctx, "create"), result.exp_id, result.job_ids), err=True)
     click.echo(result.exp_id)

@@ -104,6 +104,14 @@ SWEEP = {
     "meta.tags": ('["baseline", "v2"]', "Tags (`status --tag`): letters, digits and `_ . : + -`, 64 at most; "
                   "`launch --tag` adds more."),
     "meta.description": ('"the first grid"', "A note on the experiment (`launch --note` replaces it)."),
+    "notify": (None, "A shell command `slurmexp reconcile` runs once when the experiment has finished "
+               "(FINISHED, FINISHED_WITH_FAILURES, FAILED or CANCELLED), in `workdir`, with the summary in "
+               "`$SLURMEXP_EXPERIMENT`, `$SLURMEXP_STATE`, `$SLURMEXP_COUNTS`, `$SLURMEXP_COUNT_<STATE>`, "
+               "`$SLURMEXP_REPORT`, ... Not part of the fingerprint."),
+    "notify.command": ('"echo $SLURMEXP_EXPERIMENT $SLURMEXP_STATE | mail -s slurmexp me@example.org"',
+                       "Run through `/bin/sh -c`; never twice (the ledger records it). A failure is a "
+                       "warning of the pass, never a failed pass."),
+    "notify.timeout": ('"60s"', 'The command is killed past this ("30s", "2m"; 1s to 10m).'),
 }
 
 SITE = {

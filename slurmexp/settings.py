@@ -1,7 +1,7 @@
 """What an experiment keeps from its sweep and site so it can be retried without either file.
 
 Launch writes one `ExperimentSettings` into the ledger (`experiments.settings_json`); reconcile
-and `slurmexp retry` read it back. It holds the `[retry]` policy, the `[checkpoint]` table
+and `slurmexp retry` read it back. It holds the `[retry]` policy, the `[notify]` command, the `[checkpoint]` table
 (whether a signalled attempt is continued) and, per resource group, the resources the group
 asked for and the limits of where it was placed, so a retry of a GPU chunk
 escalates within the GPU partition's limits and a retry of a CPU chunk within the CPU one's.
@@ -58,6 +58,16 @@ class LivenessSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """The sweep's `[notify]` table, as launched: the shell command reconcile runs once when
+    the experiment finishes, where (the sweep's workdir), and for how long at most."""
+
+    command: str = ""
+    timeout_s: int = 60
+    workdir: str | None = None
+
+
+@dataclass(frozen=True)
 class GroupSettings:
     """One resource group: what its tasks asked for and the caps escalation must stay under."""
 
@@ -101,6 +111,7 @@ class ExperimentSettings:
     checkpoint: CheckpointSettings | None = None     # None: the sweep has no [checkpoint]
     remote: RemoteSettings | None = None             # None: launched on this machine's Slurm
     liveness: LivenessSettings | None = None         # None: launched before [liveness] existed
+    notify: NotifySettings | None = None             # None: the sweep has no [notify]
 
     def group_of(self, chunk: int | None) -> GroupSettings:
         """The group a chunk belongs to. Retries keep their run's chunk number, so this also
@@ -119,6 +130,8 @@ class ExperimentSettings:
             data["liveness"] = asdict(self.liveness)
         if self.remote is not None:
             data["remote"] = asdict(self.remote) | {"ssh_options": list(self.remote.ssh_options)}
+        if self.notify is not None:
+            data["notify"] = asdict(self.notify)
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -145,15 +158,18 @@ class ExperimentSettings:
         remote = RemoteSettings(**(_known(RemoteSettings, rem) | {
             "ssh_options": tuple(str(o) for o in rem.get("ssh_options") or ())})) \
             if isinstance(rem, dict) else None
+        note = data.get("notify")
+        notify = NotifySettings(**_known(NotifySettings, note)) if isinstance(note, dict) else None
         if "groups" in data:
             groups = tuple(GroupSettings(**(_known(GroupSettings, g)
                                             | {"chunks": tuple(int(c) for c in g.get("chunks") or ())}))
                            for g in data["groups"] or [] if isinstance(g, dict))
-            return cls(retry, groups, checkpoint, remote, liveness)
+            return cls(retry, groups, checkpoint, remote, liveness, notify)
         limits, res = data.get("limits") or {}, data.get("resources") or {}
         if not limits and not res:
-            return cls(retry, (), checkpoint, remote, liveness)
-        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),), checkpoint, remote, liveness)
+            return cls(retry, (), checkpoint, remote, liveness, notify)
+        return cls(retry, (GroupSettings(**_known(GroupSettings, {**res, **limits})),), checkpoint, remote,
+                   liveness, notify)
 
 
 def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:

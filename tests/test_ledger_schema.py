@@ -64,11 +64,16 @@ def test_migrating_a_version_2_ledger_keeps_data_indexes_and_foreign_keys(monkey
         assert led.schema_version == len(schema.MIGRATIONS) >= 4
         after = _tables(led)
         assert {r.pop("unlisted_since") for r in after["attempts"]} == {None}
+        assert {(r.pop("reuse_key"), r.pop("reused_from"), r.pop("reused_attempt"))
+                for r in after["runs"]} == {(None, None, None)}                  # schema 6
+        assert {(r.pop("notify_state"), r.pop("notified_json")) for r in after["experiments"]} == {
+            (None, None)}
         assert {(r.pop("tags_json"), r.pop("note"), r.pop("archived")) for r in after["experiments"]} == {
             (None, None, None)}
         assert after == before
         assert led.get_experiment("a-00000001")["tags"] == []          # schema 5, read as none
-        assert _indexes(led) == indexes
+        assert _indexes(led) == indexes | {          # schema 6's one new index
+            "runs_reuse": "CREATE INDEX runs_reuse ON runs (reuse_key, state)"}
         assert _foreign_keys(led) == fks
         assert ("experiments", "exp_id", "exp_id") in fks["runs"]
         assert led.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1

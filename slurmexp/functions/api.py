@@ -24,15 +24,21 @@ def sweep(fn: Any, *, params: dict[str, Any] | None = None, zip: list[dict[str, 
           env: dict[str, Any] | None = None, name: str | None = None,
           site: str | os.PathLike | None = None, ledger: Any = None,
           workdir: str | os.PathLike | None = None, output_dir: str | os.PathLike | None = None,
-          new: bool = False, wait: bool = False, slurm: Any = None) -> Experiment:
-    """Validate, record and submit a sweep of `fn`; returns its `Experiment` handle."""
+          new: bool = False, wait: bool = False, slurm: Any = None,
+          notify: dict[str, Any] | None = None, skip_completed: bool = False) -> Experiment:
+    """Validate, record and submit a sweep of `fn`; returns its `Experiment` handle.
+
+    `skip_completed` is `launch --skip-completed`: runs that completed in another experiment
+    with the same command and resources are reused, not run again; without it, a warning says
+    how many could be. `notify` is the `[notify]` table (`{"command": ..., "timeout": "60s"}`)."""
     workdir = Path(workdir or Path.cwd()).absolute()
     output = Path(output_dir).absolute() if output_dir else workdir / "slurmexp-runs"
     data = {"name": name or short_name(fn), "workdir": str(workdir), "output_dir": str(output),
             "params": params, "zip": zip, "sample": sample, "runs": runs,
-            "resources": resources, "env": env, "retry": retry}
+            "resources": resources, "env": env, "retry": retry, "notify": notify}
     book = open_ledger(ledger)
-    result = launch_sweep(fn, data, site=site, ledger=book, output_dir=output, new=new, slurm=slurm)
+    result = launch_sweep(fn, data, site=site, ledger=book, output_dir=output, new=new, slurm=slurm,
+                          skip_completed=skip_completed)
     handle = Experiment(result.exp_id, book)
     if wait:
         handle.wait()

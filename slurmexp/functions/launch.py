@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 from slurmexp import layout
 from slurmexp.backends import base as backends
-from slurmexp.errors import Problem, SlurmexpError, SpecError, ValidationError
+from slurmexp.errors import Problem, SlurmexpError, SlurmexpWarning, SpecError, ValidationError
 from slurmexp.functions.calls import call_params, callable_name, run_ids_for
 from slurmexp.functions.runner import runner_command
 from slurmexp.ledger import Ledger
@@ -157,7 +158,7 @@ def pickle_by_value(fn: Any) -> bytes:
 
 
 def launch_sweep(fn: Any, data: dict[str, Any], *, site: str | os.PathLike | None, ledger: Ledger,
-                 output_dir: Path, new: bool = False, slurm=None):
+                 output_dir: Path, new: bool = False, slurm=None, skip_completed: bool = False):
     """`slurmexp.sweep`: write the sweep.toml, then `launcher.launch` it. Returns its
     LaunchResult (`submitted` False when the same sweep was launched before: reattach)."""
     from slurmexp.launch import launcher
@@ -182,11 +183,16 @@ def launch_sweep(fn: Any, data: dict[str, Any], *, site: str | os.PathLike | Non
 
         slurm = scheduler(load_site(launcher.find_site(path, site)).cluster)
     try:
-        return launcher.launch(path, site, ledger=ledger, new=new, slurm=slurm)
+        result = launcher.launch(path, site, ledger=ledger, new=new, slurm=slurm,
+                                 skip_completed=skip_completed)
     except ValidationError:
         raise
     except SpecError as exc:
         raise as_validation_error(exc, f"slurmexp.sweep({data.get('name')!r})") from None
+    if result.reuse_message and not skip_completed:
+        warnings.warn(SlurmexpWarning(result.reuse_message.replace(
+            "launch with --skip-completed", "pass skip_completed=True")), stacklevel=3)
+    return result
 
 
 def _param_names(data: dict[str, Any]) -> list[str]:

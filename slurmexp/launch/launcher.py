@@ -22,7 +22,7 @@ from slurmexp import layout
 from slurmexp.backends.base import backend_kind, scheduler_for
 from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
-from slurmexp.launch import remote
+from slurmexp.launch import remote, reuse
 from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
 from slurmexp.launch.experiment_files import files_full_error, write_manifest, write_run_files, write_script
 from slurmexp.launch.local_run import run_local
@@ -86,6 +86,7 @@ class LaunchResult:
     pending_intents: int = 0      # chunks whose sbatch outcome is unknown (reconcile adopts them)
     unsubmitted: list[str] = field(default_factory=list)   # runs of chunks sbatch refused
     unanswered: SlurmUnavailable | None = None   # why sbatch's outcome is unknown (pending_intents)
+    reuse_message: str = ""       # runs reused, or that --skip-completed would reuse (launch.reuse)
 
 
 # ----------------------------------------------------------------------------------------
@@ -201,9 +202,10 @@ def _test_only(prep: Prepared, backend, exp_id: str) -> list[tuple[str, str]]:
 def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backend: str = "slurm",
            ledger: Ledger | None = None, new: bool = False, slurm=None,
            max_parallel: int | None = None, fresh: bool = False, tags: Sequence[str] = (),
-           note: str | None = None) -> LaunchResult:
+           note: str | None = None, skip_completed: bool = False) -> LaunchResult:
     """Validate, record and submit a sweep with backend kind `backend` (see backends.base);
-    `tags` and `note` go with [meta]'s onto the experiment.
+    `tags` and `note` go with [meta]'s onto the experiment; `skip_completed` reuses runs that
+    completed elsewhere with the same command and resources (launch.reuse).
 
     `slurm` is a scheduler to use instead of the one the factory builds for the site's cluster
     (for tests)."""
@@ -224,6 +226,8 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
         if slurm is None:
             slurm = remote.scheduler(prep.remote, prep.site.cluster, prep.exp_dir(exp_id))
     scheduler = slurm if slurm is not None else scheduler_for(kind.kind, prep.site.cluster)
+    reused = reuse.plan_reuse(prep, ledger, skip=skip_completed, exp_id=exp_id)
+    total, prep = len(prep.plan.runs), reused.prep
     report = check(prep, scheduler if kind.live_checks else None, exp_id=exp_id, fresh=fresh)
     if not report.ok:
         raise ValidationError(f"{prep.sweep.path}: {len(report.problems)} problem(s); nothing was submitted",
@@ -235,7 +239,8 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
         # with its runs and settings: a launch killed right after leaves work reconcile (or a
         # relaunch) finishes, never an experiment nothing would ever submit.
         scripts = _write_experiment(prep, exp_id, ledger, kind.kind, tags=tags, note=note,
-                                    first_state=None if kind.in_process else "SUBMITTING")
+                                    first_state=None if kind.in_process else "SUBMITTING",
+                                    reused=reused.reused)
     except (OSError, sqlite3.OperationalError) as exc:
         if not is_storage_full(exc):
             raise
@@ -244,10 +249,15 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
         if new:
             raise
         return _already_launched(ledger, exp_id)     # a concurrent launch of the same sweep won
-    if kind.in_process:
-        return run_local(prep, exp_id, ledger, scripts, max_parallel,
-                         LaunchResult(exp_id, True, report=report), scheduler)
-    return _submit_slurm(prep, exp_id, ledger, scripts, scheduler, report)
+    if not prep.plan.chunks:
+        result = reuse.finish_all_reused(ledger, exp_id, LaunchResult(exp_id, True, report=report))
+    elif kind.in_process:
+        result = run_local(prep, exp_id, ledger, scripts, max_parallel,
+                           LaunchResult(exp_id, True, report=report), scheduler)
+    else:
+        result = _submit_slurm(prep, exp_id, ledger, scripts, scheduler, report)
+    result.reuse_message = reused.message(total)
+    return result
 
 
 def _already_launched(ledger: Ledger, exp_id: str) -> LaunchResult:
@@ -289,12 +299,13 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
                               tuple(out),
                               CheckpointSettings(c.signal, c.before_s, c.requeue) if c else None,
                               prep.remote,
-                              LivenessSettings(v.heartbeat_s, v.stall_after_s, v.stall_action))
+                              LivenessSettings(v.heartbeat_s, v.stall_after_s, v.stall_action),
+                              notify=reuse.notify_settings(prep.sweep))
 
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str, *,
                       first_state: str | None = None, tags: Sequence[str] = (),
-                      note: str | None = None) -> dict[int, Path]:
+                      note: str | None = None, reused: Sequence[dict] = ()) -> dict[int, Path]:
     """Run files, manifests, scripts and provenance on disk, then the ledger rows."""
     paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     exp_dir = paths.exp_dir
@@ -311,6 +322,7 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
                               for run in prep.plan.runs])
     scripts: dict[int, Path] = {}
     where: dict[str, tuple[int, int]] = {}
+    keys = reuse.reuse_keys(prep)
     for chunk in prep.plan.chunks:
         write_manifest(exp_dir, chunk)
         scripts[chunk.chunk] = write_script(exp_dir, chunk.chunk,
@@ -319,7 +331,7 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
             where[run.run_id] = (chunk.chunk, i)
     runs = [{"run_id": r.run_id, "idx": r.index, "params": r.params, "seed": r.seed, "source": r.source,
              "run_dir": str(paths.run_dir(r.run_id)), "chunk": where[r.run_id][0],
-             "task_index": where[r.run_id][1]} for r in prep.plan.runs]
+             "task_index": where[r.run_id][1], "reuse_key": keys.get(r.run_id)} for r in prep.plan.runs]
     if prep.remote is not None:
         remote.publish(prep.remote, exp_dir)     # on the cluster before the ledger names it
     with ledger.transaction():
@@ -330,6 +342,7 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
         ledger.set_experiment_settings(exp_id, settings_for(prep))
         meta = prep.sweep.meta
         ledger.set_experiment_meta(exp_id, [*meta.tags, *tags], note or meta.description)
+        reuse.record(ledger, exp_id, prep, list(reused))
         if first_state:
             ledger.set_experiment_state(exp_id, first_state, "launch: submitting its arrays")
     return scripts

@@ -5,6 +5,7 @@ Callers import `Ledger` from here; how the package is cut inside is its own busi
 - connection: the file (0600), journal mode for its file system, BEGIN IMMEDIATE transactions
 - schema: the tables and their migrations
 - experiments, submissions, runs, attempts, events: the reads and writes of each table
+- reuse: runs reused from other experiments, the [notify] command's bookkeeping
 - rows: the typed rows those queries return for reconcile and status
 - tables: whole tables as pandas frames, for reports
 - store: the state sets and array spec parser, until slurmexp/states.py and arrays.py own them
@@ -14,13 +15,14 @@ from slurmexp.ledger.attempts import AttemptsMixin
 from slurmexp.ledger.connection import LedgerConnection
 from slurmexp.ledger.events import EventsMixin
 from slurmexp.ledger.experiments import ExperimentsMixin
+from slurmexp.ledger.reuse import ReuseMixin
 from slurmexp.ledger.runs import RunsMixin
 from slurmexp.ledger.submissions import SubmissionsMixin
 from slurmexp.ledger.tables import TablesMixin
 
 
 class Ledger(ExperimentsMixin, SubmissionsMixin, RunsMixin, AttemptsMixin, EventsMixin,
-             TablesMixin, LedgerConnection):
+             TablesMixin, ReuseMixin, LedgerConnection):
     """The SQLite ledger: the one place that remembers what was planned, submitted and seen.
 
     Every state change is written together with its event in one `BEGIN IMMEDIATE` transaction,

@@ -17,11 +17,17 @@ _RUN_COLS = ["exp_id", "run_id", "idx", "params_json", "seed", "source", "state"
              "run_dir", "chunk", "task_index", "n_attempts", "updated"]
 
 
+def _run_cols(runs: list[dict]) -> list[str]:
+    """`_RUN_COLS`, with `reuse_key` (schema 6) when a run has one."""
+    return [*_RUN_COLS, "reuse_key"] if any(r.get("reuse_key") for r in runs) else _RUN_COLS
+
+
 def _run_rows(exp_id: str, runs: list[dict], now: str) -> list[list]:
-    """`runs` rows (PLANNED) in `_RUN_COLS` order."""
+    """`runs` rows (PLANNED) in `_run_cols(runs)` order."""
+    key = ([r.get("reuse_key")] for r in runs) if _run_cols(runs) != _RUN_COLS else ([] for _ in runs)
     return [[exp_id, r["run_id"], r.get("idx", r.get("index")), _json(r.get("params", {})),
              r.get("seed"), r.get("source"), PLANNED, None, _path_str(r.get("run_dir")),
-             r.get("chunk"), r.get("task_index"), 0, now] for r in runs]
+             r.get("chunk"), r.get("task_index"), 0, now, *k] for r, k in zip(runs, key)]
 
 
 class ExperimentsMixin:
@@ -46,7 +52,7 @@ class ExperimentsMixin:
                     "site_path": s(site_path), "site_hash": site_hash,
                     "template_hash": template_hash, "provenance_json": _json(provenance or {}),
                     "n_runs": len(rows)})
-                self._insert_rows("runs", _RUN_COLS, rows)
+                self._insert_rows("runs", _run_cols(runs), rows)
                 self._event("created", exp_id, to_state="PLANNED", reason=f"{len(rows)} runs")
         except sqlite3.IntegrityError as e:
             if self.db.execute("SELECT 1 FROM experiments WHERE exp_id = ?", [exp_id]).fetchone():
@@ -65,7 +71,7 @@ class ExperimentsMixin:
         try:
             with self.transaction():
                 self.get_experiment(exp_id, required=True)
-                self._insert_rows("runs", _RUN_COLS, rows)
+                self._insert_rows("runs", _run_cols(runs), rows)
                 self.db.execute("UPDATE experiments SET n_runs = n_runs + ?, updated = ? "
                                 "WHERE exp_id = ?", [len(rows), now, exp_id])
                 self._event("extended", exp_id, reason=f"{len(rows)} runs added")

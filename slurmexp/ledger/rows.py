@@ -191,6 +191,9 @@ class PlannedRun(Row):
     reason: str | None = None
     run_dir: str | None = None
     updated: str | None = None
+    reuse_key: str | None = None        # schema 6: launch --skip-completed
+    reused_from: str | None = None
+    reused_attempt: int | None = None
     exp_state: str | None = None
     exp_created: str | None = None
     last_intent: str | None = None      # the experiment's newest submission intent

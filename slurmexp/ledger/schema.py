@@ -131,9 +131,23 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE experiments ADD COLUMN archived TEXT")
 
 
+def _migration_6(db: sqlite_utils.Database) -> None:
+    # `launch --skip-completed`: a run's reuse key (its command and resources, hashed), and for
+    # a run reused from another experiment, that experiment and the attempt that completed it.
+    # `[notify]`: whether the experiment's command is still due ('pending'), and when it ran
+    # with what outcome (a JSON object), so that it never runs twice.
+    db.execute("ALTER TABLE runs ADD COLUMN reuse_key TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN reused_from TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN reused_attempt INTEGER")
+    db.execute("CREATE INDEX runs_reuse ON runs (reuse_key, state)")
+    db.execute("ALTER TABLE experiments ADD COLUMN notify_state TEXT")
+    db.execute("ALTER TABLE experiments ADD COLUMN notified_json TEXT")
+
+
 # Version N is MIGRATIONS[N-1]. Append only: a released migration never changes.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5]
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+    _migration_6]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

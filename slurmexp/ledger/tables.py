@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # What a report reads of each table (not the raw sacct record, not bookkeeping times).
 RUN_TABLE_COLUMNS = ("exp_id, run_id, idx, params_json, seed, source, state, reason, run_dir, "
-                     "chunk, task_index, n_attempts")
+                     "chunk, task_index, n_attempts, reused_from, reused_attempt")
 ATTEMPT_TABLE_COLUMNS = (
     "attempt_id, exp_id, run_id, attempt_no, sub_id, cluster, job_id, task_index, job_key, "
     "submit_time, state, reason, node, partition, qos, account, start_time, end_time, "

@@ -43,6 +43,7 @@ from slurmexp.ledger.rows import ActiveAttempt, Submission
 from slurmexp.reconcile.adopt import _resolve_intents
 from slurmexp.reconcile.context import EXIT_ERROR, PassContext, PassSummary, pass_lock, remote_key
 from slurmexp.reconcile.match import expand_rows, match_rows, queue_record, row_key
+from slurmexp.reconcile.notify import notify_finished
 from slurmexp.reconcile.remote_reads import is_remote, read_remote
 from slurmexp.reconcile.resubmit import resubmittable_runs, submit_due, tracked_experiments
 from slurmexp.reconcile.transitions import _transition, cancel_watch_s, chunk_job_name
@@ -126,10 +127,20 @@ def reconcile_pass(ledger: Ledger, backend: Any = None, *, dry_run: bool = False
                 with contextlib.suppress(Exception):
                     ledger.record_heartbeat(HEARTBEAT_KIND, False, summary.to_dict(HEARTBEAT_LIST_LIMIT))
             raise
+        if not dry_run:
+            _notify(ledger, summary)
         summary.seconds = time.monotonic() - started
         if not dry_run:
             ledger.record_heartbeat(HEARTBEAT_KIND, summary.ok, summary.to_dict(HEARTBEAT_LIST_LIMIT))
     return summary
+
+
+def _notify(ledger: Ledger, summary: PassSummary) -> None:
+    """[notify] commands of experiments that finished (reconcile.notify); never fails the pass."""
+    try:
+        notify_finished(ledger, summary)
+    except Exception as exc:  # noqa: BLE001 - a notification must not cost the pass
+        summary.warnings.append(f"[notify]: {type(exc).__name__}: {exc}")
 
 
 def refresh_pass(ledger: Ledger) -> list[str]:

@@ -31,7 +31,7 @@ RUN_COLUMNS = [
     "partition", "qos", "submit_time", "start_time", "end_time", "elapsed_s", "wait_s",
     "exit_code", "failure_class", "gpus", "cpus", "gpu_hours", "cpu_hours",
     "gpu_hours_wasted", "cpu_hours_wasted", "cpu_efficiency", "mem_efficiency",
-    "max_rss_mib", "req_mem_mib", "sample_seed", "run_dir",
+    "max_rss_mib", "req_mem_mib", "sample_seed", "run_dir", "reused_from",
 ]
 
 

@@ -8,7 +8,6 @@ did validate. The strict-TOML machinery that does this, shared with `site.toml`,
 """
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -21,13 +20,22 @@ from pydantic import AfterValidator, Field, Strict, ValidationInfo, WithJsonSche
 
 from slurmexp import units
 from slurmexp.errors import SlurmexpWarning
-from slurmexp.states import STALL_ACTIONS
 from slurmexp.sweep.checks import (
     BUILTIN_PLACEHOLDERS,
     QUOTE_FIX,
     _placeholders,
     check_sweep,
     output_dir_problem,
+)
+from slurmexp.sweep.run_tables import (
+    CHECKPOINT_SIGNALS,
+    MAX_NOTIFY_TIMEOUT_S,
+    CheckpointSpec,
+    LivenessSpec,
+    MetaSpec,
+    NotifySpec,
+    ProvenanceSpec,
+    check_tag,
 )
 from slurmexp.sweep.sbatch_options import SbatchOption
 from slurmexp.sweep.slurm_names import SlurmName
@@ -45,7 +53,8 @@ from slurmexp.sweep.strict_toml import (
 
 __all__ = ["BUILTIN_PLACEHOLDERS", "CHECKPOINT_SIGNALS", "QUOTE_FIX", "CheckpointSpec", "check_name",
            "Distribution", "EnvSpec", "LivenessSpec", "ProvenanceSpec", "ResourceRequest", "RetrySpec",
-           "SampleSpec", "Sweep", "check_sweep", "load_sweep", "parse_sweep"]
+           "SampleSpec", "Sweep", "check_sweep", "load_sweep", "parse_sweep", "MetaSpec", "NotifySpec",
+           "check_tag", "MAX_NOTIFY_TIMEOUT_S"]
 
 # ----------------------------------------------------------------------------------------
 # Field types of the sweep alone
@@ -117,54 +126,6 @@ def _function_ref(value: str) -> str:
     return value
 
 
-# Signals a task script can trap and forward (sbatch --signal takes the name without "SIG").
-# KILL and STOP cannot be caught; the others would end or stop a command that ignores them.
-CHECKPOINT_SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "QUIT", "ALRM", "URG", "XCPU",
-                      "CONT", "WINCH")
-
-
-def _signal_name(value: str) -> str:
-    if value in CHECKPOINT_SIGNALS:
-        return value
-    bare = value.strip().upper().removeprefix("SIG")
-    if bare in CHECKPOINT_SIGNALS:
-        raise FixError(f"{value!r}: write the signal's name as sbatch --signal takes it",
-                       suggest=bare)
-    if bare in ("KILL", "STOP"):
-        raise FixError(f"{value!r} cannot be caught, so no command could checkpoint on it",
-                       suggest="USR1")
-    close = difflib.get_close_matches(bare, CHECKPOINT_SIGNALS, n=1, cutoff=0.5)
-    raise FixError(f"{value!r} is not a signal slurmexp can forward; one of "
-                   f"{', '.join(CHECKPOINT_SIGNALS)}", suggest=close[0] if close else "USR1")
-
-
-def _duration(value: str) -> str:
-    try:
-        units.parse_duration_s(value)
-    except ValueError as exc:
-        digits = "".join(c for c in value if c.isdigit())
-        raise FixError(str(exc), suggest=f"{int(digits)}s" if digits and 0 < int(digits)
-                       <= units.MAX_SIGNAL_TIME_S else "90s") from None
-    return value
-
-
-def _interval(value: str) -> str:
-    try:
-        units.parse_interval_s(value)
-    except ValueError as exc:
-        digits = "".join(c for c in value if c.isdigit()).lstrip("0")
-        raise FixError(str(exc), suggest=f"{digits}s" if digits else None) from None
-    return value
-
-
-def _stall_action(value: str) -> str:
-    if value not in STALL_ACTIONS:
-        close = difflib.get_close_matches(value.strip().lower(), STALL_ACTIONS, n=1, cutoff=0.5)
-        raise FixError(f"{value!r} is not a stall action; one of {', '.join(STALL_ACTIONS)}",
-                       suggest=close[0] if close else "flag")
-    return value
-
-
 # What `slurmexp schema sweep` says of the types checked by hand (pydantic sees `Any`).
 _SCALAR_SCHEMA = {"type": ["string", "number", "boolean"]}
 Scalar = Annotated[Any, AfterValidator(_scalar), WithJsonSchema(_SCALAR_SCHEMA)]
@@ -173,10 +134,6 @@ ParamValues = Annotated[Any, AfterValidator(_param_values), WithJsonSchema({"any
     _SCALAR_SCHEMA, {"type": "array", "items": _SCALAR_SCHEMA, "minItems": 1}]})]
 Number = Annotated[Any, AfterValidator(_number), WithJsonSchema({"type": "number"})]
 NameStr = Annotated[str, Strict(), AfterValidator(_name)]
-SignalStr = Annotated[str, Strict(), AfterValidator(_signal_name)]
-DurationStr = Annotated[str, Strict(), AfterValidator(_duration)]
-IntervalStr = Annotated[str, Strict(), AfterValidator(_interval)]
-StallActionStr = Annotated[str, Strict(), AfterValidator(_stall_action)]
 
 
 # ----------------------------------------------------------------------------------------
@@ -242,83 +199,6 @@ class RetrySpec(StrictModel):
     backoff_s: Annotated[float, Field(ge=0)] = 60.0
 
 
-class CheckpointSpec(StrictModel):
-    """`[checkpoint]`: Slurm sends `signal` to the task script `before` the time limit (sbatch
-    --signal=B:SIG@SECONDS); the script records it and forwards it to the command's process
-    group. With `requeue`, an attempt that received it (or a preemption's SIGTERM) and did not
-    complete is continued as the run's next attempt: no escalation, no backoff, within
-    [retry] max_attempts."""
-
-    signal: SignalStr = "USR1"
-    before: DurationStr = "90s"
-    requeue: bool = False
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def before_s(self) -> int:
-        return units.parse_duration_s(self.before)
-
-
-class LivenessSpec(StrictModel):
-    """`[liveness]`: a heartbeat every `heartbeat` while the command runs; STALLED when it is stale
-    or (`stall_after`) the output has not changed; `stall_action` (reconcile.liveness)."""
-
-    heartbeat: IntervalStr = "30s"
-    stall_after: IntervalStr | None = None
-    stall_action: StallActionStr = "flag"
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def heartbeat_s(self) -> int:
-        return units.parse_interval_s(self.heartbeat)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def stall_after_s(self) -> int | None:
-        return units.parse_interval_s(self.stall_after) if self.stall_after else None
-
-
-def _default_secret_patterns() -> list[str]:
-    from slurmexp.ledger.provenance import DEFAULT_SECRET_PATTERNS
-    return list(DEFAULT_SECRET_PATTERNS)
-
-
-class ProvenanceSpec(StrictModel):
-    """What a launch records about the code. Not part of the sweep's fingerprint: it does not
-    change what runs."""
-
-    # Changed tracked files matching these (file name or path, any case) are left out of
-    # provenance/git.diff; only their names and sha256 are recorded. [] records every diff.
-    secret_patterns: list[Text] = Field(default_factory=_default_secret_patterns)
-
-
-def _tag(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}", value):
-        kept = re.sub(r"[^A-Za-z0-9_.:+-]+", "-", value).strip("-_.:+")[:64]
-        raise FixError(f"tag {value!r}: letters, digits and _ . : + - only, starting with a letter "
-                       f"or digit, 64 at most", suggest=kept or None)
-    return value
-
-
-TagStr = Annotated[str, Strict(), AfterValidator(_tag)]
-
-
-def check_tag(value: str) -> str | None:
-    """Why `value` cannot be a tag (with the fix), or None (for `launch --tag`)."""
-    try:
-        _tag(value)
-    except FixError as exc:
-        return f"{exc}" + (f"; write {exc.suggest!r}" if exc.suggest else "")
-    return None
-
-
-class MetaSpec(StrictModel):
-    """`[meta]`: what `slurmexp status` shows and filters on. Not part of the fingerprint."""
-
-    tags: list[TagStr] = Field(default_factory=list)
-    description: Annotated[str, Strict()] | None = None
-
-
 class Sweep(StrictModel):
     name: NameStr
     # One of command and function (check_sweep says so). A blank command is refused there too.
@@ -340,6 +220,7 @@ class Sweep(StrictModel):
     liveness: LivenessSpec | None = None
     provenance: ProvenanceSpec = Field(default_factory=ProvenanceSpec)
     meta: MetaSpec = Field(default_factory=MetaSpec)
+    notify: NotifySpec | None = None
     # Filled in by the loader, never read from the file.
     path: Path
     raw_text: str
@@ -370,7 +251,8 @@ class Sweep(StrictModel):
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able, key-sorted view for fingerprinting: equal meaning gives equal dicts."""
-        data = self.model_dump(mode="json", exclude={"path", "raw_text", "provenance", "meta"})
+        data = self.model_dump(mode="json", exclude={"path", "raw_text", "provenance", "meta",
+                                                           "notify"})
         for table in ("checkpoint", "liveness"):
             if data.get(table) is None:
                 # Absent, as before the table existed: a sweep without it keeps its identity.
