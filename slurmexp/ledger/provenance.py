@@ -188,9 +188,8 @@ def distributions() -> list[str]:
             if folder.endswith(".dist-info") and len(parts) == 2 and all(parts):
                 name, version = parts[0].replace("_", "-"), parts[1]
             else:
-                meta = importlib.metadata.PathDistribution(Path(entry or ".", folder))
-                name = (meta.metadata or {}).get("Name") if meta.metadata else None
-                version = meta.version
+                md = importlib.metadata.PathDistribution(Path(entry or ".", folder)).metadata
+                name, version = (md["Name"], md["Version"]) if md else (None, None)
                 if not name or not version:
                     continue
             key = re.sub(r"[-_.]+", "-", name).lower()

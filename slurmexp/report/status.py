@@ -14,21 +14,24 @@ from slurmexp.report.filters import ExperimentFilter
 
 def experiment_summaries(ledger: Ledger, keep: ExperimentFilter | None = None) -> list[dict]:
     """Every experiment (those `keep` keeps) with its runs counted by state, tags and note."""
+    keep = keep if keep is not None else ExperimentFilter()
     counts = ledger.run_counts_by_experiment()
     return [{"exp_id": e["exp_id"], "name": e["name"], "created": e["created"], "backend": e["backend"],
              "cluster": e["cluster"], "state": e["state"], "n_runs": e["n_runs"],
              "runs_by_state": counts.get(e["exp_id"], {}), "tags": e["tags"], "note": e.get("note"),
              "archived": e.get("archived")}
-            for e in ledger.experiments() if (keep if keep is not None else ExperimentFilter()).keeps(e)]
+            for e in ledger.experiments() if keep.keeps(e)]
 
 
 def experiments_text(ledger: Ledger, keep: ExperimentFilter | None = None) -> str:
     """`status` as text; with filters that keep nothing, a line that says which."""
     keep = keep if keep is not None else ExperimentFilter()
-    data = experiment_summaries(ledger, keep)
+    # One read of the ledger, archived experiments included, to also count those hidden.
+    every = experiment_summaries(ledger, replace(keep, archived=True))
+    data = every if keep.archived else [e for e in every if not e["archived"]]
     text = f"no experiment matches: {keep.describe()}\n" if keep and not data else format_experiments(data)
     if not keep.archived:
-        hidden = len(experiment_summaries(ledger, replace(keep, archived=True))) - len(data)
+        hidden = len(every) - len(data)
         if hidden:
             text += f"({hidden} archived experiment(s) not listed; --archived lists them)\n"
     return text
