@@ -34,6 +34,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def child_env(**extra: str) -> dict:
+    """The environment of a measured or helper process: this checkout's slurmexp first."""
+    return dict(os.environ, PYTHONPATH=str(REPO), **extra)
+
+
 @dataclass
 class Side:
     label: str
@@ -48,7 +53,7 @@ class Side:
     def run_once(self) -> None:
         if self.before:
             self.before()
-        env = dict(os.environ, PYTHONPATH=str(REPO), **self.env)
+        env = child_env(**self.env)
         started = time.perf_counter()
         proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
@@ -95,8 +100,7 @@ def write_sweep(folder: Path, name: str, n: int) -> Path:
 def cancel_experiment(home: Path):
     def after(out: str) -> None:
         exp_id = out.split()[-1]
-        subprocess.run(sx("cancel", exp_id), env=dict(os.environ, PYTHONPATH=str(REPO),
-                                                      SLURMEXP_HOME=str(home)),
+        subprocess.run(sx("cancel", exp_id), env=child_env(SLURMEXP_HOME=str(home)),
                        check=True, capture_output=True)
     return after
 
@@ -163,8 +167,7 @@ def held_launch(tmp: Path, site: Path, home: Path, n: int) -> str:
     """A launch of n runs whose jobs stay PENDING (sbatch's SBATCH_HOLD), for reconcile rows."""
     sweep = write_sweep(tmp / "sweeps", f"bench-held-{n}", n)
     room_for(n)()
-    env = dict(os.environ, PYTHONPATH=str(REPO), SLURMEXP_HOME=str(home),
-               SLURMEXP_SITE=str(site), SBATCH_HOLD="1")
+    env = child_env(SLURMEXP_HOME=str(home), SLURMEXP_SITE=str(site), SBATCH_HOLD="1")
     out = subprocess.run(sx("launch", str(sweep), "--new"), cwd=sweep.parent, env=env, check=True,
                          capture_output=True, text=True).stdout
     return out.split()[-1]
@@ -180,7 +183,7 @@ def sacct_argv_of_a_pass(tmp: Path, env: dict) -> list[str]:
                                 f"open({str(log)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
                                 f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n")
     (shim / "sacct").chmod(0o755)
-    full = dict(os.environ, PYTHONPATH=str(REPO), **env, PATH=f"{shim}:{os.environ['PATH']}")
+    full = child_env(**env, PATH=f"{shim}:{os.environ['PATH']}")
     subprocess.run(sx("reconcile", "-q"), env=full, check=True)
     return [real, *json.loads(log.read_text())]
 
@@ -191,7 +194,7 @@ def make_ledger(root: Path, n: int, metrics: bool) -> None:
     subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); "
                     f"from bench_report import make_ledger; "
                     f"make_ledger(__import__('pathlib').Path({str(root)!r}), {n}, {metrics})"],
-                   env=dict(os.environ, PYTHONPATH=str(REPO)), check=True)
+                   env=child_env(), check=True)
 
 
 def reconcile_rows(tmp: Path, site: Path, repeats: int, only: set) -> list[dict]:
@@ -214,14 +217,13 @@ def reconcile_rows(tmp: Path, site: Path, repeats: int, only: set) -> list[dict]
                     make_ledger(h, n, metrics=False)     # n finished runs (another experiment)
                 exps.append((h, held_launch(tmp, site, h, 200)))
                 subprocess.run(sx("reconcile", "-q"), check=True,     # the one-off work, untimed
-                               env=dict(os.environ, PYTHONPATH=str(REPO), SLURMEXP_HOME=str(h)))
+                               env=child_env(SLURMEXP_HOME=str(h)))
                 sides.append(Side(f"pass, {n:,} finished in history", sx("reconcile", "-q"),
                                   {"SLURMEXP_HOME": str(h), "SLURMEXP_SITE": str(site)}))
             rows.append(measure("reconcile-history", "<= 1.05x", sides[1], sides[0], repeats))
     finally:
         for h, exp_id in exps:
-            subprocess.run(sx("cancel", exp_id), env=dict(os.environ, PYTHONPATH=str(REPO),
-                                                          SLURMEXP_HOME=str(h)), capture_output=True)
+            subprocess.run(sx("cancel", exp_id), env=child_env(SLURMEXP_HOME=str(h)), capture_output=True)
     return rows
 
 
