@@ -147,10 +147,14 @@ class MetaSpec(StrictModel):
 MAX_NOTIFY_TIMEOUT_S = 600      # the pass holds its lock while the command runs
 
 
-def _notify_timeout(value: str) -> str:
+def _notify_seconds(value: str) -> int:
+    """Seconds of a `[notify] timeout` ("60s", "2m", "2min"); 0 when it is not one."""
     m = re.fullmatch(r"\s*(\d+)\s*(s|m|min)\s*", value) if value.isascii() else None
-    seconds = int(m.group(1)) * (1 if m.group(2) == "s" else 60) if m else 0
-    if not 1 <= seconds <= MAX_NOTIFY_TIMEOUT_S:
+    return int(m.group(1)) * (1 if m.group(2) == "s" else 60) if m else 0
+
+
+def _notify_timeout(value: str) -> str:
+    if not 1 <= _notify_seconds(value) <= MAX_NOTIFY_TIMEOUT_S:
         raise FixError(f"bad timeout {value!r}: whole seconds or minutes with their unit, 1s to "
                        f"{MAX_NOTIFY_TIMEOUT_S // 60}m", suggest="60s")
     return value
@@ -172,5 +176,4 @@ class NotifySpec(StrictModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def timeout_s(self) -> int:
-        m = re.fullmatch(r"\s*(\d+)\s*(s|m|min)\s*", self.timeout)
-        return int(m.group(1)) * (1 if m and m.group(2) == "s" else 60) if m else 60
+        return _notify_seconds(self.timeout)      # validated: 1 to MAX_NOTIFY_TIMEOUT_S
