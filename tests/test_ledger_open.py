@@ -133,7 +133,11 @@ def test_concurrent_creation_gives_one_ledger(tmp_path):
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         versions = pool.map(_create, [str(path)] * 8)
     assert len(set(versions)) == 1 and versions[0] > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.db"]
+    # One ledger, no temporary file of a creation left. SQLite's own -wal/-shm may stay: when
+    # the last connections close at the same instant, none of them is sure it is the last one,
+    # and the next open checkpoints them (seen under load in CI); they are not ours to judge.
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert [n for n in left if n not in ("ledger.db-wal", "ledger.db-shm")] == ["ledger.db"], left
 
 
 def test_empty_file_is_not_a_new_ledger_for_any_command(tmp_path):
