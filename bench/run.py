@@ -122,7 +122,7 @@ MAX_JOB_COUNT = 10_000      # the test cluster's (docker/slurm-cluster/conf/slur
 
 def room_for(n: int):
     """Wait until slurmctld holds fewer than MaxJobCount - n job records. Cancelled jobs keep
-    their record for MinJobAge (300 s on the test cluster) and count against MaxJobCount, so
+    their record for MinJobAge (60 s on the test cluster) and count against MaxJobCount, so
     back-to-back launches of 8,000 runs wait here (untimed) for the last ones to be purged."""
     def before() -> None:
         deadline = time.monotonic() + 900

@@ -29,7 +29,7 @@ timed() { # label cmd...: run, and say how long it took (CI logs keep the figure
 bash scripts/install.sh
 python3 -m ruff check .      # lint must pass (config in pyproject.toml)
 bash docker/slurm-cluster/cluster.sh up
-timed "tests on Slurm $(sinfo --version | awk '{print $2}')" python3 -m pytest -q -p no:cacheprovider "$@"
+timed "tests on Slurm $(sinfo --version | awk '{print $2}')" python3 -m pytest -q -p no:cacheprovider --durations=15 "$@"
 timed "pytest plugin example" python3 -m pytest -q -p no:cacheprovider -p slurmexp.testing examples/pytest-plugin
 
 # What every Slurm release must pass: submit, arrays, GPUs by type, partition/QOS limits,

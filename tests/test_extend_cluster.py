@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -61,15 +62,17 @@ def test_extending_a_completed_sweep_submits_only_the_new_run(tmp_path, cluster,
     first = cli(ledger, "launch", str(write_sweep(tmp_path, [1, 2])), "--site", site).stdout.split()[-1]
     assert wait_finished(ledger, first) == "FINISHED"
 
+    launched = datetime.fromtimestamp(time.time() - 2).strftime("%Y-%m-%dT%H:%M:%S")
     res = cli(ledger, "launch", str(write_sweep(tmp_path, [1, 2, 3])), "--site", site, "--skip-completed")
     ext = res.stdout.split()[-1]
     assert ext != first
     assert f"reused 2 of 3 run(s) that completed with the same command and resources in {first}" in res.stderr
     [sub] = ledger.submissions(ext)
     assert sub["n_tasks"] == 1 and sub["array_spec"] == "0"
-    # What Slurm has: one array job with one task.
+    # What Slurm has: one array job with one task. Job ids are reused on this cluster (tests
+    # reset the controller), so accounting is read from this launch on only.
     out = sh("squeue", "-h", "-r", "-j", str(sub["job_id"]), "-o", "%i", check=False).stdout.split()
-    acct = sh("sacct", "-n", "-X", "-P", "-j", str(sub["job_id"]), "-o", "JobID").stdout.split()
+    acct = sh("sacct", "-n", "-X", "-P", "-S", launched, "-j", str(sub["job_id"]), "-o", "JobID").stdout.split()
     assert len(set(out) | set(acct)) == 1, (out, acct)
     assert wait_finished(ledger, ext) == "FINISHED"
     assert len(ledger.attempts(ext)) == 1

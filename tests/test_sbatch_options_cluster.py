@@ -22,7 +22,7 @@ def test_raw_sbatch_options_reach_the_job(tmp_path, cluster):
     exp_id = launch(tmp_path, sweep)
     ledger = Ledger(tmp_path / "ledger.db")
     job = ledger.submissions(exp_id)[0]["job_id"]
-    # While the job is known to the controller (MinJobAge keeps it 300 s after its end).
+    # While the job is known to the controller (MinJobAge keeps it 60 s after its end).
     shown = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True,
                            timeout=60, check=True).stdout
     assert re.search(r"\bMailType=END\b", shown), shown

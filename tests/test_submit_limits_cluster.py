@@ -52,7 +52,7 @@ def _jobs_held() -> int:
 def full_queue(cluster):
     """The controller filled with held arrays until one more array of MaxArraySize - 1 tasks
     would reach MaxJobCount; cancelled afterwards. Cancelled jobs still count until the
-    controller purges them (MinJobAge, 300 s here), so the fixture waits for that: the shared
+    controller purges them (MinJobAge, 60 s here), so the fixture waits for that: the shared
     cluster must take a 2,500-run sweep again when it hands it back."""
     size = _config("MaxArraySize") - 1
     # Jobs that ended less than MinJobAge ago still count (a 2,500-run test just before this

@@ -261,7 +261,7 @@ class SlurmBackend:
         so a name prefix is filtered here.
 
         With job ids, `-t all` is passed: the controller still knows a finished job for
-        MinJobAge (300 s on the test cluster) and says COMPLETED/FAILED/... at once, while
+        MinJobAge (Slurm's default 300 s; 60 s on the test cluster) and says COMPLETED/FAILED/... at once, while
         sacct can lag behind by seconds. Without ids only pending and running jobs are listed.
         """
         if job_ids is not None:
