@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from slurmexp.atomic import replace_file
 from slurmexp.layout import METRICS_FILE, METRICS_HISTORY_FILE
 
 try:
@@ -110,16 +110,5 @@ def _update_latest(path: Path, values: dict[str, Any]) -> None:
     except (FileNotFoundError, ValueError):
         latest = {}
     latest.update(values)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(latest, fh, ensure_ascii=False, indent=1, sort_keys=True)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    text = json.dumps(latest, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+    replace_file(path, text, 0o644, apply_umask=False)

@@ -15,12 +15,12 @@ sweep's. Two callers:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmexp import layout
+from slurmexp.atomic import replace_file
 from slurmexp.backends import base as backends
 from slurmexp.errors import Problem, SlurmexpError, SlurmexpWarning, SpecError, ValidationError
 from slurmexp.functions.calls import call_params, callable_name, run_ids_for
@@ -83,10 +84,7 @@ def write_sweep_file(output_dir: Path, name: str, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.toml"
     if not path.exists() or path.read_text() != text:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        replace_file(path, text)
     return path
 
 
@@ -325,11 +323,8 @@ def _write_calls(paths: layout.ExperimentPaths, run_ids: list[str], calls: Seque
     for rid, call in zip(run_ids, calls):
         path = paths.run(rid).call
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as fh:
-            cloudpickle.dump({"function": call.function, "args": tuple(call.args),
-                              "kwargs": dict(call.kwargs)}, fh)
-        os.replace(tmp, path)
+        replace_file(path, functools.partial(cloudpickle.dump, {
+            "function": call.function, "args": tuple(call.args), "kwargs": dict(call.kwargs)}))
 
 
 def _write_submitted_pickles(folder: Path, job_ids: Sequence[str | None], calls: Sequence[Any]) -> None:

@@ -34,6 +34,7 @@ Imports stay few (stdlib, cloudpickle, submitit's small utils) so each task star
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import numbers
 import os
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmexp import layout
+from slurmexp.atomic import replace_file
 
 RESULT_FILE = layout.RESULT_FILE
 CALL_FILE = layout.CALL_FILE
@@ -84,10 +86,7 @@ def metrics_of(value: Any) -> dict[str, float] | None:
 def _dump(obj: Any, path: Path) -> None:
     import cloudpickle
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        cloudpickle.dump(obj, fh)
-    os.replace(tmp, path)
+    replace_file(path, functools.partial(cloudpickle.dump, obj))
 
 
 def _load(path: Path) -> Any:

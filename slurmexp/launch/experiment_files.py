@@ -8,40 +8,14 @@ itself is `render`'s (pure); this module only writes.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from slurmexp import layout
+from slurmexp.atomic import replace_file as _atomic_write
 from slurmexp.errors import Problem, SpecError, StorageFull
 from slurmexp.sweep.plan import ArrayChunk, Run
-
-
-def _atomic_write(path: Path, data: str, mode: int | None = None) -> None:
-    """Write through a temp file and rename: a running task reading the old file (bash reads
-    scripts as it goes) keeps its inode and never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(data)
-        os.chmod(tmp, (0o666 if mode is None else mode) & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-@functools.lru_cache(maxsize=1)
-def _umask() -> int:
-    # Read once: os.umask can only be read by setting it, which is not thread-safe.
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
 
 
 def _check_run_id(run_id: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from slurmexp import layout
+from slurmexp.atomic import replace_file
 from slurmexp.ledger.rows import ActiveAttempt, Submission
 from slurmexp.transport.snapshot import snapshot
 
@@ -79,8 +80,6 @@ def mirror(files: dict[str, Path], texts: dict[str, str | None]) -> int:
         except OSError:
             pass
         local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.sx-mirror")
-        tmp.write_text(text)
-        os.replace(tmp, local)
+        replace_file(local, text)
         written += 1
     return written

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 from slurmexp import layout
+from slurmexp.atomic import replace_file
 
 CACHED_PARTS = ("qos", "associations")
 MAX_AGE_S = 300.0
@@ -53,16 +53,11 @@ def store(path: Path, queries: dict[str, list[str]], texts: dict[str, str | None
         return
     data = {"written": time.time(), "argv": {p: queries[p] for p in CACHED_PARTS},
             "texts": {p: texts[p] for p in CACHED_PARTS}}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        replace_file(path, json.dumps(data))
     except OSError:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        pass    # a cache that cannot be written is only a slower next validate
 
 
 def path_for(*identity: object) -> Path:
