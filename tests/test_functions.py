@@ -360,3 +360,32 @@ def test_slurmexp_sweep_is_callable_in_every_import_order(first):
     code = (f"import slurmexp; {first}from slurmexp.functions.api import sweep; "
             "assert callable(slurmexp.sweep); import slurmexp.sweep.plan as p; assert p.make_plan")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={"PYTHONPATH": str(REPO)})
+
+
+class _Saving:
+    """A submitit Checkpointable-like callable: checkpoint() returns the call to go on with."""
+
+    def __call__(self, n):
+        return n
+
+    def checkpoint(self, n):
+        return plain_submitit.helpers.DelayedSubmission(self, n)
+
+
+def test_checkpointing_runner_records_the_signal_itself(tmp_path, monkeypatch):
+    # A preemption's SIGTERM reaches the task script and the runner at once; a runner that
+    # saves and exits first must leave the attempt marked as signalled without the script's trap.
+    import signal
+
+    attempt = tmp_path / "attempt"
+    attempt.mkdir()
+    monkeypatch.setenv("SLURMEXP_ATTEMPT_DIR", str(attempt))
+    run_dir = _call_dir(tmp_path, _Saving(), 3)
+    handler = runner._Checkpointer(run_dir, _Saving(), (3,), {}, None, None)
+    with pytest.raises(SystemExit) as stopped:
+        handler.handle(signal.SIGTERM, None)
+    assert stopped.value.code == runner.EXIT_CHECKPOINTED
+    from slurmexp import layout
+
+    assert layout.signals_received(attempt) == ["TERM"]
+    assert (run_dir / runner.CALL_FILE).exists()

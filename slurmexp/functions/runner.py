@@ -153,6 +153,22 @@ def _not_continued(reason: str) -> None:
             pass
 
 
+def _record_signal(name: str) -> None:
+    """The signal in the attempt's SIGNALLED file, as the task script's trap writes it. The
+    task script records it too, but a preemption's SIGTERM reaches every process of the job at
+    once: when this process saves and exits before the script's trap has run, the script may
+    be past its wait already, and reconcile would not know the attempt was signalled."""
+    folder = os.environ.get("SLURMEXP_ATTEMPT_DIR")
+    if folder:
+        import time
+
+        try:
+            with open(Path(folder, layout.SIGNALLED), "a", encoding="utf-8") as fh:
+                fh.write(f"{name.removeprefix('SIG')} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+        except OSError:
+            pass
+
+
 class _Checkpointer:
     """The signal handler of one call: submitit's checkpoint protocol (see the module doc)."""
 
@@ -181,6 +197,7 @@ class _Checkpointer:
         self.done = True
         name = signal.Signals(signum).name
         print(f"slurmexp: {name} received", file=sys.stderr, flush=True)
+        _record_signal(name)
         if not callable(getattr(self.fn, "checkpoint", None)):
             _not_continued(f"{name}: the callable has no checkpoint() method, so another "
                            f"attempt would start it again from the beginning")
