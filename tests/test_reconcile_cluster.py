@@ -208,6 +208,12 @@ def test_node_failure_is_retried_and_completes(ledger, backend, cluster, tmp_pat
                      retry={"backoff_s": 5}, directives=("--nodelist=c1",))
     job = exp.job_id
     wait_running(backend, job, 2)
+    # RUNNING in Slurm is not yet running the command (under load the task script takes a
+    # while): fail the node only once both commands have started their long first attempt.
+    deadline = time.monotonic() + 60
+    while not all((Path(r["run_dir"]) / "first.done").exists() for r in ledger.runs(exp.exp_id)):
+        assert time.monotonic() < deadline, "the commands did not start"
+        time.sleep(0.5)
     started = time.monotonic()
     try:
         cluster.fail_node("c1")
@@ -334,9 +340,12 @@ def test_timeout_final_escalated_and_capped(ledger, backend, cluster, tmp_path):
     assert cancel.cancel_experiment(ledger, backend, esc.exp_id, reason="cancelled by test") == 1
     (e,) = ledger.runs(esc.exp_id)
     assert e["state"] == "CANCELLED" and e["reason"] == "cancelled by test"
+    # The retry may be cancelled while still pending: then sacct names it "J_[0]", not "J_0".
+    job, task = retry["job_key"].split("_")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        rows = sacct_field(cluster, retry["job_key"], "jobid,state", since=retry["submit_time"])
+        rows = [r for r in cluster.sacct([job], "jobid,state", duplicates=True, since=retry["submit_time"])
+                if r["jobid"] in (retry["job_key"], f"{job}_[{task}]")]
         if rows and rows[-1]["state"].startswith("CANCELLED"):
             break
         time.sleep(1)
