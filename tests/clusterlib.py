@@ -51,6 +51,10 @@ class Cluster:
     account: str = "research"
     site_toml: Path = REPO / "site.toml"
     submitted_at: dict[str, float] = field(default_factory=dict)
+    # When the running test began (conftest sets it): job ids are reused after a reset and on
+    # a CI machine whose accounting database outlived the controller's state, so sacct is never
+    # asked about jobs from before the test that reads them.
+    test_started: float = field(default_factory=time.time)
     # The script that starts and breaks this cluster (cluster.sh's commands), and the Slurm
     # release it must report (None: whatever the host has).
     script_argv: list[str] = field(default_factory=lambda: ["bash", str(CLUSTER_SH)])
@@ -141,11 +145,10 @@ class Cluster:
         return job
 
     def since(self, job_ids: list[str]) -> str:
-        """sacct -S for these jobs: ids are reused (reset), so never search before their submit."""
+        """sacct -S for these jobs: ids are reused, so never search before their submit or this test."""
         times = [self.submitted_at[j] for j in job_ids if j in self.submitted_at]
-        if not times:
-            return "now-1days"
-        return datetime.fromtimestamp(min(times) - 2).strftime("%Y-%m-%dT%H:%M:%S")
+        start = max(min(times, default=self.test_started), self.test_started)
+        return datetime.fromtimestamp(start - 2).strftime("%Y-%m-%dT%H:%M:%S")
 
     def sacct(self, job_ids: list[str], fields: str, *, duplicates: bool = False,
               allocations: bool = True, since: str | None = None) -> list[dict[str, str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 from clusterlib import CURRENT, Cluster, ClusterUnavailable, slurm_installed
@@ -51,6 +52,13 @@ def cluster() -> Cluster:
             pytest.fail(str(exc))
         pytest.skip(str(exc))
     return c
+
+
+@pytest.fixture(autouse=True)
+def _test_start():
+    """Each test's sacct window opens when it starts (see Cluster.test_started)."""
+    CURRENT.test_started = time.time()
+    CURRENT.submitted_at.clear()
 
 
 @pytest.fixture(scope="session")

@@ -231,7 +231,7 @@ def test_job_ids_reused_after_controller_state_loss_are_never_confused(tmp_path,
     assert sub_b["job_id"] == sub_a["job_id"], "the reset should have given the same job id again"
     ledger = wait_done(tmp_path, exp_b)
 
-    rows = SlurmBackend().sacct_rows([sub_a["job_id"]], since="now-1hours")
+    rows = SlurmBackend().sacct_rows([sub_a["job_id"]], since=CURRENT.since([]))
     assert len({r.submit for r in rows if r.array_job_id == sub_a["job_id"]}) >= 2, rows
     assert {r["state"] for r in ledger.runs(exp_b)} == {"FAILED"}
     after = {a["attempt_id"]: dict(a) for a in ledger.attempts(exp_a)}

@@ -166,7 +166,7 @@ def reconcile_until(ledger: Ledger, backend, exp_ids: list[str], cond=None, *, t
         time.sleep(every)
 
 
-def sacct_field(cluster, job_key: str, fields: str, since: str = "now-1hours") -> list[dict]:
+def sacct_field(cluster, job_key: str, fields: str, since: str | None = None) -> list[dict]:
     return [r for r in cluster.sacct([job_key.split("_")[0]], fields, duplicates=True, since=since)
             if r["jobid"] == job_key]
 
