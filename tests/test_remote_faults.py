@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from remotelib import launch, reconcile_until_finished, sx
+from remotelib import FULL_PATH, launch, reconcile_until_finished, sx
 
 from slurmexp.ledger import Ledger
 
@@ -39,8 +39,11 @@ def remote_jobs_named(remote_node, name: str) -> list[str]:
 # worst moment for a cut, since the cluster did the work and the laptop does not know it.
 LOSING_SSH = """#!/bin/bash
 case " $* " in *" -O "*) exec REAL "$@" ;; esac     # the master's control commands: not counted
+exec 9>>"$SX_SSH_COUNT.lock"
+FLOCK -x 9                                          # a launch runs some ssh calls at once
 n=$(( $(cat "$SX_SSH_COUNT" 2>/dev/null || echo 0) + 1 ))
 echo "$n" > "$SX_SSH_COUNT"
+exec 9>&-
 if [ "$n" = "${SX_CUT_AT:-0}" ]; then
     REAL "$@" >/dev/null 2>&1
     echo "Connection to 127.0.0.1 closed by remote host." >&2
@@ -53,7 +56,8 @@ exec REAL "$@"
 def test_launch_whose_answer_is_lost_at_any_ssh_call_never_submits_twice(remote_node, remote_sweep, tmp_path):
     """For every ssh call a launch makes (discovery, the source sync, the run files, sbatch,
     the submit times), one launch whose answer to that call is lost: it exits 3 naming the
-    cut, and launching again (then reconcile) leaves exactly one array on the cluster."""
+    cut (or, for an answer it can do without, goes on), and launching again (then reconcile)
+    leaves exactly one array on the cluster."""
     import os
     import shutil
 
@@ -61,7 +65,8 @@ def test_launch_whose_answer_is_lost_at_any_ssh_call_never_submits_twice(remote_
     text = sweep.read_text()
     wrapper_dir = tmp_path / "cutting-bin"
     wrapper_dir.mkdir()
-    (wrapper_dir / "ssh").write_text(LOSING_SSH.replace("REAL", shutil.which("ssh") or "ssh"))
+    (wrapper_dir / "ssh").write_text(LOSING_SSH.replace("REAL", shutil.which("ssh") or "ssh")
+                                     .replace("FLOCK", shutil.which("flock", path=FULL_PATH) or "flock"))
     (wrapper_dir / "ssh").chmod(0o755)
     count = tmp_path / "ssh-calls"
 
@@ -84,13 +89,16 @@ def test_launch_whose_answer_is_lost_at_any_ssh_call_never_submits_twice(remote_
         if int(count.read_text()) < i:      # fewer calls this time (sources already there): no cut
             assert first.returncode == 0, (i, first.stdout, first.stderr)
             continue
+        if first.returncode == 0:          # a lost answer the launch can do without (submit times)
+            assert "submitted job" in first.stderr, (i, first.stderr)
+            continue
         assert first.returncode == 3, (i, first.stdout, first.stderr)
         assert "unreachable since" in first.stderr and "closed by remote host" in first.stderr, first.stderr
         assert "quota ok" not in first.stderr, first.stderr          # the profile's noise is not the reason
         again = sx(tmp_path, "launch", str(sweep), "--site", str(site))
-        assert again.returncode == 0, (i, again.stdout, again.stderr)
+        assert again.returncode == 0, (i, outcomes, again.stdout, again.stderr)
     print(f"\na launch makes {calls} ssh calls; answers lost at each: {outcomes}")
-    assert sum(rc == 3 for _, rc, _ in outcomes) >= 2, outcomes
+    assert sum(rc == 3 for _, rc, _ in outcomes) >= calls // 2, outcomes
     ledger = Ledger(tmp_path / "l.db")
     exps = ledger.experiments()
     assert len(exps) == calls + 1

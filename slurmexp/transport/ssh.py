@@ -70,6 +70,15 @@ __sx_frame() { # index rc
 '''
 
 
+# What ssh runs on the cluster: the batch's script arrives on stdin ($1 bytes) and runs only
+# whole (a connection cut mid-transfer must never run a truncated script: exit 96). The start
+# line on stderr ($2) parts the login's noise (profile, motd) from what ssh says after the
+# command began: a cut then reads as a cut, not as the profile's last line.
+REMOTE_WRAPPER = ('echo "$2" >&2; f=$(mktemp) || exit 97; head -c "$1" >"$f"; '
+                  'if [ "$(wc -c <"$f")" -ne "$1" ]; then rm -f "$f"; exit 96; fi; '
+                  'bash "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc')
+
+
 @dataclass
 class Op:
     """One operation of a batch: a command (`argv`) or a shell snippet for a file operation."""
@@ -169,12 +178,7 @@ class SshTransport:
         for i, op in enumerate(ops):
             script.append(self._snippet(i, op))
         body = "\n".join(script).encode()
-        # The start line on stderr parts the login's noise (profile, motd) from what ssh says
-        # after the command began: a cut then reads as a cut, not as the profile's last line.
-        remote = shlex.join(["bash", "-c",
-                             'echo "$2" >&2; f=$(mktemp) || exit 97; head -c "$1" >"$f"; '
-                             'bash "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc',
-                             "sx", str(len(body)), f"{marker}-started"])
+        remote = shlex.join(["bash", "-c", REMOTE_WRAPPER, "sx", str(len(body)), f"{marker}-started"])
         budget = sum(op.timeout for op in ops) + self.connect_timeout + 30
         self.round_trips += 1
         try:
