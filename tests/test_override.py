@@ -340,3 +340,39 @@ def test_settings_and_escalation_are_per_group(tmp_path):
         "retry 2/3 with time 00:05:00"
     assert "already at the partition limit" in \
         decide_retry(p1, "TIMEOUT", "resources", 2, ["TIMEOUT", "TIMEOUT"], now, now).note
+
+
+def test_override_keys_get_the_checks_resources_get(tmp_path):
+    found = problems(tmp_path, """
+        [[override]]
+        where = { model = "vit" }
+        gpu_type = "a100"
+        [[override]]
+        where = { model = "resnet" }
+        time = "00:01:00"
+        [checkpoint]
+        signal = "USR1"
+        before = "90s"
+        """)
+    assert {(p.key, p.message.split(":")[0]) for p in found} == {
+        ("override[0].gpu_type", "gpu_type = 'a100' but gpus is 0"),
+        ("checkpoint.before", "before = '90s' is not shorter than the time limit (00"),
+    }
+    assert "in override[1]" in next(p.message for p in found if p.key == "checkpoint.before")
+
+
+def test_readme_example_later_tables_win_key_by_key(tmp_path, site):
+    sweep = sweep_with(tmp_path, """
+        [[override]]
+        where = { model = "vit" }
+        mem = "8G"
+        time = "02:00:00"
+        gpus = 1
+        [[override]]
+        where = { model = "vit", lr = [0.01, 0.001] }
+        time = "04:00:00"
+        """, base=BASE.replace('mem = "1G"', 'mem = "4G"'))
+    got = {(r.params["model"], r.params["lr"]): (c.resources.mem_mb, c.resources.time_min, c.resources.gpus)
+           for c in make_plan(sweep, site).chunks for r in c.runs}
+    assert got[("vit", 0.01)] == (8192, 240, 1) and got[("vit", 0.1)] == (8192, 120, 1)
+    assert got[("resnet", 0.01)] == (4096, 10, 0)
