@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 
 import pytest
 from clusterlib import CURRENT, Cluster, ClusterUnavailable, slurm_installed
+from remotelib import TRAIN
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -72,6 +74,27 @@ def remote_node():
         if IN_CI:
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def remote_sweep(remote_node, tmp_path):
+    """A [remote] site (discovered over SSH) and a sweep whose script is only on the host."""
+    site = tmp_path / "site.toml"
+    root = f"{remote_node.remote_root}/launch-{tmp_path.name}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "slurmexp", "site", "discover", "-o", str(site), "--remote",
+         f"{remote_node.user}@{remote_node.host}", "--port", str(remote_node.port),
+         "--identity", remote_node.identity_file,
+         *[a for opt in remote_node.ssh_options for a in ("--ssh-option", opt)], "--remote-root", root],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.sh").write_text(TRAIN)
+    sweep = project / "sweep.toml"
+    sweep.write_text('name = "remote"\ncommand = "bash train.sh {x} {run_dir}"\nworkdir = "."\n'
+                     '[params]\nx = [1, 2, 3]\n[resources]\ntime = "00:05:00"\n')
+    return sweep, site, root
 
 
 @pytest.fixture

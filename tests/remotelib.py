@@ -12,8 +12,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slurmexp.ledger import Ledger
 
 REPO = Path(__file__).resolve().parent.parent
 SSHD_SH = REPO / "docker" / "slurm-cluster" / "remote-sshd.sh"
@@ -104,5 +110,42 @@ def since(t0: float) -> str:
     The matrix tests reset the 24.11 controller's job ids, so "now-1hours" can also select an
     older finished job with the same id; a window from the submission on leaves it out (as
     reconcile's does, from the first submit time it tracks)."""
-    import time
     return f"now-{int(time.monotonic() - t0) + 5}seconds"
+
+
+# --- the command line over SSH (tests/test_remote_*.py) ----------------------------------
+
+TRAIN = """#!/bin/bash
+# Exists only on the host: the run finds it in the synced sources on the cluster.
+set -e
+echo "training x=$1 on $(hostname)"
+echo "a warning for x=$1" >&2
+printf '{"loss": %s, "x": %s}\\n' "$(( $1 * 10 ))" "$1" >"$2/metrics.json"
+"""
+
+
+def sx(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slurmexp", "--ledger", str(tmp_path / "l.db"), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+
+
+def launch(tmp_path, sweep, site) -> str:
+    proc = sx(tmp_path, "launch", str(sweep), "--site", str(site))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def reconcile_until_finished(tmp_path, ledger: Ledger, exp_id: str, timeout: float = 180) -> str:
+    # One Ledger per test process: opening a second one on the same file (an fd opened and
+    # closed) drops the first connection's POSIX locks while the CLI writes.
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        proc = sx(tmp_path, "reconcile")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        state = ledger.get_experiment(exp_id, required=True)["state"]
+        if state.startswith("FINISHED"):
+            return state
+        time.sleep(3)
+    return state

@@ -4,72 +4,15 @@ that exists only on this machine, so the run can only succeed if the sources wer
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from remotelib import TRAIN, launch, reconcile_until_finished, sx
 
 from slurmexp.ledger import Ledger
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("no_local_slurm")]
-
-TRAIN = """#!/bin/bash
-# Exists only on the host: the run finds it in the synced sources on the cluster.
-set -e
-echo "training x=$1 on $(hostname)"
-echo "a warning for x=$1" >&2
-printf '{"loss": %s, "x": %s}\\n' "$(( $1 * 10 ))" "$1" >"$2/metrics.json"
-"""
-
-
-def sx(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slurmexp", "--ledger", str(tmp_path / "l.db"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
-
-
-@pytest.fixture
-def remote_sweep(remote_node, tmp_path):
-    """A [remote] site (discovered over SSH) and a sweep whose script is only on the host."""
-    site = tmp_path / "site.toml"
-    root = f"{remote_node.remote_root}/launch-{tmp_path.name}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "slurmexp", "site", "discover", "-o", str(site), "--remote",
-         f"{remote_node.user}@{remote_node.host}", "--port", str(remote_node.port),
-         "--identity", remote_node.identity_file,
-         *[a for opt in remote_node.ssh_options for a in ("--ssh-option", opt)], "--remote-root", root],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "train.sh").write_text(TRAIN)
-    sweep = project / "sweep.toml"
-    sweep.write_text('name = "remote"\ncommand = "bash train.sh {x} {run_dir}"\nworkdir = "."\n'
-                     '[params]\nx = [1, 2, 3]\n[resources]\ntime = "00:05:00"\n')
-    return sweep, site, root
-
-
-def launch(tmp_path, sweep, site) -> str:
-    proc = sx(tmp_path, "launch", str(sweep), "--site", str(site))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    return proc.stdout.strip().splitlines()[-1]
-
-
-def reconcile_until_finished(tmp_path, ledger: Ledger, exp_id: str, timeout: float = 180) -> str:
-    # One Ledger per test process: opening a second one on the same file (an fd opened and
-    # closed) drops the first connection's POSIX locks while the CLI writes.
-    deadline = time.monotonic() + timeout
-    state = ""
-    while time.monotonic() < deadline:
-        proc = sx(tmp_path, "reconcile")
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        state = ledger.get_experiment(exp_id, required=True)["state"]
-        if state.startswith("FINISHED"):
-            return state
-        time.sleep(3)
-    return state
 
 
 def test_a_sweep_of_host_only_code_runs_on_the_remote_cluster(remote_node, remote_sweep, tmp_path):
