@@ -327,6 +327,9 @@ def test_settings_and_escalation_are_per_group(tmp_path):
         """, base=BASE + '[retry]\nescalate = true\nescalate_factor = 4.0\n')
     prep = launcher.prepare(path, ROOT_SITE)
     settings = ExperimentSettings.from_json(launcher.settings_for(prep).to_json())
+    text = describe(prep.plan)
+    assert "why debug:\n    - asked for in the sweep's [[override]] 0 partition" in text
+    assert "why cpu:\n    - CPU run" in text
     g0, g1 = settings.groups
     assert (g0.chunks, g0.partition, g0.time_min, g0.mem_mb, g0.max_time_min) == ((0,), "cpu", 10, 1024, 24 * 60)
     assert (g1.chunks, g1.partition, g1.time_min, g1.mem_mb, g1.max_time_min) == ((1,), "debug", 2, 200, 5)

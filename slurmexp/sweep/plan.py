@@ -163,6 +163,9 @@ def make_plan(sweep: Sweep, site: Site) -> Plan:
     runs = expand(sweep)
     groups = group_runs(sweep, runs)
     routed = [route(requested_resources(sweep, site, g.request), site) for g in groups]
+    for g, (_, placement) in zip(groups, routed):
+        if "partition" in g.setters and placement.reasons:
+            placement.reasons[0] = f"asked for in the sweep's [[override]] {g.setters['partition']} partition"
     plan = assemble_plan([(res, placement, g.runs) for (res, placement), g in zip(routed, groups)],
                          site.max_array_size, throttles=[g.request.array_parallelism for g in groups])
     plan.runs = runs            # the file's order, whatever group a run went to
