@@ -67,6 +67,14 @@ SWEEP = {
     "resources.sbatch": ('["--exclusive", "--mail-type=END"]', "Other sbatch options, long form, one per "
                          "item, written as `#SBATCH` lines of every array. Options slurmexp writes itself or "
                          "a `[resources]` key stands for are refused, with the key to use."),
+    "override": (None, "`[[override]]` tables: other resources for the runs a table's `where` matches. "
+                 "Each table may set any key of `[resources]` (checked the same way); a run matched by "
+                 "several tables gets each one's keys in file order, so a later table wins key by key. "
+                 "Runs that end up asking for the same resources form one resource group, and each "
+                 "group is its own job arrays, validated, retried and escalated within its own "
+                 "partition's limits. A table whose `where` matches no run is refused."),
+    "override[].where": ('{ model = "vit" }', "Which runs: every key must be a parameter, and the run's "
+                         "value must equal the value given (a list: any of them)."),
     "env": (None, "The environment a run's command starts in."),
     "env.setup": ('["source .venv/bin/activate"]', "Shell lines run before the command (a sourced file must "
                   "exist)."),
@@ -169,5 +177,13 @@ SITE = {
     "remote.root": ('"/scratch/alice/slurmexp"', "An absolute folder on the cluster for synced sources and "
                     "experiment folders."),
 }
+
+# [[override]] tables set [resources] keys: the same examples, said of the matched runs.
+SWEEP.update({f"override[].{key[len('resources.'):]}": (doc[0], f"As `[resources]` "
+              f"`{key[len('resources.'):]}`, for the runs `where` matches. {doc[1]}")
+              for key, doc in list(SWEEP.items()) if key.startswith("resources.")})
+SWEEP["override[].sbatch"] = (SWEEP["resources.sbatch"][0], "As `[resources]` `sbatch`, for the runs "
+                              "`where` matches: a list here replaces `[resources]`'s options (`[]` "
+                              "drops them), none keeps them.")
 
 KEY_DOCS = {"sweep": SWEEP, "site": SITE}

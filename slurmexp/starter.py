@@ -61,6 +61,12 @@ time = "00:10:00"             # a finite Slurm time: MM, HH:MM:SS, D-HH:MM:SS, .
 # array_parallelism = 4       # at most 4 runs at once
 # sbatch = ["--mail-type=END"]
 
+# Other resources for some runs (every key of where must match; later tables win key by key):
+# [[override]]
+# where = {{ lr = 0.1 }}
+# mem = "1G"
+# time = "00:20:00"
+
 # The environment the command starts in:
 # [env]
 # setup = ["source .venv/bin/activate"]

@@ -109,7 +109,7 @@ def _without(plan: Plan, run_ids: set[str]) -> Plan:
         offsets[chunk.group] = offset + len(runs)
         chunks.append(dataclasses.replace(chunk, chunk=len(chunks), runs=runs, offset=offset))
     return Plan(runs=[r for r in plan.runs if r.run_id not in run_ids],
-                placements=plan.placements, chunks=chunks)
+                placements=plan.placements, chunks=chunks, groups=plan.groups)
 
 
 def record(ledger: Ledger, exp_id: str, prep: Prepared, reused: list[dict]) -> None:

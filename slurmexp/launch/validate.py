@@ -8,6 +8,7 @@ not run (sacctmgr not readable, controller down) is named in `skipped`, never gu
 """
 from __future__ import annotations
 
+import dataclasses
 import getpass
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from slurmexp.launch.file_checks import file_problems, function_problems, script
 from slurmexp.launch.fixes import one_of, remove_line, route_fix, set_line
 from slurmexp.sites.model import Site
 from slurmexp.sites.stale import rediscover_fix, stale_problems
+from slurmexp.sweep.overrides import problem_key
 from slurmexp.sweep.plan import Plan, Resources
 from slurmexp.sweep.spec import Sweep
 
@@ -83,9 +85,13 @@ def static_problems(sweep: Sweep, site: Site, plan: Plan) -> list[Problem]:
     for chunk in plan.first_chunks():
         placement = plan.placements[chunk.group]
         res = chunk.resources
+        found = []
         if placement.partition in placement.excluded:
-            out += _placement_problems(file, sweep, site, res, placement.excluded)
-        out += _qos_problems(file, site, res)
+            group = plan.group(chunk.group)
+            asked = (group.request if group is not None else sweep.resources).partition
+            found += _placement_problems(file, bool(asked), site, res, placement.excluded)
+        found += _qos_problems(file, site, res)
+        out += for_group(plan, chunk.group, found)
     total = len(plan.runs)
     if site.max_job_count and total >= site.max_job_count:     # Slurm refuses at >=
         out.append(Problem(file, "params", f"{total} runs reach the cluster's MaxJobCount "
@@ -99,10 +105,27 @@ def static_problems(sweep: Sweep, site: Site, plan: Plan) -> list[Problem]:
     return out
 
 
-def _placement_problems(file: str, sweep: Sweep, site: Site, res: Resources,
+def for_group(plan: Plan, number: int, problems: list[Problem]) -> list[Problem]:
+    """The problems of one resource group of a sweep with [[override]]: said of the group, and
+    of the [[override]] key that set the value (`override[1].time`) rather than [resources]."""
+    group = plan.group(number)
+    if group is None:
+        return problems
+    n = len(group.runs)
+    out = []
+    for p in problems:
+        key = problem_key(group, p.key)
+        table = key.split(".", 1)[0]
+        fix = p.fix.replace("in [resources]", f"in [[override]] table {table[9:-1]}") \
+            if table.startswith("override[") else p.fix
+        out.append(dataclasses.replace(p, key=key, fix=fix,
+                                       message=f"group {number} ({n} run{'s' * (n != 1)}): {p.message}"))
+    return out
+
+
+def _placement_problems(file: str, asked: bool, site: Site, res: Resources,
                         excluded: dict[str, str]) -> list[Problem]:
     out: list[Problem] = []
-    asked = bool(sweep.resources.partition)
     for partition, why in excluded.items():
         for message in why.split("; "):
             key = _route_key(message)
@@ -169,10 +192,10 @@ def live_problems(sweep: Sweep, site: Site, plan: Plan, facts: ClusterFacts) -> 
     out += capacity_problems(file, plan, facts)
     stale = bool(out) and any(p.check == "stale_site" for p in out)
     groups = {c.group: c.resources for c in plan.chunks}
-    for res in groups.values():
+    for group, res in groups.items():
         # Placed by a stale site.toml: what the partition and its GPUs would say follows from that.
-        out += [p for p in _live_resource_problems(file, res, facts, user, report)
-                if not (stale and p.key in _PLACEMENT_KEYS)]
+        out += for_group(plan, group, [p for p in _live_resource_problems(file, res, facts, user, report)
+                                       if not (stale and p.key in _PLACEMENT_KEYS)])
     if facts.cached_age_s is None:
         report.checked.append("live cluster")
     else:

@@ -195,6 +195,35 @@ def output_dir_problem(raw: Any, file: str) -> tuple[bool, Problem] | None:
         f'or output_dir = "slurmexp-runs" to keep the runs beside the sweep', check="output_dir")
 
 
+def _override_problems(file: str, data: dict[str, Any], parts: dict[str, Any],
+                       params: dict[str, str]) -> list[Problem]:
+    """[[override]] `where` tables naming no parameter, or nothing (whether a table matches a
+    run is known once the runs are expanded: sweep.overrides)."""
+    raw = data.get("override")
+    out: list[Problem] = []
+    names = [n for n in params if n.isidentifier()]
+    for i, table in enumerate(raw if isinstance(raw, list) else []):
+        where = table.get("where") if isinstance(table, dict) else None
+        if not isinstance(where, dict):
+            continue        # missing or not a table: the schema says so
+        if not where:
+            out.append(Problem(file, f"override[{i}].where", f"[[override]] table {i}: where = {{}} "
+                               "names no parameter, so it would match every run",
+                               "move its keys into [resources], or name a parameter: "
+                               f"where = {{ {names[0] if names else 'model'} = ... }}",
+                               check="override_where"))
+        for name in where:
+            if name in params:
+                continue
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            fix = (f"did you mean {close[0]!r}? where = {{ {close[0]} = ... }}" if close else
+                   f"name one of the parameters ({', '.join(names) or 'none'})")
+            out.append(Problem(file, f"override[{i}].where.{name}",
+                               f"[[override]] table {i}: where names {name!r}, which is not a "
+                               f"parameter of this sweep", fix, check="undefined_name"))
+    return out
+
+
 def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[Problem]:
     """Checks that span sections, on the raw data and on the sections that validated."""
     out: list[Problem] = []
@@ -249,23 +278,29 @@ def check_sweep(data: dict[str, Any], parts: dict[str, Any], file: str) -> list[
                 "remove it, or check the spelling", check="undefined_name")
 
     res: ResourceRequest | None = parts.get("resources")
-    if res is not None and res.gpu_type and not res.gpus:
-        add("resources.gpu_type", f"gpu_type = {res.gpu_type!r} but gpus is {res.gpus or 0}",
-            "set gpus = 1 (GPUs per task), or remove gpu_type")
+    out += _override_problems(file, data, parts, all_keys)
+    # [resources], then each [[override]] table: the same checks on the keys each writes.
+    tables: list[tuple[str, ResourceRequest]] = [("resources", res)] if res is not None else []
+    tables += [(f"override[{i}]", t) for i, t in enumerate(parts.get("override") or [])]
     ckpt = parts.get("checkpoint")
-    if ckpt is not None and res is not None:
-        from slurmexp.sweep.sbatch_options import SIGNAL, option_name
+    for where, table in tables:
+        gpus = table.gpus if table.gpus is not None or where == "resources" or res is None else res.gpus
+        if table.gpu_type and not gpus:
+            add(f"{where}.gpu_type", f"gpu_type = {table.gpu_type!r} but gpus is {gpus or 0}",
+                "set gpus = 1 (GPUs per task), or remove gpu_type")
+        if ckpt is not None:
+            from slurmexp.sweep.sbatch_options import SIGNAL, option_name
 
-        for i, item in enumerate(res.sbatch):
-            if "signal".startswith(option_name(item)):
-                add(f"resources.sbatch[{i}]", f"{item!r} sets --signal, which slurmexp owns here: "
-                    f"{SIGNAL[0]}", SIGNAL[1])
-    if ckpt is not None and res is not None and res.time_min is not None \
-            and ckpt.before_s >= res.time_min * 60:
-        add("checkpoint.before", f"before = {ckpt.before!r} is not shorter than the time limit "
-            f"({res.time}): the signal would come as each run starts",
-            f'before = "{max(res.time_min * 60 // 4, 1)}s" (Slurm may send it up to a minute '
-            f"early, so leave the run time to work)")
+            for i, item in enumerate(table.sbatch or []):
+                if "signal".startswith(option_name(item)):
+                    add(f"{where}.sbatch[{i}]", f"{item!r} sets --signal, which slurmexp owns here: "
+                        f"{SIGNAL[0]}", SIGNAL[1])
+        if ckpt is not None and table.time_min is not None and ckpt.before_s >= table.time_min * 60:
+            add("checkpoint.before", f"before = {ckpt.before!r} is not shorter than the time limit "
+                f"({table.time}{'' if where == 'resources' else ' in ' + where}): the signal would "
+                f"come as each run starts",
+                f'before = "{max(table.time_min * 60 // 4, 1)}s" (Slurm may send it up to a minute '
+                f"early, so leave the run time to work)")
     env: EnvSpec | None = parts.get("env")
     if env is not None:
         for name in env.vars:

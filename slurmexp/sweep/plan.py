@@ -7,7 +7,7 @@ names of both so that `from slurmexp.sweep.plan import ...` keeps working.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from slurmexp import arrays, units
@@ -24,6 +24,7 @@ from slurmexp.sweep.expand import (
     sample_combinations,
     value_text,
 )
+from slurmexp.sweep.overrides import RunGroup, group_runs
 from slurmexp.sweep.routing import (
     Placement,
     Resources,
@@ -74,6 +75,11 @@ class Plan:
     runs: list[Run]
     placements: list[Placement]        # one per resource group
     chunks: list[ArrayChunk]
+    # Per resource group, what [[override]] made of it (empty: the plan has no [[override]]).
+    groups: list[RunGroup] = field(default_factory=list)
+
+    def group(self, number: int) -> RunGroup | None:
+        return self.groups[number] if number < len(self.groups) else None
 
     def first_chunks(self) -> list[ArrayChunk]:
         """The first chunk of each resource group: the chunks of a group differ only in their
@@ -102,15 +108,18 @@ def make_chunks(runs: Sequence[Run], resources: Resources, max_array_size: int,
 
 
 def assemble_plan(groups: Sequence[tuple[Resources, Placement, Sequence[Run]]],
-                  max_array_size: int, throttle: int | None = None) -> Plan:
-    """A plan from several resource groups (a first launch has one; escalated retries add more)."""
+                  max_array_size: int, throttle: int | None = None, *,
+                  throttles: Sequence[int | None] | None = None) -> Plan:
+    """A plan from several resource groups ([[override]] makes more than one), each cut into
+    its own arrays. `throttles`: the %N of each group, instead of one `throttle` for all."""
     runs: list[Run] = []
     placements: list[Placement] = []
     chunks: list[ArrayChunk] = []
-    for number, (resources, placement, group_runs) in enumerate(groups):
-        runs += group_runs
+    for number, (resources, placement, members) in enumerate(groups):
+        runs += members
         placements.append(placement)
-        chunks += make_chunks(group_runs, resources, max_array_size, throttle,
+        chunks += make_chunks(members, resources, max_array_size,
+                              throttles[number] if throttles is not None else throttle,
                               group=number, first_chunk=len(chunks))
     return Plan(runs=runs, placements=placements, chunks=chunks)
 
@@ -148,10 +157,21 @@ def check_size(sweep: Sweep, site: Site) -> int:
 
 
 def make_plan(sweep: Sweep, site: Site) -> Plan:
+    """The runs, one resource group per distinct request ([resources] and the [[override]]
+    tables that match), each group routed on its own and cut into its own arrays."""
     check_size(sweep, site)
-    resources, placement = resolve_resources(sweep, site)
-    return assemble_plan([(resources, placement, expand(sweep))], site.max_array_size,
-                         sweep.resources.array_parallelism)
+    runs = expand(sweep)
+    groups = group_runs(sweep, runs)
+    routed = [route(requested_resources(sweep, site, g.request), site) for g in groups]
+    for g, (_, placement) in zip(groups, routed):
+        if "partition" in g.setters and placement.reasons:
+            placement.reasons[0] = f"asked for in the sweep's [[override]] {g.setters['partition']} partition"
+    plan = assemble_plan([(res, placement, g.runs) for (res, placement), g in zip(routed, groups)],
+                         site.max_array_size, throttles=[g.request.array_parallelism for g in groups])
+    plan.runs = runs            # the file's order, whatever group a run went to
+    if sweep.override:
+        plan.groups = groups
+    return plan
 
 
 # ----------------------------------------------------------------------------------------
@@ -178,6 +198,14 @@ def _resources_line(res: Resources) -> str:
     return ", ".join(parts)
 
 
+def _group_source(group: RunGroup) -> str:
+    if not group.tables:
+        return "[resources] only (no [[override]] matches these runs)"
+    tables = ", ".join(str(i) for i in group.tables)
+    keys = ", ".join(f"{k} from [[override]] {i}" for k, i in sorted(group.setters.items()))
+    return f"[resources] with [[override]] {tables} (later tables win key by key: {keys})"
+
+
 def describe(plan: Plan) -> str:
     """The array plan in words, for --dry-run and `slurmexp explain`."""
     n_runs, n_groups, n_chunks = len(plan.runs), len(plan.placements), len(plan.chunks)
@@ -187,6 +215,9 @@ def describe(plan: Plan) -> str:
         chunks = [c for c in plan.chunks if c.group == number]
         size = sum(c.size for c in chunks)
         lines += ["", f"group {number}: {size} run{'s' * (size != 1)} -> partition {placement.partition}"]
+        group = plan.group(number)
+        if group is not None:
+            lines.append(f"  from: {_group_source(group)}")
         if chunks:
             lines.append(f"  resources: {_resources_line(chunks[0].resources)}")
             if chunks[0].resources.defaulted:

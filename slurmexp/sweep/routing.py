@@ -11,7 +11,7 @@ from slurmexp import units
 
 if TYPE_CHECKING:
     from slurmexp.sites.model import Node, Site
-    from slurmexp.sweep.spec import Sweep
+    from slurmexp.sweep.spec import ResourceRequest, Sweep
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,11 @@ class Placement:
 # ----------------------------------------------------------------------------------------
 
 
-def requested_resources(sweep: Sweep, site: Site) -> Resources:
-    """The sweep's request with site defaults filled in; partition is "" unless asked for."""
-    asked, defaults = sweep.resources, site.defaults
+def requested_resources(sweep: Sweep, site: Site, asked: ResourceRequest | None = None) -> Resources:
+    """The sweep's request (or `asked`: one resource group's, [[override]] applied) with site
+    defaults filled in; partition is "" unless asked for."""
+    asked = asked if asked is not None else sweep.resources
+    defaults = site.defaults
     cpus = asked.cpus or defaults.cpus
     mem_mb = asked.mem_mb if asked.mem_mb is not None else defaults.mem_mb_for(cpus)
     filled = {"time": asked.time_min is None, "cpus": not asked.cpus,

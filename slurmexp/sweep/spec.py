@@ -52,7 +52,7 @@ from slurmexp.sweep.strict_toml import (
 )
 
 __all__ = ["BUILTIN_PLACEHOLDERS", "CHECKPOINT_SIGNALS", "QUOTE_FIX", "CheckpointSpec", "check_name",
-           "Distribution", "EnvSpec", "LivenessSpec", "ProvenanceSpec", "ResourceRequest", "RetrySpec",
+           "Distribution", "EnvSpec", "LivenessSpec", "Override", "ProvenanceSpec", "ResourceRequest", "RetrySpec",
            "SampleSpec", "Sweep", "check_sweep", "load_sweep", "parse_sweep", "MetaSpec", "NotifySpec",
            "check_tag", "MAX_NOTIFY_TIMEOUT_S"]
 
@@ -186,6 +186,19 @@ class ResourceRequest(StrictModel):
         return units.parse_time(self.time) if self.time is not None else None
 
 
+class Override(ResourceRequest):
+    """One `[[override]]` table: [resources] keys for the runs whose parameters `where` matches.
+
+    The resource keys are [resources]'s own (one schema, one validation); only the keys a table
+    writes apply (`model_fields_set`). Matching and merging are in sweep.overrides.
+    """
+
+    # parameter -> the value a run must have (a list: any of them); every key must match
+    where: dict[str, ParamValues]
+    # Absent: the runs keep [resources]'s sbatch options; a list (even []) replaces them.
+    sbatch: list[SbatchOption] | None = None  # type: ignore[assignment]
+
+
 class EnvSpec(StrictModel):
     setup: list[str] = Field(default_factory=list)
     modules: list[Text] = Field(default_factory=list)
@@ -214,6 +227,8 @@ class Sweep(StrictModel):
     runs: list[dict[str, Scalar]] = Field(default_factory=list)
     sample: SampleSpec | None = None
     resources: ResourceRequest = Field(default_factory=ResourceRequest)
+    # [[override]] tables, in file order: a later one wins key by key (sweep.overrides)
+    override: list[Override] = Field(default_factory=list)
     env: EnvSpec = Field(default_factory=EnvSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     checkpoint: CheckpointSpec | None = None
@@ -257,6 +272,11 @@ class Sweep(StrictModel):
             if data.get(table) is None:
                 # Absent, as before the table existed: a sweep without it keeps its identity.
                 data.pop(table, None)
+        if self.override:
+            # Only the keys a table writes apply: `sbatch = []` clears, an absent sbatch does not.
+            data["override"] = [o.model_dump(mode="json", exclude_unset=True) for o in self.override]
+        else:
+            data.pop("override", None)       # no [[override]]: the sweep keeps its identity
         if not data["resources"].get("sbatch"):
             data["resources"].pop("sbatch", None)       # the same, for [resources] sbatch
         return json.loads(json.dumps(data, sort_keys=True))
