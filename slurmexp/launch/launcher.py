@@ -24,7 +24,13 @@ from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch import remote, reuse
 from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
-from slurmexp.launch.experiment_files import files_full_error, write_manifest, write_run_files, write_script
+from slurmexp.launch.experiment_files import (
+    files_full_error,
+    make_output_dir,
+    write_manifest,
+    write_run_files,
+    write_script,
+)
 from slurmexp.launch.local_run import run_local
 from slurmexp.launch.render import ScriptContext, render_script, template_sha256
 from slurmexp.launch.submission import (
@@ -309,12 +315,13 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
     """Run files, manifests, scripts and provenance on disk, then the ledger rows."""
     paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     exp_dir = paths.exp_dir
+    make_output_dir(prep.sweep.output_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     sweep_copy = paths.sweep_copy
     shutil.copyfile(prep.sweep.path, sweep_copy)
     shutil.copyfile(prep.site.path, paths.site_copy)
     prov = provenance.collect(Path(prep.sweep.workdir), paths.provenance_dir,
-                              prep.sweep.provenance.secret_patterns)
+                              prep.sweep.provenance.secret_patterns, exclude=[Path(prep.sweep.output_dir)])
     if prep.remote is not None:
         prov["sources"] = prep.sources
     job_paths = prep.job_paths(exp_id)
