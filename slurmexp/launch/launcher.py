@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slurmexp import layout
-from slurmexp.backends.base import backend_kind, scheduler_for
+from slurmexp.backends.base import DEFAULT_KIND, backend_kind, scheduler_for
 from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch import remote, reuse
@@ -31,7 +31,7 @@ from slurmexp.launch.experiment_files import (
     write_run_files,
     write_script,
 )
-from slurmexp.launch.local_run import run_local
+from slurmexp.launch.local_run import run_local, warn_ignored_resources
 from slurmexp.launch.render import ScriptContext, render_script, template_sha256
 from slurmexp.launch.submission import (
     REFUSED,
@@ -117,16 +117,22 @@ def find_site(sweep_path: Path, site_path: str | Path | None = None) -> Path:
         "run `slurmexp site discover --output site.toml` on a login node, or pass --site FILE")])
 
 
-def fingerprint_of(sweep: Sweep, site: Site) -> str:
+def fingerprint_of(sweep: Sweep, site: Site, backend: str = DEFAULT_KIND) -> str:
+    """The experiment's identity: the sweep, the site and the backend kind it runs on (a local
+    run of a sweep launched on Slurm is another experiment). The default kind adds nothing, so
+    Slurm experiments keep the ids they had before the backend was part of it."""
     data = {"sweep": sweep.canonical(), "site": site.hash()}
+    if backend != DEFAULT_KIND:
+        data["backend"] = backend
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def prepare(sweep_path: str | Path, site_path: str | Path | None = None) -> Prepared:
+def prepare(sweep_path: str | Path, site_path: str | Path | None = None,
+            backend: str = DEFAULT_KIND) -> Prepared:
     sweep = load_sweep(sweep_path)
     site = load_site(find_site(Path(sweep_path), site_path))
     plan = make_plan(sweep, site)
-    fp = fingerprint_of(sweep, site)
+    fp = fingerprint_of(sweep, site, backend_kind(backend, key="--backend").kind)
     template = sweep.template or site.template
     return Prepared(sweep, site, plan, fp, f"{sweep.name}-{fp[:8]}", Path(template) if template else None)
 
@@ -216,7 +222,9 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
     `slurm` is a scheduler to use instead of the one the factory builds for the site's cluster
     (for tests)."""
     kind = backend_kind(backend, key="--backend")
-    prep = prepare(sweep_path, site_path)
+    prep = prepare(sweep_path, site_path, kind.kind)
+    if kind.in_process:
+        warn_ignored_resources(prep.sweep, kind.kind)
     ledger = ledger or Ledger()
     exp_id = prep.base_id
     existing = ledger.get_experiment(exp_id)
@@ -341,9 +349,10 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
              "task_index": where[r.run_id][1], "reuse_key": keys.get(r.run_id)} for r in prep.plan.runs]
     if prep.remote is not None:
         remote.publish(prep.remote, exp_dir)     # on the cluster before the ledger names it
+    cluster = None if backend_kind(backend).in_process else prep.site.cluster   # local: ran here
     with ledger.transaction():
         ledger.create_experiment(
-            exp_id, prep.sweep.name, prep.fingerprint, prep.site.cluster, backend, exp_dir,
+            exp_id, prep.sweep.name, prep.fingerprint, cluster, backend, exp_dir,
             prep.sweep.path, sweep_copy, prep.site.path, prep.site.hash(), template_sha256(prep.template),
             prov, runs)
         ledger.set_experiment_settings(exp_id, settings_for(prep))
