@@ -43,7 +43,8 @@ MAX_RUNS = 1_000_000
 
 __all__ = [
     "MAX_RUNS", "ArrayChunk", "Placement", "Plan", "Resources", "Run", "assemble_plan",
-    "check_size", "command_for", "command_text", "count_runs", "describe", "expand", "make_chunks", "make_plan",
+    "check_size", "command_for", "command_text", "count_runs", "describe", "describe_throttle", "expand",
+    "make_chunks", "make_plan",
     "product_axes", "requested_resources", "resolve_resources", "route", "route_problems",
     "run_id_for", "sample_combinations", "value_text",
 ]
@@ -74,6 +75,7 @@ class Plan:
     runs: list[Run]
     placements: list[Placement]        # one per resource group
     chunks: list[ArrayChunk]
+    throttle: int | None = None        # array_parallelism: for all chunks together (their %N)
 
     def first_chunks(self) -> list[ArrayChunk]:
         """The first chunk of each resource group: the chunks of a group differ only in their
@@ -103,16 +105,22 @@ def make_chunks(runs: Sequence[Run], resources: Resources, max_array_size: int,
 
 def assemble_plan(groups: Sequence[tuple[Resources, Placement, Sequence[Run]]],
                   max_array_size: int, throttle: int | None = None) -> Plan:
-    """A plan from several resource groups (a first launch has one; escalated retries add more)."""
+    """A plan from several resource groups (a first launch has one; escalated retries add more).
+
+    `throttle` (array_parallelism) is for the whole plan: it is shared among the arrays
+    (`arrays.split_throttle`), so a sweep cut into several arrays by MaxArraySize still runs at
+    most `throttle` runs at once (or one per array, when there are more arrays)."""
     runs: list[Run] = []
     placements: list[Placement] = []
     chunks: list[ArrayChunk] = []
     for number, (resources, placement, group_runs) in enumerate(groups):
         runs += group_runs
         placements.append(placement)
-        chunks += make_chunks(group_runs, resources, max_array_size, throttle,
+        chunks += make_chunks(group_runs, resources, max_array_size,
                               group=number, first_chunk=len(chunks))
-    return Plan(runs=runs, placements=placements, chunks=chunks)
+    for chunk, share in zip(chunks, arrays.split_throttle([c.size for c in chunks], throttle)):
+        chunk.throttle = share
+    return Plan(runs=runs, placements=placements, chunks=chunks, throttle=throttle)
 
 
 def check_size(sweep: Sweep, site: Site) -> int:
@@ -203,7 +211,23 @@ def describe(plan: Plan) -> str:
             first, last = c.runs[0], c.runs[-1]
             lines.append(f"  chunk {c.chunk}: --array={c.array_spec}  runs {c.offset}-{c.offset + c.size - 1} "
                          f"of the group ({first.run_id} .. {last.run_id})")
+    if plan.throttle is not None and n_chunks:
+        lines += ["", describe_throttle(plan)]
     return "\n".join(lines)
+
+
+def describe_throttle(plan: Plan) -> str:
+    """What array_parallelism means for this plan's arrays, for `explain`."""
+    limit, shares = plan.throttle, [c.throttle or c.size for c in plan.chunks]
+    most = sum(min(share, c.size) for share, c in zip(shares, plan.chunks))
+    if len(shares) == 1:
+        return f"array_parallelism {limit}: at most {min(limit, most)} runs at once (%{limit})"
+    split = " + ".join(str(share) for share in shares)
+    if len(shares) > limit:
+        return (f"array_parallelism {limit} is for the whole sweep, but it has {len(shares)} job arrays: "
+                f"each array runs one task at a time (%1), so up to {most} runs at once, not {limit}")
+    return (f"array_parallelism {limit} is for the whole sweep: its {len(shares)} job arrays run at most "
+            f"{split} tasks at once (%N of each, in proportion to its size), {most} runs in all")
 
 
 def describe_checkpoint(sweep: Sweep) -> str:
