@@ -306,9 +306,11 @@ def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool,
               help="Table/Markdown: the run table's columns (default: what fits the terminal).")
 @click.option("--excel-safe", is_flag=True,
               help="CSV for spreadsheets: prefix text cells starting with = + - @ (formulas) with '.")
+@click.option("--metric", "metrics", metavar="NAME", multiple=True,
+              help="HTML: plot only this metric (repeatable, or NAME,NAME; default: every metric).")
 @click.pass_context
 def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best: str | None,
-           minimize: bool | None, columns: str | None, excel_safe: bool) -> None:
+           minimize: bool | None, columns: str | None, excel_safe: bool, metrics: tuple[str, ...]) -> None:
     """Tables of runs, states, accounting and metrics (default: every experiment).
 
     EXPERIMENTS: ids, unique prefixes, or sweep names (their newest experiment). The table
@@ -322,7 +324,7 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
         _check_output(output)
     text = render_report(build_report(_ledger(ctx, "read"), list(experiments) or None, by=by, best=best,
                                       minimize=minimize), fmt, excel_safe=excel_safe,
-                         columns=columns)
+                         columns=columns, metrics=metrics)
     if output:
         _write_output(output, text)
         click.echo(f"wrote {output}", err=True)
