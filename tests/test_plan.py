@@ -579,3 +579,14 @@ def test_command_for_real_sweep(tmp_path):
     (run,) = expand(sweep)
     assert command_for(sweep, run, "/tmp/r", "s-abc") == (
         "python train.py --lr 0.1 --model 'vit b' --flag false --exp s-abc --literal {x}")
+
+
+def test_runs_reused_at_launch_leave_the_arrays_that_remain_the_whole_limit():
+    from slurmexp.launch.reuse import _without
+
+    runs = fake_runs(20)
+    plan = assemble_plan([(RES, Placement("cpu"), runs)], 10, 4)
+    assert [c.throttle for c in plan.chunks] == [2, 2]
+    rest = _without(plan, {r.run_id for r in runs[10:]})      # the second array all reused
+    assert [c.array_spec for c in rest.chunks] == ["0-9%4"] and rest.throttle == 4
+    assert [c.throttle for c in plan.chunks] == [2, 2]        # the original plan is unchanged

@@ -305,7 +305,7 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
         out.append(GroupSettings(
             group=group, chunks=tuple(c.chunk for c in chunks), partition=res.partition,
             time_min=res.time_min, mem_mb=res.mem_mb, cpus=res.cpus, gpus=res.gpus,
-            gpu_type=res.gpu_type, qos=res.qos, throttle=chunks[0].throttle,
+            gpu_type=res.gpu_type, qos=res.qos, throttle=prep.plan.throttle or chunks[0].throttle,
             max_time_min=min(caps) if caps else None,
             max_mem_mb=max((n.mem_mb for n in nodes), default=None)))
     r, c, v = prep.sweep.retry, prep.sweep.checkpoint, prep.sweep.live
