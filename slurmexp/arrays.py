@@ -1,6 +1,7 @@
 """Job array specs, as sbatch reads them and sacct/squeue print them (imports nothing).
 
-One parser (`indices`), one formatter (`format_spec`) and one throttle rule (`throttle`), for
+One parser (`indices`), one formatter (`format_spec`), one throttle rule (`throttle`) and one
+way to share a sweep's throttle among its arrays (`split_throttle`), for
 every place a spec is written (the plan's chunks, a retry of some tasks) or read back (the
 ledger's submissions, a pending row "123_[5-10%4]", a chunk script's --array line):
 
@@ -55,6 +56,34 @@ def throttle(spec: str | None) -> int | None:
     match = _THROTTLE_RE.search(spec or "")
     value = int(match.group(1)) if match else 0
     return value if value >= 1 else None
+
+
+def split_throttle(sizes: list[int], limit: int | None) -> list[int | None]:
+    """Each array's "%N" when at most `limit` tasks of all the arrays together may run at once.
+
+    Shares are in proportion to the arrays' sizes (so they finish about together and the sweep
+    stays near its limit the longest), at least 1 and at most the array's size each, summing to
+    `limit` where that is possible: with more arrays than `limit` every array gets 1, and up to
+    len(sizes) tasks run at once. One array gets `limit` itself. [1001, 1001, 498] with 16 ->
+    [7, 6, 3]."""
+    if limit is None or not sizes:
+        return [None] * len(sizes)
+    if len(sizes) == 1:
+        return [limit]
+    if limit <= len(sizes):
+        return [1] * len(sizes)
+    total = sum(sizes)
+    if limit >= total:
+        return list(sizes)            # every task may run at once
+    ideal = [limit * size / total for size in sizes]
+    shares = [min(size, max(1, int(x))) for size, x in zip(sizes, ideal)]
+    while sum(shares) < limit:        # the largest remainder first, where there is room
+        i = max((i for i in range(len(sizes)) if shares[i] < sizes[i]), key=lambda i: ideal[i] - shares[i])
+        shares[i] += 1
+    while sum(shares) > limit:        # a raise to 1 went over: take from the most over
+        i = min((i for i in range(len(sizes)) if shares[i] > 1), key=lambda i: ideal[i] - shares[i])
+        shares[i] -= 1
+    return shares
 
 
 def format_spec(tasks: Iterable[int], throttle: int | None = None) -> str:

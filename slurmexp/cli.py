@@ -125,24 +125,31 @@ def validate(sweep: str, site_path: str | None, offline: bool, fresh: bool, fmt:
         raise report.unavailable
 
 
+_backend_for_id = click.option(
+    "--backend", type=click.Choice(list(KINDS)), default=DEFAULT_KIND, show_default=True,
+    help="The backend it would be launched with (part of the experiment id).")
+
+
 @main.command()
 @sweep_argument
 @site_option
-def render(sweep: str, site_path: str | None) -> None:
+@_backend_for_id
+def render(sweep: str, site_path: str | None, backend: str) -> None:
     """Print the array plan and the exact sbatch scripts SWEEP would submit."""
     from slurmexp.launch.launcher import dry_run_text, prepare
 
-    click.echo(dry_run_text(prepare(sweep, site_path)))
+    click.echo(dry_run_text(prepare(sweep, site_path, backend)))
 
 
 @main.command()
 @sweep_argument
 @site_option
-def explain(sweep: str, site_path: str | None) -> None:
+@_backend_for_id
+def explain(sweep: str, site_path: str | None, backend: str) -> None:
     """Say where SWEEP's runs would go, why, and why the other partitions were excluded."""
     from slurmexp.launch.launcher import dry_run_text, prepare
 
-    click.echo(dry_run_text(prepare(sweep, site_path), scripts=False))
+    click.echo(dry_run_text(prepare(sweep, site_path, backend), scripts=False))
 
 
 # ----------------------------------------------------------------------------------------
@@ -171,7 +178,7 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     from slurmexp.launch import launcher as launch_mod
 
     if dry_run:
-        prep = launch_mod.prepare(sweep, site_path)
+        prep = launch_mod.prepare(sweep, site_path, backend)
         if skip_completed:        # the plan as launch would submit it
             from slurmexp.launch.reuse import plan_reuse
 
@@ -299,9 +306,11 @@ def status(ctx, experiment: str | None, fmt: str, all_runs: bool, refresh: bool,
               help="Table/Markdown: the run table's columns (default: what fits the terminal).")
 @click.option("--excel-safe", is_flag=True,
               help="CSV for spreadsheets: prefix text cells starting with = + - @ (formulas) with '.")
+@click.option("--metric", "metrics", metavar="NAME", multiple=True,
+              help="HTML: plot only this metric (repeatable, or NAME,NAME; default: every metric).")
 @click.pass_context
 def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best: str | None,
-           minimize: bool | None, columns: str | None, excel_safe: bool) -> None:
+           minimize: bool | None, columns: str | None, excel_safe: bool, metrics: tuple[str, ...]) -> None:
     """Tables of runs, states, accounting and metrics (default: every experiment).
 
     EXPERIMENTS: ids, unique prefixes, or sweep names (their newest experiment). The table
@@ -315,7 +324,7 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
         _check_output(output)
     text = render_report(build_report(_ledger(ctx, "read"), list(experiments) or None, by=by, best=best,
                                       minimize=minimize), fmt, excel_safe=excel_safe,
-                         columns=columns)
+                         columns=columns, metrics=metrics)
     if output:
         _write_output(output, text)
         click.echo(f"wrote {output}", err=True)

@@ -63,7 +63,13 @@ SWEEP = {
     "resources.account": ('"research"', f"The account to charge (default: site.toml's `account`); {NAME}."),
     "resources.constraint": ('"skylake&ib"', "Node features (`--constraint`), joined with `&` or `|`."),
     "resources.nodes": ("1", "Nodes per run (`--nodes`)."),
-    "resources.array_parallelism": ("4", "At most this many runs of an array at once (the `%N` throttle)."),
+    "resources.array_parallelism": ("4", "At most this many runs of the whole sweep at once. A sweep cut into "
+                                    "several job arrays (MaxArraySize) shares it among them, each array's `%N` "
+                                    "in proportion to its size and at least 1: with more arrays than this "
+                                    "value each array runs one task at a time (`explain` says so and shows "
+                                    "the split). A retry's array gets its array's share. With [[override]] "
+                                    "groups, each group's value (an override table may set its own) is "
+                                    "shared among that group's arrays."),
     "resources.sbatch": ('["--exclusive", "--mail-type=END"]', "Other sbatch options, long form, one per "
                          "item, written as `#SBATCH` lines of every array. Options slurmexp writes itself or "
                          "a `[resources]` key stands for are refused, with the key to use."),

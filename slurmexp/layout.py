@@ -4,6 +4,7 @@ Everything that builds a path of an experiment asks this module (launch, the fil
 task script's templates, reconcile, show/logs, the metrics files), so a name changes in one
 place and two readers never disagree about where a file is::
 
+    <output_dir>/.gitignore                   "*", written when slurmexp creates output_dir
     <output_dir>/.sweeps/<name>-<hash>.toml   the sweep.toml a Python sweep stands for
     <output_dir>/.functions/<hash>.pkl        a swept function pickled by value
     <output_dir>/<experiment id>/  = <exp_dir>
@@ -57,6 +58,10 @@ LOGS_DIR = "logs"
 RUNS_DIR = "runs"
 SWEEPS_DIR = ".sweeps"             # under output_dir: Python sweeps' sweep.toml files
 FUNCTIONS_DIR = ".functions"       # under output_dir: functions pickled by value
+# Written into an output_dir slurmexp creates, so that the run folders stay out of the user's
+# `git status` (and of the provenance's untracked files) when output_dir is inside a repository.
+OUTPUT_GITIGNORE = ".gitignore"
+OUTPUT_GITIGNORE_TEXT = "# written by slurmexp: its run folders are not source\n*\n"
 
 PARAMS_FILE = "params.json"
 COMMAND_FILE = "command.sh"

@@ -48,11 +48,14 @@ def chunk_sections(text: str) -> dict[str, str]:
 
 def test_render_prints_the_plan_and_the_very_script_launch_submits(tmp_path):
     sweep = make_sweep(tmp_path / "s")
-    result = cli(tmp_path, "render", str(sweep), "--site", str(SITE))
+    # --backend local: the backend is part of the experiment id, which the script carries
+    result = cli(tmp_path, "render", str(sweep), "--site", str(SITE), "--backend", "local")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     exp_id = lines[0].removeprefix("experiment: ")
+    on_slurm = cli(tmp_path, "render", str(sweep), "--site", str(SITE)).stdout.splitlines()[0]
+    assert re.fullmatch(r"experiment: cli-[0-9a-f]{8}", on_slurm) and on_slurm != lines[0]
     assert re.fullmatch(r"cli-[0-9a-f]{8}", exp_id), lines[0]
     assert lines[1] == "runs: 3"
     assert "group 0: 3 runs -> partition cpu" in result.stdout

@@ -169,6 +169,34 @@ def test_2500_runs_are_three_arrays_and_map_back(tmp_path, cluster):
                                                                       str(run["params"]["b"])]
 
 
+def test_array_parallelism_is_shared_by_the_arrays_slurm_runs(tmp_path, cluster):
+    """A sweep cut into two arrays by MaxArraySize with array_parallelism = 3: Slurm holds the
+    arrays to 2 + 1 tasks at once, 3 for the sweep (not 3 per array)."""
+    import subprocess
+
+    site = tmp_path / "site.toml"
+    text = Path(SITE).read_text()
+    assert "max_array_size = 1001" in text
+    site.write_text(text.replace("max_array_size = 1001", "max_array_size = 2")
+                    .replace('"templates/', f'"{Path(SITE).resolve().parent}/templates/'))
+    sweep = write_sweep(tmp_path, "shared", "x = [1, 2, 3, 4]", 'mem = "100M"\narray_parallelism = 3',
+                        command="sleep 1; echo {x}")
+    result = cli(tmp_path, "launch", str(sweep), "--site", str(site))
+    assert result.exit_code == 0, result.output
+    exp_id = result.stdout.strip().splitlines()[-1]
+    subs = Ledger(tmp_path / "ledger.db").submissions(exp_id)
+    assert [s["array_spec"] for s in subs] == ["0-1%2", "0-1%1"]
+    throttles = []
+    for sub in subs:
+        shown = subprocess.run(["scontrol", "show", "job", sub["job_id"]], capture_output=True,
+                               text=True, timeout=30).stdout
+        throttles.append(next((w.split("=", 1)[1] for w in shown.split() if w.startswith("ArrayTaskThrottle=")),
+                              None))
+    assert throttles == ["2", "1"], throttles
+    ledger = wait_done(tmp_path, exp_id)
+    assert {r["state"] for r in ledger.runs(exp_id)} == {"COMPLETED"}
+
+
 def test_launch_killed_after_sbatch_is_adopted_not_resubmitted(tmp_path, cluster):
     """SIGKILL the launch process right after sbatch created the job, before the ledger has its id.
 

@@ -200,3 +200,91 @@ def test_an_error_in_on_event_cancels_running_tasks(tmp_path):
         attempt = exp / "runs" / runs[i].run_id / "attempts" / f"local-cancel_{i}"
         assert (attempt / "wrapper_failed").read_text().split() == ["143", "command"]
         assert not (attempt / "exit_code").exists()
+
+
+# --- a local launch: what it says, records and is ------------------------------------------
+
+REPO_SITE = Path(__file__).resolve().parent.parent / "site.toml"
+
+
+def _local_sweep(tmp_path: Path, resources: str) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text('name = "loc"\ncommand = "sleep 0.3; echo {x}"\n[params]\nx = [1, 2, 3]\n'
+                    f'[resources]\narray_parallelism = 1\n{resources}')
+    return path
+
+
+def test_a_local_launch_warns_once_about_the_keys_it_ignores(tmp_path):
+    import warnings
+
+    from slurmexp.errors import SlurmexpWarning
+    from slurmexp.launch.launcher import launch
+    from slurmexp.ledger import Ledger
+
+    sweep = _local_sweep(tmp_path, 'gpus = 1\nqos = "normal"\npartition = "gpu"\ncpus = 1\n'
+                                   'mem = "100M"\n')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        launch(sweep, REPO_SITE, backend="local", ledger=Ledger(tmp_path / "l.db"))
+    mine = [str(w.message) for w in caught if issubclass(w.category, SlurmexpWarning)]
+    assert len(mine) == 1 and "\n" not in mine[0], mine
+    assert "ignores [resources] gpus, partition, qos" in mine[0] and str(sweep) in mine[0]
+    assert "cpus" not in mine[0] and "mem" not in mine[0]
+    # nothing to say about a sweep that asks for nothing a scheduler would give
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        launch(_local_sweep(tmp_path, "gpus = 0\n"), REPO_SITE, backend="local",
+               ledger=Ledger(tmp_path / "l.db"))
+    assert not [w for w in caught if issubclass(w.category, SlurmexpWarning)]
+
+
+def test_the_cli_prints_the_warning_as_one_line_on_stderr(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from slurmexp.cli import main
+
+    monkeypatch.setenv("SLURMEXP_HOME", str(tmp_path / "home"))
+    sweep = _local_sweep(tmp_path, 'gpus = 1\nqos = "normal"\n')
+    r = CliRunner().invoke(main, ["launch", str(sweep), "--site", str(REPO_SITE), "--backend", "local"])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and "gpus, qos" in lines[0], r.stderr
+
+
+def test_a_local_experiment_records_no_cluster_and_no_queue_wait(tmp_path):
+    from slurmexp.launch.launcher import launch
+    from slurmexp.ledger import Ledger
+    from slurmexp.report.build import build_report
+
+    ledger = Ledger(tmp_path / "l.db")
+    exp_id = launch(_local_sweep(tmp_path, ""), REPO_SITE, backend="local", ledger=ledger).exp_id
+    exp = ledger.get_experiment(exp_id)
+    assert exp["backend"] == "local" and exp["cluster"] is None
+    report = build_report(ledger, [exp_id])
+    # one at a time: runs 2 and 3 waited ~0.3 s each for a free slot here, not in a queue
+    assert report.runs["wait_s"].isna().all()
+    assert report.experiments[0]["wait_s_median"] is None
+
+
+def test_the_backend_is_part_of_the_experiments_identity(tmp_path):
+    import hashlib
+    import json
+
+    from slurmexp.launch.launcher import launch, prepare
+    from slurmexp.ledger import Ledger
+
+    sweep = _local_sweep(tmp_path, "")
+    on_slurm, here = prepare(sweep, REPO_SITE), prepare(sweep, REPO_SITE, "local")
+    assert on_slurm.base_id != here.base_id
+    # a Slurm experiment keeps the id it had before the backend was part of the identity
+    old = hashlib.sha256(json.dumps({"sweep": on_slurm.sweep.canonical(), "site": on_slurm.site.hash()},
+                                    sort_keys=True, default=str).encode()).hexdigest()
+    assert on_slurm.base_id == f"loc-{old[:8]}"
+    # the sweep as a launch on Slurm recorded it: a local launch is a new experiment
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.create_experiment(on_slurm.base_id, "loc", on_slurm.fingerprint, "minicluster", "slurm",
+                             None, sweep, None, REPO_SITE, None, None, None, [])
+    first = launch(sweep, REPO_SITE, backend="local", ledger=ledger)
+    assert first.submitted and first.exp_id == here.base_id
+    again = launch(sweep, REPO_SITE, backend="local", ledger=ledger)
+    assert not again.submitted and "already launched" in again.message

@@ -379,3 +379,25 @@ def test_readme_example_later_tables_win_key_by_key(tmp_path, site):
            for c in make_plan(sweep, site).chunks for r in c.runs}
     assert got[("vit", 0.01)] == (8192, 240, 1) and got[("vit", 0.1)] == (8192, 120, 1)
     assert got[("resnet", 0.01)] == (4096, 10, 0)
+
+
+def test_each_groups_array_parallelism_is_shared_by_that_groups_arrays(tmp_path, site):
+    """One group: the sweep's limit for all its arrays together. With [[override]] groups, each
+    group's own value is split among that group's arrays (MaxArraySize 2 here)."""
+    base = BASE.replace('lr = [0.1, 0.01]', 'lr = [0.1, 0.01, 0.001, 0.0001, 0.00001]')
+    small = site.model_copy(update={"max_array_size": 2})
+    one = make_plan(sweep_with(tmp_path, "array_parallelism = 4\n", base), small)
+    assert [c.throttle for c in one.chunks] == [1, 1, 1, 1, 1] and one.throttle == 4   # 5 arrays > 4
+    plan = make_plan(sweep_with(tmp_path, """
+        array_parallelism = 3
+        [[override]]
+        where = { model = "vit" }
+        mem = "2G"
+        array_parallelism = 4
+        """, base), small)
+    by_group: dict[int, list] = {}
+    for c in plan.chunks:
+        by_group.setdefault(c.group, []).append((c.size, c.throttle))
+    assert by_group[0] == [(2, 1), (2, 1), (1, 1)]          # 3 for 3 arrays
+    assert [size for size, _ in by_group[1]] == [2, 2, 1]
+    assert sum(t for _, t in by_group[1]) == 4 and all(t >= 1 for _, t in by_group[1]), by_group

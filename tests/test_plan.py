@@ -370,12 +370,47 @@ def test_make_plan_2500(tmp_path, site):
     plan = make_plan(sweep, site)
     assert len(plan.runs) == 2500
     assert [c.size for c in plan.chunks] == [1001, 1001, 498]
-    assert plan.chunks[0].array_spec == "0-1000%16"
+    # array_parallelism is for the whole sweep: 16 shared by the three arrays, by size
+    assert [c.array_spec for c in plan.chunks] == ["0-1000%7", "0-1000%6", "0-497%3"]
     assert sorted(r.run_id for c in plan.chunks for r in c.runs) == sorted(r.run_id for r in plan.runs)
     assert plan.placements[0].partition == "cpu"
     text = describe(plan)
-    assert "--array=0-1000%16" in text and "--array=0-497%16" in text
+    assert "--array=0-1000%7" in text and "--array=0-497%3" in text
     assert "2500 runs" in text and "partition cpu" in text
+    assert ("array_parallelism 16 is for the whole sweep: its 3 job arrays run at most 7 + 6 + 3 "
+            "tasks at once") in text and "16 runs in all" in text
+
+
+@pytest.mark.parametrize("sizes, limit, shares", [
+    ([1001, 1001, 498], 16, [7, 6, 3]),
+    ([1001, 1001, 498], 2, [1, 1, 1]),       # more arrays than the limit: one task each
+    ([10, 1], 6, [5, 1]),                    # a small array's unused share goes to the others
+    ([2, 2], 10, [2, 2]),
+    ([1000, 1, 1], 4, [2, 1, 1]),
+    ([5], 3, [3]),
+    ([5, 5], None, [None, None]),
+])
+def test_array_parallelism_is_shared_among_the_arrays(sizes, limit, shares):
+    from slurmexp.arrays import split_throttle
+
+    assert split_throttle(sizes, limit) == shares
+    if limit is not None and len(sizes) <= limit < sum(sizes):
+        assert sum(shares) == limit
+
+
+def test_explain_says_when_arrays_outnumber_array_parallelism(tmp_path, site):
+    sweep = sweep_from(tmp_path, f"""
+        name = "many"
+        command = "x {{a}}"
+        [params]
+        a = {list(range(2500))}
+        [resources]
+        array_parallelism = 2
+        """)
+    plan = make_plan(sweep, site)
+    assert [c.throttle for c in plan.chunks] == [1, 1, 1]
+    assert ("array_parallelism 2 is for the whole sweep, but it has 3 job arrays: each array runs "
+            "one task at a time (%1), so up to 3 runs at once, not 2") in describe(plan)
 
 
 # ---------------------------------------------------------------- routing
@@ -544,3 +579,14 @@ def test_command_for_real_sweep(tmp_path):
     (run,) = expand(sweep)
     assert command_for(sweep, run, "/tmp/r", "s-abc") == (
         "python train.py --lr 0.1 --model 'vit b' --flag false --exp s-abc --literal {x}")
+
+
+def test_runs_reused_at_launch_leave_the_arrays_that_remain_the_whole_limit():
+    from slurmexp.launch.reuse import _without
+
+    runs = fake_runs(20)
+    plan = assemble_plan([(RES, Placement("cpu"), runs)], 10, 4)
+    assert [c.throttle for c in plan.chunks] == [2, 2]
+    rest = _without(plan, {r.run_id for r in runs[10:]})      # the second array all reused
+    assert [c.array_spec for c in rest.chunks] == ["0-9%4"] and rest.throttle == 4
+    assert [c.throttle for c in plan.chunks] == [2, 2]        # the original plan is unchanged

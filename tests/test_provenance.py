@@ -234,3 +234,54 @@ def test_launch_uses_the_sweeps_secret_patterns(repo, tmp_path):
     exp = ledger.get_experiment(launch(repo / "sweep.toml", site, backend="local", ledger=ledger).exp_id)
     text = Path(exp["provenance"]["git"]["diff_path"]).read_text()
     assert "hunter2" in text and "hunter3" not in text
+
+
+@needs_git
+def test_the_output_folder_stays_out_of_the_untracked_files(repo, tmp_path):
+    # An output_dir made before slurmexp wrote a .gitignore into it (or whose .gitignore the
+    # user removed): its run folders are the tool's own files, not the user's untracked ones.
+    runs = repo / "slurmexp-runs" / "exp-1" / "runs"
+    for i in range(3):
+        (runs / f"r{i}").mkdir(parents=True)
+        (runs / f"r{i}" / "params.json").write_text("{}\n")
+    (repo / "notes.txt").write_text("scratch\n")
+    info = collect(repo, tmp_path / "exp", exclude=[repo / "slurmexp-runs"])
+    g = info["git"]
+    assert g["untracked"] == ["notes.txt"] and g["n_untracked"] == 1
+    assert g["n_untracked_excluded"] == 3
+    assert "slurmexp-runs" not in Path(g["diff_path"]).read_text()
+    # a folder outside the repository, or the repository itself, leaves the list alone
+    assert collect(repo, tmp_path / "e2", exclude=[tmp_path / "elsewhere"])["git"]["n_untracked"] == 4
+    assert collect(repo, tmp_path / "e3", exclude=[repo])["git"]["n_untracked"] == 4
+
+
+@needs_git
+def test_launch_writes_a_gitignore_into_the_output_folder_it_creates(repo, tmp_path):
+    from slurmexp.launch.launcher import launch
+    from slurmexp.ledger import Ledger
+
+    site = Path(__file__).resolve().parent.parent / "site.toml"
+    (repo / "sweep.toml").write_text('name = "s"\ncommand = "echo {x}"\n[params]\nx = [1, 2, 3]\n')
+    git(repo, "add", "sweep.toml")
+    git(repo, "commit", "-q", "-m", "sweep")
+    ledger = Ledger(tmp_path / "ledger.db")
+    first = ledger.get_experiment(launch(repo / "sweep.toml", site, backend="local", ledger=ledger).exp_id)
+    assert (repo / "slurmexp-runs" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert first["provenance"]["git"]["n_untracked"] == 0
+    # a second experiment in the same folder does not see the first one's run folders
+    (repo / "sweep.toml").write_text('name = "s2"\ncommand = "echo {x}"\n[params]\nx = [1, 2]\n')
+    git(repo, "commit", "-q", "-am", "s2")
+    second = ledger.get_experiment(launch(repo / "sweep.toml", site, backend="local", ledger=ledger).exp_id)
+    assert second["provenance"]["git"]["n_untracked"] == 0 and second["provenance"]["git"]["dirty"] is False
+
+
+def test_an_output_folder_the_user_made_is_left_as_it_is(tmp_path):
+    from slurmexp.launch.experiment_files import make_output_dir
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    make_output_dir(mine)
+    assert not (mine / ".gitignore").exists()
+    made = make_output_dir(tmp_path / "a" / "b")
+    assert (made / ".gitignore").is_file() and not (tmp_path / "a" / ".gitignore").exists()

@@ -418,6 +418,63 @@ def test_html_is_self_contained(ledger):
     assert "<script src" not in html and "<link" not in html
 
 
+def _figures(html: str) -> dict[str, str]:
+    """The metric plots of an HTML report by their label ("acc against lr")."""
+    import re
+    return {m.group(1): m.group(0) for m in re.finditer(r'<svg [^>]*aria-label="([^"]+ against [^"]+)".*?</svg>',
+                                                        html)}
+
+
+def test_html_plots_every_metric_or_those_of_metric(ledger):
+    figures = _figures(render_report(build_report(ledger, [EXP]), "html"))
+    assert set(figures) == {"acc against lr", "loss against lr", "acc against seed", "loss against seed"}
+    only = _figures(render_report(build_report(ledger, [EXP]), "html", metrics=["loss"]))
+    assert set(only) == {"loss against lr", "loss against seed"}
+    with pytest.raises(SlurmexpError) as err:
+        render_report(build_report(ledger, [EXP]), "html", metrics="los")
+    assert err.value.problems[0].key == "--metric" and "acc, loss" in err.value.problems[0].fix
+    with pytest.raises(SlurmexpError, match="--metric is for --format html"):
+        render_report(build_report(ledger, [EXP]), "csv", metrics="loss")
+
+
+def test_an_integer_parameter_gets_whole_number_ticks(ledger):
+    import re
+    seed = _figures(render_report(build_report(ledger, [EXP]), "html"))["acc against seed"]
+    below = re.findall(r'text-anchor="middle">([^<]*)</text>', seed)
+    assert below[:-1] == ["0", "1"], below        # the x ticks, then the axis title
+    assert below[-1] == "seed"
+
+
+def test_a_sampled_continuous_parameter_is_drawn_as_points(tmp_path):
+    from slurmexp.report.build import continuous_params
+    from slurmexp.report.svg_plots import metric_vs_param_svg
+
+    copy = tmp_path / "sweep.toml"
+    copy.write_text('name = "s"\ncommand = "x {wd} {opt} {n}"\n[sample]\nseed = 0\nn = 8\n'
+                    '[sample.params]\nwd = { dist = "uniform", low = 0.0, high = 0.1 }\n'
+                    'opt = { dist = "choice", values = ["a", "b"] }\nn = { dist = "int", low = 1, high = 3 }\n')
+    assert continuous_params([{"sweep_copy_path": str(copy)}, {"sweep_copy_path": None}]) == ["wd"]
+    wd = [0.011, 0.023, 0.042, 0.057, 0.061, 0.078, 0.083, 0.097]
+    table = pd.DataFrame({"exp_id": "e", "state": "COMPLETED", "param.wd": wd,
+                          "metric.loss": [1.0 - w for w in wd]})
+    assert "<polyline" in metric_vs_param_svg(table, "wd", "loss")      # means joined by a line
+    points = metric_vs_param_svg(table, "wd", "loss", scatter=True)
+    assert "<polyline" not in points and points.count("<circle") == len(wd)
+    assert "mean" not in points
+
+
+def test_the_report_draws_a_parameter_its_sweep_samples_as_points(ledger, tmp_path):
+    exp_dir = tmp_path / "exp"
+    (exp_dir / "sweep.toml").write_text(
+        'name = "demo"\ncommand = "x {lr} {seed}"\n[params]\nseed = [0, 1]\n[sample]\nseed = 3\nn = 2\n'
+        '[sample.params]\nlr = { dist = "loguniform", low = 0.001, high = 0.1 }\n')
+    rep = build_report(ledger, [EXP])
+    assert rep.continuous == ["lr"]
+    figures = _figures(render_report(rep, "html"))
+    assert "<polyline" not in figures["acc against lr"] and "<polyline" not in figures["loss against lr"]
+    assert "<polyline" in figures["acc against seed"]
+
+
 def _png_info(path: Path) -> tuple[int, int, int]:
     """(width, height, distinct colours) of an 8-bit RGB/RGBA PNG, decoded here with zlib."""
     import numpy as np

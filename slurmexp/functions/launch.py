@@ -33,6 +33,7 @@ from slurmexp.backends import base as backends
 from slurmexp.errors import Problem, SlurmexpError, SlurmexpWarning, SpecError, ValidationError
 from slurmexp.functions.calls import call_params, callable_name, run_ids_for
 from slurmexp.functions.runner import runner_command
+from slurmexp.launch.experiment_files import make_output_dir
 from slurmexp.ledger import Ledger
 
 SOURCE = "call"           # runs.source of a drop-in call
@@ -80,8 +81,8 @@ def sweep_toml(data: dict[str, Any]) -> str:
 
 def write_sweep_file(output_dir: Path, name: str, text: str) -> Path:
     """`<output_dir>/.sweeps/<name>-<hash>.toml` (`layout.SWEEPS_DIR`): the sweep's source file (content-addressed)."""
-    folder = Path(output_dir) / layout.SWEEPS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_output_dir(output_dir) / layout.SWEEPS_DIR
+    folder.mkdir(exist_ok=True)
     path = folder / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.toml"
     if not path.exists() or path.read_text() != text:
         replace_file(path, text)
@@ -166,8 +167,8 @@ def launch_sweep(fn: Any, data: dict[str, Any], *, site: str | os.PathLike | Non
         data = {**data, "function": ref}
     else:
         blob = pickle_by_value(fn)
-        folder = Path(output_dir) / layout.FUNCTIONS_DIR
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = make_output_dir(output_dir) / layout.FUNCTIONS_DIR
+        folder.mkdir(exist_ok=True)
         pickled = folder / f"{hashlib.sha256(blob).hexdigest()[:16]}.pkl"
         if not pickled.exists():
             pickled.write_bytes(blob)

@@ -25,6 +25,21 @@ def _check_run_id(run_id: str) -> None:
                                  message=f"run ids must match {layout.SAFE_NAME}")])
 
 
+def make_output_dir(output_dir: str | os.PathLike) -> Path:
+    """Create the sweep's output_dir if it is missing, with a `.gitignore` of `*` in it: inside
+    a git repository (the default, `slurmexp-runs` beside the sweep) the run folders would
+    otherwise flood the user's `git status`. A folder that already exists is left as it is
+    (the user's own, or one created before, whose .gitignore the user may have removed)."""
+    path = Path(output_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return path
+    _write_new(os.fspath(path / layout.OUTPUT_GITIGNORE), layout.OUTPUT_GITIGNORE_TEXT, 0o666)
+    return path
+
+
 def write_run_files(exp_dir: Path, runs_with_commands: list[tuple[Run, str]]) -> None:
     """Create runs/<run_id>/ with params.json and command.sh for each run.
 

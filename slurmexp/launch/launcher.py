@@ -19,13 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slurmexp import layout
-from slurmexp.backends.base import backend_kind, scheduler_for
+from slurmexp.backends.base import DEFAULT_KIND, backend_kind, scheduler_for
 from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
 from slurmexp.launch import remote, reuse
 from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
-from slurmexp.launch.experiment_files import files_full_error, write_manifest, write_run_files, write_script
-from slurmexp.launch.local_run import run_local
+from slurmexp.launch.experiment_files import (
+    files_full_error,
+    make_output_dir,
+    write_manifest,
+    write_run_files,
+    write_script,
+)
+from slurmexp.launch.local_run import run_local, warn_ignored_resources
 from slurmexp.launch.render import ScriptContext, render_script, template_sha256
 from slurmexp.launch.submission import (
     REFUSED,
@@ -111,16 +117,22 @@ def find_site(sweep_path: Path, site_path: str | Path | None = None) -> Path:
         "run `slurmexp site discover --output site.toml` on a login node, or pass --site FILE")])
 
 
-def fingerprint_of(sweep: Sweep, site: Site) -> str:
+def fingerprint_of(sweep: Sweep, site: Site, backend: str = DEFAULT_KIND) -> str:
+    """The experiment's identity: the sweep, the site and the backend kind it runs on (a local
+    run of a sweep launched on Slurm is another experiment). The default kind adds nothing, so
+    Slurm experiments keep the ids they had before the backend was part of it."""
     data = {"sweep": sweep.canonical(), "site": site.hash()}
+    if backend != DEFAULT_KIND:
+        data["backend"] = backend
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def prepare(sweep_path: str | Path, site_path: str | Path | None = None) -> Prepared:
+def prepare(sweep_path: str | Path, site_path: str | Path | None = None,
+            backend: str = DEFAULT_KIND) -> Prepared:
     sweep = load_sweep(sweep_path)
     site = load_site(find_site(Path(sweep_path), site_path))
     plan = make_plan(sweep, site)
-    fp = fingerprint_of(sweep, site)
+    fp = fingerprint_of(sweep, site, backend_kind(backend, key="--backend").kind)
     template = sweep.template or site.template
     return Prepared(sweep, site, plan, fp, f"{sweep.name}-{fp[:8]}", Path(template) if template else None)
 
@@ -210,7 +222,9 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
     `slurm` is a scheduler to use instead of the one the factory builds for the site's cluster
     (for tests)."""
     kind = backend_kind(backend, key="--backend")
-    prep = prepare(sweep_path, site_path)
+    prep = prepare(sweep_path, site_path, kind.kind)
+    if kind.in_process:
+        warn_ignored_resources(prep.sweep, kind.kind)
     ledger = ledger or Ledger()
     exp_id = prep.base_id
     existing = ledger.get_experiment(exp_id)
@@ -291,7 +305,7 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
         out.append(GroupSettings(
             group=group, chunks=tuple(c.chunk for c in chunks), partition=res.partition,
             time_min=res.time_min, mem_mb=res.mem_mb, cpus=res.cpus, gpus=res.gpus,
-            gpu_type=res.gpu_type, qos=res.qos, throttle=chunks[0].throttle,
+            gpu_type=res.gpu_type, qos=res.qos, throttle=prep.plan.throttle or chunks[0].throttle,
             max_time_min=min(caps) if caps else None,
             max_mem_mb=max((n.mem_mb for n in nodes), default=None)))
     r, c, v = prep.sweep.retry, prep.sweep.checkpoint, prep.sweep.live
@@ -309,12 +323,13 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
     """Run files, manifests, scripts and provenance on disk, then the ledger rows."""
     paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     exp_dir = paths.exp_dir
+    make_output_dir(prep.sweep.output_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     sweep_copy = paths.sweep_copy
     shutil.copyfile(prep.sweep.path, sweep_copy)
     shutil.copyfile(prep.site.path, paths.site_copy)
     prov = provenance.collect(Path(prep.sweep.workdir), paths.provenance_dir,
-                              prep.sweep.provenance.secret_patterns)
+                              prep.sweep.provenance.secret_patterns, exclude=[Path(prep.sweep.output_dir)])
     if prep.remote is not None:
         prov["sources"] = prep.sources
     job_paths = prep.job_paths(exp_id)
@@ -334,9 +349,10 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
              "task_index": where[r.run_id][1], "reuse_key": keys.get(r.run_id)} for r in prep.plan.runs]
     if prep.remote is not None:
         remote.publish(prep.remote, exp_dir)     # on the cluster before the ledger names it
+    cluster = None if backend_kind(backend).in_process else prep.site.cluster   # local: ran here
     with ledger.transaction():
         ledger.create_experiment(
-            exp_id, prep.sweep.name, prep.fingerprint, prep.site.cluster, backend, exp_dir,
+            exp_id, prep.sweep.name, prep.fingerprint, cluster, backend, exp_dir,
             prep.sweep.path, sweep_copy, prep.site.path, prep.site.hash(), template_sha256(prep.template),
             prov, runs)
         ledger.set_experiment_settings(exp_id, settings_for(prep))

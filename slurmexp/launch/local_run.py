@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from slurmexp import layout
 from slurmexp.backends.facts import SubmitResult
+from slurmexp.errors import SlurmexpWarning
 from slurmexp.launch.submission import ChunkRequest, submit_chunk
 from slurmexp.ledger import Ledger
 from slurmexp.timeutil import sacct_time
+
+# [resources] keys only a scheduler acts on: an in-process backend runs the tasks as they are.
+SCHEDULER_ONLY_KEYS = ("gpus", "gpu_type", "partition", "qos", "reservation", "account",
+                       "constraint", "nodes", "sbatch")
+
+
+def warn_ignored_resources(sweep: Any, kind: str) -> None:
+    """One warning (SlurmexpWarning; the CLI prints it as one line on stderr) naming the
+    [resources] keys the sweep sets that backend `kind` does not act on."""
+    res = sweep.resources
+    keys = [k for k in SCHEDULER_ONLY_KEYS if k in res.model_fields_set and getattr(res, k)]
+    if keys:
+        warnings.warn(SlurmexpWarning(
+            f"{sweep.path}: the {kind} backend ignores [resources] {', '.join(keys)}: the tasks "
+            "run on this machine as they are (no GPUs assigned, no queue)"), stacklevel=3)
 
 
 class _LocalArrays:

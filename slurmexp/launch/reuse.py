@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from slurmexp import arrays
 from slurmexp.settings import NotifySettings
 from slurmexp.sweep.plan import ArrayChunk, Plan, Resources, Run, command_text
 
@@ -108,8 +109,11 @@ def _without(plan: Plan, run_ids: set[str]) -> Plan:
         offset = offsets.get(chunk.group, 0)
         offsets[chunk.group] = offset + len(runs)
         chunks.append(dataclasses.replace(chunk, chunk=len(chunks), runs=runs, offset=offset))
+    if plan.throttle is not None:   # the arrays changed size: array_parallelism shared again
+        for chunk, share in zip(chunks, arrays.split_throttle([c.size for c in chunks], plan.throttle)):
+            chunk.throttle = share
     return Plan(runs=[r for r in plan.runs if r.run_id not in run_ids],
-                placements=plan.placements, chunks=chunks, groups=plan.groups)
+                placements=plan.placements, chunks=chunks, throttle=plan.throttle, groups=plan.groups)
 
 
 def record(ledger: Ledger, exp_id: str, prep: Prepared, reused: list[dict]) -> None:

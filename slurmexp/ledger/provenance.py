@@ -111,20 +111,44 @@ def _redact_url(url: str) -> str:
     return re.sub(r"^(\w[\w+.-]*://)[^/@]*@", r"\1", url.strip())
 
 
+def _outside(untracked: list[str], toplevel: str, folders: Sequence[Path]) -> tuple[list[str], int]:
+    """`untracked` (paths from the repository root) less those in one of `folders`, and how many
+    were left out."""
+    if not folders:
+        return untracked, 0
+    root = Path(toplevel).resolve()
+    prefixes = []
+    for folder in folders:
+        try:
+            rel = Path(folder).resolve().relative_to(root).as_posix()
+        except ValueError:
+            continue   # outside the repository: none of its untracked files are in there
+        if rel != ".":   # output_dir = the repository itself: leave the user's files listed
+            prefixes.append(rel.rstrip("/") + "/")
+    kept = [p for p in untracked if not any(p.startswith(pre) for pre in prefixes)]
+    return kept, len(untracked) - len(kept)
+
+
 def collect_git(workdir: Path, out_dir: Path,
-                secret_patterns: Sequence[str] = DEFAULT_SECRET_PATTERNS) -> dict[str, Any] | None:
+                secret_patterns: Sequence[str] = DEFAULT_SECRET_PATTERNS,
+                exclude: Sequence[Path] = ()) -> dict[str, Any] | None:
     """Git state of `workdir`; raises _GitFailed, which collect() turns into git: null.
 
     Changed tracked files that match `secret_patterns` are left out of git.diff; their names
-    and sha256 are in `secrets_omitted` and in the diff's preamble.
+    and sha256 are in `secrets_omitted` and in the diff's preamble. Untracked files in one of
+    the `exclude` folders (the sweep's output_dir: slurmexp's own run folders, hundreds of them
+    in a repository without a .gitignore for it) are neither listed nor counted in n_untracked;
+    `n_untracked_excluded` says how many were left out.
     """
     workdir = Path(workdir)
     toplevel = _git(workdir, "rev-parse", "--show-toplevel").strip()
     commit, branch, dirty, untracked = _parse_status(
         _git(workdir, "status", "--porcelain=v2", "--branch", "--untracked-files=all", "-z"))
+    untracked, n_excluded = _outside(untracked, toplevel, exclude)
     info: dict[str, Any] = {
         "root": toplevel, "commit": commit, "branch": branch, "dirty": dirty,
         "untracked": untracked[:MAX_UNTRACKED_LISTED], "n_untracked": len(untracked),
+        "n_untracked_excluded": n_excluded,
         "remote": None, "diff_path": None, "diff_sha256": None, "secrets_omitted": [],
     }
     try:
@@ -223,15 +247,17 @@ def slurmexp_version() -> str:
 
 
 def collect(workdir: Path, out_dir: Path,
-            secret_patterns: Sequence[str] = DEFAULT_SECRET_PATTERNS) -> dict[str, Any]:
+            secret_patterns: Sequence[str] = DEFAULT_SECRET_PATTERNS,
+            exclude: Sequence[Path] = ()) -> dict[str, Any]:
     """Everything above as a JSON-ready dict; writes git.diff and environment.txt to out_dir
-    (a folder only its owner can enter, files only its owner can read)."""
+    (a folder only its owner can enter, files only its owner can read). Untracked files in the
+    `exclude` folders are left out of the git state (collect_git)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     os.chmod(out_dir, DIR_MODE)
     git_reason = None
     try:
-        git = collect_git(Path(workdir), out_dir, secret_patterns)
+        git = collect_git(Path(workdir), out_dir, secret_patterns, exclude)
     except _GitFailed as e:
         git, git_reason = None, str(e)
         stale = out_dir / "git.diff"

@@ -231,7 +231,8 @@ def submit_due(ctx: PassContext, runs: list[dict] | None = None, ignore_backoff:
         script, first_spec = _chunk_script(ledger, exp, chunk)
         tasks = [g.run["task_index"] for g in group if g.run["task_index"] is not None]
         run_ids = [g.run["run_id"] for g in group]
-        throttle = exp["settings"].group_of(chunk).throttle or arrays.throttle(first_spec)
+        # The chunk's own share of array_parallelism (arrays.split_throttle), as first submitted.
+        throttle = arrays.throttle(first_spec) or exp["settings"].group_of(chunk).throttle
         spec = arrays.format_spec(tasks, throttle)
         extra = [f"--array={spec}", *group[0].escalation.args()]
         label = f"{exp_id} chunk {chunk}: sbatch {' '.join(extra)} {script}"

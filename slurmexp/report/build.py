@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from slurmexp.errors import Problem, SlurmexpError
@@ -83,6 +84,24 @@ def _check_names(wanted: Iterable[str], known: list[str], what: str, option: str
         raise SlurmexpError(f"unknown {what} {', '.join(map(repr, missing))}", [Problem(
             "", option, f"no run has a {what} named {', '.join(missing)}",
             fix=f"known {what}s: {listed}")])
+
+
+def continuous_params(exps: Sequence[dict]) -> list[str]:
+    """The parameters a [sample] table draws from a continuous distribution (uniform,
+    loguniform) in the sweep copy of any of `exps`: plotted as points, never as a line through
+    means of values that hardly repeat. An unreadable copy names none."""
+    import tomllib
+    out: list[str] = []
+    for exp in exps:
+        try:
+            data = tomllib.loads(Path(exp.get("sweep_copy_path") or "").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        sample = data.get("sample") if isinstance(data.get("sample"), dict) else {}
+        for name, dist in (sample.get("params") or {}).items():
+            if isinstance(dist, dict) and dist.get("dist") in ("uniform", "loguniform") and name not in out:
+                out.append(name)
+    return out
 
 
 def guess_minimize(metric: str) -> bool:
@@ -187,7 +206,8 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
                                    attempts[attempts["exp_id"] == exp_id]))
     report = Report(experiments=summaries, runs=table, attempts=attempts, params=params,
                     metrics=metric_names, generated=datetime.now(timezone.utc).isoformat(
-                        timespec="seconds"), timings=timings)
+                        timespec="seconds"), timings=timings,
+                    continuous=continuous_params([exps[e] for e in ids]))
     if by_names:
         report.by = by_names
         report.by_table = aggregate_by(table, by_names, [best] if best else None)
@@ -205,12 +225,12 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
 
 def render_report(report: Report, fmt: str = "table", *, excel_safe: bool = False,
                   columns: str | Sequence[str] | None = None, width: int | None = None,
-                  **options: Any) -> str:
+                  metrics: str | Sequence[str] | None = None, **options: Any) -> str:
     """The report as text in `fmt` (one of FORMATS): HTML from report_html, the others from
     report_format. `excel_safe` (CSV only) neutralises cells a spreadsheet would run as
     formulas. `columns` (table and Markdown: names or "a,b") picks the run table's columns;
-    `width` is the terminal's (table only; default $COLUMNS). Options go to the HTML
-    renderer (`max_rows`)."""
+    `width` is the terminal's (table only; default $COLUMNS); `metrics` (HTML only) the metrics
+    to plot (default: every metric). Options go to the HTML renderer (`max_rows`)."""
     from slurmexp.report import text as report_format
     if excel_safe and fmt != "csv":
         raise SlurmexpError("--excel-safe is for --format csv", [Problem(
@@ -223,6 +243,13 @@ def render_report(report: Report, fmt: str = "table", *, excel_safe: bool = Fals
             "contract with scripts, docs/REPORT.md)",
             fix="drop --columns, or use --format table or --format markdown")])
     report.columns = picked or None
+    plotted = [m.removeprefix("metric.") for m in _split(metrics)]
+    if plotted and fmt != "html":
+        raise SlurmexpError("--metric is for --format html", [Problem(
+            "", "--metric", f"--format {fmt} has no plots; it always has every metric",
+            fix="use --format html --metric NAME, or drop --metric")])
+    _check_names(plotted, report.metrics, "metric", "--metric")
+    report.plot_metrics = plotted or None
     if fmt == "csv":
         return report_format.render_csv(report, excel_safe_cells=excel_safe)
     if fmt == "json":

@@ -163,12 +163,20 @@ def _times(values: pd.Series) -> pd.Series:
     return times
 
 
+def _in_process_experiments(ledger: Ledger, exp_ids: Sequence[str]) -> list[str]:
+    from slurmexp.backends.base import kind_names
+
+    kinds = kind_names(in_process=True)
+    return [e for e in exp_ids if (ledger.get_experiment(e) or {}).get("backend") in kinds]
+
+
 def attempts_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per attempt with what reconcile stored, plus derived accounting columns.
 
     Added: gpus, cpus, nodes (from alloc_tres), alloc_mem_mib, req_mem_mib, max_rss_mib,
-    wait_s (start - submit), gpu_hours and cpu_hours (count x elapsed), cpu_efficiency
-    (TotalCPU / (Elapsed x AllocCPUS), as seff), mem_efficiency (MaxRSS / requested memory),
+    wait_s (start - submit; none for an in-process backend's attempts), gpu_hours and
+    cpu_hours (count x elapsed), cpu_efficiency (TotalCPU / (Elapsed x AllocCPUS), as seff),
+    mem_efficiency (MaxRSS / requested memory),
     failed (ended in a state other than COMPLETED) and retried (a later attempt exists).
     Times are parsed into datetimes.
     """
@@ -185,7 +193,10 @@ def attempts_frame(ledger: Ledger, exp_ids: Sequence[str] | None = None) -> pd.D
         a[col] = _times(a[col])
     a["elapsed_s"] = pd.to_numeric(a["elapsed_s"], errors="coerce")
     a["total_cpu_s"] = pd.to_numeric(a["total_cpu_s"], errors="coerce")
-    a["wait_s"] = (a["start_time"] - a["submit_time"]).dt.total_seconds()
+    # A queue wait only where there is a queue: an in-process backend's task that waited for a
+    # free slot here did not wait in one (backends.base: in_process).
+    a["wait_s"] = (a["start_time"] - a["submit_time"]).dt.total_seconds().where(
+        ~a["exp_id"].isin(_in_process_experiments(ledger, a["exp_id"].unique())))
     elapsed = a["elapsed_s"].fillna(0.0)
     a["gpu_hours"] = a["gpus"].fillna(0.0) * elapsed / 3600.0
     a["cpu_hours"] = a["cpus"].fillna(0.0) * elapsed / 3600.0

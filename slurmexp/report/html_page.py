@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from slurmexp.report.model import Report
 
 MAX_ROWS = 2000
+MAX_PLOTS = 60          # metric plots per page; --metric picks when there would be more
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI","DejaVu Sans",sans-serif;margin:24px;
@@ -84,15 +85,38 @@ def _table(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> str:
 
 # --- the page ---------------------------------------------------------------------------
 
-def _plot_metric(report: Report) -> str | None:
+def _plot_metrics(report: Report) -> list[str]:
+    """--metric's metrics, else every numeric metric (--best's first)."""
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
-    if report.best_metric:
-        return report.best_metric
-    for m in report.metrics:
-        col = report.runs[f"metric.{m}"]
-        if is_numeric_dtype(col) and not is_bool_dtype(col) and col.notna().any():
-            return m
-    return None
+    if report.plot_metrics:
+        return list(report.plot_metrics)
+    numeric = [m for m in report.metrics
+               if is_numeric_dtype(col := report.runs[f"metric.{m}"]) and not is_bool_dtype(col)
+               and col.notna().any()]
+    if report.best_metric in numeric:
+        numeric.remove(report.best_metric)
+        numeric.insert(0, report.best_metric)
+    return numeric
+
+
+def _metric_plots(report: Report) -> tuple[list[str], str]:
+    """One figure per (metric, parameter) that has something to show, at most MAX_PLOTS,
+    and a note when some were left out."""
+    plots, left_out = [], 0
+    metrics = _plot_metrics(report)
+    for metric in metrics:
+        for p in report.params:
+            svg = metric_vs_param_svg(report.runs, p, metric, scatter=p in report.continuous)
+            if not svg:
+                continue
+            if len(plots) < MAX_PLOTS:
+                plots.append(f"<figure>{svg}</figure>")
+            else:
+                left_out += 1
+    note = (f'<p class="note">{left_out} more plots left out ({len(metrics)} metrics x '
+            f"{len(report.params)} parameters); pick metrics with <code>--metric NAME</code>.</p>"
+            if left_out else "")
+    return plots, note
 
 
 def render_html(report: Report, max_rows: int = MAX_ROWS) -> str:
@@ -109,16 +133,10 @@ def render_html(report: Report, max_rows: int = MAX_ROWS) -> str:
                    f'<figure>{state_bar_svg(s["runs_by_state"])}<figcaption>runs by state'
                    f'</figcaption></figure></div>')
 
-    plots = []
-    metric = _plot_metric(report)
-    if metric:
-        for p in report.params:
-            svg = metric_vs_param_svg(runs, p, metric)
-            if svg:
-                plots.append(f"<figure>{svg}</figure>")
+    plots, note = _metric_plots(report)
     timeline = timeline_svg(report.attempts)
     if plots or timeline:
-        out.append('<h2>Plots</h2><div class="row">' + "".join(plots) + "</div>")
+        out.append('<h2>Plots</h2><div class="row">' + "".join(plots) + f"</div>{note}")
         if timeline:
             out.append(f'<div class="row"><figure>{timeline}</figure></div>')
 

@@ -32,6 +32,8 @@ class Report:
     generated: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     columns: list[str] | None = None        # --columns: what the table/Markdown run table shows
+    continuous: list[str] = field(default_factory=list)   # params [sample] draws from uniform/loguniform
+    plot_metrics: list[str] | None = None   # --metric: what the HTML report plots (None: every metric)
 
 def finite_float(value: Any) -> float | None:
     """A float, or None for what is missing, not a number or infinite (JSON has no NaN)."""

@@ -38,7 +38,8 @@ def _f(x: float) -> str:
 
 # --- svg helpers ------------------------------------------------------------------------
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+def _ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[float]:
+    """About `n` round ticks from lo to hi; whole numbers only when `integer`."""
     if not hi > lo:
         return [lo]
     raw = (hi - lo) / n
@@ -47,6 +48,8 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
         if raw <= step * m:
             step *= m
             break
+    if integer:
+        step = max(step, 1)      # 1, 2, 5 times a power of ten: whole from 1 on
     first = math.ceil(lo / step - 1e-9) * step
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
@@ -54,12 +57,14 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 class _Axis:
     """Maps data values to pixels, linearly or in log10."""
 
-    def __init__(self, lo: float, hi: float, a: float, b: float, log: bool = False):
+    def __init__(self, lo: float, hi: float, a: float, b: float, log: bool = False,
+                 integer: bool = False):
         if log:
             lo, hi = math.log10(lo), math.log10(hi)
         if not hi > lo:
             lo, hi = lo - 0.5, hi + 0.5
         self.lo, self.hi, self.a, self.b, self.log = lo, hi, a, b, log
+        self.integer = integer
 
     def __call__(self, v: float) -> float:
         if self.log:
@@ -68,8 +73,10 @@ class _Axis:
 
     def ticks(self) -> list[float]:
         if self.log:
-            return [10.0 ** k for k in range(math.ceil(self.lo - 1e-9), math.floor(self.hi) + 1)]
-        return _ticks(self.lo, self.hi)
+            return [10.0 ** k for k in range(math.ceil(self.lo - 1e-9), math.floor(self.hi) + 1)
+                    if not self.integer or k >= 0]
+        return [round(t) for t in _ticks(self.lo, self.hi, integer=True)] if self.integer \
+            else _ticks(self.lo, self.hi)
 
 
 def _svg(width: int, height: int, body: str, label: str) -> str:
@@ -116,11 +123,14 @@ def state_bar_svg(counts: dict[str, int]) -> str:
     return _svg(width, 44 + 16 * rows, "".join(parts) + legend, "runs by state")
 
 
-def metric_vs_param_svg(table: pd.DataFrame, param: str, metric: str) -> str | None:
+def metric_vs_param_svg(table: pd.DataFrame, param: str, metric: str, *,
+                        scatter: bool = False) -> str | None:
     """The metric of every COMPLETED run (a sample when there are many) against one parameter,
-    with the mean (and one standard deviation) at each parameter value when there are few."""
+    with the mean (and one standard deviation) at each parameter value when there are few.
+    `scatter` (a parameter sampled from a continuous distribution): the points only, no line
+    through means of values that do not repeat. An integer parameter gets whole-number ticks."""
     import pandas as pd
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+    from pandas.api.types import is_bool_dtype, is_integer_dtype, is_numeric_dtype
     pcol, mcol = f"param.{param}", f"metric.{metric}"
     y = pd.to_numeric(table[mcol], errors="coerce").where(table["state"] == "COMPLETED")
     keep = y.notna() & table[pcol].notna()
@@ -132,7 +142,8 @@ def metric_vs_param_svg(table: pd.DataFrame, param: str, metric: str) -> str | N
     if numeric:
         xv = x.astype(float)
         log = bool((xv > 0).all() and xv.max() / xv.min() >= 50)
-        ax = _Axis(float(xv.min()), float(xv.max()), left + 10, width - right - 10, log)
+        ax = _Axis(float(xv.min()), float(xv.max()), left + 10, width - right - 10, log,
+                   integer=is_integer_dtype(x))
         px = xv.map(ax)
         xticks = [(ax(t), fmt_value(t)) for t in ax.ticks()]
     else:
@@ -151,7 +162,7 @@ def metric_vs_param_svg(table: pd.DataFrame, param: str, metric: str) -> str | N
     for i, name in enumerate(names):
         mask = exps == name
         stats = y[mask].groupby(xv[mask]).agg(["mean", "std"]).dropna(subset=["mean"])
-        if len(stats) > MAX_MEANS:    # means over a seed or a random search: noise, not trend
+        if len(stats) > MAX_MEANS or scatter:   # means over a seed or a random search: noise
             stats = stats.iloc[:0]
         colours = ("#1565c0", "#ef6c00") if len(names) == 1 else (PALETTE[i % len(PALETTE)],) * 2
         series.append((name, mask, stats, *colours))

@@ -44,7 +44,8 @@ MAX_RUNS = 1_000_000
 
 __all__ = [
     "MAX_RUNS", "ArrayChunk", "Placement", "Plan", "Resources", "Run", "assemble_plan",
-    "check_size", "command_for", "command_text", "count_runs", "describe", "expand", "make_chunks", "make_plan",
+    "check_size", "command_for", "command_text", "count_runs", "describe", "describe_throttle", "expand",
+    "make_chunks", "make_plan",
     "product_axes", "requested_resources", "resolve_resources", "route", "route_problems",
     "run_id_for", "sample_combinations", "value_text",
 ]
@@ -75,6 +76,7 @@ class Plan:
     runs: list[Run]
     placements: list[Placement]        # one per resource group
     chunks: list[ArrayChunk]
+    throttle: int | None = None        # array_parallelism: for all chunks together (their %N)
     # Per resource group, what [[override]] made of it (empty: the plan has no [[override]]).
     groups: list[RunGroup] = field(default_factory=list)
 
@@ -110,18 +112,28 @@ def make_chunks(runs: Sequence[Run], resources: Resources, max_array_size: int,
 def assemble_plan(groups: Sequence[tuple[Resources, Placement, Sequence[Run]]],
                   max_array_size: int, throttle: int | None = None, *,
                   throttles: Sequence[int | None] | None = None) -> Plan:
-    """A plan from several resource groups ([[override]] makes more than one), each cut into
-    its own arrays. `throttles`: the %N of each group, instead of one `throttle` for all."""
+    """A plan from several resource groups ([[override]] makes more than one; escalated
+    retries add more), each cut into its own arrays.
+
+    `throttle` (array_parallelism) is for the whole plan: it is shared among the arrays
+    (`arrays.split_throttle`), so a sweep cut into several arrays by MaxArraySize still runs at
+    most `throttle` runs at once (or one per array, when there are more arrays). `throttles`,
+    instead: each group's own limit, shared among that group's arrays."""
     runs: list[Run] = []
     placements: list[Placement] = []
     chunks: list[ArrayChunk] = []
     for number, (resources, placement, members) in enumerate(groups):
         runs += members
         placements.append(placement)
-        chunks += make_chunks(members, resources, max_array_size,
-                              throttles[number] if throttles is not None else throttle,
-                              group=number, first_chunk=len(chunks))
-    return Plan(runs=runs, placements=placements, chunks=chunks)
+        mine = make_chunks(members, resources, max_array_size, group=number, first_chunk=len(chunks))
+        if throttles is not None:
+            for chunk, share in zip(mine, arrays.split_throttle([c.size for c in mine], throttles[number])):
+                chunk.throttle = share
+        chunks += mine
+    if throttles is None:
+        for chunk, share in zip(chunks, arrays.split_throttle([c.size for c in chunks], throttle)):
+            chunk.throttle = share
+    return Plan(runs=runs, placements=placements, chunks=chunks, throttle=throttle)
 
 
 def check_size(sweep: Sweep, site: Site) -> int:
@@ -166,8 +178,12 @@ def make_plan(sweep: Sweep, site: Site) -> Plan:
     for g, (_, placement) in zip(groups, routed):
         if "partition" in g.setters and placement.reasons:
             placement.reasons[0] = f"asked for in the sweep's [[override]] {g.setters['partition']} partition"
-    plan = assemble_plan([(res, placement, g.runs) for (res, placement), g in zip(routed, groups)],
-                         site.max_array_size, throttles=[g.request.array_parallelism for g in groups])
+    members = [(res, placement, g.runs) for (res, placement), g in zip(routed, groups)]
+    if len(groups) == 1:        # the sweep's array_parallelism: for all its arrays together
+        plan = assemble_plan(members, site.max_array_size, groups[0].request.array_parallelism)
+    else:                       # [[override]]: each group's own, for that group's arrays
+        plan = assemble_plan(members, site.max_array_size,
+                             throttles=[g.request.array_parallelism for g in groups])
     plan.runs = runs            # the file's order, whatever group a run went to
     if sweep.override:
         plan.groups = groups
@@ -234,7 +250,23 @@ def describe(plan: Plan) -> str:
             first, last = c.runs[0], c.runs[-1]
             lines.append(f"  chunk {c.chunk}: --array={c.array_spec}  runs {c.offset}-{c.offset + c.size - 1} "
                          f"of the group ({first.run_id} .. {last.run_id})")
+    if plan.throttle is not None and n_chunks:
+        lines += ["", describe_throttle(plan)]
     return "\n".join(lines)
+
+
+def describe_throttle(plan: Plan) -> str:
+    """What array_parallelism means for this plan's arrays, for `explain`."""
+    limit, shares = plan.throttle, [c.throttle or c.size for c in plan.chunks]
+    most = sum(min(share, c.size) for share, c in zip(shares, plan.chunks))
+    if len(shares) == 1:
+        return f"array_parallelism {limit}: at most {min(limit, most)} runs at once (%{limit})"
+    split = " + ".join(str(share) for share in shares)
+    if len(shares) > limit:
+        return (f"array_parallelism {limit} is for the whole sweep, but it has {len(shares)} job arrays: "
+                f"each array runs one task at a time (%1), so up to {most} runs at once, not {limit}")
+    return (f"array_parallelism {limit} is for the whole sweep: its {len(shares)} job arrays run at most "
+            f"{split} tasks at once (%N of each, in proportion to its size), {most} runs in all")
 
 
 def describe_checkpoint(sweep: Sweep) -> str:
