@@ -214,6 +214,8 @@ class PassContext:
     cluster: str | None = None
     transport: Any = None
     schedulers: dict[tuple, Any] = field(default_factory=dict)
+    # Array jobs this pass already cancelled (reconcile.dependency: one scancel per array).
+    cancelled_jobs: set[str] = field(default_factory=set)
 
     def scheduler(self) -> Any:
         """The scheduler of the experiments worked on now, made on first use (most passes never
