@@ -230,7 +230,7 @@ def test_the_local_backend_cannot_wait(tmp_path, site, ledger):
 # --- reconcile: DependencyNeverSatisfied -> DEPENDENCY_FAILED ---------------------------------
 
 def test_never_satisfied_becomes_dependency_failed_and_is_cancelled(tmp_path, site, ledger, monkeypatch):
-    from tests.test_reconcile import FakeBackend
+    from tests.test_reconcile import FakeBackend, row
 
     class Fake(FakeBackend):       # launch's arrays carry --array in their script
         def submit(self, script, *, extra_args=(), **kw):
@@ -245,6 +245,10 @@ def test_never_satisfied_becomes_dependency_failed_and_is_cancelled(tmp_path, si
     job = fake.submitted[0]["job"]
     for q in fake.queued:
         q.reason = "Dependency"
+    # Accounting keeps the reason of the submission: what the controller says now counts.
+    fake.rows = [row(f"{job}_[0-2]", "PENDING", fake.submitted[0]["submit"], name=fake.queued[0].name,
+                     exit_code=None, node=None, reason="Dependency", comment=f"slurmexp:{result.exp_id}",
+                     cluster=ledger.get_experiment(result.exp_id)["cluster"])]
     rc.reconcile_pass(ledger, backend=fake, grace_s=3600)
     assert {r["state"] for r in ledger.runs(result.exp_id)} == {"PENDING"} and not fake.cancelled
     for q in fake.queued:

@@ -2,8 +2,9 @@
 
 Launch submits an experiment with `[depends]` as `--dependency=afterok:<jobs>` (launch.depends).
 When one of those jobs ends without completing, Slurm (with `kill_invalid_depend` unset, its
-default) keeps the waiting jobs PENDING with reason `DependencyNeverSatisfied` for ever. A pass
-that sees that reason cancels the job (one scancel per array job and pass) and records the
+default) keeps the waiting jobs PENDING with reason `DependencyNeverSatisfied` for ever (squeue
+says so at once; sacct keeps the reason "Dependency" the job was submitted with, so squeue's
+reason, `PassContext.queue_reasons`, wins). A pass that sees that reason cancels the job (one scancel per array job and pass) and records the
 attempt `states.DEPENDENCY_FAILED`, failure class `states.DEPENDENCY`, with the experiment it
 waited for in the reason. The retry policy never retries that class, and a retry of the
 upstream experiment does not revive it: `slurmexp retry` of this experiment does.
@@ -28,6 +29,9 @@ def apply_dependency(ctx: PassContext, a: ActiveAttempt, fields: dict, reason: s
                      slurm_reason: str | None) -> tuple[str | None, str | None]:
     """For an attempt whose record says PENDING: (reason, failure class), with `fields["state"]`
     DEPENDENCY_FAILED and its job cancelled when Slurm says the dependency can never be met."""
+    # squeue says DependencyNeverSatisfied as soon as an upstream job failed; sacct still says
+    # "Dependency" (the reason at submission), so the controller's word wins when it has one.
+    slurm_reason = ctx.queue_reasons.get(a.job_key) or slurm_reason
     if fields.get("state") != PENDING or not never_met(slurm_reason):
         return reason, fields.get("failure_class")
     exp = ctx.exps.get(a.exp_id)
