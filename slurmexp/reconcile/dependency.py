@@ -2,12 +2,13 @@
 
 Launch submits an experiment with `[depends]` as `--dependency=afterok:<jobs>` (launch.depends).
 When one of those jobs ends without completing, Slurm (with `kill_invalid_depend` unset, its
-default) keeps the waiting jobs PENDING with reason `DependencyNeverSatisfied` for ever (squeue
+default) keeps the waiting jobs PENDING with reason `DependencyNeverSatisfied` for ever. squeue
 says so at once; sacct keeps the reason "Dependency" the job was submitted with, so squeue's
-reason, `PassContext.queue_reasons`, wins). A pass that sees that reason cancels the job (one scancel per array job and pass) and records the
-attempt `states.DEPENDENCY_FAILED`, failure class `states.DEPENDENCY`, with the experiment it
-waited for in the reason. The retry policy never retries that class, and a retry of the
-upstream experiment does not revive it: `slurmexp retry` of this experiment does.
+reason (`PassContext.queue_reasons`) wins. A pass that sees it cancels the job (one scancel per
+array job and pass) and records the attempt `states.DEPENDENCY_FAILED`, failure class
+`states.DEPENDENCY`, with the experiment it waited for in the reason. The retry policy never
+retries that class, and a retry of the upstream experiment does not revive it: `slurmexp
+retry` of this experiment does.
 When scancel does not answer the attempt stays PENDING (with why) and the next pass tries again.
 """
 from __future__ import annotations
