@@ -19,6 +19,7 @@ from slurmexp.launch import depends, launcher
 from slurmexp.launch.validate import validate
 from slurmexp.ledger import Ledger
 from slurmexp.reconcile import one_pass as rc
+from slurmexp.reconcile import retry
 from slurmexp.settings import DependsSettings
 from slurmexp.states import DEPENDENCY, DEPENDENCY_FAILED, DEPENDENCY_NEVER, classify
 from slurmexp.sweep.spec import load_sweep, parse_sweep
@@ -264,6 +265,19 @@ def test_never_satisfied_becomes_dependency_failed_and_is_cancelled(tmp_path, si
     rc.reconcile_pass(ledger, backend=fake, grace_s=3600)
     assert {r["state"] for r in ledger.runs(result.exp_id)} == {DEPENDENCY_FAILED}
     assert len(fake.submitted) == 1 and fake.cancelled == [[job]]
+
+    # A retry goes out without a dependency: refused while the upstream has not completed...
+    with pytest.raises(ValidationError) as err:
+        retry.retry_experiment(ledger, fake, result.exp_id)
+    assert err.value.exit_code == 2 and "prep-0000aaaa is SUBMITTED" in err.value.problems[0].message
+    assert len(fake.submitted) == 1
+    # ... and resubmits them once it has FINISHED with every run COMPLETED.
+    for a in ledger.attempts("prep-0000aaaa"):
+        ledger.update_attempt(a["attempt_id"], state="COMPLETED")
+    ledger.set_experiment_state("prep-0000aaaa", "FINISHED")
+    assert retry.retry_experiment(ledger, fake, result.exp_id)
+    assert not any(x.startswith("--dependency") for x in fake.submitted[1]["args"])
+    assert {r["state"] for r in ledger.runs(result.exp_id)} == {"SUBMITTED"}
 
 
 def test_dependency_failed_is_a_final_class_never_retried():

@@ -117,6 +117,25 @@ def describe(depends: tuple[DependsSettings, ...]) -> str:
     return "\n".join(lines)
 
 
+def check_retry(ledger: Ledger, exp_id: str, depends: tuple[DependsSettings, ...]) -> None:
+    """`slurmexp retry` of an experiment with [depends] submits without a dependency, so only
+    once every experiment it waits for has FINISHED with every run COMPLETED; ValidationError
+    (exit 2) naming the one that has not."""
+    for d in depends:
+        exp = ledger.get_experiment(d.exp_id)
+        if exp is None:
+            continue                 # removed since: nothing left to wait for
+        counts = ledger.counts_by_state(d.exp_id)
+        if exp["state"] in FINISHED_EXPERIMENT_STATES and set(counts) <= {COMPLETED}:
+            continue
+        shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        raise ValidationError(f"retry of {exp_id} refused: it waits for {d.exp_id} ([depends])", [Problem(
+            "", KEY, f"{d.exp_id} is {exp['state']} ({shown}), not FINISHED with every run COMPLETED; "
+            "a retry is submitted without a dependency and would run before it",
+            f"`slurmexp retry {d.exp_id}`, then `slurmexp retry {exp_id}` once `slurmexp status "
+            f"{d.exp_id}` says FINISHED")])
+
+
 def never_met_reason(depends: tuple[DependsSettings, ...], job_key: str) -> str:
     """Why a job Slurm holds with DependencyNeverSatisfied is DEPENDENCY_FAILED."""
     names = ", ".join(d.exp_id for d in depends if d.job_ids) or "an upstream experiment"
