@@ -51,8 +51,9 @@ def resolve(sweep: Sweep, ledger: Ledger, *, kind: str | None = None) -> tuple[D
         except SlurmexpError as exc:
             problem = exc.problems[0] if exc.problems else None
             fix = problem.fix if problem and problem.fix else "see `slurmexp status` for the experiments"
+            listed = "" if "no experiments yet" in fix else " (`slurmexp status` lists them)"
             raise _refused(sweep.path, f"{exc.message}" + (f" ({problem.message})" if problem else ""),
-                           f"{fix} (`slurmexp status` lists them)") from None
+                           fix + listed) from None
         if any(d.exp_id == exp_id for d in out):
             continue
         out.append(_one(sweep.path, ledger, ref, exp_id))
