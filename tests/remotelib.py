@@ -124,9 +124,9 @@ printf '{"loss": %s, "x": %s}\\n' "$(( $1 * 10 ))" "$1" >"$2/metrics.json"
 """
 
 
-def sx(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def sx(tmp_path: Path, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "slurmexp", "--ledger", str(tmp_path / "l.db"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=env)
 
 
 def launch(tmp_path, sweep, site) -> str:

@@ -169,9 +169,12 @@ class SshTransport:
         for i, op in enumerate(ops):
             script.append(self._snippet(i, op))
         body = "\n".join(script).encode()
+        # The start line on stderr parts the login's noise (profile, motd) from what ssh says
+        # after the command began: a cut then reads as a cut, not as the profile's last line.
         remote = shlex.join(["bash", "-c",
-                             'f=$(mktemp) || exit 97; head -c "$1" >"$f"; bash "$f" </dev/null; '
-                             'rc=$?; rm -f "$f"; exit $rc', "sx", str(len(body))])
+                             'echo "$2" >&2; f=$(mktemp) || exit 97; head -c "$1" >"$f"; '
+                             'bash "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc',
+                             "sx", str(len(body)), f"{marker}-started"])
         budget = sum(op.timeout for op in ops) + self.connect_timeout + 30
         self.round_trips += 1
         try:
@@ -184,11 +187,15 @@ class SshTransport:
                                  "(apt-get install openssh-client)") from None
         results = _parse(proc.stdout, marker, ops)
         if len(results) < len(ops):
-            err = proc.stderr.decode(errors="replace").strip()
-            if proc.returncode == 255 or not results:
-                raise TransportUnreachable(self, _reason(err, proc.returncode))
+            err = proc.stderr.decode(errors="replace")
+            login, started, after = err.partition(f"{marker}-started\n")
+            if not started:
+                raise TransportUnreachable(self, _reason(login, proc.returncode))
+            said = _reason(after, proc.returncode, cut=True)
+            if not results:
+                raise TransportUnreachable(self, said)
             raise TransportUnreachable(self, f"the connection ended after {len(results)} of "
-                                             f"{len(ops)} operations: {_reason(err, proc.returncode)}")
+                                             f"{len(ops)} operations: {said}")
         return results
 
     def _snippet(self, i: int, op: Op) -> str:
@@ -373,10 +380,16 @@ def _parse(stdout: bytes, marker: str, ops: Sequence[Op]) -> list[CommandResult]
     return results
 
 
-def _reason(stderr: str, returncode: int) -> str:
-    """ssh's own reason (its last line), with the fix when it is one slurmexp knows."""
+def _reason(stderr: str, returncode: int, cut: bool = False) -> str:
+    """ssh's own reason (its last line), with the fix when it is one slurmexp knows. `cut`:
+    the command had started on the cluster (its stderr is only ssh's from then on)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("@@@")]
-    said = lines[-1] if lines else f"ssh exited {returncode} without a message"
+    if lines:
+        said = lines[-1]
+    elif cut:
+        said = f"the connection was cut while the commands ran (ssh exited {returncode})"
+    else:
+        said = f"ssh exited {returncode} without a message"
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
         said = "REMOTE HOST IDENTIFICATION HAS CHANGED (host key mismatch)"
     for needle, fix in _FIXES:
