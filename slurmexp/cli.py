@@ -134,22 +134,27 @@ _backend_for_id = click.option(
 @sweep_argument
 @site_option
 @_backend_for_id
-def render(sweep: str, site_path: str | None, backend: str) -> None:
+@click.pass_context
+def render(ctx, sweep: str, site_path: str | None, backend: str) -> None:
     """Print the array plan and the exact sbatch scripts SWEEP would submit."""
-    from slurmexp.launch.launcher import dry_run_text, prepare
+    from slurmexp.launch.launcher import dry_run_text, prepare, with_depends
 
-    click.echo(dry_run_text(prepare(sweep, site_path, backend)))
+    prep = prepare(sweep, site_path, backend)
+    click.echo(dry_run_text(with_depends(prep, lambda: _ledger(ctx, "read"))))
 
 
 @main.command()
 @sweep_argument
 @site_option
 @_backend_for_id
-def explain(sweep: str, site_path: str | None, backend: str) -> None:
-    """Say where SWEEP's runs would go, why, and why the other partitions were excluded."""
-    from slurmexp.launch.launcher import dry_run_text, prepare
+@click.pass_context
+def explain(ctx, sweep: str, site_path: str | None, backend: str) -> None:
+    """Say where SWEEP's runs would go, why, why the other partitions were excluded, and
+    which experiments it waits for ([depends])."""
+    from slurmexp.launch.launcher import dry_run_text, prepare, with_depends
 
-    click.echo(dry_run_text(prepare(sweep, site_path, backend), scripts=False))
+    prep = prepare(sweep, site_path, backend)
+    click.echo(dry_run_text(with_depends(prep, lambda: _ledger(ctx, "read")), scripts=False))
 
 
 # ----------------------------------------------------------------------------------------
@@ -178,7 +183,7 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     from slurmexp.launch import launcher as launch_mod
 
     if dry_run:
-        prep = launch_mod.prepare(sweep, site_path, backend)
+        prep = launch_mod.with_depends(launch_mod.prepare(sweep, site_path, backend), lambda: _ledger(ctx, "read"))
         if skip_completed:        # the plan as launch would submit it
             from slurmexp.launch.reuse import plan_reuse
 

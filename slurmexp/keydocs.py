@@ -126,6 +126,13 @@ SWEEP = {
                        "Run through `/bin/sh -c`; never twice (the ledger records it). A failure is a "
                        "warning of the pass, never a failed pass."),
     "notify.timeout": ('"60s"', 'The command is killed past this ("30s", "2m"; 1s to 10m).'),
+    "depends": (None, "Experiments this one waits for: every array is submitted with sbatch "
+                "`--dependency=afterok:` on all their jobs. Not part of the fingerprint."),
+    "depends.after_ok": ('"prepare-data"', "An experiment id (a unique prefix will do) or a sweep name "
+                         "(its newest experiment); a list for several. One that already FINISHED with "
+                         "every run COMPLETED needs no dependency; one that failed refuses the launch "
+                         "(exit 2). When an upstream job fails the runs become DEPENDENCY_FAILED at the "
+                         "next reconcile and their jobs are cancelled."),
 }
 
 SITE = {

@@ -1,7 +1,8 @@
 """What an experiment keeps from its sweep and site so it can be retried without either file.
 
 Launch writes one `ExperimentSettings` into the ledger (`experiments.settings_json`); reconcile
-and `slurmexp retry` read it back. It holds the `[retry]` policy, the `[notify]` command, the `[checkpoint]` table
+and `slurmexp retry` read it back. It holds the `[retry]` policy, the `[notify]` command, the
+`[depends]` experiments with the jobs it waits for, the `[checkpoint]` table
 (whether a signalled attempt is continued) and, per resource group, the resources the group
 asked for and the limits of where it was placed, so a retry of a GPU chunk
 escalates within the GPU partition's limits and a retry of a CPU chunk within the CPU one's.
@@ -68,6 +69,17 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class DependsSettings:
+    """One `[depends] after_ok` reference, as launch resolved it: the experiment it named and
+    the jobs every array was submitted after (`--dependency=afterok:`; none when that
+    experiment had already finished with every run COMPLETED)."""
+
+    ref: str = ""
+    exp_id: str = ""
+    job_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GroupSettings:
     """One resource group: what its tasks asked for and the caps escalation must stay under."""
 
@@ -112,6 +124,7 @@ class ExperimentSettings:
     remote: RemoteSettings | None = None             # None: launched on this machine's Slurm
     liveness: LivenessSettings | None = None         # None: launched before [liveness] existed
     notify: NotifySettings | None = None             # None: the sweep has no [notify]
+    depends: tuple[DependsSettings, ...] = ()        # [depends] after_ok, resolved at launch
 
     def group_of(self, chunk: int | None) -> GroupSettings:
         """The group a chunk belongs to. Retries keep their run's chunk number, so this also
@@ -132,6 +145,8 @@ class ExperimentSettings:
             data["remote"] = asdict(self.remote) | {"ssh_options": list(self.remote.ssh_options)}
         if self.notify is not None:
             data["notify"] = asdict(self.notify)
+        if self.depends:
+            data["depends"] = [asdict(d) | {"job_ids": list(d.job_ids)} for d in self.depends]
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -160,11 +175,14 @@ class ExperimentSettings:
             if isinstance(rem, dict) else None
         note = data.get("notify")
         notify = NotifySettings(**_known(NotifySettings, note)) if isinstance(note, dict) else None
+        depends = tuple(DependsSettings(**(_known(DependsSettings, d) | {
+            "job_ids": tuple(str(j) for j in d.get("job_ids") or ())}))
+            for d in data.get("depends") or [] if isinstance(d, dict))
         if "groups" in data:
             groups = tuple(GroupSettings(**(_known(GroupSettings, g)
                                             | {"chunks": tuple(int(c) for c in g.get("chunks") or ())}))
                            for g in data["groups"] or [] if isinstance(g, dict))
-            return cls(retry, groups, checkpoint, remote, liveness, notify)
+            return cls(retry, groups, checkpoint, remote, liveness, notify, depends)
         limits, res = data.get("limits") or {}, data.get("resources") or {}
         if not limits and not res:
             return cls(retry, (), checkpoint, remote, liveness, notify)
@@ -177,7 +195,7 @@ def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:
     (a settings row written by hand or by an older version may hold "3" or 3.0)."""
     out: dict[str, Any] = {}
     for name, f in kind.__dataclass_fields__.items():
-        if name not in values or values[name] is None or name in ("chunks", "ssh_options"):
+        if name not in values or values[name] is None or name in ("chunks", "ssh_options", "job_ids"):
             continue
         value = values[name]
         kind_name = str(f.type)

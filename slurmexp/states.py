@@ -10,7 +10,8 @@ Three kinds of things have states, each with its own words:
   job states as the ledger stores them. Slurm has more words for "still going" than the ledger
   needs (`ACTIVE_ALIASES` maps them), prints final words as they are ("CANCELLED by 123": the
   first word counts), and slurmexp adds LOST (in neither sacct nor squeue after the grace
-  period) and STALLED (Slurm says RUNNING, but the attempt shows no life). A word nobody here
+  period), STALLED (Slurm says RUNNING, but the attempt shows no life) and DEPENDENCY_FAILED
+  (its `[depends]` can never be met; its job was cancelled). A word nobody here
   knows is kept as it is, flagged, and watched: never read as success, never as final.
 
 Final states fall into failure classes, the retry policy's input: infrastructure failures are
@@ -74,6 +75,7 @@ CANCELLED = "CANCELLED"
 # In neither sacct nor squeue for the grace period (or a runaway record): slurmexp's word.
 LOST = "LOST"
 RUNNING = "RUNNING"
+PENDING = "PENDING"
 # slurmexp's word for an attempt Slurm calls RUNNING that shows no life (`reconcile.liveness`):
 # its task heartbeat is stale (the job may be hung or its node lost) or, with [liveness]
 # stall_after, its stdout, stderr and metrics have not changed for that long. An attempt state,
@@ -83,8 +85,14 @@ RUNNING = "RUNNING"
 STALLED = "STALLED"
 # What [liveness] stall_action may say: only show STALLED, or also cancel and retry the job.
 STALL_ACTIONS = ("flag", "requeue")
+# slurmexp's word for a run whose [depends] can never be met: Slurm keeps its job PENDING with
+# reason DEPENDENCY_NEVER (an upstream job did not complete; the test cluster and Slurm's
+# default leave `kill_invalid_depend` unset); reconcile cancels the job and records this final
+# state, failure class DEPENDENCY: never retried by the policy, only by `slurmexp retry`.
+DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
+DEPENDENCY_NEVER = "DependencyNeverSatisfied"
 ACTIVE_STATES = frozenset({PLANNED, SUBMITTED, STALLED, *ACTIVE_ALIASES.values()})
-TERMINAL_STATES = SLURM_FINAL_STATES | {LOST}
+TERMINAL_STATES = SLURM_FINAL_STATES | {LOST, DEPENDENCY_FAILED}
 # Every way an attempt can end without its run's result.
 FAILED_STATES = TERMINAL_STATES - {COMPLETED}
 # How far along a run that is still going is; a record never moves an attempt backwards
@@ -102,11 +110,14 @@ UNKNOWN = "unknown"
 # Not a failure: the attempt received its [checkpoint] signal (or a preemption's SIGTERM), the
 # sweep asked for `requeue`, and the run goes on from its checkpoint as its next attempt.
 CHECKPOINTED = "checkpointed"
-FAILURE_CLASSES = (INFRASTRUCTURE, RESOURCES, USER, UNKNOWN, CHECKPOINTED)
+# Not this run's fault, and not worth retrying on its own: an experiment it depends on failed.
+DEPENDENCY = "dependency"
+FAILURE_CLASSES = (INFRASTRUCTURE, RESOURCES, USER, UNKNOWN, CHECKPOINTED, DEPENDENCY)
 
 INFRASTRUCTURE_STATES = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", LOST})
 RESOURCE_STATES = frozenset({"OUT_OF_MEMORY", "TIMEOUT"})
 USER_STATES = frozenset({"FAILED", "CANCELLED", "DEADLINE"})
+DEPENDENCY_STATES = frozenset({DEPENDENCY_FAILED})
 # How an attempt that received the checkpoint signal may end and still be continued: the time
 # limit, a preemption, or the command's own exit after saving. CANCELLED is a person's decision.
 CONTINUABLE_STATES = frozenset({"TIMEOUT", "PREEMPTED", "FAILED"})
@@ -138,6 +149,8 @@ def classify(state: str, exit_code: int | None = None) -> str | None:
     word = state_word(state) if state else ""
     if word == COMPLETED or word in SLURM_ACTIVE_STATES or word in ACTIVE_STATES:
         return None
+    if word in DEPENDENCY_STATES:
+        return DEPENDENCY
     if word in INFRASTRUCTURE_STATES:
         return INFRASTRUCTURE
     if word in RESOURCE_STATES:

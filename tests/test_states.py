@@ -24,7 +24,7 @@ def test_slurm_words_are_pinned():
         "RECONFIG_FAIL", "UPDATE_DB"}
     assert states.TERMINAL_STATES == {
         "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-        "PREEMPTED", "BOOT_FAIL", "DEADLINE", "LOST"}
+        "PREEMPTED", "BOOT_FAIL", "DEADLINE", "LOST", "DEPENDENCY_FAILED"}
     assert states.ACTIVE_STATES == {"PLANNED", "SUBMITTED", "PENDING", "RUNNING", "REQUEUED",
                                     "SUSPENDED", "STALLED"}
 
@@ -39,7 +39,8 @@ def test_the_sets_fit_together():
     assert set(states.PROGRESS) == states.ACTIVE_STATES
     assert states.REQUEUE_WORDS <= states.SLURM_ACTIVE_STATES
     # Every final state but COMPLETED is in exactly one failure class.
-    classes = (states.INFRASTRUCTURE_STATES, states.RESOURCE_STATES, states.USER_STATES)
+    classes = (states.INFRASTRUCTURE_STATES, states.RESOURCE_STATES, states.USER_STATES,
+               states.DEPENDENCY_STATES)
     assert sum(len(c) for c in classes) == len(states.FAILED_STATES)
     assert set().union(*classes) == states.FAILED_STATES == states.TERMINAL_STATES - {"COMPLETED"}
     assert states.FINISHED_EXPERIMENT_STATES | states.STOPPED_EXPERIMENT_STATES <= set(

@@ -22,7 +22,7 @@ from slurmexp import layout
 from slurmexp.backends.base import DEFAULT_KIND, backend_kind, scheduler_for
 from slurmexp.backends.slurm import facts_cache
 from slurmexp.errors import ExperimentExists, Problem, SlurmexpError, SlurmUnavailable, ValidationError
-from slurmexp.launch import remote, reuse
+from slurmexp.launch import depends, remote, reuse
 from slurmexp.launch.capacity import record_partly_submitted, with_queue_count
 from slurmexp.launch.experiment_files import (
     files_full_error,
@@ -46,6 +46,7 @@ from slurmexp.launch.validate import ValidationReport, live_problems, validate
 from slurmexp.ledger import Ledger, provenance
 from slurmexp.settings import (
     CheckpointSettings,
+    DependsSettings,
     ExperimentSettings,
     GroupSettings,
     LivenessSettings,
@@ -70,6 +71,7 @@ class Prepared:
     template: Path | None
     remote: RemoteSettings | None = None     # [remote]: where it goes on the cluster (set by launch)
     sources: dict | None = None              # [remote]: the synced sources, for the provenance
+    depends: tuple[DependsSettings, ...] = ()   # [depends], resolved in the ledger (launch.depends)
 
     def exp_dir(self, exp_id: str) -> Path:
         return layout.ExperimentPaths.under(self.sweep.output_dir, exp_id).exp_dir
@@ -137,6 +139,14 @@ def prepare(sweep_path: str | Path, site_path: str | Path | None = None,
     return Prepared(sweep, site, plan, fp, f"{sweep.name}-{fp[:8]}", Path(template) if template else None)
 
 
+def with_depends(prep: Prepared, open_ledger) -> Prepared:
+    """`prep` with its [depends] resolved in the ledger `open_ledger()` returns (opened only
+    when the sweep has [depends]), for explain and --dry-run."""
+    if prep.sweep.depends is not None:
+        prep.depends = depends.resolve(prep.sweep, open_ledger())
+    return prep
+
+
 def script_context(prep: Prepared, exp_id: str, chunk: ArrayChunk) -> ScriptContext:
     paths = prep.job_paths(exp_id)
     return ScriptContext(
@@ -156,6 +166,8 @@ def dry_run_text(prep: Prepared, exp_id: str | None = None, *, scripts: bool = T
     exp_id = exp_id or prep.base_id
     lines = [f"experiment: {exp_id}", f"runs: {len(prep.plan.runs)}", describe(prep.plan)]
     lines += [x for text in describe_tables(prep.sweep) for x in ("", text)]
+    if prep.depends:
+        lines += ["", depends.describe(prep.depends)]
     if scripts:
         for chunk, text in zip(prep.plan.chunks, render_all(prep, exp_id)):
             lines += ["", f"# ---- chunk {chunk.chunk}: {job_name(exp_id, chunk.chunk)} "
@@ -226,6 +238,7 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
     if kind.in_process:
         warn_ignored_resources(prep.sweep, kind.kind)
     ledger = ledger or Ledger()
+    prep.depends = depends.resolve(prep.sweep, ledger, kind=None if kind.live_checks else kind.kind)
     exp_id = prep.base_id
     existing = ledger.get_experiment(exp_id)
     if existing is not None and not new:
@@ -314,7 +327,7 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
                               CheckpointSettings(c.signal, c.before_s, c.requeue) if c else None,
                               prep.remote,
                               LivenessSettings(v.heartbeat_s, v.stall_after_s, v.stall_action),
-                              notify=reuse.notify_settings(prep.sweep))
+                              notify=reuse.notify_settings(prep.sweep), depends=prep.depends)
 
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str, *,
@@ -373,7 +386,8 @@ def _submit_slurm(prep: Prepared, exp_id: str, ledger: Ledger, scripts: dict[int
     for chunk in prep.plan.chunks:
         outcome = submit_chunk(ledger, slurm, ChunkRequest(
             exp_id, chunk.chunk, chunk.array_spec, chunk.size, scripts[chunk.chunk],
-            prep.site.cluster, cwd=Path(prep.sweep.workdir)))
+            prep.site.cluster, extra_args=depends.sbatch_args(prep.depends),
+            cwd=Path(prep.sweep.workdir)))
         outcomes.append(outcome)
         if outcome.status == UNANSWERED:
             # sbatch may have created the job although it timed out: the intent stays for

@@ -214,6 +214,10 @@ class PassContext:
     cluster: str | None = None
     transport: Any = None
     schedulers: dict[tuple, Any] = field(default_factory=dict)
+    # Array jobs this pass already cancelled (reconcile.dependency: one scancel per array).
+    cancelled_jobs: set[str] = field(default_factory=set)
+    # squeue's pending reason per job key, this pass (sacct keeps the reason of the submission).
+    queue_reasons: dict[str, str | None] = field(default_factory=dict)
 
     def scheduler(self) -> Any:
         """The scheduler of the experiments worked on now, made on first use (most passes never

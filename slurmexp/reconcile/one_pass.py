@@ -264,7 +264,9 @@ def _reconcile_cluster(ctx: PassContext) -> None:
             summary.active += len(active) - before
     # --- match and transition ------------------------------------------------------------
     match = match_rows(active, [*rows, *name_rows], queue_records)
-    queued_keys = {row_key(r) for r in expand_rows(queue_records)}
+    # The controller's pending reason is current; sacct's is the one the job was submitted with.
+    ctx.queue_reasons = {row_key(r): r.reason for r in expand_rows(queue_records)}
+    queued_keys = set(ctx.queue_reasons)
     touched: set[str] = set()
     for a in active:
         if _transition(ctx, a, match, queued_keys):

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from slurmexp import units
 from slurmexp.settings import ExperimentSettings
-from slurmexp.states import CHECKPOINTED
+from slurmexp.states import CHECKPOINTED, DEPENDENCY
 
 # ------------------------------------------------------------------------------------------
 # Policy and decisions
@@ -93,7 +93,7 @@ def decide_retry(policy: RetryPolicy, state: str, failure_class: str | None, att
     A checkpointed attempt (`CHECKPOINTED`: it received the signal, requeue is on) is continued
     at once: no backoff, no escalation, within max_attempts.
     """
-    if failure_class in (None, "user", "unknown"):
+    if failure_class in (None, "user", "unknown", DEPENDENCY):
         return RetryDecision(False, "")
     left = attempt_no < policy.max_attempts
     if failure_class == CHECKPOINTED:

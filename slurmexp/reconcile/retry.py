@@ -20,6 +20,7 @@ from slurmexp.errors import (
     SlurmUnavailable,
     SubmissionUnknown,
 )
+from slurmexp.launch import depends
 from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import PlannedRun
@@ -97,6 +98,7 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
         mine = remote_key(tracked[exp_id]["settings"].remote)
         # The experiments reached the same way (this machine's Slurm, or one login node).
         ctx.exps = {k: e for k, e in tracked.items() if remote_key(e["settings"].remote) == mine}
+        depends.check_retry(ledger, exp_id, tracked[exp_id]["settings"].depends)
         if which == "unsubmitted":
             planned = _unsubmitted(ledger, exp_id)
             if not planned:

@@ -15,6 +15,7 @@ from slurmexp.backends.facts import SacctRow
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt
 from slurmexp.reconcile.context import PassContext
+from slurmexp.reconcile.dependency import apply_dependency
 from slurmexp.reconcile.liveness import apply_liveness
 from slurmexp.reconcile.match import (
     Match,
@@ -34,6 +35,7 @@ from slurmexp.states import (
     CONTINUABLE_STATES,
     INFRASTRUCTURE,
     LOST,
+    PENDING,
     PROGRESS,
     RUNNING,
     TERMINAL_STATES,
@@ -273,6 +275,9 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
         fields["unlisted_since"] = a.unlisted_since
     if state == RUNNING and not later and not fields.get("unlisted_since"):
         reason, fclass = apply_liveness(ctx, a, fields, reason, _attempt_dir(ledger, a))
+        state = fields["state"]
+    if state == PENDING and not later:
+        reason, fclass = apply_dependency(ctx, a, fields, reason, rec.reason)
         state = fields["state"]
     if not rec.known_state:
         summary.flagged.append(f"{a.exp_id} {a.run_id} job {key}: {reason}")

@@ -22,6 +22,7 @@ STATE_COLOURS = {
     "COMPLETED": "#2e7d32", "FAILED": "#c62828", "TIMEOUT": "#ef6c00",
     "OUT_OF_MEMORY": "#6a1b9a", "NODE_FAIL": "#795548", "CANCELLED": "#9e9e9e",
     "PREEMPTED": "#d81b60", "BOOT_FAIL": "#4e342e", "DEADLINE": "#ff8f00", "LOST": "#424242",
+    "DEPENDENCY_FAILED": "#9e9d24",
     "RUNNING": "#1565c0", "PENDING": "#90caf9", "SUBMITTED": "#b0bec5", "PLANNED": "#e0e0e0",
     "REQUEUED": "#4fc3f7", "SUSPENDED": "#ffd54f", "UNKNOWN": "#616161",
 }

@@ -1,13 +1,13 @@
 """The sweep.toml tables about how runs are watched and recorded rather than what they run:
-`[checkpoint]`, `[liveness]`, `[provenance]`, `[meta]` and `[notify]` (only `[checkpoint]` and
+`[checkpoint]`, `[liveness]`, `[provenance]`, `[meta]`, `[notify]` and `[depends]` (only `[checkpoint]` and
 `[liveness]` are part of the fingerprint; see `Sweep.canonical`). Re-exported by `sweep.spec`."""
 from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, Strict, computed_field
+from pydantic import AfterValidator, Field, Strict, WithJsonSchema, computed_field
 
 from slurmexp import units
 from slurmexp.states import STALL_ACTIONS
@@ -177,3 +177,27 @@ class NotifySpec(StrictModel):
     @property
     def timeout_s(self) -> int:
         return _notify_seconds(self.timeout)      # validated: 1 to MAX_NOTIFY_TIMEOUT_S
+
+
+def _experiment_refs(value: Any) -> list[str]:
+    refs = [value] if isinstance(value, str) else value
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise FixError(f"{value!r} is not an experiment reference or a list of them (strings: "
+                       "an experiment id, a unique prefix of one, or a sweep name)",
+                       suggest="prepare-data")
+    if not refs:
+        raise FixError("empty list: name at least one experiment (or remove [depends])",
+                       suggest="prepare-data")
+    for ref in refs:
+        if not ref.strip() or ref != ref.strip():
+            raise FixError(f"{ref!r} is not an experiment reference: an experiment id, a unique "
+                           "prefix of one, or a sweep name", suggest=ref.strip() or "prepare-data")
+    return list(dict.fromkeys(refs))
+
+
+class DependsSpec(StrictModel):
+    """`[depends]`: experiments this one waits for (sbatch --dependency=afterok on their jobs;
+    launch.depends resolves them in the ledger). Not part of the fingerprint."""
+
+    after_ok: Annotated[Any, AfterValidator(_experiment_refs), WithJsonSchema({"anyOf": [
+        {"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]})]

@@ -31,6 +31,7 @@ from slurmexp.sweep.run_tables import (
     CHECKPOINT_SIGNALS,
     MAX_NOTIFY_TIMEOUT_S,
     CheckpointSpec,
+    DependsSpec,
     LivenessSpec,
     MetaSpec,
     NotifySpec,
@@ -53,7 +54,7 @@ from slurmexp.sweep.strict_toml import (
 
 __all__ = ["BUILTIN_PLACEHOLDERS", "CHECKPOINT_SIGNALS", "QUOTE_FIX", "CheckpointSpec", "check_name",
            "Distribution", "EnvSpec", "LivenessSpec", "Override", "ProvenanceSpec", "ResourceRequest", "RetrySpec",
-           "SampleSpec", "Sweep", "check_sweep", "load_sweep", "parse_sweep", "MetaSpec", "NotifySpec",
+           "SampleSpec", "Sweep", "DependsSpec", "check_sweep", "load_sweep", "parse_sweep", "MetaSpec", "NotifySpec",
            "check_tag", "MAX_NOTIFY_TIMEOUT_S"]
 
 # ----------------------------------------------------------------------------------------
@@ -236,6 +237,7 @@ class Sweep(StrictModel):
     provenance: ProvenanceSpec = Field(default_factory=ProvenanceSpec)
     meta: MetaSpec = Field(default_factory=MetaSpec)
     notify: NotifySpec | None = None
+    depends: DependsSpec | None = None
     # Filled in by the loader, never read from the file.
     path: Path
     raw_text: str
@@ -267,7 +269,7 @@ class Sweep(StrictModel):
     def canonical(self) -> dict[str, Any]:
         """A JSON-able, key-sorted view for fingerprinting: equal meaning gives equal dicts."""
         data = self.model_dump(mode="json", exclude={"path", "raw_text", "provenance", "meta",
-                                                           "notify"})
+                                                           "notify", "depends"})
         for table in ("checkpoint", "liveness"):
             if data.get(table) is None:
                 # Absent, as before the table existed: a sweep without it keeps its identity.
