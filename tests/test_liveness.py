@@ -102,6 +102,32 @@ def test_heartbeat_while_the_command_runs_and_no_process_left(tmp_path, checkpoi
     assert abs((datetime.now(timezone.utc) - last).total_seconds()) < 5
 
 
+def test_a_lost_term_to_the_heartbeat_loop_never_hangs_the_script(tmp_path):
+    """The loop can miss the TERM that stops it (sent in the instant after it forked, before
+    its trap is set): the script must still end, not wait for ever on a loop that waits for
+    it. Simulated: a `kill` that drops the first plain TERM it is asked to send."""
+    script = wrapper(tmp_path, "sleep 1.5; echo done")
+    shim = tmp_path / "lose-first-term.sh"
+    shim.write_text(
+        'kill() {\n'
+        '    if [[ $# -eq 1 && ! -e "$SX_LOST" ]]; then : > "$SX_LOST"; return 0; fi\n'
+        '    builtin kill "$@"\n'
+        '}\n')
+    lost = tmp_path / "lost"
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "77", "BASH_ENV": str(shim),
+           "SX_LOST": str(lost)}
+    proc = subprocess.Popen(["bash", str(script)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.wait(timeout=20) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert lost.exists()                                       # the first TERM was dropped
+    assert (attempt_folder(script) / "stdout").read_text() == "done\n"
+    assert not in_session(proc.pid), in_session(proc.pid)
+
+
 def test_heartbeat_ends_with_the_wrapper_killed_alone(tmp_path):
     """SIGKILL to the script alone (no trap runs): the loop sees it gone and ends within a beat;
     what is left is the command, which Slurm's end of the job takes."""
