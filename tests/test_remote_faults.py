@@ -132,17 +132,26 @@ def slow_sweep(sweep: Path, lines: int) -> None:
         f'command = "for i in $(seq 1 {lines}); do echo line $i; sleep 1; done; bash train.sh {{x}} {{run_dir}}"'))
 
 
-def test_logs_follow_survives_a_cut_and_ends_with_the_whole_output(remote_node, remote_sweep, tmp_path):
+def follow_first_run(tmp_path: Path, remote_sweep, lines: int) -> tuple[dict, subprocess.Popen]:
+    """Launch the sweep printing `lines` lines a second apart, start `logs --follow` of its first
+    run and read its first line (so it is following, over SSH)."""
     sweep, site, _root = remote_sweep
-    slow_sweep(sweep, 12)
+    slow_sweep(sweep, lines)
     exp_id = launch(tmp_path, sweep, site)
-    ledger = Ledger(tmp_path / "l.db")
-    run = ledger.runs(exp_id)[0]
+    run = Ledger(tmp_path / "l.db").runs(exp_id)[0]
     follow = subprocess.Popen([*SX, "--ledger", str(tmp_path / "l.db"), "logs", run["run_id"], "--follow"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert follow.stdout is not None
+    first = follow.stdout.readline()
+    if not first.startswith("line 1"):
+        follow.kill()
+        raise AssertionError(f"logs --follow began with {first!r}")
+    return run, follow
+
+
+def test_logs_follow_survives_a_cut_and_ends_with_the_whole_output(remote_node, remote_sweep, tmp_path):
+    run, follow = follow_first_run(tmp_path, remote_sweep, lines=12)
     try:
-        assert follow.stdout is not None
-        assert follow.stdout.readline().startswith("line 1")      # following, over SSH
         remote_node.kill_sessions()                                # the master and its sessions
         time.sleep(2)
         remote_node.kill_sessions()
@@ -156,16 +165,9 @@ def test_logs_follow_survives_a_cut_and_ends_with_the_whole_output(remote_node, 
 
 
 def test_logs_follow_with_sshd_gone_exits_3_with_the_reason(remote_node, remote_sweep, tmp_path):
-    sweep, site, _root = remote_sweep
-    slow_sweep(sweep, 60)
-    exp_id = launch(tmp_path, sweep, site)
-    ledger = Ledger(tmp_path / "l.db")
-    run = ledger.runs(exp_id)[0]
-    follow = subprocess.Popen([*SX, "--ledger", str(tmp_path / "l.db"), "logs", run["run_id"], "--follow"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    run, follow = follow_first_run(tmp_path, remote_sweep, lines=60)
+    exp_id = run["exp_id"]
     try:
-        assert follow.stdout is not None
-        assert follow.stdout.readline().startswith("line 1")
         remote_node.down()
         gone = time.monotonic()
         out, err = rest_of(follow, timeout=120)
