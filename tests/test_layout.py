@@ -16,7 +16,7 @@ from slurmexp import layout, tags
 from slurmexp.launch.experiment_files import write_manifest, write_run_files, write_script
 from slurmexp.launch.render import ScriptContext, render_script
 from slurmexp.ledger import Ledger
-from slurmexp.reconcile import one_pass, transitions
+from slurmexp.reconcile import attempt_files, one_pass
 from slurmexp.report.show import show_run
 from slurmexp.sweep.plan import ArrayChunk, Resources, Run
 from slurmexp.timeutil import sacct_time
@@ -150,7 +150,7 @@ def test_requeued_attempts_resolve_to_the_folders_the_task_script_wrote(tmp_path
         assert "boom in 100_0.r2" in attempts[2]["reason"], attempts[2]["reason"]
         # reconcile and show resolve every attempt to the folder the task script wrote
         for a, folder in zip(attempts, folders):
-            assert transitions._attempt_dir(led, SimpleNamespace(**{**a, "run_dir": str(run_paths.run_dir)})) == folder
+            assert attempt_files._attempt_dir(led, SimpleNamespace(**{**a, "run_dir": str(run_paths.run_dir)})) == folder
         shown = show_run(led, run.run_id)["attempts"]
         assert [Path(a["attempt_dir"]) for a in shown] == folders
         assert [a["files"]["exit_code"] for a in shown] == ["3", "3", "3"]
@@ -160,7 +160,7 @@ def test_requeued_attempts_resolve_to_the_folders_the_task_script_wrote(tmp_path
         new = led.record_requeue(attempts[2]["attempt_id"], sacct_time(t0 + timedelta(seconds=120)))
         future = run_paths.attempt("100_0", 3)
         assert not future.exists()
-        assert transitions._attempt_dir(led, SimpleNamespace(**{**new, "run_dir": str(run_paths.run_dir)})) == future
+        assert attempt_files._attempt_dir(led, SimpleNamespace(**{**new, "run_dir": str(run_paths.run_dir)})) == future
         assert Path(show_run(led, run.run_id)["attempts"][3]["attempt_dir"]) == future
 
 

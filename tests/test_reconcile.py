@@ -19,7 +19,7 @@ from slurmexp.backends.facts import SacctRow, SqueueRow, SubmitResult
 from slurmexp.errors import SlurmCommandError, SlurmexpError, SlurmUnavailable
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt
-from slurmexp.reconcile import cancel, cron, retry, transitions
+from slurmexp.reconcile import attempt_files, cancel, cron, retry, transitions
 from slurmexp.reconcile import context as pc
 from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import match as rd
@@ -238,8 +238,8 @@ def test_reason_texts():
 def test_stderr_tail(tmp_path):
     f = tmp_path / "stderr"
     f.write_text("\n".join(f"line {i}" for i in range(20)) + "\n\n")
-    assert transitions.stderr_tail([tmp_path / "missing", f], lines=2) == "line 18 | line 19"
-    assert transitions.stderr_tail([tmp_path / "missing"]) == ""
+    assert attempt_files.stderr_tail([tmp_path / "missing", f], lines=2) == "line 18 | line 19"
+    assert attempt_files.stderr_tail([tmp_path / "missing"]) == ""
 
 
 def attempt(aid, key, submit=None, created=None, **kw):

@@ -5,15 +5,13 @@ and its run's retry decision are one transaction.
 """
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import Iterable
-from pathlib import Path
 
 from slurmexp import layout, tags
 from slurmexp.backends.facts import SacctRow
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt
+from slurmexp.reconcile.attempt_files import _attempt_dir, _tail_for
 from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.dependency import apply_dependency
 from slurmexp.reconcile.liveness import apply_liveness
@@ -53,8 +51,6 @@ EVIDENCE_FACTOR = 12
 # An attempt `slurmexp cancel` marked CANCELLED is watched this long (at least) for its final
 # record: a task that ended by itself before the scancel reached it keeps sacct's state.
 CANCEL_WATCH_S = 3600
-STDERR_TAIL_LINES = 5
-STDERR_TAIL_CHARS = 400
 
 
 # ------------------------------------------------------------------------------------------
@@ -64,27 +60,6 @@ STDERR_TAIL_CHARS = 400
 def chunk_job_name(exp_id: str, chunk: int | None) -> str | None:
     """The tag launch gave a chunk's job; None for a submission that is not a chunk."""
     return None if chunk is None else tags.job_name(exp_id, chunk)
-
-
-def stderr_tail(paths: Iterable[Path | None], lines: int = STDERR_TAIL_LINES,
-                limit: int = STDERR_TAIL_CHARS) -> str:
-    """The last non-empty lines of the first readable, non-empty file, joined with " | "."""
-    for path in paths:
-        if path is None:
-            continue
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - 8192))
-                data = fh.read().decode("utf-8", errors="replace")
-        except OSError:
-            continue
-        kept = [ln.strip() for ln in data.splitlines() if ln.strip()][-lines:]
-        if kept:
-            text = " | ".join(kept)
-            return text if len(text) <= limit else "..." + text[-limit:]
-    return ""
 
 
 def _differs(old: dict, new: dict) -> bool:
@@ -106,24 +81,6 @@ def _differs(old: dict, new: dict) -> bool:
     return False
 
 # --- transitions --------------------------------------------------------------------------
-
-
-def _attempt_dir(ledger: Ledger, a: ActiveAttempt) -> Path | None:
-    """The attempt's folder, as the task script wrote it (layout's one rule: the restart
-    number counts earlier attempts with the same submission and job key)."""
-    if not a.run_dir or not a.job_key:
-        return None
-    return layout.attempt_dir(a.run_dir, a.job_key, ledger.restarts_before(a.sub_id, a.job_key, a.attempt_id))
-
-
-def _tail_for(ctx: PassContext, a: ActiveAttempt) -> str:
-    paths: list[Path | None] = []
-    d = _attempt_dir(ctx.ledger, a)
-    if d is not None:
-        paths.append(d / layout.STDERR)
-    if a.exp_dir and a.job_key:
-        paths.append(layout.ExperimentPaths(a.exp_dir).log(a.job_key, "err"))
-    return stderr_tail(paths)
 
 
 def _checkpointed(ctx: PassContext, a: ActiveAttempt, fields: dict, reason: str | None
