@@ -115,6 +115,11 @@ DEPENDENCY = "dependency"
 FAILURE_CLASSES = (INFRASTRUCTURE, RESOURCES, USER, UNKNOWN, CHECKPOINTED, DEPENDENCY)
 
 INFRASTRUCTURE_STATES = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", LOST})
+# Slurm itself may put a job that ended so back in the queue, under the same job key (`--requeue`,
+# or the cluster's JobRequeue=1, the default; for a preemption PreemptMode=REQUEUE). Until a pass
+# has seen the controller no longer hold the job, slurmexp's own retry could run the task twice:
+# such an attempt is watched for its requeue while its retry waits (reconcile.resubmit).
+SLURM_REQUEUES_STATES = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED"})
 RESOURCE_STATES = frozenset({"OUT_OF_MEMORY", "TIMEOUT"})
 USER_STATES = frozenset({"FAILED", "CANCELLED", "DEADLINE"})
 DEPENDENCY_STATES = frozenset({DEPENDENCY_FAILED})

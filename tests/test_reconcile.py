@@ -25,11 +25,14 @@ from slurmexp.reconcile import health as health_mod
 from slurmexp.reconcile import match as rd
 from slurmexp.reconcile import one_pass as rc
 from slurmexp.reconcile import policy as rt
+from slurmexp.reconcile.resubmit import REQUEUE_SETTLE_S
 from slurmexp.settings import CheckpointSettings, ExperimentSettings, GroupSettings, RetrySettings
 from slurmexp.states import TERMINAL_STATES, classify, ledger_state
 from slurmexp.timeutil import utc_iso
 
 EXP = "sweep-abcdef12"
+# Long enough after a NODE_FAIL or PREEMPTED end for its retry to be due (backoff_s = 0).
+SETTLED = timedelta(seconds=REQUEUE_SETTLE_S + 5)
 CLUSTER = "mini"
 
 
@@ -128,6 +131,10 @@ class FakeBackend:
     def cancel(self, job_ids, timeout=60):
         self._call("scancel")
         self.cancelled.append(list(job_ids))
+        # As scancel does: the controller no longer lists what it cancelled.
+        ids = set(map(str, job_ids))
+        self.queued = [q for q in self.queued if q.job_id not in ids and q.array_job_id not in ids
+                       and f"{q.array_job_id}_{q.array_task}" not in ids]
 
     # helpers for tests: a submitted job's tasks move on
     def finish(self, job: str, state: str = "COMPLETED", tasks=None, **kw) -> None:
@@ -473,6 +480,87 @@ def test_requeue_seen_only_in_squeue_is_not_resubmitted(ledger, tmp_path, t0):
     assert [a["state"] for a in ledger.attempts(EXP)] == ["PREEMPTED", "PENDING"]
 
 
+# Slurm's own requeue vs our retry: a task must never run twice.
+
+@pytest.mark.parametrize("failed", ["PREEMPTED", "NODE_FAIL"])
+def test_requeue_that_shows_after_the_failure_is_followed_not_retried(ledger, tmp_path, t0, failed):
+    # The race seen on Slurm 26.05: a pass reads the PREEMPTED record before the requeue shows
+    # anywhere. The retry (backoff 0) waits REQUEUE_SETTLE_S; the attempt stays watched, and
+    # when the requeue shows, the run follows it and no sbatch of ours goes out.
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", failed, t0)]
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=2), grace_s=60)
+    assert s.retries_scheduled == 1 and fake.submitted == [] and states(ledger) == {"r000": "PLANNED"}
+    s2 = t0 + timedelta(seconds=3)
+    fake.rows.append(row("100_0", "PENDING", s2, node=None))
+    s = rc.reconcile_pass(ledger, fake, now=t0 + SETTLED, grace_s=60)
+    assert fake.submitted == [] and s.requeued == 1 and s.retries_submitted == 0
+    att = ledger.attempts(EXP)
+    assert [(a["attempt_no"], a["state"], a["job_key"]) for a in att] == [
+        (1, failed, "100_0"), (2, "PENDING", "100_0")]
+    assert states(ledger) == {"r000": "PENDING"}
+    fake.rows[1] = row("100_0", "COMPLETED", s2)
+    for k in range(3):
+        rc.reconcile_pass(ledger, fake, now=t0 + SETTLED + timedelta(seconds=60 * (k + 1)), grace_s=60)
+    assert states(ledger) == {"r000": "COMPLETED"} and fake.submitted == [] and len(ledger.attempts(EXP)) == 2
+
+
+def test_retry_held_while_the_controller_still_lists_the_job(ledger, tmp_path, t0):
+    # sacct says PREEMPTED, the controller still lists the job with its old submit time
+    # (completing, before its requeue record): no retry while it does, however long ago it ended.
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "PREEMPTED", t0)]
+    fake.queued = [qrow("100_0", "COMPLETING", t0)]
+    for k in range(3):
+        s = rc.reconcile_pass(ledger, fake, now=t0 + SETTLED + timedelta(minutes=k), grace_s=60)
+        assert fake.submitted == [] and states(ledger) == {"r000": "PLANNED"}
+    assert any("retry held: job 100_0 is still in the queue" in a for a in s.actions), s.actions
+    assert s.active == 0                            # watched, not counted as active
+    # The controller lets it go without requeueing it: the next pass retries it, once.
+    fake.queued = []
+    s = rc.reconcile_pass(ledger, fake, now=t0 + SETTLED + timedelta(minutes=5), grace_s=60)
+    assert s.retries_submitted == 1 and len(fake.submitted) == 1
+    rc.reconcile_pass(ledger, fake, now=t0 + SETTLED + timedelta(minutes=6), grace_s=60)
+    assert len(fake.submitted) == 1 and [a["state"] for a in ledger.attempts(EXP)] == ["PREEMPTED", "PENDING"]
+
+
+def test_a_persons_retry_is_held_while_the_controller_still_lists_the_job(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1, settings=ExperimentSettings(
+        RetrySettings(max_attempts=1, escalate=False, escalate_factor=2.0, backoff_s=0),
+        (GroupSettings(chunks=(0,), partition="cpu", time_min=10, mem_mb=500, throttle=2,
+                       max_time_min=1440, max_mem_mb=3900),)))
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "PREEMPTED", t0)]
+    rc.reconcile_pass(ledger, fake, now=t0 + SETTLED, grace_s=60)
+    assert states(ledger) == {"r000": "PREEMPTED"}             # no retries left: final
+    fake.queued = [qrow("100_0", "PENDING", t0 + timedelta(seconds=1))]   # but Slurm requeued it
+    notes: list[str] = []
+    assert retry.retry_experiment(ledger, fake, EXP, "failed", notes=notes) == []
+    assert fake.submitted == [] and fake.calls["squeue"] >= 2
+    assert any("retry held: job 100_0 is still in the queue" in n for n in notes), notes
+    assert states(ledger) == {"r000": "PLANNED"}      # the person's retry stands, for reconcile
+    fake.queued = []
+    s = rc.reconcile_pass(ledger, fake, now=t0 + SETTLED + timedelta(seconds=10), grace_s=60)
+    assert s.retries_submitted == 1 and len(fake.submitted) == 1
+
+
+def test_preempted_retry_waits_the_settle_time_even_with_no_backoff(ledger, tmp_path, t0):
+    scripts = make_exp(ledger, tmp_path, n=1)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0")
+    fake = FakeBackend()
+    fake.rows = [row("100_0", "PREEMPTED", t0)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=REQUEUE_SETTLE_S - 1), grace_s=60)
+    assert fake.submitted == [] and states(ledger) == {"r000": "PLANNED"}
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=REQUEUE_SETTLE_S), grace_s=60)
+    assert len(fake.submitted) == 1
+    # A failure Slurm does not requeue (a lost job) is not held: covered by the LOST tests.
+
+
 def test_unavailable_changes_nothing_and_fails_health(ledger, tmp_path, t0):
     scripts = make_exp(ledger, tmp_path)
     submit(ledger, scripts, "100", submit_time=t0)
@@ -799,7 +887,7 @@ def test_killed_between_sbatch_and_record_then_adopted(ledger, tmp_path, t0, mon
 
     monkeypatch.setattr(ledger, "record_submitted", killed)
     with pytest.raises(KeyboardInterrupt):
-        rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+        rc.reconcile_pass(ledger, fake, now=t0 + SETTLED)
     monkeypatch.undo()
     assert len(fake.submitted) == 1
     assert [s["state"] for s in ledger.submissions(EXP)] == ["SUBMITTED", "INTENT"]
@@ -822,7 +910,7 @@ def test_killed_between_intent_and_sbatch_then_replaced(ledger, tmp_path, t0):
     fake.rows = [row("100_0", "PREEMPTED", t0)]
     fake.die_before_sbatch = True
     with pytest.raises(KeyboardInterrupt):
-        rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+        rc.reconcile_pass(ledger, fake, now=t0 + SETTLED)
     fake.die_before_sbatch = False
     assert [s["state"] for s in ledger.submissions(EXP)] == ["SUBMITTED", "INTENT"]
     assert states(ledger) == {"r000": "PLANNED"}
@@ -852,7 +940,7 @@ def test_every_kill_point_of_a_retry_converges(ledger, tmp_path, t0, monkeypatch
 
         monkeypatch.setattr(led, point, dying)
         with pytest.raises(KeyboardInterrupt):
-            rc.reconcile_pass(led, fake, now=t0 + timedelta(seconds=10))
+            rc.reconcile_pass(led, fake, now=t0 + SETTLED)
         monkeypatch.undo()
         later = datetime.now(timezone.utc) + timedelta(seconds=400)
         for _ in range(3):
@@ -923,11 +1011,11 @@ def test_retry_refused_by_sbatch_gives_the_run_back_its_state(ledger, tmp_path, 
     fake = FakeBackend()
     fake.rows = [row("100_0", "NODE_FAIL", t0)]
     fake.refuse = "Invalid partition name specified"
-    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    s = rc.reconcile_pass(ledger, fake, now=t0 + SETTLED)
     assert s.ok and s.warnings and "refused" in s.warnings[0]
     r = ledger.runs(EXP)[0]
     assert r["state"] == "NODE_FAIL" and "retry refused by sbatch" in r["reason"]
-    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=20))
+    rc.reconcile_pass(ledger, fake, now=t0 + SETTLED + timedelta(seconds=10))
     assert fake.calls["sbatch"] == 1                         # not retried every pass
 
 

@@ -262,12 +262,12 @@ def test_preempted_without_requeue_is_resubmitted(ledger, backend, cluster, tmp_
 
 
 def test_preempted_with_requeue_is_a_new_attempt_of_the_same_job(ledger, backend, cluster, tmp_path):
-    # The default backoff (60 s), not the other tests' 0: with 0, slurmexp's own retry of the
-    # PREEMPTED attempt can go out before Slurm's requeue shows (seen once on 26.05: job 52
-    # beside the requeued 50_0). That race is a known gap (DESIGN.md, "Slurm's requeue and
-    # slurmexp's retry"); this test is about the requeue being recorded as the same job's.
+    # backoff_s = 0: slurmexp's own retry of the PREEMPTED attempt would be due at once, and
+    # once went out before Slurm's requeue showed (26.05: job 52 beside the requeued 50_0). It
+    # must wait for the controller to let the job go (DESIGN.md, "Slurm's requeue and
+    # slurmexp's retry"), so there is exactly one submission whatever the timing.
     exp = launch_exp(ledger, tmp_path, "requeue", [FIRST_LONG.format(secs=120)], qos="low",
-                     retry={"backoff_s": 60}, directives=("--requeue", "--nodelist=c2", "--exclusive"))
+                     retry={"backoff_s": 0}, directives=("--requeue", "--nodelist=c2", "--exclusive"))
     job = exp.job_id
     wait_running(backend, job, 1)
     high = cluster.preempt("c2", seconds=2)

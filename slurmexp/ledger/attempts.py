@@ -7,7 +7,7 @@ from typing import Any
 from slurmexp.errors import SlurmexpError
 from slurmexp.ledger.connection import _in_list, _json, _now
 from slurmexp.ledger.rows import ActiveAttempt, Attempt
-from slurmexp.states import TERMINAL_STATES
+from slurmexp.states import SLURM_REQUEUES_STATES, TERMINAL_STATES
 
 _ATTEMPT_FIXED = {"attempt_id", "exp_id", "run_id", "attempt_no"}
 _NEW_ATTEMPT_COLS = ["exp_id", "run_id", "attempt_no", "sub_id", "cluster", "job_id",
@@ -140,6 +140,16 @@ class AttemptsMixin:
         return self._attempts_in_context(
             ["a.state = 'CANCELLED'", "a.end_time IS NULL", "a.job_id IS NOT NULL",
              "a.updated >= ?", "a.attempt_no = r.n_attempts"], [since], backend)
+
+    def requeue_watch(self, backend: str | Iterable[str] | None = None) -> list[ActiveAttempt]:
+        """Attempts that ended in a state Slurm may requeue (`states.SLURM_REQUEUES_STATES`)
+        whose run waits for its retry (PLANNED): the pass keeps asking about them so that
+        Slurm's own requeue, should it show after the failure, is recorded and our retry is
+        never submitted beside it. Only the run's newest attempt, oldest first."""
+        kinds = sorted(SLURM_REQUEUES_STATES)
+        return self._attempts_in_context(
+            [f"a.state IN ({', '.join('?' * len(kinds))})", "a.job_id IS NOT NULL",
+             "a.attempt_no = r.n_attempts", "r.state = 'PLANNED'"], kinds, backend)
 
     def _attempts_in_context(self, where: list[str], params: list, backend) -> list[ActiveAttempt]:
         """Attempts matching `where` with their run's and submission's context, oldest first;

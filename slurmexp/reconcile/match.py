@@ -78,6 +78,12 @@ def queue_record(q: Any) -> QueueRecord:
         known_state=getattr(q, "known_state", True))
 
 
+def queue_reasons(queue: Iterable[Any]) -> dict[str, str | None]:
+    """job key -> the controller's pending reason, for every task squeue lists (a pending
+    array's tasks one by one): the keys the controller still holds."""
+    return {row_key(r): r.reason for r in expand_rows(queue_record(q) for q in queue)}
+
+
 def expand_rows(rows: Iterable[SacctRow],
                 array_tasks: dict[str, Sequence[int]] | None = None) -> list[SacctRow]:
     """One record per task: a pending array row ("5_[0-9%2]") stands for each of its tasks.

@@ -42,7 +42,7 @@ from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt, Submission
 from slurmexp.reconcile.adopt import _resolve_intents
 from slurmexp.reconcile.context import EXIT_ERROR, PassContext, PassSummary, pass_lock, remote_key
-from slurmexp.reconcile.match import expand_rows, match_rows, queue_record, row_key
+from slurmexp.reconcile.match import match_rows, queue_reasons, queue_record
 from slurmexp.reconcile.notify import notify_finished
 from slurmexp.reconcile.remote_reads import is_remote, read_remote
 from slurmexp.reconcile.resubmit import resubmittable_runs, submit_due, tracked_experiments
@@ -62,13 +62,15 @@ SINCE_MARGIN_S = 300
 
 def _active_attempts(ledger: Ledger, cluster: str | None,
                      cancelled_since: str | None = None) -> list[ActiveAttempt]:
-    """The attempts a pass asks Slurm about: every active one, and those `slurmexp cancel`
-    marked since `cancelled_since` whose final record has not been seen (transitions)."""
+    """The attempts a pass asks Slurm about: every active one, those `slurmexp cancel`
+    marked since `cancelled_since` whose final record has not been seen (transitions), and
+    the failed ones Slurm may still requeue while their retry waits (`requeue_watch`)."""
     out = []
     kinds = kind_names(reconciled=True)
     found = ledger.active_attempts(kinds)
     if cancelled_since:
         found += ledger.unconfirmed_cancels(cancelled_since, kinds)
+    found += ledger.requeue_watch(kinds)
     for a in found:
         if cluster and a.cluster and a.cluster != cluster:
             continue
@@ -207,7 +209,7 @@ def _reconcile_cluster(ctx: PassContext) -> None:
     active = _cluster_active(ctx)
     intents = _intents(ledger, ctx.exps, cluster)
     pending = resubmittable_runs(ctx)
-    summary.active += len(active)
+    summary.active += sum(1 for a in active if a.state not in TERMINAL_STATES)
     if not active and not intents and not pending:
         _update_experiments(ctx, set(ctx.exps))
         return
@@ -259,13 +261,13 @@ def _reconcile_cluster(ctx: PassContext) -> None:
     if intents:
         changed = _resolve_intents(ctx, intents, name_rows, queue_records)
         if changed and not ctx.dry_run:
-            before = len(active)
+            before = sum(1 for a in active if a.state not in TERMINAL_STATES)
             active = _cluster_active(ctx)
-            summary.active += len(active) - before
+            summary.active += sum(1 for a in active if a.state not in TERMINAL_STATES) - before
     # --- match and transition ------------------------------------------------------------
     match = match_rows(active, [*rows, *name_rows], queue_records)
     # The controller's pending reason is current; sacct's is the one the job was submitted with.
-    ctx.queue_reasons = {row_key(r): r.reason for r in expand_rows(queue_records)}
+    ctx.queue_reasons = queue_reasons(queue)
     queued_keys = set(ctx.queue_reasons)
     touched: set[str] = set()
     for a in active:

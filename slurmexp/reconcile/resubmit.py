@@ -40,10 +40,17 @@ from slurmexp.reconcile.policy import (
 from slurmexp.settings import ExperimentSettings
 from slurmexp.states import (
     CHECKPOINTED,
+    SLURM_REQUEUES_STATES,
     STOPPED_EXPERIMENT_STATES,
     TERMINAL_STATES,
 )
 from slurmexp.timeutil import parse_ts, utc_iso
+
+# A retry of an attempt Slurm may requeue (states.SLURM_REQUEUES_STATES) waits at least this long
+# after the attempt ended, whatever its backoff, and goes out only when the pass's squeue no
+# longer lists the job: Slurm requeues in the controller as the job ends, so a queue read this
+# much later shows the requeue if there was one (clock skew between nodes included).
+REQUEUE_SETTLE_S = 15
 
 # ------------------------------------------------------------------------------------------
 # Reading the ledger
@@ -201,10 +208,23 @@ def _retry_items(ctx: PassContext, runs: list[PlannedRun],
             n_timeouts = sum(1 for x in attempts
                              if x.state == "TIMEOUT" and x.failure_class != CHECKPOINTED)
             n_ooms = sum(1 for x in attempts if x.state == "OUT_OF_MEMORY")
+            if newest is not None and newest.job_key and newest.job_key in ctx.queue_reasons:
+                # The controller still holds that job (completing, or Slurm requeued it itself
+                # and the record of the requeue has not been matched yet): a retry now could
+                # run the task twice. The attempt is watched (requeue_watch); a later pass decides.
+                ctx.summary.act(f"{r.exp_id} {r.run_id}: retry held: job {newest.job_key} "
+                                f"is still in the queue (after {newest.state}: requeued by "
+                                f"Slurm?); a reconcile pass submits it once the controller "
+                                f"no longer lists it")
+                continue
             if newest is not None and newest.failure_class == "infrastructure" \
                     and not ignore_backoff:
                 end = parse_ts(newest.end_time) or parse_ts(newest.updated) or ctx.now
                 due = end + timedelta(seconds=policy.backoff(newest.attempt_no))
+                if newest.state in SLURM_REQUEUES_STATES:
+                    # Only a queue read taken after the controller had time to put the job
+                    # back proves that it did not.
+                    due = max(due, end + timedelta(seconds=REQUEUE_SETTLE_S))
         items.append(_RetryItem(r, due, escalation_for(policy, n_timeouts, n_ooms)))
     return items
 

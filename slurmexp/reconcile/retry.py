@@ -25,6 +25,7 @@ from slurmexp.launch.submission import REFUSED, UNANSWERED, ChunkOutcome
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import PlannedRun
 from slurmexp.reconcile.context import PassContext, PassSummary, pass_lock, remote_key, require_lock
+from slurmexp.reconcile.match import queue_reasons
 from slurmexp.reconcile.resubmit import open_intent_tasks, policy_of, submit_due, tracked_experiments
 from slurmexp.states import FAILED_STATES, FINISHED_EXPERIMENT_STATES, LOST, STOPPED_EXPERIMENT_STATES
 from slurmexp.timeutil import utc_iso
@@ -114,10 +115,13 @@ def retry_experiment(ledger: Ledger, backend: Any, exp_id: str, which: str = "fa
             wanted = {r["run_id"] for r in runs}
             planned = [r for r in ledger.planned_runs(exp_id) if r.run_id in wanted]
         notes += _over_max_attempts(ctx, planned)
+        # One squeue: a run whose job the controller still holds (Slurm requeued it itself) is
+        # not submitted again beside it.
+        ctx.queue_reasons = queue_reasons(ctx.scheduler().queue())
         sub_ids: list[int] = []
         failures: list[ChunkOutcome] = []
         submit_due(ctx, planned, ignore_backoff=True, sub_ids=sub_ids, failures=failures)
-        notes += [a for a in summary.actions if a.startswith("submitted ")]
+        notes += [a for a in summary.actions if a.startswith("submitted ") or ": retry held: " in a]
         if sub_ids:
             ledger.set_experiment_state(exp_id, "SUBMITTED", f"manual retry of {len(planned)} run(s)")
         if summary.error:

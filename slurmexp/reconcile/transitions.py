@@ -36,6 +36,7 @@ from slurmexp.states import (
     PENDING,
     PROGRESS,
     RUNNING,
+    SLURM_REQUEUES_STATES,
     TERMINAL_STATES,
     classify,
     ledger_state,
@@ -151,6 +152,8 @@ def _transition(ctx: PassContext, a: ActiveAttempt, match: Match, queued_keys: s
     if a.state == "CANCELLED":           # marked by `slurmexp cancel`, not yet confirmed
         return _confirm_cancel(ctx, a, rec)
     later = match.requeues.get(a.attempt_id, [])
+    if a.state in SLURM_REQUEUES_STATES:     # watched while its retry waits (requeue_watch)
+        return _requeue_seen(ctx, a, later, queued_keys)
     if rec is None:
         return _unmatched(ctx, a, later, queued_keys)
     return _apply(ctx, a, rec, later, match.submit_times.get(a.attempt_id), queued_keys)
@@ -319,6 +322,29 @@ def _unmatched(ctx: PassContext, a: ActiveAttempt, later: list[SacctRow],
         ctx.ledger.update_attempt(a.attempt_id, reason=reason, state="LOST",
                                   failure_class="infrastructure")
         schedule_retry(ctx, a, "LOST", "infrastructure", reason, None)
+    return True
+
+
+def _requeue_seen(ctx: PassContext, a: ActiveAttempt, later: list[SacctRow],
+                  queued_keys: set[str]) -> bool:
+    """A failed attempt whose retry has not gone out: only Slurm's own requeue of its job (a
+    later record of the same key) changes anything, and then the run follows the requeue, not
+    our retry (which `resubmittable_runs` no longer finds: the run is SUBMITTED again)."""
+    if not later:
+        return False
+    summary = ctx.summary
+    for r in later:
+        summary.requeued += 1
+        summary.act(f"{a.exp_id} {a.run_id} job {a.job_key}: requeued by Slurm after {a.state} "
+                    f"(submit {r.submit}) -> new attempt; our retry is not needed")
+    if ctx.dry_run:
+        return True
+    with ctx.ledger.transaction():
+        if _changed_under_us(ctx.ledger, a):
+            return False
+        prev = a
+        for r in later:
+            prev = _record_requeue(ctx, prev, r, queued_keys)
     return True
 
 
