@@ -91,6 +91,8 @@ HEARTBEAT = "heartbeat"
 # into NOT_CONTINUED.
 SIGNALLED = "signalled"
 NOT_CONTINUED = "not_continued"
+# Over SSH, by the pass's mirror: when the output last changed on the cluster (epoch s).
+OUTPUT_CHANGED = "output_changed"
 ATTEMPT_OUTPUT_FILES = (STDOUT, STDERR)
 ATTEMPT_RECORD_FILES = (HOST, STARTED, ENDED, EXIT_CODE, WRAPPER_FAILED, HEARTBEAT, SIGNALLED,
                         NOT_CONTINUED)

@@ -358,17 +358,21 @@ def test_launched_before_liveness_is_never_judged(ledger, tmp_path, t0):
     assert states(ledger) == {"r000": "RUNNING"}
 
 
-def test_over_ssh_only_the_heartbeat_is_judged(ledger, tmp_path, t0):
-    """The mirror of a remote attempt has its heartbeat but not its output files' times."""
+def test_over_ssh_the_clusters_output_time_is_judged(ledger, tmp_path, t0):
+    """The mirror of a remote attempt has no stdout of its own: `output_changed`, which the
+    pass writes from the ages the cluster measured, says when the output last changed."""
     from slurmexp.settings import RemoteSettings
     fake, folder = running(ledger, tmp_path, t0, stall_after_s=600, action="requeue",
                            remote=RemoteSettings(host="login", root="/r"))
     now = t0 + timedelta(hours=2)
     (folder / "heartbeat").write_text(iso(now) + "\n")
+    (folder / layout.OUTPUT_CHANGED).write_text(f"{(now - timedelta(minutes=5)).timestamp():.0f}\n")
     rc.reconcile_pass(ledger, fake, now=now, grace_s=60)
     assert states(ledger) == {"r000": "RUNNING"} and fake.cancelled == []
+    (folder / "heartbeat").write_text(iso(now + timedelta(minutes=6)) + "\n")    # still beating
     rc.reconcile_pass(ledger, fake, now=now + timedelta(minutes=6), grace_s=60)
-    assert fake.cancelled == [["100_0"]] and "no heartbeat since" in ledger.attempts(EXP)[0]["reason"]
+    assert fake.cancelled == [["100_0"]]
+    assert ledger.attempts(EXP)[0]["reason"].startswith("STALLED: no output since ")
 
 
 def test_suspended_is_not_judged_nor_the_first_pass_after(ledger, tmp_path, t0):

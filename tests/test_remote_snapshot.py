@@ -2,6 +2,7 @@
 root: sacct + squeue for a 500-task array and 500 result files, counted on the server's side."""
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import uuid
@@ -44,8 +45,13 @@ def test_500_task_pass_is_one_round_trip(remote, remote_node):
             Op("mkdirs", path=f"r/{i}"), Op("write", path=f"r/{i}/exit_code", data=f"{i % 3}\n".encode()))])
         assert [r.returncode for r in made] == [0] * 1000
         files = [f"r/{i}/exit_code" for i in range(500)] + ["r/none/stderr"]
+        # A file last changed 100 s ago (by the node's clock), and one with a space in its name.
+        old = remote_node.fs_root / str(remote.root).lstrip("/") / "r/7/exit_code"
+        os.utime(old, (time.time() - 100, time.time() - 100))
+        remote.write_text("r/8/my out", "x\n")
+        ages = ["r/7/exit_code", "r/8/my out", "r/none/stdout"]
         trips, served = remote.round_trips, remote_node.commands_run()
-        snap = snapshot(backend, [sub.job_id], since=since(t0), files=files)
+        snap = snapshot(backend, [sub.job_id], since=since(t0), files=files, ages=ages)
         assert remote.round_trips == trips + 1 and remote_node.commands_run() == served + 1
         assert len({r.job_id for r in snap.queue}) == 500
         assert {r.state for r in snap.queue} == {"PENDING"}
@@ -53,6 +59,8 @@ def test_500_task_pass_is_one_round_trip(remote, remote_node):
         assert ours and all(r.state == "PENDING" for r in ours), snap.accounting
         assert [snap.files[f"r/{i}/exit_code"] for i in range(500)] == [f"{i % 3}\n" for i in range(500)]
         assert snap.files["r/none/stderr"] is None
+        assert set(snap.ages) == {"r/7/exit_code", "r/8/my out"}           # the absent one: no age
+        assert 98 <= snap.ages["r/7/exit_code"] <= 110 and snap.ages["r/8/my out"] < 30
     finally:
         backend.cancel([sub.job_id])
 

@@ -28,3 +28,12 @@ def test_a_script_cut_short_in_transfer_never_runs(tmp_path):
     assert proc.returncode == 96, proc
     assert not (tmp_path / "x").exists()
     assert proc.stderr == b"M-started\n"
+
+
+def test_ages_are_measured_by_the_clusters_clock():
+    from slurmexp.transport.snapshot import ages_result
+
+    text = "1000\n900 a/stdout\n990 b c/metrics.json\n1005 d\nnot-a-time e\n"
+    assert ages_result(text, ["a/stdout", "b c/metrics.json", "d", "e", "f"]) == {
+        "a/stdout": 100.0, "b c/metrics.json": 10.0, "d": 0.0}
+    assert ages_result("", ["a"]) == {} and ages_result("garbled\n1 a\n", ["a"]) == {}

@@ -24,13 +24,13 @@ within `[retry] max_attempts`. Experiments launched before liveness existed have
 
 What is read comes in one `Signs` value (`judge` reads nothing itself). Over SSH the pass
 mirrors the attempt's small files (`reconcile.remote_reads`, `heartbeat` among them) before
-the transitions, so the heartbeat is judged there too; `stall_after` is not yet (the mirror
-does not carry the output files' modification times), so a remote run is never STALLED for
-silence alone.
+the transitions, so the heartbeat is judged there too; for `stall_after` the same round trip
+asks how long ago each running attempt's stdout, stderr and metrics files changed (by the
+cluster's clock, so a laptop whose clock is off judges rightly), and the mirror writes that
+time into the local attempt folder (`layout.OUTPUT_CHANGED`), read here beside the local files.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -61,10 +61,23 @@ class Signs:
 
     @classmethod
     def read(cls, folder: Path | None, run_dir: str | os.PathLike | None) -> Signs:
+        times = [t for t in (layout.last_output(folder, run_dir), _changed_remotely(folder))
+                 if t is not None]
         return cls(layout.time_written(folder, layout.STARTED),
                    layout.time_written(folder, layout.ENDED),
                    layout.time_written(folder, layout.HEARTBEAT),
-                   layout.last_output(folder, run_dir))
+                   max(times, default=None))
+
+
+def _changed_remotely(folder: Path | None) -> float | None:
+    """Over SSH: when the attempt's output last changed on the cluster, as the pass's mirror
+    wrote it (`remote_reads.mirror_output_times`); None elsewhere."""
+    if folder is None:
+        return None
+    try:
+        return float((folder / layout.OUTPUT_CHANGED).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -111,10 +124,6 @@ def apply_liveness(ctx: PassContext, a: ActiveAttempt, fields: dict, reason: str
     settings = exp["settings"].liveness if exp else None
     if settings is None or a.state not in JUDGED_STATES:
         return reason, fields.get("failure_class")
-    if exp["settings"].remote is not None and settings.stall_after_s:
-        # Over SSH the mirror (reconcile.remote_reads) has the heartbeat but not the output
-        # files' own times (no stdout, the stderr tail rewritten): judge the heartbeat only.
-        settings = dataclasses.replace(settings, stall_after_s=None)
     stall = judge(settings, Signs.read(folder, a.run_dir), ctx.now)
     if stall is None:
         return reason, fields.get("failure_class")

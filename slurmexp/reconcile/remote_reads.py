@@ -10,6 +10,7 @@ reached. A cluster that does not answer raises SlurmUnavailable before anything 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -53,18 +54,51 @@ def wanted_files(ledger: Any, backend: Any, active: Sequence[ActiveAttempt]) -> 
     return out
 
 
+def wanted_ages(ctx: Any, backend: Any, active: Sequence[ActiveAttempt]) -> dict[Path, list[str]]:
+    """Local attempt folder -> the cluster files (relative to the transport's root) whose
+    changes say the command lives: its stdout and stderr, the run's metrics files. Only for
+    experiments with `[liveness] stall_after` (nothing else needs them)."""
+    root = PurePosixPath(str(backend.transport.root))
+    out: dict[Path, list[str]] = {}
+    for a in active:
+        exp = ctx.exps.get(a.exp_id)
+        live = exp["settings"].liveness if exp and exp.get("settings") else None
+        if live is None or not live.stall_after_s or not a.run_dir or not a.job_key:
+            continue
+        run = layout.RunPaths(a.run_dir)
+        folder = run.find_attempt(a.job_key, ctx.ledger.restarts_before(a.sub_id, a.job_key, a.attempt_id))
+        paths = [folder / n for n in layout.ATTEMPT_OUTPUT_FILES] + [run.metrics, run.metrics_history]
+        remote = [backend.to_remote(p) for p in paths]
+        out[Path(folder)] = [str(r.relative_to(root)) for r in remote if r.is_relative_to(root)]
+    return out
+
+
 def read_remote(ctx: Any, backend: Any, active: Sequence[ActiveAttempt], intents: Sequence[Submission],
                 *, since: str | None, names: Sequence[str], names_since: str | None):
     """(sacct rows by id, sacct rows by name, squeue rows) in one round trip; the attempts'
-    files mirrored locally on the way."""
+    files mirrored locally on the way, and for `stall_after` when their output last changed."""
     job_ids = sorted({str(a.job_id) for a in active if a.job_id})
     array_ids = sorted({str(a.job_id) for a in active if a.task_index is not None})
     files = wanted_files(ctx.ledger, backend, active)
+    ages = wanted_ages(ctx, backend, active)
+    asked = sorted({p for paths in ages.values() for p in paths})
     snap = snapshot(backend.backend, job_ids, since=since or names_since or "now-7days",
                     files=sorted(files), names=names, names_since=names_since, user_queue=True,
-                    array_ids=array_ids)
+                    array_ids=array_ids, ages=asked)
     mirror(files, snap.files)
+    mirror_output_times(ages, snap.ages, time.time())
     return snap.accounting, snap.by_name, snap.queue
+
+
+def mirror_output_times(ages: dict[Path, list[str]], found: dict[str, float], now: float) -> None:
+    """Write each attempt's `layout.OUTPUT_CHANGED`: the last change of its output on the
+    cluster, in this machine's clock (now less the age the cluster measured), which
+    `layout.last_output` reads beside the local files' own times."""
+    for folder, paths in ages.items():
+        seen = [found[p] for p in paths if p in found]
+        if not seen or not folder.is_dir():
+            continue
+        replace_file(folder / layout.OUTPUT_CHANGED, f"{now - min(seen):.0f}\n")
 
 
 def mirror(files: dict[str, Path], texts: dict[str, str | None]) -> int:

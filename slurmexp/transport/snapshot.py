@@ -30,12 +30,44 @@ class Snapshot:
     queue: list[SqueueRow]
     files: dict[str, str | None] = field(default_factory=dict)   # path -> text; None: absent
     by_name: list[SacctRow] = field(default_factory=list)        # sacct --name=<names>
+    # path -> seconds since its last change, by the cluster's own clock (absent: no such file)
+    ages: dict[str, float] = field(default_factory=dict)
+
+
+def ages_op(base: str, paths: Sequence[str]) -> Op:
+    """One op: how long ago each of `paths` (relative to `base`) last changed, on the cluster."""
+    bad = [p for p in paths if "\n" in p or p.startswith("/")]
+    if bad:
+        raise ValueError(f"ages takes relative paths without newlines: {bad[:3]}")
+    return Op("ages", path=base, data="\n".join(paths).encode())
+
+
+def ages_result(text: str, paths: Sequence[str]) -> dict[str, float]:
+    """Parse an ages op's answer: the cluster's `date +%s`, then "<mtime> <path>" lines. Ages,
+    not times, so that a laptop whose clock differs from the cluster's judges them rightly."""
+    lines = text.splitlines()
+    try:
+        now = float(lines[0])
+    except (IndexError, ValueError):
+        return {}
+    wanted = set(paths)
+    out: dict[str, float] = {}
+    for line in lines[1:]:
+        mtime, _, path = line.partition(" ")
+        if path in wanted:
+            try:
+                out[path] = max(0.0, now - float(mtime))
+            except ValueError:
+                continue
+    return out
 
 
 def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str] = (),
              timeout: float = 60, names: Sequence[str] = (), names_since: str | None = None,
-             user_queue: bool = False, array_ids: Sequence[str] = ()) -> Snapshot:
-    """sacct + squeue for `job_ids` and the text of `files`, in one ssh round trip.
+             user_queue: bool = False, array_ids: Sequence[str] = (),
+             ages: Sequence[str] = ()) -> Snapshot:
+    """sacct + squeue for `job_ids`, the text of `files` and the age of `ages` (relative
+    paths: how long since each last changed), in one ssh round trip.
 
     With `names`, a second sacct selects by job name from `names_since` (a launch's orphans);
     `user_queue` lists the user's pending and running jobs instead of squeue by job id (what
@@ -65,6 +97,8 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
     absolute = [f for f in files if f.startswith("/")]
     ops.append(transport.read_many_op(str(transport.root), rel))
     ops += [Op("read", path=f) for f in absolute]
+    if ages:
+        ops.append(ages_op(str(transport.root), ages))
     try:
         results = transport.batch(ops)
     except TransportUnreachable as exc:
@@ -94,12 +128,13 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
             queue += sp.parse_squeue(res.stdout)
     n = len(sacct_argvs) + len(squeue_argvs)
     found = transport.read_many_result(results[n], rel)
-    for path, res in zip(absolute, results[n + 1:]):
+    for path, res in zip(absolute, results[n + 1:n + 1 + len(absolute)]):
         found[path] = None if res.returncode != 0 else res.stdout.encode("latin-1")
+    age_of = ages_result(results[-1].stdout, ages) if ages and results[-1].returncode == 0 else {}
     texts: dict[str, str | None] = {}
     for path in files:
         data = found.get(path)
         if data is not None and path.endswith("stderr"):
             data = data[-TAIL_BYTES:]
         texts[path] = None if data is None else data.decode("utf-8", errors="replace")
-    return Snapshot(acct, queue, texts, by_name)
+    return Snapshot(acct, queue, texts, by_name, age_of)

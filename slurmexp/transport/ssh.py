@@ -83,7 +83,7 @@ REMOTE_WRAPPER = ('echo "$2" >&2; f=$(mktemp) || exit 97; head -c "$1" >"$f"; '
 class Op:
     """One operation of a batch: a command (`argv`) or a shell snippet for a file operation."""
 
-    kind: str                              # run, read, write, list, exists, mkdirs, read_many
+    kind: str                              # run, read, write, list, exists, mkdirs, read_many, ages
     argv: tuple[str, ...] = ()
     path: str = ""
     data: bytes = b""
@@ -327,6 +327,10 @@ def _file_snippet(op: Op, p: str) -> str:
         "read_many": lambda: (f"if [ -d {p} ]; then tar -C {p} -cf - --ignore-failed-read "
                       f"--verbatim-files-from -T - >\"$__sx_out\" 2>/dev/null <<'SXLIST'\n"
                       f"{op.data.decode()}\nSXLIST\nrc=0; else rc={_NO_PATH}; fi"),
+        # The cluster's clock, then "<mtime> <path>" of each listed file that exists.
+        "ages": lambda: (f"if [ -d {p} ]; then (date +%s; cd {p} && tr '\\n' '\\0' <<'SXLIST' | "
+                         f"xargs -0 -r stat -c '%Y %n' -- 2>/dev/null\n{op.data.decode()}\nSXLIST\n"
+                         f") >\"$__sx_out\"; rc=0; else rc={_NO_PATH}; fi"),
     }[op.kind]()
 
 
