@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from slurmexp.transport.sources import COMPLETE, source_files, sync_sources
+from slurmexp.transport.sources import COMPLETE, MANIFEST, source_files, sync_sources
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("no_local_slurm")]
 
@@ -49,8 +49,9 @@ def test_sync_sends_once_and_runs_there(remote_node, workdir):
         first = sync_sources(t, workdir, exclude=[workdir / "experiments"])
         assert first.sent and first.files == 4 and first.round_trips == 2
         on_node = remote_node.fs_root / str(first.remote_dir).lstrip("/")
+        assert first.files_sent == 4
         assert sorted(p.relative_to(on_node).as_posix() for p in on_node.rglob("*") if p.is_file()) == [
-            COMPLETE, ".gitignore", "notes.md", "pkg/mod.py", "train.sh"]
+            COMPLETE, ".gitignore", MANIFEST, "notes.md", "pkg/mod.py", "train.sh"]
         assert not workdir.is_relative_to(remote_node.fs_root)
         r = t.run(["./train.sh", "x"], timeout=30, cwd=first.remote_dir)
         assert r.stdout == "trained x\n"
@@ -59,7 +60,20 @@ def test_sync_sends_once_and_runs_there(remote_node, workdir):
         (workdir / "pkg" / "mod.py").write_text("X = 2\n")
         changed = sync_sources(t, workdir, exclude=[workdir / "experiments"])
         assert changed.sent and changed.hash != first.hash
+        # Incremental: only the changed file travelled; the others came from the first copy.
+        assert (changed.files_sent, changed.round_trips) == (1, 2)
         assert t.read_text(changed.remote_dir / "pkg/mod.py") == "X = 2\n"
         assert t.read_text(first.remote_dir / "pkg/mod.py") == "X = 1\n"
+        for rel in (".gitignore", "notes.md", "train.sh"):
+            assert t.read_text(changed.remote_dir / rel) == (workdir / rel).read_text()
+        assert t.run(["./train.sh", "y"], timeout=30, cwd=changed.remote_dir).stdout == "trained y\n"
+        # A base copy that lost files meanwhile is not trusted: everything is sent again.
+        for copy in (first, changed):
+            (remote_node.fs_root / str(copy.remote_dir).lstrip("/") / "notes.md").unlink()
+        (workdir / "train.sh").write_text("#!/bin/bash\necho trained again $1\n")
+        third = sync_sources(t, workdir, exclude=[workdir / "experiments"])
+        assert third.sent and third.files_sent == 4 and third.round_trips == 3
+        assert t.read_text(third.remote_dir / "notes.md") == "untracked, not ignored\n"
+        assert t.run(["./train.sh", "z"], timeout=30, cwd=third.remote_dir).stdout == "trained again z\n"
     finally:
         t.close()
