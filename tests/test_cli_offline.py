@@ -80,6 +80,32 @@ def test_render_prints_the_plan_and_the_very_script_launch_submits(tmp_path):
     assert Path(sub["script_path"]).read_text().strip("\n") == script
 
 
+def test_render_and_dry_run_of_a_remote_site_show_the_clusters_paths(tmp_path):
+    # A [remote] site: the script carries where the runs will be on the cluster (sources under
+    # <root>/src/<content hash>/, the experiment under <root>/experiments/<id>/), computed here
+    # without reaching the cluster (login.invalid does not exist).
+    from slurmexp.transport.sources import content_hash, source_files
+
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.read_text().replace('template = "templates/', f'template = "{REPO}/templates/')
+                    + '\n[remote]\nhost = "login.invalid"\nroot = "/scratch/me/sx"\n')
+    sweep = make_sweep(tmp_path / "s")
+    result = cli(tmp_path, "render", str(sweep), "--site", str(site))
+    assert result.exit_code == 0, result.output
+    exp_id = result.stdout.splitlines()[0].removeprefix("experiment: ")
+    (script,) = chunk_sections(result.stdout).values()
+    digest = content_hash((tmp_path / "s").resolve(), source_files(tmp_path / "s"))
+    assert f"/scratch/me/sx/src/{digest[:20]}" in script
+    assert f"/scratch/me/sx/experiments/{exp_id}" in script
+    assert str(tmp_path) not in script
+    assert not (tmp_path / "ledger.db").exists()
+    # launch --dry-run validates live, over SSH: a cluster it cannot reach is exit 3, said plainly.
+    dry = cli(tmp_path, "launch", str(sweep), "--site", str(site), "--dry-run")
+    assert dry.exit_code == 3 and "Traceback" not in dry.output
+    assert "cluster login.invalid unreachable since " in dry.stderr and "[remote] host" in dry.stderr
+    assert not (tmp_path / "ledger.db").exists()
+
+
 def test_render_one_script_per_array(tmp_path):
     site = tmp_path / "site.toml"
     site.write_text(SITE.read_text().replace("max_array_size = 1001", "max_array_size = 4")

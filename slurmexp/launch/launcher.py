@@ -72,6 +72,7 @@ class Prepared:
     remote: RemoteSettings | None = None     # [remote]: where it goes on the cluster (set by launch)
     sources: dict | None = None              # [remote]: the synced sources, for the provenance
     depends: tuple[DependsSettings, ...] = ()   # [depends], resolved in the ledger (launch.depends)
+    kind: str = DEFAULT_KIND                  # the backend kind it was prepared for
 
     def exp_dir(self, exp_id: str) -> Path:
         return layout.ExperimentPaths.under(self.sweep.output_dir, exp_id).exp_dir
@@ -134,16 +135,23 @@ def prepare(sweep_path: str | Path, site_path: str | Path | None = None,
     sweep = load_sweep(sweep_path)
     site = load_site(find_site(Path(sweep_path), site_path))
     plan = make_plan(sweep, site)
-    fp = fingerprint_of(sweep, site, backend_kind(backend, key="--backend").kind)
+    kind = backend_kind(backend, key="--backend").kind
+    fp = fingerprint_of(sweep, site, kind)
     template = sweep.template or site.template
-    return Prepared(sweep, site, plan, fp, f"{sweep.name}-{fp[:8]}", Path(template) if template else None)
+    return Prepared(sweep, site, plan, fp, f"{sweep.name}-{fp[:8]}", Path(template) if template else None,
+                    kind=kind)
 
 
 def with_depends(prep: Prepared, open_ledger) -> Prepared:
-    """`prep` with its [depends] resolved in the ledger `open_ledger()` returns (opened only
-    when the sweep has [depends]), for explain and --dry-run."""
+    """`prep` as launch would submit it, for render, explain and --dry-run: its [depends]
+    resolved in the ledger `open_ledger()` returns (opened only when the sweep has [depends]),
+    and with a [remote] site the cluster's paths (sources and experiment folder), computed
+    here without reaching it."""
     if prep.sweep.depends is not None:
         prep.depends = depends.resolve(prep.sweep, open_ledger())
+    if prep.site.remote is not None and prep.remote is None and backend_kind(prep.kind).live_checks:
+        prep.remote = remote.planned_remote(prep.site, prep.base_id, Path(prep.sweep.workdir),
+                                            Path(prep.sweep.output_dir))
     return prep
 
 

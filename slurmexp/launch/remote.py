@@ -25,7 +25,7 @@ from slurmexp.backends.slurm.remote import remote_exp_dir, scheduler_for_remote,
 from slurmexp.errors import SlurmexpError, SlurmUnavailable
 from slurmexp.settings import RemoteSettings
 from slurmexp.transport.base import TransportUnreachable
-from slurmexp.transport.sources import SourceSync, sync_sources
+from slurmexp.transport.sources import SourceSync, planned_sync, sync_sources
 from slurmexp.transport.ssh import Op
 
 
@@ -38,6 +38,13 @@ def remote_of_site(site: Any, exp_id: str, workdir: Path, sync: SourceSync | Non
         exp_dir=str(remote_exp_dir(r.root, exp_id)),
         src_dir=str(sync.remote_dir) if sync else "", src_hash=sync.hash if sync else "",
         local_workdir=os.fspath(Path(workdir).resolve()))
+
+
+def planned_remote(site: Any, exp_id: str, workdir: Path, output_dir: Path) -> RemoteSettings:
+    """The RemoteSettings a launch through `site`'s `[remote]` table would record, without
+    reaching the cluster: the paths render, explain and --dry-run show."""
+    sync = planned_sync(site.remote.root, Path(workdir), exclude=[Path(output_dir)])
+    return remote_of_site(site, exp_id, workdir, sync)
 
 
 def sync_workdir(site: Any, workdir: Path, output_dir: Path) -> SourceSync:

@@ -144,6 +144,20 @@ _UNPACK = ('set -e -o pipefail; rm -rf "$1"; mkdir -p "$1"; base64 -d | tar -xzf
            'test -e "$2/' + COMPLETE + '"; fi')
 
 
+def source_dir(root: str | PurePosixPath, digest: str) -> PurePosixPath:
+    """Where the copy of sources with content hash `digest` lives under a remote root."""
+    return PurePosixPath(os.fspath(root)) / "src" / digest[:20]
+
+
+def planned_sync(root: str | PurePosixPath, workdir: Path, *, exclude: Sequence[Path] = ()) -> SourceSync:
+    """What `sync_sources` would make of `workdir`, computed here without reaching the cluster
+    (render, explain and --dry-run show the paths the runs would have)."""
+    workdir = Path(workdir).resolve()
+    files = source_files(workdir, exclude)
+    digest = content_hash(workdir, files)
+    return SourceSync(digest, source_dir(root, digest), len(files), False, 0)
+
+
 def sync_sources(transport: SshTransport, workdir: Path, *, exclude: Sequence[Path] = ()) -> SourceSync:
     """Make `root/src/<hash>/` on the cluster hold the workdir's sources; send only when absent,
     and then only the files the newest copy there does not already hold."""
@@ -153,7 +167,7 @@ def sync_sources(transport: SshTransport, workdir: Path, *, exclude: Sequence[Pa
     files = source_files(workdir, exclude)
     digests = file_digests(workdir, files)
     digest = content_hash(workdir, files, digests)
-    final = transport.path(PurePosixPath("src") / digest[:20])
+    final = source_dir(transport.root, digest)
     trips = transport.round_trips
     look = transport.run(["bash", "-c", _LOOK, "sx", str(final), str(final.parent)], timeout=60,
                          cwd=PurePosixPath("/"))
