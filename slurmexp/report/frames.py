@@ -1,11 +1,13 @@
 """`slurmexp report`: what a sweep cost, how it went and what it found, from the ledger alone.
 
 Accounting was stored in the ledger by reconcile, so a finished sweep can be reported on long
-after the cluster forgot its jobs, and a report never runs sacct. Metrics come from the files
-each run wrote (metrics.json, else the last values in metrics.jsonl).
+after the cluster forgot its jobs, and a report never runs sacct. Metrics come from the summary
+reconcile stored with each run's final attempt, else from the files each run wrote
+(metrics.json, else the last values in metrics.jsonl).
 
 Speed matters at 100,000 runs: every table is read with one query and handled column-wise in
-pandas; the one per-run cost left is opening each run's metrics file (bench/README.md).
+pandas; a run whose metrics the ledger does not hold costs opening its metrics file
+(bench/README.md).
 pandas is imported inside functions only, so `import slurmexp.cli` stays fast for `--help`.
 Column names of the run table are a contract with scripts: see docs/REPORT.md.
 This module decides what the numbers are; report_format and report_html show them.

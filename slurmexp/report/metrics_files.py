@@ -1,8 +1,10 @@
-"""Reading the metrics files runs wrote (metrics.json, else the last values of metrics.jsonl), in
-threads when the file system is slow; the one per-run cost of a report (bench/README.md).
+"""The runs' metrics for a report: the summary reconcile stored with a run's final attempt
+(`attempts.metrics_json`), else the files the run wrote (metrics.json, else the last values of
+metrics.jsonl), read in threads when the file system is slow (bench/README.md).
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +15,8 @@ from slurmexp.report.frames import _records_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+    from slurmexp.ledger import Ledger
 
 __all__ = ["read_metrics", "read_metrics_bulk"]
 
@@ -47,6 +51,27 @@ def read_metrics_bulk(run_dirs: Sequence[str | None],
         return head + [m for part in pool.map(read_all, pieces) for m in part]
 
 
-def _metrics_frame(run_dirs: pd.Series, workers: int | None = None) -> pd.DataFrame:
-    records = [r or {} for r in read_metrics_bulk(run_dirs.tolist(), workers)]
+def stored_summaries(ledger: Ledger, runs: pd.DataFrame, exp_ids: Sequence[str] | None
+                     ) -> list[str | None]:
+    """Per row of `runs`, the metrics summary the ledger stored with its newest attempt's
+    final state (JSON text, `Ledger.stored_metrics`), None where it has none."""
+    stored = {(e, r): m for e, r, m in ledger.stored_metrics(exp_ids)}
+    if not stored:
+        return [None] * len(runs)
+    return [stored.get(key) for key in zip(runs["exp_id"].tolist(), runs["run_id"].tolist())]
+
+
+def _metrics_frame(run_dirs: pd.Series, workers: int | None = None,
+                   stored: Sequence[str | None] | None = None) -> pd.DataFrame:
+    """One `metric.<name>` column per metric: a run's stored summary where `stored` has one
+    (the same dict `read_metrics` gave when its attempt ended), else its files."""
+    dirs = run_dirs.tolist()
+    if stored is None or not any(s is not None for s in stored):
+        records = [r or {} for r in read_metrics_bulk(dirs, workers)]
+    else:
+        # One json.loads of all stored summaries as one array (as the parameters are read).
+        known = iter(json.loads("[" + ",".join(s for s in stored if s is not None) + "]"))
+        unknown = iter(read_metrics_bulk([d for d, s in zip(dirs, stored) if s is None],
+                                         workers))
+        records = [next(known) if s is not None else next(unknown) or {} for s in stored]
     return _records_frame(records, run_dirs.index, "metric.")
