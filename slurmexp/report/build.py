@@ -6,7 +6,7 @@ import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, TextIO
 
 from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.report.frames import attempts_frame, run_table, runs_frame
@@ -228,12 +228,15 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
 
 def render_report(report: Report, fmt: str = "table", *, excel_safe: bool = False,
                   columns: str | Sequence[str] | None = None, width: int | None = None,
-                  metrics: str | Sequence[str] | None = None, **options: Any) -> str:
+                  metrics: str | Sequence[str] | None = None, out: TextIO | None = None,
+                  **options: Any) -> str | None:
     """The report as text in `fmt` (one of FORMATS): HTML from report_html, the others from
     report_format. `excel_safe` (CSV only) neutralises cells a spreadsheet would run as
     formulas. `columns` (table and Markdown: names or "a,b") picks the run table's columns;
     `width` is the terminal's (table only; default $COLUMNS); `metrics` (HTML only) the metrics
-    to plot (default: every metric). Options go to the HTML renderer (`max_rows`)."""
+    to plot (default: every metric). Options go to the HTML renderer (`max_rows`).
+    With `out` the text is written there instead, and None returned: CSV in chunks of rows as
+    they are made; nothing is written before the options are checked."""
     from slurmexp.report import text as report_format
     if excel_safe and fmt != "csv":
         raise SlurmexpError("--excel-safe is for --format csv", [Problem(
@@ -253,6 +256,13 @@ def render_report(report: Report, fmt: str = "table", *, excel_safe: bool = Fals
             fix="use --format html --metric NAME, or drop --metric")])
     _check_names(plotted, report.metrics, "metric", "--metric")
     report.plot_metrics = plotted or None
+    if fmt == "csv" and out is not None:
+        report_format.write_csv(report, out, excel_safe_cells=excel_safe)
+        return None
+    if out is not None:
+        out.write(render_report(report, fmt, excel_safe=excel_safe, columns=columns,
+                                width=width, metrics=metrics, **options))
+        return None
     if fmt == "csv":
         return report_format.render_csv(report, excel_safe_cells=excel_safe)
     if fmt == "json":
