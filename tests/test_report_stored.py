@@ -51,9 +51,9 @@ def ledger(tmp_path):
 
 def test_stored_summaries_give_the_report_the_files_give(ledger, tmp_path):
     from_files = build_report(ledger, [EXP])
-    assert ledger.stored_metrics([EXP]) == []           # nothing stored: every file was read
+    assert ledger.stored_metrics([EXP]) == {}           # nothing stored: every file was read
     store_as_reconcile_does(ledger, EXP)
-    stored = {r: json.loads(m) for _, r, m in ledger.stored_metrics([EXP])}
+    stored = {r: json.loads(m) for (_, r), m in ledger.stored_metrics([EXP]).items()}
     assert stored == {"rA0": {"acc": 0.8, "loss": 0.5}, "rA1": {"loss": 1.5},
                       "rB0": {"acc": 0.9, "loss": 0.3}, "rB1": {"acc": 0.86, "loss": 0.4}}
     shutil.rmtree(tmp_path / "exp" / "runs")             # the report no longer needs them
@@ -65,7 +65,7 @@ def test_a_run_without_metrics_is_stored_as_none_and_reported_as_without(ledger,
     (tmp_path / "exp" / "runs" / "rA1" / "metrics.jsonl").unlink()
     from_files = build_report(ledger, [EXP])
     store_as_reconcile_does(ledger, EXP)
-    assert {r: m for _, r, m in ledger.stored_metrics([EXP])}["rA1"] == "{}"
+    assert ledger.stored_metrics([EXP])[(EXP, "rA1")] == "{}"
     got = build_report(ledger, [EXP])
     same_report(got, from_files)
     assert got.experiments[0]["runs_with_metrics"] == 3
@@ -78,7 +78,7 @@ def test_only_the_newest_attempts_summary_counts_and_the_rest_are_read(ledger, t
     first = min(a["attempt_id"] for a in ledger.attempts(EXP, run_id="rB0"))
     ledger.update_attempt(first, metrics_json=json.dumps({"acc": 0.1, "loss": 9.0}))
     store_as_reconcile_does(ledger, EXP, run_ids={"rA0"})
-    assert [r for _, r, _ in ledger.stored_metrics([EXP])] == ["rA0"]
+    assert list(ledger.stored_metrics([EXP])) == [(EXP, "rA0")]
     (runs / "rA0" / "metrics.json").write_text("not json, and never read")
     (runs / "rB0" / "metrics.json").write_text(json.dumps({"acc": 0.95, "loss": 0.2}))
     table = build_report(ledger, [EXP]).runs.set_index("run_id")

@@ -55,7 +55,7 @@ def stored_summaries(ledger: Ledger, runs: pd.DataFrame, exp_ids: Sequence[str] 
                      ) -> list[str | None]:
     """Per row of `runs`, the metrics summary the ledger stored with its newest attempt's
     final state (JSON text, `Ledger.stored_metrics`), None where it has none."""
-    stored = {(e, r): m for e, r, m in ledger.stored_metrics(exp_ids)}
+    stored = ledger.stored_metrics(exp_ids)
     if not stored:
         return [None] * len(runs)
     return [stored.get(key) for key in zip(runs["exp_id"].tolist(), runs["run_id"].tolist())]
