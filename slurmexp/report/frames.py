@@ -75,10 +75,11 @@ def _params_frame(params_json: pd.Series) -> pd.DataFrame:
     # call per run (100,000 runs: 66 ms instead of 152 ms).
     records = json.loads("[" + ",".join(text or "{}" for text in params_json) + "]")
     frame = _records_frame(records, params_json.index, "param.")
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-    ints = {k for r in records for k, v in r.items() if is_int(v)}
-    others = {k for r in records for k, v in r.items() if not is_int(v)}
+    # Each parameter's value types in one pass. json.loads makes exact ints (bool is a type of
+    # its own), so `type(v) is int` is "an int, not a bool" at a fraction of two isinstance calls.
+    kinds = {(k, type(v)) for r in records for k, v in r.items()}
+    ints = {k for k, t in kinds if t is int}
+    others = {k for k, t in kinds if t is not int}
     for name in ints - others:
         col = f"param.{name}"
         values = [r.get(name) for r in records]
