@@ -127,3 +127,29 @@ def test_a_reconcile_pass_stores_the_summary_with_the_final_state(tmp_path, t0):
     log_metrics(run_dir=runs / "r002", step=2, loss=0.9)
     same_report(build_report(led, [REXP]), build_report(led, [REXP], from_files=True))
     led.close()
+
+
+def test_a_cancel_confirmed_by_sacct_stores_the_summary_too(tmp_path, t0):  # noqa: F811
+    """`slurmexp cancel` marks the attempts CANCELLED without a summary (the task may still be
+    writing); the pass that sees their final records stores it then."""
+    from test_reconcile import qrow
+
+    from slurmexp.reconcile import cancel
+
+    led = Ledger(tmp_path / "home" / "ledger.db")
+    scripts = make_exp(led, tmp_path, n=2)
+    t = t0 - timedelta(minutes=2)
+    submit(led, scripts, "100", submit_time=t)
+    fake = FakeBackend()
+    fake.queued = [qrow(f"100_{i}", "RUNNING", t) for i in (0, 1)]
+    assert cancel.cancel_experiment(led, fake, REXP, reason="cancelled by test") == 2
+    assert {a["metrics_json"] for a in led.attempts(REXP)} == {None}
+    runs = tmp_path / REXP / "runs"
+    log_metrics(run_dir=runs / "r000", loss=0.125)
+    log_metrics(run_dir=runs / "r001", loss=0.5)
+    fake.queued = []
+    fake.rows = [row("100_0", "COMPLETED", t), row("100_1", "CANCELLED by 0", t)]
+    assert rc.reconcile_pass(led, fake, grace_s=1).ok
+    got = {a["run_id"]: (a["state"], json.loads(a["metrics_json"])) for a in led.attempts(REXP)}
+    assert got == {"r000": ("COMPLETED", {"loss": 0.125}), "r001": ("CANCELLED", {"loss": 0.5})}
+    led.close()
