@@ -15,6 +15,8 @@ Rows:
   reconcile-2k       a pass over 2,000 pending runs vs the same sacct argv alone
   reconcile-history  the same pass with 100,000 finished runs in the ledger vs with 1,000
   report-csv         `report --format csv` of 100,000 runs vs `pandas.read_sql` of the runs table
+  report-csv-files   the same on a ledger without the stored metrics summaries (written before
+                     schema 7, or runs still going): every run's metrics file is read
   status-exp         `status EXP` of 100,000 runs vs `status EXP --format json`
 """
 from __future__ import annotations
@@ -188,12 +190,12 @@ def sacct_argv_of_a_pass(tmp: Path, env: dict) -> list[str]:
     return [real, *json.loads(log.read_text())]
 
 
-def make_ledger(root: Path, n: int, metrics: bool) -> None:
+def make_ledger(root: Path, n: int, metrics: bool, stored: bool = True) -> None:
     """bench_report's synthetic ledger, made in a child process: this one stays small, because a
     child's max RSS counts the memory of the process it was forked from (Linux rusage)."""
     subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); "
                     f"from bench_report import make_ledger; "
-                    f"make_ledger(__import__('pathlib').Path({str(root)!r}), {n}, {metrics})"],
+                    f"make_ledger(__import__('pathlib').Path({str(root)!r}), {n}, {metrics}, {stored})"],
                    env=child_env(), check=True)
 
 
@@ -238,12 +240,19 @@ def ledger_rows(tmp: Path, repeats: int, only: set) -> list[dict]:
         make_ledger(root, 100_000, metrics=True)
     led = str(root / "ledger.db")
     rows = []
-    if "report-csv" in only:
+    for name, stored in (("report-csv", True), ("report-csv-files", False)):
+        if name not in only:
+            continue
+        at = root if stored else tmp / "report-files"
+        if not (at / "ledger.db").exists():
+            make_ledger(at, 100_000, metrics=True, stored=False)
+        db = str(at / "ledger.db")
         read_sql = ("import sqlite3, pandas; c = sqlite3.connect(%r); "
-                    "print(len(pandas.read_sql('SELECT * FROM runs', c)))" % led)
-        rows.append(measure("report-csv", "<= 2x",
-                            Side("report --format csv", sx("--ledger", led, "report", EXP, "--format",
-                                                           "csv", "-o", str(tmp / "r.csv"))),
+                    "print(len(pandas.read_sql('SELECT * FROM runs', c)))" % db)
+        label = "report --format csv" + ("" if stored else ", metrics files")
+        rows.append(measure(name, "<= 2x",
+                            Side(label, sx("--ledger", db, "report", EXP, "--format",
+                                           "csv", "-o", str(tmp / "r.csv"))),
                             Side("pandas.read_sql of runs", [sys.executable, "-c", read_sql]), repeats))
     if "status-exp" in only:
         rows.append(measure("status-exp", "<= 1 s",
@@ -253,7 +262,8 @@ def ledger_rows(tmp: Path, repeats: int, only: set) -> list[dict]:
     return rows
 
 
-ROWS = ["launch-1k", "launch-8k", "reconcile-2k", "reconcile-history", "report-csv", "status-exp"]
+ROWS = ["launch-1k", "launch-8k", "reconcile-2k", "reconcile-history", "report-csv",
+        "report-csv-files", "status-exp"]
 
 
 def main() -> None:
@@ -270,7 +280,8 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; medians of {ns.repeats}, interleaved; "
           f"ours | peer | ratio", flush=True)
     try:
-        rows = ledger_rows(tmp, ns.repeats, only) if only & {"report-csv", "status-exp"} else []
+        rows = ledger_rows(tmp, ns.repeats, only) if only & {
+            "report-csv", "report-csv-files", "status-exp"} else []
         if only & {"launch-1k", "launch-8k"}:
             rows += launch_rows(tmp, site, ns.repeats, only)
         if only & {"reconcile-2k", "reconcile-history"}:

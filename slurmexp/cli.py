@@ -17,12 +17,12 @@ import click
 from slurmexp import __version__
 from slurmexp.backends.base import DEFAULT_KIND, KINDS, backend_kind
 from slurmexp.cli_common import (
+    OutputStream,
     _check_output,
     _emit,
     _fault_error,
     _ledger,
     _scheduler,
-    _write_output,
     site_option,
     sweep_argument,
 )
@@ -327,14 +327,16 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
         raise click.UsageError("--min/--max need --best METRIC")
     if output:
         _check_output(output)
-    text = render_report(build_report(_ledger(ctx, "read"), list(experiments) or None, by=by, best=best,
-                                      minimize=minimize), fmt, excel_safe=excel_safe,
-                         columns=columns, metrics=metrics)
+    built = build_report(_ledger(ctx, "read"), list(experiments) or None, by=by, best=best,
+                         minimize=minimize)
+    stream = OutputStream(output)       # CSV goes out in chunks of rows as they are made
+    try:
+        render_report(built, fmt, excel_safe=excel_safe, columns=columns, metrics=metrics,
+                      out=stream)
+    finally:
+        stream.close()
     if output:
-        _write_output(output, text)
         click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)
 
 
 @main.command()

@@ -150,6 +150,37 @@ def _check_output(output: str) -> None:
                             f"give a file name, e.g. --output {shlex.quote(str(Path(output) / 'report.txt'))}")
 
 
+class OutputStream:
+    """A text stream to --output FILE (opened at the first write, so options checked before
+    it leave an existing file alone) or, with none, to stdout through click.echo; an OSError
+    is the --output error that _write_output gives."""
+
+    def __init__(self, output: str | None) -> None:
+        self.output, self.file = output, None
+
+    def write(self, text: str) -> None:
+        if self.output is None:
+            click.echo(text, nl=False)
+            return
+        try:
+            if self.file is None:
+                self.file = Path(self.output).expanduser().open("w", encoding="utf-8")
+            self.file.write(text)
+        except OSError as exc:
+            self.close()
+            raise _output_error(self.output, f"{exc.strerror or exc}: {self.output}",
+                                "choose a path in a folder you can write to") from None
+
+    def close(self) -> None:
+        file, self.file = self.file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError as exc:       # the last buffered write failed (a full disk)
+                raise _output_error(self.output, f"{exc.strerror or exc}: {self.output}",
+                                    "choose a path in a folder you can write to") from None
+
+
 def _write_output(output: str, text: str) -> None:
     try:
         Path(output).expanduser().write_text(text)

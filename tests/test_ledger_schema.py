@@ -64,6 +64,7 @@ def test_migrating_a_version_2_ledger_keeps_data_indexes_and_foreign_keys(monkey
         assert led.schema_version == len(schema.MIGRATIONS) >= 4
         after = _tables(led)
         assert {r.pop("unlisted_since") for r in after["attempts"]} == {None}
+        assert {r.pop("metrics_json") for r in after["attempts"]} == {None}    # schema 7
         assert {(r.pop("reuse_key"), r.pop("reused_from"), r.pop("reused_attempt"))
                 for r in after["runs"]} == {(None, None, None)}                  # schema 6
         assert {(r.pop("notify_state"), r.pop("notified_json")) for r in after["experiments"]} == {

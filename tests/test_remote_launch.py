@@ -50,6 +50,11 @@ def test_a_sweep_of_host_only_code_runs_on_the_remote_cluster(remote_node, remot
     for r in runs:
         remote_run = remote_exp / "runs" / r["run_id"]
         assert (remote_run / "metrics.json").is_file()       # written there by the run
+        # ... mirrored here by the pass that saw the run end, and its summary stored with the
+        # final state, so the report needs neither the cluster nor the files.
+        (attempt,) = ledger.attempts(exp_id, run_id=r["run_id"])
+        x = r["params"]["x"]
+        assert json.loads(attempt["metrics_json"]) == {"loss": x * 10, "x": x}
     # logs reads the full output on the cluster: only the small files are mirrored here.
     for r in runs:
         x = r["params"]["x"]

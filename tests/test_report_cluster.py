@@ -102,3 +102,51 @@ def test_report_of_a_real_sweep_with_failure_and_node_fail_retry(tmp_path, clust
     summary = json.loads(cli(tmp_path, "report", exp_id, "--format", "json"))
     text = json.dumps(summary)
     assert "NODE_FAIL" in text and "infrastructure" in text
+
+
+STORED_TRAIN = """\
+import sys
+import slurmexp
+x = sys.argv[1]
+if x != "none":
+    slurmexp.log_metrics(step=1, loss=float(x), eval={"acc": 0.5})
+if x == "2":
+    slurmexp.log_metrics(step=2, loss=0.25)
+"""
+
+
+def test_a_real_pass_stores_a_finished_runs_metrics_and_the_report_uses_them(tmp_path, cluster):
+    from slurmexp.metrics import read_metrics
+    from slurmexp.report.build import build_report, render_report
+
+    (tmp_path / "train.py").write_text(STORED_TRAIN)
+    sweep = tmp_path / "stored.toml"
+    sweep.write_text('name = "stored"\n'
+                     f'command = "{sys.executable} train.py {{x}}"\n'
+                     '[params]\nx = ["1", "2", "none"]\n'
+                     '[resources]\npartition = "cpu"\ncpus = 1\nmem = "100M"\ntime = "00:05:00"\n')
+    exp_id = cli(tmp_path, "launch", str(sweep), "--site", str(CURRENT.site_toml)).split()[-1]
+    ledger = Ledger(tmp_path / "ledger.db")
+    backend = SlurmBackend(cluster=CURRENT.name)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        reconcile_pass(ledger, backend, grace_s=600)
+        if all(r["state"] == "COMPLETED" for r in ledger.runs(exp_id)):
+            break
+        time.sleep(2)
+    runs = {r["params"]["x"]: r for r in ledger.runs(exp_id)}
+    assert {x: r["state"] for x, r in runs.items()} == {"1": "COMPLETED", "2": "COMPLETED",
+                                                        "none": "COMPLETED"}
+    stored = {x: json.loads(ledger.attempts(exp_id, run_id=r["run_id"])[-1]["metrics_json"])
+              for x, r in runs.items()}
+    assert stored == {"1": {"loss": 1.0, "eval.acc": 0.5}, "2": {"loss": 0.25, "eval.acc": 0.5},
+                      "none": {}}
+    assert all(stored[x] == (read_metrics(r["run_dir"]) or {}) for x, r in runs.items())
+
+    from_files = render_report(build_report(ledger, [exp_id], from_files=True), "csv")
+    assert cli(tmp_path, "report", exp_id, "--format", "csv") == from_files
+    for r in runs.values():                  # the report of a finished sweep opens no metrics file
+        for name in ("metrics.json", "metrics.jsonl"):
+            (Path(r["run_dir"]) / name).unlink(missing_ok=True)
+    assert cli(tmp_path, "report", exp_id, "--format", "csv") == from_files
+    ledger.close()

@@ -107,6 +107,7 @@ class Attempt(Row):
     updated: str | None = None
     sacct_json: str | None = None
     unlisted_since: str | None = None   # sacct says going, the controller has not listed it since
+    metrics_json: str | None = None     # the run's metrics summary as the attempt ended (schema 7)
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,10 +144,19 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE experiments ADD COLUMN notified_json TEXT")
 
 
+def _migration_7(db: sqlite_utils.Database) -> None:
+    # The run's metrics summary (metrics_json: the flat {name: value} read_metrics gives, as
+    # JSON; "{}" when the run had none) as reconcile read it when it recorded the attempt's
+    # final state, in that transaction: a report of a finished sweep reads it here instead of
+    # opening every run's metrics file. NULL: not stored (active attempts, ledgers before this
+    # version), and the report reads the files.
+    db.execute("ALTER TABLE attempts ADD COLUMN metrics_json TEXT")
+
+
 # Version N is MIGRATIONS[N-1]. Append only: a released migration never changes.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
-    _migration_6]
+    _migration_6, _migration_7]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

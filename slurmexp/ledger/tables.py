@@ -34,6 +34,18 @@ class TablesMixin:
         """The runs of `exp_ids` (all when None), by experiment and index; params as JSON."""
         return self._frame(RUN_TABLE_COLUMNS, "runs", exp_ids, "exp_id, idx")
 
+    def stored_metrics(self, exp_ids: Sequence[str] | None = None) -> dict[tuple[str, str], str]:
+        """{(exp_id, run_id): metrics_json} of the runs of `exp_ids` (all when None) whose
+        newest attempt (highest attempt_no, then attempt_id: the row `attempts_table` lists
+        last) has its metrics summary stored (schema 7); the other runs' are in their files."""
+        sql, params = "SELECT exp_id, run_id, metrics_json FROM attempts", []
+        if exp_ids is not None:
+            sql += f" WHERE exp_id IN ({', '.join('?' * len(exp_ids))})"
+            params = list(exp_ids)
+        rows = self.db.execute(f"{sql} ORDER BY exp_id, run_id, attempt_no, attempt_id", params)
+        newest = {(e, r): m for e, r, m in rows}           # each run's last row wins
+        return {k: m for k, m in newest.items() if m is not None}
+
     def attempts_table(self, exp_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """The attempts of `exp_ids` (all when None), by experiment, run and attempt number."""
         return self._frame(ATTEMPT_TABLE_COLUMNS, "attempts", exp_ids,

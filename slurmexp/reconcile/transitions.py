@@ -5,12 +5,14 @@ and its run's retry decision are one transaction.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from slurmexp import layout, tags
 from slurmexp.backends.facts import SacctRow
 from slurmexp.ledger import Ledger
 from slurmexp.ledger.rows import ActiveAttempt
+from slurmexp.metrics import read_metrics
 from slurmexp.reconcile.attempt_files import _attempt_dir, _tail_for
 from slurmexp.reconcile.context import PassContext
 from slurmexp.reconcile.dependency import apply_dependency
@@ -112,6 +114,13 @@ def _checkpointed(ctx: PassContext, a: ActiveAttempt, fields: dict, reason: str 
     return CHECKPOINTED, f"{reason}; {got}" if reason else got
 
 
+def final_metrics(a: ActiveAttempt) -> str | None:
+    """The run's metrics summary (`read_metrics`, "{}" without one) as JSON, read as the
+    attempt is recorded final and stored with that state (`attempts.metrics_json`), so a
+    report need not open the file; None for a run without a folder."""
+    return json.dumps(read_metrics(a.run_dir) or {}) if a.run_dir else None
+
+
 def _changed_under_us(ledger: Ledger, a: ActiveAttempt) -> bool:
     """Inside the write transaction: whether the attempt left the state this pass read."""
     return ledger.attempt_state(a.attempt_id) != a.state
@@ -139,6 +148,7 @@ def _confirm_cancel(ctx: PassContext, a: ActiveAttempt, rec: SacctRow | None) ->
                         f"(sacct: it had ended before the cancel)")
     if ctx.dry_run:
         return True
+    fields["metrics_json"] = final_metrics(a)
     with ctx.ledger.transaction():
         if _changed_under_us(ctx.ledger, a):
             return False
@@ -259,6 +269,8 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
         if state in TERMINAL_STATES and not later:
             preview_retry(ctx, a, state, fclass, rec)
         return True
+    if state in TERMINAL_STATES and not later:
+        fields["metrics_json"] = final_metrics(a)
     with ledger.transaction():
         if _changed_under_us(ledger, a):
             return False        # a cancel or another writer moved it: the next pass decides
@@ -320,7 +332,7 @@ def _unmatched(ctx: PassContext, a: ActiveAttempt, later: list[SacctRow],
         if _changed_under_us(ctx.ledger, a):
             return False
         ctx.ledger.update_attempt(a.attempt_id, reason=reason, state="LOST",
-                                  failure_class="infrastructure")
+                                  failure_class="infrastructure", metrics_json=final_metrics(a))
         schedule_retry(ctx, a, "LOST", "infrastructure", reason, None)
     return True
 
@@ -359,6 +371,7 @@ def _record_requeue(ctx: PassContext, prev: ActiveAttempt, rec: SacctRow,
         fields.pop("submit_time", None)
         if fields["state"] in TERMINAL_STATES:
             fclass, reason = _checkpointed(ctx, new, fields, reason)
+            fields["metrics_json"] = final_metrics(new)
         ledger.update_attempt(new.attempt_id, reason=reason, **fields)
         if fields["state"] in TERMINAL_STATES:
             schedule_retry(ctx, new, fields["state"], fclass, reason, rec)

@@ -6,11 +6,11 @@ import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, TextIO
 
 from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.report.frames import attempts_frame, run_table, runs_frame
-from slurmexp.report.metrics_files import _metrics_frame
+from slurmexp.report.metrics_files import _metrics_frame, stored_summaries
 from slurmexp.report.model import FORMATS, Report, finite_float
 from slurmexp.report.refs import resolve_experiments
 
@@ -168,12 +168,14 @@ def _split(names: str | Sequence[str] | None) -> list[str]:
 def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
                  by: str | Sequence[str] | None = None, best: str | None = None,
                  minimize: bool | None = None, *, metrics: bool = True,
-                 workers: int | None = None) -> Report:
+                 workers: int | None = None, from_files: bool = False) -> Report:
     """Everything a report shows, for experiments `exp_ids` (ids or unique prefixes; none =
     all). `by`: parameter names ("a,b" or a list) for aggregate_by(); `best`: a metric name,
     best = lowest when `minimize`, highest when not, guessed from the name when None.
-    `metrics=False` skips reading the runs' metrics files (the slow part on a large sweep);
-    `workers` threads read them (None: chosen by how fast the first reads are)."""
+    Metrics are the summaries reconcile stored when a run's newest attempt ended, and the
+    files for the other runs (`from_files`: every run's files, as before schema 7; the same
+    values). `metrics=False` reads neither; `workers` threads read the files (None: chosen by
+    how fast the first reads are)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ids = resolve_experiments(ledger, exp_ids)
@@ -183,7 +185,8 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
     timings["ledger_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    mframe = _metrics_frame(runs["run_dir"], workers) if metrics else None
+    stored = None if from_files or not metrics else stored_summaries(ledger, runs, ids)
+    mframe = _metrics_frame(runs["run_dir"], workers, stored) if metrics else None
     timings["metrics_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -225,12 +228,15 @@ def build_report(ledger: Ledger, exp_ids: Sequence[str] | str | None = None,
 
 def render_report(report: Report, fmt: str = "table", *, excel_safe: bool = False,
                   columns: str | Sequence[str] | None = None, width: int | None = None,
-                  metrics: str | Sequence[str] | None = None, **options: Any) -> str:
+                  metrics: str | Sequence[str] | None = None, out: TextIO | None = None,
+                  **options: Any) -> str | None:
     """The report as text in `fmt` (one of FORMATS): HTML from report_html, the others from
     report_format. `excel_safe` (CSV only) neutralises cells a spreadsheet would run as
     formulas. `columns` (table and Markdown: names or "a,b") picks the run table's columns;
     `width` is the terminal's (table only; default $COLUMNS); `metrics` (HTML only) the metrics
-    to plot (default: every metric). Options go to the HTML renderer (`max_rows`)."""
+    to plot (default: every metric). Options go to the HTML renderer (`max_rows`).
+    With `out` the text is written there instead, and None returned: CSV in chunks of rows as
+    they are made; nothing is written before the options are checked."""
     from slurmexp.report import text as report_format
     if excel_safe and fmt != "csv":
         raise SlurmexpError("--excel-safe is for --format csv", [Problem(
@@ -250,6 +256,13 @@ def render_report(report: Report, fmt: str = "table", *, excel_safe: bool = Fals
             fix="use --format html --metric NAME, or drop --metric")])
     _check_names(plotted, report.metrics, "metric", "--metric")
     report.plot_metrics = plotted or None
+    if fmt == "csv" and out is not None:
+        report_format.write_csv(report, out, excel_safe_cells=excel_safe)
+        return None
+    if out is not None:
+        out.write(render_report(report, fmt, excel_safe=excel_safe, columns=columns,
+                                width=width, metrics=metrics, **options))
+        return None
     if fmt == "csv":
         return report_format.render_csv(report, excel_safe_cells=excel_safe)
     if fmt == "json":

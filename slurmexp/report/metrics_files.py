@@ -1,80 +1,28 @@
-"""Reading the metrics files runs wrote (metrics.json, else the last values of metrics.jsonl), in
-threads when the file system is slow; the one per-run cost of a report (bench/README.md).
+"""The runs' metrics for a report: the summary reconcile stored with a run's final attempt
+(`attempts.metrics_json`), else the files the run wrote (metrics.json, else the last values of
+metrics.jsonl), read in threads when the file system is slow (bench/README.md).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from slurmexp.layout import METRICS_FILE, METRICS_HISTORY_FILE
+from slurmexp.metrics import read_metrics
 from slurmexp.report.frames import _records_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from slurmexp.ledger import Ledger
 
+__all__ = ["read_metrics", "read_metrics_bulk"]
 
 METRICS_WORKERS = 8
 PROBE = 200                 # metrics files read (and timed) before choosing threads or not
 SLOW_READ_S = 60e-6         # per run; a page-cached read takes ~15 us, a cold or remote one 100s
-# --- metrics ----------------------------------------------------------------------------
-
-def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, name + "."))
-        elif value is None or isinstance(value, (int, float, str, bool)):
-            out[name] = value
-    return out       # lists (curves, matrices) cannot be one cell; they stay in the files
-
-
-def _slurp(path: str) -> bytes | None:
-    # os.open/os.read: half the cost of open() for 100,000 small files (no buffered object).
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        chunks = [os.read(fd, 65536)]
-        while len(chunks[-1]) == 65536:          # a short read of a regular file is its end
-            chunks.append(os.read(fd, 65536))
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """Latest metric values of one run: metrics.json, else the last value of each key in
-    metrics.jsonl (a run that died before its first metrics.json, or one written by hand)."""
-    base = os.fspath(run_dir)
-    data = _slurp(os.path.join(base, METRICS_FILE))
-    if data is not None:
-        try:
-            values = json.loads(data)
-            if isinstance(values, dict):
-                return _flat(values)
-        except ValueError:
-            pass      # damaged (written by hand, or a full disk): the history may do
-    data = _slurp(os.path.join(base, METRICS_HISTORY_FILE))
-    if data is None:
-        return None
-    latest: dict[str, Any] = {}
-    for line in data.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue     # the line being written right now, or a damaged one
-        if isinstance(record, dict):
-            latest.update((k, v) for k, v in record.items() if k not in ("time", "step"))
-    return _flat(latest) if latest else None
 
 
 def read_metrics_bulk(run_dirs: Sequence[str | None],
@@ -103,6 +51,27 @@ def read_metrics_bulk(run_dirs: Sequence[str | None],
         return head + [m for part in pool.map(read_all, pieces) for m in part]
 
 
-def _metrics_frame(run_dirs: pd.Series, workers: int | None = None) -> pd.DataFrame:
-    records = [r or {} for r in read_metrics_bulk(run_dirs.tolist(), workers)]
+def stored_summaries(ledger: Ledger, runs: pd.DataFrame, exp_ids: Sequence[str] | None
+                     ) -> list[str | None]:
+    """Per row of `runs`, the metrics summary the ledger stored with its newest attempt's
+    final state (JSON text, `Ledger.stored_metrics`), None where it has none."""
+    stored = ledger.stored_metrics(exp_ids)
+    if not stored:
+        return [None] * len(runs)
+    return [stored.get(key) for key in zip(runs["exp_id"].tolist(), runs["run_id"].tolist())]
+
+
+def _metrics_frame(run_dirs: pd.Series, workers: int | None = None,
+                   stored: Sequence[str | None] | None = None) -> pd.DataFrame:
+    """One `metric.<name>` column per metric: a run's stored summary where `stored` has one
+    (the same dict `read_metrics` gave when its attempt ended), else its files."""
+    dirs = run_dirs.tolist()
+    if stored is None or not any(s is not None for s in stored):
+        records = [r or {} for r in read_metrics_bulk(dirs, workers)]
+    else:
+        # One json.loads of all stored summaries as one array (as the parameters are read).
+        known = iter(json.loads("[" + ",".join(s for s in stored if s is not None) + "]"))
+        unknown = iter(read_metrics_bulk([d for d, s in zip(dirs, stored) if s is None],
+                                         workers))
+        records = [next(known) if s is not None else next(unknown) or {} for s in stored]
     return _records_frame(records, run_dirs.index, "metric.")

@@ -99,7 +99,7 @@ def _attempt_info(att: dict, run: dict, exp: dict, sub: dict | None, restart: in
 def show_run(ledger: Ledger, ref: str, *, events: bool = True) -> dict:
     """Everything known about one run: experiment provenance, parameters, every attempt with
     its accounting, script and log paths, the files the task wrote, metrics and events."""
-    from slurmexp.report.metrics_files import read_metrics
+    from slurmexp.metrics import read_metrics
     run = resolve_run(ledger, ref)
     exp = ledger.get_experiment(run["exp_id"], required=True)
     subs = {s["sub_id"]: s for s in ledger.submissions(run["exp_id"])}

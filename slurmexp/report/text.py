@@ -9,10 +9,11 @@ JSON tables are written by pandas. pandas is imported inside functions only.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from slurmexp import units
 from slurmexp.report.model import finite_float
@@ -374,8 +375,16 @@ def render_csv(report: Report, *, excel_safe_cells: bool = False) -> str:
     """One table: the `--by` aggregate when asked for, else the best runs when `--best` was
     given, else the run table. Exact by default (for machines); `excel_safe_cells` for
     people who open it in a spreadsheet (see excel_safe)."""
+    out = io.StringIO()
+    write_csv(report, out, excel_safe_cells=excel_safe_cells)
+    return out.getvalue()
+
+
+def write_csv(report: Report, out: TextIO, *, excel_safe_cells: bool = False) -> None:
+    """render_csv's text written to `out` in chunks of rows as they are made (csv_out)."""
+    from slurmexp.report.csv_out import write_csv as write_frame
     frame = report.by_table if report.by_table is not None else (
         report.best if report.best is not None else report.runs)
     if excel_safe_cells:
         frame = excel_safe(frame)
-    return frame.to_csv(index=False, lineterminator="\n")
+    write_frame(frame, out)
