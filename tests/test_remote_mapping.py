@@ -43,3 +43,14 @@ def test_mirror_writes_what_was_fetched_and_only_what_changed(tmp_path):
     assert a.read_text() == "0\n" and not (tmp_path / "absent").exists()
     assert mirror(files, {"x/exit_code": "0\n", "x/metrics.json": '{"loss": 2}'}) == 1
     assert b.read_text() == '{"loss": 2}'
+
+
+def test_a_pass_names_its_files_from_their_common_folder():
+    from slurmexp.transport.snapshot import _common_folder
+
+    assert _common_folder(["experiments/e/runs/r1/attempts/7_0/host", "experiments/e/logs/7_0.err"]) == "experiments/e/"
+    assert _common_folder(["experiments/e/runs/r1/metrics.json"]) == "experiments/e/runs/r1/"
+    assert _common_folder(["experiments/a/x", "experiments/ab/y"]) == "experiments/"
+    assert _common_folder(["x", "experiments/y"]) == "" and _common_folder([]) == ""
+    # A folder commonpath would normalise is not a prefix as written: no base then.
+    assert _common_folder(["./e/x", "./e/y"]) == ""
