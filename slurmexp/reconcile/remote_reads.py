@@ -52,15 +52,20 @@ def wanted_files(ledger: Any, backend: Any, active: Sequence[ActiveAttempt]) -> 
             for name in names:
                 out[rel + name] = f"{local_dir.rstrip('/')}/{name}"
 
+    logs_dirs: dict[str, str] = {}
     for a in active:
         if not a.run_dir or not a.job_key:
             continue
-        run = layout.RunPaths(a.run_dir)
-        want(os.fspath(run.find_attempt(a.job_key, restarts[a.attempt_id])), ATTEMPT_FILES)
-        want(os.fspath(run.run_dir), RUN_FILES)
+        # layout's rule (RunPaths.find_attempt with the restart number, ExperimentPaths.log),
+        # written with strings: test_remote_mapping holds the two to the same paths.
+        run = os.fspath(Path(a.run_dir))
+        attempt = layout.attempt_name(a.job_key, restarts[a.attempt_id])
+        want(f"{run}/{layout.ATTEMPTS_DIR}/{attempt}", ATTEMPT_FILES)
+        want(run, RUN_FILES)
         if a.exp_dir:
-            log = layout.ExperimentPaths(a.exp_dir).log(a.job_key, "err")
-            want(os.fspath(log.parent), (log.name,))
+            if a.exp_dir not in logs_dirs:
+                logs_dirs[a.exp_dir] = os.fspath(layout.ExperimentPaths(a.exp_dir).logs_dir)
+            want(logs_dirs[a.exp_dir], (layout.log_name(a.job_key, "err"),))
     return out
 
 

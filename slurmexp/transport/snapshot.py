@@ -9,7 +9,7 @@ sweep. The commands are built and parsed by the same functions `SlurmBackend` us
 """
 from __future__ import annotations
 
-import posixpath
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -145,10 +145,7 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
 
 
 def _common_folder(paths: Sequence[str]) -> str:
-    """The folder every relative path is under, with its trailing slash ("" when none)."""
-    if not paths:
-        return ""
-    common = posixpath.commonpath([posixpath.dirname(p) for p in paths])
-    base = f"{common}/" if common else ""
-    # commonpath normalises ("./a" -> "a"): only a prefix of every path as written will do.
-    return base if all(p.startswith(base) for p in paths) else ""
+    """The folder every relative path is under, with its trailing slash ("" when none): the
+    common prefix cut back to its last slash (posixpath.commonpath took 30 ms for 5,500)."""
+    prefix = os.path.commonprefix(list(paths)) if paths else ""
+    return prefix[:prefix.rfind("/") + 1]
