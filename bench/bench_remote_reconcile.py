@@ -45,7 +45,9 @@ def sx(ledger: Path, *args: str, env: dict, cwd: Path) -> tuple[float, str]:
     return took, proc.stdout
 
 
-def main(runs: int = 500, repeats: int = 5) -> None:
+def prepare(runs: int) -> tuple[RemoteNode, Path, dict, dict]:
+    """Both ledgers, each with a launched `runs`-run sweep whose tasks are held: (the node, the
+    work folder, label -> (ledger, site, env), label -> experiment id)."""
     node = RemoteNode.up()
     info = json.loads(subprocess.run(["bash", str(REPO / "docker/slurm-cluster/root-cluster.sh"), "24.11", "info"],
                                      capture_output=True, text=True, check=True).stdout)
@@ -70,6 +72,17 @@ def main(runs: int = 500, repeats: int = 5) -> None:
         sweep.write_text(SWEEP.format(name=f"bench-{label.split()[0]}", values=list(range(runs))))
         _, out = sx(ledger, "launch", str(sweep), "--site", site, env=env, cwd=folder)
         exps[label] = out.strip().splitlines()[-1]
+    return node, work, sides, exps
+
+
+def cancel(work: Path, sides: dict, exps: dict) -> None:
+    for label, (ledger, _site, env) in sides.items():
+        subprocess.run([sys.executable, "-m", "slurmexp", "--ledger", str(ledger), "cancel", exps[label]],
+                       env=env, cwd=work, capture_output=True, timeout=300)
+
+
+def main(runs: int = 500, repeats: int = 5) -> None:
+    node, work, sides, exps = prepare(runs)
     times: dict[str, list[float]] = {label: [] for label in sides}
     served = []
     try:
@@ -81,9 +94,7 @@ def main(runs: int = 500, repeats: int = 5) -> None:
                 if label.startswith("laptop"):
                     served.append(node.commands_run() - before)
     finally:
-        for label, (ledger, _site, env) in sides.items():
-            subprocess.run([sys.executable, "-m", "slurmexp", "--ledger", str(ledger), "cancel", exps[label]],
-                           env=env, cwd=work, capture_output=True, timeout=300)
+        cancel(work, sides, exps)
     a, b = statistics.median(times["laptop over ssh"]), statistics.median(times["login node"])
     print(f"{runs} active runs, medians of {repeats} interleaved whole `slurmexp reconcile` processes:")
     print(f"  laptop over ssh {a:.3f} s  {[round(x, 3) for x in times['laptop over ssh']]}")

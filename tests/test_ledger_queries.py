@@ -135,6 +135,9 @@ def test_run_history_queries(ledger):
     assert ledger.run_n_attempts(EXP, "r0") == 2 and ledger.run_n_attempts(EXP, "nope") is None
     assert ledger.restarts_before(hist[1].sub_id, "77_0", new["attempt_id"]) == 1
     assert ledger.restarts_before(hist[0].sub_id, "77_0", ids[0]) == 0
+    # Many at once (a pass over SSH): the same numbers from one read.
+    assert ledger.restarts_of(hist) == {a.attempt_id: ledger.restarts_before(a.sub_id, a.job_key, a.attempt_id)
+                                        for a in hist} == {ids[0]: 0, new["attempt_id"]: 1}
     assert ledger.attempt_state(ids[0]) == "PREEMPTED" and ledger.attempt_state(999) is None
 
 

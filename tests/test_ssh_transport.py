@@ -23,7 +23,7 @@ from slurmexp.transport import (
     Transport,
     TransportUnreachable,
 )
-from slurmexp.transport.ssh import Op, SshTransport
+from slurmexp.transport.ssh import Op, SshTransport, remote_command
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("no_local_slurm")]
 
@@ -65,6 +65,20 @@ def test_the_node_is_noisy_and_has_no_host_files(remote_node, tmp_path):
     assert not (Path(remote_node.remote_root) / name).exists()
     assert remote_node.remote_root not in {line.split()[1].removeprefix(str(remote_node.fs_root))
                                            for line in Path("/proc/mounts").read_text().splitlines()}
+
+
+def test_the_profile_runs_once_per_round_trip(remote):
+    # sshd's shell reads ~/.bashrc; the bash slurmexp starts there must not read it again
+    # (a profile that loads modules would cost twice per pass). Plain `bash -c` would: the
+    # node's profile then prints its line twice.
+    body = b"echo ran"
+    proc = subprocess.run([*remote.ssh_argv(), remote_command(len(body), "M")], input=body,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc
+    assert proc.stdout.decode().count("profile: loading modules") == 1, proc.stdout
+    assert proc.stdout.endswith(b"ran\n") and proc.stderr.decode().count("profile: quota ok") == 1
+    again = subprocess.run([*remote.ssh_argv(), "bash -c 'echo ran'"], capture_output=True, timeout=60)
+    assert again.stdout.decode().count("profile: loading modules") == 2, again.stdout
 
 
 def test_commands_and_files_through_noise(remote):

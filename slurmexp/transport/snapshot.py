@@ -9,6 +9,7 @@ sweep. The commands are built and parsed by the same functions `SlurmBackend` us
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -95,7 +96,10 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
     ops = [Op("run", argv=tuple(a), env=env, timeout=timeout) for a in sacct_argvs + squeue_argvs]
     rel = [f for f in files if not f.startswith("/")]
     absolute = [f for f in files if f.startswith("/")]
-    ops.append(transport.read_many_op(str(transport.root), rel))
+    # Named from their common folder (an experiment's): the list the script carries halves.
+    base = _common_folder(rel)
+    short = [f[len(base):] for f in rel]
+    ops.append(transport.read_many_op(str(transport.root / base) if base else str(transport.root), short))
     ops += [Op("read", path=f) for f in absolute]
     if ages:
         ops.append(ages_op(str(transport.root), ages))
@@ -127,7 +131,7 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
         else:
             queue += sp.parse_squeue(res.stdout)
     n = len(sacct_argvs) + len(squeue_argvs)
-    found = transport.read_many_result(results[n], rel)
+    found = {base + name: data for name, data in transport.read_many_result(results[n], short).items()}
     for path, res in zip(absolute, results[n + 1:n + 1 + len(absolute)]):
         found[path] = None if res.returncode != 0 else res.stdout.encode("latin-1")
     age_of = ages_result(results[-1].stdout, ages) if ages and results[-1].returncode == 0 else {}
@@ -138,3 +142,10 @@ def snapshot(backend, job_ids: Sequence[str], *, since: str, files: Sequence[str
             data = data[-TAIL_BYTES:]
         texts[path] = None if data is None else data.decode("utf-8", errors="replace")
     return Snapshot(acct, queue, texts, by_name, age_of)
+
+
+def _common_folder(paths: Sequence[str]) -> str:
+    """The folder every relative path is under, with its trailing slash ("" when none): the
+    common prefix cut back to its last slash (posixpath.commonpath took 30 ms for 5,500)."""
+    prefix = os.path.commonprefix(list(paths)) if paths else ""
+    return prefix[:prefix.rfind("/") + 1]
