@@ -5,6 +5,7 @@ test edits, so each test states exactly what Slurm reports and checks what the l
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -969,6 +970,29 @@ def test_a_pass_writes_its_plain_changes_in_one_transaction_whatever_their_numbe
         begins[n] = sum(1 for sql in seen if sql.startswith(("BEGIN", "SAVEPOINT")))
         led.close()
     assert begins[200] == begins[2], begins
+
+
+def test_a_pass_with_nothing_new_writes_nothing_after_the_queue_gave_the_reason(ledger, tmp_path, t0):
+    """Right after a launch only squeue knows the jobs (with their pending reason); sacct's
+    records come later without one. The recorded reason stays (update_attempt keeps it), so
+    a pass after that has nothing to write: no attempt update at all, not 3 that change
+    nothing (each pass did 2,000 of them on a 2,000-task array)."""
+    scripts = make_exp(ledger, tmp_path, n=3)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-2")
+    fake = FakeBackend()
+    fake.queued = [dataclasses.replace(qrow(f"100_{i}", "PENDING", t0), reason="BeginTime")
+                   for i in range(3)]
+    assert rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10)).moved == {"PENDING": 3}
+    fake.rows = [row(f"100_{i}", "PENDING", t0, exit_code=None, end=None) for i in range(3)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=20))    # sacct's records
+    assert {a["reason"] for a in ledger.attempts(EXP)} == {"pending: BeginTime"}
+    before = snapshot(ledger)
+    seen = []
+    ledger.db.conn.set_trace_callback(seen.append)
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=30))
+    ledger.db.conn.set_trace_callback(None)
+    assert s.ok and s.moved == {} and snapshot(ledger) == before
+    assert sum(sql.startswith("BEGIN") for sql in seen) == 1, seen      # the heartbeat's
 
 
 def test_every_kill_point_of_a_retry_converges(ledger, tmp_path, t0, monkeypatch):

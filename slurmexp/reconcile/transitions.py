@@ -242,7 +242,8 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
     if not rec.known_state:
         summary.flagged.append(f"{a.exp_id} {a.run_id} job {key}: {reason}")
     old_cols = {k: getattr(a, k) for k in fields}
-    changes = _differs(old_cols, fields) or (reason or None) != (a.reason or None)
+    # No reason keeps the recorded one (update_attempt): sacct's going blank is no change.
+    changes = _differs(old_cols, fields) or bool(reason) and reason != a.reason
     if not changes and not later:
         return False
     if state != a.state:
@@ -259,8 +260,7 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
         if state in TERMINAL_STATES and not later:
             preview_retry(ctx, a, state, fclass, rec)
         return True
-    if not later and "submit_time" not in fields and (
-            state not in TERMINAL_STATES or fclass in NOT_RETRIED):
+    if not later and "submit_time" not in fields and (state not in TERMINAL_STATES or fclass in NOT_RETRIED):
         # Nothing to decide in its transaction (no requeue, no retry): see write_transitions.
         ctx.writes.append((a, reason, fields))
         return True
