@@ -7,7 +7,8 @@ from typing import Any
 from slurmexp.errors import SlurmexpError
 from slurmexp.ledger.connection import BATCH_SIZE, _in_list, _json, _now
 from slurmexp.ledger.rows import ActiveAttempt, Attempt
-from slurmexp.states import SLURM_REQUEUES_STATES, TERMINAL_STATES
+from slurmexp.ledger.schema import ACTIVE_ATTEMPT_SQL
+from slurmexp.states import SLURM_REQUEUES_STATES
 
 _ATTEMPT_FIXED = {"attempt_id", "exp_id", "run_id", "attempt_no"}
 _NEW_ATTEMPT_COLS = ["exp_id", "run_id", "attempt_no", "sub_id", "cluster", "job_id",
@@ -166,8 +167,7 @@ class AttemptsMixin:
                 where.append(f"{col} = ?")
                 params.append(val)
         if active_only:
-            where.append(f"state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})")
-            params += sorted(TERMINAL_STATES)
+            where.append(ACTIVE_ATTEMPT_SQL)
         sql = "SELECT * FROM attempts" + (f" WHERE {' AND '.join(where)}" if where else "")
         return self._rows(sql + " ORDER BY attempt_id", params)
 
@@ -176,9 +176,9 @@ class AttemptsMixin:
     def active_attempts(self, backend: str | Iterable[str] | None = None) -> list[ActiveAttempt]:
         """Every attempt not in a final state, oldest first, with its run's and submission's
         context; only experiments of `backend` (a kind or several) when given."""
-        return self._attempts_in_context(
-            [f"a.state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})"], sorted(TERMINAL_STATES),
-            backend)
+        # The partial index's own term, literally (schema.ACTIVE_ATTEMPT_SQL): SQLite uses the
+        # index only for the WHERE it was made with, and a bound parameter never matches one.
+        return self._attempts_in_context([f"a.{ACTIVE_ATTEMPT_SQL}"], [], backend)
 
     def unconfirmed_cancels(self, since: str, backend: str | Iterable[str] | None = None
                             ) -> list[ActiveAttempt]:

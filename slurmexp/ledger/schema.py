@@ -144,10 +144,28 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE experiments ADD COLUMN notified_json TEXT")
 
 
+# The final attempt states when migration 7 was written (states.TERMINAL_STATES then). A query
+# uses a partial index only when its WHERE holds the index's term as written, literals and all:
+# `ledger.attempts` writes this list into its queries, and tests/test_ledger_schema.py fails
+# when TERMINAL_STATES no longer equals it (a new state needs a new migration's index).
+TERMINAL_STATES_V7 = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "DEPENDENCY_FAILED",
+                      "FAILED", "LOST", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
+ACTIVE_ATTEMPT_SQL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL_STATES_V7)})"
+
+
+def _migration_7(db: sqlite_utils.Database) -> None:
+    # What a reconcile pass reads (its active attempts, cancels awaiting their final record, the
+    # PLANNED runs it may submit) without a scan of every finished attempt and run in history.
+    db.execute(f"CREATE INDEX attempts_active ON attempts (attempt_id) WHERE {ACTIVE_ATTEMPT_SQL}")
+    db.execute("CREATE INDEX attempts_cancel_open ON attempts (attempt_id) "
+               "WHERE state = 'CANCELLED' AND end_time IS NULL")
+    db.execute("CREATE INDEX runs_planned ON runs (exp_id, chunk, task_index) WHERE state = 'PLANNED'")
+
+
 # Version N is MIGRATIONS[N-1]. Append only: a released migration never changes.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
-    _migration_6]
+    _migration_6, _migration_7]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
