@@ -8,7 +8,7 @@ import pytest
 
 from slurmexp.errors import SlurmexpError
 from slurmexp.ledger import Ledger, schema
-from slurmexp.states import TERMINAL_STATES
+from slurmexp.states import SLURM_REQUEUES_STATES, TERMINAL_STATES
 
 TABLES = ("experiments", "runs", "submissions", "attempts", "events", "heartbeats")
 
@@ -96,13 +96,14 @@ def test_migrating_a_version_2_ledger_keeps_data_indexes_and_foreign_keys(monkey
             led.db.execute("DELETE FROM experiments WHERE exp_id = 'a-00000001'")
 
 
-_V7_INDEXES = ("attempts_active", "attempts_cancel_open", "runs_planned")
+_V7_INDEXES = ("attempts_active", "attempts_cancel_open", "runs_planned", "attempts_requeue_watch")
 
 
 def test_the_active_attempts_index_lists_todays_final_states():
     """The partial index's list is frozen in migration 7; a new final state needs a new
     migration (and ACTIVE_ATTEMPT_SQL its list), or the pass scans every attempt again."""
     assert set(schema.TERMINAL_STATES_V7) == TERMINAL_STATES
+    assert set(schema.REQUEUES_STATES_V7) == SLURM_REQUEUES_STATES
 
 
 def test_a_passs_reads_use_the_partial_indexes_after_migrating_a_version_6_ledger(monkeypatch, tmp_path):
@@ -121,10 +122,11 @@ def test_a_passs_reads_use_the_partial_indexes_after_migrating_a_version_6_ledge
         assert [a.state for a in led.active_attempts(["slurm"])] == ["SUBMITTED", "SUBMITTED"]
         led.unconfirmed_cancels("2024-01-01T00:00:00", ["slurm"])
         led.resubmittable_runs(["slurm"])
+        led.requeue_watch(["slurm"])
         monkeypatch.undo()
         plans = [" / ".join(r[3] for r in led.db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
                  for sql, params in seen]
-    assert len(plans) == 3
+    assert len(plans) == 4
     for plan, index in zip(plans, _V7_INDEXES):
         assert f"USING INDEX {index}" in plan and "SCAN a /" not in plan and "SCAN r /" not in plan, plan
 

@@ -7,8 +7,7 @@ from typing import Any
 from slurmexp.errors import SlurmexpError
 from slurmexp.ledger.connection import BATCH_SIZE, _in_list, _json, _now
 from slurmexp.ledger.rows import ActiveAttempt, Attempt
-from slurmexp.ledger.schema import ACTIVE_ATTEMPT_SQL
-from slurmexp.states import SLURM_REQUEUES_STATES
+from slurmexp.ledger.schema import ACTIVE_ATTEMPT_SQL, REQUEUE_WATCH_SQL
 
 _ATTEMPT_FIXED = {"attempt_id", "exp_id", "run_id", "attempt_no"}
 _NEW_ATTEMPT_COLS = ["exp_id", "run_id", "attempt_no", "sub_id", "cluster", "job_id",
@@ -195,10 +194,9 @@ class AttemptsMixin:
         whose run waits for its retry (PLANNED): the pass keeps asking about them so that
         Slurm's own requeue, should it show after the failure, is recorded and our retry is
         never submitted beside it. Only the run's newest attempt, oldest first."""
-        kinds = sorted(SLURM_REQUEUES_STATES)
-        return self._attempts_in_context(
-            [f"a.state IN ({', '.join('?' * len(kinds))})", "a.job_id IS NOT NULL",
-             "a.attempt_no = r.n_attempts", "r.state = 'PLANNED'"], kinds, backend)
+        return self._attempts_in_context(     # the partial index's term as written (schema)
+            [f"a.{REQUEUE_WATCH_SQL}", "a.job_id IS NOT NULL", "a.attempt_no = r.n_attempts",
+             "r.state = 'PLANNED'"], [], backend)
 
     def _attempts_in_context(self, where: list[str], params: list, backend) -> list[ActiveAttempt]:
         """Attempts matching `where` with their run's and submission's context, oldest first;

@@ -151,15 +151,21 @@ def _migration_6(db: sqlite_utils.Database) -> None:
 TERMINAL_STATES_V7 = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "DEPENDENCY_FAILED",
                       "FAILED", "LOST", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
 ACTIVE_ATTEMPT_SQL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL_STATES_V7)})"
+# The states Slurm may requeue a job from (states.SLURM_REQUEUES_STATES then): the failed
+# attempts a pass watches while their run's retry waits (Ledger.requeue_watch).
+REQUEUES_STATES_V7 = ("BOOT_FAIL", "NODE_FAIL", "PREEMPTED")
+REQUEUE_WATCH_SQL = f"state IN ({', '.join(repr(s) for s in REQUEUES_STATES_V7)})"
 
 
 def _migration_7(db: sqlite_utils.Database) -> None:
     # What a reconcile pass reads (its active attempts, cancels awaiting their final record, the
-    # PLANNED runs it may submit) without a scan of every finished attempt and run in history.
+    # PLANNED runs it may submit, failed attempts Slurm may still requeue) without a scan of
+    # every finished attempt and run in history.
     db.execute(f"CREATE INDEX attempts_active ON attempts (attempt_id) WHERE {ACTIVE_ATTEMPT_SQL}")
     db.execute("CREATE INDEX attempts_cancel_open ON attempts (attempt_id) "
                "WHERE state = 'CANCELLED' AND end_time IS NULL")
     db.execute("CREATE INDEX runs_planned ON runs (exp_id, chunk, task_index) WHERE state = 'PLANNED'")
+    db.execute(f"CREATE INDEX attempts_requeue_watch ON attempts (attempt_id) WHERE {REQUEUE_WATCH_SQL}")
 
 
 # Version N is MIGRATIONS[N-1]. Append only: a released migration never changes.
