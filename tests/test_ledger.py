@@ -384,6 +384,75 @@ def test_update_attempt_moves_run_and_logs_event(ledger):
         ledger.update_attempt(ids[0], colour="red")
 
 
+def _ledger_tables(led: Ledger) -> dict:
+    """attempts, runs and events without their timestamps (two ledgers written at two times)."""
+    drop = {"updated", "ts", "event_id"}
+    return {t: [{k: v for k, v in r.items() if k not in drop}
+                for r in led.db.query(f"SELECT * FROM {t} ORDER BY 1, 2")]
+            for t in ("attempts", "runs", "events")}
+
+
+# (attempt index, fields) in order; reason=... is passed as update_attempt's reason argument.
+_UPDATES = [
+    (0, dict(state="PENDING", reason="Priority")),
+    (1, dict(state="PENDING")),
+    (2, dict(state="RUNNING", node="c1", sacct_json={"State": "RUNNING"})),
+    (3, dict(reason="not in sacct yet")),                  # a reason alone: the run's too
+    (4, dict(state="PENDING", reason="Priority", node=None)),
+    (5, dict(state="COMPLETED", exit_code=0)),             # the older attempt of run r0000
+]
+
+
+def test_update_attempts_writes_what_update_attempt_writes(tmp_path):
+    leds, ids = [Ledger(tmp_path / name / "ledger.db") for name in ("one", "many")], []
+    for led in leds:
+        make_exp(led)
+        _, first = submit_chunk(led, "demo-abcdef12", 0, "300")
+        led.update_attempt(first[0], state="NODE_FAIL")
+        led.update_attempt(first[3], reason="Priority")
+        _, second = submit_chunk(led, "demo-abcdef12", 0, "301", spec="0")   # r0000 again
+        ids.append([second[0], *first[1:], first[0]])
+    (one, many), (one_ids, many_ids) = leds, ids
+    for i, fields in _UPDATES:
+        one.update_attempt(one_ids[i], **fields)
+    states = {a["attempt_id"]: a["state"] for a in many.attempts("demo-abcdef12")}
+    todo = [(many_ids[i], states[many_ids[i]], f.get("reason"),
+             {k: v for k, v in f.items() if k != "reason"}) for i, f in _UPDATES]
+    assert many.update_attempts(todo) == [many_ids[i] for i, _ in _UPDATES]
+    assert _ledger_tables(many) == _ledger_tables(one)
+    runs = {r["run_id"]: (r["state"], r["reason"]) for r in many.runs("demo-abcdef12")}
+    # The late COMPLETED of r0000's first attempt does not move the run its retry carries.
+    assert runs["r0000"] == ("PENDING", "Priority")
+    assert runs["r0003"] == ("SUBMITTED", "not in sacct yet")
+    for led in leds:
+        led.close()
+
+
+def test_update_attempts_skips_an_attempt_another_writer_moved(ledger):
+    make_exp(ledger)
+    _, ids = submit_chunk(ledger, "demo-abcdef12", 0, "310")
+    ledger.update_attempt(ids[1], state="CANCELLED", reason="slurmexp cancel")   # meanwhile
+    before = ledger.events("demo-abcdef12")
+    applied = ledger.update_attempts([(aid, "SUBMITTED", None, {"state": "PENDING"})
+                                      for aid in ids[:3]])
+    assert applied == [ids[0], ids[2]]
+    got = {a["attempt_id"]: a["state"] for a in ledger.attempts("demo-abcdef12")}
+    assert [got[a] for a in ids[:3]] == ["PENDING", "CANCELLED", "PENDING"]
+    new = ledger.events("demo-abcdef12")[len(before):]
+    assert [(e["attempt_id"], e["to_state"]) for e in new] == [(ids[0], "PENDING"),
+                                                               (ids[2], "PENDING")]
+
+
+def test_update_attempts_refuses_submit_time_and_unknown_columns(ledger):
+    make_exp(ledger)
+    _, ids = submit_chunk(ledger, "demo-abcdef12", 0, "320")
+    with pytest.raises(TypeError, match="submit_time"):
+        ledger.update_attempts([(ids[0], "SUBMITTED", None, {"submit_time": "2024-01-01T00:00:00"})])
+    with pytest.raises(TypeError, match="colour"):
+        ledger.update_attempts([(ids[0], "SUBMITTED", None, {"colour": "red"})])
+    assert {a["state"] for a in ledger.attempts("demo-abcdef12")} == {"SUBMITTED"}
+
+
 def test_late_news_about_old_attempt_does_not_move_run(ledger):
     make_exp(ledger)
     _, first = submit_chunk(ledger, "demo-abcdef12", 0, "400", spec="0")

@@ -8,6 +8,7 @@ import pytest
 
 from slurmexp.errors import SlurmexpError
 from slurmexp.ledger import Ledger, schema
+from slurmexp.states import SLURM_REQUEUES_STATES, TERMINAL_STATES
 
 TABLES = ("experiments", "runs", "submissions", "attempts", "events", "heartbeats")
 
@@ -73,8 +74,10 @@ def test_migrating_a_version_2_ledger_keeps_data_indexes_and_foreign_keys(monkey
             (None, None, None)}
         assert after == before
         assert led.get_experiment("a-00000001")["tags"] == []          # schema 5, read as none
-        assert _indexes(led) == indexes | {          # schema 6's one new index
+        new = _indexes(led)
+        assert {k: v for k, v in new.items() if k not in _V8_INDEXES} == indexes | {   # schema 6's
             "runs_reuse": "CREATE INDEX runs_reuse ON runs (reuse_key, state)"}
+        assert set(new) - set(indexes) - {"runs_reuse"} == set(_V8_INDEXES)
         assert _foreign_keys(led) == fks
         assert ("experiments", "exp_id", "exp_id") in fks["runs"]
         assert led.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -92,6 +95,41 @@ def test_migrating_a_version_2_ledger_keeps_data_indexes_and_foreign_keys(monkey
                                    "params_json": "{}", "state": "PLANNED"})
         with pytest.raises(sqlite3.IntegrityError):
             led.db.execute("DELETE FROM experiments WHERE exp_id = 'a-00000001'")
+
+
+_V8_INDEXES = ("attempts_active", "attempts_cancel_open", "runs_planned", "attempts_requeue_watch")
+
+
+def test_the_active_attempts_index_lists_todays_final_states():
+    """The partial index's list is frozen in migration 8; a new final state needs a new
+    migration (and ACTIVE_ATTEMPT_SQL its list), or the pass scans every attempt again."""
+    assert set(schema.TERMINAL_STATES_V8) == TERMINAL_STATES
+    assert set(schema.REQUEUES_STATES_V8) == SLURM_REQUEUES_STATES
+
+
+def test_a_passs_reads_use_the_partial_indexes_after_migrating_a_version_6_ledger(monkeypatch, tmp_path):
+    """What a reconcile pass reads of attempts and runs goes through migration 8's partial
+    indexes (no scan of every finished attempt and run of the ledger's history)."""
+    path = tmp_path / "ledger.db"
+    _old_ledger(monkeypatch, path, 6)
+    with Ledger(path) as led:
+        assert led.schema_version == len(schema.MIGRATIONS) >= 7
+        # The statements as sent, with their parameters: SQLite matches a partial index against
+        # the WHERE as written (a bound parameter never matches), so no expanded trace here.
+        seen: list[tuple] = []
+        execute = led.db.execute
+        monkeypatch.setattr(led.db, "execute", lambda sql, params=None: seen.append((sql, params))
+                            or execute(sql, params))
+        assert [a.state for a in led.active_attempts(["slurm"])] == ["SUBMITTED", "SUBMITTED"]
+        led.unconfirmed_cancels("2024-01-01T00:00:00", ["slurm"])
+        led.resubmittable_runs(["slurm"])
+        led.requeue_watch(["slurm"])
+        monkeypatch.undo()
+        plans = [" / ".join(r[3] for r in led.db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+                 for sql, params in seen]
+    assert len(plans) == 4
+    for plan, index in zip(plans, _V8_INDEXES):
+        assert f"USING INDEX {index}" in plan and "SCAN a /" not in plan and "SCAN r /" not in plan, plan
 
 
 def test_migrating_a_version_1_ledger(monkeypatch, tmp_path):

@@ -5,6 +5,7 @@ test edits, so each test states exactly what Slurm reports and checks what the l
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -923,9 +924,81 @@ def test_killed_between_intent_and_sbatch_then_replaced(ledger, tmp_path, t0):
     assert [a["attempt_no"] for a in ledger.attempts(EXP)] == [1, 2]
 
 
+def test_a_pass_killed_while_writing_its_changes_leaves_none_then_records_all(
+        ledger, tmp_path, t0, monkeypatch):
+    """The changes with nothing to decide are written together: a kill inside that transaction
+    (after the attempts' UPDATE, before their events) leaves no attempt changed without its
+    event, and the next pass records them all."""
+    scripts = make_exp(ledger, tmp_path, n=6)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-5")
+    fake = FakeBackend()
+    fake.rows = [row(f"100_{i}", "PENDING", t0, exit_code=None, end=None) for i in range(3)] + [
+        row(f"100_{i}", "COMPLETED", t0) for i in range(3, 6)]
+    fake.queued = [qrow(f"100_{i}", "PENDING", t0) for i in range(3)]
+    before = snapshot(ledger)
+
+    def killed(events):
+        raise KeyboardInterrupt("killed before the events")
+
+    monkeypatch.setattr(ledger, "_events_bulk", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10))
+    assert snapshot(ledger) == before
+    monkeypatch.undo()
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=20))
+    assert s.moved == {"PENDING": 3, "COMPLETED": 3}
+    assert states(ledger) == {"r000": "PENDING", "r001": "PENDING", "r002": "PENDING",
+                              "r003": "COMPLETED", "r004": "COMPLETED", "r005": "COMPLETED"}
+    changes = [(e["run_id"], e["to_state"]) for e in ledger.events(EXP) if e["kind"] == "state"]
+    assert sorted(changes) == sorted(states(ledger).items())
+
+
+def test_a_pass_writes_its_plain_changes_in_one_transaction_whatever_their_number(tmp_path, t0):
+    """n+1 guard: recording 200 new PENDING states takes as many transactions as recording 2."""
+    begins = {}
+    for n in (2, 200):
+        led = Ledger(tmp_path / str(n) / "ledger.db")
+        scripts = make_exp(led, tmp_path / str(n), n=n)
+        submit(led, scripts, "100", submit_time=t0, spec=f"0-{n - 1}")
+        fake = FakeBackend()
+        fake.rows = [row(f"100_{i}", "PENDING", t0, exit_code=None, end=None) for i in range(n)]
+        fake.queued = [qrow(f"100_{i}", "PENDING", t0) for i in range(n)]
+        seen = []
+        led.db.conn.set_trace_callback(seen.append)
+        assert rc.reconcile_pass(led, fake, now=t0 + timedelta(seconds=10)).moved == {"PENDING": n}
+        led.db.conn.set_trace_callback(None)
+        begins[n] = sum(1 for sql in seen if sql.startswith(("BEGIN", "SAVEPOINT")))
+        led.close()
+    assert begins[200] == begins[2], begins
+
+
+def test_a_pass_with_nothing_new_writes_nothing_after_the_queue_gave_the_reason(ledger, tmp_path, t0):
+    """Right after a launch only squeue knows the jobs (with their pending reason); sacct's
+    records come later without one. The recorded reason stays (update_attempt keeps it), so
+    a pass after that has nothing to write: no attempt update at all, not 3 that change
+    nothing (each pass did 2,000 of them on a 2,000-task array)."""
+    scripts = make_exp(ledger, tmp_path, n=3)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-2")
+    fake = FakeBackend()
+    fake.queued = [dataclasses.replace(qrow(f"100_{i}", "PENDING", t0), reason="BeginTime")
+                   for i in range(3)]
+    assert rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=10)).moved == {"PENDING": 3}
+    fake.rows = [row(f"100_{i}", "PENDING", t0, exit_code=None, end=None) for i in range(3)]
+    rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=20))    # sacct's records
+    assert {a["reason"] for a in ledger.attempts(EXP)} == {"pending: BeginTime"}
+    before = snapshot(ledger)
+    seen = []
+    ledger.db.conn.set_trace_callback(seen.append)
+    s = rc.reconcile_pass(ledger, fake, now=t0 + timedelta(seconds=30))
+    ledger.db.conn.set_trace_callback(None)
+    assert s.ok and s.moved == {} and snapshot(ledger) == before
+    assert sum(sql.startswith("BEGIN") for sql in seen) == 1, seen      # the heartbeat's
+
+
 def test_every_kill_point_of_a_retry_converges(ledger, tmp_path, t0, monkeypatch):
     """Kill the pass at each ledger write of a retry; the next pass must finish the job once."""
-    points = ["record_intent", "record_submitted", "set_run_state", "update_attempt"]
+    points = ["record_intent", "record_submitted", "set_run_state", "update_attempt",
+              "update_attempts"]
     for point in points:
         led = Ledger(tmp_path / point / "ledger.db")
         scripts = make_exp(led, tmp_path / point, n=2)

@@ -6,9 +6,9 @@ from typing import Any
 
 from slurmexp.errors import SlurmexpError
 from slurmexp.layout import restart_numbers
-from slurmexp.ledger.connection import _in_list, _json, _now
+from slurmexp.ledger.connection import BATCH_SIZE, _in_list, _json, _now
 from slurmexp.ledger.rows import ActiveAttempt, Attempt
-from slurmexp.states import SLURM_REQUEUES_STATES, TERMINAL_STATES
+from slurmexp.ledger.schema import ACTIVE_ATTEMPT_SQL, REQUEUE_WATCH_SQL
 
 _ATTEMPT_FIXED = {"attempt_id", "exp_id", "run_id", "attempt_no"}
 _NEW_ATTEMPT_COLS = ["exp_id", "run_id", "attempt_no", "sub_id", "cluster", "job_id",
@@ -61,46 +61,95 @@ class AttemptsMixin:
         The run follows only its newest attempt, so a late report about an older attempt
         cannot overwrite the state of the retry that replaced it.
         """
-        unknown = set(fields) - set(self._attempt_columns()) | (set(fields) & _ATTEMPT_FIXED)
-        if unknown:
-            raise TypeError(f"update_attempt: cannot set {sorted(unknown)}")
-        if isinstance(fields.get("sacct_json"), (dict, list)):
-            fields["sacct_json"] = _json(fields["sacct_json"])
-        if reason is not None:
-            fields["reason"] = reason
+        fields = self._checked_fields(fields, reason)
         with self.transaction():
             old = self._attempt(attempt_id)
-            if fields.get("state", old["state"]) != old["state"]:
-                fields.setdefault("reason", None)   # the old state's reason no longer holds
-            changed = {k: v for k, v in fields.items() if old[k] != v}
+            changed = _changes(old, fields)
             if not changed:
                 return old
-            now = _now()
-            changed["updated"] = now
+            now = changed["updated"] = _now()
             # Column names were checked against the table above, so formatting them is safe.
             assignments = ", ".join(f"{k} = ?" for k in changed)
             self.db.execute(f"UPDATE attempts SET {assignments} WHERE attempt_id = ?",
                             [*changed.values(), attempt_id])
-            new_state = changed.get("state")
-            if new_state is not None:
-                self._event("state", old["exp_id"], old["run_id"], attempt_id,
-                            old["state"], new_state, fields["reason"])
-                self.db.execute(
-                    "UPDATE runs SET state = ?, reason = ?, updated = ? WHERE exp_id = ? AND "
-                    "run_id = ? AND n_attempts = ?",
-                    [new_state, fields["reason"], now, old["exp_id"], old["run_id"],
-                     old["attempt_no"]])
-            elif "reason" in changed:
-                self.db.execute(
-                    "UPDATE runs SET reason = ?, updated = ? WHERE exp_id = ? AND run_id = ? "
-                    "AND n_attempts = ?",
-                    [changed["reason"], now, old["exp_id"], old["run_id"], old["attempt_no"]])
+            event, run = _run_follows(old, changed, now)
+            if event is not None:
+                self._events_bulk([event])
+            if run is not None:
+                self.db.execute(*run)
             if changed.get("submit_time") and old["sub_id"] is not None:
                 # The submission's own time, when its launch died before stamping it: the
                 # attempts learn it from sacct, and their submission is keyed by it too.
                 self.db.execute("UPDATE submissions SET submit_time = ? WHERE sub_id = ? AND "
                                 "submit_time IS NULL", [changed["submit_time"], old["sub_id"]])
             return {**old, **changed}
+
+    def update_attempts(self, updates: Iterable[tuple[int, str, str | None, dict]]) -> list[int]:
+        """Many `update_attempt`s in one transaction: (attempt_id, the state the caller read,
+        reason, fields) each, applied only while the attempt is still in that state (another
+        writer, a cancel, may have moved it since). Every change, its event and its run's are
+        written together with a few executemany statements. Returns the attempts applied.
+
+        `submit_time` is not accepted: its UNIQUE key can refuse one attempt, which would undo
+        them all (`update_attempt` writes it, one attempt at a time).
+        """
+        todo = [(aid, expected, self._checked_fields(fields, reason))
+                for aid, expected, reason, fields in updates]
+        if any("submit_time" in f for _, _, f in todo):
+            raise TypeError("update_attempts: submit_time is written by update_attempt alone")
+        applied: list[int] = []
+        with self.transaction():
+            olds = self._attempts_by_id([aid for aid, _, _ in todo])
+            now = _now()
+            by_columns: dict[tuple[str, ...], list[list]] = {}
+            events, runs = [], []
+            for aid, expected, fields in todo:
+                old = olds.get(aid)
+                if old is None or old["state"] != expected:
+                    continue
+                applied.append(aid)
+                changed = _changes(old, fields)
+                if not changed:
+                    continue
+                changed["updated"] = now
+                by_columns.setdefault(tuple(changed), []).append([*changed.values(), aid])
+                event, run = _run_follows(old, changed, now)
+                if event is not None:
+                    events.append(event)
+                if run is not None:
+                    runs.append(run)
+            for columns, params in by_columns.items():
+                assignments = ", ".join(f"{k} = ?" for k in columns)
+                self.db.conn.executemany(
+                    f"UPDATE attempts SET {assignments} WHERE attempt_id = ?", params)
+            self._events_bulk(events)
+            for sql in {sql for sql, _ in runs}:
+                self.db.conn.executemany(sql, [p for s, p in runs if s == sql])
+        return applied
+
+    def _checked_fields(self, fields: dict, reason: str | None) -> dict:
+        unknown = set(fields) - set(self._attempt_columns()) | (set(fields) & _ATTEMPT_FIXED)
+        if unknown:
+            raise TypeError(f"update_attempt: cannot set {sorted(unknown)}")
+        fields = dict(fields)
+        if isinstance(fields.get("sacct_json"), (dict, list)):
+            fields["sacct_json"] = _json(fields["sacct_json"])
+        if reason is not None:
+            fields["reason"] = reason
+        return fields
+
+    def _attempts_by_id(self, attempt_ids: list[int]) -> dict[int, dict]:
+        """attempt_id -> the attempt's row, read BATCH_SIZE ids per query."""
+        out: dict[int, dict] = {}
+        for i in range(0, len(attempt_ids), BATCH_SIZE):
+            ids = attempt_ids[i:i + BATCH_SIZE]
+            cur = self.db.execute(f"SELECT * FROM attempts WHERE attempt_id IN "
+                                  f"({', '.join('?' * len(ids))})", ids)
+            names = [d[0] for d in cur.description]
+            for values in cur:
+                row = dict(zip(names, values))
+                out[row["attempt_id"]] = row
+        return out
 
     def _attempt_columns(self) -> list[str]:
         if self._attempt_cols is None:
@@ -118,8 +167,7 @@ class AttemptsMixin:
                 where.append(f"{col} = ?")
                 params.append(val)
         if active_only:
-            where.append(f"state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})")
-            params += sorted(TERMINAL_STATES)
+            where.append(ACTIVE_ATTEMPT_SQL)
         sql = "SELECT * FROM attempts" + (f" WHERE {' AND '.join(where)}" if where else "")
         return self._rows(sql + " ORDER BY attempt_id", params)
 
@@ -128,9 +176,9 @@ class AttemptsMixin:
     def active_attempts(self, backend: str | Iterable[str] | None = None) -> list[ActiveAttempt]:
         """Every attempt not in a final state, oldest first, with its run's and submission's
         context; only experiments of `backend` (a kind or several) when given."""
-        return self._attempts_in_context(
-            [f"a.state NOT IN ({', '.join('?' * len(TERMINAL_STATES))})"], sorted(TERMINAL_STATES),
-            backend)
+        # The partial index's own term, literally (schema.ACTIVE_ATTEMPT_SQL): SQLite uses the
+        # index only for the WHERE it was made with, and a bound parameter never matches one.
+        return self._attempts_in_context([f"a.{ACTIVE_ATTEMPT_SQL}"], [], backend)
 
     def unconfirmed_cancels(self, since: str, backend: str | Iterable[str] | None = None
                             ) -> list[ActiveAttempt]:
@@ -147,10 +195,9 @@ class AttemptsMixin:
         whose run waits for its retry (PLANNED): the pass keeps asking about them so that
         Slurm's own requeue, should it show after the failure, is recorded and our retry is
         never submitted beside it. Only the run's newest attempt, oldest first."""
-        kinds = sorted(SLURM_REQUEUES_STATES)
-        return self._attempts_in_context(
-            [f"a.state IN ({', '.join('?' * len(kinds))})", "a.job_id IS NOT NULL",
-             "a.attempt_no = r.n_attempts", "r.state = 'PLANNED'"], kinds, backend)
+        return self._attempts_in_context(     # the partial index's term as written (schema)
+            [f"a.{REQUEUE_WATCH_SQL}", "a.job_id IS NOT NULL", "a.attempt_no = r.n_attempts",
+             "r.state = 'PLANNED'"], [], backend)
 
     def _attempts_in_context(self, where: list[str], params: list, backend) -> list[ActiveAttempt]:
         """Attempts matching `where` with their run's and submission's context, oldest first;
@@ -210,3 +257,28 @@ class AttemptsMixin:
         numbers = restart_numbers(r for r in rows if r["job_key"] is not None)
         return {a.attempt_id: numbers.get(a.attempt_id, 0) if a.job_key is not None else 0
                 for a in wanted}
+
+def _changes(old: dict, fields: dict) -> dict:
+    """The columns `fields` change in the attempt row `old` (a new state clears the old
+    state's reason unless a new one is given)."""
+    if fields.get("state", old["state"]) != old["state"]:
+        fields = {"reason": None, **fields}
+    return {k: v for k, v in fields.items() if old[k] != v}
+
+
+def _run_follows(old: dict, changed: dict, now: str) -> tuple[list | None, tuple | None]:
+    """(the event row as `_events_bulk` takes it, the runs UPDATE as (sql, params)) that an
+    attempt's change brings: a new state is an event and the run's state, a new reason alone
+    the run's reason; the run only while the attempt is its newest (n_attempts = attempt_no)."""
+    key = [old["exp_id"], old["run_id"], old["attempt_no"]]
+    new_state = changed.get("state")
+    if new_state is not None:
+        reason = changed.get("reason", old["reason"])
+        return ([old["exp_id"], old["run_id"], old["attempt_id"], "state", old["state"],
+                 new_state, reason],
+                ("UPDATE runs SET state = ?, reason = ?, updated = ? WHERE exp_id = ? AND "
+                 "run_id = ? AND n_attempts = ?", [new_state, reason, now, *key]))
+    if "reason" in changed:
+        return None, ("UPDATE runs SET reason = ?, updated = ? WHERE exp_id = ? AND run_id = ? "
+                      "AND n_attempts = ?", [changed["reason"], now, *key])
+    return None, None

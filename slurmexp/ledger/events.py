@@ -8,21 +8,21 @@ from collections.abc import Iterable
 from slurmexp.ledger.connection import _json, _now
 
 _EVENT_COLS = ["exp_id", "run_id", "attempt_id", "kind", "from_state", "to_state", "reason"]
+_INSERT_EVENT = (f"INSERT INTO events (ts, {', '.join(_EVENT_COLS)}) "
+                 f"VALUES ({', '.join('?' * (len(_EVENT_COLS) + 1))})")
 
 
 class EventsMixin:
     def _event(self, kind: str, exp_id: str | None, run_id: str | None = None,
                attempt_id: int | None = None, from_state: str | None = None,
                to_state: str | None = None, reason: str | None = None) -> None:
-        self.db.execute(
-            "INSERT INTO events (ts, exp_id, run_id, attempt_id, kind, from_state, to_state, "
-            "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [_now(), exp_id, run_id, attempt_id, kind, from_state, to_state, reason])
+        self._events_bulk([[exp_id, run_id, attempt_id, kind, from_state, to_state, reason]])
 
     def _events_bulk(self, events: Iterable[list]) -> None:
-        """Rows of (exp_id, run_id, attempt_id, kind, from_state, to_state, reason)."""
+        """Rows of (exp_id, run_id, attempt_id, kind, from_state, to_state, reason), one
+        executemany (inside the caller's transaction)."""
         now = _now()
-        self._insert_rows("events", ["ts", *_EVENT_COLS], ([now, *e] for e in events))
+        self.db.conn.executemany(_INSERT_EVENT, ([now, *e] for e in events))
 
     def events(self, exp_id: str, run_id: str | None = None) -> list[dict]:
         sql, params = "SELECT * FROM events WHERE exp_id = ?", [exp_id]

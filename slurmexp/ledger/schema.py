@@ -153,10 +153,34 @@ def _migration_7(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE attempts ADD COLUMN metrics_json TEXT")
 
 
+# The final attempt states when migration 8 was written (states.TERMINAL_STATES then). A query
+# uses a partial index only when its WHERE holds the index's term as written, literals and all:
+# `ledger.attempts` writes this list into its queries, and tests/test_ledger_schema.py fails
+# when TERMINAL_STATES no longer equals it (a new state needs a new migration's index).
+TERMINAL_STATES_V8 = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "DEPENDENCY_FAILED",
+                      "FAILED", "LOST", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
+ACTIVE_ATTEMPT_SQL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL_STATES_V8)})"
+# The states Slurm may requeue a job from (states.SLURM_REQUEUES_STATES then): the failed
+# attempts a pass watches while their run's retry waits (Ledger.requeue_watch).
+REQUEUES_STATES_V8 = ("BOOT_FAIL", "NODE_FAIL", "PREEMPTED")
+REQUEUE_WATCH_SQL = f"state IN ({', '.join(repr(s) for s in REQUEUES_STATES_V8)})"
+
+
+def _migration_8(db: sqlite_utils.Database) -> None:
+    # What a reconcile pass reads (its active attempts, cancels awaiting their final record, the
+    # PLANNED runs it may submit, failed attempts Slurm may still requeue) without a scan of
+    # every finished attempt and run in history.
+    db.execute(f"CREATE INDEX attempts_active ON attempts (attempt_id) WHERE {ACTIVE_ATTEMPT_SQL}")
+    db.execute("CREATE INDEX attempts_cancel_open ON attempts (attempt_id) "
+               "WHERE state = 'CANCELLED' AND end_time IS NULL")
+    db.execute("CREATE INDEX runs_planned ON runs (exp_id, chunk, task_index) WHERE state = 'PLANNED'")
+    db.execute(f"CREATE INDEX attempts_requeue_watch ON attempts (attempt_id) WHERE {REQUEUE_WATCH_SQL}")
+
+
 # Version N is MIGRATIONS[N-1]. Append only: a released migration never changes.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
-    _migration_6, _migration_7]
+    _migration_6, _migration_7, _migration_8]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

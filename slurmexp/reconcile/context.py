@@ -218,6 +218,9 @@ class PassContext:
     cancelled_jobs: set[str] = field(default_factory=set)
     # squeue's pending reason per job key, this pass (sacct keeps the reason of the submission).
     queue_reasons: dict[str, str | None] = field(default_factory=dict)
+    # (attempt, reason, fields) changes with nothing to decide in their transaction, written
+    # together after the pass's transitions (reconcile.transitions.write_transitions).
+    writes: list[tuple[Any, str | None, dict]] = field(default_factory=list)
 
     def scheduler(self) -> Any:
         """The scheduler of the experiments worked on now, made on first use (most passes never

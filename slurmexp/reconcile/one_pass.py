@@ -14,7 +14,8 @@ One reconcile pass (run by cron every few minutes, or by hand) does, in this ord
    job ids are reused after a controller state loss, so a row with another submit time is
    another job, and a row with the same key and a later submit time is Slurm's own requeue of
    the job, recorded as a NEW attempt of the same run;
-5. writes each attempt's transition, with its event and the retry decision, in one transaction;
+5. writes each attempt's transition, with its event and the retry decision, in one transaction
+   (those with no retry to decide and no requeue all together, per experiment: `transitions`);
 6. submits the retries that are due (`retry.submit_due`: only the affected tasks, one sbatch
    per chunk, intent -> sbatch -> record, as launch does);
 7. writes a heartbeat with a summary, which `operate.health()` reads.
@@ -46,7 +47,7 @@ from slurmexp.reconcile.match import match_rows, queue_reasons, queue_record
 from slurmexp.reconcile.notify import notify_finished
 from slurmexp.reconcile.remote_reads import is_remote, read_remote
 from slurmexp.reconcile.resubmit import resubmittable_runs, submit_due, tracked_experiments
-from slurmexp.reconcile.transitions import _transition, cancel_watch_s, chunk_job_name
+from slurmexp.reconcile.transitions import _transition, cancel_watch_s, chunk_job_name, write_transitions
 from slurmexp.states import FINISHED_EXPERIMENT_STATES, STOPPED_EXPERIMENT_STATES, TERMINAL_STATES
 from slurmexp.timeutil import parse_ts, sacct_time, utc_iso
 
@@ -273,6 +274,7 @@ def _reconcile_cluster(ctx: PassContext) -> None:
     for a in active:
         if _transition(ctx, a, match, queued_keys):
             touched.add(a.exp_id)
+    write_transitions(ctx)
     # --- retries -------------------------------------------------------------------------
     if ctx.queue_ok:
         touched |= submit_due(ctx)

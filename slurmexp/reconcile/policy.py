@@ -84,6 +84,10 @@ class RetryDecision:
     due: datetime | None = None
 
 
+# Failure classes the policy never retries: an attempt that ends with one has no retry to decide.
+NOT_RETRIED = frozenset({None, "user", "unknown", DEPENDENCY})
+
+
 def decide_retry(policy: RetryPolicy, state: str, failure_class: str | None, attempt_no: int,
                  history: Sequence[str], end: datetime | None, now: datetime) -> RetryDecision:
     """Whether a run whose newest attempt just ended in `state` gets another attempt.
@@ -93,7 +97,7 @@ def decide_retry(policy: RetryPolicy, state: str, failure_class: str | None, att
     A checkpointed attempt (`CHECKPOINTED`: it received the signal, requeue is on) is continued
     at once: no backoff, no escalation, within max_attempts.
     """
-    if failure_class in (None, "user", "unknown", DEPENDENCY):
+    if failure_class in NOT_RETRIED:
         return RetryDecision(False, "")
     left = attempt_no < policy.max_attempts
     if failure_class == CHECKPOINTED:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import defaultdict
 
 from slurmexp import layout, tags
 from slurmexp.backends.facts import SacctRow
@@ -27,7 +28,7 @@ from slurmexp.reconcile.match import (
     state_loss_reason,
     storage_failure,
 )
-from slurmexp.reconcile.policy import RetryPolicy
+from slurmexp.reconcile.policy import NOT_RETRIED, RetryPolicy
 from slurmexp.reconcile.resubmit import preview_retry, schedule_retry
 from slurmexp.states import (
     CHECKPOINTED,
@@ -54,6 +55,8 @@ EVIDENCE_FACTOR = 12
 # An attempt `slurmexp cancel` marked CANCELLED is watched this long (at least) for its final
 # record: a task that ended by itself before the scancel reached it keeps sacct's state.
 CANCEL_WATCH_S = 3600
+# Plain attempt changes written per transaction (write_transitions): a 2,000-task array is one.
+WRITE_CHUNK = 5000
 
 
 # ------------------------------------------------------------------------------------------
@@ -146,18 +149,15 @@ def _confirm_cancel(ctx: PassContext, a: ActiveAttempt, rec: SacctRow | None) ->
         ctx.summary.moved_to(fields["state"], a.exp_id)
         ctx.summary.act(f"{a.exp_id} {a.run_id} job {a.job_key}: CANCELLED -> {fields['state']} "
                         f"(sacct: it had ended before the cancel)")
-    if ctx.dry_run:
-        return True
-    fields["metrics_json"] = final_metrics(a)
-    with ctx.ledger.transaction():
-        if _changed_under_us(ctx.ledger, a):
-            return False
-        ctx.ledger.update_attempt(a.attempt_id, reason=reason, **fields)
+    if not ctx.dry_run:
+        fields["metrics_json"] = final_metrics(a)
+        ctx.writes.append((a, reason, fields))
     return True
 
 
 def _transition(ctx: PassContext, a: ActiveAttempt, match: Match, queued_keys: set[str]) -> bool:
-    """Apply what Slurm says about one attempt (and its requeues) in one transaction."""
+    """Apply what Slurm says about one attempt (and its requeues) in one transaction; a change
+    with no requeue and no retry to decide goes to `ctx.writes`, for `write_transitions`."""
     rec = match.rows.get(a.attempt_id)
     if a.state == "CANCELLED":           # marked by `slurmexp cancel`, not yet confirmed
         return _confirm_cancel(ctx, a, rec)
@@ -252,7 +252,8 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
     if not rec.known_state:
         summary.flagged.append(f"{a.exp_id} {a.run_id} job {key}: {reason}")
     old_cols = {k: getattr(a, k) for k in fields}
-    changes = _differs(old_cols, fields) or (reason or None) != (a.reason or None)
+    # No reason keeps the recorded one (update_attempt): sacct's going blank is no change.
+    changes = _differs(old_cols, fields) or bool(reason) and reason != a.reason
     if not changes and not later:
         return False
     if state != a.state:
@@ -271,6 +272,10 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
         return True
     if state in TERMINAL_STATES and not later:
         fields["metrics_json"] = final_metrics(a)
+    if not later and "submit_time" not in fields and (state not in TERMINAL_STATES or fclass in NOT_RETRIED):
+        # Nothing to decide in its transaction (no requeue, no retry): see write_transitions.
+        ctx.writes.append((a, reason, fields))
+        return True
     with ledger.transaction():
         if _changed_under_us(ledger, a):
             return False        # a cancel or another writer moved it: the next pass decides
@@ -287,6 +292,18 @@ def _apply(ctx: PassContext, a: ActiveAttempt, rec: SacctRow, later: list[SacctR
         if state in TERMINAL_STATES and not later:
             schedule_retry(ctx, a, state, fclass, reason, rec)
     return True
+
+
+def write_transitions(ctx: PassContext) -> None:
+    """`ctx.writes`, per experiment and WRITE_CHUNK at a time, one transaction each (each change
+    with its event and run: `Ledger.update_attempts`, which skips one moved since it was read)."""
+    by_exp: dict[str, list] = defaultdict(list)
+    for a, reason, fields in ctx.writes:
+        by_exp[a.exp_id].append((a.attempt_id, a.state, reason, fields))
+    ctx.writes.clear()
+    for todo in (by_exp[e] for e in sorted(by_exp)):
+        for i in range(0, len(todo), WRITE_CHUNK):
+            ctx.ledger.update_attempts(todo[i:i + WRITE_CHUNK])
 
 
 def _unmatched(ctx: PassContext, a: ActiveAttempt, later: list[SacctRow],
