@@ -53,6 +53,50 @@ exec REAL "$@"
 """
 
 
+# An ssh in front of the real one that SIGKILLs the launch (its parent) as soon as the round trip
+# carrying the real `sbatch --parsable` has come back: the job exists on the cluster, and the
+# launch never got to record it.
+KILLING_SSH = """#!/bin/bash
+case " $* " in *" -O "*) exec REAL "$@" ;; esac
+sent=$(MKTEMP)
+TEE "$sent" | REAL "$@"
+rc=${PIPESTATUS[1]}
+if GREP -q 'sbatch --parsable' "$sent"; then RM -f "$sent"; kill -9 $PPID; exit 137; fi
+RM -f "$sent"
+exit $rc
+"""
+
+
+def test_a_launch_sigkilled_right_after_the_remote_sbatch_is_adopted_never_resubmitted(
+        remote_node, remote_sweep, tmp_path):
+    import os
+    import shutil
+
+    sweep, site, _root = remote_sweep
+    sweep.write_text(sweep.read_text().replace('name = "remote"', 'name = "sigkilled"'))
+    wrapper_dir = tmp_path / "killing-bin"
+    wrapper_dir.mkdir()
+    text = KILLING_SSH.replace("REAL", shutil.which("ssh") or "ssh")
+    for tool in ("MKTEMP", "TEE", "GREP", "RM"):      # the laptop's PATH has no coreutils
+        text = text.replace(tool, shutil.which(tool.lower(), path=FULL_PATH) or tool.lower())
+    (wrapper_dir / "ssh").write_text(text)
+    (wrapper_dir / "ssh").chmod(0o755)
+    env = dict(os.environ, PATH=f"{wrapper_dir}:{os.environ['PATH']}")
+    killed = sx(tmp_path, "launch", str(sweep), "--site", str(site), env=env)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    ledger = Ledger(tmp_path / "l.db")
+    (exp,) = ledger.experiments()
+    assert [s["state"] for s in ledger.submissions(exp["exp_id"])] == ["INTENT"]
+    assert len(remote_jobs_named(remote_node, f"sx.{exp['exp_id']}.000")) == 1     # it was submitted
+    # Launching again submits nothing (the intent is the launch's), reconcile adopts the job.
+    again = sx(tmp_path, "launch", str(sweep), "--site", str(site))
+    assert "Traceback" not in again.stderr
+    assert reconcile_until_finished(tmp_path, ledger, exp["exp_id"]) == "FINISHED"
+    assert [s["state"] for s in ledger.submissions(exp["exp_id"])] == ["ADOPTED"]
+    assert len(ledger.attempts(exp["exp_id"])) == 3
+    assert len(remote_jobs_named(remote_node, f"sx.{exp['exp_id']}.000")) == 1       # never twice
+
+
 def test_launch_whose_answer_is_lost_at_any_ssh_call_never_submits_twice(remote_node, remote_sweep, tmp_path):
     """For every ssh call a launch makes (discovery, the source sync, the run files, sbatch,
     the submit times), one launch whose answer to that call is lost: it exits 3 naming the
