@@ -115,6 +115,12 @@ DEPENDENCY = "dependency"
 FAILURE_CLASSES = (INFRASTRUCTURE, RESOURCES, USER, UNKNOWN, CHECKPOINTED, DEPENDENCY)
 
 INFRASTRUCTURE_STATES = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", LOST})
+# Frozen copies for the ledger's partial indexes (migration 8 of ledger.schema): SQLite uses such
+# an index only when a query spells its list as written, so these never change. A new final or
+# requeue state needs a new migration's index; tests/test_ledger_schema.py fails until it has one.
+TERMINAL_STATES_AT_SCHEMA_8 = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "DEPENDENCY_FAILED",
+                               "FAILED", "LOST", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
+REQUEUES_STATES_AT_SCHEMA_8 = ("BOOT_FAIL", "NODE_FAIL", "PREEMPTED")
 # Slurm itself may put a job that ended so back in the queue, under the same job key (`--requeue`,
 # or the cluster's JobRequeue=1, the default; for a preemption PreemptMode=REQUEUE). Until a pass
 # has seen the controller no longer hold the job, slurmexp's own retry could run the task twice:

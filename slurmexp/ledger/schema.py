@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import slurmexp.ledger.opening as opening
 from slurmexp.errors import Problem, SlurmexpError
+from slurmexp.states import REQUEUES_STATES_AT_SCHEMA_8, TERMINAL_STATES_AT_SCHEMA_8
 
 if TYPE_CHECKING:  # pragma: no cover
     import sqlite_utils
@@ -153,16 +154,13 @@ def _migration_7(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE attempts ADD COLUMN metrics_json TEXT")
 
 
-# The final attempt states when migration 8 was written (states.TERMINAL_STATES then). A query
-# uses a partial index only when its WHERE holds the index's term as written, literals and all:
-# `ledger.attempts` writes this list into its queries, and tests/test_ledger_schema.py fails
-# when TERMINAL_STATES no longer equals it (a new state needs a new migration's index).
-TERMINAL_STATES_V8 = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "DEPENDENCY_FAILED",
-                      "FAILED", "LOST", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
+# A query uses a partial index only when its WHERE holds the index's term as written, literals
+# and all: `ledger.attempts` writes these lists (frozen in `states` when migration 8 was written)
+# into its queries, and tests/test_ledger_schema.py fails when the live sets drift from them.
+TERMINAL_STATES_V8 = TERMINAL_STATES_AT_SCHEMA_8
 ACTIVE_ATTEMPT_SQL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL_STATES_V8)})"
-# The states Slurm may requeue a job from (states.SLURM_REQUEUES_STATES then): the failed
-# attempts a pass watches while their run's retry waits (Ledger.requeue_watch).
-REQUEUES_STATES_V8 = ("BOOT_FAIL", "NODE_FAIL", "PREEMPTED")
+# The failed attempts a pass watches while their run's retry waits (Ledger.requeue_watch).
+REQUEUES_STATES_V8 = REQUEUES_STATES_AT_SCHEMA_8
 REQUEUE_WATCH_SQL = f"state IN ({', '.join(repr(s) for s in REQUEUES_STATES_V8)})"
 
 
