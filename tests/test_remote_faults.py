@@ -87,7 +87,11 @@ def test_a_launch_sigkilled_right_after_the_remote_sbatch_is_adopted_never_resub
     ledger = Ledger(tmp_path / "l.db")
     (exp,) = ledger.experiments()
     assert [s["state"] for s in ledger.submissions(exp["exp_id"])] == ["INTENT"]
-    assert len(remote_jobs_named(remote_node, f"sx.{exp['exp_id']}.000")) == 1     # it was submitted
+    # It was submitted (slurmdbd learns of a new job a moment after sbatch: wait for its record).
+    deadline = time.monotonic() + 60
+    while not remote_jobs_named(remote_node, f"sx.{exp['exp_id']}.000") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(remote_jobs_named(remote_node, f"sx.{exp['exp_id']}.000")) == 1
     # Launching again submits nothing (the intent is the launch's), reconcile adopts the job.
     again = sx(tmp_path, "launch", str(sweep), "--site", str(site))
     assert "Traceback" not in again.stderr
