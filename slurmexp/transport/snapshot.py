@@ -19,7 +19,7 @@ from slurmexp.backends.slurm import commands
 from slurmexp.backends.slurm import parse as sp
 from slurmexp.errors import SlurmCommandError, SlurmUnavailable
 from slurmexp.transport.base import TransportUnreachable
-from slurmexp.transport.ssh import Op, SshTransport
+from slurmexp.transport.ssh import Op, SshTransport, path_list_op
 
 # Bytes kept of an attempt's stderr (its tail is what reports need); other files are small.
 TAIL_BYTES = 4096
@@ -37,10 +37,7 @@ class Snapshot:
 
 def ages_op(base: str, paths: Sequence[str]) -> Op:
     """One op: how long ago each of `paths` (relative to `base`) last changed, on the cluster."""
-    bad = [p for p in paths if "\n" in p or p.startswith("/")]
-    if bad:
-        raise ValueError(f"ages takes relative paths without newlines: {bad[:3]}")
-    return Op("ages", path=base, data="\n".join(paths).encode())
+    return path_list_op("ages", base, paths)
 
 
 def ages_result(text: str, paths: Sequence[str]) -> dict[str, float]:

@@ -295,10 +295,7 @@ class SshTransport:
     @staticmethod
     def read_many_op(base: str, paths: Sequence[str]) -> Op:
         """One op reading many files under `base` (paths relative to it, no newlines)."""
-        bad = [p for p in paths if "\n" in p or p.startswith("/")]
-        if bad:
-            raise ValueError(f"read_many takes relative paths without newlines: {bad[:3]}")
-        return Op("read_many", path=base, data="\n".join(paths).encode())
+        return path_list_op("read_many", base, paths)
 
     @staticmethod
     def read_many_result(res: CommandResult, paths: Sequence[str]) -> dict[str, bytes | None]:
@@ -319,6 +316,14 @@ class SshTransport:
     def whoami(self) -> str:
         """The login's user name on the cluster (Slurm's -u), not this machine's $USER."""
         return self.run(["id", "-un"], timeout=30).stdout.strip()
+
+
+def path_list_op(kind: str, base: str, paths: Sequence[str]) -> Op:
+    """An op over many files under `base`, listed one per line in its data (read_many, ages)."""
+    bad = [p for p in paths if "\n" in p or p.startswith("/")]
+    if bad:
+        raise ValueError(f"{kind} takes relative paths without newlines: {bad[:3]}")
+    return Op(kind, path=base, data="\n".join(paths).encode())
 
 
 def _file_snippet(op: Op, p: str) -> str:
