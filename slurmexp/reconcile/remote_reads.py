@@ -30,14 +30,15 @@ def is_remote(backend: Any) -> bool:
     return getattr(backend, "remote", None) is not None and hasattr(backend, "to_remote")
 
 
-def wanted_files(ledger: Any, backend: Any, active: Sequence[ActiveAttempt]) -> dict[str, str]:
+def wanted_files(ledger: Any, backend: Any, active: Sequence[ActiveAttempt],
+                 restarts: dict[int, int] | None = None) -> dict[str, str]:
     """The cluster files to fetch (relative to the transport's root) -> their local mirror's path.
 
     Built with strings, one path mapping per folder (its files map with it) and one ledger
     read for every attempt's restart number: a Path per file and a query per attempt made
     this 0.3 s of a 500-task pass (bench/README.md)."""
     root = str(backend.transport.root).rstrip("/") + "/"
-    restarts = ledger.restarts_of(active)
+    restarts = ledger.restarts_of(active) if restarts is None else restarts
     out: dict[str, str] = {}
     inside_root: dict[str, str | None] = {}      # local folder -> its path under the root
 
@@ -69,7 +70,8 @@ def wanted_files(ledger: Any, backend: Any, active: Sequence[ActiveAttempt]) -> 
     return out
 
 
-def wanted_ages(ctx: Any, backend: Any, active: Sequence[ActiveAttempt]) -> dict[Path, list[str]]:
+def wanted_ages(ctx: Any, backend: Any, active: Sequence[ActiveAttempt],
+                restarts: dict[int, int]) -> dict[Path, list[str]]:
     """Local attempt folder -> the cluster files (relative to the transport's root) whose
     changes say the command lives: its stdout and stderr, the run's metrics files. Only for
     experiments with `[liveness] stall_after` (nothing else needs them)."""
@@ -81,9 +83,7 @@ def wanted_ages(ctx: Any, backend: Any, active: Sequence[ActiveAttempt]) -> dict
         live = exp["settings"].liveness if exp and exp.get("settings") else None
         return bool(live is not None and live.stall_after_s and a.run_dir and a.job_key)
 
-    mine = [a for a in active if judged(a)]
-    restarts = ctx.ledger.restarts_of(mine) if mine else {}
-    for a in mine:
+    for a in (a for a in active if judged(a)):
         run = layout.RunPaths(a.run_dir)
         folder = run.find_attempt(a.job_key, restarts[a.attempt_id])
         paths = [folder / n for n in layout.ATTEMPT_OUTPUT_FILES] + [run.metrics, run.metrics_history]
@@ -98,8 +98,9 @@ def read_remote(ctx: Any, backend: Any, active: Sequence[ActiveAttempt], intents
     files mirrored locally on the way, and for `stall_after` when their output last changed."""
     job_ids = sorted({str(a.job_id) for a in active if a.job_id})
     array_ids = sorted({str(a.job_id) for a in active if a.task_index is not None})
-    files = wanted_files(ctx.ledger, backend, active)
-    ages = wanted_ages(ctx, backend, active)
+    restarts = ctx.ledger.restarts_of(active)       # one ledger read serves both lists
+    files = wanted_files(ctx.ledger, backend, active, restarts)
+    ages = wanted_ages(ctx, backend, active, restarts)
     asked = sorted({p for paths in ages.values() for p in paths})
     snap = snapshot(backend.backend, job_ids, since=since or names_since or "now-7days",
                     files=sorted(files), names=names, names_since=names_since, user_queue=True,
