@@ -38,17 +38,21 @@ def cli(tmp_path, *args):
     return result.stdout
 
 
-def test_report_of_a_real_sweep_with_failure_and_node_fail_retry(tmp_path, cluster):
-    (tmp_path / "train.py").write_text(TRAIN)
-    sweep = tmp_path / "rep.toml"
-    sweep.write_text('name = "rep"\n'
-                     f'command = "{sys.executable} train.py {{x}}"\n'
-                     '[params]\nx = ["1", "2", "3", "bad"]\n'
-                     '[resources]\ngpus = 1\ngpu_type = "a100"\ntime = "00:05:00"\n'
-                     '[retry]\nmax_attempts = 3\nbackoff_s = 0\n')
+def launch_sweep(tmp_path, name: str, train: str, params: str, resources: str):
+    """Launch a one-parameter sweep of `train` (as train.py) through the CLI on the test
+    cluster: (experiment id, its ledger, a backend to reconcile it with)."""
+    (tmp_path / "train.py").write_text(train)
+    sweep = tmp_path / f"{name}.toml"
+    sweep.write_text(f'name = "{name}"\ncommand = "{sys.executable} train.py {{x}}"\n'
+                     f'[params]\n{params}\n[resources]\n{resources}\n')
     exp_id = cli(tmp_path, "launch", str(sweep), "--site", str(CURRENT.site_toml)).split()[-1]
-    ledger = Ledger(tmp_path / "ledger.db")
-    backend = SlurmBackend(cluster=CURRENT.name)
+    return exp_id, Ledger(tmp_path / "ledger.db"), SlurmBackend(cluster=CURRENT.name)
+
+
+def test_report_of_a_real_sweep_with_failure_and_node_fail_retry(tmp_path, cluster):
+    exp_id, ledger, backend = launch_sweep(
+        tmp_path, "rep", TRAIN, 'x = ["1", "2", "3", "bad"]',
+        'gpus = 1\ngpu_type = "a100"\ntime = "00:05:00"\n[retry]\nmax_attempts = 3\nbackoff_s = 0')
 
     # Fail g1 while two tasks run on it (g1 has 2 a100s; the other tasks wait).
     deadline = time.monotonic() + 90
@@ -119,15 +123,9 @@ def test_a_real_pass_stores_a_finished_runs_metrics_and_the_report_uses_them(tmp
     from slurmexp.metrics import read_metrics
     from slurmexp.report.build import build_report, render_report
 
-    (tmp_path / "train.py").write_text(STORED_TRAIN)
-    sweep = tmp_path / "stored.toml"
-    sweep.write_text('name = "stored"\n'
-                     f'command = "{sys.executable} train.py {{x}}"\n'
-                     '[params]\nx = ["1", "2", "none"]\n'
-                     '[resources]\npartition = "cpu"\ncpus = 1\nmem = "100M"\ntime = "00:05:00"\n')
-    exp_id = cli(tmp_path, "launch", str(sweep), "--site", str(CURRENT.site_toml)).split()[-1]
-    ledger = Ledger(tmp_path / "ledger.db")
-    backend = SlurmBackend(cluster=CURRENT.name)
+    exp_id, ledger, backend = launch_sweep(
+        tmp_path, "stored", STORED_TRAIN, 'x = ["1", "2", "none"]',
+        'partition = "cpu"\ncpus = 1\nmem = "100M"\ntime = "00:05:00"')
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         reconcile_pass(ledger, backend, grace_s=600)
