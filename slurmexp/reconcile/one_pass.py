@@ -210,7 +210,7 @@ def _reconcile_cluster(ctx: PassContext) -> None:
     active = _cluster_active(ctx)
     intents = _intents(ledger, ctx.exps, cluster)
     pending = resubmittable_runs(ctx)
-    summary.active += sum(1 for a in active if a.state not in TERMINAL_STATES)
+    summary.active += _n_going(active)
     if not active and not intents and not pending:
         _update_experiments(ctx, set(ctx.exps))
         return
@@ -262,9 +262,9 @@ def _reconcile_cluster(ctx: PassContext) -> None:
     if intents:
         changed = _resolve_intents(ctx, intents, name_rows, queue_records)
         if changed and not ctx.dry_run:
-            before = sum(1 for a in active if a.state not in TERMINAL_STATES)
+            before = _n_going(active)
             active = _cluster_active(ctx)
-            summary.active += sum(1 for a in active if a.state not in TERMINAL_STATES) - before
+            summary.active += _n_going(active) - before
     # --- match and transition ------------------------------------------------------------
     match = match_rows(active, [*rows, *name_rows], queue_records)
     # The controller's pending reason is current; sacct's is the one the job was submitted with.
@@ -280,6 +280,11 @@ def _reconcile_cluster(ctx: PassContext) -> None:
         touched |= submit_due(ctx)
     _update_experiments(ctx, touched | {a.exp_id for a in active} | {
         s.exp_id for s in intents})
+
+
+def _n_going(attempts: list[ActiveAttempt]) -> int:
+    """The summary's active count: the watched failed or cancelled attempts are not going."""
+    return sum(1 for a in attempts if a.state not in TERMINAL_STATES)
 
 
 def _cluster_active(ctx: PassContext) -> list[ActiveAttempt]:
