@@ -182,7 +182,7 @@ def main() -> None:
     from slurmexp.report import frames, metrics_files
     results: dict[str, float] = {}
     print(f"timings ({args.runs} runs; files in the page cache unless noted; pandas was "
-          f"imported already, by sqlite_utils)")
+          f"imported before the first timing)")
     led = Ledger(db)
     timed("build_report, no metrics", lambda: rep_mod.build_report(led, [EXP], metrics=False),
           results)

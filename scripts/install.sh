@@ -18,5 +18,5 @@ if [ -f .ci/apt-packages.txt ]; then
     fi
 fi
 python3 -m pip install -q -e '.[test]' 2>&1 | grep -v -e '^WARNING: Running pip as' -e 'is ignored: it is neither' || true
-python3 -c 'import slurmexp, pandas, sqlite_utils, jinja2, click, pydantic' \
+python3 -c 'import slurmexp, pandas, jinja2, click, pydantic' \
     || { echo "[install] Python dependencies are missing" >&2; exit 1; }

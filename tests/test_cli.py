@@ -111,7 +111,7 @@ def test_help_and_status_do_not_import_pandas(tmp_path):
     code = ("import sys; from click.testing import CliRunner; from slurmexp.cli import main; "
             f"r = CliRunner().invoke(main, ['--ledger', {str(tmp_path / 'l.db')!r}, 'status']); "
             "assert r.exit_code == 0, r.output; assert 'pandas' not in sys.modules, 'pandas imported'; "
-            "assert 'sqlite_utils' in sys.modules")
+            "assert 'sqlite_utils' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -152,7 +152,7 @@ def test_migrations_applied_once(monkeypatch, tmp_path):
         led.close()
     assert calls == [1]
     with Ledger(path) as led:
-        assert "note" in led.db["runs"].columns_dict
+        assert "note" in led.db.columns("runs")
 
 
 def test_failed_migration_changes_nothing(monkeypatch, tmp_path):
@@ -169,7 +169,7 @@ def test_failed_migration_changes_nothing(monkeypatch, tmp_path):
         Ledger(path)
     monkeypatch.undo()
     with Ledger(path) as led:
-        assert led.schema_version == known and "note" not in led.db["runs"].columns_dict
+        assert led.schema_version == known and "note" not in led.db.columns("runs")
 
 
 def test_newer_schema_is_refused(ledger):
@@ -317,7 +317,7 @@ def test_job_id_reuse_is_a_separate_attempt(ledger):
     assert [a["job_key"] for a in atts] == ["123_0", "123_1", "123_2", "123_3", "123_4", "123_0"]
     assert len({a["attempt_id"] for a in atts}) == 6
     with pytest.raises(sqlite3.IntegrityError):   # the same key at the same time is a duplicate
-        ledger.db["attempts"].insert({
+        ledger.db.insert("attempts", {
             "exp_id": "demo-abcdef12", "run_id": "r0001", "attempt_no": 9, "cluster": "mini",
             "job_id": "123", "job_key": "123_0", "submit_time": "2024-01-01T00:00:00",
             "state": "SUBMITTED"})

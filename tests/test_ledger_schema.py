@@ -91,7 +91,7 @@ def test_migrating_a_version_2_ledger_keeps_data_indexes_and_foreign_keys(monkey
         assert led.get_experiment("c-00000003")["backend"] == "submitit"
         assert led.experiment_settings("a-00000001").retry.max_attempts == 2
         with pytest.raises(sqlite3.IntegrityError):
-            led.db["runs"].insert({"exp_id": "nope", "run_id": "r0", "idx": 0,
+            led.db.insert("runs", {"exp_id": "nope", "run_id": "r0", "idx": 0,
                                    "params_json": "{}", "state": "PLANNED"})
         with pytest.raises(sqlite3.IntegrityError):
             led.db.execute("DELETE FROM experiments WHERE exp_id = 'a-00000001'")
@@ -143,7 +143,7 @@ def test_migrating_a_version_1_ledger(monkeypatch, tmp_path):
         assert led.schema_version == len(schema.MIGRATIONS)
         exp = led.get_experiment("a-00000001")
         assert exp["settings_json"] is None and exp["backend"] == "slurm"
-        assert "unlisted_since" in led.db["attempts"].columns_dict
+        assert "unlisted_since" in led.db.columns("attempts")
 
 
 def test_a_rebuild_that_would_break_references_changes_nothing(monkeypatch, tmp_path):
@@ -171,7 +171,7 @@ def test_typed_rows_match_their_tables(tmp_path):
     from slurmexp.ledger.rows import ActiveAttempt, Attempt, PlannedRun, Submission
 
     with Ledger(tmp_path / "ledger.db") as led:
-        cols = {t: [c.name for c in led.db[t].columns] for t in ("attempts", "submissions", "runs")}
+        cols = {t: led.db.columns(t) for t in ("attempts", "submissions", "runs")}
     assert sorted(Attempt.fields()) == sorted(cols["attempts"])
     assert sorted(Submission.fields()) == sorted(cols["submissions"])
     assert sorted(set(PlannedRun.fields()) - set(PlannedRun._sql)) == sorted(cols["runs"])

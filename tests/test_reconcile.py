@@ -1156,7 +1156,7 @@ def test_settings_roundtrip_and_migration(tmp_path):
     led = Ledger(tmp_path / "l.db")
     make_exp(led, tmp_path, n=1)
     assert led.experiment_settings(EXP).retry.backoff_s == 0
-    assert "settings_json" in led.db["experiments"].columns_dict
+    assert "settings_json" in led.db.columns("experiments")
     with pytest.raises(SlurmexpError):
         led.experiment_settings("nope")
     led.close()

@@ -153,7 +153,7 @@ class AttemptsMixin:
 
     def _attempt_columns(self) -> list[str]:
         if self._attempt_cols is None:
-            self._attempt_cols = [c.name for c in self.db["attempts"].columns]
+            self._attempt_cols = self.db.columns("attempts")
         return self._attempt_cols
 
     def attempts(self, exp_id: str | None = None, run_id: str | None = None,

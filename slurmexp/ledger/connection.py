@@ -8,7 +8,6 @@ systems, where WAL's shared-memory index cannot work across hosts.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import posixpath
@@ -24,32 +23,7 @@ import slurmexp.ledger.opening as opening
 import slurmexp.ledger.schema as schema
 from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.ledger.schema import build_new, migrate, schema_version
-
-
-def _import_sqlite_utils():
-    """sqlite-utils imports pandas and numpy at import time when they are installed (~0.4 s).
-
-    The ledger stores plain Python values only, so those type mappings are never needed; block
-    the two imports while sqlite-utils loads, so `slurmexp status` stays fast. They are
-    unblocked right after: `slurmexp report` imports pandas itself.
-    """
-    import sys
-
-    if "sqlite_utils" in sys.modules:
-        return sys.modules["sqlite_utils"]
-    blocked = [name for name in ("pandas", "numpy") if name not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
-    try:
-        import sqlite_utils
-    finally:
-        for name in blocked:
-            if sys.modules.get(name, 0) is None:
-                del sys.modules[name]
-    return sqlite_utils
-
-
-sqlite_utils = _import_sqlite_utils()
+from slurmexp.ledger.sql import Database
 
 # WAL keeps its index in a shared-memory file, which only works when every process using the
 # database is on the same host; on these file systems another node can corrupt it.
@@ -170,7 +144,7 @@ def create_ledger_file(path: Path) -> bool:
     try:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
-            db = sqlite_utils.Database(conn, execute_plugins=False)
+            db = Database(conn)
             build_new(db)
         finally:
             conn.close()
@@ -240,7 +214,7 @@ class LedgerConnection:
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
             raise opening.ledger_error(exc, self.path) from None
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        self.db = Database(conn)
         try:
             self._set_up(conn, wanted, can_write)
         except sqlite3.Error as exc:
@@ -341,6 +315,4 @@ class LedgerConnection:
         return list(self.db.query(sql, list(params)))
 
     def _insert_rows(self, table: str, columns: list[str], rows: Iterable[list]) -> None:
-        # sqlite-utils' list mode (first record = column names): for 100,000 runs it skips a
-        # per-value dict walk that otherwise costs more than SQLite's own work.
-        self.db[table].insert_all(itertools.chain([columns], rows), batch_size=BATCH_SIZE)
+        self.db.insert_rows(table, columns, rows)

@@ -44,7 +44,7 @@ class ExperimentsMixin:
         rows = _run_rows(exp_id, runs, now)
         try:
             with self.transaction():
-                self.db["experiments"].insert({
+                self.db.insert("experiments", {
                     "exp_id": exp_id, "name": name, "fingerprint": fingerprint, "created": now,
                     "cluster": cluster, "backend": backend, "state": "PLANNED",
                     "reason": None, "updated": now, "sweep_path": s(sweep_path),

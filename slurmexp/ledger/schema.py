@@ -14,12 +14,11 @@ from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.states import REQUEUES_STATES_AT_SCHEMA_8, TERMINAL_STATES_AT_SCHEMA_8
 
 if TYPE_CHECKING:  # pragma: no cover
-    import sqlite_utils
-
     from slurmexp.ledger.connection import LedgerConnection
+    from slurmexp.ledger.sql import Database
 
 
-def _migration_1(db: sqlite_utils.Database) -> None:
+def _migration_1(db: Database) -> None:
     db.executescript("""
     CREATE TABLE experiments (
         exp_id TEXT PRIMARY KEY, name TEXT NOT NULL, fingerprint TEXT NOT NULL,
@@ -74,20 +73,20 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     """)
 
 
-def _migration_2(db: sqlite_utils.Database) -> None:
+def _migration_2(db: Database) -> None:
     # What reconcile needs to retry without the sweep file: the retry policy, the partition's
     # limits and the requested resources, as JSON (see launch.settings_for).
     db.execute("ALTER TABLE experiments ADD COLUMN settings_json TEXT")
 
 
-def _migration_3(db: sqlite_utils.Database) -> None:
+def _migration_3(db: Database) -> None:
     # When the controller was first seen not listing a job that sacct says is still going (a
     # runaway record after a controller state loss becomes LOST after the grace period).
     # A column, so that what the reason text says can change without breaking that clock.
     db.execute("ALTER TABLE attempts ADD COLUMN unlisted_since TEXT")
 
 
-def _rebuilds_tables(migration: Callable[[sqlite_utils.Database], None]):
+def _rebuilds_tables(migration: Callable[[Database], None]):
     """Marks a migration that drops and recreates a table: `migrate` runs it with foreign keys
     off (a DROP TABLE would otherwise delete through them) and checks them before commit."""
     migration.rebuilds_tables = True  # type: ignore[attr-defined]
@@ -110,7 +109,7 @@ _EXPERIMENTS_COLUMNS = (
 
 
 @_rebuilds_tables
-def _migration_4(db: sqlite_utils.Database) -> None:
+def _migration_4(db: Database) -> None:
     # The backend kinds are the backends' registry's business (slurmexp/backends/base.py);
     # the ledger stores the name. SQLite cannot drop a CHECK constraint, so the table is
     # rebuilt as https://www.sqlite.org/lang_altertable.html#otheralter says: new table, copy,
@@ -124,7 +123,7 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX experiments_fingerprint ON experiments (fingerprint)")
 
 
-def _migration_5(db: sqlite_utils.Database) -> None:
+def _migration_5(db: Database) -> None:
     # An experiment's tags (a JSON list, `launch --tag`, [meta] tags) and note (`launch --note`,
     # [meta] description), which `status --tag` filters on; when `slurmexp archive` hid it.
     db.execute("ALTER TABLE experiments ADD COLUMN tags_json TEXT")
@@ -132,7 +131,7 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE experiments ADD COLUMN archived TEXT")
 
 
-def _migration_6(db: sqlite_utils.Database) -> None:
+def _migration_6(db: Database) -> None:
     # `launch --skip-completed`: a run's reuse key (its command and resources, hashed), and for
     # a run reused from another experiment, that experiment and the attempt that completed it.
     # `[notify]`: whether the experiment's command is still due ('pending'), and when it ran
@@ -145,7 +144,7 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE experiments ADD COLUMN notified_json TEXT")
 
 
-def _migration_7(db: sqlite_utils.Database) -> None:
+def _migration_7(db: Database) -> None:
     # The run's metrics summary (metrics_json: the flat {name: value} read_metrics gives, as
     # JSON; "{}" when the run had none) as reconcile read it when it recorded the attempt's
     # final state, in that transaction: a report of a finished sweep reads it here instead of
@@ -164,7 +163,7 @@ REQUEUES_STATES_V8 = REQUEUES_STATES_AT_SCHEMA_8
 REQUEUE_WATCH_SQL = f"state IN ({', '.join(repr(s) for s in REQUEUES_STATES_V8)})"
 
 
-def _migration_8(db: sqlite_utils.Database) -> None:
+def _migration_8(db: Database) -> None:
     # What a reconcile pass reads (its active attempts, cancels awaiting their final record, the
     # PLANNED runs it may submit, failed attempts Slurm may still requeue) without a scan of
     # every finished attempt and run in history.
@@ -176,19 +175,19 @@ def _migration_8(db: sqlite_utils.Database) -> None:
 
 
 # Version N is MIGRATIONS[N-1]. Append only: a released migration never changes.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
     _migration_6, _migration_7, _migration_8]
 
 
-def schema_version(db: sqlite_utils.Database) -> int:
-    if not db["meta"].exists():
+def schema_version(db: Database) -> int:
+    if not db.table_exists("meta"):
         return 0
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
 
 
-def build_new(db: sqlite_utils.Database) -> None:
+def build_new(db: Database) -> None:
     """The current schema in an empty database that nobody else sees yet (a new ledger's
     temporary file): every migration in order, as an old ledger would have got them."""
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value)")
