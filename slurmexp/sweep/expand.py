@@ -5,6 +5,7 @@ earlier launch whatever the order of the file; the order of runs is the file's o
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -57,7 +58,11 @@ def _canonical_json(params: dict[str, Any]) -> str:
 
 def run_id_for(params: dict[str, Any]) -> str:
     """Depends on the values only, never on order or position, so re-launches find old runs."""
-    return "r" + hashlib.sha256(_canonical_json(params).encode("utf-8")).hexdigest()[:10]
+    return _run_id_of(_canonical_json(params))
+
+
+def _run_id_of(canonical: str) -> str:
+    return "r" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
 
 
 def _spec_error(sweep: Sweep, key: str, message: str, fix: str) -> SpecError:
@@ -171,7 +176,7 @@ def expand(sweep: Sweep) -> list[Run]:
         # The sampler's seed, so a report can tell which draw a run came from; a `seed`
         # parameter is a parameter like any other (param.seed), never this.
         seed = sweep.sample.seed if origin == "sample" and sweep.sample is not None else None
-        runs.append(Run(run_id=run_id_for(params), index=index, params=params, seed=seed, source=origin))
+        runs.append(Run(run_id=_run_id_of(text), index=index, params=params, seed=seed, source=origin))
     return runs
 
 
@@ -191,11 +196,17 @@ def command_text(sweep: Sweep) -> str:
     return runner_command(sys.executable, function=sweep.function)
 
 
+@functools.lru_cache(maxsize=8)
+def _command_parts(template: str) -> tuple[tuple[str, str | None], ...]:
+    """The command template split once per launch, not once per run."""
+    return tuple((literal, field) for literal, field, _spec, _conv in string.Formatter().parse(template))
+
+
 def command_for(sweep: Sweep, run: Run, run_dir: str | Path, experiment_id: str) -> str:
     """The run's command line, each value one literal shell word whatever it contains."""
     values = {**run.params, "run_id": run.run_id, "run_dir": str(run_dir), "experiment_id": experiment_id}
     out: list[str] = []
-    for literal, field_name, _spec, _conversion in string.Formatter().parse(command_text(sweep)):
+    for literal, field_name in _command_parts(command_text(sweep)):
         out.append(literal)
         if field_name is None:
             continue
