@@ -11,10 +11,11 @@ place and two readers never disagree about where a file is::
       sweep.toml  site.toml          copies of what was launched
       provenance/                    git.diff, environment.txt (ledger.provenance)
       scripts/chunk-NNN.sbatch       one sbatch script per array chunk
-      manifests/chunk-NNN.txt        line i+1: the run id of array task i
+      manifests/chunk-NNN.txt        line i+1: array task i's run id and where its files lie
+      manifests/chunk-NNN.files      the chunk's runs' command.sh and params.json texts, end to end
       logs/<job>_<task>.out|.err     Slurm's own output of the task script (--output=%A_%a.out)
       runs/<run id>/
-        params.json  command.sh      written at launch
+        params.json  command.sh      written by the run's first task, from its chunk's manifest
         metrics.json  metrics.jsonl  written by the run (slurmexp.log_metrics)
         call.pkl  result.pkl         a Python-function run: the pickled call, its outcome
         checkpoint/                  $SLURMEXP_CHECKPOINT_DIR: the run's own, kept across attempts
@@ -123,6 +124,14 @@ def manifest_name(chunk: int) -> str:
     return f"{chunk_stem(chunk)}.txt"
 
 
+MANIFEST_FILES_SUFFIX = ".files"
+
+
+def manifest_files_of(manifest: str | os.PathLike) -> Path:
+    """The `.files` beside a chunk's manifest (where the manifest's offsets point)."""
+    return Path(manifest).with_suffix(MANIFEST_FILES_SUFFIX)
+
+
 def log_name(job_key: str, stream: str = "out") -> str:
     """"77_3.out" ("out" or "err"); `job_key` may be SLURM_LOG_PATTERN for the #SBATCH line."""
     return f"{job_key}{LOG_SUFFIXES[stream]}"
@@ -136,7 +145,7 @@ def attempt_name(job_key: str, restart: int = 0) -> str:
 def script_names() -> dict[str, str]:
     """The names the task script uses, for the templates (which spell none of their own)."""
     return {
-        "command": COMMAND_FILE, "attempts": ATTEMPTS_DIR, "restart_suffix": RESTART_SUFFIX,
+        "command": COMMAND_FILE, "params": PARAMS_FILE, "attempts": ATTEMPTS_DIR, "restart_suffix": RESTART_SUFFIX,
         "safe_name": SAFE_NAME, "stdout": STDOUT, "stderr": STDERR, "host": HOST,
         "started": STARTED, "ended": ENDED, "exit_code": EXIT_CODE,
         "wrapper_failed": WRAPPER_FAILED, "checkpoint": CHECKPOINT_DIR, "signalled": SIGNALLED,
@@ -290,6 +299,9 @@ class ExperimentPaths:
 
     def manifest(self, chunk: int) -> Path:
         return self.manifests_dir / manifest_name(chunk)
+
+    def manifest_files(self, chunk: int) -> Path:
+        return manifest_files_of(self.manifest(chunk))
 
     def log(self, job_key: str, stream: str = "out") -> Path:
         """Slurm's own output of a task (`stream` "out" or "err")."""

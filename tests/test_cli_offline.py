@@ -273,12 +273,12 @@ def test_a_file_system_refusal_is_a_clear_error_not_a_traceback(tmp_path, monkey
     # files: exit 1 naming the file and what to do, never a Python traceback.
     from slurmexp.launch import launcher
 
-    target = tmp_path / "out" / "runs" / "r0" / "params.json"
+    target = tmp_path / "out" / "manifests" / "chunk-000.files"
 
     def refuse(*args, **kwargs):
         raise OSError(err, os.strerror(err), str(target))
 
-    monkeypatch.setattr(launcher, "write_run_files", refuse)
+    monkeypatch.setattr(launcher, "write_manifest", refuse)
     sweep = tmp_path / "sweep.toml"
     sweep.write_text('name = "fs"\ncommand = "echo {x}"\n[params]\nx = [1, 2]\n'
                      '[resources]\ncpus = 1\nmem = "100M"\ntime = "00:01:00"\n')

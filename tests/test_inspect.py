@@ -38,7 +38,8 @@ def add_twin_experiment(led, tmp_path) -> str:
         exp_id="other-12345678", name="other", fingerprint="fp2", cluster="mini",
         backend="local", exp_dir=tmp_path / "other", sweep_path=None, sweep_copy_path=None,
         site_path=None, site_hash=None, template_hash=None, provenance=None,
-        runs=[dict(run_id="rA0", idx=0, params={"lr": 0.1, "seed": 0})])
+        runs=[dict(run_id="rA0", idx=0, params={"lr": 0.1, "seed": 0},
+                   run_dir=tmp_path / "other" / "runs" / "rA0")])
     return "other-12345678"
 
 
@@ -104,6 +105,11 @@ def test_show_a_run_never_submitted(ledger, tmp_path):
     info = show_run(ledger, "other:rA0")
     assert info["attempts"] == [] and info["state"] == "PLANNED"
     assert "attempts  none yet" in format_run(info)
+    # Its task writes command.sh when it starts: until then show says so, and not once it exists.
+    assert f"{info['command_path']} (written when the run's task first starts)" in format_run(info)
+    Path(info["command_path"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(info["command_path"]).write_text("#!/bin/bash\ntrue\n")
+    assert "written when" not in format_run(show_run(ledger, "other:rA0")).split("params")[0]
 
 
 # --- logs ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from test_reconcile import CLUSTER, EXP, FakeBackend, row
 
 from slurmexp import layout, tags
-from slurmexp.launch.experiment_files import write_manifest, write_run_files, write_script
+from slurmexp.launch.experiment_files import write_manifest, write_script
 from slurmexp.launch.render import ScriptContext, render_script
 from slurmexp.ledger import Ledger
 from slurmexp.reconcile import attempt_files, one_pass
@@ -113,9 +113,8 @@ def test_requeued_attempts_resolve_to_the_folders_the_task_script_wrote(tmp_path
     exp_dir = tmp_path / "exp"
     ctx = _ctx(exp_dir, tmp_path)
     run = ctx.chunk.runs[0]
-    write_run_files(exp_dir, [(run, 'echo "out $SLURMEXP_ATTEMPT_ID"; '
-                                    'echo "boom in $SLURMEXP_ATTEMPT_ID" >&2; exit 3')])
-    write_manifest(exp_dir, ctx.chunk)
+    write_manifest(exp_dir, ctx.chunk, {run.run_id: 'echo "out $SLURMEXP_ATTEMPT_ID"; '
+                                        'echo "boom in $SLURMEXP_ATTEMPT_ID" >&2; exit 3'})
     script = write_script(exp_dir, 0, render_script(ctx))
     # Slurm ran the task three times under one job id: first, then after two requeues.
     written = [_run_task(script, restart, tmp_path) for restart in (None, 1, 2)]

@@ -18,7 +18,7 @@ from test_reconcile import EXP, FakeBackend, make_exp, qrow, row, snapshot, stat
 
 from slurmexp import layout
 from slurmexp.errors import SlurmUnavailable
-from slurmexp.launch.experiment_files import write_manifest, write_run_files, write_script
+from slurmexp.launch.experiment_files import write_manifest, write_script
 from slurmexp.launch.render import ScriptContext, render_script
 from slurmexp.ledger import Ledger
 from slurmexp.reconcile import liveness
@@ -44,9 +44,8 @@ def wrapper(tmp_path: Path, command: str, checkpoint: bool = False) -> Path:
     work.mkdir()
     runs = [Run(run_id=RUN, index=0, params={})]
     chunk = ArrayChunk(chunk=0, group=0, resources=Resources("cpu", 10, cpus=1), runs=runs, offset=0)
-    write_run_files(exp, [(runs[0], command)])
     ctx = ScriptContext(experiment_id="lv-1", chunk=chunk, exp_dir=exp, workdir=work,
-                        manifest_path=write_manifest(exp, chunk), runs_dir=exp / "runs",
+                        manifest_path=write_manifest(exp, chunk, {runs[0].run_id: command}), runs_dir=exp / "runs",
                         job_name="sx.lv-1.000", comment="slurmexp:lv-1", cluster="x", heartbeat_s=1,
                         checkpoint=CheckpointSpec() if checkpoint else None)
     return write_script(exp, 0, render_script(ctx))

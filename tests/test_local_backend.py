@@ -13,7 +13,6 @@ import pytest
 from slurmexp.backends.local import run_local
 from slurmexp.launch.experiment_files import (
     write_manifest,
-    write_run_files,
     write_script,
 )
 from slurmexp.launch.render import (
@@ -56,9 +55,8 @@ def make_experiment(tmp_path: Path, params: list[dict], args=lambda p: [],
     chunk = ArrayChunk(chunk=0, group=0, resources=Resources("cpu", 10, cpus=cpus), runs=runs,
                        offset=0)
     # What the planner does: every value shell-quoted into one command line.
-    write_run_files(exp, [(r, shlex.join([sys.executable, str(program), *args(r.params)]))
-                          for r in runs])
-    manifest = write_manifest(exp, chunk)
+    manifest = write_manifest(exp, chunk, {r.run_id: shlex.join([sys.executable, str(program), *args(r.params)])
+                                           for r in runs})
     ctx = ScriptContext(experiment_id=EXP_ID, chunk=chunk, exp_dir=exp, workdir=workdir,
                         manifest_path=manifest, runs_dir=exp / "runs",
                         job_name=f"sx.{EXP_ID}.0", comment=f"slurmexp:{EXP_ID}",

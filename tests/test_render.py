@@ -1,6 +1,7 @@
 """The rendered sbatch script: directives, quoting, guards, layering, size, and the files it reads."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -11,7 +12,6 @@ import pytest
 from slurmexp.errors import SpecError
 from slurmexp.launch.experiment_files import (
     write_manifest,
-    write_run_files,
     write_script,
 )
 from slurmexp.launch.render import (
@@ -171,8 +171,7 @@ def test_hostile_values_are_quoted_and_reach_the_shell_literally(tmp_path):
     ctx.env_modules = []
     exp = ctx.exp_dir
     chunk = ctx.chunk
-    write_run_files(exp, [(r, 'printf %s "$HOSTILE" > got; pwd > cwd') for r in chunk.runs])
-    write_manifest(exp, chunk)
+    write_manifest(exp, chunk, {r.run_id: 'printf %s "$HOSTILE" > got; pwd > cwd' for r in chunk.runs})
     script = write_script(exp, chunk.chunk, render_script(ctx))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
     env.update(SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_JOB_ID="77")
@@ -323,8 +322,7 @@ def test_template_sha256_covers_every_layer(tmp_path):
 
 def test_task_without_a_valid_index_or_manifest_line_exits_97(tmp_path):
     ctx = make_ctx(tmp_path, make_chunk(2))
-    write_run_files(ctx.exp_dir, [(r, "true") for r in ctx.chunk.runs])
-    write_manifest(ctx.exp_dir, ctx.chunk)
+    write_manifest(ctx.exp_dir, ctx.chunk, {r.run_id: "true" for r in ctx.chunk.runs})
     script = write_script(ctx.exp_dir, 0, render_script(ctx))
     base = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
     for task_id, needle in [(None, "not an array task index"), ("1;id", "not an array task"),
@@ -341,37 +339,74 @@ def test_task_without_a_valid_index_or_manifest_line_exits_97(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_write_run_files_manifest_and_script(tmp_path):
-    exp = tmp_path / "exp"
-    runs = [Run("r1", 0, {"b": 2, "a": "x y"}), Run("r2", 1, {"a": 1})]
-    write_run_files(exp, [(runs[0], "python train.py --a 'x y'"), (runs[1], "echo 1\n")])
-    assert (exp / "runs/r1/params.json").read_text() == '{\n  "a": "x y",\n  "b": 2\n}\n'
-    command = exp / "runs/r1/command.sh"
-    assert command.read_text() == "#!/bin/bash\npython train.py --a 'x y'\n"
-    assert os.access(command, os.X_OK)
-    assert (exp / "runs/r2/command.sh").read_text() == "#!/bin/bash\necho 1\n"
+def _run_task(script, task_id="0", job="77"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM", "SLURMEXP"))}
+    env.update(SLURM_ARRAY_TASK_ID=task_id, SLURM_ARRAY_JOB_ID=job)
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
 
-    chunk = ArrayChunk(chunk=7, group=0, resources=CPU, runs=runs, offset=0)
-    manifest = write_manifest(exp, chunk)
-    assert manifest == exp / "manifests" / "chunk-007.txt"
-    assert manifest.read_text() == "r1\nr2\n"
-    script = write_script(exp, 7, "#!/bin/bash\n")
-    assert script == exp / "scripts" / "chunk-007.sbatch"
-    assert (exp / "logs").is_dir()
+
+def test_manifest_holds_each_runs_files_and_the_task_writes_them(tmp_path):
+    # Launch writes two files per chunk and no run folder; each task makes its run's folder,
+    # command.sh (executable) and params.json from its entry, byte offsets and all (UTF-8 in
+    # a command and in parameters takes more bytes than characters).
+    ctx = make_ctx(tmp_path, make_chunk(2))
+    exp, chunk = ctx.exp_dir, ctx.chunk
+    r1, r2 = chunk.runs
+    chunk.runs[0] = r1 = Run(r1.run_id, 0, {"b": 2, "a": "x y é"})
+    commands = {r1.run_id: "echo 'naïve' > out.txt", r2.run_id: "echo 1\n"}
+    manifest = write_manifest(exp, chunk, commands)
+    assert manifest == exp / "manifests" / "chunk-000.txt"
+    files = (exp / "manifests" / "chunk-000.files").read_bytes()
+    entries = [line.split() for line in manifest.read_text().splitlines()]
+    assert [e[0] for e in entries] == [r1.run_id, r2.run_id]
+    at, nc, np_ = map(int, entries[0][1:])
+    assert files[at:at + nc].decode() == "#!/bin/bash\necho 'naïve' > out.txt\n"
+    assert json.loads(files[at + nc:at + nc + np_]) == {"a": "x y é", "b": 2}
+    assert int(entries[1][1]) == at + nc + np_ and len(files) == sum(map(int, entries[1][1:]))
+    assert not (exp / "runs").exists()
+    script = write_script(exp, 0, render_script(ctx))
+    for task in ("0", "1"):
+        proc = _run_task(script, task)
+        assert proc.returncode == 0, proc.stderr
+    run1 = exp / "runs" / r1.run_id
+    assert (run1 / "params.json").read_text() == '{\n  "a": "x y é",\n  "b": 2\n}\n'
+    assert (run1 / "command.sh").read_text() == "#!/bin/bash\necho 'naïve' > out.txt\n"
+    assert os.access(run1 / "command.sh", os.X_OK)
+    assert (exp / "runs" / r2.run_id / "command.sh").read_text() == "#!/bin/bash\necho 1\n"
+    assert sorted(p.name for p in run1.iterdir()) == ["attempts", "checkpoint", "command.sh", "params.json"]
+    # A later start of the run puts back a command.sh edited by hand: what was launched runs.
+    (run1 / "command.sh").write_text("#!/bin/bash\nexit 9\n")
+    assert _run_task(script, "0", job="78").returncode == 0
+    assert (run1 / "command.sh").read_text() == "#!/bin/bash\necho 'naïve' > out.txt\n"
 
     with pytest.raises(SpecError):
-        write_run_files(exp, [(Run("../escape", 0, {}), "true")])
+        write_manifest(exp, ArrayChunk(chunk=1, group=0, resources=CPU, runs=[Run("../escape", 0, {})],
+                                       offset=0), {"../escape": "true"})
+    with pytest.raises(SpecError, match="NUL"):
+        write_manifest(exp, chunk, {r1.run_id: "a\x00b", r2.run_id: "true"})
 
 
-def test_write_run_files_is_idempotent_for_10000_runs(tmp_path):
+def test_a_task_whose_files_end_early_exits_97_without_running(tmp_path):
+    ctx = make_ctx(tmp_path, make_chunk(2))
+    write_manifest(ctx.exp_dir, ctx.chunk, {r.run_id: "touch ran" for r in ctx.chunk.runs})
+    script = write_script(ctx.exp_dir, 0, render_script(ctx))
+    files = ctx.exp_dir / "manifests" / "chunk-000.files"
+    files.write_bytes(files.read_bytes()[:-5])
+    proc = _run_task(script, "1")
+    assert proc.returncode == 97 and "ends before run" in proc.stderr, proc.stderr
+    assert _run_task(script, "0").returncode == 0
+
+
+def test_10000_runs_are_two_files_per_chunk(tmp_path):
     exp = tmp_path / "exp"
-    pairs = [(r, f"python train.py --i {r.index}") for r in make_runs(10_000)]
-    write_run_files(exp, pairs)
-    sample = exp / "runs" / pairs[1234][0].run_id / "command.sh"
-    inode = sample.stat().st_ino
-    write_run_files(exp, pairs)
-    assert sample.stat().st_ino == inode     # unchanged files are not rewritten
-    assert len(os.listdir(exp / "runs")) == 10_000
+    runs = make_runs(10_000)
+    commands = {r.run_id: f"python train.py --i {r.index}" for r in runs}
+    for c in range(10):
+        write_manifest(exp, ArrayChunk(chunk=c, group=0, resources=CPU,
+                                       runs=runs[c * 1000:(c + 1) * 1000], offset=c * 1000), commands)
+    assert len(os.listdir(exp / "manifests")) == 20 and not (exp / "runs").exists()
+    last = (exp / "manifests" / "chunk-009.txt").read_text().splitlines()
+    assert len(last) == 1000 and last[-1].split()[0] == runs[-1].run_id
 
 
 def test_checkpoint_signal_is_recorded_forwarded_to_the_command_and_waited_for(tmp_path):
@@ -392,8 +427,7 @@ def test_checkpoint_signal_is_recorded_forwarded_to_the_command_and_waited_for(t
                'trap \'sleep 1; echo saved > "$SLURMEXP_CHECKPOINT_DIR/state"; exit 0\' USR1; '
                'touch "$SLURMEXP_ATTEMPT_DIR/ready"; while :; do sleep 0.1; done')
     exp, chunk = ctx.exp_dir, ctx.chunk
-    write_run_files(exp, [(r, command) for r in chunk.runs])
-    write_manifest(exp, chunk)
+    write_manifest(exp, chunk, {r.run_id: command for r in chunk.runs})
     script = write_script(exp, chunk.chunk, text)
     run_dir = exp / "runs" / chunk.runs[0].run_id
     for job in ("77", "78"):

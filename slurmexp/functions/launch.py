@@ -344,18 +344,18 @@ def _extend_experiment(prep, exp_id: str, ledger: Ledger) -> dict[int, Path]:
     from dataclasses import replace
 
     from slurmexp.launch import launcher
-    from slurmexp.launch.experiment_files import write_manifest, write_run_files, write_script
+    from slurmexp.launch.experiment_files import write_manifest, write_script
     from slurmexp.launch.render import render_script
     from slurmexp.sweep.plan import command_for
 
     paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     exp_dir = paths.exp_dir
-    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, paths.run_dir(run.run_id), exp_id))
-                              for run in prep.plan.runs])
+    commands = {run.run_id: command_for(prep.sweep, run, paths.run_dir(run.run_id), exp_id)
+                for run in prep.plan.runs}
     scripts: dict[int, Path] = {}
     rows = []
     for chunk in prep.plan.chunks:
-        write_manifest(exp_dir, chunk)
+        write_manifest(exp_dir, chunk, commands)
         scripts[chunk.chunk] = write_script(exp_dir, chunk.chunk, render_script(
             launcher.script_context(prep, exp_id, chunk)))
         rows += [{"run_id": r.run_id, "idx": r.index, "params": r.params, "seed": r.seed,

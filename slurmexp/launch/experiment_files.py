@@ -1,15 +1,20 @@
-"""Write the files an experiment's scripts read: run folders, manifests and chunk scripts.
+"""Write the files an experiment's scripts read: manifests and chunk scripts.
 
-The script is the same text for every task of a chunk and does not grow with the sweep: a task
-finds its run id on line `SLURM_ARRAY_TASK_ID + 1` of the chunk's manifest and runs that run's
-`command.sh`. So submitting 10,000 runs costs one small script, one manifest and one folder per
-run, and a run can be re-run by hand with `bash runs/<id>/command.sh`. Rendering the script
-itself is `render`'s (pure); this module only writes.
+The script is the same text for every task of a chunk and does not grow with the sweep. A task
+finds its entry on line `SLURM_ARRAY_TASK_ID + 1` of the chunk's manifest: its run id and where
+its `command.sh` and `params.json` texts lie in the chunk's `.files` (offset and lengths). The
+task's script creates the run's folder and writes those two files from there before it runs the
+command, so a launch writes two files per chunk of up to MaxArraySize runs, not a folder and two
+files per run: on this machine's disk those 24,000 creations were half of an 8,000-run launch,
+and on a network file system (each create a round trip to the metadata server) far more. After
+its first task a run can be re-run by hand with `bash runs/<id>/command.sh`. Rendering the
+script itself is `render`'s (pure); this module only writes.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from slurmexp import layout
@@ -40,43 +45,19 @@ def make_output_dir(output_dir: str | os.PathLike) -> Path:
     return path
 
 
-def write_run_files(exp_dir: Path, runs_with_commands: list[tuple[Run, str]]) -> None:
-    """Create runs/<run_id>/ with params.json and command.sh for each run.
+def _check_command(run_id: str, command: str) -> None:
+    if "\x00" in command:
+        raise SpecError(f"run {run_id}: the command contains a NUL byte")
 
-    `command` is the finished shell command, its values already quoted by the planner; it is
-    written as it is. A new run folder gets its files written directly (nobody can be reading
-    them yet), which keeps 10,000 runs to about a second; in an existing folder, files that
-    already hold the same text are left alone and changed ones are replaced atomically, so
-    launching again neither rewrites everything nor changes a running task's command under it.
-    """
-    runs_dir = os.path.join(os.fspath(exp_dir), layout.RUNS_DIR)
-    os.makedirs(runs_dir, exist_ok=True)
-    for run, command in runs_with_commands:
-        _check_run_id(run.run_id)
-        if "\x00" in command:
-            raise SpecError(f"run {run.run_id}: the command contains a NUL byte")
-        run_dir = os.path.join(runs_dir, run.run_id)
-        try:
-            os.mkdir(run_dir)
-            fresh = True
-        except FileExistsError:
-            fresh = False
-        params = json.dumps(run.params, sort_keys=True, indent=2, ensure_ascii=False,
-                            default=str) + "\n"
-        script = "#!/bin/bash\n" + command.rstrip("\n") + "\n"
-        for name, text, mode in ((layout.PARAMS_FILE, params, 0o666),
-                                 (layout.COMMAND_FILE, script, 0o777)):
-            path = os.path.join(run_dir, name)
-            if fresh:
-                _write_new(path, text, mode)
-                continue
-            try:
-                with open(path, encoding="utf-8") as fh:
-                    if fh.read() == text:
-                        continue
-            except FileNotFoundError:
-                pass
-            _atomic_write(Path(path), text, mode)
+
+def run_texts(run: Run, command: str) -> tuple[bytes, bytes]:
+    """(command.sh, params.json) of a run as bytes: `command` is the finished shell command,
+    its values already quoted by the planner; it is written as it is."""
+    _check_run_id(run.run_id)
+    _check_command(run.run_id, command)
+    script = "#!/bin/bash\n" + command.rstrip("\n") + "\n"
+    params = json.dumps(run.params, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n"
+    return script.encode("utf-8", "surrogateescape"), params.encode("utf-8", "surrogateescape")
 
 
 def _write_new(path: str, text: str, mode: int) -> None:
@@ -90,13 +71,27 @@ def _write_new(path: str, text: str, mode: int) -> None:
         os.close(fd)
 
 
-def write_manifest(exp_dir: Path, chunk: ArrayChunk) -> Path:
-    """`<exp_dir>/manifests/chunk-NNN.txt`: line i+1 is the run id of array task i."""
+def write_manifest(exp_dir: Path, chunk: ArrayChunk, commands: Mapping[str, str]) -> Path:
+    """`<exp_dir>/manifests/chunk-NNN.txt` and `chunk-NNN.files` for one chunk.
+
+    Line i+1 of the manifest is "<run id> <offset> <command bytes> <params bytes>" of array
+    task i: its command.sh text starts at byte `offset` of the `.files` and its params.json
+    text follows it. `commands` maps run id -> the run's finished command. The `.files` is
+    written (atomically) before the manifest that points into it, so a task never finds an
+    entry whose bytes are not there yet.
+    """
+    paths = layout.ExperimentPaths(exp_dir)
+    lines: list[str] = []
+    blob = bytearray()
     for run in chunk.runs:
-        _check_run_id(run.run_id)
-    path = layout.ExperimentPaths(exp_dir).manifest(chunk.chunk)
+        script, params = run_texts(run, commands[run.run_id])
+        lines.append(f"{run.run_id} {len(blob)} {len(script)} {len(params)}\n")
+        blob += script
+        blob += params
+    path = paths.manifest(chunk.chunk)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, "".join(run.run_id + "\n" for run in chunk.runs))
+    _atomic_write(paths.manifest_files(chunk.chunk), bytes(blob))
+    _atomic_write(path, "".join(lines))
     return path
 
 

@@ -28,7 +28,6 @@ from slurmexp.launch.experiment_files import (
     files_full_error,
     make_output_dir,
     write_manifest,
-    write_run_files,
     write_script,
 )
 from slurmexp.launch.local_run import run_local, warn_ignored_resources
@@ -341,7 +340,7 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str, *,
                       first_state: str | None = None, tags: Sequence[str] = (),
                       note: str | None = None, reused: Sequence[dict] = ()) -> dict[int, Path]:
-    """Run files, manifests, scripts and provenance on disk, then the ledger rows."""
+    """Manifests, scripts and provenance on disk, then the ledger rows."""
     paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     exp_dir = paths.exp_dir
     make_output_dir(prep.sweep.output_dir)
@@ -354,19 +353,21 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
     if prep.remote is not None:
         prov["sources"] = prep.sources
     job_paths = prep.job_paths(exp_id)
-    write_run_files(exp_dir, [(run, command_for(prep.sweep, run, job_paths.run_dir(run.run_id), exp_id))
-                              for run in prep.plan.runs])
+    job_runs_dir = os.fspath(job_paths.runs_dir)      # strings: pathlib per run costs 0.4 s at 8,000
+    commands = {run.run_id: command_for(prep.sweep, run, os.path.join(job_runs_dir, run.run_id), exp_id)
+                for run in prep.plan.runs}
     scripts: dict[int, Path] = {}
     where: dict[str, tuple[int, int]] = {}
     keys = reuse.reuse_keys(prep)
     for chunk in prep.plan.chunks:
-        write_manifest(exp_dir, chunk)
+        write_manifest(exp_dir, chunk, commands)
         scripts[chunk.chunk] = write_script(exp_dir, chunk.chunk,
                                             render_script(script_context(prep, exp_id, chunk)))
         for i, run in enumerate(chunk.runs):
             where[run.run_id] = (chunk.chunk, i)
+    runs_dir = os.fspath(paths.runs_dir)
     runs = [{"run_id": r.run_id, "idx": r.index, "params": r.params, "seed": r.seed, "source": r.source,
-             "run_dir": str(paths.run_dir(r.run_id)), "chunk": where[r.run_id][0],
+             "run_dir": os.path.join(runs_dir, r.run_id), "chunk": where[r.run_id][0],
              "task_index": where[r.run_id][1], "reuse_key": keys.get(r.run_id)} for r in prep.plan.runs]
     if prep.remote is not None:
         remote.publish(prep.remote, exp_dir)     # on the cluster before the ledger names it

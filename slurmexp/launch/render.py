@@ -323,6 +323,7 @@ def render_script(ctx: ScriptContext) -> str:
         "exp_dir": exp_dir,
         "workdir": _check_path("workdir", ctx.workdir),
         "manifest_path": _check_path("manifest_path", ctx.manifest_path),
+        "manifest_files_path": _check_path("manifest_path", layout.manifest_files_of(ctx.manifest_path)),
         "runs_dir": _check_path("runs_dir", ctx.runs_dir),
         "log_dir": os.fspath(layout.ExperimentPaths(exp_dir).logs_dir),
         "job_name": ctx.job_name,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slurmexp import layout
+from slurmexp import layout, states
 from slurmexp.errors import Problem, SlurmexpError
 from slurmexp.report.refs import resolve_experiment
 
@@ -165,8 +165,12 @@ def format_run(info: dict) -> str:
                                                       if info["reason"] else ""),
              f"times  local, {local_zone()}"]
     lines += block("parameters", list(info["params"].items()) or [("(none)", "")])
-    lines += block("files", [("run dir", info["run_dir"]), ("command", info["command_path"]),
-                             ("params", info["params_path"])])
+    unwritten = (" (written when the run's task first starts)"
+                 if info["state"] in (states.PLANNED, states.SUBMITTED, states.PENDING)
+                 and info["command_path"] and not os.path.exists(info["command_path"]) else "")
+    lines += block("files", [("run dir", info["run_dir"]),
+                             ("command", info["command_path"] and info["command_path"] + unwritten),
+                             ("params", info["params_path"] and info["params_path"] + unwritten)])
     if info["metrics"]:
         lines += block("metrics", list(info["metrics"].items()))
     lines += block("experiment", [
