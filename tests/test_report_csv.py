@@ -231,7 +231,8 @@ def odd_ledger(root: Path, seed: int, *, mixed: bool = True) -> Ledger:
                     elapsed = rng.choice([None, float(rng.randint(0, 9000)), 0.5])
                     rss = rng.choice([None, rng.uniform(100, 9000)]
                                      + (["1234K", "2G"] if mixed else []))
-                    exit_code = rng.choice([0, 1, None] + (["0:0", "1:15"] if mixed else []))
+                    exit_code = rng.choice(([0, 1] if seed % 4 == 1 else [0, 1, None])
+                                           + (["0:0", "1:15"] if mixed else []))
                     stored = (final_metrics(SimpleNamespace(run_dir=str(d)))
                               if rng.random() < 0.6 else None)
                     conn.execute(
