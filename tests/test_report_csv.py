@@ -189,7 +189,7 @@ def odd_ledger(root: Path, seed: int, *, mixed: bool = True) -> Ledger:
             if sampled:
                 params["odd"] = rng.choice(ODD_PARAMS)
             if rng.random() < 0.3:
-                params["only_some"] = rng.choice([1, 2, 3] if e != 1 else [1, 2.0])
+                params["only_some"] = rng.choice([1, 2, 3] if e != 1 else [1, 2.0, -0.0, 0.0])
             if e == 2 and seed % 2:
                 params = {}
             runs.append(dict(run_id=f"r{i:03d}", idx=i, params=params,

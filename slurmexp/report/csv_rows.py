@@ -95,6 +95,11 @@ def _cells_of(values: list, kind: str, excel_safe: bool) -> Callable[[int, int],
     if kind == "float":
         floats = values if set(map(type, values)) == {float} else [
             NAN if v is None else float(v) for v in values]
+        distinct = set(floats)
+        if len(distinct) <= len(floats) // 4:     # repeated values: each formatted once
+            text = {v: "" if v != v else repr(v) for v in distinct}
+            texts = [text[v] if v else repr(v) for v in floats]   # 0.0 == -0.0 as a key
+            return lambda i, j: texts[i:j]
 
         def float_cells(i: int, j: int) -> list[str]:
             cells = repr(floats[i:j])[1:-1].split(", ")
