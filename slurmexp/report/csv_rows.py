@@ -15,8 +15,8 @@ The frame path writes the report instead (`write_run_csv` returns False before w
 when: `--by` or `--best` is given (another table); no run is selected, or no selected run has
 an attempt; a time is not `YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|+HH:MM]` (pandas' ISO 8601 parser
 accepts more); a stored `max_rss` is an int or text that is not a number with a unit; elapsed
-or CPU time stored as text; an int beyond int64 in any column; a run with several attempts one
-of which has no job key.
+or CPU time, or a seed, stored as text; an int beyond int64 in any column; a run with several
+attempts one of which has no job key. The cyclic GC is off while the table is built.
 """
 from __future__ import annotations
 
