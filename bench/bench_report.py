@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import random
@@ -209,6 +210,15 @@ def main() -> None:
     for fmt in ("csv", "json", "html", "table", "markdown"):
         text = timed(f"render {fmt}", lambda f=fmt: rep_mod.render_report(report, f), results)
         sizes[fmt] = len(text.encode())
+        if fmt == "csv":
+            framed = text
+    from slurmexp.report.csv_rows import write_run_csv
+    out = io.StringIO()
+    done = timed("report --format csv without frames (report.csv_rows: ledger to CSV)",
+                 lambda: write_run_csv(led, [EXP], out), results)
+    if not done or out.getvalue() != framed:     # the big check of the two paths
+        sys.exit("report.csv_rows wrote other bytes than the frame path (or fell back)")
+    print("    the same bytes as build_report + render csv")
     timed("render csv through pandas' to_csv (before)", lambda: report.runs.to_csv(
         index=False, lineterminator="\n"), results)
     print("output sizes: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items()))

@@ -321,22 +321,31 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
     EXPERIMENTS: ids, unique prefixes, or sweep names (their newest experiment). The table
     fits the terminal ($COLUMNS) and names the columns it left out; CSV, JSON and HTML have
     every column."""
-    from slurmexp.report.build import build_report, render_report
-
     if minimize is not None and not best:
         raise click.UsageError("--min/--max need --best METRIC")
     if output:
         _check_output(output)
-    built = build_report(_ledger(ctx, "read"), list(experiments) or None, by=by, best=best,
-                         minimize=minimize)
+    ledger, refs = _ledger(ctx, "read"), list(experiments) or None
     stream = OutputStream(output)       # CSV goes out in chunks of rows as they are made
     try:
-        render_report(built, fmt, excel_safe=excel_safe, columns=columns, metrics=metrics,
-                      out=stream)
+        if not (fmt == "csv" and not (by or best or columns or metrics)
+                and _run_csv(ledger, refs, stream, excel_safe)):
+            from slurmexp.report.build import build_report, render_report
+
+            built = build_report(ledger, refs, by=by, best=best, minimize=minimize)
+            render_report(built, fmt, excel_safe=excel_safe, columns=columns, metrics=metrics,
+                          out=stream)
     finally:
         stream.close()
     if output:
         click.echo(f"wrote {output}", err=True)
+
+
+def _run_csv(ledger, refs, stream, excel_safe: bool) -> bool:
+    """The run table's CSV without pandas frames (report.csv_rows); False: the frame path's."""
+    from slurmexp.report.csv_rows import write_run_csv
+
+    return write_run_csv(ledger, refs, stream, excel_safe=excel_safe)
 
 
 @main.command()

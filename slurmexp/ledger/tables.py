@@ -18,6 +18,12 @@ ATTEMPT_TABLE_COLUMNS = (
     "attempt_id, exp_id, run_id, attempt_no, sub_id, cluster, job_id, task_index, job_key, "
     "submit_time, state, reason, node, partition, qos, account, start_time, end_time, "
     "elapsed_s, exit_code, alloc_tres, req_mem, max_rss, total_cpu_s, failure_class")
+# The run table's CSV without frames (report.csv_rows): each run with each of its attempts.
+REPORT_ROW_COLUMNS = (
+    "r.exp_id, r.run_id, r.idx, r.params_json, r.seed, r.source, r.state, r.reason, r.run_dir, "
+    "r.n_attempts, r.reused_from, a.attempt_id, a.job_key, a.submit_time, a.state, a.node, "
+    "a.partition, a.qos, a.start_time, a.end_time, a.elapsed_s, a.exit_code, a.alloc_tres, "
+    "a.req_mem, a.max_rss, a.total_cpu_s, a.failure_class, a.metrics_json")
 
 
 class TablesMixin:
@@ -50,3 +56,15 @@ class TablesMixin:
         """The attempts of `exp_ids` (all when None), by experiment, run and attempt number."""
         return self._frame(ATTEMPT_TABLE_COLUMNS, "attempts", exp_ids,
                            "exp_id, run_id, attempt_no, attempt_id")
+
+    def report_rows(self, exp_ids: Sequence[str]) -> list[tuple]:
+        """The runs of `exp_ids` joined with their attempts (REPORT_ROW_COLUMNS): one row per
+        attempt, one with the attempt's columns NULL for a run without any; by experiment and
+        index (as `runs_table`), then attempt number and id (as `attempts_table`), so a run's
+        rows are consecutive and its newest attempt is its last row."""
+        marks = ", ".join("?" * len(exp_ids))
+        return self.db.conn.execute(
+            f"SELECT {REPORT_ROW_COLUMNS} FROM runs r LEFT JOIN attempts a "
+            "ON a.exp_id = r.exp_id AND a.run_id = r.run_id "
+            f"WHERE r.exp_id IN ({marks}) ORDER BY r.exp_id, r.idx, a.attempt_no, a.attempt_id",
+            list(exp_ids)).fetchall()
