@@ -27,6 +27,9 @@ timed() { # label cmd...: run, and say how long it took (CI logs keep the figure
 }
 
 bash scripts/install.sh
+# slurmexp's bytecode, once: with PYTHONDONTWRITEBYTECODE=1 (set on this project's machines) every
+# Python process the tests start would compile what it imports of a fresh clone again.
+python3 -m compileall -q slurmexp
 python3 -m ruff check .      # lint must pass (config in pyproject.toml)
 bash docker/slurm-cluster/cluster.sh up
 timed "tests on Slurm $(sinfo --version | awk '{print $2}')" python3 -m pytest -q -p no:cacheprovider --durations=15 "$@"
