@@ -22,13 +22,24 @@ from remotelib import TRAIN
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def _destructive(item, kind: str = "") -> bool:
+    marker = item.get_closest_marker("destructive")
+    return marker is not None and (not kind or bool(marker.kwargs.get(kind)))
+
+
 def pytest_collection_modifyitems(config, items):
-    # Tests that wipe or break the whole cluster run after everything else.
-    items.sort(key=lambda item: 1 if item.get_closest_marker("destructive") else 0)
+    # Tests that wipe or break the whole cluster run after everything else, in their order; one
+    # that leaves the queue full (destructive(fills_queue=True)) runs right after the first that
+    # wipes the controller's state (destructive(wipes_state=True)): it starts on an empty queue
+    # and the next wipe purges what it leaves, instead of waiting MinJobAge for each.
+    rest = [item for item in items if _destructive(item) and not _destructive(item, "fills_queue")]
+    at = next((n + 1 for n, item in enumerate(rest) if _destructive(item, "wipes_state")), len(rest))
+    rest[at:at] = [item for item in items if _destructive(item, "fills_queue")]
+    items[:] = [item for item in items if not _destructive(item)] + rest
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "destructive: wipes or restarts the whole cluster; runs last")
+    config.addinivalue_line("markers", "destructive(wipes_state, fills_queue): wipes or restarts the whole cluster; runs last")
     CURRENT.use_on_path()
 
 

@@ -129,7 +129,7 @@ def _wait_running(cluster, job: str, timeout: float = 60) -> None:
     raise AssertionError(f"job {job} did not start: {cluster.squeue([job])}")
 
 
-@pytest.mark.destructive
+@pytest.mark.destructive(wipes_state=True)
 def test_reset_restarts_job_ids_and_sacct_keeps_old_jobs(cluster):
     before = cluster.sbatch("-p", cluster.cpu_partition, wrap="true")
     cluster.wait_states([before], FINISHED)

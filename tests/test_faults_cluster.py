@@ -50,7 +50,7 @@ def _wait(what: str, cond, timeout: float = 60, every: float = 1.0):
 
 # --- controller state lost while runs are pending (item 2) ----------------------------------
 
-@pytest.mark.destructive
+@pytest.mark.destructive(wipes_state=True)
 def test_pending_runs_whose_job_id_is_taken_after_a_controller_state_loss_are_lost_and_retried(
         ledger, backend, cluster, tmp_path):
     """The runs are held (pending) when slurmctld's state is wiped; a new job then gets their

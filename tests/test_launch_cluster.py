@@ -240,7 +240,7 @@ def test_launch_killed_after_sbatch_is_adopted_not_resubmitted(tmp_path, cluster
     assert rows and {r.array_job_id or r.job_id_raw for r in rows} == {sub["job_id"]}
 
 
-@pytest.mark.destructive
+@pytest.mark.destructive(wipes_state=True)
 def test_job_ids_reused_after_controller_state_loss_are_never_confused(tmp_path, cluster):
     """Wipe slurmctld's state twice so two experiments get the same job id; sacct then holds
     both jobs under that id, and the ledger must keep them apart by submit time."""

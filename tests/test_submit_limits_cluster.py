@@ -48,32 +48,51 @@ def _jobs_held() -> int:
     return len(sh("squeue", "-h", "-r", "-t", "all", "-o", "%i").stdout.split())
 
 
+FILLER = "sx-test-fullq-filler"       # the job name of the held arrays that fill the queue
+
+
+def _fillers_held() -> list[str]:
+    """The filler arrays' tasks the controller still holds (cancelled ones until purged)."""
+    return sh("squeue", "-h", "-r", "-t", "all", "-n", FILLER, "-o", "%i").stdout.split()
+
+
+@pytest.fixture(scope="session")
+def queue_handed_back(cluster):
+    """At the session's end, waits until the controller has purged the cancelled filler arrays
+    (MinJobAge after they ended, 60 s here, and its purge interval): the shared cluster must
+    take a 2,500-run sweep again when the session hands it back. Waited for once, at the end,
+    not in the test's teardown: the tests after it overlap the wait, and in the whole suite the
+    next one wipes the controller's state (conftest orders it so), which purges them at once."""
+    yield
+    deadline = time.monotonic() + _config("MinJobAge") + 120
+    while _fillers_held() and time.monotonic() < deadline:
+        time.sleep(5)
+
+
 @pytest.fixture
-def full_queue(cluster):
+def full_queue(cluster, queue_handed_back):
     """The controller filled with held arrays until one more array of MaxArraySize - 1 tasks
-    would reach MaxJobCount; cancelled afterwards. Cancelled jobs still count until the
-    controller purges them (MinJobAge, 60 s here), so the fixture waits for that: the shared
-    cluster must take a 2,500-run sweep again when it hands it back."""
+    would reach MaxJobCount; cancelled afterwards (by job id). Cancelled jobs still count
+    until the controller purges them (MinJobAge): see queue_handed_back."""
     size = _config("MaxArraySize") - 1
     # Jobs that ended less than MinJobAge ago still count (a 2,500-run test just before this
     # one): wait until the controller holds fewer than one array's worth.
     deadline = time.monotonic() + _config("MinJobAge") + 120
-    while (before := _jobs_held()) >= size and time.monotonic() < deadline:
+    while _jobs_held() >= size and time.monotonic() < deadline:
         time.sleep(5)
     held: list[str] = []
     try:
         for _ in range(_config("MaxJobCount") // size - 1):
-            held.append(cluster.sbatch("--hold", f"--array=0-{size - 1}", wrap="true"))
+            held.append(cluster.sbatch("--hold", f"--array=0-{size - 1}", f"--job-name={FILLER}", wrap="true"))
         yield size
     finally:
         if held:
             sh("scancel", *held, check=False)
-            deadline = time.monotonic() + _config("MinJobAge") + 120
-            while _jobs_held() > before + size and time.monotonic() < deadline:
-                time.sleep(5)
 
 
-@pytest.mark.destructive          # the queue stays full for MinJobAge after it: runs last
+# The queue stays full for MinJobAge after it: it runs among the tests that run last, between
+# two that wipe the controller's state (conftest.py).
+@pytest.mark.destructive(fills_queue=True)
 def test_a_full_queue_is_refused_at_once_and_named(tmp_path, cluster, full_queue):
     # Validation counts the user's queued jobs against MaxJobCount (item 6): exit 2.
     sweep = write_sweep(tmp_path, "fullq", f"x = {list(range(full_queue))}", command="true {x}")

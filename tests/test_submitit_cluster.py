@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -164,22 +165,50 @@ def test_gpu_type_is_routed_and_an_unknown_one_refused(home, cluster):
     assert "gpu_info" not in queued.replace(job.experiment_id, "")
 
 
-def test_2500_inputs_are_three_arrays_and_map_back(home, cluster):
+def test_2500_inputs_are_three_arrays_and_map_back(home, cluster, tmp_path, monkeypatch):
+    """2,500 inputs become three arrays (MaxArraySize 1001) and every handle maps back to its
+    input: all 2,500 tasks are queued (held, through an sbatch that adds --hold) and checked in
+    squeue and the ledger; the tasks at each array's edges and middle and a seeded sample across
+    the three are released and their results checked. That every task of such a split runs to
+    completion is test_launch_cluster.py::test_2500_runs_are_three_arrays_and_map_back's."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "sbatch").write_text(f'#!/bin/bash\nexec {shutil.which("sbatch")} --hold "$@"\n')
+    (bindir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     started = time.monotonic()
     jobs = executor(home, slurm_partition="cpu").map_array(square, range(2500))
     submitted = time.monotonic() - started
-    assert [j.result() for j in jobs] == [x * x for x in range(2500)]
-    elapsed = time.monotonic() - started
     ledger = Ledger(home / "ledger.db")
     exp_id = jobs[0].experiment_id
     subs = ledger.submissions(exp_id)
-    assert [s["array_spec"] for s in subs] == ["0-1000", "0-1000", "0-497"]
-    assert len({s["job_id"] for s in subs}) == 3
-    assert [j.job_id for j in (jobs[0], jobs[1001], jobs[2499])] == [
-        f"{subs[0]['job_id']}_0", f"{subs[1]['job_id']}_0", f"{subs[2]['job_id']}_497"]
-    params = {r["run_id"]: r["params"] for r in ledger.runs(exp_id)}
-    assert all(params[j.run_id] == {"x": i} for i, j in enumerate(jobs))
-    print(f"\n2500 inputs: submitted in {submitted:.1f}s, all results in {elapsed:.1f}s")
+    ids = [s["job_id"] for s in subs]
+    try:
+        assert [s["array_spec"] for s in subs] == ["0-1000", "0-1000", "0-497"]
+        assert len(set(ids)) == 3
+        expected = [f"{ids[i // 1001]}_{i % 1001}" for i in range(2500)]
+        assert [j.job_id for j in jobs] == expected
+        params = {r["run_id"]: r["params"] for r in ledger.runs(exp_id)}
+        assert len(params) == 2500 and all(params[j.run_id] == {"x": i} for i, j in enumerate(jobs))
+
+        def queued() -> dict[str, str]:      # array task -> squeue's reason, one row per task
+            out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%F_%K %r"],
+                                 capture_output=True, text=True, check=True).stdout
+            return dict(line.split(" ", 1) for line in out.splitlines())
+
+        before = queued()
+        assert sorted(before) == sorted(expected) and set(before.values()) == {"JobHeldUser"}
+        edges = {o + t for o, n in ((0, 1001), (1001, 1001), (2002, 498)) for t in (0, 1, n // 2, n - 2, n - 1)}
+        picked = sorted(edges | set(random.Random(2500).sample(range(2500), 9)))
+        subprocess.run(["scontrol", "release", *(expected[i] for i in picked)], check=True)
+        assert [jobs[i].result() for i in picked] == [i * i for i in picked]
+        elapsed = time.monotonic() - started
+        # what was not released stayed held and never ran
+        held = {task for task, reason in queued().items() if reason == "JobHeldUser"}
+        assert held == set(expected) - {expected[i] for i in picked}
+    finally:
+        subprocess.run(["scancel", *ids], check=False, capture_output=True)
+    print(f"\n2500 inputs: submitted in {submitted:.1f}s, {len(picked)} results in {elapsed:.1f}s")
 
 
 def test_a_raising_function_ends_failed_with_the_exception(home, cluster):
