@@ -12,6 +12,9 @@ temporary folder removed at the end (`--keep DIR` keeps and reuses them).
 Rows:
   launch-1k          `slurmexp launch` of 1,000 runs vs submitit `map_array` of 1,000 (to queued)
   launch-8k          `slurmexp launch` of 8,000 runs vs of 1,000 (launch time per run flat?)
+  launch-scale       `slurmexp launch` of 1,000, 10,000 and 100,000 runs on the Slurm 26.05 root
+                     cluster, brought up with MaxJobCount=250000 for it and put back after
+                     (docker/slurm-cluster/root-cluster.sh; SX_MAX_JOB_COUNT); time per run
   reconcile-2k       the pass that records 2,000 new PENDING states (the ledger restored, untimed,
                      to launch's before each) vs the same sacct argv alone
   reconcile-2k-steady  a later pass over the same 2,000 pending runs, nothing to record, vs that sacct
@@ -103,10 +106,10 @@ def write_sweep(folder: Path, name: str, n: int, sbatch: tuple[str, ...] = ()) -
     return path
 
 
-def cancel_experiment(home: Path):
+def cancel_experiment(home: Path, env: dict | None = None):
     def after(out: str) -> None:
         exp_id = out.split()[-1]
-        subprocess.run(sx("cancel", exp_id), env=child_env(SLURMEXP_HOME=str(home)),
+        subprocess.run(sx("cancel", exp_id), env=child_env(**{**(env or {}), "SLURMEXP_HOME": str(home)}),
                        check=True, capture_output=True)
     return after
 
@@ -126,7 +129,7 @@ print(jobs[0].job_id.split("_")[0])
 MAX_JOB_COUNT = 10_000      # the test cluster's (docker/slurm-cluster/conf/slurm.conf.in)
 
 
-def room_for(n: int):
+def room_for(n: int, max_jobs: int = MAX_JOB_COUNT):
     """Wait until slurmctld holds fewer than MaxJobCount - n job records. Cancelled jobs keep
     their record for MinJobAge (60 s on the test cluster) and count against MaxJobCount, so
     back-to-back launches of 8,000 runs wait here (untimed) for the last ones to be purged."""
@@ -135,7 +138,7 @@ def room_for(n: int):
         while time.monotonic() < deadline:
             held = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i"], check=True,
                                   capture_output=True, text=True).stdout.count("\n")
-            if held + n < MAX_JOB_COUNT:
+            if held + n < max_jobs:
                 return
             time.sleep(10)
         raise SystemExit("the test cluster's queue did not empty in 15 minutes")
@@ -167,6 +170,59 @@ def launch_rows(tmp: Path, site: Path, repeats: int, only: set) -> list[dict]:
                             Side("slurmexp launch 1k", sx("launch", str(s1k), "--new"), env,
                                  tmp / "sweeps", cancel_experiment(home), room_for(1000)), repeats))
     return rows
+
+
+SCALE_VERSION = "26.05"
+SCALE_MAX_JOB_COUNT = 250_000
+
+
+def root_cluster(version: str, *args: str, max_jobs: int | None = None) -> str:
+    env = dict(os.environ, **({"SX_MAX_JOB_COUNT": str(max_jobs)} if max_jobs else {}))
+    return subprocess.run(["bash", str(REPO / "docker/slurm-cluster/root-cluster.sh"), version, *args],
+                          env=env, check=True, capture_output=True, text=True).stdout
+
+
+def scale_rows(tmp: Path, repeats: int, sizes=(1000, 10_000, 100_000)) -> list[dict]:
+    """Launches of growing sweeps on a cluster whose MaxJobCount admits 100,000 runs: the
+    26.05 root brought up (untimed) with a raised MaxJobCount, restored after. The jobs wait
+    `--begin=now+2hours` and are cancelled by experiment after each launch; each launch
+    first waits (untimed) for the controller to purge the last one's records (MinJobAge)."""
+    root_cluster(SCALE_VERSION, "up", max_jobs=SCALE_MAX_JOB_COUNT)
+    try:
+        path = next(line.split('"')[1].split(":")[0] for line in root_cluster(SCALE_VERSION, "env")
+                    .splitlines() if line.startswith("export PATH="))
+        # The root's site.toml (made by `slurmexp site discover` at the tests' MaxJobCount),
+        # with the raised one: launch checks a sweep against both.
+        root_site = Path(path).with_name(Path(path).name.replace(".bin", ".site.toml"))
+        site = tmp / "scale-site.toml"
+        site.write_text(root_site.read_text().replace(
+            f"max_job_count = {MAX_JOB_COUNT}", f"max_job_count = {SCALE_MAX_JOB_COUNT}"))
+        home = tmp / "home-scale"
+        env = {"SLURMEXP_HOME": str(home), "SLURMEXP_SITE": str(site),
+               "PATH": f"{path}:{os.environ['PATH']}"}
+        old_path = os.environ["PATH"]
+        os.environ["PATH"] = env["PATH"]       # room_for's squeue asks this cluster
+        sides = []
+        for n in sizes:
+            sweep = write_sweep(tmp / "sweeps", f"bench-scale-{n}", n, ("--begin=now+2hours",))
+            sides.append(Side(f"launch {n:,}", sx("launch", str(sweep), "--new"), env, tmp / "sweeps",
+                              cancel_experiment(home, env), room_for(n, SCALE_MAX_JOB_COUNT)))
+        for _ in range(repeats):
+            for side in sides:
+                side.run_once()
+        rows = []
+        base = statistics.median(sides[0].walls) / sizes[0]
+        for n, side in zip(sizes, sides):
+            t = statistics.median(side.walls)
+            rows.append({"row": f"launch-{n}", "ours_s": round(t, 3), "per_run_ms": round(1000 * t / n, 3),
+                         "ours_rss_mib": round(max(side.rss_mib)), "goal": "time per run flat"})
+            print(f"launch-scale {n:>7,} runs {t:8.2f} s {max(side.rss_mib):5.0f} MiB | "
+                  f"{1000 * t / n:6.3f} ms/run | {t / n / base:5.2f}x the 1,000-run launch's time "
+                  f"per run (Slurm {SCALE_VERSION}, MaxJobCount {SCALE_MAX_JOB_COUNT})", flush=True)
+        os.environ["PATH"] = old_path
+        return rows
+    finally:
+        root_cluster(SCALE_VERSION, "up")       # MaxJobCount back to the tests' 10,000
 
 
 def held_launch(tmp: Path, site: Path, home: Path, n: int) -> str:
@@ -295,7 +351,7 @@ def ledger_rows(tmp: Path, repeats: int, only: set) -> list[dict]:
     return rows
 
 
-ROWS = ["launch-1k", "launch-8k", "reconcile-2k", "reconcile-2k-steady", "reconcile-history",
+ROWS = ["launch-1k", "launch-8k", "launch-scale", "reconcile-2k", "reconcile-2k-steady", "reconcile-history",
         "report-csv", "report-csv-files", "status-exp"]
 
 
@@ -321,6 +377,8 @@ def main() -> None:
             "report-csv", "report-csv-files", "status-exp"} else []
         if only & {"launch-1k", "launch-8k"}:
             rows += launch_rows(tmp, site, ns.repeats, only)
+        if "launch-scale" in only:
+            rows += scale_rows(tmp, ns.repeats)
         if only & {"reconcile-2k", "reconcile-2k-steady", "reconcile-history"}:
             rows += reconcile_rows(tmp, site, ns.repeats, only)
     finally:

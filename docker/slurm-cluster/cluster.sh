@@ -27,6 +27,7 @@
 #   SX_DB_HOST (localhost)   SX_DB_PORT (3306)   SX_DB_NAME (slurm_acct_db)   SX_DB_USER (slurm)
 #   SX_DB_EXTERNAL=1         use a MariaDB that runs elsewhere (never start or stop one)
 #   SX_CLUSTER_STATE, SX_CLUSTER_LOG, SX_CLUSTER_WAIT_S
+#   SX_MAX_JOB_COUNT (10000)  slurm.conf's MaxJobCount (bench/run.py's 100,000-run launch raises it)
 # `down` stops only this cluster's daemons: slurmd/slurmctld/slurmdbd by their pid files, and the
 # slurmstepd processes that this cluster's slurmd started (found by a marker in their environment).
 set -euo pipefail
@@ -49,6 +50,7 @@ DB_EXTERNAL="${SX_DB_EXTERNAL:-0}"
 # Every slurmd of this cluster, and so every slurmstepd it forks, carries this in its environment.
 CLUSTER_ID="$CLUSTER:$STATE"
 WAIT_S="${SX_CLUSTER_WAIT_S:-90}"
+MAX_JOB_COUNT="${SX_MAX_JOB_COUNT:-10000}"
 
 say() { printf '[cluster] %s\n' "$*" >&2; }
 die() {
@@ -105,7 +107,8 @@ render_conf() {
             -e "s|@PORT_C1@|$((PORT_BASE + 1))|g" -e "s|@PORT_C2@|$((PORT_BASE + 2))|g" \
             -e "s|@PORT_C3@|$((PORT_BASE + 3))|g" -e "s|@PORT_G1@|$((PORT_BASE + 11))|g" \
             -e "s|@PORT_G2@|$((PORT_BASE + 12))|g" -e "s|@DB_HOST@|$DB_HOST|g" -e "s|@DB_PORT@|$DB_PORT|g" \
-            -e "s|@DB_USER@|$DB_USER|g" -e "s|@DB_NAME@|$DB_NAME|g" -e "$scron" "$src" >"$tmp"
+            -e "s|@DB_USER@|$DB_USER|g" -e "s|@DB_NAME@|$DB_NAME|g" -e "s|@MAX_JOB_COUNT@|$MAX_JOB_COUNT|g" \
+            -e "$scron" "$src" >"$tmp"
         if ! cmp -s "$tmp" "$dst" 2>/dev/null; then
             install -m 644 "$tmp" "$dst"
             changed=0

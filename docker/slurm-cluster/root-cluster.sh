@@ -51,7 +51,7 @@ in_root() {
     chroot "$DIR" env -i HOME=/root LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         SX_CLUSTER_NAME="$NAME" SX_CTLD_PORT="$CTLD" SX_DBD_PORT="$DBD" SX_SLURMD_PORT_BASE="$BASE" \
         SX_DB_EXTERNAL=1 SX_DB_HOST=127.0.0.1 SX_DB_PORT=3306 SX_DB_USER="$NAME" SX_DB_NAME="$DB_NAME" \
-        SX_CLUSTER_WAIT_S="${SX_CLUSTER_WAIT_S:-90}" \
+        SX_CLUSTER_WAIT_S="${SX_CLUSTER_WAIT_S:-90}" SX_MAX_JOB_COUNT="${SX_MAX_JOB_COUNT:-10000}" \
         bash /opt/slurm-cluster/cluster.sh "$@"
 }
 
