@@ -288,6 +288,12 @@ class SlurmBackend:
             rows = [r for r in rows if r.name.startswith(name_prefix)]
         return rows
 
+    def start_queue(self, timeout: float = 60):
+        """`queue()` started now; `.rows()` reads it (`started`): sacct runs meanwhile."""
+        from slurmexp.backends.slurm.started import StartedQueue
+        return StartedQueue(commands.squeue(cluster=self.cluster_flag, user=self.user),
+                            timeout=timeout, transport=self.transport)
+
     def submit_times(self, job_ids: list[str], *, since: str = "now-7days",
                      timeout: float = 60) -> dict[str, str]:
         """Submit time per job id: the (cluster, job id, submit time) key of an attempt, since
