@@ -8,8 +8,6 @@ reported. What the state words mean (still going, final, which failure class) is
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from slurmexp import layout, units
 from slurmexp.arrays import task_key
 from slurmexp.backends.facts import SacctRow
 from slurmexp.ledger.rows import ActiveAttempt
+from slurmexp.reconcile.sacct_json import record_json
 from slurmexp.states import PROGRESS, REQUEUE_WORDS, TERMINAL_STATES, ledger_state
 from slurmexp.timeutil import parse_ts
 
@@ -331,20 +330,3 @@ def attempt_fields(row: SacctRow) -> dict[str, Any]:
         fields["slurm_job_id"] = row.job_id_raw
         fields["sacct_json"] = record_json(row)
     return {k: v for k, v in fields.items() if v is not None}
-
-
-def record_json(row: SacctRow) -> str:
-    """The record as the attempt keeps it (`attempts.sacct_json`): its fields, shallow, but
-    a pending array row's task list as a count. Every task of a 2,000-task pending array is
-    matched to that one row, and copying its 2,000 indices into each task's record (with
-    dataclasses.asdict, deeply) was two thirds of a pass."""
-    out = {name: getattr(row, name) for name in _record_fields(type(row))}
-    if out.get("pending_tasks") is not None:
-        out["pending_tasks"] = len(out["pending_tasks"])
-    return json.dumps(out, sort_keys=True, default=str)
-
-
-@functools.cache
-def _record_fields(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
