@@ -1288,3 +1288,24 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_record_json_of_array_tasks_is_each_tasks_own_record():
+    # The tasks of a pending array row share one JSON text with their id and index written in.
+    def plain(rec):
+        out = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+        if out["pending_tasks"] is not None:
+            out["pending_tasks"] = len(out["pending_tasks"])
+        return json.dumps(out, sort_keys=True, default=str)
+
+    odd = row("9_[0-3]", "PENDING", "2026-01-01T00:00:00", comment='a "quoted" \u00e9 comment\\u0000',
+              max_rss_mb=1.5e-7, reason="BeginTime")
+    recs = [odd, row("10", "FAILED", "2026-01-01T00:00:00", exit_code=3),
+            row("11_2", "RUNNING", "2026-01-01T00:00:00"),
+            *rd.expand_rows([odd], {}), *rd.expand_rows([dataclasses.replace(odd, job_name=None)], {})]
+    assert len(recs) == 11
+    for rec in recs:
+        assert rd.record_json(rec) == plain(rec)
+        assert json.loads(rd.record_json(rec))["job_id"] == rec.job_id
+    tasks = rd.expand_rows([odd], {})
+    assert [json.loads(rd.record_json(t))["array_task"] for t in tasks] == [0, 1, 2, 3]

@@ -260,7 +260,7 @@ def _reconcile_cluster(ctx: PassContext) -> None:
     # --- match and transition ------------------------------------------------------------
     match = match_rows(active, [*rows, *name_rows], queue_records)
     # The controller's pending reason is current; sacct's is the one the job was submitted with.
-    ctx.queue_reasons = queue_reasons(queue)
+    ctx.queue_reasons = queue_reasons(queue_records)
     queued_keys = set(ctx.queue_reasons)
     touched: set[str] = set()
     for a in active:
