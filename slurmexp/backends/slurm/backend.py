@@ -19,7 +19,6 @@ import re
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Sequence
@@ -380,6 +379,7 @@ class SlurmBackend:
                 return None
 
         todo = [what for what in queries if what not in texts]
+        from concurrent.futures import ThreadPoolExecutor  # validation's, not a pass's
         with ThreadPoolExecutor(max_workers=len(todo) or 1) as pool:
             texts.update(zip(todo, pool.map(attempt, todo)))
         if down:                                          # the first in command order
