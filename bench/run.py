@@ -1,6 +1,7 @@
 """Every row of the performance table, side by side, in one command (see bench/README.md).
 
     flock -o /tmp/cluster.lock env PYTHONPATH=$PWD python3 bench/run.py [--repeats 5] [--only ROW...]
+        [--baseline CHECKOUT]   (reconcile rows: also that checkout's pass, interleaved)
 
 Each row is a pair of whole processes (slurmexp and its peer or floor) run interleaved,
 `--repeats` times each; it prints the median wall time and the peak memory (max RSS, from the
