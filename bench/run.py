@@ -1,6 +1,7 @@
 """Every row of the performance table, side by side, in one command (see bench/README.md).
 
     flock -o /tmp/cluster.lock env PYTHONPATH=$PWD python3 bench/run.py [--repeats 5] [--only ROW...]
+        [--baseline CHECKOUT]   (reconcile rows: also that checkout's pass, interleaved)
 
 Each row is a pair of whole processes (slurmexp and its peer or floor) run interleaved,
 `--repeats` times each; it prints the median wall time and the peak memory (max RSS, from the
@@ -43,8 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def child_env(**extra: str) -> dict:
-    """The environment of a measured or helper process: this checkout's slurmexp first."""
-    return dict(os.environ, PYTHONPATH=str(REPO), **extra)
+    """The environment of a measured or helper process: this checkout's slurmexp first (or,
+    with PYTHONPATH among `extra`, that one)."""
+    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
 
 
 @dataclass
@@ -76,9 +78,12 @@ class Side:
             self.after(out.decode())
 
 
-def measure(name: str, goal: str, ours: Side, peer: Side, repeats: int) -> dict:
+def measure(name: str, goal: str, ours: Side, peer: Side, repeats: int,
+            baseline: Side | None = None) -> dict:
+    """`baseline`: the same command of another checkout (`--baseline`), interleaved with both."""
+    sides = (ours, peer, baseline) if baseline else (ours, peer)
     for _ in range(repeats):
-        for side in (ours, peer):
+        for side in sides:
             side.run_once()
     a, b = statistics.median(ours.walls), statistics.median(peer.walls)
     row = {"row": name, "ours": ours.label, "peer": peer.label, "ours_s": round(a, 3),
@@ -87,6 +92,11 @@ def measure(name: str, goal: str, ours: Side, peer: Side, repeats: int) -> dict:
     print(f"{name:18s} {a:7.3f} s {row['ours_rss_mib']:5d} MiB | {b:7.3f} s "
           f"{row['peer_rss_mib']:5d} MiB | {row['ratio']:5.2f}x  (goal {goal}; {ours.label} vs "
           f"{peer.label})", flush=True)
+    if baseline:
+        c = statistics.median(baseline.walls)
+        row.update(baseline_s=round(c, 3), baseline_ratio=round(c / b, 2))
+        print(f"{'':18s} {c:7.3f} s {round(max(baseline.rss_mib)):5d} MiB | {c / b:5.2f}x of the "
+              f"same peer: {baseline.label}", flush=True)
     return row
 
 
@@ -279,10 +289,17 @@ def make_ledger(root: Path, n: int, metrics: bool, stored: bool = True) -> None:
                    env=child_env(), check=True)
 
 
-def reconcile_rows(tmp: Path, site: Path, repeats: int, only: set) -> list[dict]:
+def reconcile_rows(tmp: Path, site: Path, repeats: int, only: set,
+                   baseline: Path | None = None) -> list[dict]:
     rows, exps = [], []
     home = tmp / "home-reconcile"
     env = {"SLURMEXP_HOME": str(home), "SLURMEXP_SITE": str(site)}
+
+    def base(label: str, **kw) -> Side | None:
+        """The same pass with `baseline`'s slurmexp, on the same ledger (the steady pass writes
+        nothing; the recording one has the ledger restored before each run, as ours)."""
+        return Side(f"{label} ({baseline})", sx("reconcile", "-q"),
+                    {**env, "PYTHONPATH": str(baseline)}, **kw) if baseline else None
     try:
         exps.append((home, held_launch(tmp, site, home, 2000)))
         snapshot = tmp / "ledger-launched.db"
@@ -293,13 +310,14 @@ def reconcile_rows(tmp: Path, site: Path, repeats: int, only: set) -> list[dict]
         if "reconcile-2k-steady" in only:
             rows.append(measure("reconcile-2k-steady", "<= 1.2x",
                                 Side("pass, 2,000 pending, nothing new", sx("reconcile", "-q"), env),
-                                floor, repeats))
+                                floor, repeats, base("the same pass")))
         if "reconcile-2k" in only:
             floor.walls, floor.rss_mib = [], []
             rows.append(measure("reconcile-2k", "<= 1.2x",
                                 Side("pass recording 2,000 new PENDING", sx("reconcile", "-q"), env,
                                      before=restore_ledger(home, snapshot)),
-                                floor, repeats))
+                                floor, repeats, base("the same pass",
+                                                     before=restore_ledger(home, snapshot))))
         if "reconcile-history" in only:
             sides = []
             for n in (1000, 100_000):
@@ -361,6 +379,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=ROWS, default=ROWS)
     parser.add_argument("--keep", type=Path, help="keep the ledgers and sweeps here (and reuse them)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="reconcile rows: also time the same pass with this checkout's slurmexp "
+                             "(e.g. main's worktree), interleaved, on the same ledger")
     ns = parser.parse_args()
     only = set(ns.only)
     tmp = ns.keep or Path(tempfile.mkdtemp(prefix="sx-bench-"))
@@ -369,7 +390,8 @@ def main() -> None:
     # Byte-compiled, as an installed slurmexp is (pip compiles at install): with
     # PYTHONDONTWRITEBYTECODE set and no __pycache__, every measured process would compile
     # slurmexp's sources first (~0.12 s of a reconcile pass on this machine).
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "slurmexp")], check=True)
+    for tree in (REPO, *([ns.baseline.resolve()] if ns.baseline else [])):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "slurmexp")], check=True)
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; medians of {ns.repeats}, interleaved; "
           f"ours | peer | ratio", flush=True)
     try:
@@ -380,7 +402,8 @@ def main() -> None:
         if "launch-scale" in only:
             rows += scale_rows(tmp, ns.repeats)
         if only & {"reconcile-2k", "reconcile-2k-steady", "reconcile-history"}:
-            rows += reconcile_rows(tmp, site, ns.repeats, only)
+            rows += reconcile_rows(tmp, site, ns.repeats, only,
+                                   ns.baseline.resolve() if ns.baseline else None)
     finally:
         if not ns.keep:
             shutil.rmtree(tmp, ignore_errors=True)

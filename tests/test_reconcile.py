@@ -10,6 +10,7 @@ import json
 import os
 import re
 import stat
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -1203,3 +1204,108 @@ def test_a_full_disk_is_an_infrastructure_failure_not_the_command(tmp_path):
     assert full.startswith("exit code 1; stderr tail:") and "disk was full" in full
     assert rd.storage_failure(row("7_0", "FAILED", exit_code=1), "ValueError: bad lr", attempt) is None
     assert rd.storage_failure(row("7_0", "TIMEOUT", exit_code=0), "Disk quota exceeded", attempt) is None
+
+
+# --- sacct and squeue at once (real processes: fake Slurm commands on PATH) -----------------
+
+def _fake_slurm(tmp_path, monkeypatch, sacct: str, squeue: str) -> Path:
+    """`sacct` and `squeue` on PATH as Python scripts (bodies given), and their meeting folder."""
+    bin_dir, meet = tmp_path / "bin", tmp_path / "meet"
+    bin_dir.mkdir()
+    meet.mkdir()
+    head = (f"#!{sys.executable}\nimport os, sys, time\nMEET = {str(meet)!r}\nSEP = '\\x1f'\n"
+            "def wait_for(name, seconds):\n"
+            "    deadline = time.monotonic() + seconds\n"
+            "    while not os.path.exists(os.path.join(MEET, name)):\n"
+            "        if time.monotonic() > deadline:\n"
+            "            return False\n"
+            "        time.sleep(0.02)\n"
+            "    return True\n")
+    for name, body in (("sacct", sacct), ("squeue", squeue)):
+        (bin_dir / name).write_text(head + body)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    return meet
+
+
+def _sacct_text(values: dict) -> str:
+    from slurmexp.backends.slurm import parse as sp
+    return sp.DELIMITER.join(values.get(f, "") for f in sp.SACCT_FIELDS) + "\n"
+
+
+def test_a_pass_runs_its_squeue_while_its_sacct_runs(ledger, tmp_path, monkeypatch, t0):
+    from slurmexp.backends.slurm import backend as slurm
+    from slurmexp.backends.slurm.backend import SlurmBackend
+
+    scripts = make_exp(ledger, tmp_path, n=2)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-1")
+    line = _sacct_text({"JobID": "100_[0-1]", "JobIDRaw": "100", "State": "PENDING",
+                        "Submit": local(t0), "Partition": "cpu", "QOS": "normal",
+                        "JobName": f"sx.{EXP}.000", "Cluster": CLUSTER})
+    # sacct answers only once squeue has started: one after the other, this pass would fail.
+    _fake_slurm(tmp_path, monkeypatch, sacct=(
+        "if not wait_for('squeue-started', 30):\n"
+        "    sys.exit('sacct: error: squeue was not running while sacct ran')\n"
+        f"sys.stdout.write({line!r})\n"), squeue=(
+        "open(os.path.join(MEET, 'squeue-started'), 'w').close()\n"
+        "for t in (0, 1):\n"
+        f"    print(SEP.join(['100_%d' % t, '100', str(t), 'PENDING', 'BeginTime', {local(t0)!r},"
+        f" '', 'sx.{EXP}.000', 'slurmexp:{EXP}']))\n"))
+    slurm.reset_call_log()
+    s = rc.reconcile_pass(ledger, SlurmBackend(cluster=CLUSTER, user="ann"), now=t0, grace_s=60)
+    assert s.ok, s.error
+    assert slurm.CALL_COUNTS == {"sacct": 1, "squeue": 1}
+    assert [c.command for c in slurm.CALLS] == ["sacct", "squeue"]      # judged in that order
+    attempts = ledger.attempts(EXP)
+    assert [a["state"] for a in attempts] == ["PENDING", "PENDING"]
+    # squeue's rows were read: sacct's PENDING tasks are in the controller's queue.
+    assert [a["unlisted_since"] for a in attempts] == [None, None], attempts
+
+
+def test_a_pass_whose_sacct_fails_stops_its_squeue(ledger, tmp_path, monkeypatch, t0):
+    from slurmexp.backends.slurm.backend import SlurmBackend
+
+    scripts = make_exp(ledger, tmp_path, n=2)
+    submit(ledger, scripts, "100", submit_time=t0, spec="0-1")
+    meet = _fake_slurm(tmp_path, monkeypatch, sacct=(
+        "wait_for('squeue-started', 30)\n"
+        "sys.exit('sacct: error: slurmdbd: Connection refused')\n"), squeue=(
+        "open(os.path.join(MEET, 'squeue.pid'), 'w').write(str(os.getpid()))\n"
+        "open(os.path.join(MEET, 'squeue-started'), 'w').close()\n"
+        "wait_for('never', 120)\n"))
+    before = snapshot(ledger)
+    s = rc.reconcile_pass(ledger, SlurmBackend(cluster=CLUSTER, user="ann"), now=t0, grace_s=60)
+    assert not s.ok and s.exit_code == 3 and "Connection refused" in s.error
+    assert snapshot(ledger) == before
+    pid = int((meet / "squeue.pid").read_text())
+    assert not _alive(pid), "the pass left its squeue running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_record_json_of_array_tasks_is_each_tasks_own_record():
+    # The tasks of a pending array row share one JSON text with their id and index written in.
+    def plain(rec):
+        out = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+        if out["pending_tasks"] is not None:
+            out["pending_tasks"] = len(out["pending_tasks"])
+        return json.dumps(out, sort_keys=True, default=str)
+
+    odd = row("9_[0-3]", "PENDING", "2026-01-01T00:00:00", comment='a "quoted" \u00e9 comment\\u0000',
+              max_rss_mb=1.5e-7, reason="BeginTime")
+    recs = [odd, row("10", "FAILED", "2026-01-01T00:00:00", exit_code=3),
+            row("11_2", "RUNNING", "2026-01-01T00:00:00"),
+            *rd.expand_rows([odd], {}), *rd.expand_rows([dataclasses.replace(odd, job_name=None)], {})]
+    assert len(recs) == 11
+    for rec in recs:
+        assert rd.record_json(rec) == plain(rec)
+        assert json.loads(rd.record_json(rec))["job_id"] == rec.job_id
+    tasks = rd.expand_rows([odd], {})
+    assert [json.loads(rd.record_json(t))["array_task"] for t in tasks] == [0, 1, 2, 3]

@@ -350,3 +350,20 @@ def test_squeue_running_array():
     plain = sp.parse_squeue(SEP.join(["42", "42", "N/A", "PENDING", "Priority",
                                       "2026-01-01T00:00:00", "", "job", "(null)"]) + "\n")
     assert plain[0].array_job_id is None and plain[0].array_task is None
+
+
+def test_squeue_rows_are_the_dataclass_rows_field_for_field():
+    # parse_squeue fills each row's fields directly (no __init__): the same rows, in every field.
+    from dataclasses import fields
+
+    from slurmexp.backends.facts import SqueueRow
+    from slurmexp.backends.slurm.parse import squeue
+
+    assert squeue._ROW_FIELDS == tuple(f.name for f in fields(SqueueRow))
+    (row,) = sp.parse_squeue(SEP.join(["7_3", "7", "3", "CANCELLED by 0", "None",
+                                       "2026-01-01T00:00:00", "c[1-2]", "job", "slurmexp:e"]) + "\n")
+    assert row == SqueueRow(job_id="7_3", array_job_id="7", array_task=3, pending_tasks=None,
+                            state="CANCELLED", reason=None, submit="2026-01-01T00:00:00",
+                            node_list="c[1-2]", name="job", comment="slurmexp:e", known_state=True)
+    (odd,) = sp.parse_squeue(SEP.join(["8", "8", "2", "WEIRD", "", "", "", "j", ""]) + "\n")
+    assert (odd.array_job_id, odd.array_task, odd.state, odd.known_state) == ("8", 2, "WEIRD", False)

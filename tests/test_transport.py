@@ -172,3 +172,36 @@ def test_without_a_root_relative_paths_follow_the_current_directory(tmp_path, mo
     t.write_text("here.txt", "x")
     assert (tmp_path / "here.txt").read_text() == "x"
     assert t.run([sys.executable, "-c", "import os; print(os.getcwd())"], timeout=30).stdout.strip() == str(tmp_path)
+
+
+def test_started_commands_run_at_once_and_wait_says_what_run_would(tmp_path):
+    t = LocalTransport()
+    mark = tmp_path / "second-started"
+    # The first waits for the second to start: one after the other it would exit 1.
+    first = t.start(["sh", "-c", f"for i in $(seq 300); do [ -e {mark} ] && echo saw && exit 0;"
+                     " sleep 0.05; done; exit 1"], timeout=60)
+    second = t.start(["sh", "-c", f"touch {mark}; echo $SX_T >&2"], timeout=60, env={"SX_T": "e"})
+    one, two = first.wait(), second.wait()
+    assert (one.returncode, one.stdout) == (0, "saw\n")
+    assert (two.returncode, two.stderr, two.argv[0]) == (0, "e\n", "sh")
+    with pytest.raises(CommandNotFound, match="sx-no-such-command: command not found"):
+        t.start(["sx-no-such-command"], timeout=5).wait()
+    with pytest.raises(CommandTimeout, match="did not finish within 0.5s"):
+        t.start(["sleep", "30"], timeout=0.5).wait()
+
+
+def test_kill_stops_a_started_command_and_its_children(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    wrapper = tmp_path / "wrapper.sh"
+    wrapper.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {pidfile}\nwait\n")
+    wrapper.chmod(0o755)
+    running = LocalTransport().start([str(wrapper)], timeout=120)
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running.kill()
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the started command's child survived kill()"

@@ -8,8 +8,6 @@ reported. What the state words mean (still going, final, which failure class) is
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from slurmexp import layout, units
 from slurmexp.arrays import task_key
 from slurmexp.backends.facts import SacctRow
 from slurmexp.ledger.rows import ActiveAttempt
+from slurmexp.reconcile.sacct_json import record_json
 from slurmexp.states import PROGRESS, REQUEUE_WORDS, TERMINAL_STATES, ledger_state
 from slurmexp.timeutil import parse_ts
 
@@ -68,20 +67,29 @@ class QueueRecord(SacctRow):
 
 
 def queue_record(q: Any) -> QueueRecord:
-    return QueueRecord(
+    # A pass makes one per squeue row (thousands): the fields are set directly, every one of
+    # them (`_QUEUE_BLANK`: what squeue does not say), not through the dataclass's __init__.
+    rec = object.__new__(QueueRecord)
+    rec.__dict__.update(_QUEUE_BLANK)
+    rec.__dict__.update(
         job_id=q.job_id, job_id_raw=q.job_id, array_job_id=q.array_job_id,
         array_task=q.array_task, pending_tasks=q.pending_tasks, state=q.state,
-        state_raw=q.state, submit=q.submit, start=None, end=None, elapsed_s=None,
-        exit_code=None, signal=None, node_list=q.node_list, partition=None, qos=None,
-        account=None, reason=q.reason, alloc_tres=None, req_mem=None, max_rss_mb=None,
-        total_cpu_s=None, alloc_cpus=None, job_name=q.name, comment=q.comment, cluster=None,
-        known_state=getattr(q, "known_state", True))
+        state_raw=q.state, submit=q.submit, node_list=q.node_list, reason=q.reason,
+        job_name=q.name, comment=q.comment, known_state=getattr(q, "known_state", True))
+    return rec
+
+
+# Every QueueRecord field that squeue does not fill, with the value it has then.
+_QUEUE_BLANK = {f.name: None if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(QueueRecord)}
 
 
 def queue_reasons(queue: Iterable[Any]) -> dict[str, str | None]:
     """job key -> the controller's pending reason, for every task squeue lists (a pending
-    array's tasks one by one): the keys the controller still holds."""
-    return {row_key(r): r.reason for r in expand_rows(queue_record(q) for q in queue)}
+    array's tasks one by one): the keys the controller still holds. `queue`: squeue's rows,
+    or the pass's `queue_record`s of them."""
+    return {row_key(r): r.reason for r in expand_rows(
+        q if isinstance(q, QueueRecord) else queue_record(q) for q in queue)}
 
 
 def expand_rows(rows: Iterable[SacctRow],
@@ -98,16 +106,26 @@ def expand_rows(rows: Iterable[SacctRow],
             if tasks is None:
                 tasks = list((array_tasks or {}).get(row.array_job_id, ()))
             for t in tasks:
-                out.append(dataclasses.replace(
-                    row, job_id=f"{row.array_job_id}_{t}", array_task=int(t), pending_tasks=None))
+                out.append(_task_copy(row, int(t)))
             continue
         out.append(row)
     return out
 
 
+def _task_copy(row: SacctRow, task: int) -> SacctRow:
+    """The record of one task of a pending array row: that row with the task's id and index.
+    What dataclasses.replace makes, without its __init__ per task (2,000 of them for a
+    2,000-task array, every pass)."""
+    copy = object.__new__(type(row))
+    copy.__dict__.update(row.__dict__)
+    copy.job_id, copy.array_task, copy.pending_tasks = f"{row.array_job_id}_{task}", task, None
+    return copy
+
+
 def _records(rows: Iterable[SacctRow], queue: Iterable[SacctRow],
-             array_tasks: dict[str, Sequence[int]]) -> dict[str, list[SacctRow]]:
-    """Records by job key, oldest submit first.
+             array_tasks: dict[str, Sequence[int]], keys: set[str]) -> dict[str, list[SacctRow]]:
+    """Records by job key, oldest submit first, for the job `keys` asked about (squeue lists
+    every job of the user, most of them in no attempt of this pass).
 
     A task's own row wins over the pending range row that stood for it, and a squeue record
     is only used where sacct has no record with its submit time (accounting lags).
@@ -122,7 +140,10 @@ def _records(rows: Iterable[SacctRow], queue: Iterable[SacctRow],
             if not any(_same_time(r.submit, row.submit) for r in recs):
                 recs.append(row)
     for q in expand_rows(queue, array_tasks):
-        recs = by_key[row_key(q)]
+        key = row_key(q)
+        if key not in keys:
+            continue
+        recs = by_key[key]
         for i, r in enumerate(recs):
             if _same_time(r.submit, q.submit):
                 # sacct lags the controller: a job it still shows PENDING may run already.
@@ -135,7 +156,8 @@ def _records(rows: Iterable[SacctRow], queue: Iterable[SacctRow],
             recs.append(q)
     far = datetime.max.replace(tzinfo=timezone.utc)
     for recs in by_key.values():
-        recs.sort(key=lambda r: parse_ts(r.submit) or far)
+        if len(recs) > 1:
+            recs.sort(key=lambda r: parse_ts(r.submit) or far)
     return by_key
 
 
@@ -171,7 +193,7 @@ def match_rows(attempts: Sequence[ActiveAttempt], rows: Iterable[SacctRow],
     for a in attempts:
         if a.task_index is not None and a.job_id:
             array_tasks[str(a.job_id)].append(int(a.task_index))
-    by_key = _records(rows, queue, array_tasks)
+    by_key = _records(rows, queue, array_tasks, {a.job_key for a in attempts})
     claimed: set[int] = set()
     match = Match()
 
@@ -331,20 +353,3 @@ def attempt_fields(row: SacctRow) -> dict[str, Any]:
         fields["slurm_job_id"] = row.job_id_raw
         fields["sacct_json"] = record_json(row)
     return {k: v for k, v in fields.items() if v is not None}
-
-
-def record_json(row: SacctRow) -> str:
-    """The record as the attempt keeps it (`attempts.sacct_json`): its fields, shallow, but
-    a pending array row's task list as a count. Every task of a 2,000-task pending array is
-    matched to that one row, and copying its 2,000 indices into each task's record (with
-    dataclasses.asdict, deeply) was two thirds of a pass."""
-    out = {name: getattr(row, name) for name in _record_fields(type(row))}
-    if out.get("pending_tasks") is not None:
-        out["pending_tasks"] = len(out["pending_tasks"])
-    return json.dumps(out, sort_keys=True, default=str)
-
-
-@functools.cache
-def _record_fields(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-

@@ -230,32 +230,24 @@ def _reconcile_cluster(ctx: PassContext) -> None:
             if active else None,
             names=names, names_since=_since([parse_ts(s.created) for s in intents], ctx.now) if intents else None)
         summary.sacct_s += time.monotonic() - t
-    elif active:
-        since = _since([parse_ts(a.submit_time) or parse_ts(a.created) for a in active],
-                       ctx.now)
-        job_ids = sorted({str(a.job_id) for a in active if a.job_id})
-        array_ids = sorted({str(a.job_id) for a in active if a.task_index is not None})
-        t = time.monotonic()
-        rows = backend.accounting(job_ids, since=since, array_ids=array_ids)
-        summary.sacct_s += time.monotonic() - t
-    if intents and not is_remote(backend):
-        since = _since([parse_ts(s.created) for s in intents], ctx.now)
-        names = sorted({n for s in intents if (n := chunk_job_name(s.exp_id, s.chunk))})
-        if names:
-            t = time.monotonic()
-            name_rows = backend.accounting([], since=since, names=names)
-            summary.sacct_s += time.monotonic() - t
-    if (active or intents) and not is_remote(backend):
-        t = time.monotonic()
+    else:
+        asked = _start_queue(backend) if active or intents else None
         try:
-            queue = backend.queue()
-        except SlurmUnavailable as exc:
-            # sacct answered, the controller did not: record what accounting says, but decide
-            # nothing that needs the queue (LOST, dead intents) and submit nothing.
-            ctx.queue_ok = False
-            summary.error = f"squeue: {exc.message}"
-            summary.exit_code = exc.exit_code
-        summary.squeue_s += time.monotonic() - t
+            rows, name_rows = _accounting(ctx, backend, active, intents)
+            if asked is not None:
+                t = time.monotonic()
+                try:
+                    queue = asked.rows()
+                except SlurmUnavailable as exc:
+                    # sacct answered, the controller did not: record what accounting says, but
+                    # decide nothing that needs the queue (LOST, dead intents), submit nothing.
+                    ctx.queue_ok = False
+                    summary.error = f"squeue: {exc.message}"
+                    summary.exit_code = exc.exit_code
+                summary.squeue_s += time.monotonic() - t
+        finally:
+            if asked is not None:
+                asked.close()
     queue_records = [queue_record(q) for q in queue]
 
     # --- orphans: INTENT submissions -----------------------------------------------------
@@ -268,7 +260,7 @@ def _reconcile_cluster(ctx: PassContext) -> None:
     # --- match and transition ------------------------------------------------------------
     match = match_rows(active, [*rows, *name_rows], queue_records)
     # The controller's pending reason is current; sacct's is the one the job was submitted with.
-    ctx.queue_reasons = queue_reasons(queue)
+    ctx.queue_reasons = queue_reasons(queue_records)
     queued_keys = set(ctx.queue_reasons)
     touched: set[str] = set()
     for a in active:
@@ -280,6 +272,48 @@ def _reconcile_cluster(ctx: PassContext) -> None:
         touched |= submit_due(ctx)
     _update_experiments(ctx, touched | {a.exp_id for a in active} | {
         s.exp_id for s in intents})
+
+
+def _accounting(ctx: PassContext, backend: Any, active: list[ActiveAttempt],
+                intents: list[Submission]) -> tuple[list[SacctRow], list[SacctRow]]:
+    """The pass's sacct rows: one batched query by id for the active attempts, one by name
+    for the open intents' chunks."""
+    rows: list[SacctRow] = []
+    name_rows: list[SacctRow] = []
+    if active:
+        since = _since([parse_ts(a.submit_time) or parse_ts(a.created) for a in active], ctx.now)
+        job_ids = sorted({str(a.job_id) for a in active if a.job_id})
+        array_ids = sorted({str(a.job_id) for a in active if a.task_index is not None})
+        t = time.monotonic()
+        rows = backend.accounting(job_ids, since=since, array_ids=array_ids)
+        ctx.summary.sacct_s += time.monotonic() - t
+    names = sorted({n for s in intents if (n := chunk_job_name(s.exp_id, s.chunk))})
+    if names:
+        since = _since([parse_ts(s.created) for s in intents], ctx.now)
+        t = time.monotonic()
+        name_rows = backend.accounting([], since=since, names=names)
+        ctx.summary.sacct_s += time.monotonic() - t
+    return rows, name_rows
+
+
+class _QueueLater:
+    """The queue of a scheduler that cannot start squeue early (`SlurmBackend.start_queue`):
+    asked when its rows are read, after sacct, as before."""
+
+    def __init__(self, backend: Any):
+        self._backend = backend
+
+    def rows(self) -> list[Any]:
+        return self._backend.queue()
+
+    def close(self) -> None:
+        pass
+
+
+def _start_queue(backend: Any) -> Any:
+    """squeue started now (it runs while sacct does), or asked later where it cannot be."""
+    start = getattr(backend, "start_queue", None)
+    return start() if start is not None else _QueueLater(backend)
 
 
 def _n_going(attempts: list[ActiveAttempt]) -> int:

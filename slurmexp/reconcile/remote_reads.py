@@ -18,7 +18,6 @@ from typing import Any
 from slurmexp import layout
 from slurmexp.atomic import replace_file
 from slurmexp.ledger.rows import ActiveAttempt, Submission
-from slurmexp.transport.snapshot import snapshot
 
 # The attempt folder's small files a pass (and show/report) reads; stderr comes as its tail.
 ATTEMPT_FILES = (*layout.ATTEMPT_RECORD_FILES, layout.STDERR)
@@ -102,6 +101,8 @@ def read_remote(ctx: Any, backend: Any, active: Sequence[ActiveAttempt], intents
     files = wanted_files(ctx.ledger, backend, active, restarts)
     ages = wanted_ages(ctx, backend, active, restarts)
     asked = sorted({p for paths in ages.values() for p in paths})
+    from slurmexp.transport.snapshot import snapshot  # only passes over SSH need it
+
     snap = snapshot(backend.backend, job_ids, since=since or names_since or "now-7days",
                     files=sorted(files), names=names, names_since=names_since, user_queue=True,
                     array_ids=array_ids, ages=asked)

@@ -71,7 +71,7 @@ def chunk_job_name(exp_id: str, chunk: int | None) -> str | None:
 def _differs(old: dict, new: dict) -> bool:
     for k, v in new.items():
         o = old.get(k)
-        if o is None and v is None:
+        if o is v or (type(o) is type(v) and o == v):      # most columns of most passes
             continue
         if o is None or v is None:
             return True

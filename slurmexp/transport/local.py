@@ -72,15 +72,29 @@ class LocalTransport:
             cwd: RemotePath | None = None, env: Mapping[str, str] | None = None,
             stop_on: Sequence[str] = ()) -> CommandResult:
         args = _argv(argv)
+        started = time.monotonic()
+        proc = self._spawn(args, stdin is not None, cwd, env)
+        if stop_on:
+            return _watch(proc, args, stdin, timeout, tuple(p.lower() for p in stop_on), started)
+        return _communicate(proc, args, stdin, timeout, started)
+
+    def start(self, argv: Sequence[str], *, timeout: float, cwd: RemotePath | None = None,
+              env: Mapping[str, str] | None = None) -> Started:
+        """`run` (no input), started now and waited for by `Started.wait()`, so that a caller
+        can have two commands running at once (a reconcile pass's sacct and squeue). What `run`
+        would raise, `wait` raises."""
+        return Started(self, argv, timeout, cwd, env)
+
+    def _spawn(self, args: list[str], has_stdin: bool, cwd: RemotePath | None,
+               env: Mapping[str, str] | None) -> subprocess.Popen:
         exe = os.path.basename(args[0])
         workdir = self.path(cwd) if cwd is not None else self._root
         if workdir is not None and not workdir.is_dir():
             raise TransportError(f"{exe}: working directory {workdir} does not exist")
         full_env = {**os.environ, **{str(k): str(v) for k, v in env.items()}} if env else None
-        started = time.monotonic()
         try:
-            proc = subprocess.Popen(
-                args, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            return subprocess.Popen(
+                args, stdin=subprocess.PIPE if has_stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                 env=full_env, cwd=workdir, start_new_session=True)
         except (FileNotFoundError, NotADirectoryError):
@@ -90,19 +104,6 @@ class LocalTransport:
             raise CommandNotFound(f"{exe}: not executable here (permission denied)", exe) from None
         except OSError as exc:
             raise TransportError(f"{exe}: could not be started: {exc.strerror or exc}") from exc
-        if stop_on:
-            return _watch(proc, args, stdin, timeout, tuple(p.lower() for p in stop_on), started)
-        try:
-            out, err = proc.communicate(stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise CommandTimeout(f"{exe} did not finish within {timeout:g}s and was killed",
-                                 exe, timeout) from None
-        except BaseException:
-            _kill_group(proc)
-            raise
-        return CommandResult(tuple(args), proc.returncode, out or "", err or "",
-                             time.monotonic() - started)
 
     # --- files --------------------------------------------------------------------------
     def read_bytes(self, path: RemotePath) -> bytes:
@@ -168,6 +169,63 @@ class LocalTransport:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TransportError(f"cannot create {p}: {exc.strerror or exc}") from exc
+
+
+class Started:
+    """A command `LocalTransport.start` started: its output is read by a thread of its own
+    (neither pipe can fill up while the caller waits for another command)."""
+
+    def __init__(self, transport: LocalTransport, argv: Sequence[str], timeout: float,
+                 cwd: RemotePath | None, env: Mapping[str, str] | None):
+        self.argv = _argv(argv)
+        self._started = time.monotonic()
+        self._proc: subprocess.Popen | None = None
+        self._result: CommandResult | None = None
+        self._error: BaseException | None = None
+        try:
+            self._proc = transport._spawn(self.argv, False, cwd, env)
+        except BaseException as exc:   # raised by wait(), as run() would have raised it
+            self._error = exc
+            self._reader = None
+            return
+        self._reader = threading.Thread(target=self._read, args=(timeout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, timeout: float) -> None:
+        try:
+            self._result = _communicate(self._proc, self.argv, None, timeout, self._started)
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()
+            self._error = exc
+
+    def wait(self) -> CommandResult:
+        if self._reader is not None:
+            self._reader.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def kill(self) -> None:
+        """Stop it (its whole process group) and wait for its reader: its answer is not wanted."""
+        if self._proc is not None and self._reader is not None and self._reader.is_alive():
+            _kill_group(self._proc)
+        if self._reader is not None:
+            self._reader.join()
+
+
+def _communicate(proc: subprocess.Popen, args: list[str], stdin: str | None, timeout: float,
+                 started: float) -> CommandResult:
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        exe = os.path.basename(args[0])
+        raise CommandTimeout(f"{exe} did not finish within {timeout:g}s and was killed",
+                             exe, timeout) from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    return CommandResult(tuple(args), proc.returncode, out or "", err or "",
+                         time.monotonic() - started)
 
 
 def _watch(proc: subprocess.Popen, args: list[str], stdin: str | None, timeout: float,

@@ -19,7 +19,6 @@ import re
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Sequence
@@ -288,6 +287,12 @@ class SlurmBackend:
             rows = [r for r in rows if r.name.startswith(name_prefix)]
         return rows
 
+    def start_queue(self, timeout: float = 60):
+        """`queue()` started now; `.rows()` reads it (`started`): sacct runs meanwhile."""
+        from slurmexp.backends.slurm.started import StartedQueue
+        return StartedQueue(commands.squeue(cluster=self.cluster_flag, user=self.user),
+                            timeout=timeout, transport=self.transport)
+
     def submit_times(self, job_ids: list[str], *, since: str = "now-7days",
                      timeout: float = 60) -> dict[str, str]:
         """Submit time per job id: the (cluster, job id, submit time) key of an attempt, since
@@ -374,6 +379,7 @@ class SlurmBackend:
                 return None
 
         todo = [what for what in queries if what not in texts]
+        from concurrent.futures import ThreadPoolExecutor  # validation's, not a pass's
         with ThreadPoolExecutor(max_workers=len(todo) or 1) as pool:
             texts.update(zip(todo, pool.map(attempt, todo)))
         if down:                                          # the first in command order
