@@ -325,27 +325,17 @@ def report(ctx, experiments, fmt: str, output: str | None, by: str | None, best:
         raise click.UsageError("--min/--max need --best METRIC")
     if output:
         _check_output(output)
-    ledger, refs = _ledger(ctx, "read"), list(experiments) or None
+    from slurmexp.report.write import write_report
+
+    ledger = _ledger(ctx, "read")
     stream = OutputStream(output)       # CSV goes out in chunks of rows as they are made
     try:
-        if not (fmt == "csv" and not (by or best or columns or metrics)
-                and _run_csv(ledger, refs, stream, excel_safe)):
-            from slurmexp.report.build import build_report, render_report
-
-            built = build_report(ledger, refs, by=by, best=best, minimize=minimize)
-            render_report(built, fmt, excel_safe=excel_safe, columns=columns, metrics=metrics,
-                          out=stream)
+        write_report(ledger, list(experiments) or None, fmt, stream, by=by, best=best,
+                     minimize=minimize, columns=columns, excel_safe=excel_safe, metrics=metrics)
     finally:
         stream.close()
     if output:
         click.echo(f"wrote {output}", err=True)
-
-
-def _run_csv(ledger, refs, stream, excel_safe: bool) -> bool:
-    """The run table's CSV without pandas frames (report.csv_rows); False: the frame path's."""
-    from slurmexp.report.csv_rows import write_run_csv
-
-    return write_run_csv(ledger, refs, stream, excel_safe=excel_safe)
 
 
 @main.command()
