@@ -149,6 +149,7 @@ def test_command_lines_are_built_purely():
     assert commands.scancel(["1", "2"]) == ["scancel", "1", "2"]
     assert commands.squeue(user="ann")[-2:] == ["-u", "ann"] and commands.squeue()[-1] == "--me"
     assert commands.squeue(job_ids=["5", "6"])[-4:] == ["-t", "all", "-j", "5,6"]
+    assert "-r" in commands.squeue(job_ids=["5"]) and "-r" not in commands.squeue(job_ids=["5"], per_task=False)
     argv = commands.sacct(since="2026-01-01T00:00:00", user="ann", job_ids=["5", "6"])
     assert argv[argv.index("-S") + 1] == "2026-01-01T00:00:00" and argv[argv.index("-u") + 1] == "ann"
     assert argv[-1] == "--jobs=5,6" and "-D" in argv and f"--delimiter={sp.DELIMITER}" in argv

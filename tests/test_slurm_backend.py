@@ -131,6 +131,9 @@ def test_squeue_rows_submit_times_and_cancel(backend, tmp_path):
         times = backend.submit_times([held, plain, "999999999"], since=start)
         # held: from squeue; plain has left the queue: from sacct; unknown ids are left out.
         assert set(times) == {held, plain}
+        # The held array's time came from its one collapsed row ("<id>_[0-4%2]", squeue without
+        # -r): the same as each of its tasks' rows says.
+        assert {r.submit for r in mine} == {times[held]}
         for value in times.values():
             assert datetime.fromisoformat(value) >= datetime.fromisoformat(start)
     finally:

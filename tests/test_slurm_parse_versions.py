@@ -145,6 +145,9 @@ def test_pending_and_cancelled_arrays(cap):
     collapsed = {r.array_job_id: r for r in sp.parse_squeue(cap.text("squeue_pending_array.txt"))}
     assert collapsed[held.array_job_id].reason == "JobHeldUser"
     assert collapsed[held.array_job_id].pending_tasks == list(range(10))
+    # launch reads the submit times from the collapsed rows: the same as every task's row.
+    assert {r.submit for r in rows if r.array_job_id == held.array_job_id} == \
+        {collapsed[held.array_job_id].submit}
 
 
 def test_simple_jobs(cap):

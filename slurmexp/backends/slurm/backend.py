@@ -255,7 +255,7 @@ class SlurmBackend:
 
     # --- queue and accounting -----------------------------------------------------------
     def queue(self, job_ids: list[str] | None = None, *, name_prefix: str | None = None,
-              timeout: float = 60) -> list[SqueueRow]:
+              timeout: float = 60, per_task: bool = True) -> list[SqueueRow]:
         """One squeue call (-r: one row per array task). squeue --name matches whole names only,
         so a name prefix is filtered here.
 
@@ -269,7 +269,7 @@ class SlurmBackend:
                 return []
             rows: list[SqueueRow] = []
             for chunk in _chunks(ids):
-                proc = self._run(commands.squeue(cluster=self.cluster_flag, job_ids=chunk),
+                proc = self._run(commands.squeue(cluster=self.cluster_flag, job_ids=chunk, per_task=per_task),
                                  timeout=timeout, check=False)
                 if proc.returncode != 0:
                     # squeue fails with "Invalid job id specified" only when none of the ids is
@@ -302,7 +302,7 @@ class SlurmBackend:
         out: dict[str, str] = {}
         if not ids:
             return out
-        for row in self.queue(ids, timeout=timeout):
+        for row in self.queue(ids, timeout=timeout, per_task=False):   # a pending array: one row
             if row.submit is None:
                 continue
             for key in (row.job_id, row.array_job_id):

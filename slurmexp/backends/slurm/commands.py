@@ -30,11 +30,13 @@ def scancel(job_ids: Sequence[str], *, cluster: str | None = None) -> list[str]:
 
 
 def squeue(*, cluster: str | None = None, job_ids: Sequence[str] | None = None,
-           user: str | None = None) -> list[str]:
-    """One row per array task (-r) in `parse.squeue_format()`. With job ids, every state
-    (-t all: the controller still knows jobs that ended less than MinJobAge ago); without,
-    the pending and running jobs of `user` (or of the caller: --me)."""
-    argv = ["squeue", "-h", "-r", *cluster_args(cluster), "-o", sp.squeue_format()]
+           user: str | None = None, per_task: bool = True) -> list[str]:
+    """One row per array task (-r) in `parse.squeue_format()`; `per_task=False`: a pending
+    array's tasks in one row ("123_[4-9]"), enough for what is the same for all of them (the
+    submit time). With job ids, every state (-t all: the controller still knows jobs that
+    ended less than MinJobAge ago); without, the pending and running jobs of `user` (or of
+    the caller: --me)."""
+    argv = ["squeue", "-h", *(["-r"] if per_task else []), *cluster_args(cluster), "-o", sp.squeue_format()]
     if job_ids is not None:
         return [*argv, "-t", "all", "-j", ",".join(job_ids)]
     return [*argv, *(["-u", user] if user else ["--me"])]
