@@ -38,7 +38,10 @@ class SubmissionsMixin:
         # The array spec says which task indices sbatch was given; a resubmission of part of
         # a chunk ("3,7") therefore creates attempts only for those runs.
         indices = task_set(sub["array_spec"])
-        runs = self._rows("SELECT * FROM runs WHERE exp_id = ? AND chunk IS ? "
+        # Only what recording a job needs: SELECT * built a dict of every column (parameters
+        # included) per run (8,000 runs: 74 ms -> 39 ms, CI running beside it).
+        runs = self._rows("SELECT exp_id, run_id, state, n_attempts, task_index FROM runs "
+                          "WHERE exp_id = ? AND chunk IS ? "
                           "ORDER BY task_index, idx", [sub["exp_id"], sub["chunk"]])
         if indices is None:
             return runs
