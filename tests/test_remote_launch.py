@@ -30,9 +30,11 @@ def test_a_sweep_of_host_only_code_runs_on_the_remote_cluster(remote_node, remot
     assert sources["remote_dir"].startswith(f"{root}/src/") and len(sources["hash"]) == 64
     assert (remote_node.fs_root / sources["remote_dir"].lstrip("/") / "train.sh").read_text() == TRAIN
     assert not Path(root).exists()
-    # The run files and scripts are on the cluster under root/experiments/<id>/.
+    # The manifests and scripts are on the cluster under root/experiments/<id>/ (each task
+    # writes its run's folder there from its chunk's manifest).
     remote_exp = node_root / "experiments" / exp_id
-    assert len(list((remote_exp / "runs").iterdir())) == 3
+    assert sorted(p.name for p in (remote_exp / "manifests").iterdir()) == ["chunk-000.files", "chunk-000.txt"]
+    assert len((remote_exp / "manifests" / "chunk-000.txt").read_text().splitlines()) == 3
     script = next((remote_exp / "scripts").iterdir()).read_text()
     assert sources["remote_dir"] in script and str(tmp_path) not in script
     # The ledger stays here, with the submission recorded as locally.
@@ -50,6 +52,7 @@ def test_a_sweep_of_host_only_code_runs_on_the_remote_cluster(remote_node, remot
     for r in runs:
         remote_run = remote_exp / "runs" / r["run_id"]
         assert (remote_run / "metrics.json").is_file()       # written there by the run
+        assert (remote_run / "command.sh").is_file()         # by its task, from the manifest
         # ... mirrored here by the pass that saw the run end, and its summary stored with the
         # final state, so the report needs neither the cluster nor the files.
         (attempt,) = ledger.attempts(exp_id, run_id=r["run_id"])

@@ -276,7 +276,8 @@ def fill(folder: Path) -> Path:
 
 def test_full_output_disk_exits_7_and_nothing_is_recorded(tmp_path, cluster, small_tmpfs):
     out = small_tmpfs("out", "256k")
-    sweep = write_sweep(tmp_path, "fullout", f"x = {list(range(300))}", command="true {x}")
+    # 300 runs of a 1 kB command: the chunk's .files alone (~300 kB) cannot fit in 256 kB.
+    sweep = write_sweep(tmp_path, "fullout", f"x = {list(range(300))}", command="true {x} " + "y" * 1000)
     sweep.write_text(sweep.read_text().replace("[params]", f"output_dir = {json.dumps(str(out))}\n[params]"))
     result = cli(tmp_path, "launch", str(sweep), "--site", str(SITE))
     assert result.exit_code == 7, result.output

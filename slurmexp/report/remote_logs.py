@@ -23,6 +23,7 @@ from slurmexp.transport.ssh import Op
 
 POLL_S = 2.0
 IDLE_S = 30.0          # Slurm's own log has no end marker: done once it stopped growing
+START_GRACE_S = 10.0   # how long a started task may take to create its command's output
 
 
 def remote_log(ledger: Any, ref: str, stderr: bool = False) -> tuple[Any, PurePosixPath, list[PurePosixPath]] | None:
@@ -71,8 +72,7 @@ def follow_remote_log(sched: Any, tried: list[PurePosixPath], *, poll_s: float =
     """`tail -f` over SSH of the first of `tried` that exists (else the attempt's own output,
     where it will appear), until the attempt folder has its `ended` file (Slurm's log, which
     has no end marker: until it has not grown for IDLE_S)."""
-    _, found = _batch(sched, [Op("exists", path=str(p)) for p in tried])
-    path = next((p for p, r in zip(tried, found) if r.returncode == 0), tried[0])
+    path = _followed(sched, tried, poll_s)
     ended = path.parent / layout.ENDED if path.name in layout.ATTEMPT_OUTPUT_FILES else None
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     offset, idle_since = 0, time.monotonic()
@@ -98,6 +98,26 @@ def follow_remote_log(sched: Any, tried: list[PurePosixPath], *, poll_s: float =
                 yield rest
             return
         time.sleep(poll_s)
+
+
+def _followed(sched: Any, tried: list[PurePosixPath], poll_s: float) -> PurePosixPath:
+    """Which of `tried` to follow. Slurm creates its log when the task starts, a moment before
+    the task script makes the attempt folder and later the command's output: a task whose
+    Slurm log exists is given START_GRACE_S to show its attempt folder (then its output is
+    followed, where it appears); only a task that never made one (it died first) is followed
+    in Slurm's log. Nothing there yet: the command's output, where it will appear."""
+    own = tried[0]
+    folder = own.parent if own.name in layout.ATTEMPT_OUTPUT_FILES else None
+    deadline = time.monotonic() + START_GRACE_S
+    while True:
+        probe = [own, *([folder] if folder is not None else []), *tried[1:]]
+        _, found = _batch(sched, [Op("exists", path=str(p)) for p in probe])
+        there = [p for p, r in zip(probe, found) if r.returncode == 0]
+        if own in there or (folder is not None and folder in there) or not there:
+            return own
+        if time.monotonic() >= deadline:
+            return there[0]
+        time.sleep(min(poll_s, 0.5))
 
 
 def remote_logs(ledger: Any, ref: str, stderr: bool = False, follow: bool = False) -> Iterator[str] | None:
