@@ -217,10 +217,7 @@ def _communicate(proc: subprocess.Popen, args: list[str], stdin: str | None, tim
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        exe = os.path.basename(args[0])
-        raise CommandTimeout(f"{exe} did not finish within {timeout:g}s and was killed",
-                             exe, timeout) from None
+        raise _timed_out(proc, args, timeout) from None
     except BaseException:
         _kill_group(proc)
         raise
@@ -267,10 +264,7 @@ def _watch(proc: subprocess.Popen, args: list[str], stdin: str | None, timeout: 
         else:
             _kill_group(proc)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        exe = os.path.basename(args[0])
-        raise CommandTimeout(f"{exe} did not finish within {timeout:g}s and was killed",
-                             exe, timeout) from None
+        raise _timed_out(proc, args, timeout) from None
     except BaseException:
         _kill_group(proc)
         raise
@@ -278,6 +272,13 @@ def _watch(proc: subprocess.Popen, args: list[str], stdin: str | None, timeout: 
         t.join(1)
     return CommandResult(tuple(args), -9 if hit else proc.returncode, "".join(out), "".join(err),
                          time.monotonic() - started, stopped_on=hit[0] if hit else None)
+
+
+def _timed_out(proc: subprocess.Popen, args: list[str], timeout: float) -> CommandTimeout:
+    """Kill a command that ran past its time; the error that says so, to raise."""
+    _kill_group(proc)
+    exe = os.path.basename(args[0])
+    return CommandTimeout(f"{exe} did not finish within {timeout:g}s and was killed", exe, timeout)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
