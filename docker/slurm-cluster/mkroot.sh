@@ -27,6 +27,13 @@ apt_in() {
     chroot "$dir" env DEBIAN_FRONTEND=noninteractive LC_ALL=C apt-get -q -o Acquire::Check-Valid-Until=false "$@"
 }
 
+same_dir() {
+    # same_dir HOST_DIR BOUND_DIR: the bind at BOUND_DIR shows HOST_DIR itself (same device and
+    # inode, and its mount's root not marked deleted in mountinfo).
+    [ "$(stat -c %d:%i "$1")" = "$(stat -c %d:%i "$2")" ] || return 1
+    ! awk -v m="$2" '$5 == m && $4 ~ /\/\/deleted$/ {found = 1} END {exit !found}' /proc/self/mountinfo
+}
+
 cmd_mount() {
     local dir="$1" b
     [ -x "$dir/bin/sh" ] || die "$dir is not a root file system"
@@ -37,6 +44,13 @@ cmd_mount() {
     for b in ${SX_ROOT_BINDS:-}; do
         [ -d "$b" ] || continue
         mkdir -p "$dir$b"
+        if mountpoint -q "$dir$b" && ! same_dir "$b" "$dir$b"; then
+            # A bind of a folder that is gone: a clone deleted and made again at the same path
+            # (CI on a machine that keeps its roots) leaves the root seeing the deleted folder,
+            # where every command fails with "getcwd failed". Bind the folder there now instead.
+            say "$dir$b shows a deleted or other folder than $b: binding $b again"
+            umount -l "$dir$b"
+        fi
         mountpoint -q "$dir$b" || mount --bind "$b" "$dir$b"
     done
     # slurmd resolves its node's host name; apt needs the resolver.
