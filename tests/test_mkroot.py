@@ -25,9 +25,9 @@ def mount(root: Path, bind: Path) -> subprocess.CompletedProcess:
 
 
 def pwd_in_root(root: Path, folder: Path) -> subprocess.CompletedProcess:
-    # As root-cluster.sh's command wrappers do: chroot, cd to the caller's folder, run there.
-    return subprocess.run(["chroot", str(root), "/bin/sh", "-c", 'cd "$0" && /bin/pwd && cat mark',
-                           str(folder)], capture_output=True, text=True, timeout=30)
+    # `mkroot.sh run` goes to the caller's folder inside the root, as the command wrappers do.
+    return subprocess.run(["bash", str(MKROOT), "run", str(root), "/bin/sh", "-c", "/bin/pwd && cat mark"],
+                          cwd=folder, capture_output=True, text=True, timeout=30)
 
 
 def test_a_bind_of_a_folder_made_again_is_bound_again(remote_node):

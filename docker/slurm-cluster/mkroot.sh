@@ -44,14 +44,15 @@ cmd_mount() {
     for b in ${SX_ROOT_BINDS:-}; do
         [ -d "$b" ] || continue
         mkdir -p "$dir$b"
-        if mountpoint -q "$dir$b" && ! same_dir "$b" "$dir$b"; then
+        if mountpoint -q "$dir$b"; then
+            same_dir "$b" "$dir$b" && continue
             # A bind of a folder that is gone: a clone deleted and made again at the same path
             # (CI on a machine that keeps its roots) leaves the root seeing the deleted folder,
             # where every command fails with "getcwd failed". Bind the folder there now instead.
             say "$dir$b shows a deleted or other folder than $b: binding $b again"
             umount -l "$dir$b"
         fi
-        mountpoint -q "$dir$b" || mount --bind "$b" "$dir$b"
+        mount --bind "$b" "$dir$b"
     done
     # slurmd resolves its node's host name; apt needs the resolver.
     cp -L /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
