@@ -1,7 +1,7 @@
 """Every row of the performance table, side by side, in one command (see bench/README.md).
 
     flock -o /tmp/cluster.lock env PYTHONPATH=$PWD python3 bench/run.py [--repeats 5] [--only ROW...]
-        [--baseline CHECKOUT]   (reconcile rows: also that checkout's pass, interleaved)
+        [--baseline CHECKOUT]   (reconcile and launch rows: also that checkout's, interleaved)
 
 Each row is a pair of whole processes (slurmexp and its peer or floor) run interleaved,
 `--repeats` times each; it prints the median wall time and the peak memory (max RSS, from the
@@ -79,9 +79,12 @@ class Side:
 
 
 def measure(name: str, goal: str, ours: Side, peer: Side, repeats: int,
-            baseline: Side | None = None) -> dict:
-    """`baseline`: the same command of another checkout (`--baseline`), interleaved with both."""
-    sides = (ours, peer, baseline) if baseline else (ours, peer)
+            baseline: Side | None = None, bounds: tuple[Side, ...] = ()) -> dict:
+    """`baseline`: the same command of another checkout (`--baseline`), interleaved with both.
+    `bounds`: processes that do only part of ours (start Python and import, run the same Slurm
+    command, read and write the same rows with nothing derived), interleaved too, each printed
+    as a ratio to the same peer: how close to the goal anything doing that part could come."""
+    sides = (ours, peer, *([baseline] if baseline else []), *bounds)
     for _ in range(repeats):
         for side in sides:
             side.run_once()
@@ -92,11 +95,18 @@ def measure(name: str, goal: str, ours: Side, peer: Side, repeats: int,
     print(f"{name:18s} {a:7.3f} s {row['ours_rss_mib']:5d} MiB | {b:7.3f} s "
           f"{row['peer_rss_mib']:5d} MiB | {row['ratio']:5.2f}x  (goal {goal}; {ours.label} vs "
           f"{peer.label})", flush=True)
-    if baseline:
-        c = statistics.median(baseline.walls)
-        row.update(baseline_s=round(c, 3), baseline_ratio=round(c / b, 2))
-        print(f"{'':18s} {c:7.3f} s {round(max(baseline.rss_mib)):5d} MiB | {c / b:5.2f}x of the "
-              f"same peer: {baseline.label}", flush=True)
+    extra = [("baseline", baseline)] if baseline else []
+    extra += [("bound", side) for side in bounds]
+    for kind, side in extra:
+        c = statistics.median(side.walls)
+        if kind == "baseline":
+            row.update(baseline_s=round(c, 3), baseline_ratio=round(c / b, 2))
+        else:
+            row.setdefault("bounds", []).append({"label": side.label, "s": round(c, 3),
+                                                 "ratio": round(c / b, 2),
+                                                 "rss_mib": round(max(side.rss_mib))})
+        print(f"{'':18s} {c:7.3f} s {round(max(side.rss_mib)):5d} MiB | {c / b:5.2f}x of the "
+              f"same peer: {kind} {side.label}", flush=True)
     return row
 
 
@@ -136,6 +146,11 @@ print(jobs[0].job_id.split("_")[0])
 """
 
 
+# launch-1k's bound: the modules a launch imports (the CLI, the sweep's and site's models,
+# validation, the templates' jinja2, the ledger, the Slurm backend), then exit.
+LAUNCH_IMPORTS = ("import slurmexp.cli, slurmexp.launch.launcher, slurmexp.backends.slurm.backend, "
+                  "slurmexp.cli_common")
+
 MAX_JOB_COUNT = 10_000      # the test cluster's (docker/slurm-cluster/conf/slurm.conf.in)
 
 
@@ -159,10 +174,20 @@ def scancel_printed(out: str) -> None:
     subprocess.run(["scancel", out.split()[-1]], check=True)
 
 
-def launch_rows(tmp: Path, site: Path, repeats: int, only: set) -> list[dict]:
+def launch_rows(tmp: Path, site: Path, repeats: int, only: set,
+                baseline: Path | None = None) -> list[dict]:
     home = tmp / "home-launch"
     env = {"SLURMEXP_HOME": str(home), "SLURMEXP_SITE": str(site)}
     rows = []
+
+    def base(label: str, sweep: Path, n: int) -> Side | None:
+        """The same launch with `baseline`'s slurmexp (its own ledger, the same cluster)."""
+        if baseline is None:
+            return None
+        h = tmp / "home-launch-baseline"
+        return Side(f"{label} ({baseline})", sx("launch", str(sweep), "--new"),
+                    {"SLURMEXP_HOME": str(h), "SLURMEXP_SITE": str(site), "PYTHONPATH": str(baseline)},
+                    tmp / "sweeps", cancel_experiment(h, {"PYTHONPATH": str(baseline)}), room_for(n))
     s1k = write_sweep(tmp / "sweeps", "bench-1k", 1000)
     # launch-8k compares slurmexp with itself: both sweeps' jobs wait (--begin), so the time is
     # the launch's, not the 2-core test cluster starting thousands of tasks on the same cores
@@ -177,13 +202,17 @@ def launch_rows(tmp: Path, site: Path, repeats: int, only: set) -> list[dict]:
                             Side("slurmexp launch 1k", sx("launch", str(s1k), "--new"), env,
                                  tmp / "sweeps", cancel_experiment(home), room_for(1000)),
                             Side("submitit map_array 1k", [sys.executable, "peer.py"], {}, peer_dir,
-                                 scancel_printed, room_for(1000)), repeats))
+                                 scancel_printed, room_for(1000)), repeats,
+                            base("the same launch", s1k, 1000),
+                            bounds=(Side("Python importing what launch imports, nothing run",
+                                         [sys.executable, "-c", LAUNCH_IMPORTS], env),)))
     if "launch-8k" in only:
         rows.append(measure("launch-8k", "<= 1.5x",
                             Side("slurmexp launch 8k held", sx("launch", str(h8k), "--new"), env,
                                  tmp / "sweeps", cancel_experiment(home), room_for(8000)),
                             Side("slurmexp launch 1k held", sx("launch", str(h1k), "--new"), env,
-                                 tmp / "sweeps", cancel_experiment(home), room_for(1000)), repeats))
+                                 tmp / "sweeps", cancel_experiment(home), room_for(1000)), repeats,
+                            base("the same 8k launch", h8k, 8000)))
     return rows
 
 
@@ -294,6 +323,10 @@ def make_ledger(root: Path, n: int, metrics: bool, stored: bool = True) -> None:
                    env=child_env(), check=True)
 
 
+RUN_ARGV = ("import subprocess, sys; "
+            "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)")
+
+
 def reconcile_rows(tmp: Path, site: Path, repeats: int, only: set,
                    baseline: Path | None = None) -> list[dict]:
     rows, exps = [], []
@@ -312,17 +345,24 @@ def reconcile_rows(tmp: Path, site: Path, repeats: int, only: set,
         if only & {"reconcile-2k", "reconcile-2k-steady"}:
             sacct = sacct_argv_of_a_pass(tmp, env)     # this pass records the 2,000 PENDING
             floor = Side("its sacct alone", sacct, {"SLURM_TIME_FORMAT": "standard"})
+
+            def bounds() -> tuple[Side, ...]:
+                """A Python process that only runs that sacct; slurmexp's CLI starting."""
+                return (Side("python3 running its sacct", [sys.executable, "-c", RUN_ARGV, *sacct],
+                             {"SLURM_TIME_FORMAT": "standard"}),
+                        Side("slurmexp --version", sx("--version"), env))
         if "reconcile-2k-steady" in only:
             rows.append(measure("reconcile-2k-steady", "<= 1.2x",
                                 Side("pass, 2,000 pending, nothing new", sx("reconcile", "-q"), env),
-                                floor, repeats, base("the same pass")))
+                                floor, repeats, base("the same pass"), bounds()))
         if "reconcile-2k" in only:
             floor.walls, floor.rss_mib = [], []
             rows.append(measure("reconcile-2k", "<= 1.2x",
                                 Side("pass recording 2,000 new PENDING", sx("reconcile", "-q"), env,
                                      before=restore_ledger(home, snapshot)),
                                 floor, repeats, base("the same pass",
-                                                     before=restore_ledger(home, snapshot))))
+                                                     before=restore_ledger(home, snapshot)),
+                                bounds()))
         if "reconcile-history" in only:
             sides = []
             for n in (1000, 100_000):
@@ -346,6 +386,20 @@ def reconcile_rows(tmp: Path, site: Path, repeats: int, only: set,
 EXP = "bench-0123abcd"      # bench_report's experiment
 
 
+# report-csv's bound: what `report --format csv` reads (Ledger.report_rows' query: each run
+# joined with its attempts) fetched and written with csv.writer, nothing derived or formatted.
+RAW_ROWS = """\
+import csv, sqlite3
+from slurmexp.ledger.tables import REPORT_ROW_COLUMNS
+c = sqlite3.connect(%r)
+rows = c.execute(f"SELECT {REPORT_ROW_COLUMNS} FROM runs r LEFT JOIN attempts a "
+                 "ON a.exp_id = r.exp_id AND a.run_id = r.run_id WHERE r.exp_id IN (?) "
+                 "ORDER BY r.exp_id, r.idx, a.attempt_no, a.attempt_id", [%r]).fetchall()
+with open(%r, "w", newline="") as out:
+    csv.writer(out).writerows(rows)
+"""
+
+
 def ledger_rows(tmp: Path, repeats: int, only: set) -> list[dict]:
     root = tmp / "report"
     if not (root / "ledger.db").exists():
@@ -365,7 +419,9 @@ def ledger_rows(tmp: Path, repeats: int, only: set) -> list[dict]:
         rows.append(measure(name, "<= 2x",
                             Side(label, sx("--ledger", db, "report", EXP, "--format",
                                            "csv", "-o", str(tmp / "r.csv"))),
-                            Side("pandas.read_sql of runs", [sys.executable, "-c", read_sql]), repeats))
+                            Side("pandas.read_sql of runs", [sys.executable, "-c", read_sql]), repeats,
+                            bounds=(Side("the report's rows read and written as they are",
+                                         [sys.executable, "-c", RAW_ROWS % (db, EXP, str(tmp / "raw.csv"))]),)))
     if "status-exp" in only:
         rows.append(measure("status-exp", "<= 1 s",
                             Side("status EXP", sx("--ledger", led, "status", EXP)),
@@ -385,8 +441,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the ledgers and sweeps here (and reuse them)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
-                        help="reconcile rows: also time the same pass with this checkout's slurmexp "
-                             "(e.g. main's worktree), interleaved, on the same ledger")
+                        help="reconcile and launch rows: also time the same pass or launch with this "
+                             "checkout's slurmexp (e.g. main's worktree), interleaved (a pass on the "
+                             "same ledger)")
     ns = parser.parse_args()
     only = set(ns.only)
     tmp = ns.keep or Path(tempfile.mkdtemp(prefix="sx-bench-"))
@@ -403,7 +460,8 @@ def main() -> None:
         rows = ledger_rows(tmp, ns.repeats, only) if only & {
             "report-csv", "report-csv-files", "status-exp"} else []
         if only & {"launch-1k", "launch-8k"}:
-            rows += launch_rows(tmp, site, ns.repeats, only)
+            rows += launch_rows(tmp, site, ns.repeats, only,
+                                ns.baseline.resolve() if ns.baseline else None)
         if "launch-scale" in only:
             rows += scale_rows(tmp, ns.repeats)
         if only & {"reconcile-2k", "reconcile-2k-steady", "reconcile-history"}:
