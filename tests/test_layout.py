@@ -169,3 +169,29 @@ def test_layout_imports_nothing_slow():
             "and m != 'slurmexp.layout') + [m for m in ('dataclasses', 'inspect') "
             "if m in sys.modules]; assert not extra, extra")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+PARAM_VALUES = [0, -3, 10 ** 30, 0.1, 1e-300, float("nan"), float("inf"), True, False, None, "",
+                "plain", "a, b", "x\ny", '",\n  "', "é ü 日本", "\udcff", [1, "a"], (2, 3),
+                {"k": [1]}, {"nested": {"x": None}}, set(), __import__("datetime").date(2020, 1, 2)]
+
+
+def test_params_file_text_is_json_dumps_indent_2():
+    """params.json's fast path (the C encoder, flat parameters) writes what json.dumps(indent=2)
+    writes, for every kind of value a parameter can hold, alone and mixed."""
+    import itertools
+    import json
+    import random
+
+    from slurmexp.launch.experiment_files import params_file_text
+
+    def want(params):
+        return json.dumps(params, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n"
+
+    cases = [{}] + [{"v": v} for v in PARAM_VALUES]
+    cases += [{"b": a, "a": b} for a, b in itertools.product(PARAM_VALUES[:12], repeat=2)]
+    rng = random.Random(7)
+    cases += [{f"k{i}": rng.choice(PARAM_VALUES) for i in range(rng.randint(1, 6))}
+              for _ in range(300)]
+    for params in cases:
+        assert params_file_text(params) == want(params), params

@@ -81,6 +81,31 @@ def test_run_id_is_sha_of_sorted_params():
     assert run_id_for({"lr": 1}) != run_id_for({"lr": 1.0}) != run_id_for({"lr": True})
 
 
+def test_expanded_runs_keep_the_params_text_the_ledger_and_reuse_keys_store(tmp_path):
+    """expand() keeps each run's canonical JSON; what reads it (`params_text`) gives the text
+    the ledger would encode, and a Run made without it gets the same text made afresh."""
+    from slurmexp.ledger.connection import _json
+    from slurmexp.sweep.expand import params_text
+
+    sweep = sweep_from(tmp_path, """
+        name = "s"
+        command = "x {a} {b}"
+        [params]
+        a = [1, 0.5, true, "é \\" q"]
+        b = [-2, 1e300]
+        [[runs]]
+        a = "z"
+        b = 3
+        """)
+    runs = expand(sweep)
+    assert len(runs) == 9 and all(r.params_json is not None for r in runs)
+    for run in runs:
+        assert params_text(run) == _json(run.params)
+        bare = Run(run_id=run.run_id, index=run.index, params=run.params, source=run.source)
+        assert bare.params_json is None and params_text(bare) == _json(run.params)
+        assert bare == run          # the kept text is no part of a run's identity
+
+
 def test_ids_stable_when_file_is_reordered(tmp_path):
     a = sweep_from(tmp_path, """
         name = "s"

@@ -53,6 +53,7 @@ from slurmexp.settings import (
     RetrySettings,
 )
 from slurmexp.sites.model import Site, load_site
+from slurmexp.sweep.expand import params_text
 from slurmexp.sweep.plan import ArrayChunk, Plan, command_for, describe, describe_tables, make_plan
 from slurmexp.sweep.spec import Sweep, load_sweep
 from slurmexp.tags import job_comment, job_name
@@ -274,7 +275,7 @@ def launch(sweep_path: str | Path, site_path: str | Path | None = None, *, backe
         # relaunch) finishes, never an experiment nothing would ever submit.
         scripts = _write_experiment(prep, exp_id, ledger, kind.kind, tags=tags, note=note,
                                     first_state=None if kind.in_process else "SUBMITTING",
-                                    reused=reused.reused)
+                                    reused=reused.reused, keys=reused.keys)
     except (OSError, sqlite3.OperationalError) as exc:
         if not is_storage_full(exc):
             raise
@@ -339,8 +340,10 @@ def settings_for(prep: Prepared) -> ExperimentSettings:
 
 def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str, *,
                       first_state: str | None = None, tags: Sequence[str] = (),
-                      note: str | None = None, reused: Sequence[dict] = ()) -> dict[int, Path]:
-    """Manifests, scripts and provenance on disk, then the ledger rows."""
+                      note: str | None = None, reused: Sequence[dict] = (),
+                      keys: dict[str, str] | None = None) -> dict[int, Path]:
+    """Manifests, scripts and provenance on disk, then the ledger rows. `keys`: the runs'
+    reuse keys where `reuse.plan_reuse` has made them already."""
     paths = layout.ExperimentPaths(prep.exp_dir(exp_id))
     exp_dir = paths.exp_dir
     make_output_dir(prep.sweep.output_dir)
@@ -358,7 +361,7 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
                 for run in prep.plan.runs}
     scripts: dict[int, Path] = {}
     where: dict[str, tuple[int, int]] = {}
-    keys = reuse.reuse_keys(prep)
+    keys = keys if keys is not None else reuse.reuse_keys(prep)
     for chunk in prep.plan.chunks:
         write_manifest(exp_dir, chunk, commands)
         scripts[chunk.chunk] = write_script(exp_dir, chunk.chunk,
@@ -366,7 +369,8 @@ def _write_experiment(prep: Prepared, exp_id: str, ledger: Ledger, backend: str,
         for i, run in enumerate(chunk.runs):
             where[run.run_id] = (chunk.chunk, i)
     runs_dir = os.fspath(paths.runs_dir)
-    runs = [{"run_id": r.run_id, "idx": r.index, "params": r.params, "seed": r.seed, "source": r.source,
+    runs = [{"run_id": r.run_id, "idx": r.index, "params": r.params, "params_json": params_text(r),
+             "seed": r.seed, "source": r.source,
              "run_dir": os.path.join(runs_dir, r.run_id), "chunk": where[r.run_id][0],
              "task_index": where[r.run_id][1], "reuse_key": keys.get(r.run_id)} for r in prep.plan.runs]
     if prep.remote is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from slurmexp import arrays
 from slurmexp.settings import NotifySettings
+from slurmexp.sweep.expand import params_text
 from slurmexp.sweep.plan import ArrayChunk, Plan, Resources, Run, command_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,6 +41,7 @@ class Reuse:
     reused: list[dict] = field(default_factory=list)
     skippable: int = 0
     sources: list[str] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)     # run id -> reuse key, of every run
 
     def message(self, total: int) -> str:
         """The one line launch prints on stderr about reuse, or ""."""
@@ -64,7 +66,7 @@ def _group_part(prep: Prepared, resources: Resources) -> str:
 
 
 def reuse_key(prep: Prepared, resources: Resources, run: Run, group: str | None = None) -> str:
-    params = json.dumps(run.params, sort_keys=True, default=str, separators=(",", ":"))
+    params = params_text(run)
     text = (group if group is not None else _group_part(prep, resources)) + "\n" + params
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -86,7 +88,7 @@ def plan_reuse(prep: Prepared, ledger: Ledger, *, skip: bool, exp_id: str | None
     hits = {run_id: found[(run_id, key)] for run_id, key in keys.items() if (run_id, key) in found}
     sources = sorted({row["exp_id"] for row in hits.values()})
     if not skip or not hits:
-        return Reuse(prep, skippable=len(hits), sources=sources)
+        return Reuse(prep, skippable=len(hits), sources=sources, keys=keys)
     reused = [{"run_id": run.run_id, "idx": run.index, "params": run.params, "seed": run.seed,
                "source": run.source, "reuse_key": keys[run.run_id],
                "from_exp": hits[run.run_id]["exp_id"], "run_dir": hits[run.run_id]["run_dir"],
@@ -94,7 +96,7 @@ def plan_reuse(prep: Prepared, ledger: Ledger, *, skip: bool, exp_id: str | None
                "job_key": hits[run.run_id]["job_key"]}
               for run in prep.plan.runs if run.run_id in hits]
     return Reuse(dataclasses.replace(prep, plan=_without(prep.plan, set(hits))), reused,
-                 sources=sources)
+                 sources=sources, keys=keys)
 
 
 def _without(plan: Plan, run_ids: set[str]) -> Plan:

@@ -25,7 +25,8 @@ def _run_cols(runs: list[dict]) -> list[str]:
 def _run_rows(exp_id: str, runs: list[dict], now: str) -> list[list]:
     """`runs` rows (PLANNED) in `_run_cols(runs)` order."""
     key = ([r.get("reuse_key")] for r in runs) if _run_cols(runs) != _RUN_COLS else ([] for _ in runs)
-    return [[exp_id, r["run_id"], r.get("idx", r.get("index")), _json(r.get("params", {})),
+    return [[exp_id, r["run_id"], r.get("idx", r.get("index")),
+             r.get("params_json") or _json(r.get("params", {})),
              r.get("seed"), r.get("source"), PLANNED, None, _path_str(r.get("run_dir")),
              r.get("chunk"), r.get("task_index"), 0, now, *k] for r, k in zip(runs, key)]
 
@@ -38,7 +39,10 @@ class ExperimentsMixin:
                           site_path: str | os.PathLike | None, site_hash: str | None,
                           template_hash: str | None, provenance: dict | None,
                           runs: list[dict]) -> dict:
-        """Experiment and all its runs (PLANNED) in one transaction: never half a sweep."""
+        """Experiment and all its runs (PLANNED) in one transaction: never half a sweep.
+
+        A run's "params_json", where given, is its parameters already as the column stores
+        them (`sweep.expand.params_text`), so they are not encoded again."""
         now = _now()
         s = _path_str
         rows = _run_rows(exp_id, runs, now)
