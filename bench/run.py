@@ -78,6 +78,14 @@ class Side:
             self.after(out.decode())
 
 
+def _beside(side: Side, kind: str, peer_s: float) -> float:
+    """Print a side measured beside a row's pair, as a ratio to its peer; its median."""
+    c = statistics.median(side.walls)
+    print(f"{'':18s} {c:7.3f} s {round(max(side.rss_mib)):5d} MiB | {c / peer_s:5.2f}x of the "
+          f"same peer: {kind} {side.label}", flush=True)
+    return c
+
+
 def measure(name: str, goal: str, ours: Side, peer: Side, repeats: int,
             baseline: Side | None = None, bounds: tuple[Side, ...] = ()) -> dict:
     """`baseline`: the same command of another checkout (`--baseline`), interleaved with both.
@@ -95,18 +103,14 @@ def measure(name: str, goal: str, ours: Side, peer: Side, repeats: int,
     print(f"{name:18s} {a:7.3f} s {row['ours_rss_mib']:5d} MiB | {b:7.3f} s "
           f"{row['peer_rss_mib']:5d} MiB | {row['ratio']:5.2f}x  (goal {goal}; {ours.label} vs "
           f"{peer.label})", flush=True)
-    extra = [("baseline", baseline)] if baseline else []
-    extra += [("bound", side) for side in bounds]
-    for kind, side in extra:
-        c = statistics.median(side.walls)
-        if kind == "baseline":
-            row.update(baseline_s=round(c, 3), baseline_ratio=round(c / b, 2))
-        else:
-            row.setdefault("bounds", []).append({"label": side.label, "s": round(c, 3),
-                                                 "ratio": round(c / b, 2),
-                                                 "rss_mib": round(max(side.rss_mib))})
-        print(f"{'':18s} {c:7.3f} s {round(max(side.rss_mib)):5d} MiB | {c / b:5.2f}x of the "
-              f"same peer: {kind} {side.label}", flush=True)
+    if baseline:
+        c = _beside(baseline, "baseline", b)
+        row.update(baseline_s=round(c, 3), baseline_ratio=round(c / b, 2))
+    for side in bounds:
+        c = _beside(side, "bound", b)
+        row.setdefault("bounds", []).append({"label": side.label, "s": round(c, 3),
+                                             "ratio": round(c / b, 2),
+                                             "rss_mib": round(max(side.rss_mib))})
     return row
 
 
@@ -148,8 +152,7 @@ print(jobs[0].job_id.split("_")[0])
 
 # launch-1k's bound: the modules a launch imports (the CLI, the sweep's and site's models,
 # validation, the templates' jinja2, the ledger, the Slurm backend), then exit.
-LAUNCH_IMPORTS = ("import slurmexp.cli, slurmexp.launch.launcher, slurmexp.backends.slurm.backend, "
-                  "slurmexp.cli_common")
+LAUNCH_IMPORTS = "import slurmexp.cli, slurmexp.launch.launcher, slurmexp.backends.slurm.backend"
 
 MAX_JOB_COUNT = 10_000      # the test cluster's (docker/slurm-cluster/conf/slurm.conf.in)
 
@@ -386,15 +389,12 @@ def reconcile_rows(tmp: Path, site: Path, repeats: int, only: set,
 EXP = "bench-0123abcd"      # bench_report's experiment
 
 
-# report-csv's bound: what `report --format csv` reads (Ledger.report_rows' query: each run
-# joined with its attempts) fetched and written with csv.writer, nothing derived or formatted.
+# report-csv's bound: what `report --format csv` reads (`Ledger.report_rows`: each run joined
+# with its attempts) fetched and written with csv.writer, nothing derived or formatted.
 RAW_ROWS = """\
-import csv, sqlite3
-from slurmexp.ledger.tables import REPORT_ROW_COLUMNS
-c = sqlite3.connect(%r)
-rows = c.execute(f"SELECT {REPORT_ROW_COLUMNS} FROM runs r LEFT JOIN attempts a "
-                 "ON a.exp_id = r.exp_id AND a.run_id = r.run_id WHERE r.exp_id IN (?) "
-                 "ORDER BY r.exp_id, r.idx, a.attempt_no, a.attempt_id", [%r]).fetchall()
+import csv
+from slurmexp.ledger import Ledger
+rows = Ledger(%r, mode="read").report_rows([%r])
 with open(%r, "w", newline="") as out:
     csv.writer(out).writerows(rows)
 """
