@@ -77,13 +77,21 @@ slurm_major() {
 }
 
 pid_alive() {
-    # A pid file left by a killed session may name a pid that another process has since taken:
-    # the process must exist and be a Slurm daemon.
-    local pid
+    # True when the pid file names a live daemon of this cluster. A pid file outlives the daemon
+    # when a session is killed, and its pid may since have been taken by another Slurm process on
+    # this machine: the native cluster's slurmstepd, or the daemon of a cluster in a Debian root
+    # (same pid namespace). So the process must be the daemon the file is named for (slurmd for
+    # slurmd-c1.pid, not a slurmstepd) and see the same file system root as this script (a
+    # chroot's daemons see the root's directory, the host's see the host's /). Without both
+    # checks `up` skipped a node whose pid a job step had taken, and `down` could kill it.
+    local pid name
     [ -f "$1" ] || return 1
     pid="$(cat "$1" 2>/dev/null)"
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in slurm*) return 0 ;; *) return 1 ;; esac
+    name="$(basename "$1" .pid)"
+    name="${name%%-*}"
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
+    [ "$(stat -L -c %d:%i "/proc/$pid/root/" 2>/dev/null)" = "$(stat -c %d:%i /)" ]
 }
 
 render_conf() {
@@ -317,9 +325,8 @@ stop_stepds() {
 
 stop_munged() {
     local f=/run/munge/munged.pid pid
-    [ -f "$f" ] || return 0
+    pid_alive "$f" || return 0
     pid="$(cat "$f")"
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = munged ] || return 0
     say "stopping munged"
     kill "$pid" 2>/dev/null || true
 }

@@ -37,7 +37,10 @@ die() { say "ERROR: $*"; exit 1; }
 listener_pid() {
     local pid
     pid="$(cat "$DIR$PIDFILE" 2>/dev/null || true)"
-    [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$(readlink "/proc/$pid/root")" = "$DIR" ] && echo "$pid"
+    # The pid file outlives a killed session, and its pid may since be another process's in this
+    # root (a job step of its cluster): the listener is an sshd whose root is this root.
+    [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$(readlink "/proc/$pid/root")" = "$DIR" ] \
+        && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sshd ] && echo "$pid"
     return 0
 }
 

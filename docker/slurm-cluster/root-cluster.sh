@@ -135,6 +135,9 @@ info)
 down)
     [ -f "$DIR/opt/slurm-cluster/cluster.sh" ] || exit 0
     bash "$HERE/mkroot.sh" mount "$DIR"
+    # This checkout's cluster.sh, not the copy an earlier checkout left in the root: what decides
+    # which pids are this cluster's daemons must be the same code that `up` started them with.
+    sync_scripts
     in_root down "$@"
     ;;
 '') sed -n '2,22p' "$0"; exit 2 ;;
