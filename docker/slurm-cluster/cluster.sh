@@ -91,6 +91,8 @@ pid_alive() {
     name="$(basename "$1" .pid)"
     name="${name%%-*}"
     [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
+    # A killed daemon that its parent has not reaped yet still answers kill -0.
+    [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
     [ "$(stat -L -c %d:%i "/proc/$pid/root/" 2>/dev/null)" = "$(stat -c %d:%i /)" ]
 }
 
