@@ -106,6 +106,12 @@ def task_key(job_id: str | int, task: int | None) -> str:
     return str(job_id) if task is None else f"{job_id}_{task}"
 
 
+def task_key_sql(job_id: str, task: str) -> str:
+    """`task_key` as an SQL expression, for rows the ledger makes inside SQLite: `job_id` and
+    `task` are SQL expressions (a parameter, a column) for the job id text and the task index."""
+    return f"CASE WHEN {task} IS NULL THEN {job_id} ELSE {job_id} || '_' || {task} END"
+
+
 def split_job_id(job_id: str) -> tuple[str | None, int | None, list[int] | None]:
     """(array job id, task index, pending task indices) of a JobID as sacct/squeue print it:
     "5_3" -> ("5", 3, None); "5_[0-9%2]" -> ("5", None, [0, ..., 9]); "42" -> (None, None, None).

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from slurmexp.arrays import task_set
+from slurmexp.arrays import task_key, task_set
 from slurmexp.errors import SlurmexpError
 from slurmexp.ledger import Ledger
 from slurmexp.ledger import schema as ledger_mod
@@ -260,18 +260,18 @@ def test_crash_inside_transaction_leaves_nothing(ledger):
     assert len(ledger.events("demo-abcdef12")) == n_events
 
 
-def test_failure_midway_through_record_submitted_rolls_back(ledger, monkeypatch):
+def test_failure_midway_through_record_submitted_rolls_back(ledger):
     make_exp(ledger)
     sub_id = ledger.record_intent("demo-abcdef12", 0, "0-4", 5, "/exp/c0.sh", "abc", "mini")
 
-    def boom(*a, **k):
-        raise sqlite3.OperationalError("disk I/O error")
-
-    monkeypatch.setattr(ledger, "_events_bulk", boom)   # after attempts and runs were written
-    with pytest.raises(sqlite3.OperationalError):
+    # The runs' update is its last statement: the attempts and their events are written by then.
+    ledger.db.execute("CREATE TEMP TRIGGER boom BEFORE UPDATE ON runs "
+                      "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    with pytest.raises(sqlite3.DatabaseError, match="disk I/O error"):
         ledger.record_submitted(sub_id, "55")
-    monkeypatch.undo()
+    ledger.db.execute("DROP TRIGGER boom")
     assert ledger.attempts("demo-abcdef12") == []
+    assert ledger.events("demo-abcdef12")[-1]["kind"] == "intent"
     assert ledger.counts_by_state("demo-abcdef12") == {"PLANNED": 10}
     assert ledger.record_submitted(sub_id, "55")   # and the retry works
 
@@ -306,6 +306,40 @@ def test_partial_array_spec_creates_only_those_attempts(ledger):
     make_exp(ledger)
     _, ids = submit_chunk(ledger, "demo-abcdef12", 0, "77", spec="1,3")
     assert [a["job_key"] for a in ledger.attempts("demo-abcdef12")] == ["77_1", "77_3"]
+
+
+@pytest.mark.parametrize("spec, tasks", [
+    ("0-4", [0, 1, 2, 3, 4]), ("0-4%2", [0, 1, 2, 3, 4]), ("2-3", [2, 3]), ("4,0,2", [0, 2, 4]),
+    ("3", [3]), (None, [0, 1, 2, 3, 4])])
+def test_recorded_job_rows_are_the_spec_tasks_runs_in_task_order(ledger, spec, tasks):
+    """The attempts, events and run updates are made inside SQLite from the runs (not row by
+    row in Python): each one as its definition says, for every shape of array spec."""
+    make_exp(ledger)
+    ledger.set_run_state("demo-abcdef12", ["r0007"], "FAILED", reason="an earlier attempt")
+    ledger.db.execute("UPDATE runs SET n_attempts = 1 WHERE run_id = 'r0007'")
+    submit_chunk(ledger, "demo-abcdef12", 0, "90")            # another chunk's job before it
+    sub_id = ledger.record_intent("demo-abcdef12", 1, spec, len(tasks), "/exp/c1.sh", "abc", "mini")
+    ids = ledger.record_submitted(sub_id, "91", "2024-05-01T00:00:00")
+    atts = [a for a in ledger.attempts("demo-abcdef12") if a["sub_id"] == sub_id]
+    assert [a["attempt_id"] for a in atts] == ids
+    assert [a["task_index"] for a in atts] == tasks
+    assert [a["run_id"] for a in atts] == [f"r{5 + t:04d}" for t in tasks]
+    assert [a["job_key"] for a in atts] == [task_key("91", t) for t in tasks]
+    assert {(a["job_id"], a["cluster"], a["state"], a["submit_time"]) for a in atts} == {
+        ("91", "mini", "SUBMITTED", "2024-05-01T00:00:00")}
+    assert [a["attempt_no"] for a in atts] == [2 if t == 2 else 1 for t in tasks]
+    runs = {r["run_id"]: r for r in ledger.runs("demo-abcdef12")}
+    for t in range(5):
+        run = runs[f"r{5 + t:04d}"]
+        if t in tasks:
+            assert (run["state"], run["reason"], run["n_attempts"]) == ("SUBMITTED", None, 2 if t == 2 else 1)
+        else:
+            assert run["state"] == ("FAILED" if t == 2 else "PLANNED") and run["n_attempts"] == (t == 2)
+    events = [e for e in ledger.events("demo-abcdef12") if e["attempt_id"] in ids]
+    assert [(e["run_id"], e["kind"], e["from_state"], e["to_state"]) for e in events] == [
+        (f"r{5 + t:04d}", "submitted", "FAILED" if t == 2 else "PLANNED", "SUBMITTED") for t in tasks]
+    assert ledger.record_submitted(sub_id, "91") == ids     # repeated: the same, nothing new
+    assert len(ledger.attempts("demo-abcdef12")) == 5 + len(tasks)
 
 
 def test_job_id_reuse_is_a_separate_attempt(ledger):

@@ -1,14 +1,30 @@
 """Submissions: the intent written before sbatch, then its job (one attempt per task) or its refusal."""
 from __future__ import annotations
 
+import json
 import os
 
-from slurmexp.arrays import task_key, task_set
+from slurmexp.arrays import task_key_sql, task_set
 from slurmexp.errors import SlurmexpError
 from slurmexp.ledger.attempts import _NEW_ATTEMPT_COLS
 from slurmexp.ledger.connection import _now
 from slurmexp.ledger.rows import Submission
 from slurmexp.states import RECORDED_SUBMISSION_STATES
+
+
+def _runs_where(sub: dict) -> tuple[str, dict]:
+    """The WHERE clause (on `runs`, named parameters) for the runs a submission's job runs:
+    the chunk's, and of those only the tasks its array spec names (a resubmission of part of a
+    chunk, "3,7", creates attempts only for those runs). The same runs as `_submission_runs`."""
+    where, params = "exp_id = :exp AND chunk IS :chunk", dict(exp=sub["exp_id"], chunk=sub["chunk"])
+    indices = task_set(sub["array_spec"])
+    if indices is None:
+        return where, params
+    if indices and max(indices) - min(indices) + 1 == len(indices):
+        return (where + " AND (task_index IS NULL OR task_index BETWEEN :lo AND :hi)",
+                dict(params, lo=min(indices), hi=max(indices)))
+    return (where + " AND (task_index IS NULL OR task_index IN (SELECT value FROM json_each(:tasks)))",
+            dict(params, tasks=json.dumps(sorted(indices))))
 
 
 class SubmissionsMixin:
@@ -73,26 +89,38 @@ class SubmissionsMixin:
                 raise SlurmexpError(f"submission {sub_id} already has job {sub['job_id']}, "
                                     f"not {job_id}")
             state = "ADOPTED" if adopted else "SUBMITTED"
+            kind = "adopted" if adopted else "submitted"
             now = _now()
             self.db.execute("UPDATE submissions SET state = ?, job_id = ?, submit_time = ?, "
                             "error = NULL WHERE sub_id = ?", [state, job_id, submit_time, sub_id])
-            runs = self._submission_runs(sub)
-            exp_id = sub["exp_id"]
-            self._insert_rows("attempts", _NEW_ATTEMPT_COLS, ([
-                exp_id, r["run_id"], r["n_attempts"] + 1, sub_id, sub["cluster"], job_id,
-                r["task_index"],
-                task_key(job_id, r["task_index"]),
-                submit_time, "SUBMITTED", now] for r in runs))
-            self.db.conn.executemany(
+            # Three statements over the chunk's runs, stepped inside SQLite: the rows of an
+            # 8,000-run launch no longer go through Python one by one (each run's dict, its
+            # attempt's list, its run update's and its event's tuples; ~18 us of the ~45 us its
+            # rows cost). Attempts are numbered in the runs' (task, idx) order, the order their
+            # ids are returned in; each event names the state its run leaves, so the events go
+            # in before the runs' update.
+            where, params = _runs_where(sub)
+            cols = ", ".join(_NEW_ATTEMPT_COLS)
+            # The new attempts' ids follow the largest one now (attempt_id is the rowid): read
+            # back by that range, not by sub_id, which has no index (a scan of every attempt).
+            before = self.db.execute("SELECT coalesce(max(attempt_id), 0) FROM attempts").fetchone()[0]
+            self.db.execute(
+                f"INSERT INTO attempts ({cols}) SELECT exp_id, run_id, n_attempts + 1, :sub, "
+                f":cluster, :job, task_index, {task_key_sql(':job', 'task_index')}, :submit, "
+                f"'SUBMITTED', :now FROM runs WHERE {where} ORDER BY task_index, idx",
+                dict(sub=sub_id, cluster=sub["cluster"], job=job_id, submit=submit_time, now=now,
+                     **params))
+            self.db.execute(
+                "INSERT INTO events (ts, exp_id, run_id, attempt_id, kind, from_state, to_state, "
+                "reason) SELECT ?, a.exp_id, a.run_id, a.attempt_id, ?, r.state, 'SUBMITTED', ? "
+                "FROM attempts a JOIN runs r ON r.exp_id = a.exp_id AND r.run_id = a.run_id "
+                "WHERE a.attempt_id > ? ORDER BY a.attempt_id",
+                [now, kind, f"job {job_id} (sub_id={sub_id})", before])
+            self.db.execute(
                 "UPDATE runs SET state = 'SUBMITTED', reason = NULL, n_attempts = n_attempts + 1, "
-                "updated = ? WHERE exp_id = ? AND run_id = ?",
-                [(now, exp_id, r["run_id"]) for r in runs])
-            ids = dict(self.db.execute(
-                "SELECT run_id, attempt_id FROM attempts WHERE sub_id = ?", [sub_id]).fetchall())
-            kind = "adopted" if adopted else "submitted"
-            self._events_bulk([exp_id, r["run_id"], ids[r["run_id"]], kind, r["state"],
-                               "SUBMITTED", f"job {job_id} (sub_id={sub_id})"] for r in runs)
-        return [ids[r["run_id"]] for r in runs]
+                f"updated = :now WHERE {where}", dict(now=now, **params))
+            return [r[0] for r in self.db.execute(
+                "SELECT attempt_id FROM attempts WHERE attempt_id > ? ORDER BY attempt_id", [before])]
 
     def record_submit_failed(self, sub_id: int, error: str) -> None:
         """sbatch refused: its runs stay PLANNED, with the error as their reason, to retry."""
@@ -133,9 +161,13 @@ class SubmissionsMixin:
         another attempt already holds keeps no time rather than failing the others.
         """
         with self.transaction():
+            sub = self._submission(sub_id)
+            # By the job's (cluster, job_id) index, then its submission: sub_id alone has no
+            # index, and this runs once a chunk of every launch, whatever the ledger's history.
             n = self.db.execute(
-                "UPDATE OR IGNORE attempts SET submit_time = ?, updated = ? WHERE sub_id = ? "
-                "AND submit_time IS NULL", [submit_time, _now(), sub_id]).rowcount
+                "UPDATE OR IGNORE attempts SET submit_time = ?, updated = ? WHERE cluster IS ? "
+                "AND job_id = ? AND sub_id = ? AND submit_time IS NULL",
+                [submit_time, _now(), sub["cluster"], sub["job_id"], sub_id]).rowcount
             self.db.execute("UPDATE submissions SET submit_time = ? WHERE sub_id = ? AND "
                             "submit_time IS NULL", [submit_time, sub_id])
         return n
