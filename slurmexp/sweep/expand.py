@@ -57,8 +57,13 @@ def value_text(value: Any) -> str:
     return str(value)
 
 
+# One encoder for every run: `json.dumps` with options builds a new one per call (a third of
+# its time for a run's few parameters). The same text as json.dumps with these options.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def _canonical_json(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL.encode(params)
 
 
 def params_text(run: Run) -> str:
