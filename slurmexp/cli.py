@@ -7,6 +7,7 @@ the commands that need them, so `slurmexp --help` and `slurmexp status` stay fas
 """
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import sys
@@ -182,6 +183,9 @@ def launch(ctx, sweep: str, site_path: str | None, backend: str, dry_run: bool, 
     """Validate SWEEP, submit it as job arrays and record every run in the ledger."""
     from slurmexp.launch import launcher as launch_mod
 
+    # What the imports made (pydantic's models, jinja2, click) lives as long as the process:
+    # frozen, the collector's full passes, triggered by a big sweep's objects, skip it.
+    gc.freeze()
     if dry_run:
         prep = launch_mod.with_depends(launch_mod.prepare(sweep, site_path, backend), lambda: _ledger(ctx, "read"))
         if skip_completed:        # the plan as launch would submit it
