@@ -2,7 +2,6 @@
 and `health`. Each calls one library function; errors become messages in `cli.SlurmexpGroup`."""
 from __future__ import annotations
 
-import gc
 import json
 import sys
 
@@ -31,8 +30,6 @@ def reconcile(ctx, quiet: bool, verbose: bool, dry_run: bool, grace_s: float, fm
     With --loop SECONDS: passes until SIGINT/SIGTERM (then exit 0), under the same lock as a
     cron pass; a failed pass is printed and the next one runs on time."""
     from slurmexp.reconcile.one_pass import reconcile_pass
-
-    gc.freeze()     # as launch does: the imports' objects, alive to the end, out of full passes
 
     def report(summary, stamp: bool = False) -> None:
         if fmt == "json":
