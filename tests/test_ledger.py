@@ -287,6 +287,18 @@ def test_nested_transaction_is_a_savepoint(ledger):
     assert ledger.get_experiment("demo-abcdef12")["state"] == "SUBMITTING"
 
 
+def test_submit_failed_of_part_of_a_chunk_marks_only_its_tasks(ledger):
+    """A refused resubmission of tasks "1,3" of chunk 0 gives only those runs the reason (the
+    same rule, `_runs_where`, as recording its job would select them by)."""
+    make_exp(ledger)
+    sub_id = ledger.record_intent("demo-abcdef12", 0, "1,3", 2, "/exp/c0.sh", "abc", "mini")
+    ledger.record_submit_failed(sub_id, "sbatch: error: QOSMaxSubmitJobPerUserLimit")
+    reasons = {r["task_index"]: r["reason"] for r in ledger.runs("demo-abcdef12", state="PLANNED")
+               if r["chunk"] == 0}
+    assert reasons == {0: None, 1: "sbatch: error: QOSMaxSubmitJobPerUserLimit", 2: None,
+                       3: "sbatch: error: QOSMaxSubmitJobPerUserLimit", 4: None}
+
+
 def test_submit_failed_keeps_runs_planned_with_reason(ledger):
     make_exp(ledger)
     sub_id = ledger.record_intent("demo-abcdef12", 0, "0-4", 5, "/exp/c0.sh", "abc", "mini")

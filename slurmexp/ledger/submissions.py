@@ -15,7 +15,8 @@ from slurmexp.states import RECORDED_SUBMISSION_STATES
 def _runs_where(sub: dict) -> tuple[str, dict]:
     """The WHERE clause (on `runs`, named parameters) for the runs a submission's job runs:
     the chunk's, and of those only the tasks its array spec names (a resubmission of part of a
-    chunk, "3,7", creates attempts only for those runs). The same runs as `_submission_runs`."""
+    chunk, "3,7", creates attempts only for those runs). The one rule of which runs those are:
+    `record_submitted` selects by it inside SQLite, `_submission_runs` reads them."""
     where, params = "exp_id = :exp AND chunk IS :chunk", dict(exp=sub["exp_id"], chunk=sub["chunk"])
     indices = task_set(sub["array_spec"])
     if indices is None:
@@ -51,17 +52,11 @@ class SubmissionsMixin:
         return rows[0]
 
     def _submission_runs(self, sub: dict) -> list[dict]:
-        # The array spec says which task indices sbatch was given; a resubmission of part of
-        # a chunk ("3,7") therefore creates attempts only for those runs.
-        indices = task_set(sub["array_spec"])
-        # Only what recording a job needs: SELECT * built a dict of every column (parameters
-        # included) per run (8,000 runs: 74 ms -> 39 ms, CI running beside it).
-        runs = self._rows("SELECT exp_id, run_id, state, n_attempts, task_index FROM runs "
-                          "WHERE exp_id = ? AND chunk IS ? "
-                          "ORDER BY task_index, idx", [sub["exp_id"], sub["chunk"]])
-        if indices is None:
-            return runs
-        return [r for r in runs if r["task_index"] is None or r["task_index"] in indices]
+        """The runs of the submission's job (`_runs_where`), in task order, with only the
+        columns recording its outcome reads (not each run's parameters)."""
+        where, params = _runs_where(sub)
+        return list(self.db.query("SELECT exp_id, run_id, state, n_attempts, task_index FROM "
+                                  f"runs WHERE {where} ORDER BY task_index, idx", params))
 
     def record_adopted(self, sub_id: int, job_id: str | int, submit_time: str | None) -> list[int]:
         """An intent's job found by its tag after a crashed launch or an unanswered sbatch:
