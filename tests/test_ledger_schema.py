@@ -75,9 +75,10 @@ def test_migrating_a_version_2_ledger_keeps_data_indexes_and_foreign_keys(monkey
         assert after == before
         assert led.get_experiment("a-00000001")["tags"] == []          # schema 5, read as none
         new = _indexes(led)
-        assert {k: v for k, v in new.items() if k not in _V8_INDEXES} == indexes | {   # schema 6's
-            "runs_reuse": "CREATE INDEX runs_reuse ON runs (reuse_key, state)"}
-        assert set(new) - set(indexes) - {"runs_reuse"} == set(_V8_INDEXES)
+        assert {k: v for k, v in new.items() if k not in _V8_INDEXES} == indexes | {   # schema 9's
+            "runs_reusable": "CREATE INDEX runs_reusable ON runs (reuse_key) WHERE "
+                             f"{schema.REUSABLE_RUN_SQL}"}
+        assert set(new) - set(indexes) - {"runs_reusable"} == set(_V8_INDEXES)
         assert _foreign_keys(led) == fks
         assert ("experiments", "exp_id", "exp_id") in fks["runs"]
         assert led.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -130,6 +131,42 @@ def test_a_passs_reads_use_the_partial_indexes_after_migrating_a_version_6_ledge
     assert len(plans) == 4
     for plan, index in zip(plans, _V8_INDEXES):
         assert f"USING INDEX {index}" in plan and "SCAN a /" not in plan and "SCAN r /" not in plan, plan
+
+
+def test_reuse_reads_completed_runs_through_schema_9s_index_and_holds_no_other(monkeypatch, tmp_path):
+    """Migrating a version-8 ledger replaces the (reuse_key, state) index of every run by one of
+    the completed runs that ran: `--skip-completed`'s lookup goes through it, and a launch's
+    PLANNED and SUBMITTED runs (random reuse-key hashes) are not written into it."""
+    path = tmp_path / "ledger.db"
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:8])
+    runs = [dict(run_id=f"r{i}", idx=i, params={"i": i}, run_dir=f"/exp/runs/r{i}", chunk=0,
+                 task_index=i, reuse_key=f"key{i}") for i in range(3)]
+    with Ledger(path) as led:
+        led.create_experiment("a-00000001", "demo", "fp-a", "mini", "slurm", "/exp", None, None,
+                              None, None, None, {}, runs)
+        ids = led.record_submitted(led.record_intent("a-00000001", 0, "0-2", 3, "/x", "s", "mini"), "77")
+        led.update_attempt(ids[0], state="COMPLETED")
+        led.update_attempt(ids[1], state="FAILED")
+        assert "runs_reuse" in _indexes(led)
+    monkeypatch.undo()
+    with Ledger(path) as led:
+        assert led.schema_version == 9 and "runs_reuse" not in _indexes(led)
+        led.create_experiment("b-00000002", "demo", "fp-b", "mini", "slurm", "/exp", None, None,
+                              None, None, None, {}, runs)
+        indexed = led.db.execute("SELECT run_id FROM runs INDEXED BY runs_reusable "
+                                 "WHERE state = 'COMPLETED' AND reused_from IS NULL").fetchall()
+        assert [r[0] for r in indexed] == ["r0"]
+        seen: list[tuple] = []
+        query = led.db.query
+        monkeypatch.setattr(led.db, "query", lambda sql, params=None: seen.append((sql, params))
+                            or query(sql, params))
+        found = led.completed_by_reuse_key(["key0", "key1", "key2"], exclude_exp="b-00000002")
+        monkeypatch.undo()
+        assert [(k, v["exp_id"], v["attempt_id"]) for k, v in found.items()] == [
+            (("r0", "key0"), "a-00000001", ids[0])]
+        plans = [" / ".join(r[3] for r in led.db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+                 for sql, params in seen]
+        assert len(plans) == 1 and "SEARCH r USING INDEX runs_reusable" in plans[0], plans
 
 
 def test_migrating_a_version_1_ledger(monkeypatch, tmp_path):

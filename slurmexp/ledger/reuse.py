@@ -9,6 +9,10 @@ from slurmexp.ledger.connection import _json, _now, _path_str
 from slurmexp.states import COMPLETED
 
 _BATCH = 500        # reuse keys per query: well under SQLite's parameter limit
+# schema.REUSABLE_RUN_SQL, migration 9's partial index's term, as written: the planner uses
+# runs_reusable only when the query's WHERE implies it (tests/test_ledger_schema.py checks the
+# plan), and the runs that never completed are not in it.
+_REUSABLE = "r.state = 'COMPLETED' AND r.reused_from IS NULL"
 
 _REUSED_COLS = ["exp_id", "run_id", "idx", "params_json", "seed", "source", "state", "reason",
                 "run_dir", "chunk", "task_index", "n_attempts", "updated", "reuse_key",
@@ -33,10 +37,10 @@ class ReuseMixin:
                 "SELECT r.exp_id, r.run_id, r.run_dir, r.reuse_key, a.attempt_id, a.attempt_no, "
                 "a.job_key, e.created FROM runs r JOIN experiments e ON e.exp_id = r.exp_id "
                 "JOIN attempts a ON a.exp_id = r.exp_id AND a.run_id = r.run_id "
-                f"AND a.state = ? WHERE r.state = ? AND r.reused_from IS NULL "
+                f"AND a.state = ? WHERE {_REUSABLE} "
                 f"AND r.reuse_key IN ({', '.join('?' * len(part))}) AND r.exp_id != ? "
                 "ORDER BY e.created, r.exp_id, a.attempt_no",
-                [COMPLETED, COMPLETED, *part, exclude_exp or ""])
+                [COMPLETED, *part, exclude_exp or ""])
             for row in rows:      # oldest first: the newest experiment and attempt win
                 found[(row["run_id"], row["reuse_key"])] = row
         return found
