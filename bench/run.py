@@ -133,8 +133,10 @@ def write_sweep(folder: Path, name: str, n: int, sbatch: tuple[str, ...] = ()) -
 def cancel_experiment(home: Path, env: dict | None = None):
     def after(out: str) -> None:
         exp_id = out.split()[-1]
+        # Not from this checkout's folder: `python -m` puts the working directory first on
+        # sys.path, and a baseline's cancel would run this tree's slurmexp (and migrate its ledger).
         subprocess.run(sx("cancel", exp_id), env=child_env(**{**(env or {}), "SLURMEXP_HOME": str(home)}),
-                       check=True, capture_output=True)
+                       cwd=home.parent, check=True, capture_output=True)
     return after
 
 
