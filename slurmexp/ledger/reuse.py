@@ -6,13 +6,15 @@ import json
 from collections.abc import Iterable, Sequence
 
 from slurmexp.ledger.connection import _json, _now, _path_str
+from slurmexp.ledger.schema import REUSABLE_RUN_SQL
 from slurmexp.states import COMPLETED
 
 _BATCH = 500        # reuse keys per query: well under SQLite's parameter limit
-# schema.REUSABLE_RUN_SQL, migration 9's partial index's term, as written: the planner uses
-# runs_reusable only when the query's WHERE implies it (tests/test_ledger_schema.py checks the
-# plan), and the runs that never completed are not in it.
-_REUSABLE = "r.state = 'COMPLETED' AND r.reused_from IS NULL"
+# Migration 9's partial index's own term, as `ledger.attempts` writes ACTIVE_ATTEMPT_SQL: the
+# planner uses runs_reusable only when the WHERE implies it (tests/test_ledger_schema.py checks
+# the plan). `r.` names the runs' state beside the attempts' and experiments'; reused_from is
+# the runs' alone.
+_REUSABLE = f"r.{REUSABLE_RUN_SQL}"
 
 _REUSED_COLS = ["exp_id", "run_id", "idx", "params_json", "seed", "source", "state", "reason",
                 "run_dir", "chunk", "task_index", "n_attempts", "updated", "reuse_key",
