@@ -14,7 +14,7 @@ import posixpath
 import re
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Self
@@ -311,8 +311,9 @@ class LedgerConnection:
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
-        return list(self.db.query(sql, list(params)))
+    def _rows(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[dict]:
+        """Rows as dicts; `params` positional (any iterable) or named (a mapping)."""
+        return list(self.db.query(sql, params if isinstance(params, Mapping) else list(params)))
 
     def _insert_rows(self, table: str, columns: list[str], rows: Iterable[list]) -> None:
         self.db.insert_rows(table, columns, rows)

@@ -55,8 +55,8 @@ class SubmissionsMixin:
         """The runs of the submission's job (`_runs_where`), in task order, with only the
         columns recording its outcome reads (not each run's parameters)."""
         where, params = _runs_where(sub)
-        return list(self.db.query("SELECT exp_id, run_id, state, n_attempts, task_index FROM "
-                                  f"runs WHERE {where} ORDER BY task_index, idx", params))
+        return self._rows("SELECT exp_id, run_id, state, n_attempts, task_index FROM "
+                          f"runs WHERE {where} ORDER BY task_index, idx", params)
 
     def record_adopted(self, sub_id: int, job_id: str | int, submit_time: str | None) -> list[int]:
         """An intent's job found by its tag after a crashed launch or an unanswered sbatch:
