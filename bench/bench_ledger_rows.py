@@ -17,6 +17,7 @@ key's exp_id prefix) could save. `--history N` earlier experiments (2). No Slurm
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import shutil
 import statistics
@@ -70,13 +71,18 @@ def _round(drop: tuple[str, ...], history: int) -> tuple[float, float]:
 
 
 def main(argv: list[str]) -> None:
-    history = int(argv[argv.index("--history") + 1]) if "--history" in argv else 2
-    repeats = int(next((a for i, a in enumerate(argv) if a.isdigit()
-                        and (i == 0 or argv[i - 1] != "--history")), "5"))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("repeats", nargs="?", type=int, default=5)
+    ap.add_argument("--history", type=int, default=2, help="earlier experiments in the ledger")
+    ap.add_argument("--schema-8", action="store_true", help="also with schema 8's reuse-key index")
+    ap.add_argument("--drop-exp-state", action="store_true",
+                    help="also without the (exp_id, state) indexes")
+    args = ap.parse_args(argv)
+    history, repeats = args.history, args.repeats
     variants: dict[str, tuple[str, ...]] = {"as is": ()}
-    if "--schema-8" in argv:
+    if args.schema_8:
         variants["schema 8: every run's reuse key indexed"] = SCHEMA_8_REUSE
-    if "--drop-exp-state" in argv:
+    if args.drop_exp_state:
         variants["without the (exp_id, state) indexes"] = DROP_EXP_STATE
     seen: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _ in range(repeats):
